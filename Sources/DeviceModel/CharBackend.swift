@@ -1,0 +1,23 @@
+/// The guest-facing side of a character device: a UART, virtio-console, the monitor.
+/// Backends push input to it, asking first how much it can take (QEMU's can_read/read pair),
+/// so a slow guest applies back-pressure instead of losing bytes.
+public protocol CharFrontend: AnyObject, Sendable {
+    /// How many bytes `receive` can take now; 0 stops the flow until `CharBackend.acceptInput()`.
+    func receiveCapacity() -> Int
+    /// Takes at most `receiveCapacity()` bytes of input.
+    func receive(_ bytes: [UInt8])
+}
+
+/// The host-facing side of a character device (stdio, pty, socket, file), DESIGN.md §2.
+/// Implementations live in `Chardev`; devices see only this protocol.
+public protocol CharBackend: AnyObject, Sendable {
+    /// A short description for `info chardev` ("stdio", "pty:/dev/pts/3", "tcp:127.0.0.1:4444").
+    var label: String { get }
+    /// Connects the frontend that receives this backend's input (nil disconnects it).
+    func attach(_ frontend: (any CharFrontend)?)
+    /// Sends guest output to the host. Never blocks the caller for long: output to a peer that
+    /// is not connected or not reading is dropped, as a real serial line drops it.
+    func write(_ bytes: [UInt8])
+    /// The frontend can take input again after reporting a capacity of 0.
+    func acceptInput()
+}

@@ -1,0 +1,119 @@
+import SystemSupport
+
+/// Why a guest memory access could not be done. A bad guest address is an error value the
+/// caller turns into a guest-visible fault (access fault, virtio NEEDS_RESET), never a crash.
+public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// `[address, address + count)` is not wholly inside one RAM region.
+    case outOfRange(address: GuestAddress, count: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .outOfRange(address, count):
+            return "guest access of \(count) bytes at \(address) is outside guest RAM"
+        }
+    }
+}
+
+/// One contiguous block of guest RAM: a host mapping placed at a guest-physical address.
+/// The mapping is owned by a `~Copyable` `MappedRegion` and lives as long as this object.
+public final class GuestRAM: Sendable {
+    public let range: AddressRange
+    private let mapping: MappedRegion
+
+    /// RAM is aligned to 2 MiB on the host so the kernel can use huge pages for it.
+    public static let hostAlignment = 2 << 20
+
+    public init(base: GuestAddress, size: UInt64) throws(SystemError) {
+        guard size > 0, size % 4096 == 0, size <= UInt64(Int.max - GuestRAM.hostAlignment) else {
+            throw .configuration("RAM size \(size) must be a positive multiple of 4 KiB")
+        }
+        guard let range = AddressRange(base: base, size: size) else {
+            throw .configuration("RAM of \(size) bytes at \(base) passes the end of the address space")
+        }
+        self.range = range
+        mapping = try MappedRegion(count: Int(size), alignment: GuestRAM.hostAlignment)
+    }
+
+    public var size: UInt64 { range.size }
+
+    /// Host pointer to `count` bytes at `address`, or nil when they are not all in this region.
+    /// Callers use it only inside a scoped accessor below or in a hot path that documents why.
+    @inline(__always)
+    public func hostPointer(at address: GuestAddress, count: UInt64) -> UnsafeMutableRawPointer? {
+        guard range.contains(address, count: count) else { return nil }
+        // SAFETY: the check above keeps offset + count within the mapping, which lives as long as self.
+        return mapping.base + Int(address.rawValue - range.base.rawValue)
+    }
+}
+
+/// All of a machine's guest RAM: one or more `GuestRAM` regions that never overlap
+/// (the x86 board splits RAM around the MMIO hole below 4 GiB). Every access is bounds-checked.
+public final class GuestMemory: Sendable {
+    public let regions: [GuestRAM]
+
+    public init(regions: [GuestRAM]) throws(SystemError) {
+        let sorted = regions.sorted { $0.range.base < $1.range.base }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.range.overlaps(b.range) {
+            throw .configuration("RAM regions \(a.range) and \(b.range) overlap")
+        }
+        self.regions = sorted
+    }
+
+    /// A machine with one RAM block.
+    public convenience init(base: GuestAddress, size: UInt64) throws(SystemError) {
+        try self.init(regions: [GuestRAM(base: base, size: size)])
+    }
+
+    public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    @inline(__always)
+    func region(containing address: GuestAddress, count: UInt64) throws(GuestMemoryError) -> (GuestRAM, UnsafeMutableRawPointer) {
+        for region in regions {
+            if let p = region.hostPointer(at: address, count: count) { return (region, p) }
+        }
+        throw .outOfRange(address: address, count: count)
+    }
+
+    /// Whether `[address, address + count)` is wholly RAM.
+    public func isRAM(_ address: GuestAddress, count: UInt64 = 1) -> Bool {
+        (try? region(containing: address, count: count)) != nil
+    }
+
+    /// Loads a little-endian integer (guests of both architectures are little-endian).
+    @inline(__always)
+    public func read<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
+        let (_, p) = try region(containing: address, count: UInt64(MemoryLayout<T>.size))
+        return T(littleEndian: p.loadUnaligned(as: T.self))
+    }
+
+    /// Stores a little-endian integer.
+    @inline(__always)
+    public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        let (_, p) = try region(containing: address, count: UInt64(MemoryLayout<T>.size))
+        p.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    /// Runs `body` on the host bytes backing `[address, address + count)`; the buffer must not
+    /// escape `body`. This is how DMA-capable devices and loaders reach guest RAM.
+    public func withHostBytes<R>(
+        at address: GuestAddress, count: Int,
+        _ body: (UnsafeMutableRawBufferPointer) throws -> R
+    ) throws -> R {
+        guard count >= 0 else { throw GuestMemoryError.outOfRange(address: address, count: 0) }
+        let (_, p) = try region(containing: address, count: UInt64(count))
+        return try body(UnsafeMutableRawBufferPointer(start: p, count: count))
+    }
+
+    /// Copies `count` bytes out of guest RAM.
+    public func readBytes(at address: GuestAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        guard count >= 0 else { throw .outOfRange(address: address, count: 0) }
+        let (_, p) = try region(containing: address, count: UInt64(count))
+        return Array(UnsafeRawBufferPointer(start: p, count: count))
+    }
+
+    /// Copies `bytes` into guest RAM.
+    public func writeBytes(_ bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
+        let (_, p) = try region(containing: address, count: UInt64(bytes.count))
+        UnsafeMutableRawBufferPointer(start: p, count: bytes.count).copyBytes(from: bytes)
+    }
+}

@@ -1,0 +1,98 @@
+import CLinux
+import Glibc
+
+/// An owned file descriptor (DESIGN.md §9.4): closed exactly once, when its owner ends.
+/// `~Copyable` so two owners can never close the same number.
+public struct FileDescriptor: ~Copyable, Sendable {
+    public let rawValue: Int32
+
+    /// Takes ownership of `rawValue`.
+    public init(owning rawValue: Int32) { self.rawValue = rawValue }
+
+    deinit { _ = Glibc.close(rawValue) }
+
+    /// Gives up ownership without closing.
+    public consuming func release() -> Int32 {
+        let fd = rawValue
+        discard self
+        return fd
+    }
+
+    /// Opens `path`; `mode` applies when `O_CREAT` is in `flags`.
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(SystemError) -> FileDescriptor {
+        let fd = try syscall("cannot open '\(path)'") { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        return FileDescriptor(owning: fd)
+    }
+
+    /// Reads up to `buffer.count` bytes. Returns 0 at end of file, nil when it would block.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
+        while true {
+            let n = Glibc.read(rawValue, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            let err = Errno.current
+            if err == .interrupted { continue }
+            if err == .wouldBlock { return nil }
+            throw SystemError(.syscall, "read from fd \(rawValue) failed", errno: err)
+        }
+    }
+
+    /// Writes as much of `bytes` as the descriptor takes now. Returns the count written
+    /// (0 when it would block).
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(SystemError) -> Int {
+        if bytes.isEmpty { return 0 }
+        while true {
+            let n = Glibc.write(rawValue, bytes.baseAddress, bytes.count)
+            if n >= 0 { return n }
+            let err = Errno.current
+            if err == .interrupted { continue }
+            if err == .wouldBlock { return 0 }
+            throw SystemError(.syscall, "write to fd \(rawValue) failed", errno: err)
+        }
+    }
+
+    /// Writes all of `bytes`, waiting (poll) while the descriptor is full.
+    public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
+        var done = 0
+        while done < bytes.count {
+            let n = try write(UnsafeRawBufferPointer(rebasing: bytes[done...]))
+            if n == 0 { waitWritable() }
+            done += n
+        }
+    }
+
+    public func writeAll(_ bytes: [UInt8]) throws(SystemError) {
+        var done = 0
+        while done < bytes.count {
+            let n = try bytes.withUnsafeBytes { b in
+                Result { () throws(SystemError) in try write(UnsafeRawBufferPointer(rebasing: b[done...])) }
+            }.get()
+            if n == 0 { waitWritable() }
+            done += n
+        }
+    }
+
+    public func writeAll(_ text: String) throws(SystemError) {
+        try writeAll(Array(text.utf8))
+    }
+
+    /// Blocks until the descriptor is writable (or has an error to report).
+    public func waitWritable() {
+        var p = pollfd(fd: rawValue, events: Int16(POLLOUT), revents: 0)
+        _ = Glibc.poll(&p, 1, -1)
+    }
+
+    public func setNonBlocking(_ on: Bool = true) throws(SystemError) {
+        let flags = try syscall("fcntl(F_GETFL)") { clx_fcntl_getfl(rawValue) }
+        let new = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
+        _ = try syscall("fcntl(F_SETFL)") { clx_fcntl_setfl(rawValue, new) }
+    }
+
+    /// Creates a connected pair of `AF_UNIX` stream sockets, close-on-exec. The caller owns
+    /// both numbers (wrap each in `FileDescriptor(owning:)`); a tuple of `~Copyable` values is
+    /// not expressible yet.
+    public static func socketPair() throws(SystemError) -> (Int32, Int32) {
+        var fds: [Int32] = [0, 0]
+        _ = try syscall("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) }
+        return (fds[0], fds[1])
+    }
+}
