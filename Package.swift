@@ -23,7 +23,16 @@ let package = Package(
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
         .target(name: "Chardev", dependencies: ["DeviceModel", "SystemSupport", "CLinux"], swiftSettings: strict),
         .target(name: "Devices", dependencies: ["DeviceModel"], swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "SystemSupport"],
+        // IEEE 754-2008 binary32/binary64 arithmetic in software, with RISC-V's NaN rules:
+        // exact rounding in all five modes and exact exception flags, which the host FPU cannot
+        // give for every operation (DESIGN.md §2: the FPU of the RISCV module).
+        .target(name: "SoftFloat", swiftSettings: strict),
+        .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SystemSupport"],
+                swiftSettings: strict),
+        .target(name: "Loader", dependencies: ["SystemSupport"], swiftSettings: strict),
+        .target(name: "Machines", dependencies: ["DeviceModel", "Devices", "GuestMemory", "Loader", "RISCV", "SystemSupport"],
+                swiftSettings: strict),
+        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "SystemSupport"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
@@ -34,6 +43,10 @@ let package = Package(
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"], swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"], swiftSettings: strict),
         .testTarget(name: "ChardevTests", dependencies: ["Chardev", "DeviceModel", "SystemSupport"], swiftSettings: strict),
+        .testTarget(name: "SoftFloatTests", dependencies: ["SoftFloat"], swiftSettings: strict),
+        .testTarget(name: "RISCVTests", dependencies: ["RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["CLI"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -95,6 +95,7 @@ public final class GuestMemory: Sendable {
 
     /// Runs `body` on the host bytes backing `[address, address + count)`; the buffer must not
     /// escape `body`. This is how DMA-capable devices and loaders reach guest RAM.
+    @discardableResult
     public func withHostBytes<R>(
         at address: GuestAddress, count: Int,
         _ body: (UnsafeMutableRawBufferPointer) throws -> R

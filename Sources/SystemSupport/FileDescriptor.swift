@@ -24,6 +24,19 @@ public struct FileDescriptor: ~Copyable, Sendable {
         return FileDescriptor(owning: fd)
     }
 
+    /// Reads the file at `path` whole (kernels, firmware, device trees: small enough to hold).
+    public static func readWholeFile(_ path: String) throws(SystemError) -> [UInt8] {
+        let fd = try FileDescriptor.open(path, O_RDONLY)
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try fd.read(into: b) } }.get()
+            guard let n, n > 0 else { break }
+            result += buffer[0..<n]
+        }
+        return result
+    }
+
     /// Reads up to `buffer.count` bytes. Returns 0 at end of file, nil when it would block.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
         while true {

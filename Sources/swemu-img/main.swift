@@ -1,1 +1,3 @@
 import CLI
+
+ImageTool.main(arguments: Array(CommandLine.arguments.dropFirst()))

@@ -1,1 +1,3 @@
 import CLI
+
+SystemEmulator.main(target: .riscv64, arguments: Array(CommandLine.arguments.dropFirst()))

@@ -1,1 +1,3 @@
 import CLI
+
+SystemEmulator.main(target: .x86_64, arguments: Array(CommandLine.arguments.dropFirst()))

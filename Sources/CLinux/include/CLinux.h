@@ -47,6 +47,17 @@ int clx_open_pty(char *name, size_t name_len);
 /// Sets the pty master's slave side to raw mode so a guest console sees bytes unchanged.
 int clx_pty_make_raw(int master_fd);
 
+/// Puts terminal `fd` into QEMU's stdio raw mode (no echo, line editing or input translation;
+/// output processing kept), first saving its settings for clx_term_restore and the handlers
+/// below. `allow_signals` keeps ISIG, so Ctrl-C still raises SIGINT. 0, or -1 with errno.
+int clx_term_enter_raw(int fd, int allow_signals);
+/// Restores and forgets the settings saved for `fd` (-1: every saved terminal).
+int clx_term_restore(int fd);
+/// Once per process: restore saved terminals at exit and on SIGINT/SIGTERM/SIGHUP/SIGQUIT and
+/// the crash signals (then the previous action, or death by the same signal); SIGCONT goes raw
+/// again after a Ctrl-Z. Signals the process ignores stay ignored.
+int clx_term_install_handlers(void);
+
 static const unsigned long clx_TIOCGWINSZ = TIOCGWINSZ;
 static const unsigned long clx_FIONREAD = FIONREAD;
 static const int clx_EPOLLIN = EPOLLIN;
@@ -57,5 +68,22 @@ static const int clx_EPOLLRDHUP = EPOLLRDHUP;
 
 /// MAP_FAILED is a pointer-valued macro Swift cannot import.
 static inline int clx_is_map_failed(void *p) { return p == MAP_FAILED; }
+
+
+// Atomic operations on guest RAM, which is plain host memory shared by vCPU threads and DMA.
+// Swift's Atomic needs a value it owns; guest memory is raw, so these wrap the compiler
+// builtins. Sequentially consistent: RISC-V AMOs with aq+rl need it, weaker ones are allowed
+// to be stronger. `p` must be naturally aligned (the callers trap misaligned atomics first).
+static inline uint32_t clx_atomic_load_u32(const void *p) { return __atomic_load_n((const uint32_t *)p, __ATOMIC_SEQ_CST); }
+static inline uint64_t clx_atomic_load_u64(const void *p) { return __atomic_load_n((const uint64_t *)p, __ATOMIC_SEQ_CST); }
+/// Compare-and-exchange; returns the value that was in memory (== expected on success).
+static inline uint32_t clx_atomic_cas_u32(void *p, uint32_t expected, uint32_t desired) {
+    __atomic_compare_exchange_n((uint32_t *)p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;
+}
+static inline uint64_t clx_atomic_cas_u64(void *p, uint64_t expected, uint64_t desired) {
+    __atomic_compare_exchange_n((uint64_t *)p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;
+}
 
 #endif

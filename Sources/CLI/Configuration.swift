@@ -1,0 +1,286 @@
+import Chardev
+import SystemSupport
+
+/// Everything the command line asked for, validated. Built by `ConfigurationBuilder` from
+/// the scanned options; the machine code reads only this.
+struct SystemConfiguration: Sendable {
+    var target: EmulatorTarget
+    var machine: MachineInfo
+    var ramSize: UInt64
+    var cpus = 1
+    var cpuModel: String?
+    var accelerator: String?
+    var name: String?
+    var noReboot = false
+    var nographic = false
+    var displayNone = false
+    var kernel: String?
+    /// `-bios`: "none" is the only value boards accept until firmware loading exists.
+    var bios: String?
+    /// `-serial` targets in order (serial0, serial1, ...), after defaults are applied.
+    var serials: [ChardevSpec.Target] = []
+    /// `-chardev` definitions, in the order given (ids are unique).
+    var chardevs: [ChardevSpec] = []
+    var debugItems: DebugLog.Category = []
+    var logFile: String?
+}
+
+/// What a run of the binary should do once the command line is understood.
+enum Action: Sendable {
+    case run(SystemConfiguration)
+    /// Print `text` on stdout and exit 0 (`--help`, `-M help`, ...).
+    case print(String)
+}
+
+/// Options whose feature this build does not have yet, and what to say instead. Each is
+/// refused with one line (never silently ignored) until the work that brings it lands.
+private let notYetAvailable: [String: String] = [
+    "device": "no user-creatable devices in this build yet ('-device help' lists them)",
+    "drive": "block devices are not available in this build yet",
+    "snapshot": "block devices (and so -snapshot) are not available in this build yet",
+    "netdev": "network backends are not available in this build yet",
+    "initrd": "Linux boot (and so -initrd) is not available in this build yet; -kernel takes a bare-metal ELF",
+    "append": "Linux boot (and so -append) is not available in this build yet; -kernel takes a bare-metal ELF",
+    "dtb": "device trees are not available in this build yet",
+    "monitor": "the human monitor is not available in this build yet; accepted: -monitor none",
+    "qmp": "QMP is not available in this build yet",
+    "S": "the GDB stub and monitor (which -S waits for) are not available in this build yet",
+    "s": "the GDB stub is not available in this build yet",
+    "gdb": "the GDB stub is not available in this build yet",
+    "loadvm": "snapshots are not available in this build yet",
+    "incoming": "migration is not available in this build yet",
+]
+
+struct ConfigurationBuilder {
+    let target: EmulatorTarget
+
+    func build(_ options: [ParsedOption]) throws(CLIError) -> Action {
+        // Help and version win over everything else, wherever they stand, as in QEMU.
+        if options.contains(where: { $0.name == "h" }) { return .print(HelpText.usage(target)) }
+        if options.contains(where: { $0.name == "version" }) { return .print(HelpText.version(target)) }
+
+        var machineName = target.defaultMachine
+        var machineOpts: QemuOpts?
+        var memory: String?
+        var smp: String?
+        var config = SystemConfiguration(target: target, machine: target.machines[0], ramSize: 0)
+
+        for option in options {
+            let value = option.value ?? ""
+            let flag = "-" + option.name
+            if option.name == "monitor" && value == "none" { continue }
+            if option.name == "device" && value == "help" { return .print(HelpText.devices(target)) }
+            if let reason = notYetAvailable[option.name] { throw CLIError(option: flag, reason) }
+            switch option.name {
+            case "machine":
+                if value == "help" { return .print(HelpText.machines(target)) }
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: "type", option: flag).validate(accepted: ["accel", "dumpdtb"])
+                }
+                if let type = opts.string("type") { machineName = type }
+                machineOpts = opts
+            case "m":
+                memory = value
+            case "smp":
+                smp = value
+            case "cpu":
+                if value == "help" { return .print(HelpText.cpus(target)) }
+                guard target.cpuModels.contains(where: { $0.name == value }) else {
+                    throw CLIError(option: flag, "unknown CPU model '\(value)'; accepted: \(target.cpuModels.map(\.name).joined(separator: ", ")) (see -cpu help)")
+                }
+                config.cpuModel = value
+            case "accel":
+                if value == "help" { return .print(HelpText.accelerators(target)) }
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: "accel", option: flag).validate(accepted: ["thread"])
+                }
+                config.accelerator = try checkAccelerator(opts.string("accel") ?? "", option: flag)
+            case "name":
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: "guest", option: flag).validate(
+                        accepted: ["debug-threads", "process"], booleans: ["debug-threads"])
+                }
+                config.name = opts.string("guest")
+            case "no-reboot":
+                config.noReboot = true
+            case "nographic":
+                config.nographic = true
+            case "display":
+                let opts = try wrap(flag) { () throws(SystemError) in try QemuOpts(parsing: value, impliedKey: "type", option: flag) }
+                guard opts.string("type") == "none", opts.keys == ["type"] else {
+                    throw CLIError(option: flag, "display '\(value)' is not available; accepted: -display none (use -nographic for a serial console on this terminal)")
+                }
+                config.displayNone = true
+            case "kernel":
+                config.kernel = value
+            case "bios":
+                config.bios = value
+            case "serial":
+                config.serials.append(try wrap(flag) { () throws(SystemError) in try ChardevSpec.parse(shortForm: value, option: flag) })
+            case "chardev":
+                let spec = try wrap(flag) { () throws(SystemError) in try ChardevSpec.parse(chardev: value, option: flag) }
+                if config.chardevs.contains(where: { $0.id == spec.id }) {
+                    throw CLIError(option: flag, "duplicate chardev id '\(spec.id ?? "")'")
+                }
+                config.chardevs.append(spec)
+            case "d":
+                if value == "help" { return .print(HelpText.logItems()) }
+                config.debugItems = try debugItems(value, option: flag)
+            case "D":
+                config.logFile = value
+            default:
+                // Every option in the table is handled above or refused as not yet available.
+                throw CLIError(option: flag, "is not handled by this build")
+            }
+        }
+
+        config.machine = try machine(named: machineName)
+        if let accel = machineOpts?.string("accel") {
+            config.accelerator = try checkAccelerator(accel, option: "-machine accel")
+        }
+        if machineOpts?.contains("dumpdtb") == true {
+            throw CLIError(option: "-machine", "dumpdtb: machine '\(config.machine.name)' has no device tree in this build yet")
+        }
+        config.ramSize = try memory.map { (m) throws(CLIError) in try ramSize(m) } ?? config.machine.defaultRAM
+        if let smp { config.cpus = try cpuCount(smp, machine: config.machine) }
+        try checkBoot(&config)
+        try applySerialDefaults(&config)
+        return .run(config)
+    }
+
+    /// Runs `body`, turning its `SystemError` into a one-line `CLIError` for `option`. The
+    /// message already names the option when it came from QemuOpts/ChardevSpec.
+    private func wrap<T>(_ option: String, _ body: () throws(SystemError) -> T) throws(CLIError) -> T {
+        do { return try body() } catch {
+            let text = error.message.hasPrefix(option + ":") ? String(error.message.dropFirst(option.count + 1)).trimmingLeadingSpace : error.message
+            throw CLIError(option: option, text)
+        }
+    }
+
+    private func machine(named name: String) throws(CLIError) -> MachineInfo {
+        let available = target.machines.filter(\.available).map(\.name).joined(separator: ", ")
+        guard let info = target.machines.first(where: { $0.name == name }) else {
+            throw CLIError(option: "-machine", "unsupported machine type '\(name)'; available: \(available) (see -machine help)")
+        }
+        guard info.available else {
+            throw CLIError(option: "-machine", "machine '\(name)' (\(info.description)) is not available in this build yet; available: \(available)")
+        }
+        return info
+    }
+
+    private func checkAccelerator(_ name: String, option: String) throws(CLIError) -> String {
+        let accels = target.accelerators
+        let accepted = accels.filter(\.available).map(\.name)
+        let acceptedText = accepted.isEmpty ? "none in this build yet" : accepted.joined(separator: ", ")
+        guard let accel = accels.first(where: { $0.name == name }) else {
+            throw CLIError(option: option, "invalid accelerator '\(name)'; accepted: \(acceptedText)")
+        }
+        guard accel.available else {
+            throw CLIError(option: option, "accelerator '\(name)' is not available: \(accel.note); accepted: \(acceptedText)")
+        }
+        return name
+    }
+
+    /// Which boot options the chosen machine takes.
+    private func checkBoot(_ config: inout SystemConfiguration) throws(CLIError) {
+        switch config.machine.name {
+        case "none":
+            if config.kernel != nil { throw CLIError(option: "-kernel", "machine 'none' has no CPU to run a kernel; use -M virt or -M spike") }
+            if config.bios != nil { throw CLIError(option: "-bios", "machine 'none' has no CPU to run firmware; use -M virt or -M spike") }
+        default:
+            guard config.kernel != nil else {
+                throw CLIError(option: nil, "machine '\(config.machine.name)' needs a program to run: -kernel PROGRAM.elf (with -bios none)")
+            }
+            guard config.bios == "none" else {
+                throw CLIError(option: "-bios", "loading firmware (OpenSBI) is not available in this build yet; accepted: -bios none, with -kernel a bare-metal ELF")
+            }
+        }
+    }
+
+    /// QEMU's defaults: with -nographic (and here also without any display option, since swemu
+    /// has no graphical display) serial0 is `mon:stdio`; with `-display none` it is null.
+    private func applySerialDefaults(_ config: inout SystemConfiguration) throws(CLIError) {
+        for serial in config.serials {
+            if case .chardev(let id) = serial, !config.chardevs.contains(where: { $0.id == id }) {
+                throw CLIError(option: "-serial", "chardev '\(id)' is not defined (define it with -chardev ...,id=\(id))")
+            }
+        }
+        if config.serials.isEmpty {
+            let text = config.displayNone && !config.nographic ? "null" : "mon:stdio"
+            config.serials = [try wrap("-serial") { () throws(SystemError) in try ChardevSpec.parse(shortForm: text, option: "-serial") }]
+        }
+    }
+
+    /// `-m [size=]megs[,slots=n,maxmem=size]`; a plain number is MiB.
+    private func ramSize(_ text: String) throws(CLIError) -> UInt64 {
+        let opts = try wrap("-m") { () throws(SystemError) in
+            try QemuOpts(parsing: text, impliedKey: "size", option: "-m").validate(accepted: [])
+        }
+        var sizeText = opts.string("size") ?? ""
+        if let last = sizeText.last, last.isNumber { sizeText += "M" }
+        guard let size = QemuOpts.parseSize(sizeText), size > 0 else {
+            throw CLIError(option: "-m", "invalid RAM size '\(text)'; accepted: a number of MiB or a size with a suffix, e.g. 512, 512M, 2G")
+        }
+        let limit: UInt64 = 1 << 40
+        guard size <= limit else {
+            throw CLIError(option: "-m", "RAM size \(formatSize(size)) is too large; at most \(formatSize(limit))")
+        }
+        // QEMU rounds RAM up to its page granularity; we keep it in whole 4 KiB pages.
+        return (size + 4095) & ~4095
+    }
+
+    /// `-smp [[cpus=]n][,maxcpus=][,sockets=][,dies=][,clusters=][,cores=][,threads=]`,
+    /// following QEMU's rules (hw/core/machine-smp.c): missing topology values are derived,
+    /// preferring sockets, and the product must equal maxcpus.
+    private func cpuCount(_ text: String, machine: MachineInfo) throws(CLIError) -> Int {
+        let keys = ["maxcpus", "sockets", "dies", "clusters", "cores", "threads"]
+        let opts = try wrap("-smp") { () throws(SystemError) in
+            try QemuOpts(parsing: text, impliedKey: "cpus", option: "-smp").validate(accepted: keys)
+        }
+        var values: [String: Int] = [:]
+        for key in ["cpus"] + keys {
+            if let n = try wrap("-smp", { () throws(SystemError) in try opts.int(key, in: 1...4096) }) { values[key] = n }
+        }
+        let dies = values["dies"] ?? 1
+        let clusters = values["clusters"] ?? 1
+        let threads = values["threads"] ?? 1
+        let wanted = values["maxcpus"] ?? values["cpus"] ?? 1
+        let sockets: Int
+        let cores: Int
+        switch (values["sockets"], values["cores"]) {
+        case let (s?, c?): (sockets, cores) = (s, c)
+        case let (s?, nil): (sockets, cores) = (s, max(1, wanted / (s * dies * clusters * threads)))
+        case let (nil, c?): (sockets, cores) = (max(1, wanted / (dies * clusters * c * threads)), c)
+        case (nil, nil): (sockets, cores) = (max(1, wanted / (dies * clusters * threads)), 1)
+        }
+        let product = sockets * dies * clusters * cores * threads
+        let maxCPUs = values["maxcpus"] ?? product
+        let cpus = values["cpus"] ?? maxCPUs
+        guard product == maxCPUs else {
+            throw CLIError(option: "-smp", "Invalid CPU topology: product of the hierarchy must match maxcpus: sockets (\(sockets)) * dies (\(dies)) * clusters (\(clusters)) * cores (\(cores)) * threads (\(threads)) != maxcpus (\(maxCPUs))")
+        }
+        guard cpus <= maxCPUs else {
+            throw CLIError(option: "-smp", "maxcpus (\(maxCPUs)) must be equal to or greater than cpus (\(cpus))")
+        }
+        guard maxCPUs <= machine.maxCPUs else {
+            throw CLIError(option: "-smp", "\(maxCPUs) CPUs requested but machine '\(machine.name)' supports at most \(machine.maxCPUs)")
+        }
+        return cpus
+    }
+
+    private func debugItems(_ text: String, option: String) throws(CLIError) -> DebugLog.Category {
+        var categories: DebugLog.Category = []
+        for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let known = DebugLog.items.first(where: { $0.name == item }) else {
+                let names = DebugLog.items.map(\.name).joined(separator: ", ")
+                throw CLIError(option: option, "unknown log item '\(item)'; accepted: \(names) (see -d help)")
+            }
+            categories.insert(known.category)
+        }
+        return categories
+    }
+}
+
+extension String {
+    var trimmingLeadingSpace: String { String(drop { $0 == " " }) }
+}

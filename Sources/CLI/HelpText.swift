@@ -1,0 +1,89 @@
+import SystemSupport
+
+/// The texts QEMU users expect from `--help`, `--version`, `-M help`, `-cpu help`,
+/// `-device help`, `-accel help` and `-d help`, in QEMU's layout.
+enum HelpText {
+    /// `text` followed by spaces up to `width` columns (at least one space after it).
+    static func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+    }
+
+    static func version(_ target: EmulatorTarget) -> String {
+        "swemu emulator version \(swemuVersion) (\(target.programName))\nCopyright (c) 2026 the swemu developers\n"
+    }
+
+    static func usage(_ target: EmulatorTarget) -> String {
+        var out = "swemu emulator version \(swemuVersion)\n"
+        out += "usage: \(target.programName) [options]\n\n"
+        for section in OptionSpec.Section.allCases {
+            let specs = OptionTable.all.filter { $0.section == section }
+            guard !specs.isEmpty else { continue }
+            out += "\(section.rawValue):\n"
+            for spec in specs {
+                let spellings = spec.names.map { "-\($0)" }.joined(separator: " or ")
+                let head = spec.argument.map { "\(spellings) \($0)" } ?? spellings
+                var helpLines = spec.help.split(separator: "\n").map(String.init)
+                if head.count < 16 {
+                    out += pad(head, 16) + helpLines.removeFirst() + "\n"
+                } else {
+                    out += head + "\n"
+                }
+                for line in helpLines { out += String(repeating: " ", count: 16) + line + "\n" }
+            }
+            out += "\n"
+        }
+        out += """
+            During emulation, with -nographic, the following keys are useful:
+            ctrl-a h        print this help
+            ctrl-a x        exit emulator
+            ctrl-a c        switch between console and monitor
+            ctrl-a ctrl-a   sent ctrl-a
+
+            Options refused with 'not available in this build yet' belong to features still to come;
+            see the README's status table.
+
+            """
+        return out
+    }
+
+    static func machines(_ target: EmulatorTarget) -> String {
+        var out = "Supported machines are:\n"
+        for m in target.machines where m.available {
+            out += pad(m.name, 20) + " " + m.description + "\n"
+        }
+        let planned = target.machines.filter { !$0.available }
+        if !planned.isEmpty {
+            out += "Not available in this build yet:\n"
+            for m in planned { out += pad(m.name, 20) + " " + m.description + "\n" }
+        }
+        return out
+    }
+
+    static func cpus(_ target: EmulatorTarget) -> String {
+        var out = "Available CPUs:\n"
+        for cpu in target.cpuModels {
+            out += "  " + pad(cpu.name, 10) + cpu.description + "\n"
+        }
+        return out
+    }
+
+    static func accelerators(_ target: EmulatorTarget) -> String {
+        var out = "Accelerators supported in swemu binary:\n"
+        for accel in target.accelerators {
+            out += accel.name + (accel.available ? "" : " (not available: \(accel.note))") + "\n"
+        }
+        return out
+    }
+
+    static func devices(_ target: EmulatorTarget) -> String {
+        "No user-creatable devices in this build yet: the boards wire their own devices.\n"
+    }
+
+    static func logItems() -> String {
+        var out = "Log items (comma separated):\n"
+        for item in DebugLog.items {
+            out += pad(item.name, 13) + item.help + "\n"
+        }
+        return out
+    }
+}

@@ -1,0 +1,100 @@
+import Chardev
+import DeviceModel
+import Dispatch
+import Glibc
+import GuestMemory
+import Machines
+import SystemSupport
+
+/// `swemu-system-<target>`: parses QEMU's command line, builds the machine, runs it until the
+/// guest or the user ends it.
+public enum SystemEmulator {
+    /// Parses `arguments` (without the program name) into what to do.
+    static func decide(target: EmulatorTarget, arguments: [String]) throws(CLIError) -> Action {
+        try ConfigurationBuilder(target: target).build(CommandLineScanner.scan(arguments))
+    }
+
+    public static func main(target: EmulatorTarget, arguments: [String]) -> Never {
+        let program = target.programName
+        let action: Action
+        do {
+            action = try decide(target: target, arguments: arguments)
+        } catch {
+            writeOut(error.line(program: program) + "\n", fd: 2)
+            exit(1)
+        }
+        switch action {
+        case .print(let text):
+            writeOut(text, fd: 1)
+            exit(0)
+        case .run(let config):
+            let status: Int32
+            do {
+                status = try run(config)
+            } catch {
+                writeOut("\(program): \(error)\n", fd: 2)
+                exit(1)
+            }
+            exit(status)
+        }
+    }
+
+    /// Runs the machine; returns the process exit status.
+    private static func run(_ config: SystemConfiguration) throws(SystemError) -> Int32 {
+        DebugLog.enable(config.debugItems)
+        try DebugLog.setOutput(path: config.logFile)
+
+        let loop = try EventLoop()
+        let quit = QuitSignal()
+        let console = try Console(config: config, loop: loop) { quit.fire() }
+        defer { console.close() }
+        try loop.start()
+
+        switch config.machine.name {
+        case "virt", "spike":
+            guard let kernel = config.kernel else { return 1 }  // checked by ConfigurationBuilder
+            let board = try RISCVBoard(.init(kind: config.machine.name == "spike" ? .spike : .virt,
+                                             ramSize: config.ramSize, kernel: kernel, serial: console.serials.first ?? nil))
+            quit.onFire { board.requestPowerOff(exitCode: 0) }
+            while true {
+                switch board.run() {
+                case .powerOff(let code):
+                    return code
+                case .reset:
+                    // Rebooting needs the machine to rebuild itself, which arrives with the
+                    // Linux board; until then a reset ends the run, as -no-reboot does.
+                    return 0
+                }
+            }
+        default:
+            let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
+            console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
+            quit.wait()
+            return 0
+        }
+    }
+}
+
+/// "The user asked to quit" (Ctrl-A x): wakes whoever waits and runs the registered action.
+final class QuitSignal: @unchecked Sendable {
+    // SAFETY: `action` is set before the machine runs and read under `lock`.
+    private let semaphore = DispatchSemaphore(value: 0)
+    private let lock = DispatchSemaphore(value: 1)
+    private var action: (@Sendable () -> Void)?
+
+    func onFire(_ action: @escaping @Sendable () -> Void) {
+        lock.wait()
+        self.action = action
+        lock.signal()
+    }
+
+    func fire() {
+        lock.wait()
+        let action = self.action
+        lock.signal()
+        action?()
+        semaphore.signal()
+    }
+
+    func wait() { semaphore.wait() }
+}

@@ -1,0 +1,308 @@
+import CLinux
+import DeviceModel
+import GuestMemory
+import Synchronization
+import SystemSupport
+
+/// The board's view of physical memory for a hart: RAM regions (fast, host pointers) and the
+/// MMIO address space (devices). Physical addresses that are neither fault.
+public struct PhysicalMemory: Sendable {
+    public let ram: GuestMemory
+    public let mmio: AddressSpace
+
+    public init(ram: GuestMemory, mmio: AddressSpace) {
+        self.ram = ram
+        self.mmio = mmio
+    }
+}
+
+/// Why `Hart.run` returned to its caller (the vCPU thread).
+public enum StopReason: Equatable, Sendable {
+    /// The instruction budget ran out; call `run` again.
+    case budgetExhausted
+    /// The hart executed WFI and no enabled interrupt is pending: sleep in `waitForInterrupt`.
+    case waitingForInterrupt
+    /// Someone called `requestStop()` (pause, shutdown, reset).
+    case stopRequested
+}
+
+/// A direct-mapped software TLB entry (DESIGN.md §7). `tag` is the virtual page number shifted
+/// left by 2 with the privilege key in the low bits, so one compare checks page and mode.
+struct TLBEntry {
+    var tag: UInt64 = .max
+    /// For RAM pages: host address = guest virtual address + addend. 0 = MMIO page (slow path).
+    var addend: Int = 0
+    var physicalPage: UInt64 = 0
+}
+
+enum AccessType: Int {
+    case read = 0
+    case write = 1
+    case execute = 2
+
+    var pageFault: ExceptionCause {
+        switch self {
+        case .read: return .loadPageFault
+        case .write: return .storePageFault
+        case .execute: return .instructionPageFault
+        }
+    }
+
+    var accessFault: ExceptionCause {
+        switch self {
+        case .read: return .loadAccessFault
+        case .write: return .storeAccessFault
+        case .execute: return .instructionAccessFault
+        }
+    }
+}
+
+/// One RISC-V hart: its architectural state, its TLB, and the interpreter that runs it.
+/// Owned and run by one host thread; other threads only raise interrupt lines
+/// (`setInterrupt`) and ask it to stop (`requestStop`), both through atomics.
+public final class Hart: @unchecked Sendable {
+    // SAFETY: `state` and `tlb` are allocated in init, freed in deinit, and touched only by the
+    // thread that runs the hart (the vCPU thread), per the threading rule of DESIGN.md §4.
+    // Cross-thread inputs go through the atomics below.
+    public let state: UnsafeMutablePointer<HartState>
+    let tlb: UnsafeMutablePointer<TLBEntry>
+    static let tlbSize = 256
+
+    public let memory: PhysicalMemory
+    public let timeBase: TimeBase
+    let decoder = Decoder.shared
+
+    /// Interrupt lines driven by devices (MSIP, MTIP, MEIP, SEIP), as `mip` bits.
+    let externalInterrupts = Atomic<UInt64>(0)
+    /// The ACLINT's `mtimecmp` for this hart; MTIP = (mtime >= mtimecmp).
+    let machineTimerCompare = Atomic<UInt64>(.max)
+    let stopRequestFlag = Atomic<Bool>(false)
+    /// Written by interrupt sources to wake a hart sleeping in WFI.
+    let wakeup: Wakeup
+
+    public init(hartID: UInt64 = 0, memory: PhysicalMemory, timeBase: TimeBase) throws(SystemError) {
+        state = .allocate(capacity: 1)
+        state.initialize(to: HartState())
+        state.pointee.mhartid = hartID
+        tlb = .allocate(capacity: Hart.tlbSize * 3)
+        tlb.initialize(repeating: TLBEntry(), count: Hart.tlbSize * 3)
+        self.memory = memory
+        self.timeBase = timeBase
+        wakeup = try Wakeup()
+        updatePrivilegeKeys()
+    }
+
+    deinit {
+        state.deinitialize(count: 1)
+        state.deallocate()
+        tlb.deinitialize(count: Hart.tlbSize * 3)
+        tlb.deallocate()
+    }
+
+    // MARK: - Interrupt inputs (any thread)
+
+    /// Drives a device interrupt input (MSIP, MTIP, MEIP or SEIP bit of `mip`).
+    public func setInterrupt(_ bits: UInt64, level: Bool) {
+        if level {
+            externalInterrupts.bitwiseOr(bits, ordering: .sequentiallyConsistent)
+        } else {
+            externalInterrupts.bitwiseAnd(~bits, ordering: .sequentiallyConsistent)
+        }
+        wakeup.signal()
+    }
+
+    /// Sets this hart's `mtimecmp` (the ACLINT MTIMER register).
+    public func setMachineTimerCompare(_ value: UInt64) {
+        machineTimerCompare.store(value, ordering: .sequentiallyConsistent)
+        wakeup.signal()
+    }
+
+    public var machineTimerCompareValue: UInt64 { machineTimerCompare.load(ordering: .relaxed) }
+
+    /// Asks `run` to return `.stopRequested` soon (pause, shutdown, reset).
+    public func requestStop() {
+        stopRequestFlag.store(true, ordering: .sequentiallyConsistent)
+        wakeup.signal()
+    }
+
+    /// An `InterruptLine` that drives `bits` of this hart's `mip`.
+    public func interruptLine(_ bits: UInt64) -> any InterruptLine { HartInterruptLine(hart: self, bits: bits) }
+
+    /// Blocks the calling (vCPU) thread after WFI until an interrupt input changes, a stop is
+    /// requested, or the next timer deadline passes.
+    public func waitForInterrupt() {
+        if stopRequestFlag.load(ordering: .relaxed) { return }
+        updateTimerInterrupts()
+        if pendingInterrupts() & state.pointee.mie != 0 { return }
+        var deadline = machineTimerCompare.load(ordering: .relaxed)
+        if state.pointee.menvcfg & EnvConfig.stce != 0 { deadline = min(deadline, state.pointee.stimecmp) }
+        let ns = deadline == .max ? -1 : timeBase.nanoseconds(until: deadline)
+        wakeup.wait(timeoutNanoseconds: ns)
+    }
+
+    // MARK: - Reset
+
+    /// Resets to the state the privileged spec defines at reset (§3.4): M-mode, MIE = 0,
+    /// MPRV = 0, pc = `resetVector`; a0 = hart ID and a1 = `a1` as QEMU's boot ROM passes them.
+    public func reset(pc resetVector: UInt64) {
+        let hartID = state.pointee.mhartid
+        state.pointee = HartState()
+        state.pointee.mhartid = hartID
+        state.pointee.pc = resetVector
+        flushTLB()
+        updatePrivilegeKeys()
+    }
+
+    // MARK: - Interrupt state
+
+    /// `mip` as software reads it: the writable bits plus the device lines, plus STIP from
+    /// Sstc when it is enabled (Sstc spec: STIP then reflects stimecmp and is read-only).
+    @inline(__always)
+    func pendingInterrupts() -> UInt64 {
+        state.pointee.mipSoftware | externalInterrupts.load(ordering: .relaxed)
+    }
+
+    /// Re-evaluates MTIP and (with Sstc) STIP against the current time.
+    func updateTimerInterrupts() {
+        let now = timeBase.now()
+        let mtip = now >= machineTimerCompare.load(ordering: .relaxed)
+        let current = externalInterrupts.load(ordering: .relaxed)
+        if mtip != (current & InterruptBits.mtip != 0) {
+            if mtip {
+                externalInterrupts.bitwiseOr(InterruptBits.mtip, ordering: .relaxed)
+            } else {
+                externalInterrupts.bitwiseAnd(~InterruptBits.mtip, ordering: .relaxed)
+            }
+        }
+        if state.pointee.menvcfg & EnvConfig.stce != 0 {
+            if now >= state.pointee.stimecmp {
+                state.pointee.mipSoftware |= InterruptBits.stip
+            } else {
+                state.pointee.mipSoftware &= ~InterruptBits.stip
+            }
+        }
+    }
+
+    /// The interrupt to take now, if any (Privileged §3.1.9: priority MEI, MSI, MTI, SEI, SSI,
+    /// STI; M-level interrupts are taken when running below M or with MIE set; S-level ones,
+    /// delegated through mideleg, below S or in S with SIE set, and never in M).
+    @inline(__always)
+    func interruptToTake() -> InterruptCause? {
+        let s = state.pointee
+        let pending = pendingInterrupts() & s.mie
+        if pending == 0 { return nil }
+        let mLevel = pending & ~s.mideleg
+        let mEnabled = s.privilege != .machine || s.mstatus & MStatus.mie != 0
+        if mEnabled && mLevel != 0 { return Hart.highestPriority(mLevel) }
+        let sLevel = pending & s.mideleg
+        let sEnabled = s.privilege == .user || (s.privilege == .supervisor && s.mstatus & MStatus.sie != 0)
+        if sEnabled && sLevel != 0 { return Hart.highestPriority(sLevel) }
+        return nil
+    }
+
+    static let priorityOrder: [InterruptCause] = [
+        .machineExternal, .machineSoftware, .machineTimer, .supervisorExternal, .supervisorSoftware, .supervisorTimer,
+    ]
+
+    static func highestPriority(_ bits: UInt64) -> InterruptCause? {
+        for cause in priorityOrder where bits & cause.mask != 0 { return cause }
+        return nil
+    }
+
+    // MARK: - Traps (Privileged §3.1.6.1, §3.3.1, §4.1.1)
+
+    /// Enters the trap handler for `trap` taken at `pc`.
+    func takeTrap(_ trap: Trap, pc: UInt64) {
+        let s = state
+        let code = trap.cause & ~Trap.interruptBit
+        let delegated = s.pointee.privilege != .machine
+            && (trap.isInterrupt ? s.pointee.mideleg : s.pointee.medeleg) >> code & 1 != 0
+        s.pointee.reservation = HartState.noReservation
+        if delegated {
+            s.pointee.scause = trap.cause
+            s.pointee.sepc = pc
+            s.pointee.stval = trap.tval
+            var st = s.pointee.mstatus
+            st = (st & ~MStatus.spie) | (st & MStatus.sie != 0 ? MStatus.spie : 0)
+            st = (st & ~MStatus.spp) | (s.pointee.privilege == .supervisor ? MStatus.spp : 0)
+            st &= ~MStatus.sie
+            s.pointee.mstatus = st
+            s.pointee.privilege = .supervisor
+            s.pointee.pc = Hart.vector(s.pointee.stvec, trap: trap)
+        } else {
+            s.pointee.mcause = trap.cause
+            s.pointee.mepc = pc
+            s.pointee.mtval = trap.tval
+            var st = s.pointee.mstatus
+            st = (st & ~MStatus.mpie) | (st & MStatus.mie != 0 ? MStatus.mpie : 0)
+            st = (st & ~MStatus.mpp) | UInt64(s.pointee.privilege.rawValue) << MStatus.mppShift
+            st &= ~MStatus.mie
+            s.pointee.mstatus = st
+            s.pointee.privilege = .machine
+            s.pointee.pc = Hart.vector(s.pointee.mtvec, trap: trap)
+        }
+        updatePrivilegeKeys()
+        DebugLog.log(.interrupts, "riscv_cpu_do_interrupt: hart:\(s.pointee.mhartid), async:\(trap.isInterrupt ? 1 : 0), cause:\(hex(code)), epc:\(hex(pc)), tval:\(hex(trap.tval)), desc=\(Hart.causeName(trap))")
+    }
+
+    /// xtvec: MODE 0 = direct, 1 = vectored (interrupts go to BASE + 4 * cause).
+    static func vector(_ tvec: UInt64, trap: Trap) -> UInt64 {
+        let base = tvec & ~3
+        if tvec & 3 == 1 && trap.isInterrupt { return base &+ 4 * (trap.cause & ~Trap.interruptBit) }
+        return base
+    }
+
+    static func causeName(_ trap: Trap) -> String {
+        let code = trap.cause & ~Trap.interruptBit
+        if trap.isInterrupt {
+            let names: [UInt64: String] = [1: "s_software", 3: "m_software", 5: "s_timer", 7: "m_timer", 9: "s_external", 11: "m_external"]
+            return names[code] ?? "interrupt_\(code)"
+        }
+        let names: [UInt64: String] = [
+            0: "misaligned_fetch", 1: "fault_fetch", 2: "illegal_instruction", 3: "breakpoint", 4: "misaligned_load",
+            5: "fault_load", 6: "misaligned_store", 7: "fault_store", 8: "user_ecall", 9: "supervisor_ecall",
+            11: "machine_ecall", 12: "exec_page_fault", 13: "load_page_fault", 15: "store_page_fault",
+        ]
+        return names[code] ?? "exception_\(code)"
+    }
+
+    // MARK: - Privilege-derived keys
+
+    /// Recomputes the TLB keys for fetches (current privilege) and data accesses (MPRV: MPP's
+    /// privilege in M-mode, §3.1.6.3). Called whenever privilege or mstatus changes.
+    func updatePrivilegeKeys() {
+        let s = state
+        s.pointee.fetchKey = UInt64(s.pointee.privilege.rawValue)
+        var dataPrivilege = s.pointee.privilege
+        if dataPrivilege == .machine && s.pointee.mstatus & MStatus.mprv != 0 {
+            dataPrivilege = PrivilegeMode(rawValue: UInt8((s.pointee.mstatus & MStatus.mpp) >> MStatus.mppShift)) ?? .user
+        }
+        s.pointee.dataKey = UInt64(dataPrivilege.rawValue)
+    }
+
+    /// Drops every cached translation (satp, PMP, SUM/MXR changes; sfence.vma).
+    public func flushTLB() {
+        for i in 0..<(Hart.tlbSize * 3) { tlb[i].tag = .max }
+    }
+
+    /// Drops cached translations of one virtual page (sfence.vma with rs1 != x0).
+    func flushTLB(page vaddr: UInt64) {
+        let vpn = vaddr >> 12
+        let index = Int(vpn & UInt64(Hart.tlbSize - 1))
+        for kind in 0..<3 {
+            let e = tlb + kind * Hart.tlbSize + index
+            if e.pointee.tag >> 2 == vpn & (UInt64.max >> 2) { e.pointee.tag = .max }
+        }
+    }
+}
+
+/// Wires a device line to bits of a hart's `mip`.
+final class HartInterruptLine: InterruptLine {
+    let hart: Hart
+    let bits: UInt64
+    init(hart: Hart, bits: UInt64) {
+        self.hart = hart
+        self.bits = bits
+    }
+    func set(level: Bool) { hart.setInterrupt(bits, level: level) }
+}

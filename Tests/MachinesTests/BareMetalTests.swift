@@ -1,0 +1,36 @@
+import Foundation
+import Machines
+import Testing
+
+/// Every program in Tests/GuestPrograms/riscv runs on the `virt` board and must pass (exit 0);
+/// on failure the exit code is the number of the failing check in the source.
+@Suite(.serialized) struct BareMetalTests {
+    @Test(.enabled(if: GuestProgram.compilerMissingReason == nil, "needs Debian's gcc-riscv64-unknown-elf (scripts/setup)"),
+          arguments: GuestProgram.all)
+    func programPasses(_ name: String) throws {
+        let elf = try GuestProgram.build(name)
+        let console = CaptureBackend()
+        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console))
+        let exit = board.run()
+        #expect(exit == .powerOff(exitCode: 0), "\(name): check \(exit) failed; console: \(console.text)")
+    }
+
+    /// Differential check: QEMU runs the same program to the same exit status and console output.
+    @Test(.enabled(if: GuestProgram.compilerMissingReason == nil && FileManager.default.isExecutableFile(atPath: GuestProgram.qemu),
+                   "needs gcc-riscv64-unknown-elf and qemu-system-riscv64 (Debian's qemu-system-misc)"),
+          arguments: GuestProgram.all)
+    func qemuAgrees(_ name: String) throws {
+        let elf = try GuestProgram.build(name)
+        let console = CaptureBackend()
+        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console))
+        let ours = board.run()
+        let qemu = try GuestProgram.run(GuestProgram.qemu, ["-M", "virt", "-bios", "none", "-kernel", elf, "-nographic",
+                                                            "-display", "none", "-monitor", "none", "-m", "16M"])
+        guard case .powerOff(let code) = ours else {
+            Issue.record("\(name): swemu did not power off: \(ours)")
+            return
+        }
+        #expect(code == qemu.status, "\(name): swemu exit \(code), QEMU exit \(qemu.status)")
+        #expect(console.text == qemu.output, "\(name): console output differs")
+    }
+}
