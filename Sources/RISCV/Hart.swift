@@ -114,6 +114,13 @@ public final class Hart: @unchecked Sendable {
     /// Sets this hart's `mtimecmp` (the ACLINT MTIMER register).
     public func setMachineTimerCompare(_ value: UInt64) {
         machineTimerCompare.store(value, ordering: .sequentiallyConsistent)
+        // MTIP follows the comparison at once: software that moves mtimecmp forward to
+        // acknowledge the interrupt reads mip right after and expects it clear.
+        if timeBase.now() >= value {
+            externalInterrupts.bitwiseOr(InterruptBits.mtip, ordering: .sequentiallyConsistent)
+        } else {
+            externalInterrupts.bitwiseAnd(~InterruptBits.mtip, ordering: .sequentiallyConsistent)
+        }
         wakeup.signal()
     }
 

@@ -48,8 +48,10 @@ fail:                                 \
   bne reg, t6, fail;
 
 /* A default M-mode trap handler: records mcause, mtval, mepc in trap_cause/trap_tval/
-   trap_epc, counts traps, and returns to the instruction after the trapping one (length
-   from the instruction's low bits), so a test can provoke a trap and then inspect it. */
+   trap_epc and counts traps. After an exception it returns to the instruction after the
+   trapping one (length from the instruction's low bits), so a test can provoke a trap and
+   then inspect it; after an instruction fetch fault (cause 1 or 12) it returns to ra, so
+   a test provokes one with `jalr`; after an interrupt it masks that interrupt in mie. */
 #define RVTEST_TRAP_HANDLER           \
   .align 2;                           \
 trap_entry:                           \
@@ -68,7 +70,15 @@ trap_entry:                           \
   addi t0, t0, 1;                     \
   sd t0, 24(t1);                      \
   csrr t0, mcause;                    \
-  bltz t0, 2f;                        \
+  bgez t0, 3f;                        \
+  li t1, 1;                           \
+  sll t1, t1, t0;                     \
+  csrc mie, t1;                       \
+  j 2f;                               \
+3: addi t1, t0, -1;                   \
+  beqz t1, 4f;                        \
+  addi t1, t0, -12;                   \
+  beqz t1, 4f;                        \
   csrr t0, mepc;                      \
   lhu t1, 0(t0);                      \
   andi t1, t1, 3;                     \
@@ -77,6 +87,8 @@ trap_entry:                           \
   bne t1, t6, 1f;                     \
   addi t0, t0, 2;                     \
 1: csrw mepc, t0;                     \
+  j 2f;                               \
+4: csrw mepc, ra;                     \
 2: la t6, trap_save;                  \
   ld t0, 0(t6);                       \
   ld t1, 8(t6);                       \
