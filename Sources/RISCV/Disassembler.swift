@@ -20,6 +20,13 @@ public enum Disassembler {
         0x342: "mcause", 0x343: "mtval", 0x344: "mip", 0xb00: "mcycle", 0xb02: "minstret",
         0x3a0: "pmpcfg0", 0x3a2: "pmpcfg2", 0x7a0: "tselect", 0x7a1: "tdata1",
     ]
+    /// GNU binutils (2.39 and later) print register-immediate forms under the register
+    /// form's name: `addi` as `add`, `slli` as `sll`, `bseti` as `bset`.
+    static let immediateNames: [Op: String] = [
+        .addi: "add", .slti: "slt", .xori: "xor", .ori: "or", .andi: "and",
+        .slli: "sll", .srli: "srl", .srai: "sra", .addiw: "addw", .slliw: "sllw", .srliw: "srlw", .sraiw: "sraw",
+        .rori: "ror", .roriw: "rorw", .bclri: "bclr", .bexti: "bext", .binvi: "binv", .bseti: "bset",
+    ]
     static let roundingModes = ["rne", "rtz", "rdn", "rup", "rmm", "", "", "dyn"]
 
     static func csrName(_ number: UInt16) -> String {
@@ -60,7 +67,7 @@ public enum Disassembler {
         case .none: operands = ""
         case .sfence: operands = "\(rs1),\(rs2)"
         }
-        var mnemonic = entry.mnemonic
+        var mnemonic = immediateNames[d.op] ?? entry.mnemonic
         if entry.format == .atomic || entry.format == .loadReserved {
             mnemonic += (d.rm & 2 != 0 ? ".aq" : "") + (d.rm & 1 != 0 ? ".rl" : "")
         }
@@ -99,14 +106,22 @@ public enum Disassembler {
         case .jalr where d.rd == 1 && d.imm == 0: return "jalr\t\(rs1)"
         case .beq where d.rs2 == 0: return "beqz\t\(rs1),\(target)"
         case .bne where d.rs2 == 0: return "bnez\t\(rs1),\(target)"
+        case .bge where d.rs2 == 0: return "bgez\t\(rs1),\(target)"
+        case .blt where d.rs2 == 0: return "bltz\t\(rs1),\(target)"
+        case .bge where d.rs1 == 0: return "blez\t\(rs2),\(target)"
+        case .blt where d.rs1 == 0: return "bgtz\t\(rs2),\(target)"
+        case .csrrs where d.rs1 == 0 && d.imm == 0xc00: return "rdcycle\t\(rd)"
+        case .csrrs where d.rs1 == 0 && d.imm == 0xc01: return "rdtime\t\(rd)"
+        case .csrrs where d.rs1 == 0 && d.imm == 0xc02: return "rdinstret\t\(rd)"
         case .csrrs where d.rs1 == 0: return "csrr\t\(rd),\(csrName(UInt16(d.imm & 0xfff)))"
         case .csrrw where d.rd == 0: return "csrw\t\(csrName(UInt16(d.imm & 0xfff))),\(rs1)"
         case .csrrs where d.rd == 0: return "csrs\t\(csrName(UInt16(d.imm & 0xfff))),\(rs1)"
         case .csrrc where d.rd == 0: return "csrc\t\(csrName(UInt16(d.imm & 0xfff))),\(rs1)"
-        case .csrrwi where d.rd == 0: return "csrwi\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
-        case .csrrsi where d.rd == 0: return "csrsi\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
-        case .csrrci where d.rd == 0: return "csrci\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
+        case .csrrwi where d.rd == 0: return "csrw\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
+        case .csrrsi where d.rd == 0: return "csrs\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
+        case .csrrci where d.rd == 0: return "csrc\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
         case .fence where d.imm == 0xff: return "fence"
+        case .sfence_vma where d.rs2 == 0: return d.rs1 == 0 ? "sfence.vma" : "sfence.vma\t\(rs1)"
         default: return nil
         }
     }
