@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["SystemSupport"], swiftSettings: strict),
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
         .target(name: "Chardev", dependencies: ["DeviceModel", "SystemSupport", "CLinux"], swiftSettings: strict),
-        .target(name: "Devices", dependencies: ["DeviceModel"], swiftSettings: strict),
+        .target(name: "Devices", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
         // IEEE 754-2008 binary32/binary64 arithmetic in software, with RISC-V's NaN rules:
         // exact rounding in all five modes and exact exception flags, which the host FPU cannot
         // give for every operation (DESIGN.md §2: the FPU of the RISCV module).
@@ -41,7 +41,7 @@ let package = Package(
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: strict),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"], swiftSettings: strict),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel"], swiftSettings: strict),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "ChardevTests", dependencies: ["Chardev", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "SoftFloatTests", dependencies: ["SoftFloat"], swiftSettings: strict),
         .testTarget(name: "RISCVTests", dependencies: ["RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
