@@ -254,7 +254,7 @@ struct ConfigurationBuilder {
         case (nil, nil): (sockets, cores) = (max(1, wanted / (dies * clusters * threads)), 1)
         }
         let product = sockets * dies * clusters * cores * threads
-        let maxCPUs = values["maxcpus"] ?? product
+        let maxCPUs = values["maxcpus"] ?? values["cpus"] ?? product
         let cpus = values["cpus"] ?? maxCPUs
         guard product == maxCPUs else {
             throw CLIError(option: "-smp", "Invalid CPU topology: product of the hierarchy must match maxcpus: sockets (\(sockets)) * dies (\(dies)) * clusters (\(clusters)) * cores (\(cores)) * threads (\(threads)) != maxcpus (\(maxCPUs))")

@@ -20,7 +20,8 @@ enum HelpText {
             guard !specs.isEmpty else { continue }
             out += "\(section.rawValue):\n"
             for spec in specs {
-                let spellings = spec.names.map { "-\($0)" }.joined(separator: " or ")
+                // QEMU lists "-h or -help"; other aliases (-M) are named in the help line.
+                let spellings = spec.name == "h" ? "-h or -help" : "-\(spec.name)"
                 let head = spec.argument.map { "\(spellings) \($0)" } ?? spellings
                 var helpLines = spec.help.split(separator: "\n").map(String.init)
                 if head.count < 16 {

@@ -28,7 +28,7 @@ enum OptionTable {
         OptionSpec(names: ["h", "help"], argument: nil, help: "display this help and exit", section: .standard),
         OptionSpec(names: ["version"], argument: nil, help: "display version information and exit", section: .standard),
         OptionSpec(names: ["machine", "M"], argument: "[type=]name[,prop[=value][,...]]",
-                   help: "selects emulated machine ('-machine help' for list)\n"
+                   help: "selects emulated machine ('-machine help' for list; -M is short for -machine)\n"
                        + "property accel=accel1[:accel2[:...]] selects accelerator\n"
                        + "dumpdtb=file dump current device tree blob to a file", section: .standard),
         OptionSpec(names: ["cpu"], argument: "cpu", help: "select CPU ('-cpu help' for list)", section: .standard),

@@ -1,0 +1,155 @@
+import Testing
+@testable import CLI
+
+/// The command line as a QEMU user meets it: help texts, accepted options, and one clear line
+/// for every mistake or not-yet-available feature.
+@Suite struct CommandLineTests {
+    func decide(_ args: [String], target: EmulatorTarget = .riscv64) throws(CLIError) -> Action {
+        try SystemEmulator.decide(target: target, arguments: args)
+    }
+
+    func printed(_ args: [String], target: EmulatorTarget = .riscv64) throws -> String {
+        guard case .print(let text) = try decide(args, target: target) else {
+            Issue.record("\(args) did not print")
+            return ""
+        }
+        return text
+    }
+
+    func config(_ args: [String], target: EmulatorTarget = .riscv64) throws -> SystemConfiguration {
+        guard case .run(let config) = try decide(args, target: target) else {
+            Issue.record("\(args) did not run")
+            throw CLIError(option: nil, "no run")
+        }
+        return config
+    }
+
+    func error(_ args: [String], target: EmulatorTarget = .riscv64) -> String {
+        do {
+            _ = try decide(args, target: target)
+            Issue.record("\(args) was accepted")
+            return ""
+        } catch {
+            return error.line(program: target.programName)
+        }
+    }
+
+    @Test func helpListsOptionsInQEMUsLayout() throws {
+        let help = try printed(["--help"])
+        #expect(help.hasPrefix("swemu emulator version"))
+        #expect(help.contains("usage: swemu-system-riscv64 [options]"))
+        for option in ["-machine [type=]name", "-m [size=]megs", "-smp", "-nographic", "-serial dev", "-chardev", "-kernel bzImage",
+                       "-d item1,...", "-no-reboot", "ctrl-a x"] {
+            #expect(help.contains(option), "help lacks \(option)")
+        }
+        #expect(try printed(["-h"]) == help)
+        #expect(try printed(["-help"]) == help)
+        // --help wins wherever it stands, even after a bad option value
+        #expect(try printed(["-m", "bogus", "--help"]) == help)
+    }
+
+    @Test func versionAndMachineList() throws {
+        #expect(try printed(["--version"]).hasPrefix("swemu emulator version"))
+        let machines = try printed(["-M", "help"])
+        #expect(machines.hasPrefix("Supported machines are:\n"))
+        #expect(machines.contains("virt "))
+        #expect(machines.contains("spike "))
+        #expect(machines.contains("none "))
+        #expect(try printed(["-machine", "help"]) == machines)
+        #expect(try printed(["-M", "help"], target: .x86_64).contains("microvm"))
+        #expect(try printed(["-cpu", "help"]).contains("rv64"))
+        #expect(try printed(["-d", "help"]).contains("guest_errors"))
+        #expect(try printed(["-device", "help"]).contains("No user-creatable devices"))
+        #expect(try printed(["-accel", "help"]).contains("tcg"))
+    }
+
+    @Test func invalidOptionsGetOneLine() {
+        #expect(error(["-frobnicate"]) == "swemu-system-riscv64: -frobnicate: invalid option (see --help for the options swemu accepts)")
+        #expect(error(["-m"]) == "swemu-system-riscv64: -m: requires an argument")
+        #expect(error(["disk.img"]).contains("use -drive file=disk.img"))
+        #expect(error(["-M", "pc"]).contains("unsupported machine type 'pc'; available: none, spike, virt"))
+        #expect(error(["-M", "microvm"], target: .x86_64).contains("is not available in this build yet"))
+        for e in [error(["-m", "lots"]), error(["-m", "0"]), error(["-m", "2T"])] {
+            #expect(e.hasPrefix("swemu-system-riscv64: -m: "), "\(e)")
+            #expect(!e.contains("\n"))
+        }
+        #expect(error(["-cpu", "cortex-a53"]).contains("accepted: rv64, max"))
+        #expect(error(["-accel", "kvm"]).contains("accepted: tcg"))
+        #expect(error(["-display", "gtk"]).contains("accepted: -display none"))
+        #expect(error(["-d", "in_asm,bogus"]).contains("unknown log item 'bogus'"))
+        #expect(error(["-M", "none", "-serial", "chardev:nope"]).contains("chardev 'nope' is not defined"))
+        #expect(error(["-M", "none", "-chardev", "null,id=a", "-chardev", "null,id=a"]).contains("duplicate chardev id 'a'"))
+        #expect(error(["-M", "none", "-chardev", "carrier-pigeon,id=a"]).hasPrefix("swemu-system-riscv64: -chardev: "))
+    }
+
+    @Test(arguments: ["-drive", "-device", "-netdev", "-initrd", "-append", "-dtb", "-qmp", "-gdb", "-loadvm", "-incoming"])
+    func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
+        let line = error(["-M", "none", option, "x"])
+        #expect(line.hasPrefix("swemu-system-riscv64: \(option): "))
+        #expect(line.contains("not available in this build yet") || line.contains("no user-creatable"))
+    }
+
+    @Test(arguments: ["-S", "-s", "-snapshot"])
+    func flagsNotYetAvailableAreRefused(option: String) {
+        #expect(error(["-M", "none", option]).contains("not available in this build yet"))
+    }
+
+    @Test func memorySizes() throws {
+        #expect(try config(["-M", "none", "-m", "512"]).ramSize == 512 << 20)
+        #expect(try config(["-M", "none", "-m", "1G"]).ramSize == 1 << 30)
+        #expect(try config(["-M", "none", "-m", "size=64M"]).ramSize == 64 << 20)
+        #expect(try config(["-M", "none", "-m", "1.5G"]).ramSize == 3 << 29)
+        #expect(try config(["-M", "none", "-m", "100k"]).ramSize == 102_400)  // rounded to whole pages: 100 KiB is 25 pages
+        #expect(error(["-M", "none", "-m", "64M,slots=2"]).contains("unknown option 'slots'"))
+    }
+
+    @Test func smpTopology() throws {
+        #expect(try config(["-M", "none", "-smp", "1"]).cpus == 1)
+        #expect(try config(["-M", "none", "-smp", "cpus=1,sockets=1,cores=1,threads=1"]).cpus == 1)
+        #expect(error(["-M", "none", "-smp", "4"]).contains("supports at most 1"))
+        #expect(error(["-M", "none", "-smp", "cpus=2,sockets=1,cores=1"]).contains("Invalid CPU topology"))
+        #expect(error(["-M", "none", "-smp", "0"]).contains("-smp"))
+    }
+
+    @Test func machineNeedsAProgram() {
+        #expect(error(["-M", "virt"]).contains("needs a program to run: -kernel"))
+        #expect(error(["-M", "virt", "-kernel", "x.elf"]).contains("accepted: -bios none"))
+        #expect(error(["-M", "none", "-kernel", "x.elf"]).contains("no CPU"))
+    }
+
+    @Test func serialDefaults() throws {
+        // no display options: serial0 on mon:stdio (swemu has no graphical display)
+        let plain = try config(["-M", "none"])
+        guard case .new(let spec, let monitor) = plain.serials.first else {
+            Issue.record("serial0 is not a new chardev")
+            return
+        }
+        #expect(monitor && spec.mux)
+        // -display none alone: serial0 goes nowhere, as in QEMU
+        guard case .new(let null, _) = try config(["-M", "none", "-display", "none"]).serials.first else {
+            Issue.record("serial0 is not a new chardev")
+            return
+        }
+        #expect(null.backend == .null)
+        #expect(try config(["-M", "none", "-serial", "none"]).serials == [.none])
+        let named = try config(["-M", "none", "-chardev", "socket,id=s0,path=/tmp/x.sock,server=on,wait=off", "-serial", "chardev:s0"])
+        #expect(named.serials == [.chardev(id: "s0")])
+    }
+
+    @Test func nameAndFlags() throws {
+        let c = try config(["-M", "none", "-name", "guest=web1,debug-threads=on", "-no-reboot", "-nographic", "-d", "guest_errors,int"])
+        #expect(c.name == "web1")
+        #expect(c.noReboot && c.nographic)
+        #expect(c.debugItems == [.guestErrors, .interrupts])
+        #expect(try config(["-M", "none", "-name", "plain"]).name == "plain")
+    }
+
+    @Test func imageTool() {
+        #expect(ImageTool.run(["--help"]).stdout.contains("usage: swemu-img"))
+        #expect(ImageTool.run(["--version"]).status == 0)
+        let create = ImageTool.run(["create", "-f", "qcow2", "x.qcow2", "1G"])
+        #expect(create.status == 1 && create.stderr.contains("not available in this build yet"))
+        #expect(ImageTool.run(["frob"]).stderr.hasPrefix("swemu-img: Command not found: frob"))
+        #expect(ImageTool.run([]).status == 1)
+    }
+}
