@@ -27,7 +27,7 @@ let package = Package(
         // exact rounding in all five modes and exact exception flags, which the host FPU cannot
         // give for every operation (DESIGN.md §2: the FPU of the RISCV module).
         .target(name: "SoftFloat", swiftSettings: strict),
-        .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SystemSupport"],
+        .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SoftFloat", "SystemSupport"],
                 swiftSettings: strict),
         .target(name: "Loader", dependencies: ["SystemSupport"], swiftSettings: strict),
         .target(name: "Machines", dependencies: ["DeviceModel", "Devices", "GuestMemory", "Loader", "RISCV", "SystemSupport"],

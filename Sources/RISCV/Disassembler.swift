@@ -27,6 +27,8 @@ public enum Disassembler {
         .slli: "sll", .srli: "srl", .srai: "sra", .addiw: "addw", .slliw: "sllw", .srliw: "srlw", .sraiw: "sraw",
         .rori: "ror", .roriw: "rorw", .bclri: "bclr", .bexti: "bext", .binvi: "binv", .bseti: "bset",
     ]
+    /// objdump's names in frflags/fsflags, frrm/fsrm, frcsr/fscsr.
+    static let fpCSR = ["", "flags", "rm", "csr"]
     static let roundingModes = ["rne", "rtz", "rdn", "rup", "rmm", "", "", "dyn"]
 
     static func csrName(_ number: UInt16) -> String {
@@ -71,7 +73,9 @@ public enum Disassembler {
         if entry.format == .atomic || entry.format == .loadReserved {
             mnemonic += (d.rm & 2 != 0 ? ".aq" : "") + (d.rm & 1 != 0 ? ".rl" : "")
         }
-        if entry.hasRoundingMode && d.rm != 7 && d.rm < 5 { operands += "," + roundingModes[Int(d.rm)] }
+        // Exact conversions ignore rm; objdump leaves it out for them, as for dynamic.
+        let exact: Set<Op> = [.fcvt_d_s, .fcvt_d_w, .fcvt_d_wu]
+        if entry.hasRoundingMode && d.rm != 7 && d.rm < 5 && !exact.contains(d.op) { operands += "," + roundingModes[Int(d.rm)] }
         return operands.isEmpty ? mnemonic : mnemonic + "\t" + operands
     }
 
@@ -110,6 +114,11 @@ public enum Disassembler {
         case .blt where d.rs2 == 0: return "bltz\t\(rs1),\(target)"
         case .bge where d.rs1 == 0: return "blez\t\(rs2),\(target)"
         case .blt where d.rs1 == 0: return "bgtz\t\(rs2),\(target)"
+        case .csrrs where d.rs1 == 0 && (1...3).contains(d.imm): return "fr\(fpCSR[Int(d.imm)])\t\(rd)"
+        case .csrrw where (1...3).contains(d.imm):
+            return "fs\(fpCSR[Int(d.imm)])\t" + (d.rd == 0 ? rs1 : "\(rd),\(rs1)")
+        case .csrrwi where (1...2).contains(d.imm):
+            return "fs\(fpCSR[Int(d.imm)])i\t" + (d.rd == 0 ? "\(d.rs1)" : "\(rd),\(d.rs1)")
         case .csrrs where d.rs1 == 0 && d.imm == 0xc00: return "rdcycle\t\(rd)"
         case .csrrs where d.rs1 == 0 && d.imm == 0xc01: return "rdtime\t\(rd)"
         case .csrrs where d.rs1 == 0 && d.imm == 0xc02: return "rdinstret\t\(rd)"
