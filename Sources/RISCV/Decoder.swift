@@ -24,14 +24,34 @@ public struct DecodedInstruction: Sendable, Equatable {
 }
 
 /// Decodes instruction bits through `instructionTable`. The table is indexed once into 256
-/// buckets by opcode[6:2] and funct3; each bucket lists its candidates most specific first,
-/// so decoding is one bucket load and a few mask compares.
-public struct Decoder: Sendable {
-    private let buckets: [[InstructionEntry]]
+/// buckets by opcode[6:2] and funct3, each listing its candidates most specific first, in flat
+/// storage of plain values (no strings, no nested arrays: decoding touches no reference
+/// counts). Decoded 32-bit instructions are memoized by their bits in a small direct-mapped
+/// cache: a decode depends on nothing but the bits, so the memo can never go stale, even
+/// when the guest rewrites its code.
+public final class Decoder: @unchecked Sendable {
+    // SAFETY: `entries` and `bucketStart` are written in init and only read afterwards. The
+    // memo is written without a lock, so a memoizing decoder belongs to one thread: each hart
+    // has its own, run by its vCPU thread. The shared instance does not memoize.
+    struct CompactEntry {
+        let mask: UInt32
+        let match: UInt32
+        let op: Op
+        let format: OperandFormat
+        let hasRoundingMode: Bool
+    }
 
-    public static let shared = Decoder()
+    private let entries: UnsafeMutableBufferPointer<CompactEntry>
+    private let bucketStart: UnsafeMutableBufferPointer<UInt16>
+    private let memo: UnsafeMutableBufferPointer<DecodedInstruction>
+    private let memoize: Bool
+    static let memoSize = 4096
 
-    public init(table: [InstructionEntry] = instructionTable) {
+    /// For disassembly and tests, safe from any thread (no memo); each hart has its own.
+    public static let shared = Decoder(memoize: false)
+
+    public init(table: [InstructionEntry] = instructionTable, memoize: Bool = true) {
+        self.memoize = memoize
         var buckets = [[InstructionEntry]](repeating: [], count: 256)
         for entry in table {
             precondition(entry.match & 3 == 3, "instruction table: \(entry.op) is not a 32-bit encoding")
@@ -41,23 +61,62 @@ public struct Decoder: Sendable {
                 buckets[major << 3 | funct3].append(entry)
             }
         }
-        for i in buckets.indices {
-            buckets[i].sort { $0.mask.nonzeroBitCount > $1.mask.nonzeroBitCount }
+        let total = buckets.reduce(0) { $0 + $1.count }
+        entries = .allocate(capacity: total)
+        bucketStart = .allocate(capacity: 257)
+        var next = 0
+        for (i, bucket) in buckets.enumerated() {
+            bucketStart[i] = UInt16(next)
+            for e in bucket.sorted(by: { $0.mask.nonzeroBitCount > $1.mask.nonzeroBitCount }) {
+                entries[next] = CompactEntry(mask: e.mask, match: e.match, op: e.op, format: e.format, hasRoundingMode: e.hasRoundingMode)
+                next += 1
+            }
         }
-        self.buckets = buckets
+        bucketStart[256] = UInt16(next)
+        memo = .allocate(capacity: Decoder.memoSize)
+        // raw = 0 never matches a 32-bit instruction (bits 1:0 are 11), so it marks empty slots.
+        memo.initialize(repeating: .illegal(0, length: 4))
+    }
+
+    deinit {
+        entries.deallocate()
+        bucketStart.deallocate()
+        memo.deallocate()
     }
 
     /// The table row that matches `bits` (a 32-bit instruction), if any.
-    @inline(__always)
     public func entry(for bits: UInt32) -> InstructionEntry? {
-        let bucket = buckets[Int((bits >> 2) & 0x1f) << 3 | Int((bits >> 12) & 7)]
-        for entry in bucket where bits & entry.mask == entry.match { return entry }
+        guard let compact = compactEntry(for: bits) else { return nil }
+        return instructionTable.first { $0.op == compact.op }
+    }
+
+    @inline(__always)
+    func compactEntry(for bits: UInt32) -> CompactEntry? {
+        let bucket = Int((bits >> 2) & 0x1f) << 3 | Int((bits >> 12) & 7)
+        var i = Int(bucketStart[bucket])
+        let end = Int(bucketStart[bucket + 1])
+        while i < end {
+            let e = entries[i]
+            if bits & e.mask == e.match { return e }
+            i += 1
+        }
         return nil
     }
 
-    /// Decodes a 32-bit instruction (bits 1:0 == 11).
+    /// Decodes a 32-bit instruction, through the memo.
+    @inline(__always)
     public func decode32(_ bits: UInt32) -> DecodedInstruction {
-        guard let entry = entry(for: bits) else { return .illegal(bits, length: 4) }
+        guard memoize else { return decodeUncached(bits) }
+        let slot = Int((bits ^ (bits >> 12) ^ (bits >> 20)) & UInt32(Decoder.memoSize - 1))
+        if memo[slot].raw == bits && memo[slot].length == 4 { return memo[slot] }
+        let d = decodeUncached(bits)
+        memo[slot] = d
+        return d
+    }
+
+    /// Decodes a 32-bit instruction (bits 1:0 == 11) from the table.
+    func decodeUncached(_ bits: UInt32) -> DecodedInstruction {
+        guard let entry = compactEntry(for: bits) else { return .illegal(bits, length: 4) }
         var d = DecodedInstruction(
             op: entry.op, rd: UInt8((bits >> 7) & 31), rs1: UInt8((bits >> 15) & 31),
             rs2: UInt8((bits >> 20) & 31), rs3: UInt8(bits >> 27), rm: 0, imm: 0, length: 4, raw: bits)
@@ -110,10 +169,18 @@ public struct Decoder: Sendable {
     /// §16.8 table 16.5-16.7, RV64C). Reserved and illegal encodings, and HINTs we do not
     /// treat as such, decode as illegal with the 16 bits as `raw`.
     public func decodeCompressed(_ c: UInt16) -> DecodedInstruction {
-        guard let expanded = expandCompressed(c) else { return .illegal(UInt32(c), length: 2) }
-        var d = decode32(expanded)
-        d.length = 2
-        d.raw = UInt32(c)
+        // Memoized under the 16 bits (raw < 0x10000, length 2), apart from 32-bit entries.
+        let slot = Int((UInt32(c) ^ (UInt32(c) >> 9)) & UInt32(Decoder.memoSize - 1))
+        if memoize && memo[slot].raw == UInt32(c) && memo[slot].length == 2 { return memo[slot] }
+        var d: DecodedInstruction
+        if let expanded = expandCompressed(c) {
+            d = decodeUncached(expanded)
+            d.length = 2
+            d.raw = UInt32(c)
+        } else {
+            d = .illegal(UInt32(c), length: 2)
+        }
+        if memoize { memo[slot] = d }
         return d
     }
 }

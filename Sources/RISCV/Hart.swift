@@ -70,7 +70,8 @@ public final class Hart: @unchecked Sendable {
 
     public let memory: PhysicalMemory
     public let timeBase: TimeBase
-    let decoder = Decoder.shared
+    /// This hart's decoder (its memo is not shared between threads).
+    let decoder = Decoder()
 
     /// Interrupt lines driven by devices (MSIP, MTIP, MEIP, SEIP), as `mip` bits.
     let externalInterrupts = Atomic<UInt64>(0)
