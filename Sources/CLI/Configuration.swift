@@ -15,8 +15,13 @@ struct SystemConfiguration: Sendable {
     var nographic = false
     var displayNone = false
     var kernel: String?
-    /// `-bios`: "none" is the only value boards accept until firmware loading exists.
+    /// `-bios`: nil or "default" (OpenSBI for virt), "none", or a file.
     var bios: String?
+    var initrd: String?
+    var append: String?
+    var dtb: String?
+    /// `-machine dumpdtb=FILE`: write the device tree there and exit.
+    var dumpDTB: String?
     /// `-serial` targets in order (serial0, serial1, ...), after defaults are applied.
     var serials: [ChardevSpec.Target] = []
     /// `-chardev` definitions, in the order given (ids are unique).
@@ -39,9 +44,6 @@ private let notYetAvailable: [String: String] = [
     "drive": "block devices are not available in this build yet",
     "snapshot": "block devices (and so -snapshot) are not available in this build yet",
     "netdev": "network backends are not available in this build yet",
-    "initrd": "Linux boot (and so -initrd) is not available in this build yet; -kernel takes a bare-metal ELF",
-    "append": "Linux boot (and so -append) is not available in this build yet; -kernel takes a bare-metal ELF",
-    "dtb": "device trees are not available in this build yet",
     "monitor": "the human monitor is not available in this build yet; accepted: -monitor none",
     "qmp": "QMP is not available in this build yet",
     "S": "the GDB stub and monitor (which -S waits for) are not available in this build yet",
@@ -115,6 +117,12 @@ struct ConfigurationBuilder {
                 config.kernel = value
             case "bios":
                 config.bios = value
+            case "initrd":
+                config.initrd = value
+            case "append":
+                config.append = value
+            case "dtb":
+                config.dtb = value
             case "serial":
                 config.serials.append(try wrap(flag) { () throws(SystemError) in try ChardevSpec.parse(shortForm: value, option: flag) })
             case "chardev":
@@ -138,8 +146,11 @@ struct ConfigurationBuilder {
         if let accel = machineOpts?.string("accel") {
             config.accelerator = try checkAccelerator(accel, option: "-machine accel")
         }
-        if machineOpts?.contains("dumpdtb") == true {
-            throw CLIError(option: "-machine", "dumpdtb: machine '\(config.machine.name)' has no device tree in this build yet")
+        if let dump = machineOpts?.string("dumpdtb") {
+            guard config.machine.name == "virt" else {
+                throw CLIError(option: "-machine", "dumpdtb: machine '\(config.machine.name)' has no device tree")
+            }
+            config.dumpDTB = dump
         }
         config.ramSize = try memory.map { (m) throws(CLIError) in try ramSize(m) } ?? config.machine.defaultRAM
         if let smp { config.cpus = try cpuCount(smp, machine: config.machine) }
@@ -183,16 +194,27 @@ struct ConfigurationBuilder {
 
     /// Which boot options the chosen machine takes.
     private func checkBoot(_ config: inout SystemConfiguration) throws(CLIError) {
+        let bootOptions: [(String, String?)] = [("-kernel", config.kernel), ("-bios", config.bios), ("-initrd", config.initrd),
+                                                ("-append", config.append), ("-dtb", config.dtb)]
         switch config.machine.name {
         case "none":
-            if config.kernel != nil { throw CLIError(option: "-kernel", "machine 'none' has no CPU to run a kernel; use -M virt or -M spike") }
-            if config.bios != nil { throw CLIError(option: "-bios", "machine 'none' has no CPU to run firmware; use -M virt or -M spike") }
-        default:
-            guard config.kernel != nil else {
-                throw CLIError(option: nil, "machine '\(config.machine.name)' needs a program to run: -kernel PROGRAM.elf (with -bios none)")
+            if let given = bootOptions.first(where: { $0.1 != nil }) {
+                throw CLIError(option: given.0, "machine 'none' has no CPU to boot; use -M virt")
             }
+        case "spike":
+            guard config.kernel != nil else { throw CLIError(option: nil, "machine 'spike' needs a program: -kernel PROGRAM.elf (with -bios none)") }
             guard config.bios == "none" else {
-                throw CLIError(option: "-bios", "loading firmware (OpenSBI) is not available in this build yet; accepted: -bios none, with -kernel a bare-metal ELF")
+                throw CLIError(option: "-bios", "machine 'spike' runs bare-metal programs only in this build; accepted: -bios none")
+            }
+            for (option, value) in bootOptions.dropFirst(2) where value != nil {
+                throw CLIError(option: option, "machine 'spike' takes a bare-metal ELF only in this build")
+            }
+        default:
+            if config.bios == "none" && config.kernel == nil && config.dumpDTB == nil {
+                throw CLIError(option: nil, "machine '\(config.machine.name)' has no firmware (-bios none) and nothing to boot: add -kernel")
+            }
+            if (config.initrd != nil || config.append != nil) && config.kernel == nil {
+                throw CLIError(option: config.initrd != nil ? "-initrd" : "-append", "needs -kernel")
             }
         }
     }

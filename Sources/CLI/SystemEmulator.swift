@@ -52,9 +52,15 @@ public enum SystemEmulator {
 
         switch config.machine.name {
         case "virt", "spike":
-            guard let kernel = config.kernel else { return 1 }  // checked by ConfigurationBuilder
-            let board = try RISCVBoard(.init(kind: config.machine.name == "spike" ? .spike : .virt,
-                                             ramSize: config.ramSize, kernel: kernel, serial: console.serials.first ?? nil))
+            let board = try RISCVBoard(.init(
+                kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize,
+                firmware: try firmware(config), kernel: config.kernel, initrd: config.initrd, append: config.append,
+                dtb: config.dtb, serial: console.serials.first ?? nil))
+            if let dump = config.dumpDTB {
+                let fd = try FileDescriptor.open(dump, O_WRONLY | O_CREAT | O_TRUNC)
+                try fd.writeAll(board.deviceTreeBlob)
+                return 0
+            }
             quit.onFire { board.requestPowerOff(exitCode: 0) }
             while true {
                 switch board.run() {
@@ -71,6 +77,35 @@ public enum SystemEmulator {
             console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
             quit.wait()
             return 0
+        }
+    }
+}
+
+/// Where `-bios default` finds OpenSBI's generic fw_dynamic: Debian's opensbi package, then
+/// the guest cache that scripts/guests fills.
+func defaultFirmwarePaths() -> [String] {
+    var paths = ["/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"]
+    if let cache = getenv("SWEMU_GUEST_CACHE") {
+        paths.append(String(cString: cache) + "/riscv64/fw_dynamic.bin")
+    } else if let home = getenv("HOME") {
+        paths.append(String(cString: home) + "/.cache/swemu/guests/riscv64/fw_dynamic.bin")
+    }
+    return paths
+}
+
+extension SystemEmulator {
+    static func firmware(_ config: SystemConfiguration) throws(SystemError) -> RISCVBoard.Firmware {
+        switch config.bios {
+        case "none":
+            return .none
+        case nil, "default":
+            guard config.machine.name == "virt" else { return .none }
+            guard let path = defaultFirmwarePaths().first(where: { access($0, R_OK) == 0 }) else {
+                throw .configuration("-bios default: OpenSBI's fw_dynamic.bin was not found in \(defaultFirmwarePaths().joined(separator: ", ")); install Debian's opensbi package, run scripts/guests, or give -bios FILE")
+            }
+            return .file(path)
+        case let path?:
+            return .file(path)
         }
     }
 }

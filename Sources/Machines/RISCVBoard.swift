@@ -1,45 +1,74 @@
 import DeviceModel
 import Devices
+import Glibc
 import GuestMemory
 import Loader
 import RISCV
 import Synchronization
 import SystemSupport
 
-/// RISC-V boards, with QEMU's memory maps so the same programs run on both:
-/// - `virt` (hw/riscv/virt.c): boot ROM at 0x1000, SiFive test at 0x100000, ACLINT at
-///   0x2000000, ns16550a at 0x10000000, RAM at 0x80000000. The PLIC, RTC, virtio slots and
-///   device tree come with the Linux-capable board.
-/// - `spike` (hw/riscv/spike.c): boot ROM at 0x1000, CLINT at 0x2000000, RAM at 0x80000000,
-///   and HTIF `tohost`/`fromhost` found through the program's ELF symbols, so riscv-tests
-///   binaries run unmodified.
+/// RISC-V boards, with QEMU's memory maps so the same firmware, kernels and programs run on
+/// both (DESIGN.md §2: the only board code):
+/// - `virt` (QEMU hw/riscv/virt.c): boot ROM 0x1000, SiFive test 0x100000, goldfish RTC
+///   0x101000, ACLINT 0x2000000, PLIC 0xc000000, ns16550a 0x10000000, virtio-mmio slots from
+///   0x10001000, RAM 0x80000000, a generated device tree, OpenSBI fw_dynamic as firmware.
+/// - `spike` (hw/riscv/spike.c): boot ROM, CLINT, RAM, and HTIF `tohost`/`fromhost` found
+///   through the program's ELF symbols, so riscv-tests binaries run unmodified.
 public final class RISCVBoard: @unchecked Sendable {
-    // SAFETY: mutable state (`exitCode`, `htif`) is touched only by the thread in `run()`;
-    // devices report through the `event` atomic and the hart's stop request.
+    // SAFETY: the mutable state is reached only from the thread in `run()`; devices and other
+    // threads report through `events` (atomic) and the hart's stop request.
     public enum Kind: String, Sendable {
         case virt, spike
     }
 
-    /// The layout, as data in one place.
-    public struct Layout: Sendable {
+    /// QEMU virt's memory map, as data in one place.
+    public enum Layout {
         public static let bootROM: UInt64 = 0x1000
         public static let bootROMSize: UInt64 = 0x1000
         public static let test: UInt64 = 0x100000
+        public static let rtc: UInt64 = 0x101000
         public static let aclint: UInt64 = 0x200_0000
+        public static let plic: UInt64 = 0xc00_0000
         public static let uart0: UInt64 = 0x1000_0000
+        public static let virtio: UInt64 = 0x1000_1000
+        public static let virtioStride: UInt64 = 0x1000
+        public static let virtioSlots = 8
         public static let ram: UInt64 = 0x8000_0000
+        // PLIC sources.
+        public static let uartIRQ = 10
+        public static let rtcIRQ = 11
+        public static let virtioFirstIRQ = 1
+        public static let timebaseFrequency: UInt64 = 10_000_000
+    }
+
+    /// Firmware choice (`-bios`).
+    public enum Firmware: Sendable, Equatable {
+        /// `-bios none`: the kernel (or program) is entered directly in M-mode.
+        case none
+        /// A firmware file loaded at the start of RAM (OpenSBI fw_dynamic for `-bios default`).
+        case file(String)
     }
 
     public struct Configuration: Sendable {
         public var kind: Kind
         public var ramSize: UInt64
-        /// `-kernel`: an ELF program (bare metal) loaded at its physical addresses.
-        public var kernel: String
+        public var firmware: Firmware
+        /// `-kernel`: a Linux `Image` or an ELF (bare-metal programs, ELF kernels).
+        public var kernel: String?
+        public var initrd: String?
+        public var append: String?
+        /// `-dtb`: a device tree blob to use instead of the generated one.
+        public var dtb: String?
         public var serial: (any CharBackend)?
-        public init(kind: Kind, ramSize: UInt64, kernel: String, serial: (any CharBackend)?) {
+        public init(kind: Kind, ramSize: UInt64, firmware: Firmware = .none, kernel: String?, initrd: String? = nil,
+                    append: String? = nil, dtb: String? = nil, serial: (any CharBackend)?) {
             self.kind = kind
             self.ramSize = ramSize
+            self.firmware = firmware
             self.kernel = kernel
+            self.initrd = initrd
+            self.append = append
+            self.dtb = dtb
             self.serial = serial
         }
     }
@@ -50,8 +79,10 @@ public final class RISCVBoard: @unchecked Sendable {
     public let hart: Hart
     public let clock = VirtualClock()
     let uart: UART16550?
+    let rtc: GoldfishRTC?
     let htif: HTIF?
-    let entry: UInt64
+    /// The generated (or `-dtb`) device tree blob, as placed in RAM.
+    public private(set) var deviceTreeBlob: [UInt8] = []
 
     /// What devices and other threads asked of the machine.
     final class Events: Sendable {
@@ -60,11 +91,11 @@ public final class RISCVBoard: @unchecked Sendable {
         func powerOff(_ code: Int32) { value.store(Int64(code) << 1 | 1, ordering: .sequentiallyConsistent) }
         func reset() { value.store(2, ordering: .sequentiallyConsistent) }
     }
-    private let event = Events()
+    private let events = Events()
 
     public init(_ config: Configuration) throws(SystemError) {
         kind = config.kind
-        let timeBase = TimeBase(clock: clock)
+        let timeBase = TimeBase(clock: clock, frequency: Layout.timebaseFrequency)
         let rom = try GuestRAM(base: GuestAddress(Layout.bootROM), size: Layout.bootROMSize)
         let ram = try GuestRAM(base: GuestAddress(Layout.ram), size: config.ramSize)
         memory = try GuestMemory(regions: [rom, ram])
@@ -72,61 +103,165 @@ public final class RISCVBoard: @unchecked Sendable {
         hart = try Hart(hartID: 0, memory: PhysicalMemory(ram: memory, mmio: mmio), timeBase: timeBase)
 
         let hart = self.hart
-        let event = self.event
+        let events = self.events
         try mmio.add(ACLINT(timeBase: timeBase, softwareInterrupts: [hart.interruptLine(InterruptBits.msip)]) { _, value in
             hart.setMachineTimerCompare(value)
         }, at: GuestAddress(Layout.aclint), size: ACLINT.size)
 
-        let program = try RISCVBoard.loadELF(config.kernel, into: memory)
-        entry = program.entry
+        let entry: BootTargets
         switch config.kind {
         case .virt:
             try mmio.add(SiFiveTest { e in
                 switch e {
-                case .powerOff(let code): event.powerOff(code)
-                case .reset: event.reset()
+                case .powerOff(let code): events.powerOff(code)
+                case .reset: events.reset()
                 }
                 hart.requestStop()
             }, at: GuestAddress(Layout.test), size: 0x1000)
-            // The PLIC arrives with the Linux board; until then the UART's line is unconnected
-            // and bare-metal programs poll LSR.
-            let uart = UART16550(name: "serial0", backend: config.serial, irq: LevelInterruptLine(), regShift: 0)
+            // PLIC contexts: 0 = hart 0 M-mode (MEIP), 1 = hart 0 S-mode (SEIP), as on QEMU virt.
+            let plic = PLIC(sources: PLIC.virtSourceCount,
+                            contexts: [hart.interruptLine(InterruptBits.meip), hart.interruptLine(InterruptBits.seip)])
+            try mmio.add(plic, at: GuestAddress(Layout.plic), size: PLIC.virtWindowSize)
+            let uart = UART16550(name: "serial0", backend: config.serial, irq: plic.sourceLine(Layout.uartIRQ), regShift: 0)
             try mmio.add(uart, at: GuestAddress(Layout.uart0), size: 0x100)
             self.uart = uart
+            let rtc = GoldfishRTC(clock: clock, irq: plic.sourceLine(Layout.rtcIRQ))
+            try mmio.add(rtc, at: GuestAddress(Layout.rtc), size: 0x1000)
+            self.rtc = rtc
             htif = nil
+            let (targets, blob) = try RISCVBoard.loadVirt(config, memory: memory) { (initrd) throws(SystemError) in
+                if let dtb = config.dtb { return try FileDescriptor.readWholeFile(dtb) }
+                return VirtDeviceTree(ramSize: config.ramSize, bootargs: config.append, initrd: initrd).blob()
+            }
+            entry = targets
+            deviceTreeBlob = blob
         case .spike:
             uart = nil
+            rtc = nil
+            guard let kernel = config.kernel else { throw .configuration("-M spike needs -kernel PROGRAM.elf") }
+            let program = try RISCVBoard.loadELF(kernel, into: memory)
             guard let tohost = program.symbol(named: "tohost"), let fromhost = program.symbol(named: "fromhost") else {
-                throw .configuration("-M spike: '\(config.kernel)' has no 'tohost' and 'fromhost' symbols (HTIF needs them)")
+                throw .configuration("-M spike: '\(kernel)' has no 'tohost' and 'fromhost' symbols (HTIF needs them)")
             }
             htif = HTIF(memory: memory, tohost: GuestAddress(tohost.value), fromhost: GuestAddress(fromhost.value),
                         console: config.serial)
+            entry = BootTargets(start: program.entry)
         }
-        try writeResetVector(fdt: 0)
+        try writeResetVector(start: entry.start, fdt: entry.fdt, kernel: entry.kernel)
         hart.reset(pc: Layout.bootROM)
     }
 
-    /// QEMU's reset vector (hw/riscv/boot.c, riscv_setup_rom_reset_vec): a0 = mhartid,
-    /// a1 = FDT address, a2 = fw_dynamic_info, then jump to the start address.
-    private func writeResetVector(fdt: UInt64) throws(SystemError) {
+    /// Where the boot ROM goes: `start` (firmware or program), with a1 = `fdt` and
+    /// fw_dynamic_info.next_addr = `kernel`.
+    struct BootTargets {
+        var start: UInt64
+        var fdt: UInt64 = 0
+        var kernel: UInt64 = 0
+    }
+
+    // MARK: - Loading (QEMU hw/riscv/boot.c conventions)
+
+    /// Linux's RISC-V `Image` header (Documentation/arch/riscv/boot-image-header.rst):
+    /// magic "RISCV\0\0\0" at 0x30 and "RSC\x05" at 0x38.
+    static func isLinuxImage(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= 0x40 && Array(bytes[0x30..<0x35]) == Array("RISCV".utf8) && Array(bytes[0x38..<0x3c]) == [0x52, 0x53, 0x43, 0x05]
+    }
+
+    /// Loads firmware, kernel and initrd for `virt` and places the device tree; returns the
+    /// boot targets. Placement follows QEMU 7.2 so a guest sees the same addresses:
+    /// firmware at the start of RAM, the kernel at the next 2 MiB boundary after it, the
+    /// initrd min(RAM/2, 128 MiB) above the kernel, the FDT at the top of RAM below 3 GiB,
+    /// 2 MiB aligned.
+    private static func loadVirt(_ config: Configuration, memory: GuestMemory,
+                                 deviceTree: (_ initrd: (UInt64, UInt64)?) throws(SystemError) -> [UInt8])
+        throws(SystemError) -> (BootTargets, [UInt8]) {
+        let ramEnd = Layout.ram + config.ramSize
+        var firmwareEnd = Layout.ram
+        var targets = BootTargets(start: Layout.ram)
+        if case .file(let path) = config.firmware {
+            let firmware = try FileDescriptor.readWholeFile(path)
+            if ELFFile.isELF(firmware) {
+                let elf = try loadELF(path, into: memory)
+                targets.start = elf.entry
+                firmwareEnd = elf.segments.map { $0.physicalAddress + $0.memorySize }.max() ?? Layout.ram
+            } else {
+                try copy(firmware, to: GuestAddress(Layout.ram), in: memory, what: "-bios \(path)")
+                firmwareEnd = Layout.ram + UInt64(firmware.count)
+            }
+        }
+        var kernelEnd = firmwareEnd
+        if let kernel = config.kernel {
+            let bytes = try FileDescriptor.readWholeFile(kernel)
+            if ELFFile.isELF(bytes) {
+                let elf = try loadELF(kernel, into: memory)
+                targets.kernel = elf.entry
+                kernelEnd = elf.segments.map { $0.physicalAddress + $0.memorySize }.max() ?? firmwareEnd
+            } else {
+                // An Image (or any flat binary): at the start of RAM without firmware, else at
+                // the first 2 MiB boundary past it (RV64 kernels need 2 MiB alignment).
+                let address = config.firmware == .none ? Layout.ram : (firmwareEnd + (2 << 20) - 1) & ~((2 << 20) - 1)
+                try copy(bytes, to: GuestAddress(address), in: memory, what: "-kernel \(kernel)")
+                targets.kernel = address
+                var size = UInt64(bytes.count)
+                if isLinuxImage(bytes) {
+                    // image_size at 0x10: the memory the kernel needs, bss included.
+                    let imageSize = bytes[0x10..<0x18].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+                    size = max(size, imageSize)
+                }
+                kernelEnd = address + size
+            }
+            if config.firmware == .none { targets.start = targets.kernel }
+        } else if config.firmware == .none {
+            throw .configuration("-M virt needs -kernel (or -bios with a firmware that has a payload)")
+        }
+        var initrdRange: (UInt64, UInt64)?
+        if let initrd = config.initrd {
+            guard config.kernel != nil else { throw .configuration("-initrd needs -kernel") }
+            let bytes = try FileDescriptor.readWholeFile(initrd)
+            let start = targets.kernel + min(config.ramSize / 2, 128 << 20)
+            guard start >= kernelEnd, start + UInt64(bytes.count) <= ramEnd else {
+                throw .configuration("-initrd \(initrd) (\(bytes.count) bytes) does not fit in guest RAM above the kernel; use a larger -m")
+            }
+            try copy(bytes, to: GuestAddress(start), in: memory, what: "-initrd \(initrd)")
+            initrdRange = (start, start + UInt64(bytes.count))
+        }
+        let blob = try deviceTree(initrdRange)
+        let top = min(ramEnd, 3 << 30)
+        guard UInt64(blob.count) < top - kernelEnd else { throw .configuration("the device tree does not fit in guest RAM") }
+        let fdt = (top - UInt64(blob.count)) & ~((2 << 20) - 1)
+        guard fdt >= kernelEnd || config.kernel == nil else {
+            throw .configuration("guest RAM is too small for the kernel, initrd and device tree; use a larger -m")
+        }
+        try copy(blob, to: GuestAddress(fdt), in: memory, what: "the device tree")
+        targets.fdt = fdt
+        return (targets, blob)
+    }
+
+    /// QEMU's reset vector (hw/riscv/boot.c riscv_setup_rom_reset_vec) and fw_dynamic_info
+    /// (OpenSBI docs/firmware/fw_dynamic.md) in the boot ROM: a0 = mhartid, a1 = FDT address,
+    /// a2 = &fw_dynamic_info, then jump to the start address.
+    private func writeResetVector(start: UInt64, fdt: UInt64, kernel: UInt64) throws(SystemError) {
         let code: [UInt32] = [
             0x0000_0297,  // 1: auipc t0, %pcrel_hi(fw_dyn)
-            0x0282_8613,  //    addi  a2, t0, %pcrel_lo(1b)  (t0 + 0x28)
+            0x0282_8613,  //    addi  a2, t0, %pcrel_lo(1b)   (t0 + 0x28)
             0xf140_2573,  //    csrr  a0, mhartid
             0x0202_b583,  //    ld    a1, 32(t0)
             0x0182_b283,  //    ld    t0, 24(t0)
             0x0002_8067,  //    jr    t0
         ]
         var bytes: [UInt8] = []
+        func append64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
         for word in code { withUnsafeBytes(of: word.littleEndian) { bytes += $0 } }
-        bytes += [UInt8](repeating: 0, count: 0x18 - bytes.count)
-        withUnsafeBytes(of: entry.littleEndian) { bytes += $0 }  // 0x18: start address
-        withUnsafeBytes(of: fdt.littleEndian) { bytes += $0 }  // 0x20: FDT address
-        do {
-            try memory.writeBytes(bytes, at: GuestAddress(Layout.bootROM))
-        } catch {
-            throw .configuration("boot ROM does not fit: \(error)")
-        }
+        append64(start)  // 0x18
+        append64(fdt)  // 0x20
+        // 0x28: struct fw_dynamic_info { magic, version, next_addr, next_mode, options, boot_hart }
+        append64(0x4942_534f)  // "OSBI"
+        append64(2)
+        append64(kernel)
+        append64(1)  // next_mode: S-mode
+        append64(0)
+        append64(0)  // boot_hart
+        try RISCVBoard.copy(bytes, to: GuestAddress(Layout.bootROM), in: memory, what: "the boot ROM")
     }
 
     /// Loads an ELF program's segments into RAM.
@@ -134,26 +269,32 @@ public final class RISCVBoard: @unchecked Sendable {
         let bytes = try FileDescriptor.readWholeFile(path)
         let elf = try ELFFile(bytes: bytes, name: path)
         guard elf.machine == ELFFile.machineRISCV else {
-            throw .configuration("-kernel \(path): ELF machine \(elf.machine) is not RISC-V (243)")
+            throw .configuration("\(path): ELF machine \(elf.machine) is not RISC-V (243)")
         }
         for segment in elf.segments {
             let address = GuestAddress(segment.physicalAddress)
             guard memory.isRAM(address, count: segment.memorySize) else {
-                throw .configuration("-kernel \(path): segment at \(address) (\(segment.memorySize) bytes) is outside RAM")
+                throw .configuration("\(path): segment at \(address) (\(segment.memorySize) bytes) is outside guest RAM")
             }
-            do {
-                try memory.writeBytes(bytes[segment.fileOffset..<(segment.fileOffset + segment.fileSize)], at: address)
-                let zeros = segment.memorySize - UInt64(segment.fileSize)
-                if zeros > 0 {
-                    try memory.withHostBytes(at: GuestAddress(segment.physicalAddress + UInt64(segment.fileSize)),
-                                             count: Int(zeros)) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
-                }
-            } catch {
-                throw .configuration("-kernel \(path): \(error)")
+            try copy(bytes[segment.fileOffset..<(segment.fileOffset + segment.fileSize)], to: address, in: memory, what: path)
+            let zeros = segment.memorySize - UInt64(segment.fileSize)
+            if zeros > 0 {
+                _ = try? memory.withHostBytes(at: GuestAddress(segment.physicalAddress + UInt64(segment.fileSize)),
+                                              count: Int(zeros)) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
             }
         }
         return elf
     }
+
+    static func copy(_ bytes: some Collection<UInt8>, to address: GuestAddress, in memory: GuestMemory, what: String) throws(SystemError) {
+        do {
+            try memory.writeBytes(bytes, at: address)
+        } catch {
+            throw .configuration("\(what) (\(bytes.count) bytes at \(address)) does not fit in guest RAM; use a larger -m")
+        }
+    }
+
+    // MARK: - Running
 
     /// What ended the run.
     public enum Exit: Equatable, Sendable {
@@ -161,24 +302,25 @@ public final class RISCVBoard: @unchecked Sendable {
         case reset
     }
 
-    /// Runs the hart on the calling thread until the guest powers off or resets
-    /// (`-no-reboot` handling is the caller's: a reset is returned, not performed).
+    /// Runs the hart on the calling thread until the guest powers off or resets.
     public func run() -> Exit {
         while true {
             let reason = hart.run(budget: htif == nil ? 1_000_000 : 20_000)
             if let htif, let code = htif.poll() {
                 return .powerOff(exitCode: code)
             }
-            let e = event.value.load(ordering: .sequentiallyConsistent)
+            rtc?.poll()
+            let e = events.value.load(ordering: .sequentiallyConsistent)
             if e & 1 != 0 { return .powerOff(exitCode: Int32(truncatingIfNeeded: e >> 1)) }
             if e == 2 { return .reset }
             if reason == .waitingForInterrupt { hart.waitForInterrupt() }
         }
     }
 
-    /// Stops the hart from another thread (Ctrl-A x, a signal): `run` returns `.powerOff(code)`.
+    /// Stops the machine from another thread (Ctrl-A x, a signal): `run` returns
+    /// `.powerOff(exitCode:)`.
     public func requestPowerOff(exitCode: Int32) {
-        event.powerOff(exitCode)
+        events.powerOff(exitCode)
         hart.requestStop()
     }
 }
