@@ -22,7 +22,9 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["SystemSupport"], swiftSettings: strict),
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
         .target(name: "Chardev", dependencies: ["DeviceModel", "SystemSupport", "CLinux"], swiftSettings: strict),
-        .target(name: "Devices", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
+        .target(name: "VirtIO", dependencies: ["DeviceModel", "GuestMemory", "SystemSupport"], swiftSettings: strict),
+        .target(name: "Block", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
+        .target(name: "Devices", dependencies: ["DeviceModel", "SystemSupport", "VirtIO"], swiftSettings: strict),
         // IEEE 754-2008 binary32/binary64 arithmetic in software, with RISC-V's NaN rules:
         // exact rounding in all five modes and exact exception flags, which the host FPU cannot
         // give for every operation (DESIGN.md §2: the FPU of the RISCV module).
@@ -42,12 +44,16 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: strict),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"], swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel", "SystemSupport"], swiftSettings: strict),
+        .testTarget(name: "VirtIOTests", dependencies: ["VirtIO", "Devices", "Block", "DeviceModel", "GuestMemory", "SystemSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "BlockTests", dependencies: ["Block", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "ChardevTests", dependencies: ["Chardev", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "SoftFloatTests", dependencies: ["SoftFloat"], swiftSettings: strict),
         .testTarget(name: "RISCVTests", dependencies: ["RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
                     swiftSettings: strict),
         .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["CLI"], swiftSettings: strict),
+        .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

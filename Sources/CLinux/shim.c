@@ -48,3 +48,121 @@ int clx_set_thread_name(const char *name) {
     short_name[sizeof short_name - 1] = 0;
     return pthread_setname_np(pthread_self(), short_name);
 }
+
+// ---- Terminal raw mode for the stdio chardev, restored on every way out ---------------------
+// QEMU's char-stdio raw mode: no input translation, echo or line editing; output processing
+// (OPOST) stays as the user had it, so a guest's "\r\n" shows unchanged.
+// The saved settings live in C because a signal handler must restore them: it may only touch
+// plain memory and call async-signal-safe functions (tcsetattr, sigaction, raise).
+// Callers (StdioBackend) serialise clx_term_enter_raw/clx_term_restore with a lock; the
+// handlers read a slot only after `used` is published with release/acquire ordering.
+
+#define CLX_TERM_SLOTS 4
+struct clx_term_slot {
+    int used;
+    int fd;
+    struct termios saved;
+    struct termios raw;
+};
+static struct clx_term_slot clx_term_slots[CLX_TERM_SLOTS];
+static struct sigaction clx_term_old_actions[NSIG];
+static int clx_term_handlers_installed;
+
+static void clx_term_restore_all_signal_safe(void) {
+    for (int i = 0; i < CLX_TERM_SLOTS; i++) {
+        if (__atomic_load_n(&clx_term_slots[i].used, __ATOMIC_ACQUIRE))
+            tcsetattr(clx_term_slots[i].fd, TCSANOW, &clx_term_slots[i].saved);
+    }
+}
+
+int clx_term_enter_raw(int fd, int allow_signals) {
+    struct clx_term_slot *slot = NULL;
+    for (int i = 0; i < CLX_TERM_SLOTS; i++) {
+        if (clx_term_slots[i].used && clx_term_slots[i].fd == fd) { slot = &clx_term_slots[i]; break; }
+    }
+    struct termios saved;
+    if (slot) saved = slot->saved;                 // already raw: keep the user's original settings
+    else if (tcgetattr(fd, &saved) < 0) return -1;
+    struct termios raw = saved;
+    raw.c_iflag &= ~(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+    raw.c_oflag |= OPOST;
+    raw.c_lflag &= ~(ECHO | ECHONL | ICANON | IEXTEN);
+    if (!allow_signals) raw.c_lflag &= ~ISIG;
+    raw.c_cflag &= ~(CSIZE | PARENB);
+    raw.c_cflag |= CS8;
+    raw.c_cc[VMIN] = 1;
+    raw.c_cc[VTIME] = 0;
+    if (!slot) {
+        for (int i = 0; i < CLX_TERM_SLOTS; i++) {
+            if (!clx_term_slots[i].used) { slot = &clx_term_slots[i]; break; }
+        }
+        if (!slot) { errno = ENFILE; return -1; }
+        slot->fd = fd;
+        slot->saved = saved;
+    }
+    slot->raw = raw;
+    __atomic_store_n(&slot->used, 1, __ATOMIC_RELEASE);
+    return tcsetattr(fd, TCSANOW, &raw);
+}
+
+int clx_term_restore(int fd) {
+    int rc = 0;
+    for (int i = 0; i < CLX_TERM_SLOTS; i++) {
+        struct clx_term_slot *slot = &clx_term_slots[i];
+        if (!slot->used || (fd >= 0 && slot->fd != fd)) continue;
+        if (tcsetattr(slot->fd, TCSANOW, &slot->saved) < 0) rc = -1;
+        __atomic_store_n(&slot->used, 0, __ATOMIC_RELEASE);
+    }
+    return rc;
+}
+
+static void clx_term_at_exit(void) { clx_term_restore(-1); }
+
+static void clx_term_on_signal(int sig, siginfo_t *info, void *context) {
+    int saved_errno = errno;
+    struct sigaction *old = &clx_term_old_actions[sig];
+    int has_handler = (old->sa_flags & SA_SIGINFO) ? old->sa_sigaction != NULL
+                    : (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN);
+    if (sig == SIGCONT) {
+        // Back from Ctrl-Z: the shell put its own settings back; go raw again.
+        for (int i = 0; i < CLX_TERM_SLOTS; i++) {
+            if (__atomic_load_n(&clx_term_slots[i].used, __ATOMIC_ACQUIRE))
+                tcsetattr(clx_term_slots[i].fd, TCSANOW, &clx_term_slots[i].raw);
+        }
+    } else if (!(has_handler && (sig == SIGINT || sig == SIGTERM || sig == SIGHUP))) {
+        // A termination signal someone else handles is their orderly shutdown (atexit
+        // restores); anything else ends the process, so restore now.
+        clx_term_restore_all_signal_safe();
+    }
+    if (has_handler) {
+        if (old->sa_flags & SA_SIGINFO) old->sa_sigaction(sig, info, context);
+        else old->sa_handler(sig);
+    } else if (sig != SIGCONT) {
+        // Die of the same signal, as the default action would have: blocked while this handler
+        // runs, it is delivered on return (a faulting instruction re-faults the same way).
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    errno = saved_errno;
+}
+
+int clx_term_install_handlers(void) {
+    if (clx_term_handlers_installed) return 0;
+    clx_term_handlers_installed = 1;
+    static const int signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCONT,
+                                   SIGABRT, SIGILL, SIGTRAP, SIGSEGV, SIGBUS, SIGFPE };
+    if (atexit(clx_term_at_exit) != 0) return -1;
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        int sig = signals[i];
+        struct sigaction old, action;
+        if (sigaction(sig, NULL, &old) < 0) return -1;
+        if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN) continue;  // e.g. nohup
+        clx_term_old_actions[sig] = old;
+        memset(&action, 0, sizeof action);
+        action.sa_sigaction = clx_term_on_signal;
+        action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+        sigfillset(&action.sa_mask);
+        if (sigaction(sig, &action, NULL) < 0) return -1;
+    }
+    return 0;
+}

@@ -82,7 +82,7 @@ import Testing
         #expect(error(["-M", "none", "-chardev", "carrier-pigeon,id=a"]).hasPrefix("swemu-system-riscv64: -chardev: "))
     }
 
-    @Test(arguments: ["-drive", "-device", "-netdev", "-initrd", "-append", "-dtb", "-qmp", "-gdb", "-loadvm", "-incoming"])
+    @Test(arguments: ["-drive", "-device", "-netdev", "-qmp", "-gdb", "-loadvm", "-incoming"])
     func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
         let line = error(["-M", "none", option, "x"])
         #expect(line.hasPrefix("swemu-system-riscv64: \(option): "))
@@ -111,10 +111,19 @@ import Testing
         #expect(error(["-M", "none", "-smp", "0"]).contains("-smp"))
     }
 
-    @Test func machineNeedsAProgram() {
-        #expect(error(["-M", "virt"]).contains("needs a program to run: -kernel"))
-        #expect(error(["-M", "virt", "-kernel", "x.elf"]).contains("accepted: -bios none"))
-        #expect(error(["-M", "none", "-kernel", "x.elf"]).contains("no CPU"))
+    @Test func bootOptions() throws {
+        #expect(error(["-M", "virt", "-bios", "none"]).contains("nothing to boot: add -kernel"))
+        #expect(error(["-M", "spike"]).contains("needs a program: -kernel"))
+        #expect(error(["-M", "spike", "-kernel", "x.elf"]).contains("accepted: -bios none"))
+        #expect(error(["-M", "virt", "-initrd", "x.img"]) == "swemu-system-riscv64: -initrd: needs -kernel")
+        for option in ["-kernel", "-initrd", "-append", "-dtb", "-bios"] {
+            #expect(error(["-M", "none", option, "x"]).contains("machine 'none' has no CPU to boot"))
+        }
+        let linux = try config(["-M", "virt", "-kernel", "Image", "-initrd", "initrd.gz", "-append", "console=ttyS0",
+                                "-machine", "virt,dumpdtb=/tmp/x.dtb"])
+        #expect(linux.kernel == "Image" && linux.initrd == "initrd.gz" && linux.append == "console=ttyS0")
+        #expect(linux.bios == nil && linux.dumpDTB == "/tmp/x.dtb")
+        #expect(error(["-M", "spike,dumpdtb=x", "-bios", "none", "-kernel", "p"]).contains("has no device tree"))
     }
 
     @Test func serialDefaults() throws {

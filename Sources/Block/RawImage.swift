@@ -1,0 +1,165 @@
+import DeviceModel
+import Glibc
+import SystemSupport
+
+/// A raw disk image: the file's bytes are the disk's bytes, as QEMU's `raw` format over its
+/// `file` protocol. Works on regular files and on host block devices.
+///
+/// **Size.** The disk is the file's length rounded up to a whole 512-byte sector, as QEMU
+/// does: the bytes of the last sector past the end of the file read as zeroes, and a write
+/// there extends the file. The size is taken at open; the file is not resized under the guest.
+///
+/// **I/O.** Positional `pread`/`pwrite` on one descriptor, so calls from several threads need
+/// no lock; each retries `EINTR` and short transfers. Nothing is cached here: `flush()` is
+/// `fdatasync(2)`, which is what makes the guest's flush durable (DESIGN.md §6).
+///
+/// **Discard and write-zeroes** use `fallocate(2)` (`PUNCH_HOLE`, `ZERO_RANGE`, both with
+/// `KEEP_SIZE`); where the file system or the device cannot do it, discard does nothing
+/// (it is advisory) and write-zeroes writes zero blocks.
+package final class RawImage: BlockBackend {
+    package let path: String
+    package let size: UInt64
+    package let readOnly: Bool
+    /// The length of the file itself, which may end inside the last sector.
+    package let fileLength: UInt64
+    private let fd: FileDescriptor
+
+    package var label: String { "raw:\(path)" }
+
+    /// Opens `path`, for reading and writing, or for reading only when `readOnly` (QEMU's
+    /// `readonly=on`: the file is then opened `O_RDONLY`, so even a bug here cannot write it).
+    package init(path: String, readOnly: Bool = false) throws(SystemError) {
+        let fd = try FileDescriptor.open(path, readOnly ? O_RDONLY : O_RDWR)
+        var st = stat()
+        _ = try syscall("cannot stat disk image '\(path)'") { fstat(fd.rawValue, &st) }
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFREG || kind == S_IFBLK else {
+            throw .configuration("disk image '\(path)' is not a regular file or a block device")
+        }
+        // lseek(SEEK_END) gives the length of both regular files and block devices.
+        let end = try syscall("cannot find the size of disk image '\(path)'") { lseek(fd.rawValue, 0, SEEK_END) }
+        let length = UInt64(end)
+        self.path = path
+        self.readOnly = readOnly
+        fileLength = length
+        // Round up to a whole sector (cannot overflow: off_t is at most 2^63 - 1).
+        size = (length + blockSectorSize - 1) / blockSectorSize * blockSectorSize
+        self.fd = fd
+    }
+
+    package func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) {
+        try checkRange(offset: offset, count: UInt64(buffer.count))
+        var done = 0
+        while done < buffer.count {
+            let n = try syscall("\(label): read of \(buffer.count) bytes at offset \(offset) failed") {
+                pread(fd.rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            }
+            if n == 0 {
+                // End of file: the tail of the last sector past the file's end (or a file that
+                // someone else shortened) reads as zeroes.
+                UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
+                return
+            }
+            done += n
+        }
+    }
+
+    package func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(SystemError) {
+        try checkWritable("write")
+        try checkRange(offset: offset, count: UInt64(buffer.count))
+        var done = 0
+        while done < buffer.count {
+            let n = try syscall("\(label): write of \(buffer.count) bytes at offset \(offset) failed") {
+                pwrite(fd.rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            }
+            guard n > 0 else {
+                throw SystemError(.syscall, "\(label): write at offset \(offset + UInt64(done)) made no progress",
+                                  errno: Errno(rawValue: ENOSPC))
+            }
+            done += n
+        }
+    }
+
+    package func flush() throws(SystemError) {
+        // Nothing of ours can be dirty on a read-only descriptor.
+        guard !readOnly else { return }
+        _ = try syscall("\(label): flush (fdatasync) failed") { fdatasync(fd.rawValue) }
+    }
+
+    package func discard(at offset: UInt64, count: UInt64) throws(SystemError) {
+        try checkWritable("discard")
+        try checkRange(offset: offset, count: count)
+        guard count > 0 else { return }
+        switch Fallocate.call(fd.rawValue, Fallocate.punchHole | Fallocate.keepSize, offset, count) {
+        case .done, .unsupported:
+            return  // Advisory: a file system without hole punching keeps the data.
+        case .failed(let err):
+            throw SystemError(.syscall, "\(label): discard of \(count) bytes at offset \(offset) failed", errno: err)
+        }
+    }
+
+    package func writeZeroes(at offset: UInt64, count: UInt64, mayUnmap: Bool) throws(SystemError) {
+        try checkWritable("write-zeroes")
+        try checkRange(offset: offset, count: count)
+        guard count > 0 else { return }
+        // Punching a hole frees the space and reads back zeroes; ZERO_RANGE keeps it allocated.
+        let mode = (mayUnmap ? Fallocate.punchHole : Fallocate.zeroRange) | Fallocate.keepSize
+        switch Fallocate.call(fd.rawValue, mode, offset, count) {
+        case .done:
+            return
+        case .unsupported:
+            try writeZeroBlocks(at: offset, count: count)
+        case .failed(let err):
+            throw SystemError(.syscall, "\(label): write-zeroes of \(count) bytes at offset \(offset) failed", errno: err)
+        }
+    }
+
+    /// The fallback for write-zeroes: plain writes of a zeroed buffer.
+    private func writeZeroBlocks(at offset: UInt64, count: UInt64) throws(SystemError) {
+        let chunk = Int(min(count, 1 << 20))
+        let zeroes = [UInt8](repeating: 0, count: chunk)
+        var done: UInt64 = 0
+        while done < count {
+            let n = Int(min(UInt64(chunk), count - done))
+            try zeroes.withUnsafeBytes { b in
+                Result { () throws(SystemError) in try write(at: offset + done, from: UnsafeRawBufferPointer(rebasing: b[..<n])) }
+            }.get()
+            done += UInt64(n)
+        }
+    }
+}
+
+/// `fallocate(2)`, which glibc declares only under `_GNU_SOURCE` and so the Swift `Glibc`
+/// module does not import. It is looked up once by name with `dlsym`, which needs no C shim;
+/// the `@convention(c)` type below is glibc's prototype on LP64:
+/// `int fallocate(int fd, int mode, off_t offset, off_t len)`.
+private enum Fallocate {
+    typealias Function = @convention(c) (Int32, Int32, Int, Int) -> Int32
+
+    // linux/falloc.h
+    static let keepSize: Int32 = 0x01
+    static let punchHole: Int32 = 0x02
+    static let zeroRange: Int32 = 0x10
+
+    static let function: Function? = {
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "fallocate") else { return nil }
+        // SAFETY: the symbol is glibc's fallocate, whose C prototype `Function` spells out.
+        return unsafeBitCast(symbol, to: Function.self)
+    }()
+
+    enum Outcome { case done, unsupported, failed(Errno) }
+
+    static func call(_ fd: Int32, _ mode: Int32, _ offset: UInt64, _ count: UInt64) -> Outcome {
+        guard let function, offset <= UInt64(Int.max), count <= UInt64(Int.max) else { return .unsupported }
+        while true {
+            if function(fd, mode, Int(offset), Int(count)) == 0 { return .done }
+            let err = Errno.current
+            switch err.rawValue {
+            case EINTR: continue
+            // Not for this file system, file type or kernel.
+            case EOPNOTSUPP, ENOSYS, ENODEV, EINVAL: return .unsupported
+            default: return .failed(err)
+            }
+        }
+    }
+}
