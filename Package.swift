@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SoftFloat", "SystemSupport"],
                 swiftSettings: strict),
         .target(name: "Loader", dependencies: ["SystemSupport"], swiftSettings: strict),
-        .target(name: "Machines", dependencies: ["DeviceModel", "Devices", "GuestMemory", "Loader", "RISCV", "SystemSupport"],
+        .target(name: "Machines", dependencies: ["Block", "DeviceModel", "Devices", "GuestMemory", "Loader", "RISCV", "SystemSupport", "VirtIO"],
                 swiftSettings: strict),
         .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "SystemSupport"],
                 swiftSettings: strict),

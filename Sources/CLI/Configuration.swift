@@ -26,6 +26,10 @@ struct SystemConfiguration: Sendable {
     var serials: [ChardevSpec.Target] = []
     /// `-chardev` definitions, in the order given (ids are unique).
     var chardevs: [ChardevSpec] = []
+    /// `-drive` definitions, in order.
+    var drives: [DriveSpec] = []
+    /// `-device` definitions, in order.
+    var devices: [DeviceSpec] = []
     var debugItems: DebugLog.Category = []
     var logFile: String?
 }
@@ -40,8 +44,6 @@ enum Action: Sendable {
 /// Options whose feature this build does not have yet, and what to say instead. Each is
 /// refused with one line (never silently ignored) until the work that brings it lands.
 private let notYetAvailable: [String: String] = [
-    "device": "no user-creatable devices in this build yet ('-device help' lists them)",
-    "drive": "block devices are not available in this build yet",
     "snapshot": "block devices (and so -snapshot) are not available in this build yet",
     "netdev": "network backends are not available in this build yet",
     "monitor": "the human monitor is not available in this build yet; accepted: -monitor none",
@@ -71,7 +73,6 @@ struct ConfigurationBuilder {
             let value = option.value ?? ""
             let flag = "-" + option.name
             if option.name == "monitor" && value == "none" { continue }
-            if option.name == "device" && value == "help" { return .print(HelpText.devices(target)) }
             if let reason = notYetAvailable[option.name] { throw CLIError(option: flag, reason) }
             switch option.name {
             case "machine":
@@ -131,6 +132,11 @@ struct ConfigurationBuilder {
                     throw CLIError(option: flag, "duplicate chardev id '\(spec.id ?? "")'")
                 }
                 config.chardevs.append(spec)
+            case "drive":
+                config.drives.append(try wrap(flag) { () throws(SystemError) in try DriveSpec(parsing: value) })
+            case "device":
+                if value == "help" { return .print(HelpText.devices(target)) }
+                config.devices.append(try wrap(flag) { () throws(SystemError) in try DeviceSpec(parsing: value) })
             case "d":
                 if value == "help" { return .print(HelpText.logItems()) }
                 config.debugItems = try debugItems(value, option: flag)
@@ -155,6 +161,7 @@ struct ConfigurationBuilder {
         config.ramSize = try memory.map { (m) throws(CLIError) in try ramSize(m) } ?? config.machine.defaultRAM
         if let smp { config.cpus = try cpuCount(smp, machine: config.machine) }
         try checkBoot(&config)
+        try checkDevices(config)
         try applySerialDefaults(&config)
         return .run(config)
     }
@@ -216,6 +223,49 @@ struct ConfigurationBuilder {
             if (config.initrd != nil || config.append != nil) && config.kernel == nil {
                 throw CLIError(option: config.initrd != nil ? "-initrd" : "-append", "needs -kernel")
             }
+        }
+    }
+
+    /// Drives and devices must refer to each other and to the machine consistently.
+    private func checkDevices(_ config: SystemConfiguration) throws(CLIError) {
+        if config.machine.name != "virt" {
+            if !config.drives.isEmpty { throw CLIError(option: "-drive", "machine '\(config.machine.name)' has no disk interfaces; use -M virt") }
+            if !config.devices.isEmpty { throw CLIError(option: "-device", "machine '\(config.machine.name)' has no virtio bus; use -M virt") }
+        }
+        for (i, drive) in config.drives.enumerated() {
+            if let id = drive.id, config.drives[..<i].contains(where: { $0.id == id }) {
+                throw CLIError(option: "-drive", "duplicate drive id '\(id)'")
+            }
+        }
+        var usedDrives = Set<String>()
+        var serialBus = false
+        for device in config.devices {
+            switch device.driver {
+            case .virtioBlock(let driveID):
+                guard let drive = config.drives.first(where: { $0.id == driveID }) else {
+                    throw CLIError(option: "-device", "virtio-blk-device: drive '\(driveID)' is not defined (use -drive if=none,id=\(driveID),file=...)")
+                }
+                guard drive.interface == .none else {
+                    throw CLIError(option: "-device", "virtio-blk-device: drive '\(driveID)' already has if=virtio; give it if=none")
+                }
+                guard usedDrives.insert(driveID).inserted else {
+                    throw CLIError(option: "-device", "drive '\(driveID)' is used by two devices")
+                }
+            case .virtioSerial:
+                serialBus = true
+            case .virtconsole(let chardev):
+                guard serialBus else {
+                    throw CLIError(option: "-device", "virtconsole needs a virtio-serial bus: put -device virtio-serial-device before it")
+                }
+                guard config.chardevs.contains(where: { $0.id == chardev }) else {
+                    throw CLIError(option: "-device", "virtconsole: chardev '\(chardev)' is not defined (define it with -chardev ...,id=\(chardev))")
+                }
+            case .virtioRNG:
+                break
+            }
+        }
+        for drive in config.drives where drive.interface == .none && !usedDrives.contains(drive.id ?? "") {
+            throw CLIError(option: "-drive", "drive '\(drive.id ?? "")' has if=none but no -device virtio-blk-device,drive=\(drive.id ?? "") uses it")
         }
     }
 

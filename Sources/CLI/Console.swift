@@ -40,6 +40,14 @@ final class Console: Sendable {
         }
     }
 
+    /// The backend of `-chardev id=ID` for `user` (a device frontend).
+    func claim(chardev id: String, for user: String) throws(SystemError) -> any CharBackend {
+        guard let device = devices.first(where: { $0.id == id }) else {
+            throw .configuration("chardev '\(id)' is not defined")
+        }
+        return try device.claim(for: user)
+    }
+
     /// Writes a notice for the user on stderr, as a line of its own even in raw mode.
     func notice(_ text: String) {
         writeOut("swemu: \(text)\r\n", fd: 2)

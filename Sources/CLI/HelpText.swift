@@ -77,7 +77,16 @@ enum HelpText {
     }
 
     static func devices(_ target: EmulatorTarget) -> String {
-        "No user-creatable devices in this build yet: the boards wire their own devices.\n"
+        var out = ""
+        var category = ""
+        for device in DeviceSpec.catalog.sorted(by: { $0.category < $1.category }) {
+            if device.category != category {
+                out += (out.isEmpty ? "" : "\n") + device.category + ":\n"
+                category = device.category
+            }
+            out += "name \"\(device.name)\", bus virtio-bus, desc \"\(device.description)\"\n"
+        }
+        return out
     }
 
     static func logItems() -> String {

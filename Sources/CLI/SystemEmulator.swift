@@ -52,24 +52,27 @@ public enum SystemEmulator {
 
         switch config.machine.name {
         case "virt", "spike":
-            let board = try RISCVBoard(.init(
-                kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize,
-                firmware: try firmware(config), kernel: config.kernel, initrd: config.initrd, append: config.append,
-                dtb: config.dtb, serial: console.serials.first ?? nil))
-            if let dump = config.dumpDTB {
-                let fd = try FileDescriptor.open(dump, O_WRONLY | O_CREAT | O_TRUNC)
-                try fd.writeAll(board.deviceTreeBlob)
-                return 0
-            }
-            quit.onFire { board.requestPowerOff(exitCode: 0) }
+            // A guest reboot rebuilds the machine from the same configuration (fresh RAM,
+            // devices and files), as QEMU's system reset does; -no-reboot ends the run instead.
+            let virtio = try virtioDevices(config, console: console)
             while true {
+                var boardConfig = RISCVBoard.Configuration(
+                    kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize,
+                    firmware: try firmware(config), kernel: config.kernel, initrd: config.initrd, append: config.append,
+                    dtb: config.dtb, serial: console.serials.first ?? nil)
+                boardConfig.virtio = virtio
+                let board = try RISCVBoard(boardConfig)
+                if let dump = config.dumpDTB {
+                    let fd = try FileDescriptor.open(dump, O_WRONLY | O_CREAT | O_TRUNC)
+                    try fd.writeAll(board.deviceTreeBlob)
+                    return 0
+                }
+                quit.onFire { board.requestPowerOff(exitCode: 0) }
                 switch board.run() {
                 case .powerOff(let code):
                     return code
                 case .reset:
-                    // Rebooting needs the machine to rebuild itself, which arrives with the
-                    // Linux board; until then a reset ends the run, as -no-reboot does.
-                    return 0
+                    if config.noReboot { return 0 }
                 }
             }
         default:
@@ -94,6 +97,32 @@ func defaultFirmwarePaths() -> [String] {
 }
 
 extension SystemEmulator {
+    /// The virtio devices `-drive if=virtio` and `-device` ask for: drives first, then devices,
+    /// each in command-line order.
+    static func virtioDevices(_ config: SystemConfiguration, console: Console) throws(SystemError) -> [RISCVBoard.VirtioDeviceSpec] {
+        var specs: [RISCVBoard.VirtioDeviceSpec] = []
+        for drive in config.drives {
+            if let warning = try drive.probe() { console.notice(warning) }
+        }
+        for drive in config.drives where drive.interface == .virtio {
+            specs.append(.block(path: drive.file, readOnly: drive.readOnly, serial: drive.id ?? ""))
+        }
+        for (index, device) in config.devices.enumerated() {
+            switch device.driver {
+            case .virtioBlock(let id):
+                guard let drive = config.drives.first(where: { $0.id == id }) else { continue }  // checked by the builder
+                specs.append(.block(path: drive.file, readOnly: drive.readOnly, serial: id))
+            case .virtioRNG:
+                specs.append(.rng)
+            case .virtioSerial:
+                break
+            case .virtconsole(let id):
+                specs.append(.console(try console.claim(chardev: id, for: "virtconsole\(index)")))
+            }
+        }
+        return specs
+    }
+
     static func firmware(_ config: SystemConfiguration) throws(SystemError) -> RISCVBoard.Firmware {
         switch config.bios {
         case "none":

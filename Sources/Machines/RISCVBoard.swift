@@ -1,4 +1,5 @@
 import DeviceModel
+import Block
 import Devices
 import Glibc
 import GuestMemory
@@ -6,6 +7,7 @@ import Loader
 import RISCV
 import Synchronization
 import SystemSupport
+import VirtIO
 
 /// RISC-V boards, with QEMU's memory maps so the same firmware, kernels and programs run on
 /// both (DESIGN.md §2: the only board code):
@@ -49,8 +51,18 @@ public final class RISCVBoard: @unchecked Sendable {
         case file(String)
     }
 
+    /// A device on a virtio-mmio transport (`-drive if=virtio`, `-device virtio-*-device`).
+    public enum VirtioDeviceSpec: Sendable {
+        case block(path: String, readOnly: Bool, serial: String)
+        case rng
+        case console((any CharBackend)?)
+    }
+
     public struct Configuration: Sendable {
         public var kind: Kind
+        /// Devices on virtio-mmio transports, in command-line order. As on QEMU's virt, the
+        /// first takes the highest slot (0x10008000, IRQ 8) and later ones go downward.
+        public var virtio: [VirtioDeviceSpec] = []
         public var ramSize: UInt64
         public var firmware: Firmware
         /// `-kernel`: a Linux `Image` or an ELF (bare-metal programs, ELF kernels).
@@ -128,10 +140,32 @@ public final class RISCVBoard: @unchecked Sendable {
             let rtc = GoldfishRTC(clock: clock, irq: plic.sourceLine(Layout.rtcIRQ))
             try mmio.add(rtc, at: GuestAddress(Layout.rtc), size: 0x1000)
             self.rtc = rtc
+            guard config.virtio.count <= Layout.virtioSlots else {
+                throw .configuration("at most \(Layout.virtioSlots) virtio devices fit on -M virt (\(config.virtio.count) given)")
+            }
+            var virtioSlots: [Int] = []
+            for (index, spec) in config.virtio.enumerated() {
+                let slot = Layout.virtioSlots - 1 - index
+                let base = Layout.virtio + UInt64(slot) * Layout.virtioStride
+                let device: any VirtioDevice
+                switch spec {
+                case let .block(path, readOnly, serial):
+                    device = VirtioBlock(backend: try RawImage(path: path, readOnly: readOnly), serial: serial)
+                case .rng:
+                    device = VirtioRNG()
+                case .console(let backend):
+                    device = VirtioConsole(backend: backend)
+                }
+                let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory,
+                                           irq: plic.sourceLine(Layout.virtioFirstIRQ + slot))
+                try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)
+                virtioSlots.append(slot)
+            }
             htif = nil
             let (targets, blob) = try RISCVBoard.loadVirt(config, memory: memory) { (initrd) throws(SystemError) in
                 if let dtb = config.dtb { return try FileDescriptor.readWholeFile(dtb) }
-                return VirtDeviceTree(ramSize: config.ramSize, bootargs: config.append, initrd: initrd).blob()
+                return VirtDeviceTree(ramSize: config.ramSize, bootargs: config.append, initrd: initrd,
+                                      virtioSlots: virtioSlots).blob()
             }
             entry = targets
             deviceTreeBlob = blob

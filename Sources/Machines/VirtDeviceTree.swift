@@ -10,8 +10,9 @@ struct VirtDeviceTree {
     var ramSize: UInt64
     var bootargs: String?
     var initrd: (start: UInt64, end: UInt64)?
-    /// How many virtio-mmio transports are mapped (QEMU always maps all eight).
-    var virtioSlots = 0
+    /// The virtio-mmio slots that have a transport (QEMU maps all eight, empty ones with
+    /// device ID 0; swemu maps only those with a device).
+    var virtioSlots: [Int] = []
 
     /// `riscv,isa-extensions` (the DT binding's lower-case names), matching `isaString`.
     static let isaExtensions = ["i", "m", "a", "f", "d", "c", "zicntr", "zicsr", "zifencei", "zihpm", "zba", "zbb", "zbs", "sstc"]
@@ -104,7 +105,7 @@ struct VirtDeviceTree {
         test.set("compatible", strings: ["sifive,test1", "sifive,test0", "syscon"])
         soc.add(test)
 
-        for slot in (0..<virtioSlots).reversed() {
+        for slot in virtioSlots.sorted(by: >) {
             let base = Layout.virtio + UInt64(slot) * Layout.virtioStride
             var virtio = DeviceTree.Node(name: "virtio_mmio", unitAddress: base)
             virtio.set("interrupts", u32: UInt32(Layout.virtioFirstIRQ + slot))
