@@ -44,7 +44,6 @@ enum Action: Sendable {
 /// Options whose feature this build does not have yet, and what to say instead. Each is
 /// refused with one line (never silently ignored) until the work that brings it lands.
 private let notYetAvailable: [String: String] = [
-    "snapshot": "block devices (and so -snapshot) are not available in this build yet",
     "netdev": "network backends are not available in this build yet",
     "monitor": "the human monitor is not available in this build yet; accepted: -monitor none",
     "qmp": "QMP is not available in this build yet",
@@ -68,6 +67,7 @@ struct ConfigurationBuilder {
         var memory: String?
         var smp: String?
         var config = SystemConfiguration(target: target, machine: target.machines[0], ramSize: 0)
+        var snapshotAll = false
 
         for option in options {
             let value = option.value ?? ""
@@ -106,6 +106,8 @@ struct ConfigurationBuilder {
                 config.name = opts.string("guest")
             case "no-reboot":
                 config.noReboot = true
+            case "snapshot":
+                snapshotAll = true
             case "nographic":
                 config.nographic = true
             case "display":
@@ -148,6 +150,9 @@ struct ConfigurationBuilder {
             }
         }
 
+        if snapshotAll {
+            for i in config.drives.indices { config.drives[i].snapshot = true }
+        }
         config.machine = try machine(named: machineName)
         if let accel = machineOpts?.string("accel") {
             config.accelerator = try checkAccelerator(accel, option: "-machine accel")

@@ -9,11 +9,13 @@ final class Console: Sendable {
     /// What serial0, serial1, ... write to (nil: `-serial none`).
     let serials: [(any CharBackend)?]
 
-    init(config: SystemConfiguration, loop: EventLoop, quit: @escaping @Sendable () -> Void) throws(SystemError) {
+    /// `quit` is Ctrl-A x, `commit` Ctrl-A s (write -snapshot disks back).
+    init(config: SystemConfiguration, loop: EventLoop, quit: @escaping @Sendable () -> Void,
+         commit: @escaping @Sendable () -> Void) throws(SystemError) {
         var devices: [CharDevice] = []
         do throws(SystemError) {
             for spec in config.chardevs {
-                devices.append(try CharDevice.open(spec, loop: loop, quit: quit))
+                devices.append(try CharDevice.open(spec, loop: loop, quit: quit, commit: commit))
             }
             var serials: [(any CharBackend)?] = []
             for (index, target) in config.serials.enumerated() {
@@ -27,7 +29,7 @@ final class Console: Sendable {
                     }
                     serials.append(try device.claim(for: user))
                 case .new(let spec, _):
-                    let device = try CharDevice.open(spec, loop: loop, quit: quit)
+                    let device = try CharDevice.open(spec, loop: loop, quit: quit, commit: commit)
                     devices.append(device)
                     serials.append(try device.claim(for: user))
                 }

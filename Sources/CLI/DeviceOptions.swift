@@ -12,6 +12,8 @@ struct DriveSpec: Sendable, Equatable {
     var id: String?
     var interface: Interface
     var readOnly: Bool
+    /// `snapshot=on` (or the global `-snapshot`): writes go to a temporary overlay.
+    var snapshot: Bool
     /// Whether `format=` was given (otherwise the format was probed, which QEMU warns about).
     var formatGiven: Bool
 
@@ -37,9 +39,7 @@ struct DriveSpec: Sendable, Equatable {
         if let cache = opts.string("cache"), cache != "writeback" {
             throw .unsupported("-drive: cache=\(cache) is not available in this build yet; accepted: cache=writeback (the default)")
         }
-        if try opts.bool("snapshot", default: false) {
-            throw .unsupported("-drive: snapshot=on is not available in this build yet")
-        }
+        snapshot = try opts.bool("snapshot", default: false)
         formatGiven = opts.string("format") != nil
         let format = opts.string("format") ?? "raw"
         guard format == "raw" else {

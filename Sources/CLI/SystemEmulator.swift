@@ -45,8 +45,9 @@ public enum SystemEmulator {
         try DebugLog.setOutput(path: config.logFile)
 
         let loop = try EventLoop()
-        let quit = QuitSignal()
-        let console = try Console(config: config, loop: loop) { quit.fire() }
+        let quit = ConsoleAction()
+        let commit = ConsoleAction()
+        let console = try Console(config: config, loop: loop, quit: { quit.fire() }, commit: { commit.fire() })
         defer { console.close() }
         try loop.start()
 
@@ -68,6 +69,18 @@ public enum SystemEmulator {
                     return 0
                 }
                 quit.onFire { board.requestPowerOff(exitCode: 0) }
+                let overlays = board.snapshotOverlays
+                commit.onFire {
+                    // Ctrl-A s: write -snapshot disks back to their images.
+                    for overlay in overlays {
+                        do {
+                            let clusters = try overlay.commit()
+                            writeOut("swemu: \(overlay.label): \(clusters) changed clusters written back\r\n", fd: 2)
+                        } catch {
+                            writeOut("swemu: \(overlay.label): commit failed: \(error)\r\n", fd: 2)
+                        }
+                    }
+                }
                 switch board.run() {
                 case .powerOff(let code):
                     return code
@@ -105,13 +118,13 @@ extension SystemEmulator {
             if let warning = try drive.probe() { console.notice(warning) }
         }
         for drive in config.drives where drive.interface == .virtio {
-            specs.append(.block(path: drive.file, readOnly: drive.readOnly, serial: drive.id ?? ""))
+            specs.append(.block(path: drive.file, readOnly: drive.readOnly, snapshot: drive.snapshot, serial: drive.id ?? ""))
         }
         for (index, device) in config.devices.enumerated() {
             switch device.driver {
             case .virtioBlock(let id):
                 guard let drive = config.drives.first(where: { $0.id == id }) else { continue }  // checked by the builder
-                specs.append(.block(path: drive.file, readOnly: drive.readOnly, serial: id))
+                specs.append(.block(path: drive.file, readOnly: drive.readOnly, snapshot: drive.snapshot, serial: id))
             case .virtioRNG:
                 specs.append(.rng)
             case .virtioSerial:
@@ -139,8 +152,9 @@ extension SystemEmulator {
     }
 }
 
-/// "The user asked to quit" (Ctrl-A x): wakes whoever waits and runs the registered action.
-final class QuitSignal: @unchecked Sendable {
+/// A request from the console (Ctrl-A x: quit, Ctrl-A s: commit): runs the registered action
+/// and wakes whoever waits for it.
+final class ConsoleAction: @unchecked Sendable {
     // SAFETY: `action` is set before the machine runs and read under `lock`.
     private let semaphore = DispatchSemaphore(value: 0)
     private let lock = DispatchSemaphore(value: 1)

@@ -53,7 +53,8 @@ public final class RISCVBoard: @unchecked Sendable {
 
     /// A device on a virtio-mmio transport (`-drive if=virtio`, `-device virtio-*-device`).
     public enum VirtioDeviceSpec: Sendable {
-        case block(path: String, readOnly: Bool, serial: String)
+        /// `snapshot`: writes go to a temporary overlay (`-snapshot`).
+        case block(path: String, readOnly: Bool, snapshot: Bool, serial: String)
         case rng
         case console((any CharBackend)?)
     }
@@ -93,6 +94,8 @@ public final class RISCVBoard: @unchecked Sendable {
     let uart: UART16550?
     let rtc: GoldfishRTC?
     let htif: HTIF?
+    /// The temporary overlays of `-snapshot` disks, for Ctrl-A s (commit).
+    package private(set) var snapshotOverlays: [SnapshotOverlay] = []
     /// The generated (or `-dtb`) device tree blob, as placed in RAM.
     public private(set) var deviceTreeBlob: [UInt8] = []
 
@@ -149,8 +152,16 @@ public final class RISCVBoard: @unchecked Sendable {
                 let base = Layout.virtio + UInt64(slot) * Layout.virtioStride
                 let device: any VirtioDevice
                 switch spec {
-                case let .block(path, readOnly, serial):
-                    device = VirtioBlock(backend: try RawImage(path: path, readOnly: readOnly), serial: serial)
+                case let .block(path, readOnly, snapshot, serial):
+                    let backend: any BlockBackend
+                    if snapshot {
+                        let overlay = try SnapshotOverlay(path: path, readOnly: readOnly)
+                        snapshotOverlays.append(overlay)
+                        backend = overlay
+                    } else {
+                        backend = try RawImage(path: path, readOnly: readOnly)
+                    }
+                    device = VirtioBlock(backend: backend, serial: serial)
                 case .rng:
                     device = VirtioRNG()
                 case .console(let backend):
