@@ -10,13 +10,31 @@ public struct DecodedInstruction: Sendable, Equatable {
     /// The rounding-mode field (bits 14:12) for FP instructions that have one; for atomics,
     /// aq (bit 1) and rl (bit 0); for fence, pred (bits 7:4) and succ (bits 3:0) in `imm`.
     public var rm: UInt8
-    /// Sign-extended immediate, shift amount or CSR number, per the format.
-    public var imm: Int64
-    /// 2 or 4 bytes.
+    /// 2 or 4 bytes; 0 marks an empty slot in a decoded-page cache.
     public var length: UInt8
+    /// The immediate in 32 bits (every RV64 immediate fits): keeps the struct at 16 bytes, so
+    /// a page of decoded instructions is 32 KiB.
+    private var immediate: Int32
+    /// Sign-extended immediate, shift amount or CSR number, per the format.
+    public var imm: Int64 {
+        @inline(__always) get { Int64(immediate) }
+        @inline(__always) set { immediate = Int32(truncatingIfNeeded: newValue) }
+    }
     /// The instruction bits as fetched (16 bits for a compressed one), for `mtval` on an
     /// illegal-instruction trap and for traces.
     public var raw: UInt32
+
+    init(op: Op, rd: UInt8, rs1: UInt8, rs2: UInt8, rs3: UInt8, rm: UInt8, imm: Int64, length: UInt8, raw: UInt32) {
+        self.op = op
+        self.rd = rd
+        self.rs1 = rs1
+        self.rs2 = rs2
+        self.rs3 = rs3
+        self.rm = rm
+        self.length = length
+        immediate = Int32(truncatingIfNeeded: imm)
+        self.raw = raw
+    }
 
     static func illegal(_ raw: UInt32, length: UInt8) -> DecodedInstruction {
         DecodedInstruction(op: .illegal, rd: 0, rs1: 0, rs2: 0, rs3: 0, rm: 0, imm: 0, length: length, raw: raw)

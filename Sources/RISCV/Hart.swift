@@ -73,6 +73,15 @@ public final class Hart: @unchecked Sendable {
     /// This hart's decoder (its memo is not shared between threads).
     let decoder = Decoder()
 
+    /// Decoded instructions by physical page, one slot per halfword (length 0 = not decoded
+    /// yet). Zifencei (Unprivileged §3.1): instruction fetches need not see stores until the
+    /// hart executes FENCE.I, so this cache is dropped on FENCE.I (and when it is full), not on
+    /// every store; Linux issues FENCE.I whenever it creates or changes code.
+    var decodedPages: [UInt64: UnsafeMutablePointer<DecodedInstruction>] = [:]
+    /// At most this many pages are cached (16 KiB... 32 KiB each); past it the cache starts over.
+    static let decodedPageLimit = 1024
+    static let slotsPerPage = 2048
+
     /// Interrupt lines driven by devices (MSIP, MTIP, MEIP, SEIP), as `mip` bits.
     let externalInterrupts = Atomic<UInt64>(0)
     /// The ACLINT's `mtimecmp` for this hart; MTIP = (mtime >= mtimecmp).
@@ -94,6 +103,7 @@ public final class Hart: @unchecked Sendable {
     }
 
     deinit {
+        flushDecodedPages()
         state.deinitialize(count: 1)
         state.deallocate()
         tlb.deinitialize(count: Hart.tlbSize * 3)
@@ -158,6 +168,7 @@ public final class Hart: @unchecked Sendable {
         state.pointee.mhartid = hartID
         state.pointee.pc = resetVector
         flushTLB()
+        flushDecodedPages()
         updatePrivilegeKeys()
     }
 
@@ -286,6 +297,25 @@ public final class Hart: @unchecked Sendable {
             dataPrivilege = PrivilegeMode(rawValue: UInt8((s.pointee.mstatus & MStatus.mpp) >> MStatus.mppShift)) ?? .user
         }
         s.pointee.dataKey = UInt64(dataPrivilege.rawValue)
+    }
+
+    /// The decoded-instruction slots of physical page `page`, created empty on first use.
+    func decodedPage(_ page: UInt64) -> UnsafeMutablePointer<DecodedInstruction> {
+        if let slots = decodedPages[page] { return slots }
+        if decodedPages.count >= Hart.decodedPageLimit { flushDecodedPages() }
+        let slots = UnsafeMutablePointer<DecodedInstruction>.allocate(capacity: Hart.slotsPerPage)
+        slots.initialize(repeating: .illegal(0, length: 0), count: Hart.slotsPerPage)
+        decodedPages[page] = slots
+        return slots
+    }
+
+    /// Forgets every decoded instruction (FENCE.I, reset).
+    func flushDecodedPages() {
+        for slots in decodedPages.values {
+            slots.deinitialize(count: Hart.slotsPerPage)
+            slots.deallocate()
+        }
+        decodedPages.removeAll(keepingCapacity: true)
     }
 
     /// Drops every cached translation (satp, PMP, SUM/MXR changes; sfence.vma).

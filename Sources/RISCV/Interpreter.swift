@@ -21,10 +21,25 @@ extension Hart {
             let chunk = min(remaining, 1024)
             var executed = 0
             s.pointee.endChunk = false
+            // The decoded page of the current pc, valid until the chunk ends: everything that
+            // can change translation, privilege or the cache (CSR writes, xRET, SFENCE.VMA,
+            // FENCE.I) ends the chunk, and a trap resets it.
+            var cachedPage: UInt64 = .max
+            var slots = UnsafeMutablePointer<DecodedInstruction>(bitPattern: 8)!  // replaced before use
             while executed < chunk && !s.pointee.endChunk {
                 let pc = s.pointee.pc
                 do {
-                    let insn = try decoder.decode(low: fetch16(pc)) { () throws(Trap) -> UInt16 in try fetch16(pc &+ 2) }
+                    if pc & ~(Hart.pageSize - 1) != cachedPage {
+                        slots = try decodedPageForFetch(pc)
+                        cachedPage = pc & ~(Hart.pageSize - 1)
+                    }
+                    let slot = slots + Int((pc & (Hart.pageSize - 1)) >> 1)
+                    var insn = slot.pointee
+                    if insn.length == 0 {
+                        insn = try decoder.decode(low: fetch16(pc)) { () throws(Trap) -> UInt16 in try fetch16(pc &+ 2) }
+                        // An instruction that runs into the next page is decoded each time.
+                        if (pc & (Hart.pageSize - 1)) + UInt64(insn.length) <= Hart.pageSize { slot.pointee = insn }
+                    }
                     if tracing { trace(insn, pc: pc) }
                     try execute(insn, pc: pc)
                     if s.pointee.mcountinhibit == 0 {
@@ -36,6 +51,7 @@ extension Hart {
                     }
                 } catch {
                     takeTrap(error, pc: pc)
+                    cachedPage = .max
                 }
                 executed += 1
             }
@@ -158,7 +174,10 @@ extension Hart {
         case .fence:
             break  // one hart, sequentially consistent host accesses: nothing to order
         case .fence_i:
-            break  // instructions are decoded from memory each time: nothing is stale
+            // Later fetches must see earlier stores (Zifencei): drop the decoded pages. The
+            // interpreter holds a pointer into them, so end the chunk too.
+            flushDecodedPages()
+            s.pointee.endChunk = true
         case .ecall:
             switch s.pointee.privilege {
             case .user: throw Trap(.environmentCallFromU)
@@ -271,6 +290,7 @@ extension Hart {
                 throw Trap(.illegalInstruction, tval: UInt64(d.raw))
             }
             if d.rs1 == 0 { flushTLB() } else { flushTLB(page: x(d.rs1)) }
+            s.pointee.endChunk = true  // the interpreter's cached fetch page may be stale
         case .illegal:
             throw Trap(.illegalInstruction, tval: UInt64(d.raw))
         default:

@@ -303,6 +303,20 @@ extension Hart {
 
     // MARK: - Instruction fetch
 
+    /// The decoded-instruction slots for the page holding `vaddr`, translated for execution at
+    /// the current privilege (through the TLB, filling it on a miss).
+    func decodedPageForFetch(_ vaddr: UInt64) throws(Trap) -> UnsafeMutablePointer<DecodedInstruction> {
+        let key = state.pointee.fetchKey
+        let vpn = vaddr >> 12
+        let entry = tlb + AccessType.execute.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
+        if entry.pointee.tag == (vpn << 2 | key) && entry.pointee.addend != 0 {
+            return decodedPage(entry.pointee.physicalPage)
+        }
+        let (physical, host) = try resolve(vaddr, size: 2, .execute, key: key)
+        guard host != nil else { throw Trap(.instructionAccessFault, tval: vaddr) }
+        return decodedPage(physical & ~(Hart.pageSize - 1))
+    }
+
     /// Fetches 16 bits of instruction at `vaddr` (2-byte aligned) at the current privilege.
     @inline(__always)
     func fetch16(_ vaddr: UInt64) throws(Trap) -> UInt16 {
