@@ -18,6 +18,8 @@ let package = Package(
     targets: [
         // The only hand-written C: kernel headers, ioctl numbers, termios and pty helpers.
         .target(name: "CLinux"),
+        // zlib (Debian's zlib1g-dev): gzip-compressed kernels, later qcow2's compressed clusters.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "SystemSupport", dependencies: ["CLinux"], swiftSettings: strict),
         .target(name: "GuestMemory", dependencies: ["SystemSupport"], swiftSettings: strict),
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
@@ -31,7 +33,7 @@ let package = Package(
         .target(name: "SoftFloat", swiftSettings: strict),
         .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SoftFloat", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "Loader", dependencies: ["SystemSupport"], swiftSettings: strict),
+        .target(name: "Loader", dependencies: ["CZlib", "SystemSupport"], swiftSettings: strict),
         .target(name: "Machines", dependencies: ["Block", "DeviceModel", "Devices", "GuestMemory", "Loader", "RISCV", "SystemSupport", "VirtIO"],
                 swiftSettings: strict),
         .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "SystemSupport"],

@@ -236,7 +236,8 @@ public final class RISCVBoard: @unchecked Sendable {
         }
         var kernelEnd = firmwareEnd
         if let kernel = config.kernel {
-            let bytes = try FileDescriptor.readWholeFile(kernel)
+            var bytes = try FileDescriptor.readWholeFile(kernel)
+            if Gzip.isGzip(bytes) { bytes = try Gzip.decompress(bytes, name: "-kernel \(kernel)") }
             if ELFFile.isELF(bytes) {
                 let elf = try loadELF(kernel, into: memory)
                 targets.kernel = elf.entry
