@@ -74,6 +74,14 @@ public final class GuestMemory: Sendable {
         throw .outOfRange(address: address, count: count)
     }
 
+    /// Host pointer to `count` bytes of RAM at `address`, or nil when they are not all in one
+    /// RAM region. For the CPU's TLB and atomics, which use it only while this memory lives;
+    /// everything else goes through the bounds-checked accessors below.
+    @inline(__always)
+    public func hostPointer(at address: GuestAddress, count: UInt64) -> UnsafeMutableRawPointer? {
+        try? region(containing: address, count: count).1
+    }
+
     /// Whether `[address, address + count)` is wholly RAM.
     public func isRAM(_ address: GuestAddress, count: UInt64 = 1) -> Bool {
         (try? region(containing: address, count: count)) != nil

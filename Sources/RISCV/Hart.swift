@@ -127,11 +127,7 @@ public final class Hart: @unchecked Sendable {
         machineTimerCompare.store(value, ordering: .sequentiallyConsistent)
         // MTIP follows the comparison at once: software that moves mtimecmp forward to
         // acknowledge the interrupt reads mip right after and expects it clear.
-        if timeBase.now() >= value {
-            externalInterrupts.bitwiseOr(InterruptBits.mtip, ordering: .sequentiallyConsistent)
-        } else {
-            externalInterrupts.bitwiseAnd(~InterruptBits.mtip, ordering: .sequentiallyConsistent)
-        }
+        updateMachineTimerPending(now: timeBase.now())
         wakeup.signal()
     }
 
@@ -184,21 +180,25 @@ public final class Hart: @unchecked Sendable {
     /// Re-evaluates MTIP and (with Sstc) STIP against the current time.
     func updateTimerInterrupts() {
         let now = timeBase.now()
-        let mtip = now >= machineTimerCompare.load(ordering: .relaxed)
-        let current = externalInterrupts.load(ordering: .relaxed)
-        if mtip != (current & InterruptBits.mtip != 0) {
-            if mtip {
-                externalInterrupts.bitwiseOr(InterruptBits.mtip, ordering: .relaxed)
-            } else {
-                externalInterrupts.bitwiseAnd(~InterruptBits.mtip, ordering: .relaxed)
-            }
-        }
+        updateMachineTimerPending(now: now)
         if state.pointee.menvcfg & EnvConfig.stce != 0 {
             if now >= state.pointee.stimecmp {
                 state.pointee.mipSoftware |= InterruptBits.stip
             } else {
                 state.pointee.mipSoftware &= ~InterruptBits.stip
             }
+        }
+    }
+
+    /// MTIP = (mtime >= mtimecmp), as the ACLINT's MTIMER drives it.
+    private func updateMachineTimerPending(now: UInt64) {
+        let mtip = now >= machineTimerCompare.load(ordering: .relaxed)
+        let current = externalInterrupts.load(ordering: .relaxed)
+        guard mtip != (current & InterruptBits.mtip != 0) else { return }
+        if mtip {
+            externalInterrupts.bitwiseOr(InterruptBits.mtip, ordering: .sequentiallyConsistent)
+        } else {
+            externalInterrupts.bitwiseAnd(~InterruptBits.mtip, ordering: .sequentiallyConsistent)
         }
     }
 

@@ -100,7 +100,7 @@ extension Hart {
     /// Reads a PTE from RAM, after PMP (page-table accesses are S-mode accesses, §3.7.1).
     private func readPageTableEntry(_ address: UInt64, access: AccessType, vaddr: UInt64) throws(Trap) -> UInt64 {
         guard pmpAllows(address, size: 8, access: .read, key: 1),
-              let host = memory.ram.hostPointerForAtomic(GuestAddress(address), count: 8) else {
+              let host = memory.ram.hostPointer(at: GuestAddress(address), count: 8) else {
             throw Trap(access.accessFault, tval: vaddr)
         }
         return clx_atomic_load_u64(host)
@@ -108,7 +108,7 @@ extension Hart {
 
     private func updatePageTableEntry(_ address: UInt64, old: UInt64, new: UInt64, access: AccessType, vaddr: UInt64) throws(Trap) {
         guard pmpAllows(address, size: 8, access: .write, key: 1),
-              let host = memory.ram.hostPointerForAtomic(GuestAddress(address), count: 8) else {
+              let host = memory.ram.hostPointer(at: GuestAddress(address), count: 8) else {
             throw Trap(access.accessFault, tval: vaddr)
         }
         // If another hart changed the PTE meanwhile, the walk is redone by faulting back into
@@ -189,9 +189,9 @@ extension Hart {
             throw Trap(access.accessFault, tval: vaddr)
         }
         let page = physical & ~(Hart.pageSize - 1)
-        guard let hostPage = memory.ram.hostPointerForAtomic(GuestAddress(page), count: Hart.pageSize) else {
+        guard let hostPage = memory.ram.hostPointer(at: GuestAddress(page), count: Hart.pageSize) else {
             // Not a whole RAM page: MMIO, or RAM whose page is cut (never on our boards).
-            return (physical, memory.ram.hostPointerForAtomic(GuestAddress(physical), count: size))
+            return (physical, memory.ram.hostPointer(at: GuestAddress(physical), count: size))
         }
         if pmpUniform(page: page, access: access, key: key) {
             let vpn = vaddr >> 12
@@ -328,17 +328,5 @@ extension Hart {
         // Instructions run only from RAM (the boot ROM is RAM-backed on our boards).
         guard let host else { throw Trap(.instructionAccessFault, tval: vaddr) }
         return UInt16(littleEndian: host.load(as: UInt16.self))
-    }
-}
-
-extension GuestMemory {
-    /// Host pointer to `count` bytes of RAM at `address`, or nil when they are not all RAM.
-    /// For the CPU's TLB and atomics, which keep the pointer only while the RAM lives.
-    @inline(__always)
-    func hostPointerForAtomic(_ address: GuestAddress, count: UInt64) -> UnsafeMutableRawPointer? {
-        for region in regions {
-            if let p = region.hostPointer(at: address, count: count) { return p }
-        }
-        return nil
     }
 }
