@@ -70,8 +70,56 @@ RVTEST_BEGIN
   csrr a0, mip
   andi a0, a0, 0x8
   CHECK(7, a0, 0)
+  /* vectored mtvec: the software interrupt enters at base + 4 * 3 */
+  la t0, vectors
+  ori t0, t0, 1
+  csrw mtvec, t0
+  li t0, 0x8
+  csrs mie, t0
+  li t0, 1
+  sw t0, 0(s2)
+  csrsi mstatus, 8
+  nop
+  csrci mstatus, 8
+  sw zero, 0(s2)
+  la t5, vectored_hits
+  ld a0, 0(t5)
+  CHECK(8, a0, 1)
+  /* an exception in vectored mode still goes to the base */
+  ecall
+  LOAD_TRAP(a0, a1)
+  CHECK(9, a0, 11)
+  la t5, vectored_hits
+  ld a0, 0(t5)
+  CHECK(10, a0, 1)
   RVTEST_PASS
+
+  .align 6
+  .option push
+  .option norvc        /* vector entries are 4 bytes apart: no compressed jumps */
+vectors:
+  j trap_entry        /* 0: exceptions */
+  j trap_entry
+  j trap_entry
+  j software_vector   /* 3: machine software interrupt */
+  j trap_entry
+  j trap_entry
+  j trap_entry
+  j trap_entry        /* 7: machine timer */
+  .option pop
+software_vector:
+  csrw mscratch, t0
+  la t0, vectored_hits
+  sd t6, 8(t0)
+  li t6, 1
+  sd t6, 0(t0)
+  ld t6, 8(t0)
+  csrr t0, mscratch
+  j trap_entry
 RVTEST_FAIL_CODE
 /* Interrupt-aware handler: for interrupts, mask the source in mie so we don't loop. */
 RVTEST_TRAP_HANDLER
 RVTEST_DATA
+.data
+.align 3
+vectored_hits: .dword 0, 0
