@@ -36,7 +36,9 @@ let package = Package(
         .target(name: "Loader", dependencies: ["CZlib", "SystemSupport"], swiftSettings: strict),
         .target(name: "Machines", dependencies: ["Block", "DeviceModel", "Devices", "GuestMemory", "Loader", "RISCV", "SystemSupport", "VirtIO"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "SystemSupport"],
+        // QMP and the human monitor: protocol codecs with no I/O, and the servers on chardevs.
+        .target(name: "QMP", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
+        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "QMP", "SystemSupport"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
@@ -54,6 +56,7 @@ let package = Package(
         .testTarget(name: "RISCVTests", dependencies: ["RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
                     swiftSettings: strict),
         .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel"], swiftSettings: strict),
+        .testTarget(name: "QMPTests", dependencies: ["QMP", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["CLI"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],

@@ -6,6 +6,20 @@ public protocol CharFrontend: AnyObject, Sendable {
     func receiveCapacity() -> Int
     /// Takes at most `receiveCapacity()` bytes of input.
     func receive(_ bytes: [UInt8])
+    /// The host side connected or disconnected (QEMU's CHR_EVENT_OPENED/CLOSED): a socket
+    /// client came or went, a pty was opened. Monitors send their greeting on `.opened`.
+    func backendEvent(_ event: CharEvent)
+}
+
+/// Connection events of a character backend.
+public enum CharEvent: Sendable, Equatable {
+    case opened
+    case closed
+}
+
+extension CharFrontend {
+    /// Devices (UARTs, virtio-console) do not care who is on the other end.
+    public func backendEvent(_ event: CharEvent) {}
 }
 
 /// The host-facing side of a character device (stdio, pty, socket, file), DESIGN.md §2.

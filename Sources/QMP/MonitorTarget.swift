@@ -1,0 +1,86 @@
+/// What the monitors (QMP and the human monitor) control: the running machine, seen through
+/// the VMM's command channel (DESIGN.md §1, §4). Implemented by the VMM/board layer; every
+/// method may be called from the monitor's I/O thread and returns after the machine acted.
+public protocol MonitorTarget: AnyObject, Sendable {
+    /// QEMU's RunState names: "running", "paused", "shutdown", "prelaunch", ...
+    var runState: String { get }
+    var isRunning: Bool { get }
+    /// `-name`, if given.
+    var guestName: String? { get }
+    /// The machine type ("virt") and its description.
+    var machineType: String { get }
+    /// `query-machines`: (name, description, isDefault) for every machine of this binary.
+    var machineList: [(name: String, description: String, isDefault: Bool)] { get }
+    /// `query-cpus-fast`: one entry per vCPU.
+    var cpus: [MonitorCPU] { get }
+    /// `query-block`: one entry per disk.
+    var blockDevices: [MonitorBlockDevice] { get }
+    /// `query-chardev`: (label, filename) of each chardev.
+    var chardevs: [(label: String, filename: String)] { get }
+
+    /// `stop` / `cont`. Idempotent.
+    func stop()
+    func cont()
+    /// `system_reset`: the machine restarts (emits RESET).
+    func systemReset()
+    /// `system_powerdown`: asks the guest to power off through what the board offers.
+    func systemPowerdown()
+    /// `quit`: swemu ends (emits SHUTDOWN with guest=false, reason "host-qmp-quit").
+    func quit()
+
+    /// Human-monitor commands that read machine state: `info registers`, `info mtree`, ...
+    /// Returns the text QEMU would print, or nil if this target does not know the command.
+    func humanCommand(_ line: String) -> String?
+
+    /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
+    func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
+}
+
+public struct MonitorCPU: Sendable, Equatable {
+    public var index: Int
+    public var threadID: Int
+    public var target: String  // "riscv"
+    public var qomPath: String
+    public init(index: Int, threadID: Int, target: String, qomPath: String) {
+        self.index = index
+        self.threadID = threadID
+        self.target = target
+        self.qomPath = qomPath
+    }
+}
+
+public struct MonitorBlockDevice: Sendable, Equatable {
+    public var device: String  // "virtio0"
+    public var file: String
+    public var format: String  // "raw"
+    public var readOnly: Bool
+    public var sizeBytes: UInt64
+    public var readBytes: UInt64
+    public var writtenBytes: UInt64
+    public var readOperations: UInt64
+    public var writeOperations: UInt64
+    public var flushOperations: UInt64
+    public init(device: String, file: String, format: String, readOnly: Bool, sizeBytes: UInt64, readBytes: UInt64 = 0,
+                writtenBytes: UInt64 = 0, readOperations: UInt64 = 0, writeOperations: UInt64 = 0, flushOperations: UInt64 = 0) {
+        self.device = device
+        self.file = file
+        self.format = format
+        self.readOnly = readOnly
+        self.sizeBytes = sizeBytes
+        self.readBytes = readBytes
+        self.writtenBytes = writtenBytes
+        self.readOperations = readOperations
+        self.writeOperations = writeOperations
+        self.flushOperations = flushOperations
+    }
+}
+
+/// Asynchronous events (qapi/run-state.json).
+public enum MonitorEvent: Sendable, Equatable {
+    case stop
+    case resume
+    /// `guest`: whether the guest asked; `reason`: QEMU's ShutdownCause ("guest-reset", "host-qmp-system-reset").
+    case reset(guest: Bool, reason: String)
+    case shutdown(guest: Bool, reason: String)
+    case powerdown
+}
