@@ -38,7 +38,10 @@ let package = Package(
                 swiftSettings: strict),
         // QMP and the human monitor: protocol codecs with no I/O, and the servers on chardevs.
         .target(name: "QMP", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "QMP", "SystemSupport"],
+        // Runs a board's vCPU and serves the command channel the monitors use.
+        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GuestMemory", "Machines", "QMP", "RISCV", "SystemSupport"],
+                swiftSettings: strict),
+        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),

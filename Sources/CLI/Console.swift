@@ -42,6 +42,11 @@ final class Console: Sendable {
         }
     }
 
+    /// `query-chardev`: (label, filename) of every chardev, in QEMU's naming.
+    var chardevList: [(label: String, filename: String)] {
+        devices.enumerated().map { index, device in (device.id ?? "compat_monitor\(index)", device.driver.label) }
+    }
+
     /// The backend of `-chardev id=ID` for `user` (a device frontend).
     func claim(chardev id: String, for user: String) throws(SystemError) -> any CharBackend {
         guard let device = devices.first(where: { $0.id == id }) else {

@@ -4,6 +4,8 @@ import Dispatch
 import Glibc
 import GuestMemory
 import Machines
+import QMP
+import VMM
 import SystemSupport
 
 /// `swemu-system-<target>`: parses QEMU's command line, builds the machine, runs it until the
@@ -53,41 +55,36 @@ public enum SystemEmulator {
 
         switch config.machine.name {
         case "virt", "spike":
+            let virtio = try virtioDevices(config, console: console)
+            let firmware = try firmware(config)
+            let serial = console.serials.first ?? nil
+            let makeBoard: @Sendable () throws(SystemError) -> RISCVBoard = { () throws(SystemError) in
+                var boardConfig = RISCVBoard.Configuration(
+                    kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize, firmware: firmware,
+                    kernel: config.kernel, initrd: config.initrd, append: config.append, dtb: config.dtb, serial: serial)
+                boardConfig.virtio = virtio
+                return try RISCVBoard(boardConfig)
+            }
+            if let dump = config.dumpDTB {
+                let fd = try FileDescriptor.open(dump, O_WRONLY | O_CREAT | O_TRUNC)
+                try fd.writeAll(try makeBoard().deviceTreeBlob)
+                return 0
+            }
             // A guest reboot rebuilds the machine from the same configuration (fresh RAM,
             // devices and files), as QEMU's system reset does; -no-reboot ends the run instead.
-            let virtio = try virtioDevices(config, console: console)
-            while true {
-                var boardConfig = RISCVBoard.Configuration(
-                    kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize,
-                    firmware: try firmware(config), kernel: config.kernel, initrd: config.initrd, append: config.append,
-                    dtb: config.dtb, serial: console.serials.first ?? nil)
-                boardConfig.virtio = virtio
-                let board = try RISCVBoard(boardConfig)
-                if let dump = config.dumpDTB {
-                    let fd = try FileDescriptor.open(dump, O_WRONLY | O_CREAT | O_TRUNC)
-                    try fd.writeAll(board.deviceTreeBlob)
-                    return 0
-                }
-                quit.onFire { board.requestPowerOff(exitCode: 0) }
-                let overlays = board.snapshotOverlays
-                commit.onFire {
-                    // Ctrl-A s: write -snapshot disks back to their images.
-                    for overlay in overlays {
-                        do {
-                            let clusters = try overlay.commit()
-                            writeOut("swemu: \(overlay.label): \(clusters) changed clusters written back\r\n", fd: 2)
-                        } catch {
-                            writeOut("swemu: \(overlay.label): commit failed: \(error)\r\n", fd: 2)
-                        }
-                    }
-                }
-                switch board.run() {
-                case .powerOff(let code):
-                    return code
-                case .reset:
-                    if config.noReboot { return 0 }
-                }
+            let vm = VirtualMachine(.init(
+                machineType: config.machine.name,
+                machineList: config.target.machines.filter(\.available).map {
+                    ($0.name, $0.description, $0.name == config.target.defaultMachine)
+                },
+                name: config.name, noReboot: config.noReboot, chardevs: console.chardevList,
+                blockDevices: blockDevices(config), makeBoard: makeBoard))
+            quit.onFire { vm.quitFromConsole() }
+            commit.onFire {
+                let report = vm.commitSnapshots()
+                if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
             }
+            return try vm.run()
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
             console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
@@ -134,6 +131,16 @@ extension SystemEmulator {
             }
         }
         return specs
+    }
+
+    /// `query-block`'s view of the disks.
+    static func blockDevices(_ config: SystemConfiguration) -> [MonitorBlockDevice] {
+        config.drives.enumerated().map { index, drive in
+            var st = stat()
+            let size = stat(drive.file, &st) == 0 ? UInt64(max(0, st.st_size)) : 0
+            return MonitorBlockDevice(device: drive.id ?? "virtio\(index)", file: drive.file, format: "raw",
+                                      readOnly: drive.readOnly, sizeBytes: size)
+        }
     }
 
     static func firmware(_ config: SystemConfiguration) throws(SystemError) -> RISCVBoard.Firmware {

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE 1
 #include "CLinux.h"
 #include <pthread.h>
+#include <sys/syscall.h>
 #include <string.h>
 
 int clx_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
@@ -166,3 +167,5 @@ int clx_term_install_handlers(void) {
     }
     return 0;
 }
+
+int clx_gettid(void) { return (int)syscall(SYS_gettid); }

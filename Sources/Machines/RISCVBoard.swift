@@ -103,6 +103,7 @@ public final class RISCVBoard: @unchecked Sendable {
     final class Events: Sendable {
         /// 0: running; otherwise (exit code << 1 | 1) for power-off, or 2 for reset.
         let value = Atomic<Int64>(0)
+        let interrupted = Atomic<Bool>(false)
         func powerOff(_ code: Int32) { value.store(Int64(code) << 1 | 1, ordering: .sequentiallyConsistent) }
         func reset() { value.store(2, ordering: .sequentiallyConsistent) }
     }
@@ -346,9 +347,12 @@ public final class RISCVBoard: @unchecked Sendable {
     public enum Exit: Equatable, Sendable {
         case powerOff(exitCode: Int32)
         case reset
+        /// `interrupt()` was called: the VMM has a request to serve; call `run` again after.
+        case interrupted
     }
 
-    /// Runs the hart on the calling thread until the guest powers off or resets.
+    /// Runs the hart on the calling thread until the guest powers off or resets, or another
+    /// thread calls `interrupt()`.
     public func run() -> Exit {
         while true {
             let reason = hart.run(budget: htif == nil ? 1_000_000 : 20_000)
@@ -359,8 +363,15 @@ public final class RISCVBoard: @unchecked Sendable {
             let e = events.value.load(ordering: .sequentiallyConsistent)
             if e & 1 != 0 { return .powerOff(exitCode: Int32(truncatingIfNeeded: e >> 1)) }
             if e == 2 { return .reset }
+            if events.interrupted.exchange(false, ordering: .sequentiallyConsistent) { return .interrupted }
             if reason == .waitingForInterrupt { hart.waitForInterrupt() }
         }
+    }
+
+    /// Makes `run` return `.interrupted` soon (from any thread): the VMM's command channel.
+    public func interrupt() {
+        events.interrupted.store(true, ordering: .sequentiallyConsistent)
+        hart.requestStop()
     }
 
     /// Stops the machine from another thread (Ctrl-A x, a signal): `run` returns

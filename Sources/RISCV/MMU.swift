@@ -25,7 +25,8 @@ extension Hart {
 
     /// Translates `vaddr` for `access` at privilege `key` (0 U, 1 S, 3 M). Returns the physical
     /// address; throws the page fault or access fault the spec requires.
-    func translate(_ vaddr: UInt64, _ access: AccessType, key: UInt64) throws(Trap) -> UInt64 {
+    /// `debug`: a look-up for the monitor or a debugger, which must not set A/D bits.
+    func translate(_ vaddr: UInt64, _ access: AccessType, key: UInt64, debug: Bool = false) throws(Trap) -> UInt64 {
         let s = state
         let satp = s.pointee.satp
         let mode = satp >> 60
@@ -69,7 +70,7 @@ extension Hart {
             if ppn & superpageMask != 0 { throw Trap(access.pageFault, tval: vaddr) }
             // Step 7: set A, and D on a write, atomically with respect to the PTE.
             let needed = Hart.pteA | (access == .write ? Hart.pteD : 0)
-            if pte & needed != needed {
+            if pte & needed != needed && !debug {
                 try updatePageTableEntry(pteAddress, old: pte, new: pte | needed, access: access, vaddr: vaddr)
             }
             let offsetMask: UInt64 = (1 << (12 + 9 * UInt64(level))) - 1
@@ -116,6 +117,13 @@ extension Hart {
         if clx_atomic_cas_u64(host, old, new) != old {
             throw Trap(access.pageFault, tval: vaddr)
         }
+    }
+
+    /// The physical address the current data privilege (S or U, with MPRV as the hart has it)
+    /// reaches at `vaddr`, for the monitor's `x` and debuggers; nil when it does not map.
+    /// Changes nothing: no A/D updates, no TLB fill.
+    public func debugTranslate(_ vaddr: UInt64) -> UInt64? {
+        try? translate(vaddr, .read, key: state.pointee.dataKey, debug: true)
     }
 
     // MARK: - PMP (§3.7)

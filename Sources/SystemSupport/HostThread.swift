@@ -11,6 +11,9 @@ public enum HostThread {
         init(_ body: @escaping @Sendable () -> Void, name: String) { self.body = body; self.name = name }
     }
 
+    /// The kernel's id of the calling thread (what `ps -L` and QEMU's thread_id show).
+    public static func currentID() -> Int { Int(clx_gettid()) }
+
     public static func spawn(name: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
         let box = Unmanaged.passRetained(Box(body, name: name)).toOpaque()
         var tid = pthread_t()

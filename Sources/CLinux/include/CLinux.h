@@ -37,6 +37,9 @@ int clx_set_cloexec(int fd);
 /// Names the calling thread (pthread_setname_np is GNU-only); Linux keeps 15 bytes.
 int clx_set_thread_name(const char *name);
 
+/// The kernel's id of the calling thread (gettid(2), GNU-only in glibc's headers).
+int clx_gettid(void);
+
 /// Terminal window size (TIOCGWINSZ), for the console multiplexer's help text.
 int clx_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
 

@@ -1,0 +1,238 @@
+import Block
+import Dispatch
+import DeviceModel
+import Glibc
+import GuestMemory
+import Machines
+import QMP
+import RISCV
+import Synchronization
+import SystemSupport
+
+/// The VMM (DESIGN.md §1, §4): runs a board's vCPU on the thread that calls `run()` and serves
+/// the command channel every control path uses — the monitors, the console's Ctrl-A keys,
+/// signals. Requests are closures that run on the vCPU thread between instruction slices (or
+/// while the machine is stopped), so they see a consistent machine.
+///
+/// Guest time while stopped: the board's `VirtualClock` stops with the vCPU and resumes where
+/// it stopped (QEMU's virtual clock policy), so timers do not fire a burst after `cont`; the
+/// RTC, which counts that clock, falls behind the host's wall clock by the time stopped.
+public final class VirtualMachine: MonitorTarget, Sendable {
+    public struct Setup: Sendable {
+        public var machineType: String
+        public var machineList: [(name: String, description: String, isDefault: Bool)]
+        public var name: String?
+        public var noReboot: Bool
+        /// Start stopped (`-S`).
+        public var startPaused: Bool
+        public var chardevs: [(label: String, filename: String)]
+        public var blockDevices: [MonitorBlockDevice]
+        /// Builds the machine; called again for every reset.
+        public var makeBoard: @Sendable () throws(SystemError) -> RISCVBoard
+
+        public init(machineType: String, machineList: [(name: String, description: String, isDefault: Bool)], name: String?,
+                    noReboot: Bool, startPaused: Bool = false, chardevs: [(label: String, filename: String)] = [],
+                    blockDevices: [MonitorBlockDevice] = [], makeBoard: @escaping @Sendable () throws(SystemError) -> RISCVBoard) {
+            self.machineType = machineType
+            self.machineList = machineList
+            self.name = name
+            self.noReboot = noReboot
+            self.startPaused = startPaused
+            self.chardevs = chardevs
+            self.blockDevices = blockDevices
+            self.makeBoard = makeBoard
+        }
+    }
+
+    private struct State {
+        var runState = "prelaunch"
+        var paused: Bool
+        var requests: [@Sendable (RISCVBoard) -> Void] = []
+        var hostReset = false
+        var exitCode: Int32?
+        var board: RISCVBoard?
+        var listeners: [@Sendable (MonitorEvent) -> Void] = []
+        var threadID = 0
+    }
+
+    private let setup: Setup
+    private let state: Mutex<State>
+    /// Wakes the vCPU thread while the machine is stopped.
+    private let wake = DispatchSemaphore(value: 0)
+
+    public init(_ setup: Setup) {
+        self.setup = setup
+        state = Mutex(State(paused: setup.startPaused))
+    }
+
+    // MARK: - The vCPU loop
+
+    /// Runs the machine on the calling thread until it ends; returns the process exit status.
+    public func run() throws(SystemError) -> Int32 {
+        state.withLock { $0.threadID = HostThread.currentID() }  // the vCPU thread, for query-cpus-fast
+        while true {
+            let board = try setup.makeBoard()
+            state.withLock { s in
+                s.board = board
+                s.hostReset = false
+                s.runState = s.paused ? "paused" : "running"
+            }
+            slices: while true {
+                let (requests, exitCode, reset, paused) = state.withLock { s in
+                    defer { s.requests.removeAll() }
+                    return (s.requests, s.exitCode, s.hostReset, s.paused)
+                }
+                for request in requests { request(board) }
+                if let exitCode { return exitCode }
+                if reset { break slices }
+                if paused {
+                    board.clock.stop()
+                    wake.wait()
+                    board.clock.resume()
+                    continue
+                }
+                switch board.run() {
+                case .interrupted:
+                    continue
+                case .powerOff(let code):
+                    emit(.shutdown(guest: true, reason: "guest-shutdown"))
+                    state.withLock { $0.runState = "shutdown" }
+                    return code
+                case .reset:
+                    emit(.reset(guest: true, reason: "guest-reset"))
+                    if setup.noReboot {
+                        emit(.shutdown(guest: true, reason: "guest-reset"))
+                        return 0
+                    }
+                    break slices
+                }
+            }
+        }
+    }
+
+    /// Runs `body` on the vCPU thread and returns its result (the command channel).
+    private func perform<T: Sendable>(_ body: @escaping @Sendable (RISCVBoard) -> T) -> T? {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<T?>(nil)
+        let board = state.withLock { s -> RISCVBoard? in
+            s.requests.append { board in
+                result.withLock { $0 = body(board) }
+                done.signal()
+            }
+            return s.board
+        }
+        guard let board else { return nil }
+        board.interrupt()
+        wake.signal()
+        done.wait()
+        return result.withLock { $0 }
+    }
+
+    private func emit(_ event: MonitorEvent) {
+        for listener in state.withLock({ $0.listeners }) { listener(event) }
+    }
+
+    // MARK: - MonitorTarget
+
+    public var runState: String { state.withLock { $0.runState } }
+    public var isRunning: Bool { runState == "running" }
+    public var guestName: String? { setup.name }
+    public var machineType: String { setup.machineType }
+    public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
+    public var cpus: [MonitorCPU] {
+        [MonitorCPU(index: 0, threadID: state.withLock { $0.threadID }, target: "riscv", qomPath: "/machine/soc/harts[0]")]
+    }
+    public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
+    public var chardevs: [(label: String, filename: String)] { setup.chardevs }
+
+    public func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void) {
+        state.withLock { $0.listeners.append(listener) }
+    }
+
+    public func stop() {
+        let changed = perform { _ in
+            self.state.withLock { s -> Bool in
+                guard !s.paused else { return false }
+                s.paused = true
+                s.runState = "paused"
+                return true
+            }
+        }
+        if changed == true { emit(.stop) }
+    }
+
+    public func cont() {
+        let changed = state.withLock { s -> Bool in
+            guard s.paused, s.runState != "shutdown" else { return false }
+            s.paused = false
+            s.runState = "running"
+            return true
+        }
+        if changed {
+            wake.signal()
+            emit(.resume)
+        }
+    }
+
+    public func systemReset() {
+        let board = state.withLock { s -> RISCVBoard? in
+            s.hostReset = true
+            return s.board
+        }
+        emit(.reset(guest: false, reason: "host-qmp-system-reset"))
+        board?.interrupt()
+        wake.signal()
+    }
+
+    /// The RISC-V virt board has no power button for the guest to see (QEMU's neither):
+    /// POWERDOWN is announced and the guest runs on.
+    public func systemPowerdown() {
+        emit(.powerdown)
+    }
+
+    public func quit() { end(reason: "host-qmp-quit") }
+
+    /// Ctrl-A x, or a signal: the same as `quit`, with QEMU's reason for it.
+    public func quitFromConsole() { end(reason: "host-ui") }
+
+    private func end(reason: String) {
+        let board = state.withLock { s -> RISCVBoard? in
+            if s.exitCode == nil { s.exitCode = 0 }
+            s.runState = "shutdown"
+            return s.board
+        }
+        emit(.shutdown(guest: false, reason: reason))
+        board?.interrupt()
+        wake.signal()
+    }
+
+    /// Ctrl-A s: writes the `-snapshot` overlays back into their images; one line per disk.
+    public func commitSnapshots() -> String {
+        perform { board in
+            board.snapshotOverlays.map { overlay in
+                do {
+                    return "\(overlay.label): \(try overlay.commit()) changed clusters written back"
+                } catch {
+                    return "\(overlay.label): commit failed: \(error)"
+                }
+            }.joined(separator: "\n")
+        } ?? ""
+    }
+
+    public func humanCommand(_ line: String) -> String? {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        guard let first = words.first else { return nil }
+        switch (first, words.dropFirst().first) {
+        case ("info", "registers"):
+            return perform { $0.hart.registerDump() }
+        case ("info", "mtree"):
+            return perform { MonitorText.memoryTree($0) }
+        case ("info", "qtree"):
+            return perform { MonitorText.deviceTree($0) }
+        case ("x", _), ("xp", _):
+            return perform { board in MonitorText.memoryDump(words, board: board) }
+        default:
+            return nil
+        }
+    }
+}
