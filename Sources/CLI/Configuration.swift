@@ -30,8 +30,26 @@ struct SystemConfiguration: Sendable {
     var drives: [DriveSpec] = []
     /// `-device` definitions, in order.
     var devices: [DeviceSpec] = []
+    /// Monitors: `-monitor`, `-qmp`, `-mon`, and the one `-nographic` muxes on stdio.
+    var monitors: [MonitorSpec] = []
+    /// `-monitor none` was given: no default monitor on the console.
+    var noDefaultMonitor = false
+    /// `-S`: start with the CPU stopped.
+    var startPaused = false
     var debugItems: DebugLog.Category = []
     var logFile: String?
+}
+
+/// A monitor and where it listens.
+struct MonitorSpec: Sendable, Equatable {
+    enum Mode: Sendable, Equatable {
+        /// The human monitor (HMP).
+        case readline
+        /// QMP.
+        case control
+    }
+    var target: ChardevSpec.Target
+    var mode: Mode
 }
 
 /// What a run of the binary should do once the command line is understood.
@@ -45,9 +63,6 @@ enum Action: Sendable {
 /// refused with one line (never silently ignored) until the work that brings it lands.
 private let notYetAvailable: [String: String] = [
     "netdev": "network backends are not available in this build yet",
-    "monitor": "the human monitor is not available in this build yet; accepted: -monitor none",
-    "qmp": "QMP is not available in this build yet",
-    "S": "the GDB stub and monitor (which -S waits for) are not available in this build yet",
     "s": "the GDB stub is not available in this build yet",
     "gdb": "the GDB stub is not available in this build yet",
     "loadvm": "snapshots are not available in this build yet",
@@ -72,7 +87,6 @@ struct ConfigurationBuilder {
         for option in options {
             let value = option.value ?? ""
             let flag = "-" + option.name
-            if option.name == "monitor" && value == "none" { continue }
             if let reason = notYetAvailable[option.name] { throw CLIError(option: flag, reason) }
             switch option.name {
             case "machine":
@@ -134,6 +148,29 @@ struct ConfigurationBuilder {
                     throw CLIError(option: flag, "duplicate chardev id '\(spec.id ?? "")'")
                 }
                 config.chardevs.append(spec)
+            case "monitor", "qmp":
+                let mode: MonitorSpec.Mode = option.name == "qmp" ? .control : .readline
+                let target = try wrap(flag) { () throws(SystemError) in try ChardevSpec.parse(shortForm: value, option: flag) }
+                if case .none = target {
+                    if option.name == "monitor" { config.noDefaultMonitor = true }
+                    continue
+                }
+                config.monitors.append(MonitorSpec(target: target, mode: mode))
+            case "mon":
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: "chardev", option: flag).validate(accepted: ["mode", "pretty", "id"],
+                                                                                              booleans: ["pretty"])
+                }
+                guard let id = opts.string("chardev") else { throw CLIError(option: flag, "chardev=ID is required") }
+                let mode: MonitorSpec.Mode
+                switch opts.string("mode") ?? "readline" {
+                case "readline": mode = .readline
+                case "control": mode = .control
+                case let other: throw CLIError(option: flag, "mode=\(other) is not a monitor mode; accepted: readline, control")
+                }
+                config.monitors.append(MonitorSpec(target: .chardev(id: id), mode: mode))
+            case "S":
+                config.startPaused = true
             case "drive":
                 config.drives.append(try wrap(flag) { () throws(SystemError) in try DriveSpec(parsing: value) })
             case "device":
@@ -280,6 +317,12 @@ struct ConfigurationBuilder {
         for serial in config.serials {
             if case .chardev(let id) = serial, !config.chardevs.contains(where: { $0.id == id }) {
                 throw CLIError(option: "-serial", "chardev '\(id)' is not defined (define it with -chardev ...,id=\(id))")
+            }
+        }
+        for monitor in config.monitors {
+            if case .chardev(let id) = monitor.target, !config.chardevs.contains(where: { $0.id == id }) {
+                throw CLIError(option: monitor.mode == .control ? "-qmp" : "-monitor",
+                               "chardev '\(id)' is not defined (define it with -chardev ...,id=\(id))")
             }
         }
         if config.serials.isEmpty {

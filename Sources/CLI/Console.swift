@@ -1,4 +1,6 @@
 import Chardev
+import QMP
+import Synchronization
 import DeviceModel
 import SystemSupport
 
@@ -8,6 +10,10 @@ final class Console: Sendable {
     private let devices: [CharDevice]
     /// What serial0, serial1, ... write to (nil: `-serial none`).
     let serials: [(any CharBackend)?]
+    /// Each monitor's mode and backend: the `-monitor`/`-qmp`/`-mon` ones, and the human
+    /// monitor that `mon:stdio` (the -nographic default) shares with the serial port, reached
+    /// with Ctrl-A c.
+    let monitors: [(mode: MonitorSpec.Mode, backend: any CharBackend, focus: FocusRelay?)]
 
     /// `quit` is Ctrl-A x, `commit` Ctrl-A s (write -snapshot disks back).
     init(config: SystemConfiguration, loop: EventLoop, quit: @escaping @Sendable () -> Void,
@@ -18,6 +24,7 @@ final class Console: Sendable {
                 devices.append(try CharDevice.open(spec, loop: loop, quit: quit, commit: commit))
             }
             var serials: [(any CharBackend)?] = []
+            var monitors: [(mode: MonitorSpec.Mode, backend: any CharBackend, focus: FocusRelay?)] = []
             for (index, target) in config.serials.enumerated() {
                 let user = "serial\(index)"
                 switch target {
@@ -28,14 +35,37 @@ final class Console: Sendable {
                         throw SystemError.configuration("-serial: chardev '\(id)' is not defined")
                     }
                     serials.append(try device.claim(for: user))
-                case .new(let spec, _):
+                case .new(let spec, let monitor):
                     let device = try CharDevice.open(spec, loop: loop, quit: quit, commit: commit)
                     devices.append(device)
                     serials.append(try device.claim(for: user))
+                    if monitor && !config.noDefaultMonitor {
+                        // The serial port took the mux's first port, which has focus: the
+                        // monitor waits for Ctrl-A c before it shows its banner and prompt.
+                        let relay = FocusRelay()
+                        let port = try device.claim(for: "monitor", onFocus: { focused in relay.setFocus(focused) })
+                        monitors.append((.readline, port, relay))
+                    }
+                }
+            }
+            for (index, monitor) in config.monitors.enumerated() {
+                switch monitor.target {
+                case .none:
+                    continue
+                case .chardev(let id):
+                    guard let device = devices.first(where: { $0.id == id }) else {
+                        throw SystemError.configuration("monitor: chardev '\(id)' is not defined")
+                    }
+                    monitors.append((monitor.mode, try device.claim(for: "monitor\(index)"), nil))
+                case .new(let spec, _):
+                    let device = try CharDevice.open(spec, loop: loop, quit: quit, commit: commit)
+                    devices.append(device)
+                    monitors.append((monitor.mode, try device.claim(for: "monitor\(index)"), nil))
                 }
             }
             self.devices = devices
             self.serials = serials
+            self.monitors = monitors
         } catch {
             for device in devices { device.close() }
             throw error
@@ -64,4 +94,16 @@ final class Console: Sendable {
     func close() {
         for device in devices { device.close() }
     }
+}
+
+/// Carries a mux port's focus changes (Ctrl-A c) to the human monitor created on it later.
+final class FocusRelay: Sendable {
+    private let server = Mutex<HumanMonitorServer?>(nil)
+
+    /// The monitor starts without focus: the serial port has it.
+    var initiallyFocused: Bool { false }
+
+    func attach(_ monitor: HumanMonitorServer) { server.withLock { $0 = monitor } }
+
+    func setFocus(_ focused: Bool) { server.withLock { $0 }?.setFocus(focused) }
 }

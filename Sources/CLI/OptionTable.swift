@@ -69,6 +69,8 @@ enum OptionTable {
         OptionSpec(names: ["serial"], argument: "dev", help: "redirect the serial port to char device 'dev'", section: .debug),
         OptionSpec(names: ["monitor"], argument: "dev", help: "redirect the monitor to char device 'dev'", section: .debug),
         OptionSpec(names: ["qmp"], argument: "dev", help: "like -monitor but opens in 'control' mode", section: .debug),
+        OptionSpec(names: ["mon"], argument: "[chardev=]name[,mode=readline|control]",
+                   help: "put a monitor on the chardev 'name'", section: .debug),
         OptionSpec(names: ["S"], argument: nil, help: "freeze CPU at startup (use 'c' to start execution)", section: .debug),
         OptionSpec(names: ["gdb"], argument: "dev", help: "accept gdb connection on 'dev'", section: .debug),
         OptionSpec(names: ["s"], argument: nil, help: "shorthand for -gdb tcp::1234", section: .debug),

@@ -77,8 +77,19 @@ public enum SystemEmulator {
                 machineList: config.target.machines.filter(\.available).map {
                     ($0.name, $0.description, $0.name == config.target.defaultMachine)
                 },
-                name: config.name, noReboot: config.noReboot, chardevs: console.chardevList,
-                blockDevices: blockDevices(config), makeBoard: makeBoard))
+                name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
+                chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
+            // The servers live as long as the machine; each serves one client at a time.
+            let servers: [any CharFrontend] = console.monitors.map { monitor in
+                switch monitor.mode {
+                case .control: return QMPServer(backend: monitor.backend, target: vm)
+                case .readline:
+                    let server = HumanMonitorServer(backend: monitor.backend, target: vm, focused: monitor.focus?.initiallyFocused ?? true)
+                    monitor.focus?.attach(server)
+                    return server
+                }
+            }
+            defer { withExtendedLifetime(servers) {} }
             quit.onFire { vm.quitFromConsole() }
             commit.onFire {
                 let report = vm.commitSnapshots()

@@ -27,6 +27,11 @@ import SystemSupport
 /// escape keys still work while the focused guest device is not reading; beyond that the
 /// backend is held back (flow control), and no byte is lost. Input work runs on the loop
 /// thread, which keeps every port's input in order.
+///
+/// Connection events of the backend go to every port's frontend, focused or not, as QEMU's
+/// mux_chr_event broadcasts them: with stdio that is `.opened` at once (a monitor on a port
+/// prints its banner into its buffer), with a socket on each client's arrival and departure.
+/// A port attached while the backend is connected hears `.opened` at attach.
 public final class CharMux: Sendable {
     /// A frontend's view of the mux.
     public final class Port: CharBackend {
@@ -56,6 +61,10 @@ public final class CharMux: Sendable {
     private let clock: @Sendable () -> UInt64
     private let input: MuxInput
     private let state = Mutex(State())
+    /// Whether the shared backend is connected (QEMU's mux be_open). Held while connection
+    /// events are delivered and while a port's frontend is installed: every frontend hears
+    /// `.opened` once, before any input.
+    private let connection = Mutex(false)
 
     private struct PortState {
         var label: String
@@ -288,8 +297,22 @@ public final class CharMux: Sendable {
     }
 
     fileprivate func attach(_ frontend: (any CharFrontend)?, port: Int) {
-        state.withLock { s in s.ports[port].frontend = frontend }
+        connection.withLock { open in
+            if open, let frontend { frontend.backendEvent(.opened) }
+            state.withLock { s in s.ports[port].frontend = frontend }
+        }
         if frontend != nil { scheduleFlush() }
+    }
+
+    /// The backend connected or disconnected: every port hears it.
+    fileprivate func backendEvent(_ event: CharEvent) {
+        connection.withLock { open in
+            let isOpen = event == .opened
+            guard open != isOpen else { return }
+            open = isOpen
+            let frontends = state.withLock { s in s.ports.compactMap(\.frontend) }
+            for frontend in frontends { frontend.backendEvent(event) }
+        }
     }
 }
 
@@ -303,6 +326,7 @@ private final class MuxInput: CharFrontend {
     }
     func receiveCapacity() -> Int { mux?.capacity() ?? 0 }
     func receive(_ bytes: [UInt8]) { mux?.receive(bytes) }
+    func backendEvent(_ event: CharEvent) { mux?.backendEvent(event) }
 }
 
 extension String {

@@ -10,11 +10,12 @@ public protocol CharDriver: CharBackend {
     func close()
 }
 
-/// `-chardev null`, `-serial null`: output vanishes, input never comes.
+/// `-chardev null`, `-serial null`: output vanishes, input never comes. A frontend hears
+/// `.opened` at attach (a monitor's greeting vanishes with the rest).
 public final class NullBackend: CharDriver {
     public init() {}
     public var label: String { "null" }
-    public func attach(_ frontend: (any CharFrontend)?) {}
+    public func attach(_ frontend: (any CharFrontend)?) { frontend?.backendEvent(.opened) }
     public func write(_ bytes: [UInt8]) {}
     public func acceptInput() {}
     public func close() {}
@@ -37,7 +38,9 @@ public final class FileBackend: CharDriver {
     }
 
     public var label: String { "file:\(path)" }
-    public func attach(_ frontend: (any CharFrontend)?) {}
+    /// The file is open from the start: a frontend hears `.opened` at attach (a monitor on a
+    /// file writes its greeting there, as QEMU's does).
+    public func attach(_ frontend: (any CharFrontend)?) { frontend?.backendEvent(.opened) }
     public func acceptInput() {}
 
     public func write(_ bytes: [UInt8]) {

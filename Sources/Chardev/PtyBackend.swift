@@ -11,7 +11,8 @@ import SystemSupport
 /// Connected means someone has the slave open; the kernel reports POLLHUP on the master when
 /// nobody does, and nothing when they open it again, so while disconnected the backend polls
 /// (QEMU char-pty.c polls each second). Output while disconnected is dropped; the master is
-/// kept, so the path stays valid for the next connection.
+/// kept, so the path stays valid for the next connection. The frontend hears `.opened` when
+/// someone opens the slave and `.closed` when the last holder hangs up.
 public final class PtyBackend: CharDriver {
     /// The slave side, e.g. /dev/pts/3.
     public let path: String
@@ -65,12 +66,14 @@ public final class PtyBackend: CharDriver {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         timer.close()
         channel.close()
+        slot.closed()
     }
 
     // Loop thread: the slave's last holder closed it (EIO/HUP on the master).
     private func slaveClosed() {
         guard !closed.load(ordering: .acquiring) else { return }
         channel.setConnected(false)
+        slot.closed()  // CHR_EVENT_CLOSED: the terminal hung up
         timer.arm(milliseconds: pollInterval, repeating: true)
     }
 
@@ -82,6 +85,8 @@ public final class PtyBackend: CharDriver {
         var p = pollfd(fd: masterFD, events: Int16(POLLIN), revents: 0)
         guard Glibc.poll(&p, 1, 0) >= 0 else { return }
         let connected = p.revents & Int16(POLLHUP) == 0
+        // CHR_EVENT_OPENED before input flows, so a monitor greets the terminal first.
+        if connected { slot.opened() }
         channel.setConnected(connected)
         if connected {
             timer.disarm()

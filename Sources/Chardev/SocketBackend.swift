@@ -18,6 +18,9 @@ import SystemSupport
 ///
 /// Output while no peer is connected is dropped, as a serial line with nothing plugged in
 /// drops it. TCP sockets get TCP_NODELAY: a console sends a keystroke at a time.
+///
+/// The frontend hears `.opened` when a peer connects (before its first byte) and `.closed`
+/// when it leaves, as QEMU's CHR_EVENT_OPENED/CLOSED: a monitor greets each new client.
 public final class SocketBackend: CharDriver {
     public let options: ChardevSpec.Socket
     /// For a TCP server, the port it listens on (useful with port 0); else nil.
@@ -145,6 +148,7 @@ public final class SocketBackend: CharDriver {
         }
         timer?.close()
         client?.close()
+        if client != nil { slot.closed() }
     }
 
     // MARK: server
@@ -310,17 +314,25 @@ public final class SocketBackend: CharDriver {
             channel.close()
             return
         }
-        try channel.start()
+        // CHR_EVENT_OPENED before the first read, so a monitor greets before it hears input.
+        slot.opened()
+        do {
+            try channel.start()
+        } catch {
+            peerGone(channel)
+            throw error
+        }
     }
 
     /// Loop thread: the peer closed or reset the connection.
     private func peerGone(_ channel: StreamChannel) {
-        let reconnect = state.withLock { s -> Bool in
-            guard s.client === channel else { return false }
+        let (ours, reconnect) = state.withLock { s -> (Bool, Bool) in
+            guard s.client === channel else { return (false, false) }
             s.client = nil
-            return !s.closed && !options.server && options.reconnectSeconds > 0
+            return (true, !s.closed && !options.server && options.reconnectSeconds > 0)
         }
         channel.close()
+        if ours { slot.closed() }
         if reconnect { timer?.arm(milliseconds: options.reconnectSeconds * 1000, repeating: true) }
     }
 }

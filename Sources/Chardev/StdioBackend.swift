@@ -57,8 +57,13 @@ public final class StdioBackend: CharDriver {
             inUse.insert(input)
         }
         isRawTerminal = isTerminal
+        // stdin EOF: the channel stops reading and the frontend hears `.closed`, as QEMU's
+        // char-fd sends CHR_EVENT_CLOSED.
+        let slot = slot
         channel = StreamChannel(fd: FileDescriptor(owning: input), owned: false, kind: .stream, loop: loop,
-                                slot: slot, onHangup: {})  // stdin EOF: the channel stops reading
+                                slot: slot, onHangup: { slot.closed() })
+        // The user's terminal is there from the start: a frontend hears `.opened` at attach.
+        slot.opened()
         do {
             try channel.start()
         } catch {
@@ -103,6 +108,7 @@ public final class StdioBackend: CharDriver {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         channel.close()
         output.withLock { $0 = false }
+        slot.closed()
         Self.terminalLock.withLock { inUse in
             if isRawTerminal { _ = clx_term_restore(inputFD) }
             inUse.remove(inputFD)

@@ -18,10 +18,46 @@ struct DescriptorSlot: ~Copyable {
 
 /// The frontend a backend feeds, shared by the backend and its channels. It is the only link
 /// from a channel back to the device, so no reference cycle runs through the event loop.
+///
+/// It also carries the connection state behind QEMU's CHR_EVENT_OPENED/CLOSED: a frontend
+/// hears `.opened` when the host side connects, or at `set` when it is connected already
+/// (QEMU's qemu_chr_fe_set_handlers does the same), and `.closed` when it goes away. A new
+/// frontend is published only after it heard `.opened`, so it never gets input first; a
+/// frontend must not call `attach` from inside `backendEvent` (the event lock is held).
 final class FrontendSlot: Sendable {
     private let frontend = Mutex<(any CharFrontend)?>(nil)
+    /// Whether the host side is connected. Held while an event is delivered and while a
+    /// frontend is installed, so each frontend hears `.opened` once per connection.
+    private let connection = Mutex(false)
+
     func get() -> (any CharFrontend)? { frontend.withLock { $0 } }
-    func set(_ new: (any CharFrontend)?) { frontend.withLock { $0 = new } }
+
+    func set(_ new: (any CharFrontend)?) {
+        connection.withLock { open in
+            if open, let new { new.backendEvent(.opened) }
+            frontend.withLock { $0 = new }
+        }
+    }
+
+    var isOpen: Bool { connection.withLock { $0 } }
+
+    /// The host side connected: tells the frontend (once, until `closed`).
+    func opened() {
+        connection.withLock { open in
+            guard !open else { return }
+            open = true
+            get()?.backendEvent(.opened)
+        }
+    }
+
+    /// The host side went away: tells the frontend (once, if it was open).
+    func closed() {
+        connection.withLock { open in
+            guard open else { return }
+            open = false
+            get()?.backendEvent(.closed)
+        }
+    }
 }
 
 /// One descriptor carrying a character stream (a pty master, a connected socket, stdin),

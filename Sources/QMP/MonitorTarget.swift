@@ -32,6 +32,14 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// Returns the text QEMU would print, or nil if this target does not know the command.
     func humanCommand(_ line: String) -> String?
 
+    /// `humanCommand` with the monitor's current CPU (`cpu N`, or QMP `human-monitor-command`
+    /// with `cpu-index`), for `info registers` and `x`. Has a default that ignores the index.
+    func humanCommand(_ line: String, cpuIndex: Int) -> String?
+
+    /// `query-machines` cpu-max for the machine called `name`, nil when unknown. Has a default
+    /// (nil: the monitor reports the vCPU count for the running machine type, 1 for others).
+    func maxCPUs(machine name: String) -> Int?
+
     /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
     func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
 }
@@ -83,4 +91,11 @@ public enum MonitorEvent: Sendable, Equatable {
     case reset(guest: Bool, reason: String)
     case shutdown(guest: Bool, reason: String)
     case powerdown
+}
+
+// Defaults for the requirements added with the QMP/HMP codecs, so a target need not
+// implement them.
+extension MonitorTarget {
+    public func humanCommand(_ line: String, cpuIndex: Int) -> String? { humanCommand(line) }
+    public func maxCPUs(machine name: String) -> Int? { nil }
 }

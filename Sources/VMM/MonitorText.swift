@@ -48,7 +48,9 @@ enum MonitorText {
             count = Int(digits) ?? 1
         }
         guard let addressText = rest.first else { return "\(words[0]): address expected\n" }
-        guard let start = parseNumber(addressText) else { return "invalid address '\(addressText)'\n" }
+        guard let start = parseNumber(addressText) ?? register(addressText, board.hart) else {
+            return "invalid address '\(addressText)'\n"
+        }
         count = max(1, min(count, 4096))
         func translate(_ v: UInt64) -> UInt64? { physical ? v : board.hart.debugTranslate(v) }
         var out = ""
@@ -91,6 +93,16 @@ enum MonitorText {
             }
         }
         return out + "\n"
+    }
+
+    /// `$pc`, `$sp`, `$a0`, `$x5`: the hart's registers, as QEMU's monitor expressions allow.
+    static func register(_ text: String, _ hart: Hart) -> UInt64? {
+        guard text.hasPrefix("$") else { return nil }
+        let name = text.dropFirst()
+        if name == "pc" { return hart.state.pointee.pc }
+        if let index = Disassembler.integerRegisterNames.firstIndex(of: String(name)) { return hart.state.pointee.x[index] }
+        if name.hasPrefix("x"), let index = Int(name.dropFirst()), (0..<32).contains(index) { return hart.state.pointee.x[index] }
+        return nil
     }
 
     static func parseNumber(_ text: String) -> UInt64? {

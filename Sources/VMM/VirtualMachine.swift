@@ -140,7 +140,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public var machineType: String { setup.machineType }
     public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
     public var cpus: [MonitorCPU] {
-        [MonitorCPU(index: 0, threadID: state.withLock { $0.threadID }, target: "riscv", qomPath: "/machine/soc/harts[0]")]
+        [MonitorCPU(index: 0, threadID: state.withLock { $0.threadID }, target: "riscv64", qomPath: "/machine/soc/harts[0]")]
     }
     public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }

@@ -82,14 +82,14 @@ import Testing
         #expect(error(["-M", "none", "-chardev", "carrier-pigeon,id=a"]).hasPrefix("swemu-system-riscv64: -chardev: "))
     }
 
-    @Test(arguments: ["-netdev", "-qmp", "-gdb", "-loadvm", "-incoming"])
+    @Test(arguments: ["-netdev", "-gdb", "-loadvm", "-incoming"])
     func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
         let line = error(["-M", "none", option, "x"])
         #expect(line.hasPrefix("swemu-system-riscv64: \(option): "))
         #expect(line.contains("not available in this build yet"))
     }
 
-    @Test(arguments: ["-S", "-s"])
+    @Test(arguments: ["-s"])
     func flagsNotYetAvailableAreRefused(option: String) {
         #expect(error(["-M", "none", option]).contains("not available in this build yet"))
     }
@@ -163,6 +163,18 @@ import Testing
         #expect(error(virt + ["-device", "virtconsole,chardev=c0"]).contains("put -device virtio-serial-device before it"))
         #expect(error(virt + ["-device", "e1000"]).contains("'e1000' is not a device swemu provides"))
         #expect(error(["-M", "none", "-drive", "file=a"]).contains("no disk interfaces"))
+    }
+
+    @Test func monitors() throws {
+        let virt = ["-M", "virt", "-kernel", "Image"]
+        let c = try config(virt + ["-qmp", "unix:/tmp/q.sock,server=on,wait=off", "-monitor", "tcp:127.0.0.1:4444,server=on,wait=off",
+                                   "-chardev", "socket,id=m0,path=/tmp/m.sock,server=on,wait=off", "-mon", "chardev=m0,mode=control", "-S"])
+        #expect(c.monitors.map(\.mode) == [.control, .readline, .control])
+        #expect(c.monitors[2].target == .chardev(id: "m0"))
+        #expect(c.startPaused)
+        #expect(try config(virt + ["-monitor", "none"]).noDefaultMonitor)
+        #expect(error(virt + ["-mon", "chardev=nope"]).contains("chardev 'nope' is not defined"))
+        #expect(error(virt + ["-mon", "chardev=m0,mode=fancy", "-chardev", "null,id=m0"]).contains("accepted: readline, control"))
     }
 
     @Test func nameAndFlags() throws {

@@ -1,0 +1,175 @@
+/// The QMP commands swemu offers: their parameters (checked as QEMU's qobject input visitor
+/// checks them) and the result shapes of the queries (the qapi schema of QEMU 7.2).
+enum QMPCommands {
+    enum ParameterType: Sendable {
+        case string
+        case int
+        case bool
+        /// An array of strings from an enum (qapi `['QMPCapability']`).
+        case enumList([String])
+
+        var expected: String {
+            switch self {
+            case .string: return "string"
+            case .int: return "integer"
+            case .bool: return "boolean"
+            case .enumList: return "array"
+            }
+        }
+    }
+
+    struct Parameter: Sendable {
+        let name: String
+        let type: ParameterType
+        let optional: Bool
+    }
+
+    struct Command: Sendable {
+        let name: String
+        let parameters: [Parameter]
+
+        /// QEMU's marshaller order: declared members first (type, then presence), then any
+        /// member nobody asked for.
+        func check(_ arguments: JSONObject) throws(QMPError) {
+            for p in parameters {
+                guard let value = arguments[p.name] else {
+                    if p.optional { continue }
+                    throw .generic("Parameter '\(p.name)' is missing")
+                }
+                switch (p.type, value) {
+                case (.string, .string), (.bool, .bool), (.int, .int):
+                    break
+                case (.enumList(let allowed), .array(let items)):
+                    for (i, item) in items.enumerated() {
+                        guard case .string(let s) = item else {
+                            throw .generic("Invalid parameter type for '\(p.name)[\(i)]', expected: string")
+                        }
+                        guard allowed.contains(s) else {
+                            throw .generic("Parameter '\(p.name)[\(i)]' does not accept value '\(s)'")
+                        }
+                    }
+                default:
+                    throw .generic("Invalid parameter type for '\(p.name)', expected: \(p.type.expected)")
+                }
+            }
+            if let extra = arguments.keys.first(where: { key in !parameters.contains { $0.name == key } }) {
+                throw .generic("Parameter '\(extra)' is unexpected")
+            }
+        }
+    }
+
+    /// Every command, in the order `query-commands` lists them.
+    static let all: [Command] = [
+        Command(name: "qmp_capabilities", parameters: [Parameter(name: "enable", type: .enumList(["oob"]), optional: true)]),
+        Command(name: "query-version", parameters: []),
+        Command(name: "query-commands", parameters: []),
+        Command(name: "query-status", parameters: []),
+        Command(name: "query-name", parameters: []),
+        Command(name: "query-cpus-fast", parameters: []),
+        Command(name: "query-block", parameters: []),
+        Command(name: "query-blockstats", parameters: [Parameter(name: "query-nodes", type: .bool, optional: true)]),
+        Command(name: "query-chardev", parameters: []),
+        Command(name: "query-machines", parameters: []),
+        Command(name: "stop", parameters: []),
+        Command(name: "cont", parameters: []),
+        Command(name: "system_reset", parameters: []),
+        Command(name: "system_powerdown", parameters: []),
+        Command(name: "quit", parameters: []),
+        Command(name: "human-monitor-command", parameters: [
+            Parameter(name: "command-line", type: .string, optional: false),
+            Parameter(name: "cpu-index", type: .int, optional: true),
+        ]),
+    ]
+
+    static func find(_ name: String) -> Command? { all.first { $0.name == name } }
+
+    /// Runs a command that needs nothing from the session.
+    static func query(_ name: String, target: any MonitorTarget, version: MonitorVersion) -> JSONValue {
+        switch name {
+        case "query-version":
+            return version.versionInfo
+        case "query-commands":
+            return .array(all.map { ["name": .string($0.name)] })
+        case "query-status":
+            // StatusInfo; singlestep is always false (swemu has no single-step mode).
+            return ["status": .string(target.runState), "singlestep": false, "running": .bool(target.isRunning)]
+        case "query-name":
+            guard let name = target.guestName else { return [:] }
+            return ["name": .string(name)]
+        case "query-cpus-fast":
+            return .array(target.cpus.map { cpu in
+                // CpuInfoFast; `target` is a SysEmuTarget name ("riscv64", "x86_64").
+                ["thread-id": .integer(cpu.threadID), "qom-path": .string(cpu.qomPath), "cpu-index": .integer(cpu.index),
+                 "target": .string(cpu.target)]
+            })
+        case "query-block":
+            return .array(target.blockDevices.map(blockInfo))
+        case "query-blockstats":
+            return .array(target.blockDevices.map(blockStats))
+        case "query-chardev":
+            // ChardevInfo; every chardev listed has its frontend attached.
+            return .array(target.chardevs.map { ["label": .string($0.label), "filename": .string($0.filename), "frontend-open": true] })
+        case "query-machines":
+            let current = target.machineType
+            let vcpus = max(1, target.cpus.count)
+            return .array(target.machineList.map { machine in
+                // MachineInfo (QEMU 7.2 members); is-default only when true, as QEMU.
+                var info: JSONObject = ["name": .string(machine.name)]
+                if machine.isDefault { info.set("is-default", true) }
+                let cpuMax = target.maxCPUs(machine: machine.name) ?? (machine.name == current ? vcpus : 1)
+                info.set("cpu-max", .integer(cpuMax))
+                info.set("hotpluggable-cpus", false)
+                info.set("numa-mem-supported", false)
+                info.set("deprecated", false)
+                return .object(info)
+            })
+        case "stop":
+            target.stop()
+            return [:]
+        case "cont":
+            target.cont()
+            return [:]
+        case "system_reset":
+            target.systemReset()
+            return [:]
+        case "system_powerdown":
+            target.systemPowerdown()
+            return [:]
+        default:
+            return [:]
+        }
+    }
+
+    /// BlockInfo with its BlockDeviceInfo (`inserted`) and ImageInfo.
+    static func blockInfo(_ disk: MonitorBlockDevice) -> JSONValue {
+        let image: JSONValue = [
+            "virtual-size": .unsigned(disk.sizeBytes), "filename": .string(disk.file), "format": .string(disk.format),
+        ]
+        let inserted: JSONValue = [
+            "iops_rd": 0, "detect_zeroes": "off", "image": image, "iops_wr": 0, "ro": .bool(disk.readOnly),
+            "backing_file_depth": 0, "drv": .string(disk.format), "iops": 0, "bps_wr": 0, "write_threshold": 0,
+            "encrypted": false, "bps": 0, "bps_rd": 0,
+            "cache": ["no-flush": false, "direct": false, "writeback": true],
+            "file": .string(disk.file),
+        ]
+        return [
+            "io-status": "ok", "device": .string(disk.device), "locked": false, "removable": false, "inserted": inserted,
+            "type": "unknown",
+        ]
+    }
+
+    /// BlockStats: the counters the target keeps, zero for the ones it does not.
+    static func blockStats(_ disk: MonitorBlockDevice) -> JSONValue {
+        let stats: JSONValue = [
+            "unmap_operations": 0, "unmap_merged": 0, "flush_total_time_ns": 0, "wr_highest_offset": 0,
+            "wr_total_time_ns": 0, "failed_wr_operations": 0, "failed_rd_operations": 0, "wr_merged": 0,
+            "wr_bytes": .unsigned(disk.writtenBytes), "timed_stats": [], "failed_unmap_operations": 0,
+            "failed_flush_operations": 0, "account_invalid": true, "rd_total_time_ns": 0, "invalid_unmap_operations": 0,
+            "flush_operations": .unsigned(disk.flushOperations), "wr_operations": .unsigned(disk.writeOperations),
+            "unmap_bytes": 0, "rd_merged": 0, "rd_bytes": .unsigned(disk.readBytes), "unmap_total_time_ns": 0,
+            "invalid_flush_operations": 0, "account_failed": true, "rd_operations": .unsigned(disk.readOperations),
+            "invalid_wr_operations": 0, "invalid_rd_operations": 0,
+        ]
+        return ["device": .string(disk.device), "stats": stats]
+    }
+}

@@ -1,0 +1,259 @@
+/// One QMP connection as a codec with no I/O (DESIGN.md §9.6; docs/interop/qmp-spec.rst,
+/// QEMU 7.2): bytes from the client go in, replies come out, commands are carried out
+/// through a `MonitorTarget`.
+///
+/// ```swift
+/// var session = QMPSession(target: machine)
+/// write(session.greeting())
+/// session.receive(bytesFromClient)
+/// while let reply = session.processNext() {
+///     write(reply.bytes)
+///     if reply.quitRequested { machine.quit() }
+/// }
+/// if let bytes = session.event(.stop, timestamp: .now()) { write(bytes) }
+/// ```
+///
+/// Protocol, as QEMU 7.2 does it:
+/// - The greeting advertises the "oob" capability; `qmp_capabilities` (optionally with
+///   `"enable": ["oob"]`) ends negotiation. Before it every other command fails with
+///   CommandNotFound "Expecting capabilities negotiation with 'qmp_capabilities'"; after it
+///   `qmp_capabilities` fails with CommandNotFound "Capabilities negotiation is already
+///   complete, command ignored". With oob enabled, `exec-oob` is accepted as a key, and since
+///   no swemu command runs out of band each such request fails "The command X does not
+///   support OOB".
+/// - A request is an object with `execute` (a string), optional `arguments` (an object) and
+///   optional `id` (any JSON, echoed in the reply); anything else is refused with QEMU's
+///   GenericError texts. Arguments are checked against each command's parameters first:
+///   "Invalid parameter type for 'x', expected: integer", "Parameter 'x' is missing",
+///   "Parameter 'x' is unexpected".
+/// - Replies: `{"return": ..., "id": ...}` or `{"id": ..., "error": {"class": ..., "desc":
+///   ...}}`; events `{"timestamp": {"seconds": S, "microseconds": U}, "event": "STOP"}` with
+///   `"data"` last when there is any; all in QEMU's member order, one per line, "\r\n" ends.
+/// - Bad JSON gets a GenericError "JSON parse error, ..." without an id and the stream goes
+///   on with the next message; see `QMPFramer` for limits (1 MiB per message by default:
+///   an error reply, then the rest of that message is skipped; the connection stays).
+public struct QMPSession: Sendable {
+    public let target: any MonitorTarget
+    public let version: MonitorVersion
+    private var framer: QMPFramer
+    private var pending: [QMPFramer.Item] = []
+    private var pendingStart = 0
+
+    /// The longest message accepted by default: 1 MiB (QEMU allows 64 MiB; no command of
+    /// ours takes more than a command line).
+    public static let defaultMaxMessageSize = QMPFramer.defaultMaxMessageSize
+
+    /// `qmp_capabilities` succeeded: commands run and events are sent.
+    public private(set) var isNegotiated = false
+    /// The client enabled the "oob" capability.
+    public private(set) var isOOBEnabled = false
+
+    /// - Parameter maxMessageSize: the longest JSON message accepted (bytes).
+    public init(target: any MonitorTarget, version: MonitorVersion = .swemu,
+                maxMessageSize: Int = QMPSession.defaultMaxMessageSize) {
+        self.target = target
+        self.version = version
+        framer = QMPFramer(maxMessageSize: maxMessageSize)
+    }
+
+    /// The greeting, to send when the client connects.
+    public func greeting() -> [UInt8] {
+        Self.line(["QMP": ["version": version.versionInfo, "capabilities": ["oob"]]])
+    }
+
+    /// Takes bytes from the client; complete messages wait for `processNext`.
+    public mutating func receive(_ bytes: [UInt8]) {
+        pending += framer.push(bytes)
+    }
+
+    /// Whether `processNext` has something to do.
+    public var hasPendingMessages: Bool { pendingStart < pending.count }
+
+    /// Carries out the next complete message and returns the reply (nil when none is ready).
+    /// Events the target emits while a command runs are the server's to send.
+    public mutating func processNext() -> MonitorOutput? {
+        guard pendingStart < pending.count else { return nil }
+        let item = pending[pendingStart]
+        pendingStart += 1
+        if pendingStart == pending.count {
+            pending.removeAll(keepingCapacity: true)
+            pendingStart = 0
+        }
+        switch item {
+        case .error(let desc):
+            return MonitorOutput(bytes: Self.line(Self.errorResponse(QMPError.generic(desc), id: nil)))
+        case .message(let bytes):
+            return handle(bytes)
+        }
+    }
+
+    /// `receive` and `processNext` until done: all replies in order (for tests and simple
+    /// callers; `quitRequested` is set if any request asked to quit).
+    public mutating func feed(_ bytes: [UInt8]) -> MonitorOutput {
+        receive(bytes)
+        var out = MonitorOutput()
+        while let reply = processNext() { out.append(reply) }
+        return out
+    }
+
+    /// The event message, or nil before negotiation (QEMU sends no events until then).
+    public func event(_ event: MonitorEvent, timestamp: QMPTimestamp) -> [UInt8]? {
+        isNegotiated ? Self.eventMessage(event, timestamp: timestamp) : nil
+    }
+
+    /// An event message (qapi/run-state.json), regardless of session state.
+    public static func eventMessage(_ event: MonitorEvent, timestamp: QMPTimestamp) -> [UInt8] {
+        var message: JSONObject = [
+            "timestamp": ["seconds": .int(timestamp.seconds), "microseconds": .int(timestamp.microseconds)]
+        ]
+        switch event {
+        case .stop:
+            message.set("event", "STOP")
+        case .resume:
+            message.set("event", "RESUME")
+        case .powerdown:
+            message.set("event", "POWERDOWN")
+        case .reset(let guest, let reason):
+            message.set("event", "RESET")
+            message.set("data", ["guest": .bool(guest), "reason": .string(reason)])
+        case .shutdown(let guest, let reason):
+            message.set("event", "SHUTDOWN")
+            message.set("data", ["guest": .bool(guest), "reason": .string(reason)])
+        }
+        return line(.object(message))
+    }
+
+    static func line(_ value: JSONValue) -> [UInt8] {
+        Array((value.serialized + "\r\n").utf8)
+    }
+
+    static func errorResponse(_ error: QMPError, id: JSONValue?) -> JSONValue {
+        var response = JSONObject()
+        if let id { response.set("id", id) }
+        response.set("error", ["class": .string(error.errorClass), "desc": .string(error.desc)])
+        return .object(response)
+    }
+
+    // MARK: - dispatch (qapi/qmp-dispatch.c, monitor/qmp.c)
+
+    private mutating func handle(_ bytes: [UInt8]) -> MonitorOutput {
+        let request: JSONValue
+        do {
+            request = try JSONParser.parse(bytes)
+        } catch {
+            return MonitorOutput(bytes: Self.line(Self.errorResponse(.generic("JSON parse error, \(error.message)"), id: nil)))
+        }
+        guard case .object(let object) = request else {
+            return MonitorOutput(bytes: Self.line(Self.errorResponse(.generic("QMP input must be a JSON object"), id: nil)))
+        }
+        let id = object["id"]
+        var quit = false
+        let reply: JSONValue
+        switch dispatch(object, quit: &quit) {
+        case .success(let value):
+            var response: JSONObject = ["return": value]
+            if let id { response.set("id", id) }
+            reply = .object(response)
+        case .failure(var error):
+            if !isNegotiated && error.errorClass == QMPError.commandNotFoundClass {
+                // monitor_qmp_dispatch: "Provide a more useful error message".
+                error.desc = "Expecting capabilities negotiation with 'qmp_capabilities'"
+            }
+            reply = Self.errorResponse(error, id: id)
+        }
+        return MonitorOutput(bytes: Self.line(reply), quitRequested: quit)
+    }
+
+    private mutating func dispatch(_ request: JSONObject, quit: inout Bool) -> Result<JSONValue, QMPError> {
+        var execKey: String?
+        for member in request.members {
+            switch member.key {
+            case "execute", "exec-oob":
+                guard member.key == "execute" || isOOBEnabled else {
+                    return .failure(.generic("QMP input member '\(member.key)' is unexpected"))
+                }
+                guard case .string = member.value else {
+                    return .failure(.generic("QMP input member '\(member.key)' must be a string"))
+                }
+                if let other = execKey {
+                    return .failure(.generic("QMP input member '\(member.key)' clashes with '\(other)'"))
+                }
+                execKey = member.key
+            case "arguments":
+                guard case .object = member.value else {
+                    return .failure(.generic("QMP input member 'arguments' must be an object"))
+                }
+            case "id":
+                continue
+            default:
+                return .failure(.generic("QMP input member '\(member.key)' is unexpected"))
+            }
+        }
+        guard let execKey, let name = request[execKey]?.stringValue else {
+            return .failure(.generic("QMP input lacks member 'execute'"))
+        }
+        // Before negotiation only qmp_capabilities exists (qmp_cap_negotiation_commands).
+        guard let command = QMPCommands.find(name), isNegotiated || command.name == "qmp_capabilities" else {
+            return .failure(.commandNotFound("The command \(name) has not been found"))
+        }
+        if execKey == "exec-oob" {
+            return .failure(.generic("The command \(name) does not support OOB"))
+        }
+        let arguments = request["arguments"]?.objectValue ?? JSONObject()
+        do throws(QMPError) {
+            try command.check(arguments)
+            return .success(try run(command.name, arguments, quit: &quit))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private mutating func run(_ name: String, _ args: JSONObject, quit: inout Bool) throws(QMPError) -> JSONValue {
+        switch name {
+        case "qmp_capabilities":
+            if isNegotiated {
+                throw .commandNotFound("Capabilities negotiation is already complete, command ignored")
+            }
+            // qmp_caps_accept: only what the greeting offered ("oob"); the parameter check
+            // already refused names that are no QMPCapability.
+            let enable = args["enable"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            isOOBEnabled = enable.contains("oob")
+            isNegotiated = true
+            return [:]
+        case "human-monitor-command":
+            var hmp = HumanMonitor(target: target, version: version)
+            if let index = args["cpu-index"]?.int64Value {
+                guard let i = Int(exactly: index), hmp.selectCPU(i) else {
+                    throw .generic("Parameter 'cpu-index' expects a CPU number")
+                }
+            }
+            let output = hmp.execute(args["command-line"]?.stringValue ?? "")
+            if output.quitRequested { quit = true }
+            return .string(output.text)
+        case "quit":
+            quit = true
+            return [:]
+        default:
+            return QMPCommands.query(name, target: target, version: version)
+        }
+    }
+}
+
+/// An event's wall-clock time (qmp-spec: seconds and microseconds since the Epoch).
+public struct QMPTimestamp: Sendable, Equatable {
+    public var seconds: Int64
+    public var microseconds: Int64
+    public init(seconds: Int64, microseconds: Int64) {
+        self.seconds = seconds
+        self.microseconds = microseconds
+    }
+}
+
+/// A QMP error: QEMU's ErrorClass name and the human-readable description.
+struct QMPError: Error, Equatable, Sendable {
+    static let commandNotFoundClass = "CommandNotFound"
+    var errorClass: String
+    var desc: String
+    static func generic(_ desc: String) -> QMPError { QMPError(errorClass: "GenericError", desc: desc) }
+    static func commandNotFound(_ desc: String) -> QMPError { QMPError(errorClass: commandNotFoundClass, desc: desc) }
+}
