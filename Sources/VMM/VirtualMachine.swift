@@ -78,11 +78,13 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                 s.runState = s.paused ? "paused" : "running"
             }
             slices: while true {
-                let (requests, exitCode, reset, paused) = state.withLock { s in
+                let requests = state.withLock { s in
                     defer { s.requests.removeAll() }
-                    return (s.requests, s.exitCode, s.hostReset, s.paused)
+                    return s.requests
                 }
                 for request in requests { request(board) }
+                // Read after the requests ran: one of them may just have stopped the machine.
+                let (exitCode, reset, paused) = state.withLock { s in (s.exitCode, s.hostReset, s.paused) }
                 if let exitCode { return exitCode }
                 if reset { break slices }
                 if paused {

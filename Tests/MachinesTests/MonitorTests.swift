@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+
+/// QMP against the real machine, driven by QEMU's own `qemu.qmp` client (PyPI; scripts/setup
+/// installs it): a bare-metal guest prints ticks; `stop` freezes its output, `cont` resumes it
+/// without a jump in guest time, reset/powerdown/quit raise their events in order.
+@Suite(.serialized) struct MonitorTests {
+    static let python = ProcessInfo.processInfo.environment["SWEMU_PYTHON"] ?? "/usr/bin/env"
+    static let pythonArguments = ProcessInfo.processInfo.environment["SWEMU_PYTHON"] == nil ? ["python3"] : []
+
+    static var missing: String? {
+        if let reason = GuestProgram.compilerMissingReason { return reason }
+        if !FileManager.default.isExecutableFile(atPath: LinuxBootTests.binary) {
+            return "needs the release binary \(LinuxBootTests.binary) (scripts/test builds it)"
+        }
+        let probe = try? GuestProgram.run(python, pythonArguments + ["-c", "import qemu.qmp"], timeout: 30)
+        if probe?.status != 0 { return "needs the qemu.qmp Python package (scripts/setup installs it)" }
+        return nil
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func qemuQMPClientControlsTheMachine() throws {
+        let elf = try GuestProgram.build("ticker")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-qmp-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let socket = dir.appendingPathComponent("qmp.sock").path
+        let serial = dir.appendingPathComponent("serial.log").path
+        let swemu = Process()
+        swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
+        swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-display", "none", "-name", "ticker",
+                           "-serial", "file:\(serial)", "-qmp", "unix:\(socket),server=on,wait=off"]
+        swemu.standardInput = FileHandle.nullDevice
+        try swemu.run()
+        defer { if swemu.isRunning { swemu.terminate() } }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("qmp_machine.py").path
+        let client = try GuestProgram.run(Self.python, Self.pythonArguments + [script, socket, serial], timeout: 120)
+        #expect(client.status == 0, "\(client.output)")
+        #expect(!client.output.contains("FAIL"), "\(client.output)")
+        // quit ends swemu with status 0.
+        let deadline = Date().addingTimeInterval(10)
+        while swemu.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!swemu.isRunning)
+        #expect(swemu.terminationStatus == 0)
+    }
+}

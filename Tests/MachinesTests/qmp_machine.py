@@ -1,0 +1,104 @@
+"""Drives a running swemu (the ticker guest program) with QEMU's own Python QMP client.
+
+Usage: qmp_machine.py SOCKET SERIAL_LOG. Prints one line per check ("ok ..." or "FAIL ...")
+and exits non-zero when a check fails. Run by MachinesTests/MonitorTests.
+"""
+import asyncio
+import os
+import sys
+
+from qemu.qmp import QMPClient
+
+failures = []
+
+
+def check(condition, what):
+    print(("ok " if condition else "FAIL ") + what, flush=True)
+    if not condition:
+        failures.append(what)
+
+
+def ticks(path):
+    with open(path, "rb") as f:
+        return f.read().count(b"tick ")
+
+
+async def next_event(qmp, name, timeout=10):
+    async def wait():
+        async for event in qmp.events:
+            if event["event"] == name:
+                return event
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def main(socket, serial):
+    qmp = QMPClient("swemu-test")
+    for _ in range(100):
+        try:
+            await qmp.connect(socket)
+            break
+        except (OSError, ConnectionError):
+            await asyncio.sleep(0.1)
+    check(qmp.greeting is not None, "greeting and negotiation")
+    status = await qmp.execute("query-status")
+    check(status["status"] == "running" and status["running"], f"query-status running: {status}")
+    check((await qmp.execute("query-name")) == {"name": "ticker"}, "query-name")
+    cpus = await qmp.execute("query-cpus-fast")
+    check(len(cpus) == 1 and cpus[0]["target"] == "riscv64", f"query-cpus-fast: {cpus}")
+    machines = await qmp.execute("query-machines")
+    check(any(m["name"] == "virt" for m in machines), "query-machines lists virt")
+    commands = {c["name"] for c in await qmp.execute("query-commands")}
+    check({"stop", "cont", "quit", "system_reset", "human-monitor-command"} <= commands, "query-commands")
+    check("qemu" in (await qmp.execute("query-version")), "query-version")
+    check(isinstance(await qmp.execute("query-chardev"), list), "query-chardev")
+    check(isinstance(await qmp.execute("query-block"), list), "query-block")
+
+    # The guest prints; stop freezes it, cont resumes it.
+    for _ in range(100):
+        if ticks(serial) >= 5:
+            break
+        await asyncio.sleep(0.05)
+    check(ticks(serial) >= 5, "the guest is printing")
+    await qmp.execute("stop")
+    await next_event(qmp, "STOP")
+    check((await qmp.execute("query-status"))["status"] == "paused", "query-status paused")
+    frozen = ticks(serial)
+    await asyncio.sleep(0.8)
+    check(ticks(serial) == frozen, f"no output while stopped ({frozen} -> {ticks(serial)})")
+    registers = await qmp.execute("human-monitor-command", {"command-line": "info registers"})
+    check(" pc " in registers, "human-monitor-command info registers")
+    dump = await qmp.execute("human-monitor-command", {"command-line": "xp /2xw 0x80000000"})
+    check(dump.startswith("0000000080000000:"), f"xp: {dump!r}")
+    await qmp.execute("cont")
+    await next_event(qmp, "RESUME")
+    for _ in range(100):
+        if ticks(serial) > frozen + 3:
+            break
+        await asyncio.sleep(0.05)
+    check(ticks(serial) > frozen + 3, "output resumes after cont")
+    with open(serial, "rb") as f:
+        check(b"clock jumped" not in f.read(), "guest time did not jump over the stop")
+
+    # Bad input keeps the monitor serving.
+    try:
+        await qmp.execute("no-such-command")
+        check(False, "unknown command refused")
+    except Exception as error:  # qemu.qmp raises ExecuteError
+        check("CommandNotFound" in str(getattr(error, "error_class", "")) or "not been found" in str(error),
+              f"unknown command refused: {error}")
+    check((await qmp.execute("query-status"))["running"], "still serving after an error")
+
+    await qmp.execute("system_reset")
+    event = await next_event(qmp, "RESET")
+    check(event["data"]["guest"] is False, f"RESET event: {event}")
+    await qmp.execute("system_powerdown")
+    await next_event(qmp, "POWERDOWN")
+    check(True, "POWERDOWN event")
+    await qmp.execute("quit")
+    event = await next_event(qmp, "SHUTDOWN")
+    check(event["data"] == {"guest": False, "reason": "host-qmp-quit"}, f"SHUTDOWN event: {event}")
+    await qmp.disconnect()
+
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+sys.exit(1 if failures else 0)
