@@ -355,7 +355,9 @@ public final class RISCVBoard: @unchecked Sendable {
     /// thread calls `interrupt()`.
     public func run() -> Exit {
         while true {
-            let reason = hart.run(budget: htif == nil ? 1_000_000 : 20_000)
+            // HTIF is polled between slices: short ones on spike keep its console (one
+            // character per tohost round trip) fast.
+            let reason = hart.run(budget: htif == nil ? 1_000_000 : 2_000)
             if let htif, let code = htif.poll() {
                 return .powerOff(exitCode: code)
             }

@@ -98,6 +98,7 @@ public enum Disassembler {
         case .addi where d.rs1 == 0: return "li\t\(rd),\(d.imm)"
         case .addi where d.imm == 0: return "mv\t\(rd),\(rs1)"
         case .addiw where d.imm == 0: return "sext.w\t\(rd),\(rs1)"
+        case .add where d.rs1 == 0: return "mv\t\(rd),\(rs2)"  // c.mv expands to add rd, x0, rs2
         case .xori where d.imm == -1: return "not\t\(rd),\(rs1)"
         case .sltiu where d.imm == 1: return "seqz\t\(rd),\(rs1)"
         case .sub where d.rs1 == 0: return "neg\t\(rd),\(rs2)"
