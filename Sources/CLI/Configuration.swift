@@ -319,6 +319,10 @@ struct ConfigurationBuilder {
                 throw CLIError(option: "-serial", "chardev '\(id)' is not defined (define it with -chardev ...,id=\(id))")
             }
         }
+        if config.machine.name == "none", let monitor = config.monitors.first {
+            throw CLIError(option: monitor.mode == .control ? "-qmp" : "-monitor",
+                           "machine 'none' has nothing for a monitor to control; use -M virt or -M spike")
+        }
         for monitor in config.monitors {
             if case .chardev(let id) = monitor.target, !config.chardevs.contains(where: { $0.id == id }) {
                 throw CLIError(option: monitor.mode == .control ? "-qmp" : "-monitor",

@@ -173,6 +173,7 @@ import Testing
         #expect(c.monitors[2].target == .chardev(id: "m0"))
         #expect(c.startPaused)
         #expect(try config(virt + ["-monitor", "none"]).noDefaultMonitor)
+        #expect(error(["-M", "none", "-qmp", "unix:/tmp/q.sock,server=on,wait=off"]).contains("nothing for a monitor to control"))
         #expect(error(virt + ["-mon", "chardev=nope"]).contains("chardev 'nope' is not defined"))
         #expect(error(virt + ["-mon", "chardev=m0,mode=fancy", "-chardev", "null,id=m0"]).contains("accepted: readline, control"))
     }
