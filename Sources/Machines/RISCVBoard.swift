@@ -175,7 +175,13 @@ public final class RISCVBoard: @unchecked Sendable {
             }
             htif = nil
             let (targets, blob) = try RISCVBoard.loadVirt(config, memory: memory) { (initrd) throws(SystemError) in
-                if let dtb = config.dtb { return try FileDescriptor.readWholeFile(dtb) }
+                if let dtb = config.dtb {
+                    // An untrusted blob: refuse a malformed one here with what is wrong, rather
+                    // than let firmware or the kernel trip over it.
+                    let blob = try FileDescriptor.readWholeFile(dtb, limit: 2 << 20)
+                    _ = try DeviceTree(dtb: blob, name: "-dtb \(dtb)")
+                    return blob
+                }
                 return VirtDeviceTree(ramSize: config.ramSize, bootargs: config.append, initrd: initrd,
                                       virtioSlots: virtioSlots).blob()
             }
@@ -225,7 +231,7 @@ public final class RISCVBoard: @unchecked Sendable {
         var firmwareEnd = Layout.ram
         var targets = BootTargets(start: Layout.ram)
         if case .file(let path) = config.firmware {
-            let firmware = try FileDescriptor.readWholeFile(path)
+            let firmware = try FileDescriptor.readWholeFile(path, limit: config.ramSize)
             if ELFFile.isELF(firmware) {
                 let elf = try loadELF(path, into: memory)
                 targets.start = elf.entry
@@ -237,7 +243,7 @@ public final class RISCVBoard: @unchecked Sendable {
         }
         var kernelEnd = firmwareEnd
         if let kernel = config.kernel {
-            var bytes = try FileDescriptor.readWholeFile(kernel)
+            var bytes = try FileDescriptor.readWholeFile(kernel, limit: config.ramSize)
             if Gzip.isGzip(bytes) { bytes = try Gzip.decompress(bytes, name: "-kernel \(kernel)") }
             if ELFFile.isELF(bytes) {
                 let elf = try loadELF(kernel, into: memory)
@@ -264,7 +270,7 @@ public final class RISCVBoard: @unchecked Sendable {
         var initrdRange: (UInt64, UInt64)?
         if let initrd = config.initrd {
             guard config.kernel != nil else { throw .configuration("-initrd needs -kernel") }
-            let bytes = try FileDescriptor.readWholeFile(initrd)
+            let bytes = try FileDescriptor.readWholeFile(initrd, limit: config.ramSize)
             let start = targets.kernel + min(config.ramSize / 2, 128 << 20)
             guard start >= kernelEnd, start + UInt64(bytes.count) <= ramEnd else {
                 throw .configuration("-initrd \(initrd) (\(bytes.count) bytes) does not fit in guest RAM above the kernel; use a larger -m")
@@ -313,7 +319,7 @@ public final class RISCVBoard: @unchecked Sendable {
 
     /// Loads an ELF program's segments into RAM.
     static func loadELF(_ path: String, into memory: GuestMemory) throws(SystemError) -> ELFFile {
-        let bytes = try FileDescriptor.readWholeFile(path)
+        let bytes = try FileDescriptor.readWholeFile(path, limit: memory.totalSize)
         let elf = try ELFFile(bytes: bytes, name: path)
         guard elf.machine == ELFFile.machineRISCV else {
             throw .configuration("\(path): ELF machine \(elf.machine) is not RISC-V (243)")

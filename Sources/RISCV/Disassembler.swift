@@ -27,6 +27,8 @@ public enum Disassembler {
         .slli: "sll", .srli: "srl", .srai: "sra", .addiw: "addw", .slliw: "sllw", .srliw: "srlw", .sraiw: "sraw",
         .rori: "ror", .roriw: "rorw", .bclri: "bclr", .bexti: "bext", .binvi: "binv", .bseti: "bset",
     ]
+    /// Exact conversions ignore rm; objdump leaves it out for them, as for dynamic.
+    static let exactConversions: Set<Op> = [.fcvt_d_s, .fcvt_d_w, .fcvt_d_wu]
     /// objdump's names in frflags/fsflags, frrm/fsrm, frcsr/fscsr.
     static let fpCSR = ["", "flags", "rm", "csr"]
     static let roundingModes = ["rne", "rtz", "rdn", "rup", "rmm", "", "", "dyn"]
@@ -73,9 +75,9 @@ public enum Disassembler {
         if entry.format == .atomic || entry.format == .loadReserved {
             mnemonic += (d.rm & 2 != 0 ? ".aq" : "") + (d.rm & 1 != 0 ? ".rl" : "")
         }
-        // Exact conversions ignore rm; objdump leaves it out for them, as for dynamic.
-        let exact: Set<Op> = [.fcvt_d_s, .fcvt_d_w, .fcvt_d_wu]
-        if entry.hasRoundingMode && d.rm != 7 && d.rm < 5 && !exact.contains(d.op) { operands += "," + roundingModes[Int(d.rm)] }
+        if entry.hasRoundingMode && d.rm != 7 && d.rm < 5 && !exactConversions.contains(d.op) {
+            operands += "," + roundingModes[Int(d.rm)]
+        }
         return operands.isEmpty ? mnemonic : mnemonic + "\t" + operands
     }
 

@@ -452,7 +452,8 @@ extension Hart {
 }
 
 extension String {
-    func leftPadded(to width: Int, with pad: Character = "0") -> String {
+    /// Zero-padded on the left to `width` characters (register dumps, addresses).
+    package func leftPadded(to width: Int, with pad: Character = "0") -> String {
         count >= width ? self : String(repeating: pad, count: width - count) + self
     }
 

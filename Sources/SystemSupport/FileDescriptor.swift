@@ -24,14 +24,18 @@ public struct FileDescriptor: ~Copyable, Sendable {
         return FileDescriptor(owning: fd)
     }
 
-    /// Reads the file at `path` whole (kernels, firmware, device trees: small enough to hold).
-    public static func readWholeFile(_ path: String) throws(SystemError) -> [UInt8] {
+    /// Reads the file at `path` whole (kernels, firmware, device trees), refusing files larger
+    /// than `limit` bytes: `-kernel /dev/zero` must be an error, not an endless read.
+    public static func readWholeFile(_ path: String, limit: UInt64) throws(SystemError) -> [UInt8] {
         let fd = try FileDescriptor.open(path, O_RDONLY)
         var result: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let n = try buffer.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try fd.read(into: b) } }.get()
             guard let n, n > 0 else { break }
+            guard UInt64(result.count + n) <= limit else {
+                throw SystemError(.configuration, "'\(path)' is larger than \(limit) bytes, more than fits where it goes")
+            }
             result += buffer[0..<n]
         }
         return result

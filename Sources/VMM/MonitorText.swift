@@ -1,11 +1,12 @@
 import DeviceModel
 import GuestMemory
 import Machines
+import QMP
 import RISCV
 
 /// The human monitor's machine views, in QEMU's layout: `info mtree`, `info qtree`, `x`/`xp`.
 enum MonitorText {
-    static func hex16(_ v: UInt64) -> String { String(v, radix: 16).leftPadded(16) }
+    static func hex16(_ v: UInt64) -> String { String(v, radix: 16).leftPadded(to: 16) }
 
     static func memoryTree(_ board: RISCVBoard) -> String {
         let out = "address-space: memory\n  0000000000000000-ffffffffffffffff (prio 0, i/o): system\n"
@@ -28,90 +29,53 @@ enum MonitorText {
     }
 
     /// `x /fmt addr` (virtual, through the hart's current translation) and `xp /fmt addr`
-    /// (physical). fmt = [count][format][size]: formats x d u o c i, sizes b h w g (QEMU's).
-    static func memoryDump(_ words: [String], board: RISCVBoard) -> String {
-        let physical = words[0] == "xp"
-        var count = 1
-        var format: Character = "x"
-        var size = 4
-        var rest = words.dropFirst()
-        if let spec = rest.first, spec.hasPrefix("/") {
-            rest = rest.dropFirst()
-            var digits = ""
-            for c in spec.dropFirst() {
-                if c.isNumber { digits.append(c) } else if "xduocis".contains(c) { format = c } else if let s = ["b": 1, "h": 2, "w": 4, "g": 8][String(c)] {
-                    size = s
-                } else {
-                    return "invalid char in format: '\(c)'\n"
-                }
+    /// (physical). The syntax, expressions (`$pc + 4`) and QEMU's layout are `MemoryDump`'s;
+    /// this supplies the bytes, the registers, and the disassembly for format `i`.
+    static func memoryDump(_ line: String, board: RISCVBoard) -> String {
+        var defaults = MemoryDump.Defaults()
+        let dump: MemoryDump
+        let start: UInt64
+        do {
+            dump = try MemoryDump.parse(line: line, defaults: &defaults)
+            start = try dump.address.evaluate { register($0, board.hart) }
+        } catch {
+            return error.message + "\n"
+        }
+        func read(_ address: UInt64, _ count: Int) -> [UInt8]? {
+            var bytes: [UInt8] = []
+            for i in 0..<count {
+                // Byte by byte: a unit may straddle pages that translate differently.
+                let virtual = address &+ UInt64(i)
+                guard let pa = dump.physical ? virtual : board.hart.debugTranslate(virtual),
+                      let byte = try? board.memory.read(UInt8.self, at: GuestAddress(pa)) else { return nil }
+                bytes.append(byte)
             }
-            count = Int(digits) ?? 1
+            return bytes
         }
-        guard let addressText = rest.first else { return "\(words[0]): address expected\n" }
-        guard let start = parseNumber(addressText) ?? register(addressText, board.hart) else {
-            return "invalid address '\(addressText)'\n"
-        }
-        count = max(1, min(count, 4096))
-        func translate(_ v: UInt64) -> UInt64? { physical ? v : board.hart.debugTranslate(v) }
+        guard dump.format == "i" else { return dump.render(at: start, read: read) }
+        func halfword(_ address: UInt64) -> UInt16? { read(address, 2).map { UInt16($0[0]) | UInt16($0[1]) << 8 } }
         var out = ""
-        if format == "i" {
-            var pc = start
-            for _ in 0..<count {
-                guard let pa = translate(pc), let low = try? board.memory.read(UInt16.self, at: GuestAddress(pa)) else {
-                    return out + "Cannot access memory\n"
-                }
-                var insn: DecodedInstruction
-                if low & 3 == 3 {
-                    guard let pa2 = translate(pc &+ 2), let high = try? board.memory.read(UInt16.self, at: GuestAddress(pa2)) else {
-                        return out + "Cannot access memory\n"
-                    }
-                    insn = Decoder.shared.decode32(UInt32(low) | UInt32(high) << 16)
-                } else {
-                    insn = Decoder.shared.decodeCompressed(low)
-                }
-                out += "0x\(hex16(pc)):  \(Disassembler.text(insn, pc: pc).replacingTabs())\n"
-                pc &+= UInt64(insn.length)
+        var pc = start
+        for _ in 0..<min(dump.count, 4096) {
+            guard let low = halfword(pc) else { return out + "Cannot access memory\n" }
+            let insn: DecodedInstruction
+            if low & 3 == 3 {
+                guard let high = halfword(pc &+ 2) else { return out + "Cannot access memory\n" }
+                insn = Decoder.shared.decode32(UInt32(low) | UInt32(high) << 16)
+            } else {
+                insn = Decoder.shared.decodeCompressed(low)
             }
-            return out
+            out += "0x\(hex16(pc)):  \(String(Disassembler.text(insn, pc: pc).map { $0 == "\t" ? " " : $0 }))\n"
+            pc &+= UInt64(insn.length)
         }
-        let perLine = max(1, 16 / size)
-        for i in 0..<count {
-            let address = start &+ UInt64(i * size)
-            if i % perLine == 0 { out += (i == 0 ? "" : "\n") + "\(hex16(address)):" }
-            guard let pa = translate(address), let bytes = try? board.memory.readBytes(at: GuestAddress(pa), count: size) else {
-                return out + "\nCannot access memory\n"
-            }
-            let value = bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-            switch format {
-            case "d":
-                let shift = UInt64(64 - 8 * size)
-                out += " \(Int64(bitPattern: value << shift) >> Int64(shift))"
-            case "u": out += " \(value)"
-            case "o": out += " 0" + String(value, radix: 8)
-            case "c": out += " '" + (value >= 32 && value < 127 ? String(UnicodeScalar(UInt8(value))) : "\\x" + String(value, radix: 16)) + "'"
-            default: out += " 0x" + String(value, radix: 16).leftPadded(size * 2)
-            }
-        }
-        return out + "\n"
+        return out
     }
 
-    /// `$pc`, `$sp`, `$a0`, `$x5`: the hart's registers, as QEMU's monitor expressions allow.
-    static func register(_ text: String, _ hart: Hart) -> UInt64? {
-        guard text.hasPrefix("$") else { return nil }
-        let name = text.dropFirst()
+    /// `$pc`, `$sp`, `$a0`, `$x5`: the hart's registers, by the names QEMU's monitor uses.
+    static func register(_ name: String, _ hart: Hart) -> UInt64? {
         if name == "pc" { return hart.state.pointee.pc }
-        if let index = Disassembler.integerRegisterNames.firstIndex(of: String(name)) { return hart.state.pointee.x[index] }
+        if let index = Disassembler.integerRegisterNames.firstIndex(of: name) { return hart.state.pointee.x[index] }
         if name.hasPrefix("x"), let index = Int(name.dropFirst()), (0..<32).contains(index) { return hart.state.pointee.x[index] }
         return nil
     }
-
-    static func parseNumber(_ text: String) -> UInt64? {
-        if text.hasPrefix("0x") || text.hasPrefix("0X") { return UInt64(text.dropFirst(2), radix: 16) }
-        return UInt64(text)
-    }
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
-    func replacingTabs() -> String { String(map { $0 == "\t" ? " " : $0 }) }
 }

@@ -232,7 +232,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         case ("info", "qtree"):
             return perform { MonitorText.deviceTree($0) }
         case ("x", _), ("xp", _):
-            return perform { board in MonitorText.memoryDump(words, board: board) }
+            return perform { board in MonitorText.memoryDump(line, board: board) }
         default:
             return nil
         }

@@ -17,7 +17,7 @@ final class TempFile {
     }
     deinit { unlink(path) }
 
-    func contents() -> [UInt8] { try! FileDescriptor.readWholeFile(path) }
+    func contents() -> [UInt8] { try! FileDescriptor.readWholeFile(path, limit: 1 << 30) }
 }
 
 func pattern(_ count: Int, seed: UInt8 = 0) -> [UInt8] {

@@ -426,7 +426,7 @@ final class TempFile {
     }
     deinit { unlink(path) }
 
-    func contents() -> [UInt8] { try! FileDescriptor.readWholeFile(path) }
+    func contents() -> [UInt8] { try! FileDescriptor.readWholeFile(path, limit: 1 << 30) }
 }
 
 func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
