@@ -38,10 +38,12 @@ let package = Package(
                 swiftSettings: strict),
         // QMP and the human monitor: protocol codecs with no I/O, and the servers on chardevs.
         .target(name: "QMP", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
-        // Runs a board's vCPU and serves the command channel the monitors use.
-        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GuestMemory", "Machines", "QMP", "RISCV", "SystemSupport"],
+        // The GDB remote serial protocol: a codec with no I/O, and the server on a chardev.
+        .target(name: "GDBStub", dependencies: ["DeviceModel"], swiftSettings: strict),
+        // Runs a board's vCPU and serves the command channel the monitors and debuggers use.
+        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "RISCV", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
+        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
@@ -62,6 +64,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
+        .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["CLI"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],

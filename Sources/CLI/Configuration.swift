@@ -36,6 +36,8 @@ struct SystemConfiguration: Sendable {
     var noDefaultMonitor = false
     /// `-S`: start with the CPU stopped.
     var startPaused = false
+    /// `-gdb DEV` / `-s`: where the GDB stub listens.
+    var gdb: ChardevSpec.Target?
     var debugItems: DebugLog.Category = []
     var logFile: String?
 }
@@ -63,8 +65,6 @@ enum Action: Sendable {
 /// refused with one line (never silently ignored) until the work that brings it lands.
 private let notYetAvailable: [String: String] = [
     "netdev": "network backends are not available in this build yet",
-    "s": "the GDB stub is not available in this build yet",
-    "gdb": "the GDB stub is not available in this build yet",
     "loadvm": "snapshots are not available in this build yet",
     "incoming": "migration is not available in this build yet",
 ]
@@ -171,6 +171,10 @@ struct ConfigurationBuilder {
                 config.monitors.append(MonitorSpec(target: .chardev(id: id), mode: mode))
             case "S":
                 config.startPaused = true
+            case "s":
+                config.gdb = try gdbDevice("tcp::1234", option: flag)
+            case "gdb":
+                config.gdb = try gdbDevice(value, option: flag)
             case "drive":
                 config.drives.append(try wrap(flag) { () throws(SystemError) in try DriveSpec(parsing: value) })
             case "device":
@@ -319,6 +323,10 @@ struct ConfigurationBuilder {
                 throw CLIError(option: "-serial", "chardev '\(id)' is not defined (define it with -chardev ...,id=\(id))")
             }
         }
+        if config.gdb != nil && (config.machine.name == "none" || target != .riscv64) {
+            throw CLIError(option: "-gdb", target == .riscv64 ? "machine 'none' has no CPU to debug; use -M virt or -M spike"
+                : "the GDB stub debugs riscv64 machines; debugging \(target.rawValue) guests is not available yet")
+        }
         if config.machine.name == "none", let monitor = config.monitors.first {
             throw CLIError(option: monitor.mode == .control ? "-qmp" : "-monitor",
                            "machine 'none' has nothing for a monitor to control; use -M virt or -M spike")
@@ -333,6 +341,19 @@ struct ConfigurationBuilder {
             let text = config.displayNone && !config.nographic ? "null" : "mon:stdio"
             config.serials = [try wrap("-serial") { () throws(SystemError) in try ChardevSpec.parse(shortForm: text, option: "-serial") }]
         }
+    }
+
+    /// `-gdb DEV`: a chardev short form (`tcp::1234`, `unix:PATH`, `chardev:ID`, `none`).
+    /// Sockets listen without waiting for the debugger, as QEMU makes them (gdbserver_start
+    /// adds server=on,wait=off to tcp:); swemu does the same for unix:.
+    private func gdbDevice(_ text: String, option: String) throws(CLIError) -> ChardevSpec.Target? {
+        var device = text
+        if (text.hasPrefix("tcp:") || text.hasPrefix("unix:")) && !text.contains(",server") {
+            device += ",server=on,wait=off"
+        }
+        let target = try wrap(option) { () throws(SystemError) in try ChardevSpec.parse(shortForm: device, option: option) }
+        if case .none = target { return nil }
+        return target
     }
 
     /// `-m [size=]megs[,slots=n,maxmem=size]`; a plain number is MiB.

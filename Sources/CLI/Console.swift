@@ -14,6 +14,8 @@ final class Console: Sendable {
     /// monitor that `mon:stdio` (the -nographic default) shares with the serial port, reached
     /// with Ctrl-A c.
     let monitors: [(mode: MonitorSpec.Mode, backend: any CharBackend, focus: FocusRelay?)]
+    /// The GDB stub's backend (`-gdb`, `-s`).
+    let gdb: (any CharBackend)?
 
     /// `quit` is Ctrl-A x, `commit` Ctrl-A s (write -snapshot disks back).
     init(config: SystemConfiguration, loop: EventLoop, quit: @escaping @Sendable () -> Void,
@@ -62,6 +64,19 @@ final class Console: Sendable {
                     devices.append(device)
                     monitors.append((monitor.mode, try device.claim(for: "monitor\(index)"), nil))
                 }
+            }
+            switch config.gdb {
+            case nil, .none?:
+                gdb = nil
+            case .chardev(let id)?:
+                guard let device = devices.first(where: { $0.id == id }) else {
+                    throw SystemError.configuration("-gdb: chardev '\(id)' is not defined")
+                }
+                gdb = try device.claim(for: "gdb")
+            case .new(let spec, _)?:
+                let device = try CharDevice.open(spec, loop: loop, quit: quit, commit: commit)
+                devices.append(device)
+                gdb = try device.claim(for: "gdb")
             }
             self.devices = devices
             self.serials = serials

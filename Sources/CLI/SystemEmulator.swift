@@ -1,6 +1,7 @@
 import Chardev
 import DeviceModel
 import Dispatch
+import GDBStub
 import Glibc
 import GuestMemory
 import Machines
@@ -89,7 +90,11 @@ public enum SystemEmulator {
                     return server
                 }
             }
-            defer { withExtendedLifetime(servers) {} }
+            let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
+            defer {
+                debugger?.close()
+                withExtendedLifetime(servers) {}
+            }
             quit.onFire { vm.quitFromConsole() }
             commit.onFire {
                 let report = vm.commitSnapshots()

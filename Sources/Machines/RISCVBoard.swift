@@ -355,6 +355,10 @@ public final class RISCVBoard: @unchecked Sendable {
         case reset
         /// `interrupt()` was called: the VMM has a request to serve; call `run` again after.
         case interrupted
+        /// A debugger's breakpoint or watchpoint stopped the hart before an instruction.
+        case debugStop(DebugStop)
+        /// `step()` executed its instruction.
+        case stepped
     }
 
     /// Runs the hart on the calling thread until the guest powers off or resets, or another
@@ -364,16 +368,32 @@ public final class RISCVBoard: @unchecked Sendable {
             // HTIF is polled between slices: short ones on spike keep its console (one
             // character per tohost round trip) fast.
             let reason = hart.run(budget: htif == nil ? 1_000_000 : 2_000)
-            if let htif, let code = htif.poll() {
-                return .powerOff(exitCode: code)
-            }
-            rtc?.poll()
-            let e = events.value.load(ordering: .sequentiallyConsistent)
-            if e & 1 != 0 { return .powerOff(exitCode: Int32(truncatingIfNeeded: e >> 1)) }
-            if e == 2 { return .reset }
+            if let exit = pollEvents() { return exit }
+            if reason == .debugStop, let stop = hart.lastDebugStop { return .debugStop(stop) }
             if events.interrupted.exchange(false, ordering: .sequentiallyConsistent) { return .interrupted }
             if reason == .waitingForInterrupt { hart.waitForInterrupt() }
         }
+    }
+
+    /// Executes one instruction for a debugger (`Hart.step`): `.stepped`, or the watchpoint
+    /// that held the instruction back, or the power-off/reset the instruction caused.
+    public func step() -> Exit {
+        let stop = hart.step()
+        if let exit = pollEvents() { return exit }
+        if let stop { return .debugStop(stop) }
+        return .stepped
+    }
+
+    /// The devices polled between slices (HTIF, RTC) and the power-off/reset requests.
+    private func pollEvents() -> Exit? {
+        if let htif, let code = htif.poll() {
+            return .powerOff(exitCode: code)
+        }
+        rtc?.poll()
+        let e = events.value.load(ordering: .sequentiallyConsistent)
+        if e & 1 != 0 { return .powerOff(exitCode: Int32(truncatingIfNeeded: e >> 1)) }
+        if e == 2 { return .reset }
+        return nil
     }
 
     /// Makes `run` return `.interrupted` soon (from any thread): the VMM's command channel.

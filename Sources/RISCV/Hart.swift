@@ -24,6 +24,9 @@ public enum StopReason: Equatable, Sendable {
     case waitingForInterrupt
     /// Someone called `requestStop()` (pause, shutdown, reset).
     case stopRequested
+    /// A debugger's breakpoint or watchpoint was hit before the instruction at pc ran;
+    /// `Hart.lastDebugStop` says which.
+    case debugStop
 }
 
 /// A direct-mapped software TLB entry (DESIGN.md §7). `tag` is the virtual page number shifted
@@ -89,6 +92,14 @@ public final class Hart: @unchecked Sendable {
     let stopRequestFlag = Atomic<Bool>(false)
     /// Written by interrupt sources to wake a hart sleeping in WFI.
     let wakeup: Wakeup
+
+    // Debugger state (Hart+Debug.swift); touched only by the vCPU thread, like `state`.
+    /// Breakpoint addresses (virtual, compared with pc before each instruction); the value says
+    /// whether a software (Z0) and/or hardware (Z1) breakpoint sits there.
+    var breakpoints: [UInt64: BreakpointKinds] = [:]
+    var watchpoints: [Watchpoint] = []
+    /// Why `run` last returned `.debugStop`.
+    public internal(set) var lastDebugStop: DebugStop?
 
     public init(hartID: UInt64 = 0, memory: PhysicalMemory, timeBase: TimeBase) throws(SystemError) {
         state = .allocate(capacity: 1)

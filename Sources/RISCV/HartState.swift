@@ -166,6 +166,10 @@ public struct HartState {
     var endChunk = false
     /// WFI found nothing pending: `run` returns `.waitingForInterrupt`.
     var waiting = false
+    /// A debugger set breakpoints (pc is checked before each instruction) or watchpoints
+    /// (data accesses take the slow path, which checks them). Both false in normal runs.
+    var checkBreakpoints = false
+    var checkWatchpoints = false
 
     public init() {}
 }

@@ -8,7 +8,7 @@ extension Hart {
     public func run(budget: Int) -> StopReason {
         let s = state
         var remaining = budget
-        let tracing = DebugLog.isEnabled(.execution) || DebugLog.isEnabled(.instructions) || DebugLog.isEnabled(.cpuState)
+        let tracing = Hart.isTracing
         while remaining > 0 {
             if stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
             updateTimerInterrupts()
@@ -28,28 +28,18 @@ extension Hart {
             var slots = UnsafeMutablePointer<DecodedInstruction>(bitPattern: 8)!  // replaced before use
             while executed < chunk && !s.pointee.endChunk {
                 let pc = s.pointee.pc
+                if s.pointee.checkBreakpoints, let kinds = breakpoints[pc] {
+                    lastDebugStop = .breakpoint(pc: pc, kinds: kinds)
+                    return .debugStop
+                }
                 do {
                     if pc & ~(Hart.pageSize - 1) != cachedPage {
                         slots = try decodedPageForFetch(pc)
                         cachedPage = pc & ~(Hart.pageSize - 1)
                     }
-                    let slot = slots + Int((pc & (Hart.pageSize - 1)) >> 1)
-                    var insn = slot.pointee
-                    if insn.length == 0 {
-                        insn = try decoder.decode(low: fetch16(pc)) { () throws(Trap) -> UInt16 in try fetch16(pc &+ 2) }
-                        // An instruction that runs into the next page is decoded each time.
-                        if (pc & (Hart.pageSize - 1)) + UInt64(insn.length) <= Hart.pageSize { slot.pointee = insn }
-                    }
-                    if tracing { trace(insn, pc: pc) }
-                    try execute(insn, pc: pc)
-                    if s.pointee.mcountinhibit == 0 {
-                        s.pointee.mcycle &+= 1
-                        s.pointee.minstret &+= 1
-                    } else {
-                        if s.pointee.mcountinhibit & 1 == 0 { s.pointee.mcycle &+= 1 }
-                        if s.pointee.mcountinhibit & 4 == 0 { s.pointee.minstret &+= 1 }
-                    }
+                    try executeInstruction(at: pc, slots: slots, tracing: tracing)
                 } catch {
+                    if error.cause == Trap.debugStopCause { return .debugStop }
                     takeTrap(error, pc: pc)
                     cachedPage = .max
                 }
@@ -62,6 +52,34 @@ extension Hart {
             }
         }
         return .budgetExhausted
+    }
+
+    /// Whether `-d exec,in_asm,cpu` asked for a line per instruction.
+    static var isTracing: Bool {
+        DebugLog.isEnabled(.execution) || DebugLog.isEnabled(.instructions) || DebugLog.isEnabled(.cpuState)
+    }
+
+    /// Decodes (through `slots`, the decoded page holding pc) and executes the instruction at
+    /// `pc`, counting it in mcycle/minstret.
+    @inline(__always)
+    func executeInstruction(at pc: UInt64, slots: UnsafeMutablePointer<DecodedInstruction>, tracing: Bool) throws(Trap) {
+        let s = state
+        let slot = slots + Int((pc & (Hart.pageSize - 1)) >> 1)
+        var insn = slot.pointee
+        if insn.length == 0 {
+            insn = try decoder.decode(low: fetch16(pc)) { () throws(Trap) -> UInt16 in try fetch16(pc &+ 2) }
+            // An instruction that runs into the next page is decoded each time.
+            if (pc & (Hart.pageSize - 1)) + UInt64(insn.length) <= Hart.pageSize { slot.pointee = insn }
+        }
+        if tracing { trace(insn, pc: pc) }
+        try execute(insn, pc: pc)
+        if s.pointee.mcountinhibit == 0 {
+            s.pointee.mcycle &+= 1
+            s.pointee.minstret &+= 1
+        } else {
+            if s.pointee.mcountinhibit & 1 == 0 { s.pointee.mcycle &+= 1 }
+            if s.pointee.mcountinhibit & 4 == 0 { s.pointee.minstret &+= 1 }
+        }
     }
 
     private func trace(_ insn: DecodedInstruction, pc: UInt64) {

@@ -192,6 +192,9 @@ extension Hart {
     /// Translates, checks PMP and, for RAM pages PMP treats uniformly, fills the TLB.
     /// Returns the physical address and the host pointer when it is RAM.
     func resolve(_ vaddr: UInt64, size: UInt64, _ access: AccessType, key: UInt64) throws(Trap) -> (UInt64, UnsafeMutableRawPointer?) {
+        // Watchpoints are checked before the access does anything, so the instruction can be
+        // restarted after the debugger has looked (GDB's non-steppable watchpoints).
+        if state.pointee.checkWatchpoints && access != .execute { try checkWatchpoints(vaddr, size: size, access) }
         let physical = try translate(vaddr, access, key: key)
         guard pmpAllows(physical, size: size, access: access, key: key) else {
             throw Trap(access.accessFault, tval: vaddr)
@@ -201,7 +204,8 @@ extension Hart {
             // Not a whole RAM page: MMIO, or RAM whose page is cut (never on our boards).
             return (physical, memory.ram.hostPointer(at: GuestAddress(physical), count: size))
         }
-        if pmpUniform(page: page, access: access, key: key) {
+        // With watchpoints set, data pages stay out of the TLB so every access comes here.
+        if pmpUniform(page: page, access: access, key: key) && !(state.pointee.checkWatchpoints && access != .execute) {
             let vpn = vaddr >> 12
             let entry = tlb + access.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
             entry.pointee.tag = vpn << 2 | key

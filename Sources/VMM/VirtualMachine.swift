@@ -1,6 +1,7 @@
 import Block
 import Dispatch
 import DeviceModel
+import GDBStub
 import Glibc
 import GuestMemory
 import Machines
@@ -44,7 +45,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         }
     }
 
-    private struct State {
+    struct State {
         var runState = "prelaunch"
         var paused: Bool
         var requests: [@Sendable (RISCVBoard) -> Void] = []
@@ -53,10 +54,18 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         var board: RISCVBoard?
         var listeners: [@Sendable (MonitorEvent) -> Void] = []
         var threadID = 0
+        /// The attached debugger's stop listener (GDBTarget).
+        var debugger: (@Sendable (GDBStopEvent) -> Void)?
+        /// The debugger's breakpoints and watchpoints, set again on the board a reset builds.
+        var debugPoints: [GDBPoint] = []
+        /// `resume(step:)` asked for one instruction, then a stop.
+        var stepPending = false
+        /// `run` returned: requests are no longer served.
+        var finished = false
     }
 
     private let setup: Setup
-    private let state: Mutex<State>
+    let state: Mutex<State>
     /// Wakes the vCPU thread while the machine is stopped.
     private let wake = DispatchSemaphore(value: 0)
 
@@ -70,13 +79,27 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     /// Runs the machine on the calling thread until it ends; returns the process exit status.
     public func run() throws(SystemError) -> Int32 {
         state.withLock { $0.threadID = HostThread.currentID() }  // the vCPU thread, for query-cpus-fast
+        defer {
+            // Requests that raced with the end still get their answer (from the stopped
+            // machine, on this thread), so no caller waits forever; later ones get nil.
+            let (requests, board) = state.withLock { s in
+                defer {
+                    s.finished = true
+                    s.requests.removeAll()
+                }
+                return (s.requests, s.board)
+            }
+            if let board { for request in requests { request(board) } }
+        }
         while true {
             let board = try setup.makeBoard()
-            state.withLock { s in
+            let points = state.withLock { s in
                 s.board = board
                 s.hostReset = false
                 s.runState = s.paused ? "paused" : "running"
+                return s.debugPoints
             }
+            for point in points { Self.apply(point, insert: true, to: board.hart) }
             slices: while true {
                 let requests = state.withLock { s in
                     defer { s.requests.removeAll() }
@@ -93,12 +116,21 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                     board.clock.resume()
                     continue
                 }
-                switch board.run() {
+                let step = state.withLock { s in
+                    defer { s.stepPending = false }
+                    return s.stepPending
+                }
+                switch step ? board.step() : board.run() {
                 case .interrupted:
                     continue
+                case .stepped:
+                    debugStop(.stepped(thread: 1))
+                case .debugStop(let stop):
+                    debugStop(Self.stopEvent(stop))
                 case .powerOff(let code):
                     emit(.shutdown(guest: true, reason: "guest-shutdown"))
                     state.withLock { $0.runState = "shutdown" }
+                    emitDebug(.exited(code: code))
                     return code
                 case .reset:
                     emit(.reset(guest: true, reason: "guest-reset"))
@@ -113,10 +145,11 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     }
 
     /// Runs `body` on the vCPU thread and returns its result (the command channel).
-    private func perform<T: Sendable>(_ body: @escaping @Sendable (RISCVBoard) -> T) -> T? {
+    func perform<T: Sendable>(_ body: @escaping @Sendable (RISCVBoard) -> T) -> T? {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<T?>(nil)
         let board = state.withLock { s -> RISCVBoard? in
+            guard !s.finished else { return nil }
             s.requests.append { board in
                 result.withLock { $0 = body(board) }
                 done.signal()
@@ -132,6 +165,22 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     private func emit(_ event: MonitorEvent) {
         for listener in state.withLock({ $0.listeners }) { listener(event) }
+    }
+
+    func emitDebug(_ event: GDBStopEvent) {
+        state.withLock { $0.debugger }?(event)
+    }
+
+
+    /// On the vCPU thread: a breakpoint, watchpoint or step stopped the machine for the
+    /// debugger (QEMU's RUN_STATE_DEBUG).
+    private func debugStop(_ event: GDBStopEvent) {
+        state.withLock { s in
+            s.paused = true
+            s.runState = "debug"
+        }
+        emit(.stop)
+        emitDebug(event)
     }
 
     // MARK: - MonitorTarget
@@ -151,7 +200,11 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         state.withLock { $0.listeners.append(listener) }
     }
 
-    public func stop() {
+    public func stop() { pause() }
+
+    /// Stops a running machine; false if it was not running.
+    @discardableResult
+    func pause() -> Bool {
         let changed = perform { _ in
             self.state.withLock { s -> Bool in
                 guard !s.paused else { return false }
@@ -160,7 +213,10 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                 return true
             }
         }
-        if changed == true { emit(.stop) }
+        guard changed == true else { return false }
+        emit(.stop)
+        emitDebug(.interrupted(thread: 1))
+        return true
     }
 
     public func cont() {
