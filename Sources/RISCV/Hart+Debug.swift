@@ -52,7 +52,11 @@ extension Hart {
     /// Adds a breakpoint at virtual address `pc` (checked before each instruction).
     public func insertBreakpoint(at pc: UInt64, kind: BreakpointKinds) {
         breakpoints[pc, default: []].formUnion(kind)
-        state.pointee.checkBreakpoints = true
+        updateBreakpointFilter()
+    }
+
+    private func updateBreakpointFilter() {
+        state.pointee.breakpointFilter = breakpoints.keys.reduce(0) { $0 | 1 << (($1 >> 1) & 63) }
     }
 
     /// Removes the breakpoint of `kind` at `pc`; false if there was none.
@@ -61,7 +65,7 @@ extension Hart {
         guard var kinds = breakpoints[pc], !kinds.isDisjoint(with: kind) else { return false }
         kinds.subtract(kind)
         breakpoints[pc] = kinds.isEmpty ? nil : kinds
-        state.pointee.checkBreakpoints = !breakpoints.isEmpty
+        updateBreakpointFilter()
         return true
     }
 
@@ -83,7 +87,7 @@ extension Hart {
     public func removeAllDebugPoints() {
         breakpoints.removeAll()
         watchpoints.removeAll()
-        state.pointee.checkBreakpoints = false
+        state.pointee.breakpointFilter = 0
         state.pointee.checkWatchpoints = false
     }
 

@@ -166,9 +166,11 @@ public struct HartState {
     var endChunk = false
     /// WFI found nothing pending: `run` returns `.waitingForInterrupt`.
     var waiting = false
-    /// A debugger set breakpoints (pc is checked before each instruction) or watchpoints
-    /// (data accesses take the slow path, which checks them). Both false in normal runs.
-    var checkBreakpoints = false
+    /// Debugger breakpoints as a filter on pc: bit (pc >> 1) & 63 is set for each breakpoint
+    /// address, so the breakpoint table is looked up for 1/64 of the instructions when one
+    /// breakpoint is set, and never when none is (0).
+    var breakpointFilter: UInt64 = 0
+    /// A debugger set watchpoints: data accesses take the slow path, which checks them.
     var checkWatchpoints = false
 
     public init() {}

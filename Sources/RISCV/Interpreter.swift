@@ -28,7 +28,7 @@ extension Hart {
             var slots = UnsafeMutablePointer<DecodedInstruction>(bitPattern: 8)!  // replaced before use
             while executed < chunk && !s.pointee.endChunk {
                 let pc = s.pointee.pc
-                if s.pointee.checkBreakpoints, let kinds = breakpoints[pc] {
+                if s.pointee.breakpointFilter >> ((pc >> 1) & 63) & 1 != 0, let kinds = breakpoints[pc] {
                     lastDebugStop = .breakpoint(pc: pc, kinds: kinds)
                     return .debugStop
                 }
