@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["CLI"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["CLI", "Chardev"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import Testing
 @testable import CLI
+import Chardev
 
 /// The command line as a QEMU user meets it: help texts, accepted options, and one clear line
 /// for every mistake or not-yet-available feature.
@@ -82,16 +83,33 @@ import Testing
         #expect(error(["-M", "none", "-chardev", "carrier-pigeon,id=a"]).hasPrefix("swemu-system-riscv64: -chardev: "))
     }
 
-    @Test(arguments: ["-netdev", "-gdb", "-loadvm", "-incoming"])
+    @Test(arguments: ["-netdev", "-loadvm", "-incoming"])
     func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
         let line = error(["-M", "none", option, "x"])
         #expect(line.hasPrefix("swemu-system-riscv64: \(option): "))
         #expect(line.contains("not available in this build yet"))
     }
 
-    @Test(arguments: ["-s"])
-    func flagsNotYetAvailableAreRefused(option: String) {
-        #expect(error(["-M", "none", option]).contains("not available in this build yet"))
+    /// -s is -gdb tcp::1234; tcp: and unix: get server=on,wait=off as QEMU's gdbserver_start
+    /// gives tcp:; other short forms are taken as they are.
+    @Test func gdbStubOptions() throws {
+        func gdb(_ args: [String]) throws -> ChardevSpec.Target? { try config(["-M", "virt"] + args).gdb }
+        guard case .new(let s, _)? = try gdb(["-s"]), case .socket(let socket) = s.backend else {
+            Issue.record("-s is not a socket")
+            return
+        }
+        #expect(socket.server && !socket.wait)
+        #expect(try gdb(["-gdb", "tcp::1234"]) == gdb(["-s"]))
+        guard case .new(let u, _)? = try gdb(["-gdb", "unix:/tmp/g.sock"]), case .socket(let unix) = u.backend else {
+            Issue.record("-gdb unix: is not a socket")
+            return
+        }
+        #expect(unix.server && !unix.wait)
+        #expect(try gdb(["-gdb", "none"]) == nil)
+        #expect(try gdb(["-gdb", "tcp::1234", "-gdb", "none"]) == nil)  // the last one wins, as in QEMU
+        #expect(error(["-M", "virt", "-gdb", "x"]).contains("-gdb: 'x' is not supported; accepted:"))
+        #expect(error(["-M", "none", "-s"]).contains("machine 'none' has no CPU to debug"))
+        #expect(error(["-M", "none", "-gdb", "tcp::1"], target: .x86_64).contains("not available yet"))
     }
 
     @Test func memorySizes() throws {
