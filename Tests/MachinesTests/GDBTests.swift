@@ -93,6 +93,14 @@ import Testing
             "continue",
             "echo @WATCHPC\\n", "p/x $pc",
             "delete",
+            "rwatch *(long *)&scratch",
+            "continue",
+            "echo @RWATCHPC\\n", "p/x $pc",
+            "delete",
+            "hbreak *checkpoint",
+            "continue",
+            "echo @HBREAK\\n", "p/x $pc",
+            "delete",
             "detach",
         ], in: dir)
         func after(_ marker: String) -> String {
@@ -112,6 +120,13 @@ import Testing
         #expect(after("A5") == "$8 = 0x5a5a", "\(output)")
         // The watchpoint stops on the store of the first iteration: counter goes 0 -> 1.
         #expect(output.contains("Old value = 0\nNew value = 1"), "\(output)")
+        // The read watchpoint fires on checkpoint's load of scratch (after the 8-byte `la`); the
+        // stub stops before the load, GDB steps over it (RISC-V watchpoints are non-steppable
+        // for GDB) and shows the value read: 0x1234 plus the increment of one more call.
+        #expect(output.contains("Hardware read watchpoint 3: *(long *)&scratch\n\nValue = 4661"), "\(output)")
+        #expect(after("RWATCHPC") == "$10 = 0x\(String(UInt64(checkpoint, radix: 16)! + 12, radix: 16))", "\(output)")
+        #expect(output.contains("Hardware assisted breakpoint 4 at 0x\(checkpoint.drop { $0 == "0" })"), "\(output)")
+        #expect(after("HBREAK") == "$11 = 0x\(checkpoint.drop { $0 == "0" })", "\(output)")
         #expect(output.contains("[Inferior 1 (Remote target) detached]"), "\(output)")
         // Detached, the program runs to its end: it passes, as it does alone.
         #expect(Self.exitStatus(swemu, within: 20) == 0, "\(output)")
