@@ -62,7 +62,8 @@ public enum SystemEmulator {
             let makeBoard: @Sendable () throws(SystemError) -> RISCVBoard = { () throws(SystemError) in
                 var boardConfig = RISCVBoard.Configuration(
                     kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize, firmware: firmware,
-                    kernel: config.kernel, initrd: config.initrd, append: config.append, dtb: config.dtb, serial: serial)
+                    kernel: config.kernel, initrd: config.initrd, append: config.append, dtb: config.dtb, serial: serial,
+                    harts: config.cpus)
                 boardConfig.virtio = virtio
                 return try RISCVBoard(boardConfig)
             }
@@ -79,7 +80,7 @@ public enum SystemEmulator {
                     ($0.name, $0.description, $0.name == config.target.defaultMachine)
                 },
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
-                chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
+                chardevs: console.chardevList, blockDevices: blockDevices(config), harts: config.cpus, makeBoard: makeBoard))
             // The servers live as long as the machine; each serves one client at a time.
             let servers: [any CharFrontend] = console.monitors.map { monitor in
                 switch monitor.mode {

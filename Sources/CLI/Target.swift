@@ -1,3 +1,5 @@
+import Machines
+
 /// The guest architecture a `swemu-system-*` binary emulates, as QEMU has one binary per target.
 public enum EmulatorTarget: String, Sendable, CaseIterable {
     case riscv64
@@ -14,8 +16,8 @@ public enum EmulatorTarget: String, Sendable, CaseIterable {
                 MachineInfo(name: "none", description: "empty machine", available: true, maxCPUs: 1, defaultRAM: 0),
                 MachineInfo(name: "spike", description: "RISC-V Spike board (HTIF, for riscv-tests)", available: true,
                             maxCPUs: 1, defaultRAM: 128 << 20),
-                MachineInfo(name: "virt", description: "RISC-V VirtIO board (bare-metal subset: RAM, ns16550a, ACLINT, test device)",
-                            available: true, maxCPUs: 1, defaultRAM: 128 << 20),
+                MachineInfo(name: "virt", description: "RISC-V VirtIO board", available: true,
+                            maxCPUs: RISCVBoard.maxHarts, defaultRAM: 128 << 20),
             ]
         case .x86_64:
             return [

@@ -1,6 +1,7 @@
 import DeviceModel
 import Block
 import Devices
+import Dispatch
 import Glibc
 import GuestMemory
 import Loader
@@ -73,9 +74,12 @@ public final class RISCVBoard: @unchecked Sendable {
         /// `-dtb`: a device tree blob to use instead of the generated one.
         public var dtb: String?
         public var serial: (any CharBackend)?
+        /// Harts (`-smp`); `virt` takes up to `maxHarts`, `spike` one.
+        public var harts: Int
         public init(kind: Kind, ramSize: UInt64, firmware: Firmware = .none, kernel: String?, initrd: String? = nil,
-                    append: String? = nil, dtb: String? = nil, serial: (any CharBackend)?) {
+                    append: String? = nil, dtb: String? = nil, serial: (any CharBackend)?, harts: Int = 1) {
             self.kind = kind
+            self.harts = harts
             self.ramSize = ramSize
             self.firmware = firmware
             self.kernel = kernel
@@ -89,7 +93,10 @@ public final class RISCVBoard: @unchecked Sendable {
     public let kind: Kind
     public let memory: GuestMemory
     public let mmio: AddressSpace
-    public let hart: Hart
+    /// The harts, hart i with mhartid i; each has its own host thread while running.
+    public let harts: [Hart]
+    /// Hart 0, the one that boots (and the only one on `spike`).
+    public var hart: Hart { harts[0] }
     public let clock = VirtualClock()
     let uart: UART16550?
     let rtc: GoldfishRTC?
@@ -116,12 +123,19 @@ public final class RISCVBoard: @unchecked Sendable {
         let ram = try GuestRAM(base: GuestAddress(Layout.ram), size: config.ramSize)
         memory = try GuestMemory(regions: [rom, ram])
         mmio = AddressSpace(name: "memory")
-        hart = try Hart(hartID: 0, memory: PhysicalMemory(ram: memory, mmio: mmio), timeBase: timeBase)
+        guard (1...(config.kind == .spike ? 1 : RISCVBoard.maxHarts)).contains(config.harts) else {
+            throw .configuration("-M \(config.kind.rawValue) takes 1 to \(config.kind == .spike ? 1 : RISCVBoard.maxHarts) harts (\(config.harts) asked)")
+        }
+        var created: [Hart] = []
+        for id in 0..<config.harts {
+            created.append(try Hart(hartID: UInt64(id), memory: PhysicalMemory(ram: memory, mmio: mmio), timeBase: timeBase))
+        }
+        let harts = created
+        self.harts = harts
 
-        let hart = self.hart
         let events = self.events
-        try mmio.add(ACLINT(timeBase: timeBase, softwareInterrupts: [hart.interruptLine(InterruptBits.msip)]) { _, value in
-            hart.setMachineTimerCompare(value)
+        try mmio.add(ACLINT(timeBase: timeBase, softwareInterrupts: harts.map { $0.interruptLine(InterruptBits.msip) }) { hart, value in
+            harts[hart].setMachineTimerCompare(value)
         }, at: GuestAddress(Layout.aclint), size: ACLINT.size)
 
         let entry: BootTargets
@@ -132,11 +146,12 @@ public final class RISCVBoard: @unchecked Sendable {
                 case .powerOff(let code): events.powerOff(code)
                 case .reset: events.reset()
                 }
-                hart.requestStop()
+                for hart in harts { hart.requestStop() }
             }, at: GuestAddress(Layout.test), size: 0x1000)
-            // PLIC contexts: 0 = hart 0 M-mode (MEIP), 1 = hart 0 S-mode (SEIP), as on QEMU virt.
-            let plic = PLIC(sources: PLIC.virtSourceCount,
-                            contexts: [hart.interruptLine(InterruptBits.meip), hart.interruptLine(InterruptBits.seip)])
+            // PLIC contexts: 2h = hart h's M-mode (MEIP), 2h + 1 = its S-mode (SEIP), as on QEMU virt.
+            let plic = PLIC(sources: PLIC.virtSourceCount, contexts: harts.flatMap {
+                [$0.interruptLine(InterruptBits.meip), $0.interruptLine(InterruptBits.seip)]
+            })
             try mmio.add(plic, at: GuestAddress(Layout.plic), size: PLIC.virtWindowSize)
             let uart = UART16550(name: "serial0", backend: config.serial, irq: plic.sourceLine(Layout.uartIRQ), regShift: 0)
             try mmio.add(uart, at: GuestAddress(Layout.uart0), size: 0x100)
@@ -182,7 +197,7 @@ public final class RISCVBoard: @unchecked Sendable {
                     _ = try DeviceTree(dtb: blob, name: "-dtb \(dtb)")
                     return blob
                 }
-                return VirtDeviceTree(ramSize: config.ramSize, bootargs: config.append, initrd: initrd,
+                return VirtDeviceTree(ramSize: config.ramSize, harts: config.harts, bootargs: config.append, initrd: initrd,
                                       virtioSlots: virtioSlots).blob()
             }
             entry = targets
@@ -200,8 +215,15 @@ public final class RISCVBoard: @unchecked Sendable {
             entry = BootTargets(start: program.entry)
         }
         try writeResetVector(start: entry.start, fdt: entry.fdt, kernel: entry.kernel)
-        hart.reset(pc: Layout.bootROM)
+        // Every hart starts in the boot ROM, which passes it its mhartid; OpenSBI picks the
+        // boot hart and parks the others until Linux starts them (SBI HSM).
+        for hart in harts { hart.reset(pc: Layout.bootROM) }
+        try startHartThreads()
     }
+
+    /// The most harts `-M virt` takes: each is a host thread running an interpreter, so more
+    /// than the host has cores only slows the guest down; QEMU 7.2's virt allows 512.
+    public static let maxHarts = 64
 
     /// Where the boot ROM goes: `start` (firmware or program), with a1 = `fdt` and
     /// fw_dynamic_info.next_addr = `kernel`.
@@ -355,41 +377,75 @@ public final class RISCVBoard: @unchecked Sendable {
         case reset
         /// `interrupt()` was called: the VMM has a request to serve; call `run` again after.
         case interrupted
-        /// A debugger's breakpoint or watchpoint stopped the hart before an instruction.
-        case debugStop(DebugStop)
-        /// `step()` executed its instruction.
+        /// A debugger's breakpoint or watchpoint stopped hart `hart` before an instruction.
+        case debugStop(DebugStop, hart: Int)
+        /// `step(hart:)` executed its instruction.
         case stepped
     }
 
-    /// Runs the hart on the calling thread until the guest powers off or resets, or another
-    /// thread calls `interrupt()`.
+    /// Runs every hart until the guest powers off or resets, a debugger's breakpoint stops
+    /// one, or another thread calls `interrupt()`; returns only once all harts have stopped,
+    /// so the caller then sees (and may change) a machine at rest. Hart 0 runs on the calling
+    /// thread, the others on threads of their own (DESIGN.md §4), started with the board and
+    /// ended by `close()`.
     public func run() -> Exit {
-        while true {
-            // HTIF is polled between slices: short ones on spike keep its console (one
-            // character per tohost round trip) fast.
-            let reason = hart.run(budget: htif == nil ? 1_000_000 : 2_000)
-            if let exit = pollEvents() { return exit }
-            if reason == .debugStop, let stop = hart.lastDebugStop { return .debugStop(stop) }
-            if events.interrupted.exchange(false, ordering: .sequentiallyConsistent) { return .interrupted }
+        runControl.exit.withLock { $0 = nil }
+        for thread in runControl.threads { thread.start.signal() }
+        runHart(0)
+        for thread in runControl.threads { thread.done.wait() }
+        // Served by this return: the VMM takes its requests next.
+        events.interrupted.store(false, ordering: .sequentiallyConsistent)
+        return runControl.exit.withLock { $0 } ?? .interrupted
+    }
+
+    /// One hart's loop: slices of instructions, with the device polls and the checks between
+    /// them, until some hart decides the run's exit.
+    private func runHart(_ index: Int) {
+        let hart = harts[index]
+        // HTIF is polled between slices: short ones on spike keep its console (one character
+        // per tohost round trip) fast.
+        let budget = htif == nil ? 1_000_000 : 2_000
+        while runControl.exit.withLock({ $0 == nil }) {
+            let reason = hart.run(budget: budget)
+            if index == 0, let exit = pollDevices() { return end(exit) }
+            if let exit = pollEvents() { return end(exit) }
+            if reason == .debugStop, let stop = hart.lastDebugStop { return end(.debugStop(stop, hart: index)) }
+            if events.interrupted.load(ordering: .sequentiallyConsistent) { return end(.interrupted) }
             if reason == .waitingForInterrupt { hart.waitForInterrupt() }
         }
     }
 
-    /// Executes one instruction for a debugger (`Hart.step`): `.stepped`, or the watchpoint
-    /// that held the instruction back, or the power-off/reset the instruction caused.
-    public func step() -> Exit {
-        let stop = hart.step()
-        if let exit = pollEvents() { return exit }
-        if let stop { return .debugStop(stop) }
+    /// Decides the run's exit (the first decision wins) and stops every hart.
+    private func end(_ exit: Exit) {
+        runControl.exit.withLock { if $0 == nil { $0 = exit } }
+        stopAllHarts()
+    }
+
+    private func stopAllHarts() {
+        for hart in harts { hart.requestStop() }
+    }
+
+    /// Executes one instruction of hart `index` for a debugger (`Hart.step`), the others
+    /// staying stopped: `.stepped`, or the watchpoint that held the instruction back, or the
+    /// power-off/reset the instruction caused.
+    public func step(hart index: Int) -> Exit {
+        let stop = harts[index].step()
+        if let exit = pollDevices() ?? pollEvents() { return exit }
+        if let stop { return .debugStop(stop, hart: index) }
         return .stepped
     }
 
-    /// The devices polled between slices (HTIF, RTC) and the power-off/reset requests.
-    private func pollEvents() -> Exit? {
+    /// The devices polled between slices (HTIF, RTC), by hart 0's thread.
+    private func pollDevices() -> Exit? {
         if let htif, let code = htif.poll() {
             return .powerOff(exitCode: code)
         }
         rtc?.poll()
+        return nil
+    }
+
+    /// The power-off/reset requests of devices and other threads.
+    private func pollEvents() -> Exit? {
         let e = events.value.load(ordering: .sequentiallyConsistent)
         if e & 1 != 0 { return .powerOff(exitCode: Int32(truncatingIfNeeded: e >> 1)) }
         if e == 2 { return .reset }
@@ -399,13 +455,77 @@ public final class RISCVBoard: @unchecked Sendable {
     /// Makes `run` return `.interrupted` soon (from any thread): the VMM's command channel.
     public func interrupt() {
         events.interrupted.store(true, ordering: .sequentiallyConsistent)
-        hart.requestStop()
+        stopAllHarts()
     }
 
     /// Stops the machine from another thread (Ctrl-A x, a signal): `run` returns
     /// `.powerOff(exitCode:)`.
     public func requestPowerOff(exitCode: Int32) {
         events.powerOff(exitCode)
-        hart.requestStop()
+        stopAllHarts()
+    }
+
+    // MARK: - Hart threads
+
+    /// A secondary hart's thread: it runs the hart's loop once per `start`, signalling `done`
+    /// when the run's exit is decided, until `quit`.
+    final class HartThread: Sendable {
+        let start = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
+        let quit = Atomic<Bool>(false)
+        let threadID = Atomic<Int>(0)
+    }
+
+    /// The run's exit slot and the secondary harts' threads.
+    final class RunControl: @unchecked Sendable {
+        // SAFETY: `threads` is filled by init before the board is shared, then read by the
+        // thread that calls `run()` and emptied by `close()`, which the owner calls once no
+        // run is in progress.
+        let exit = Mutex<Exit?>(nil)
+        var threads: [HartThread] = []
+    }
+    private let runControl = RunControl()
+
+    /// Starts a thread per secondary hart, parked until `run` (init; `close()` ends them).
+    private func startHartThreads() throws(SystemError) {
+        for index in 1..<harts.count {
+            let thread = HartThread()
+            // A thread that cannot be created fails the board; those already made are ended.
+            do throws(SystemError) {
+                try spawnHartThread(thread, index: index)
+            } catch {
+                close()
+                throw error
+            }
+            runControl.threads.append(thread)
+        }
+    }
+
+    private func spawnHartThread(_ thread: HartThread, index: Int) throws(SystemError) {
+        try HostThread.spawn(name: "hart\(index)") { [self] in
+            thread.threadID.store(HostThread.currentID(), ordering: .sequentiallyConsistent)
+            while true {
+                thread.start.wait()
+                if thread.quit.load(ordering: .sequentiallyConsistent) { break }
+                runHart(index)
+                thread.done.signal()
+            }
+        }
+    }
+
+    /// The host thread id of harts 1, 2, ... (hart 0 runs on the caller of `run`); 0 for one
+    /// whose thread has not started yet.
+    public var secondaryThreadIDs: [Int] {
+        runControl.threads.map { $0.threadID.load(ordering: .sequentiallyConsistent) }
+    }
+
+    /// Ends the secondary harts' threads (the board is being discarded: reset or exit). Call
+    /// only while no `run` is in progress.
+    public func close() {
+        for thread in runControl.threads {
+            thread.quit.store(true, ordering: .sequentiallyConsistent)
+            thread.start.signal()
+        }
+        runControl.threads.removeAll()
     }
 }

@@ -8,6 +8,8 @@ struct VirtDeviceTree {
     typealias Layout = RISCVBoard.Layout
 
     var ramSize: UInt64
+    /// Harts (`-smp`), each with its interrupt controller, PLIC contexts and CLINT lines.
+    var harts = 1
     var bootargs: String?
     var initrd: (start: UInt64, end: UInt64)?
     /// The virtio-mmio slots that have a transport (QEMU maps all eight, empty ones with
@@ -23,10 +25,10 @@ struct VirtDeviceTree {
 
     func tree() -> DeviceTree {
         var tree = DeviceTree()
-        let cpuIntc = tree.allocatePhandle()
+        let cpuIntcs = (0..<harts).map { _ in tree.allocatePhandle() }
         let plicHandle = tree.allocatePhandle()
         let testHandle = tree.allocatePhandle()
-        let cpuHandle = tree.allocatePhandle()
+        let cpuHandles = (0..<harts).map { _ in tree.allocatePhandle() }
 
         var root = DeviceTree.Node(name: "")
         root.set("#address-cells", u32: 2)
@@ -52,28 +54,30 @@ struct VirtDeviceTree {
         cpus.set("#address-cells", u32: 1)
         cpus.set("#size-cells", u32: 0)
         cpus.set("timebase-frequency", u32: UInt32(Layout.timebaseFrequency))
-        var cpu = DeviceTree.Node(name: "cpu", unitAddress: 0)
-        cpu.set(phandle: cpuHandle)
-        cpu.set("device_type", string: "cpu")
-        cpu.set("reg", u32: 0)
-        cpu.set("status", string: "okay")
-        cpu.set("compatible", string: "riscv")
-        cpu.set("riscv,isa", string: isaString)
-        cpu.set("riscv,isa-base", string: "rv64i")
-        cpu.set("riscv,isa-extensions", strings: VirtDeviceTree.isaExtensions)
-        cpu.set("mmu-type", string: "riscv,sv57")
-        var intc = DeviceTree.Node(name: "interrupt-controller")
-        intc.set("#interrupt-cells", u32: 1)
-        intc.set("interrupt-controller")
-        intc.set("compatible", string: "riscv,cpu-intc")
-        intc.set(phandle: cpuIntc)
-        cpu.add(intc)
-        cpus.add(cpu)
         var map = DeviceTree.Node(name: "cpu-map")
         var cluster = DeviceTree.Node(name: "cluster0")
-        var core = DeviceTree.Node(name: "core0")
-        core.set("cpu", u32: cpuHandle)
-        cluster.add(core)
+        for hart in 0..<harts {
+            var cpu = DeviceTree.Node(name: "cpu", unitAddress: UInt64(hart))
+            cpu.set(phandle: cpuHandles[hart])
+            cpu.set("device_type", string: "cpu")
+            cpu.set("reg", u32: UInt32(hart))
+            cpu.set("status", string: "okay")
+            cpu.set("compatible", string: "riscv")
+            cpu.set("riscv,isa", string: isaString)
+            cpu.set("riscv,isa-base", string: "rv64i")
+            cpu.set("riscv,isa-extensions", strings: VirtDeviceTree.isaExtensions)
+            cpu.set("mmu-type", string: "riscv,sv57")
+            var intc = DeviceTree.Node(name: "interrupt-controller")
+            intc.set("#interrupt-cells", u32: 1)
+            intc.set("interrupt-controller")
+            intc.set("compatible", string: "riscv,cpu-intc")
+            intc.set(phandle: cpuIntcs[hart])
+            cpu.add(intc)
+            cpus.add(cpu)
+            var core = DeviceTree.Node(name: "core\(hart)")
+            core.set("cpu", u32: cpuHandles[hart])
+            cluster.add(core)
+        }
         map.add(cluster)
         cpus.add(map)
         root.add(cpus)
@@ -119,8 +123,8 @@ struct VirtDeviceTree {
         plic.set(phandle: plicHandle)
         plic.set("riscv,ndev", u32: UInt32(PLIC.virtSourceCount - 1))
         plic.set("reg", cells: VirtDeviceTree.reg(Layout.plic, PLIC.virtWindowSize))
-        // Context 0: M-mode external (cause 11), context 1: S-mode external (cause 9).
-        plic.set("interrupts-extended", cells: [cpuIntc, 11, cpuIntc, 9])
+        // Context 2h: hart h's M-mode external (cause 11), 2h + 1: its S-mode external (cause 9).
+        plic.set("interrupts-extended", cells: cpuIntcs.flatMap { [$0, 11, $0, 9] })
         plic.set("interrupt-controller")
         plic.set("compatible", strings: PLIC.compatible)
         plic.set("#address-cells", u32: 0)
@@ -128,8 +132,8 @@ struct VirtDeviceTree {
         soc.add(plic)
 
         var clint = DeviceTree.Node(name: "clint", unitAddress: Layout.aclint)
-        // MSIP (cause 3) and MTIP (cause 7) of hart 0.
-        clint.set("interrupts-extended", cells: [cpuIntc, 3, cpuIntc, 7])
+        // Each hart's MSIP (cause 3) and MTIP (cause 7).
+        clint.set("interrupts-extended", cells: cpuIntcs.flatMap { [$0, 3, $0, 7] })
         clint.set("reg", cells: VirtDeviceTree.reg(Layout.aclint, ACLINT.size))
         clint.set("compatible", strings: ["sifive,clint0", "riscv,clint0"])
         soc.add(clint)

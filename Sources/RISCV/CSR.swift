@@ -233,6 +233,16 @@ extension Hart {
         value & 3 >= 2 ? value & ~3 : value
     }
 
+    /// What CSRRS/CSRRC modify: the value read, except that mip's SEIP comes from the
+    /// software-writable bit alone. Privileged §3.1.9: "the signal from the interrupt
+    /// controller is not used to calculate the value written to SEIP" — otherwise an M-mode
+    /// `csrs mip, SSIP` (OpenSBI's IPI injection) taken while the PLIC asserts SEIP would
+    /// latch SEIP on for good.
+    func readModifyWriteBase(_ number: UInt16, read value: UInt64) -> UInt64 {
+        guard number == CSRNumber.mip else { return value }
+        return (value & ~InterruptBits.seip) | (state.pointee.mipSoftware & InterruptBits.seip)
+    }
+
     func mstatusValue() -> UInt64 {
         let st = state.pointee.mstatus
         return st & MStatus.fs == MStatus.fs ? st | MStatus.sd : st & ~MStatus.sd

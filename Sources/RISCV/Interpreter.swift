@@ -1,5 +1,6 @@
 import CLinux
 import GuestMemory
+import Synchronization
 import SystemSupport
 
 extension Hart {
@@ -190,7 +191,9 @@ extension Hart {
         case .srlw: setX(d.rd, Hart.sext32(UInt64(UInt32(truncatingIfNeeded: x(d.rs1)) >> UInt32(x(d.rs2) & 31))))
         case .sraw: setX(d.rd, UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: x(d.rs1)) >> Int32(x(d.rs2) & 31))))
         case .fence:
-            break  // one hart, sequentially consistent host accesses: nothing to order
+            // RVWMO on an x86-64 host (TSO): only a store followed by a load on another hart can
+            // be seen out of order; a full host fence orders every predecessor/successor set.
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
         case .fence_i:
             // Later fetches must see earlier stores (Zifencei): drop the decoded pages. The
             // interpreter holds a pointer into them, so end the chunk too.
@@ -382,11 +385,11 @@ extension Hart {
             setX(d.rd, old)
         case .csrrs, .csrrsi:
             let old = try readCSR(number, raw: d.raw)
-            if d.rs1 != 0 { try writeCSR(number, old | source, raw: d.raw) }
+            if d.rs1 != 0 { try writeCSR(number, readModifyWriteBase(number, read: old) | source, raw: d.raw) }
             setX(d.rd, old)
         default:
             let old = try readCSR(number, raw: d.raw)
-            if d.rs1 != 0 { try writeCSR(number, old & ~source, raw: d.raw) }
+            if d.rs1 != 0 { try writeCSR(number, readModifyWriteBase(number, read: old) & ~source, raw: d.raw) }
             setX(d.rd, old)
         }
         state.pointee.endChunk = true

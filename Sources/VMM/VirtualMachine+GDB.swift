@@ -1,5 +1,6 @@
 import GDBStub
 import GuestMemory
+import Machines
 import QMP
 import RISCV
 
@@ -8,7 +9,8 @@ import RISCV
 /// with QEMU's `Qqemu.PhyMemMode:1`), breakpoints and watchpoints on the hart, which keeps
 /// them across resets.
 extension VirtualMachine: GDBTarget {
-    public var threadIDs: [Int] { [1] }
+    /// GDB thread t is hart t - 1.
+    public var threadIDs: [Int] { Array(1...setup.harts) }
 
     public func threadDescription(_ thread: Int) -> String {
         "CPU#\(thread - 1) [\(runState == "running" ? "running" : "halted ")]"
@@ -20,23 +22,25 @@ extension VirtualMachine: GDBTarget {
     public var programCounterRegister: Int { RISCVDebugRegisters.pc }
 
     public func readRegister(thread: Int, number: Int) -> [UInt8]? {
-        perform { RISCVDebugRegisters.read($0.hart, number) } ?? nil
+        perform { board in Self.hart(thread, of: board).flatMap { RISCVDebugRegisters.read($0, number) } } ?? nil
     }
 
     public func writeRegister(thread: Int, number: Int, value: [UInt8]) -> Bool {
-        perform { RISCVDebugRegisters.write($0.hart, number, value) } ?? false
+        perform { board in Self.hart(thread, of: board).map { RISCVDebugRegisters.write($0, number, value) } ?? false } ?? false
     }
 
     public func readMemory(thread: Int, address: UInt64, count: Int, physical: Bool) -> [UInt8]? {
         perform { board -> [UInt8]? in
-            physical ? try? board.hart.memory.ram.readBytes(at: GuestAddress(address), count: count)
-                : board.hart.debugRead(virtual: address, count: count)
+            guard let hart = Self.hart(thread, of: board) else { return nil }
+            return physical ? try? hart.memory.ram.readBytes(at: GuestAddress(address), count: count)
+                : hart.debugRead(virtual: address, count: count)
         } ?? nil
     }
 
     public func writeMemory(thread: Int, address: UInt64, bytes: [UInt8], physical: Bool) -> Bool {
         perform { board in
-            physical ? board.hart.debugWrite(physical: address, bytes: bytes) : board.hart.debugWrite(virtual: address, bytes: bytes)
+            guard let hart = Self.hart(thread, of: board) else { return false }
+            return physical ? hart.debugWrite(physical: address, bytes: bytes) : hart.debugWrite(virtual: address, bytes: bytes)
         } ?? false
     }
 
@@ -57,36 +61,46 @@ extension VirtualMachine: GDBTarget {
             return true
         }
         guard accepted else { return false }
-        _ = perform { board in Self.apply(point, insert: insert, to: board.hart) }
+        _ = perform { board in Self.apply(point, insert: insert, to: board) }
         return true
     }
 
     static let maxDebugPoints = 1024
 
-    /// Sets or clears `point` on `hart` (vCPU thread).
-    static func apply(_ point: GDBPoint, insert: Bool, to hart: Hart) {
+    /// The hart of GDB thread `thread` (1-based), if there is one.
+    static func hart(_ thread: Int, of board: RISCVBoard) -> Hart? {
+        board.harts.indices.contains(thread - 1) ? board.harts[thread - 1] : nil
+    }
+
+    /// Sets or clears `point` on every hart (with the machine stopped): GDB's points are the
+    /// program's, whichever hart runs it.
+    static func apply(_ point: GDBPoint, insert: Bool, to board: RISCVBoard) {
         let kind: Watchpoint.Kind
         switch point.kind {
         case .softwareBreakpoint, .hardwareBreakpoint:
             let kinds: BreakpointKinds = point.kind == .softwareBreakpoint ? .software : .hardware
-            if insert { hart.insertBreakpoint(at: point.address, kind: kinds) } else { hart.removeBreakpoint(at: point.address, kind: kinds) }
+            for hart in board.harts {
+                if insert { hart.insertBreakpoint(at: point.address, kind: kinds) } else { hart.removeBreakpoint(at: point.address, kind: kinds) }
+            }
             return
         case .writeWatchpoint: kind = .write
         case .readWatchpoint: kind = .read
         case .accessWatchpoint: kind = .access
         }
         let watchpoint = Watchpoint(address: point.address, length: point.length, kind: kind)
-        if insert { hart.insertWatchpoint(watchpoint) } else { hart.removeWatchpoint(watchpoint) }
+        for hart in board.harts {
+            if insert { hart.insertWatchpoint(watchpoint) } else { hart.removeWatchpoint(watchpoint) }
+        }
     }
 
-    /// A hart's debug stop as GDB reports it.
-    static func stopEvent(_ stop: DebugStop) -> GDBStopEvent {
+    /// Hart `hart`'s debug stop as GDB reports it.
+    static func stopEvent(_ stop: DebugStop, hart: Int) -> GDBStopEvent {
         switch stop {
         case .breakpoint(_, let kinds):
-            return .breakpoint(thread: 1, hardware: !kinds.contains(.software))
+            return .breakpoint(thread: hart + 1, hardware: !kinds.contains(.software))
         case .watchpoint(let w, let address):
             let kind: GDBPoint.Kind = w.kind == .write ? .writeWatchpoint : w.kind == .read ? .readWatchpoint : .accessWatchpoint
-            return .watchpoint(thread: 1, kind: kind, address: address)
+            return .watchpoint(thread: hart + 1, kind: kind, address: address)
         }
     }
 
@@ -96,7 +110,7 @@ extension VirtualMachine: GDBTarget {
     }
 
     public func resume(step thread: Int?) {
-        state.withLock { $0.stepPending = thread != nil }
+        state.withLock { $0.stepPending = thread.map { $0 - 1 } }
         cont()
     }
 
@@ -110,9 +124,9 @@ extension VirtualMachine: GDBTarget {
         state.withLock { s in
             s.debugger = nil
             s.debugPoints.removeAll()
-            s.stepPending = false
+            s.stepPending = nil
         }
-        _ = perform { $0.hart.removeAllDebugPoints() }
+        _ = perform { board in for hart in board.harts { hart.removeAllDebugPoints() } }
         cont()
     }
 

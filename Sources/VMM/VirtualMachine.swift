@@ -30,10 +30,14 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         public var blockDevices: [MonitorBlockDevice]
         /// Builds the machine; called again for every reset.
         public var makeBoard: @Sendable () throws(SystemError) -> RISCVBoard
+        /// The harts every board `makeBoard` builds has (`-smp`).
+        public var harts: Int
 
         public init(machineType: String, machineList: [(name: String, description: String, isDefault: Bool)], name: String?,
                     noReboot: Bool, startPaused: Bool = false, chardevs: [(label: String, filename: String)] = [],
-                    blockDevices: [MonitorBlockDevice] = [], makeBoard: @escaping @Sendable () throws(SystemError) -> RISCVBoard) {
+                    blockDevices: [MonitorBlockDevice] = [], harts: Int = 1,
+                    makeBoard: @escaping @Sendable () throws(SystemError) -> RISCVBoard) {
+            self.harts = harts
             self.machineType = machineType
             self.machineList = machineList
             self.name = name
@@ -58,13 +62,13 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         var debugger: (@Sendable (GDBStopEvent) -> Void)?
         /// The debugger's breakpoints and watchpoints, set again on the board a reset builds.
         var debugPoints: [GDBPoint] = []
-        /// `resume(step:)` asked for one instruction, then a stop.
-        var stepPending = false
+        /// `resume(step:)` asked this hart to execute one instruction, then stop.
+        var stepPending: Int?
         /// `run` returned: requests are no longer served.
         var finished = false
     }
 
-    private let setup: Setup
+    let setup: Setup
     let state: Mutex<State>
     /// Wakes the vCPU thread while the machine is stopped.
     private let wake = DispatchSemaphore(value: 0)
@@ -93,13 +97,14 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         }
         while true {
             let board = try setup.makeBoard()
+            defer { board.close() }  // its hart threads end with it (reset, or the end of the run)
             let points = state.withLock { s in
                 s.board = board
                 s.hostReset = false
                 s.runState = s.paused ? "paused" : "running"
                 return s.debugPoints
             }
-            for point in points { Self.apply(point, insert: true, to: board.hart) }
+            for point in points { Self.apply(point, insert: true, to: board) }
             slices: while true {
                 let requests = state.withLock { s in
                     defer { s.requests.removeAll() }
@@ -117,16 +122,16 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                     continue
                 }
                 let step = state.withLock { s in
-                    defer { s.stepPending = false }
+                    defer { s.stepPending = nil }
                     return s.stepPending
                 }
-                switch step ? board.step() : board.run() {
+                switch step.map({ board.step(hart: $0) }) ?? board.run() {
                 case .interrupted:
                     continue
                 case .stepped:
-                    debugStop(.stepped(thread: 1))
-                case .debugStop(let stop):
-                    debugStop(Self.stopEvent(stop))
+                    debugStop(.stepped(thread: (step ?? 0) + 1))
+                case .debugStop(let stop, let hart):
+                    debugStop(Self.stopEvent(stop, hart: hart))
                 case .powerOff(let code):
                     emit(.shutdown(guest: true, reason: "guest-shutdown"))
                     state.withLock { $0.runState = "shutdown" }
@@ -191,7 +196,11 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public var machineType: String { setup.machineType }
     public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
     public var cpus: [MonitorCPU] {
-        [MonitorCPU(index: 0, threadID: state.withLock { $0.threadID }, target: "riscv64", qomPath: "/machine/soc/harts[0]")]
+        let (first, others) = state.withLock { s in (s.threadID, s.board?.secondaryThreadIDs ?? []) }
+        return (0..<setup.harts).map { i in
+            MonitorCPU(index: i, threadID: i == 0 ? first : (i - 1 < others.count ? others[i - 1] : 0), target: "riscv64",
+                       qomPath: "/machine/soc/harts[\(i)]")
+        }
     }
     public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }

@@ -280,6 +280,8 @@ final class MMIOTransport: VirtioTransport {
     let offered: VirtioFeatures
     private let irq: any InterruptLine
     let state: Mutex<Registers>
+    /// Held while the device processes a queue, resets or activates.
+    private let deviceWork = Mutex<Void>(())
 
     init(name: String, device: any VirtioDevice, memory: GuestMemory, irq: any InterruptLine) {
         self.name = name
@@ -594,11 +596,15 @@ final class MMIOTransport: VirtioTransport {
     func perform(_ effects: Effects) {
         if let log = effects.log { DebugLog.log(.guestErrors, log) }
         if let level = effects.driveLevel { drive(level) }
-        switch effects.action {
-        case .process(let queue)?: device.process(queue: queue, transport: self)
-        case .reset?: device.reset()
-        case .activate(let features)?: device.activate(features: features, transport: self)
-        case nil: break
+        guard let action = effects.action else { return }
+        // Harts notify from their own threads; the device's work is serialized here so that
+        // devices stay single-threaded state machines (DESIGN.md §4).
+        deviceWork.withLock { _ in
+            switch action {
+            case .process(let queue): device.process(queue: queue, transport: self)
+            case .reset: device.reset()
+            case .activate(let features): device.activate(features: features, transport: self)
+            }
         }
     }
 

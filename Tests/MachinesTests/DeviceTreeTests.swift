@@ -13,6 +13,17 @@ import Testing
         "virtio_mmio",  // QEMU maps all eight transports; swemu maps those with a device
     ]
 
+    /// The path of the node whose phandle is `handle`.
+    static func path(of handle: UInt32, in nodes: [String: DeviceTree.Node]) -> String? {
+        nodes.first { $0.value.u32("phandle") == handle }?.key
+    }
+
+    /// `interrupts-extended` as (controller path, cause) pairs.
+    static func wiring(_ node: DeviceTree.Node, in nodes: [String: DeviceTree.Node]) -> [String] {
+        let cells = node.cells("interrupts-extended") ?? []
+        return stride(from: 0, to: cells.count - 1, by: 2).map { "\(path(of: cells[$0], in: nodes) ?? "?"):\(cells[$0 + 1])" }
+    }
+
     static func flatten(_ node: DeviceTree.Node, path: String = "") -> [String: DeviceTree.Node] {
         var out: [String: DeviceTree.Node] = [path.isEmpty ? "/" : path: node]
         for child in node.children {
@@ -23,8 +34,9 @@ import Testing
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: GuestProgram.qemu)
                    && FileManager.default.fileExists(atPath: firmware),
-                   "needs qemu-system-riscv64 (qemu-system-misc) and OpenSBI (opensbi); scripts/setup installs both"))
-    func describesTheSameDevicesAsQEMU() throws {
+                   "needs qemu-system-riscv64 (qemu-system-misc) and OpenSBI (opensbi); scripts/setup installs both"),
+          arguments: [1, 4])
+    func describesTheSameDevicesAsQEMU(harts: Int) throws {
         // Both need a kernel for -append; any file will do, neither runs.
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-dt-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
@@ -32,10 +44,11 @@ import Testing
         let kernel = scratch.appendingPathComponent("kernel.bin")
         try Data(repeating: 0, count: 4096).write(to: kernel)
         let board = try RISCVBoard(.init(kind: .virt, ramSize: 512 << 20, firmware: .file(Self.firmware), kernel: kernel.path,
-                                         append: "console=ttyS0", serial: nil))
+                                         append: "console=ttyS0", serial: nil, harts: harts))
+        defer { board.close() }
         let ours = try DeviceTree(dtb: board.deviceTreeBlob, name: "swemu")
         let dump = scratch.appendingPathComponent("qemu.dtb")
-        let run = try GuestProgram.run(GuestProgram.qemu, ["-M", "virt,dumpdtb=\(dump.path)", "-m", "512M", "-display", "none",
+        let run = try GuestProgram.run(GuestProgram.qemu, ["-M", "virt,dumpdtb=\(dump.path)", "-m", "512M", "-smp", "\(harts)", "-display", "none",
                                                            "-kernel", kernel.path, "-append", "console=ttyS0"])
         try #require(run.status == 0, "QEMU: \(run.output)")
         let theirs = try DeviceTree(dtb: [UInt8](Data(contentsOf: dump)), name: "QEMU")
@@ -56,6 +69,13 @@ import Testing
             // Phandle references differ in number; compare what they point to.
             for property in ["interrupts-extended", "interrupt-parent", "regmap"] where node.has(property) {
                 #expect(other.has(property), "\(path): QEMU lacks '\(property)'")
+            }
+            // Interrupt wiring: (controller node, cause) pairs, hart by hart, in the same order.
+            if node.has("interrupts-extended") {
+                #expect(Self.wiring(node, in: ourNodes) == Self.wiring(other, in: qemuNodes), "\(path): interrupts-extended differs")
+            }
+            if let cpu = node.u32("cpu") {  // cpu-map entries
+                #expect(Self.path(of: cpu, in: ourNodes) == other.u32("cpu").flatMap { Self.path(of: $0, in: qemuNodes) }, "\(path): cpu differs")
             }
         }
         // Every QEMU device node is ours too, unless it is a documented difference.

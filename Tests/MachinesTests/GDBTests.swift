@@ -191,8 +191,8 @@ import Testing
 
         let socket = dir.appendingPathComponent("gdb.sock").path
         let serial = dir.appendingPathComponent("serial.log").path
-        let swemu = try Self.startSwemu(["-M", "virt", "-m", "512M", "-kernel", LinuxBootTests.kernel, "-initrd", LinuxBootTests.initrd,
-                                         "-append", append, "-S"], socket: socket, serial: serial)
+        let swemu = try Self.startSwemu(["-M", "virt", "-m", "512M", "-smp", "2", "-kernel", LinuxBootTests.kernel,
+                                         "-initrd", LinuxBootTests.initrd, "-append", append, "-S"], socket: socket, serial: serial)
         defer { if swemu.isRunning { swemu.terminate() } }
         let output = try Self.runGDB([
             "set architecture riscv:rv64",
@@ -203,6 +203,7 @@ import Testing
             "echo @PRIV\\n", "p $priv",
             "echo @SATP\\n", "p/x $satp",
             "echo @STACK\\n", "x/2gx $sp",
+            "info threads",
             "delete",
             "detach",
         ], in: dir, timeout: 300)
@@ -211,6 +212,8 @@ import Testing
         // Paging is on (Sv39/48/57 mode in satp) and the kernel stack reads through it.
         #expect(output.contains("@SATP\n$3 = 0x") && !output.contains("@SATP\n$3 = 0x0\n"), "\(output)")
         #expect(output.contains("@STACK\n0xffffffff"), "\(output)")
+        // One thread per hart; the boot hart (thread 1) is the one at start_kernel.
+        #expect(output.contains("* 1    Thread 1 (CPU#0 [halted ])") && output.contains("  2    Thread 2 (CPU#1 [halted ])"), "\(output)")
         #expect(output.contains("[Inferior 1 (Remote target) detached]"), "\(output)")
         // Detached, the kernel boots on to the shell and the test script powers it off.
         #expect(Self.exitStatus(swemu, within: 300) == 0, "\(output)")

@@ -58,7 +58,8 @@ import Testing
         let disk = try Self.makeDisk(["host.txt": "hello from the host"])
         defer { try? FileManager.default.removeItem(at: disk.deletingLastPathComponent()) }
         let started = Date().timeIntervalSince1970
-        let run = try Self.boot(test: "acceptance", disk: disk, extra: ["-device", "virtio-rng-device"])
+        // Two harts: Linux starts the second through OpenSBI (SBI HSM) and both share the disk.
+        let run = try Self.boot(test: "acceptance", disk: disk, extra: ["-device", "virtio-rng-device", "-smp", "2"])
         let finished = Date().timeIntervalSince1970
         #expect(run.status == 0, "swemu exited \(run.status)")
         let out = run.output
@@ -67,6 +68,7 @@ import Testing
         #expect(Self.value("UNAME", in: out)?.contains("riscv64") == true)
         #expect(Self.value("ISA", in: out)?.hasPrefix("rv64imafdc_zicntr_zicsr_zifencei_zihpm") == true)
         #expect(Self.value("ISA", in: out)?.contains("zba_zbb_zbs_sstc") == true)
+        #expect(Self.value("CPUS", in: out) == "2", "\(out.suffix(3000))")
         // The RTC gives the host's date: within the run's window, give or take a few seconds.
         let date = Double(Self.value("DATE", in: out) ?? "") ?? 0
         #expect(date >= started - 5 && date <= finished + 5, "guest date \(date) outside \(started)...\(finished)")
