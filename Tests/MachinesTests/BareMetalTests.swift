@@ -5,12 +5,16 @@ import Testing
 /// Every program in Tests/GuestPrograms/riscv runs on the `virt` board and must pass (exit 0);
 /// on failure the exit code is the number of the failing check in the source.
 @Suite(.serialized) struct BareMetalTests {
+    /// `smp*` programs run on four harts, the others on one.
+    static func harts(_ name: String) -> Int { name.hasPrefix("smp") ? 4 : 1 }
+
     @Test(.enabled(if: GuestProgram.compilerMissingReason == nil, "needs Debian's gcc-riscv64-unknown-elf (scripts/setup)"),
           arguments: GuestProgram.all)
     func programPasses(_ name: String) throws {
         let elf = try GuestProgram.build(name)
         let console = CaptureBackend()
-        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console))
+        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console, harts: Self.harts(name)))
+        defer { board.close() }
         let exit = board.run()
         #expect(exit == .powerOff(exitCode: 0), "\(name): check \(exit) failed; console: \(console.text)")
     }
@@ -22,10 +26,12 @@ import Testing
     func qemuAgrees(_ name: String) throws {
         let elf = try GuestProgram.build(name)
         let console = CaptureBackend()
-        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console))
+        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console, harts: Self.harts(name)))
+        defer { board.close() }
         let ours = board.run()
         let qemu = try GuestProgram.run(GuestProgram.qemu, ["-M", "virt", "-bios", "none", "-kernel", elf, "-nographic",
-                                                            "-display", "none", "-monitor", "none", "-m", "16M"])
+                                                            "-display", "none", "-monitor", "none", "-m", "16M",
+                                                            "-smp", "\(Self.harts(name))"])
         guard case .powerOff(let code) = ours else {
             Issue.record("\(name): swemu did not power off: \(ours)")
             return
