@@ -31,13 +31,13 @@ enum MonitorText {
     /// `x /fmt addr` (virtual, through the hart's current translation) and `xp /fmt addr`
     /// (physical). The syntax, expressions (`$pc + 4`) and QEMU's layout are `MemoryDump`'s;
     /// this supplies the bytes, the registers, and the disassembly for format `i`.
-    static func memoryDump(_ line: String, board: RISCVBoard) -> String {
+    static func memoryDump(_ line: String, board: RISCVBoard, hart: Hart) -> String {
         var defaults = MemoryDump.Defaults()
         let dump: MemoryDump
         let start: UInt64
         do {
             dump = try MemoryDump.parse(line: line, defaults: &defaults)
-            start = try dump.address.evaluate { register($0, board.hart) }
+            start = try dump.address.evaluate { register($0, hart) }
         } catch {
             return error.message + "\n"
         }
@@ -46,7 +46,7 @@ enum MonitorText {
             for i in 0..<count {
                 // Byte by byte: a unit may straddle pages that translate differently.
                 let virtual = address &+ UInt64(i)
-                guard let pa = dump.physical ? virtual : board.hart.debugTranslate(virtual),
+                guard let pa = dump.physical ? virtual : hart.debugTranslate(virtual),
                       let byte = try? board.memory.read(UInt8.self, at: GuestAddress(pa)) else { return nil }
                 bytes.append(byte)
             }

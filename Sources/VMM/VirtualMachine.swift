@@ -286,18 +286,22 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         } ?? ""
     }
 
-    public func humanCommand(_ line: String) -> String? {
+    public func humanCommand(_ line: String) -> String? { humanCommand(line, cpuIndex: 0) }
+
+    /// `info registers` and `x` apply to the monitor's current CPU (`cpu N`), as in QEMU.
+    public func humanCommand(_ line: String, cpuIndex: Int) -> String? {
         let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         guard let first = words.first else { return nil }
+        @Sendable func hart(_ board: RISCVBoard) -> Hart { board.harts.indices.contains(cpuIndex) ? board.harts[cpuIndex] : board.hart }
         switch (first, words.dropFirst().first) {
         case ("info", "registers"):
-            return perform { $0.hart.registerDump() }
+            return perform { hart($0).registerDump() }
         case ("info", "mtree"):
             return perform { MonitorText.memoryTree($0) }
         case ("info", "qtree"):
             return perform { MonitorText.deviceTree($0) }
         case ("x", _), ("xp", _):
-            return perform { board in MonitorText.memoryDump(line, board: board) }
+            return perform { board in MonitorText.memoryDump(line, board: board, hart: hart(board)) }
         default:
             return nil
         }

@@ -28,7 +28,7 @@ import Testing
         let serial = dir.appendingPathComponent("serial.log").path
         let swemu = Process()
         swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
-        swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-display", "none", "-name", "ticker",
+        swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-smp", "2", "-display", "none", "-name", "ticker",
                            "-serial", "file:\(serial)", "-qmp", "unix:\(socket),server=on,wait=off"]
         swemu.standardInput = FileHandle.nullDevice
         try swemu.run()

@@ -44,7 +44,9 @@ async def main(socket, serial):
     check(status["status"] == "running" and status["running"], f"query-status running: {status}")
     check((await qmp.execute("query-name")) == {"name": "ticker"}, "query-name")
     cpus = await qmp.execute("query-cpus-fast")
-    check(len(cpus) == 1 and cpus[0]["target"] == "riscv64", f"query-cpus-fast: {cpus}")
+    # -smp 2: one entry per hart, each with its own host thread.
+    check(len(cpus) == 2 and all(c["target"] == "riscv64" for c in cpus) and [c["cpu-index"] for c in cpus] == [0, 1]
+          and cpus[0]["thread-id"] != cpus[1]["thread-id"], f"query-cpus-fast: {cpus}")
     machines = await qmp.execute("query-machines")
     check(any(m["name"] == "virt" for m in machines), "query-machines lists virt")
     commands = {c["name"] for c in await qmp.execute("query-commands")}
@@ -66,7 +68,9 @@ async def main(socket, serial):
     await asyncio.sleep(0.8)
     check(ticks(serial) == frozen, f"no output while stopped ({frozen} -> {ticks(serial)})")
     registers = await qmp.execute("human-monitor-command", {"command-line": "info registers"})
-    check(" pc " in registers, "human-monitor-command info registers")
+    check(" pc " in registers and "mhartid  0000000000000000" in registers, "human-monitor-command info registers")
+    second = await qmp.execute("human-monitor-command", {"command-line": "info registers", "cpu-index": 1})
+    check("mhartid  0000000000000001" in second, "info registers of cpu-index 1")
     dump = await qmp.execute("human-monitor-command", {"command-line": "xp /2xw 0x80000000"})
     check(dump.startswith("0000000080000000:"), f"xp: {dump!r}")
     await qmp.execute("cont")
