@@ -73,7 +73,8 @@ public enum Disassembler {
         }
         var mnemonic = immediateNames[d.op] ?? entry.mnemonic
         if entry.format == .atomic || entry.format == .loadReserved {
-            mnemonic += (d.rm & 2 != 0 ? ".aq" : "") + (d.rm & 1 != 0 ? ".rl" : "")
+            // objdump's spelling: .aq, .rl, and .aqrl for both.
+            mnemonic += ["", ".rl", ".aq", ".aqrl"][Int(d.rm & 3)]
         }
         if entry.hasRoundingMode && d.rm != 7 && d.rm < 5 && !exactConversions.contains(d.op) {
             operands += "," + roundingModes[Int(d.rm)]
