@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
         .target(name: "Chardev", dependencies: ["DeviceModel", "SystemSupport", "CLinux"], swiftSettings: strict),
         .target(name: "VirtIO", dependencies: ["DeviceModel", "GuestMemory", "SystemSupport"], swiftSettings: strict),
-        .target(name: "Block", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
+        .target(name: "Block", dependencies: ["CZlib", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .target(name: "Devices", dependencies: ["DeviceModel", "SystemSupport", "VirtIO"], swiftSettings: strict),
         // IEEE 754-2008 binary32/binary64 arithmetic in software, with RISC-V's NaN rules:
         // exact rounding in all five modes and exact exception flags, which the host FPU cannot
