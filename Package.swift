@@ -41,7 +41,7 @@ let package = Package(
         // Runs a board's vCPU and serves the command channel the monitors use.
         .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GuestMemory", "Machines", "QMP", "RISCV", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
+        .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),

@@ -141,6 +141,11 @@ extension Qcow2Image {
         }
         result.imageEndOffset = (highest + 1) * clusterSize
         try checkCopiedFlags(&result, repair: repair == .all)
+        if repair == .all && result.corruptions == 0 && header.incompatibleFeatures & Qcow2Header.corruptBit != 0 {
+            // qcow2.txt "corrupt bit": cleared once the image is repaired.
+            header.incompatibleFeatures &= ~Qcow2Header.corruptBit
+            try file.writeBytes(at: Qcow2Header.incompatibleFeaturesOffset, .be64(header.incompatibleFeatures))
+        }
         return result
     }
 

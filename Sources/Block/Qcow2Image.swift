@@ -31,12 +31,12 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
 
     package let file: ImageFile
     package let readOnly: Bool
-    package private(set) var header: Qcow2Header
+    package internal(set) var header: Qcow2Header
     package private(set) var backing: (any BlockBackend)?
-    package private(set) var snapshots: [Qcow2Snapshot]
+    package internal(set) var snapshots: [Qcow2Snapshot]
     /// `cache=unsafe`: flushes are ignored (QEMU's meaning: fast, and lost on a host crash).
     private let ignoreFlush: Bool
-    let clusterSize: UInt64
+    package let clusterSize: UInt64
     let clusterBits: UInt64
     /// Entries per L2 table (qcow2.txt: `l2_entries = cluster_size / 8`).
     let l2Entries: UInt64
@@ -69,8 +69,8 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// Opens a qcow2 image. Read-write opening refuses an image marked corrupt, sets the dirty
     /// bit (v3) until `close()`, and clears the autoclear features this build does not keep up
     /// to date (qcow2.txt: "autoclear_features").
-    package init(path: String, readOnly: Bool, backingMode: BackingMode = .open(chain: []), ignoreFlush: Bool = false)
-        throws(SystemError)
+    package init(path: String, readOnly: Bool, backingMode: BackingMode = .open(chain: []), ignoreFlush: Bool = false,
+                 forRepair: Bool = false) throws(SystemError)
     {
         file = try ImageFile(path: path, readOnly: readOnly)
         self.readOnly = readOnly
@@ -96,7 +96,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             backing = try Qcow2Image.openBacking(name, format: header.backingFormat, of: path, chain: chain)
         }
         guard !readOnly else { return }
-        guard header.incompatibleFeatures & Qcow2Header.corruptBit == 0 else {
+        guard forRepair || header.incompatibleFeatures & Qcow2Header.corruptBit == 0 else {
             throw .badInput("\(path): the qcow2 image is marked corrupt; open it read-only (readonly=on) or repair it with 'swemu-img check -r all'")
         }
         if header.version == 3 {
@@ -185,6 +185,26 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         try checkRange(offset: offset, count: count)
         try lock.withLock { (_: inout Void) throws(SystemError) in
             try zeroLocked(at: offset, count: count, mode: .zero(mayUnmap: mayUnmap))
+        }
+    }
+
+    /// How guest cluster `cluster` is stored (map, measure, convert, commit, rebase).
+    package enum ClusterStatus: Equatable, Sendable {
+        /// Not in this image: the backing file's, or zeroes.
+        case unallocated
+        case zero
+        case data(host: UInt64)
+        case compressed
+    }
+
+    package func clusterStatus(_ cluster: UInt64) throws(SystemError) -> ClusterStatus {
+        try locked { () throws(SystemError) in
+            switch mapping(of: try l2Entry(cluster)) {
+            case .unallocated: return .unallocated
+            case .zero: return .zero
+            case .data(let host, _): return .data(host: host)
+            case .compressed: return .compressed
+            }
         }
     }
 
@@ -621,6 +641,8 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         let new = delta < 0 ? old - UInt64(-delta) : old + UInt64(delta)
         try setRefcount(cluster: cluster, new)
         if new == 0 {
+            // The space may be reused for another compressed cluster with the same descriptor.
+            decompressed = nil
             freeHint = min(freeHint, cluster)
             if compressedCursor / clusterSize == cluster { compressedCursor = 0 }
         }
