@@ -62,7 +62,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["CLI"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["Block", "CLI"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

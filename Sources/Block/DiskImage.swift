@@ -28,17 +28,72 @@ package enum DiskImage {
 
     /// Opens `path` as `format` (probed when nil). `chain` holds the real paths of the images
     /// above it in a backing chain (loop detection).
-    package static func open(path: String, format: String?, readOnly: Bool, ignoreFlush: Bool = false,
+    package static func open(path: String, format: String?, readOnly: Bool, cache: BlockCacheMode = .writeback,
                              chain: [String] = []) throws(SystemError) -> any BlockBackend {
         let format = try probedFormat(format, path: path)
+        let image: any BlockBackend
         switch format {
         case "raw":
-            return try RawImage(path: path, readOnly: readOnly)
+            image = try RawImage(path: path, readOnly: readOnly)
         case "qcow2":
-            return try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), ignoreFlush: ignoreFlush)
+            image = try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), ignoreFlush: cache == .unsafe)
         default:
             throw .configuration("'\(path)': unknown image format '\(format)'; accepted: \(formats.joined(separator: ", "))")
         }
+        switch cache {
+        case .writeback: return image
+        case .unsafe: return image is Qcow2Image ? image : CachedBackend(image, mode: cache)
+        case .writethrough: return CachedBackend(image, mode: cache)
+        }
+    }
+}
+
+/// QEMU's `-drive cache=` modes this build offers. (`none` and `directsync` bypass the host's
+/// page cache with O_DIRECT, which needs aligned bounce buffers this build does not have yet.)
+public enum BlockCacheMode: String, Sendable, CaseIterable {
+    /// The default: writes reach the host page cache; the guest's flush makes them durable.
+    case writeback
+    /// Every write is made durable before it completes (QEMU's writethrough).
+    case writethrough
+    /// The guest's flushes are ignored: fast, and lost if the host crashes.
+    case unsafe
+}
+
+/// A backend under a cache mode that changes when data becomes durable.
+final class CachedBackend: BlockBackend {
+    let inner: any BlockBackend
+    let mode: BlockCacheMode
+
+    init(_ inner: any BlockBackend, mode: BlockCacheMode) {
+        self.inner = inner
+        self.mode = mode
+    }
+
+    var label: String { inner.label }
+    var size: UInt64 { inner.size }
+    var readOnly: Bool { inner.readOnly }
+
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) {
+        try inner.read(at: offset, into: buffer)
+    }
+
+    func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(SystemError) {
+        try inner.write(at: offset, from: buffer)
+        if mode == .writethrough { try inner.flush() }
+    }
+
+    func flush() throws(SystemError) {
+        if mode != .unsafe { try inner.flush() }
+    }
+
+    func discard(at offset: UInt64, count: UInt64) throws(SystemError) {
+        try inner.discard(at: offset, count: count)
+        if mode == .writethrough { try inner.flush() }
+    }
+
+    func writeZeroes(at offset: UInt64, count: UInt64, mayUnmap: Bool) throws(SystemError) {
+        try inner.writeZeroes(at: offset, count: count, mayUnmap: mayUnmap)
+        if mode == .writethrough { try inner.flush() }
     }
 }
 

@@ -112,6 +112,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             try file.writeBytes(at: Qcow2Header.autoclearFeaturesOffset, .be64(0))
             try file.sync()
         }
+        OpenImages.register(self)
     }
 
     deinit {
@@ -744,6 +745,33 @@ struct TableCache<Table> {
     mutating func removeAll() {
         tables = [:]
         order = []
+    }
+}
+
+/// Images open for writing, closed cleanly when the process exits (DESIGN.md §6: data is
+/// durable on clean shutdown, and the dirty bit is cleared), even when no owner releases them.
+enum OpenImages {
+    struct Entry: Sendable {
+        weak let image: Qcow2Image?
+    }
+
+    private static let images = Mutex<[Entry]>([])
+    private static let installed: Bool = {
+        atexit { OpenImages.closeAll() }
+        return true
+    }()
+
+    static func register(_ image: Qcow2Image) {
+        _ = installed
+        images.withLock { list in
+            list.removeAll { $0.image == nil }
+            list.append(Entry(image: image))
+        }
+    }
+
+    static func closeAll() {
+        let list = images.withLock { $0 }
+        for entry in list { try? entry.image?.close() }
     }
 }
 

@@ -1,4 +1,5 @@
 import Testing
+import Block
 @testable import CLI
 
 /// The command line as a QEMU user meets it: help texts, accepted options, and one clear line
@@ -155,7 +156,11 @@ import Testing
         #expect(c.devices.map(\.driver) == [.virtioBlock(drive: "d1"), .virtioRNG, .virtioSerial, .virtconsole(chardev: "c0")])
         #expect(try config(virt + ["-snapshot", "-drive", "file=a.img"]).drives[0].snapshot)
         #expect(try config(virt + ["-drive", "file=a.img,snapshot=on"]).drives[0].snapshot)
-        #expect(error(virt + ["-drive", "file=a.qcow2,format=qcow2"]).contains("format=qcow2 is not available in this build yet"))
+        let q = try config(virt + ["-drive", "file=a.qcow2,format=qcow2,cache=unsafe"]).drives[0]
+        #expect(q.format == "qcow2" && q.cache == .unsafe)
+        #expect(try config(virt + ["-drive", "file=a.img"]).drives[0].format == nil)  // probed when opened
+        #expect(error(virt + ["-drive", "file=a.vmdk,format=vmdk"]).contains("format=vmdk is not a format swemu reads; accepted: raw, qcow2"))
+        #expect(error(virt + ["-drive", "file=a.img,cache=none"]).contains("cache=none is not available in this build; accepted: writeback, writethrough, unsafe"))
         #expect(error(virt + ["-drive", "if=virtio"]).contains("file=PATH is required"))
         #expect(error(virt + ["-drive", "file=a,if=ide"]).contains("accepted: virtio, none"))
         #expect(error(virt + ["-drive", "file=a,if=none,id=x"]).contains("no -device virtio-blk-device,drive=x uses it"))
