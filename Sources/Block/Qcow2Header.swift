@@ -167,7 +167,8 @@ package struct Qcow2Header: Equatable, Sendable {
         }
         // Header extensions run from the end of the header to the backing file name (or the
         // end of the first cluster).
-        let extensionsEnd = Int(backingFileOffset != 0 ? min(backingFileOffset, UInt64(bytes.count)) : UInt64(bytes.count))
+        let firstCluster = UInt64(min(UInt64(bytes.count), clusterSize))
+        let extensionsEnd = Int(backingFileOffset != 0 ? min(backingFileOffset, firstCluster) : firstCluster)
         var at = Int(headerLength)
         while at + 8 <= extensionsEnd {
             let type = bytes.be32(at)
@@ -186,7 +187,7 @@ package struct Qcow2Header: Equatable, Sendable {
             guard backingFileSize > 0, backingFileSize <= Qcow2Header.maxBackingNameLength else {
                 throw bad("backing_file_size", 16, "\(backingFileSize) is not between 1 and \(Qcow2Header.maxBackingNameLength)")
             }
-            guard backingFileOffset >= UInt64(headerLength), backingFileOffset + UInt64(backingFileSize) <= UInt64(bytes.count) else {
+            guard backingFileOffset >= UInt64(headerLength), backingFileOffset + UInt64(backingFileSize) <= firstCluster else {
                 throw bad("backing_file_offset", 8, "name at \(backingFileOffset) of \(backingFileSize) bytes lies outside the first cluster")
             }
             let start = Int(backingFileOffset)

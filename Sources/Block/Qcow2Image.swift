@@ -52,8 +52,14 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     var freeHint: UInt64 = 0
     /// Where the next compressed cluster may be packed (0: start a new host cluster).
     private var compressedCursor: UInt64 = 0
+    /// The clusters of every refcount block (for `isMetadata`).
+    private var refcountBlockClusters: Set<UInt64> = []
     private var decompressed: (entry: UInt64, data: [UInt8])?
     private var closed = false
+    /// Set by `signalCorruption`: writes are refused from then on.
+    private var corrupt = false
+    /// The file's length when opened: clusters below it may be in use.
+    private let openedLength: UInt64
 
     package var label: String { "qcow2:\(file.path)" }
     package var size: UInt64 { lock.withLock { _ in header.size } }
@@ -83,9 +89,12 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         l2Entries = clusterSize / 8
         refcountBlockEntries = (clusterSize * 8) >> UInt64(header.refcountOrder)
         fileEnd = (length + clusterSize - 1) / clusterSize * clusterSize
+        openedLength = length
         l1 = try Qcow2Image.readTable(file, at: header.l1TableOffset, count: Int(header.l1Size))
         refcountTable = try Qcow2Image.readTable(file, at: header.refcountTableOffset,
                                                  count: Int(UInt64(header.refcountTableClusters) * clusterSize / 8))
+        let cs = clusterSize
+        refcountBlockClusters = Set(refcountTable.lazy.map { $0 & Qcow2Image.refcountTableMask }.filter { $0 != 0 }.map { $0 / cs })
         snapshots = []
         if header.nbSnapshots > 0 {
             let limit = Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))
@@ -167,7 +176,14 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     package func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(SystemError) {
         try checkWritable("write")
         try checkRange(offset: offset, count: UInt64(buffer.count))
-        try lock.withLock { (_: inout Void) throws(SystemError) in try writeLocked(at: offset, from: buffer) }
+        try lock.withLock { (_: inout Void) throws(SystemError) in
+            try checkNotCorrupt()
+            try writeLocked(at: offset, from: buffer)
+        }
+    }
+
+    private func checkNotCorrupt() throws(SystemError) {
+        guard !corrupt else { throw .badInput("\(file.path): the image is marked corrupt and refuses writes: repair it with 'swemu-img check -r all'") }
     }
 
     package func flush() throws(SystemError) {
@@ -178,13 +194,17 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     package func discard(at offset: UInt64, count: UInt64) throws(SystemError) {
         try checkWritable("discard")
         try checkRange(offset: offset, count: count)
-        try lock.withLock { (_: inout Void) throws(SystemError) in try zeroLocked(at: offset, count: count, mode: .discard) }
+        try lock.withLock { (_: inout Void) throws(SystemError) in
+            try checkNotCorrupt()
+            try zeroLocked(at: offset, count: count, mode: .discard)
+        }
     }
 
     package func writeZeroes(at offset: UInt64, count: UInt64, mayUnmap: Bool) throws(SystemError) {
         try checkWritable("write-zeroes")
         try checkRange(offset: offset, count: count)
         try lock.withLock { (_: inout Void) throws(SystemError) in
+            try checkNotCorrupt()
             try zeroLocked(at: offset, count: count, mode: .zero(mayUnmap: mayUnmap))
         }
     }
@@ -313,6 +333,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             let entry = try l2Entry(cluster)
             // Contiguous host clusters become one host read (sequential reads stay fast).
             if case .data(let host, _) = mapping(of: entry) {
+                try validateOffset(host, "data cluster")
                 var next = cluster + 1
                 while done + n < buffer.count, next % l2Entries != 0,
                       case .data(let h, _) = mapping(of: try l2Entry(next)), h == host + (next - cluster) * clusterSize {
@@ -478,6 +499,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     package func writeCompressed(cluster: UInt64, _ data: [UInt8]) throws(SystemError) {
         try checkWritable("compressed write")
         try lock.withLock { (_: inout Void) throws(SystemError) in
+            try checkNotCorrupt()
             var full = data
             full += [UInt8](repeating: 0, count: Int(clusterSize) - full.count)
             guard let packed = Deflate.compress(full, limit: Int(clusterSize) - 1) else {
@@ -674,6 +696,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         refcountBlockCache.put(offset, block, limit: maxCachedTables)
         if !coversItself { try setRefcount(cluster: own, 1) }
         refcountTable[tableIndex] = offset
+        refcountBlockClusters.insert(own)
         try file.writeBytes(at: header.refcountTableOffset + UInt64(tableIndex) * 8, .be64(offset))
         return offset
     }
@@ -706,6 +729,37 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         for k in 0..<oldClusters { try updateRefcount(cluster: oldOffset / clusterSize + k, by: -1) }
     }
 
+    private func hasRefcountBlock(_ c: UInt64) -> Bool {
+        let index = c / refcountBlockEntries
+        return index < UInt64(refcountTable.count) && refcountTable[Int(index)] & Qcow2Image.refcountTableMask != 0
+    }
+
+    /// Metadata found inconsistent while writing: the image is marked corrupt (qcow2.txt
+    /// "corrupt bit", v3) and refuses further writes, as QEMU does, so that nothing is
+    /// overwritten until `check -r all` has repaired it.
+    func signalCorruption(_ what: String) throws(SystemError) -> Never {
+        corrupt = true
+        if header.version == 3 {
+            header.incompatibleFeatures |= Qcow2Header.corruptBit
+            try? file.writeBytes(at: Qcow2Header.incompatibleFeaturesOffset, .be64(header.incompatibleFeatures))
+        }
+        throw .badInput("\(file.path): \(what); the image is marked corrupt and refuses writes: repair it with 'swemu-img check -r all'")
+    }
+
+    /// Whether host cluster `c` holds the header or a table the header points at. Such a
+    /// cluster with refcount 0 means damaged refcounts; handing it out would overwrite
+    /// metadata, so the allocator passes over it (QEMU's metadata overlap check, for the
+    /// tables it can check cheaply).
+    private func isMetadata(_ c: UInt64) -> Bool {
+        func within(_ offset: UInt64, _ bytes: UInt64) -> Bool {
+            bytes > 0 && c >= offset / clusterSize && c <= (offset + bytes - 1) / clusterSize
+        }
+        return c == 0 || within(header.l1TableOffset, UInt64(l1.count) * 8)
+            || within(header.refcountTableOffset, UInt64(header.refcountTableClusters) * clusterSize)
+            || (header.nbSnapshots > 0 && within(header.snapshotsOffset, UInt64(snapshots.reduce(0) { $0 + $1.serialized().count })))
+            || refcountBlockClusters.contains(c)
+    }
+
     /// Allocates `count` contiguous free clusters (refcount 1 each); returns the first's offset.
     func allocateClusters(_ count: UInt64) throws(SystemError) -> UInt64 {
         var start = freeHint
@@ -713,7 +767,12 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         while run < count {
             let c = start + run
             if c * clusterSize >= fileEnd { break }  // everything from here on is free
-            if try refcount(of: c) != 0 {
+            if c * clusterSize < openedLength && !hasRefcountBlock(c) {
+                // Clusters of the file that no refcount block counts: the refcounts are damaged,
+                // and whatever is there may be in use.
+                try signalCorruption("cluster \(c) lies in the file but no refcount block covers it")
+            }
+            if try refcount(of: c) != 0 || isMetadata(c) {
                 start = c + 1
                 run = 0
             } else {
