@@ -63,6 +63,7 @@ extension Qcow2Image {
                 }
                 count(l2Offset, clusterSize)
                 let l2 = try l2Table(at: l2Offset)
+                nextContiguous = 0  // qemu-img counts fragmentation within each L2 table
                 for (l2Index, entry) in l2.enumerated() {
                     switch mapping(of: entry) {
                     case .unallocated, .zero(host: 0):

@@ -486,6 +486,10 @@ extension ImageTool {
         }
         var required: UInt64, full: UInt64
         if outFormat == "qcow2" {
+            let l1Entries = (size + cs / 8 * cs - 1) / (cs / 8 * cs)
+            guard l1Entries * 8 <= Qcow2Header.maxL1Bytes else {
+                throw .configuration("The image size is too large (try using a larger cluster size)")
+            }
             full = qcow2FullSize(size, clusterSize: cs, refcountBits: refcountBits)
             required = full - (size + cs - 1) / cs * cs + data
         } else {

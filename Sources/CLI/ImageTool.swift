@@ -314,8 +314,8 @@ public enum ImageTool {
         if h.incompatibleFeatures & Qcow2Header.dirtyBit != 0 { s += "cleanly shut down: no\n" }
         s += "Format specific information:\n"
         s += "    compat: \(h.version == 2 ? "0.10" : "1.1")\n"
+        s += "    compression type: zlib\n"
         if h.version == 3 {
-            s += "    compression type: zlib\n"
             s += "    lazy refcounts: \(h.compatibleFeatures & Qcow2Header.lazyRefcountsBit != 0)\n"
         }
         s += "    refcount bits: \(1 << h.refcountOrder)\n"
@@ -369,9 +369,8 @@ public enum ImageTool {
             fields.append(("cluster-size", String(h.clusterSize)))
             fields.append(("format", "\"qcow2\""))
             fields.append(("actual-size", String(disk ?? 0)))
-            var data: [(String, String)] = [("compat", h.version == 2 ? "\"0.10\"" : "\"1.1\"")]
+            var data: [(String, String)] = [("compat", h.version == 2 ? "\"0.10\"" : "\"1.1\""), ("compression-type", "\"zlib\"")]
             if h.version == 3 {
-                data.append(("compression-type", "\"zlib\""))
                 data.append(("lazy-refcounts", String(h.compatibleFeatures & Qcow2Header.lazyRefcountsBit != 0)))
             }
             data.append(("refcount-bits", String(1 << h.refcountOrder)))
