@@ -46,6 +46,8 @@ let package = Package(
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-img", dependencies: ["CLI"], swiftSettings: strict),
+        // libFuzzer target for the qcow2 parsers (scripts/fuzz-qcow2); replays inputs when built normally.
+        .executableTarget(name: "swemu-fuzz-qcow2", dependencies: ["Block", "DeviceModel", "SystemSupport"], swiftSettings: strict),
 
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: strict),
