@@ -13,6 +13,16 @@ package enum DiskImage {
         return magic == [0x51, 0x46, 0x49, 0xfb] ? "qcow2" : "raw"
     }
 
+    /// Whether `[offset, offset + count)` of `image` is known to read as zeroes without reading
+    /// it (holes in raw files, zero and unallocated clusters of qcow2 chains).
+    package static func knownZero(_ image: any BlockBackend, at offset: UInt64, count: UInt64) throws(SystemError) -> Bool {
+        switch image {
+        case let raw as RawImage: return raw.isHole(at: offset, count: count)
+        case let qcow2 as Qcow2Image: return try qcow2.knownZero(at: offset, count: count)
+        default: return false
+        }
+    }
+
     /// `format`, or the probed format when nil.
     package static func probedFormat(_ format: String?, path: String) throws(SystemError) -> String {
         if let format { return format }

@@ -134,11 +134,13 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             guard !closed else { return }
             closed = true
             guard !readOnly else { return }
-            try file.sync()
+            // The data and metadata reach the disk before the header says the image is clean
+            // (not under cache=unsafe, which promises nothing across a host crash).
+            if !ignoreFlush { try file.sync() }
             if header.version == 3 && header.incompatibleFeatures & Qcow2Header.dirtyBit != 0 {
                 header.incompatibleFeatures &= ~Qcow2Header.dirtyBit
                 try file.writeBytes(at: Qcow2Header.incompatibleFeaturesOffset, .be64(header.incompatibleFeatures))
-                try file.sync()
+                if !ignoreFlush { try file.sync() }
             }
         }
     }
@@ -229,6 +231,28 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         }
     }
 
+    /// Whether `[offset, offset + count)` is known to read as zeroes without reading it:
+    /// zero clusters, and unallocated ones over zeroes in the backing chain (convert skips them).
+    package func knownZero(at offset: UInt64, count: UInt64) throws(SystemError) -> Bool {
+        guard count > 0 else { return true }
+        let first = offset / clusterSize, last = (offset + count - 1) / clusterSize
+        var fromBacking: [UInt64] = []
+        for cluster in first...last {
+            switch try clusterStatus(cluster) {
+            case .zero: continue
+            case .unallocated: if backing != nil { fromBacking.append(cluster) }
+            case .data, .compressed: return false
+            }
+        }
+        guard let backing else { return true }
+        for cluster in fromBacking {
+            let start = max(offset, cluster * clusterSize), end = min(offset + count, (cluster + 1) * clusterSize)
+            guard start < backing.size else { continue }
+            if try !DiskImage.knownZero(backing, at: start, count: min(end, backing.size) - start) { return false }
+        }
+        return true
+    }
+
     /// Runs `body` with the lock held: the image tools' way in to the `...Locked` helpers.
     package func locked<T>(_ body: () throws(SystemError) -> T) throws(SystemError) -> T {
         try lock.withLock { (_: inout Void) throws(SystemError) in try body() }
@@ -288,10 +312,17 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     }
 
     func setL2Entry(table offset: UInt64, index: Int, _ value: UInt64) throws(SystemError) {
-        var table = try l2Table(at: offset)
-        table[index] = value
-        l2Cache.put(offset, table, limit: maxCachedTables)
-        try file.writeBytes(at: offset + UInt64(index) * 8, .be64(value))
+        try setL2Entries(table: offset, from: index, [value])
+    }
+
+    /// Sets consecutive entries of an L2 table: in the cached table in place, and in the file
+    /// with one write.
+    func setL2Entries(table offset: UInt64, from index: Int, _ values: [UInt64]) throws(SystemError) {
+        _ = try l2Table(at: offset)  // cached from here on
+        l2Cache.modify(offset) { table in
+            for (k, v) in values.enumerated() { table[index + k] = v }
+        }
+        try file.writeBytes(at: offset + UInt64(index) * 8, Qcow2Image.tableBytes(values))
     }
 
     func setL1Entry(_ index: Int, _ value: UInt64) throws(SystemError) {
@@ -434,12 +465,10 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         let table = try writableL2Table(for: cluster)
         let host = try allocateClusters(count)
         try file.write(at: host, from: data)
-        for k in 0..<count {
-            let index = Int((cluster + k) % l2Entries)
-            let old = try l2Table(at: table)[index]
-            try setL2Entry(table: table, index: index, (host + k * clusterSize) | Qcow2Image.copiedFlag)
-            try release(old)
-        }
+        let index = Int(cluster % l2Entries)
+        let old = Array(try l2Table(at: table)[index..<(index + Int(count))])
+        try setL2Entries(table: table, from: index, (0..<count).map { (host + $0 * clusterSize) | Qcow2Image.copiedFlag })
+        for entry in old { try release(entry) }
     }
 
     /// Writes part of one guest cluster: in place when the cluster is ours alone, otherwise
@@ -672,14 +701,35 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     }
 
     func setRefcount(cluster: UInt64, _ value: UInt64) throws(SystemError) {
-        let tableIndex = Int(cluster / refcountBlockEntries)
-        if tableIndex >= refcountTable.count { try growRefcountTable(covering: tableIndex) }
-        var blockOffset = refcountTable[tableIndex] & Qcow2Image.refcountTableMask
-        if blockOffset == 0 { blockOffset = try newRefcountBlock(tableIndex: tableIndex) }
-        var block = try refcountBlock(at: blockOffset)
-        let changed = Qcow2Image.setRefcountEntry(&block, Int(cluster % refcountBlockEntries), order: header.refcountOrder, value)
-        refcountBlockCache.put(blockOffset, block, limit: maxCachedTables)
-        try file.writeBytes(at: blockOffset + UInt64(changed.lowerBound), Array(block[changed]))
+        try setRefcounts(from: cluster, count: 1, value)
+    }
+
+    /// Sets the refcounts of `count` consecutive clusters: each refcount block they span is
+    /// changed in place in the cache and written with one write.
+    func setRefcounts(from first: UInt64, count: UInt64, _ value: UInt64) throws(SystemError) {
+        var cluster = first
+        let end = first + count
+        while cluster < end {
+            let tableIndex = Int(cluster / refcountBlockEntries)
+            if tableIndex >= refcountTable.count { try growRefcountTable(covering: tableIndex) }
+            var blockOffset = refcountTable[tableIndex] & Qcow2Image.refcountTableMask
+            if blockOffset == 0 { blockOffset = try newRefcountBlock(tableIndex: tableIndex) }
+            let last = min(end, UInt64(tableIndex + 1) * refcountBlockEntries)
+            _ = try refcountBlock(at: blockOffset)  // cached from here on
+            let order = header.refcountOrder, entries = refcountBlockEntries
+            let changed: Range<Int>? = refcountBlockCache.modify(blockOffset) { block in
+                var range: Range<Int>? = nil
+                for c in cluster..<last {
+                    let r = Qcow2Image.setRefcountEntry(&block, Int(c % entries), order: order, value)
+                    range = range.map { min($0.lowerBound, r.lowerBound)..<max($0.upperBound, r.upperBound) } ?? r
+                }
+                return range
+            } ?? nil
+            if let changed, let block = refcountBlockCache.get(blockOffset) {
+                try file.writeBytes(at: blockOffset + UInt64(changed.lowerBound), Array(block[changed]))
+            }
+            cluster = last
+        }
     }
 
     /// Adds the refcount block for refcount table entry `tableIndex` at the end of the file.
@@ -781,7 +831,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         }
         if start == freeHint || count == 1 { freeHint = start + count }
         fileEnd = max(fileEnd, (start + count) * clusterSize)
-        for k in 0..<count { try setRefcount(cluster: start + k, 1) }
+        try setRefcounts(from: start, count: count, 1)
         return start * clusterSize
     }
 }
@@ -794,16 +844,17 @@ struct TableCache<Table> {
 
     func get(_ offset: UInt64) -> Table? { tables[offset] }
 
+    /// Changes a cached table in place (no copy of the table); nil when it is not cached.
+    mutating func modify<R>(_ offset: UInt64, _ body: (inout Table) -> R) -> R? {
+        guard tables[offset] != nil else { return nil }
+        return body(&tables[offset]!)
+    }
+
     mutating func put(_ offset: UInt64, _ table: Table, limit: Int) {
         if tables.updateValue(table, forKey: offset) == nil {
             order.append(offset)
             if order.count > limit { tables[order.removeFirst()] = nil }
         }
-    }
-
-    mutating func removeAll() {
-        tables = [:]
-        order = []
     }
 }
 

@@ -47,6 +47,15 @@ package final class RawImage: BlockBackend {
         self.fd = fd
     }
 
+    /// Whether `[offset, offset + count)` lies in a hole of the file (`lseek(SEEK_DATA)`), so it
+    /// reads as zeroes without I/O. False when the file system cannot tell.
+    package func isHole(at offset: UInt64, count: UInt64) -> Bool {
+        let seekData: Int32 = 3  // SEEK_DATA (Linux), which Glibc does not import without _GNU_SOURCE
+        let next = lseek(fd.rawValue, off_t(offset), seekData)
+        if next < 0 { return errno == ENXIO }  // no data at or after `offset`
+        return UInt64(next) >= offset + count
+    }
+
     package func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) {
         try checkRange(offset: offset, count: UInt64(buffer.count))
         var done = 0

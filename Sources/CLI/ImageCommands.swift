@@ -21,10 +21,14 @@ extension ImageTool {
         }
     }
 
-    static func readChunk(_ image: any BlockBackend, at offset: UInt64, into buffer: inout [UInt8], count: Int) throws(SystemError) {
+    /// Reads `count` bytes at `offset` into the start of `buffer`; returns true (for chaining
+    /// in conditions).
+    @discardableResult
+    static func readChunk(_ image: any BlockBackend, at offset: UInt64, into buffer: inout [UInt8], count: Int) throws(SystemError) -> Bool {
         try buffer.withUnsafeMutableBytes { b in
             Result { () throws(SystemError) in try image.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: b[0..<count])) }
         }.get()
+        return true
     }
 
     static func writeChunk(_ image: any BlockBackend, at offset: UInt64, _ buffer: [UInt8], count: Int) throws(SystemError) {
@@ -48,7 +52,13 @@ extension ImageTool {
     // MARK: convert
 
     static func convert(_ args: [String], _ out: inout Output, progress: (String) -> Void) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f", "-O", "-o"], flags: ["-c", "-p", "-q", "-U", "-n"])
+        let a = try Arguments(args, valued: ["-f", "-O", "-o", "-t"], flags: ["-c", "-p", "-q", "-U", "-n"])
+        // qemu-img convert writes its output with cache=unsafe unless -t says otherwise: the
+        // copy can be redone, so it is not synced to the disk at the end.
+        let cacheName = a.values["-t"] ?? "unsafe"
+        guard let cache = BlockCacheMode(rawValue: cacheName) else {
+            throw .configuration("Invalid cache option: \(cacheName) (accepted: \(BlockCacheMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
         guard a.positional.count == 2 else { throw .configuration("Expecting one image file name and one output file name") }
         let (source, target) = (a.positional[0], a.positional[1])
         let outFormat = a.values["-O"] ?? "raw"
@@ -61,7 +71,7 @@ extension ImageTool {
         if compress && outFormat != "qcow2" { throw .unsupported("Compression not supported for this file format") }
         var created = Output()
         try create(createArgs, &created)
-        let dst = try DiskImage.open(path: target, format: outFormat, readOnly: false)
+        let dst = try DiskImage.open(path: target, format: outFormat, readOnly: false, cache: cache)
         let clusterSize = (dst as? Qcow2Image)?.clusterSize ?? 65536
         // Whole clusters per request; compressed output goes one cluster at a time.
         let chunk = compress ? clusterSize : max(clusterSize, 2 << 20) / clusterSize * clusterSize
@@ -72,9 +82,11 @@ extension ImageTool {
         var offset: UInt64 = 0
         while offset < src.size {
             let n = Int(min(chunk, src.size - offset))
-            try readChunk(src, at: offset, into: &buffer, count: n)
-            // The new image reads as zeroes already: zero chunks stay unallocated (sparse).
-            if !allZero(buffer[0..<n]) {
+            // The new image reads as zeroes already: zero chunks stay unallocated (sparse), and
+            // those the source knows to be zero (holes, zero clusters) are not even read.
+            if try DiskImage.knownZero(src, at: offset, count: UInt64(n)) {
+                // nothing to copy
+            } else if try readChunk(src, at: offset, into: &buffer, count: n), !allZero(buffer[0..<n]) {
                 if compress, let q = dst as? Qcow2Image {
                     try q.writeCompressed(cluster: offset / clusterSize, Array(buffer[0..<n]))
                 } else {

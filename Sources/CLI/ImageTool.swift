@@ -10,7 +10,7 @@ public enum ImageTool {
         ("check", "check [-f fmt] [--output=ofmt] [-r [leaks | all]] [-q] filename"),
         ("commit", "commit [-f fmt] [-d] [-q] filename"),
         ("compare", "compare [-f fmt] [-F fmt] [-q] filename1 filename2"),
-        ("convert", "convert [-c] [-p] [-q] [-f fmt] [-O output_fmt] [-o options] filename output_filename"),
+        ("convert", "convert [-c] [-p] [-q] [-f fmt] [-t cache] [-O output_fmt] [-o options] filename output_filename"),
         ("create", "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-o options] filename [size]"),
         ("info", "info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename"),
         ("map", "map [-f fmt] [--output=ofmt] filename"),
