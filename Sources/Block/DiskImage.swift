@@ -23,6 +23,13 @@ package enum DiskImage {
         }
     }
 
+    /// Where the backing file `name` of the image at `path` is: relative names are relative to
+    /// the image's directory, as QEMU resolves them.
+    package static func resolveBacking(_ name: String, relativeTo path: String) -> String {
+        guard !name.hasPrefix("/"), let slash = path.lastIndex(of: "/") else { return name }
+        return String(path[...slash]) + name
+    }
+
     /// `format`, or the probed format when nil.
     package static func probedFormat(_ format: String?, path: String) throws(SystemError) -> String {
         if let format { return format }

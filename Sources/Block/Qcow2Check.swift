@@ -32,7 +32,10 @@ extension Qcow2Image {
     func checkLocked(repair: Qcow2Repair) throws(SystemError) -> Qcow2CheckResult {
         var result = Qcow2CheckResult()
         let fileClusters = fileEnd / clusterSize
-        // Bounded by the file: one counter per host cluster the file holds.
+        // One counter per host cluster the file holds, bounded (1 GiB of counters).
+        guard fileClusters <= 1 << 28 else {
+            throw .unsupported("\(file.path): \(fileClusters) clusters are too many to check in memory")
+        }
         var counts = [UInt32](repeating: 0, count: Int(fileClusters))
         result.totalClusters = (header.size + clusterSize - 1) / clusterSize
 

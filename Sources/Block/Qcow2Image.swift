@@ -150,10 +150,9 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         return (0..<count).map { bytes.be64($0 * 8) }
     }
 
-    /// Opens the backing file `name` of the image at `path`: relative names are relative to
-    /// the image's directory (as QEMU resolves them); a file already in `chain` is a loop.
+    /// Opens the backing file `name` of the image at `path`; a file already in `chain` is a loop.
     static func openBacking(_ name: String, format: String?, of path: String, chain: [String]) throws(SystemError) -> any BlockBackend {
-        let resolved = name.hasPrefix("/") || !path.contains("/") ? name : String(path[...path.lastIndex(of: "/")!]) + name
+        let resolved = DiskImage.resolveBacking(name, relativeTo: path)
         let me = realPath(path) ?? path
         let chain = chain.isEmpty ? [me] : chain
         guard let real = realPath(resolved) else {
@@ -527,6 +526,10 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// A cluster that does not shrink is stored uncompressed, as QEMU does.
     package func writeCompressed(cluster: UInt64, _ data: [UInt8]) throws(SystemError) {
         try checkWritable("compressed write")
+        guard UInt64(data.count) <= clusterSize else {
+            throw .configuration("\(label): compressed write of \(data.count) bytes is larger than a cluster")
+        }
+        try checkRange(offset: cluster * clusterSize, count: UInt64(data.count))
         try lock.withLock { (_: inout Void) throws(SystemError) in
             try checkNotCorrupt()
             var full = data

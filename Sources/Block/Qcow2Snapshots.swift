@@ -204,7 +204,9 @@ extension Qcow2Image {
             new.backingFile = name
             new.backingFormat = name == nil ? nil : format
             let bytes = try new.serialized()
-            try file.writeBytes(at: 0, bytes + [UInt8](repeating: 0, count: Int(min(clusterSize, 4096)) - min(bytes.count, Int(min(clusterSize, 4096)))))
+            // The first cluster holds only the header, its extensions and the backing file name
+            // (qcow2.txt "Header"): the rest is cleared so that no longer name survives.
+            try file.writeBytes(at: 0, bytes + [UInt8](repeating: 0, count: Int(clusterSize) - bytes.count))
             header = try Qcow2Header(parsing: try file.readBytes(at: 0, count: Int(clusterSize)), fileLength: try file.length(), name: file.path)
         }
     }

@@ -5,12 +5,6 @@ import SystemSupport
 
 /// swemu-img's commands past create and info.
 extension ImageTool {
-    /// The name a backing file `name` of the image at `path` resolves to (relative names are
-    /// relative to the image's directory, as in QEMU).
-    static func resolve(_ name: String, relativeTo path: String) -> String {
-        name.hasPrefix("/") || !path.contains("/") ? name : String(path[...path.lastIndex(of: "/")!]) + name
-    }
-
     static func allZero(_ bytes: ArraySlice<UInt8>) -> Bool {
         bytes.withUnsafeBytes { b in
             // Word-sized compares: convert's zero detection runs over every byte of the image.
@@ -232,12 +226,12 @@ extension ImageTool {
         let image = try qcow2(try open(path, format: a.values["-f"], readOnly: false, backing: !unsafe), "rebase")
         var newFormat = a.values["-F"]
         if !newName.isEmpty && newFormat == nil {
-            newFormat = try DiskImage.probe(path: resolve(newName, relativeTo: path))
+            newFormat = try DiskImage.probe(path: DiskImage.resolveBacking(newName, relativeTo: path))
         }
         if !unsafe {
             // Safe mode: every cluster this image does not hold must read the same afterwards,
             // so where the old and new backing files differ the old data is copied in.
-            let newBacking = newName.isEmpty ? nil : try DiskImage.open(path: resolve(newName, relativeTo: path), format: newFormat, readOnly: true)
+            let newBacking = newName.isEmpty ? nil : try DiskImage.open(path: DiskImage.resolveBacking(newName, relativeTo: path), format: newFormat, readOnly: true)
             let cs = image.clusterSize
             var old = [UInt8](repeating: 0, count: Int(cs)), new = old
             var cluster: UInt64 = 0
@@ -265,7 +259,7 @@ extension ImageTool {
         guard let path = a.positional.first else { throw .configuration("Expecting one image file name") }
         let image = try qcow2(try open(path, format: a.values["-f"], readOnly: true, backing: false), "commit")
         guard let backingName = image.header.backingFile else { throw .configuration("Image does not have a backing file") }
-        let base = try DiskImage.open(path: resolve(backingName, relativeTo: path), format: image.header.backingFormat, readOnly: false)
+        let base = try DiskImage.open(path: DiskImage.resolveBacking(backingName, relativeTo: path), format: image.header.backingFormat, readOnly: false)
         let cs = image.clusterSize
         var buffer = [UInt8](repeating: 0, count: Int(cs))
         var cluster: UInt64 = 0
@@ -330,7 +324,7 @@ extension ImageTool {
             return Extent(start: offset, length: length, depth: depth, present: true, zero: true, data: false, offset: nil, file: path)
         case .unallocated:
             if let name = q.header.backingFile {
-                let backingPath = resolve(name, relativeTo: path)
+                let backingPath = DiskImage.resolveBacking(name, relativeTo: path)
                 if let backing = q.backing, offset < backing.size {
                     var e = try extent(backing, path: backingPath, at: offset, depth: depth + 1)
                     e.length = min(e.length, length)

@@ -201,8 +201,7 @@ public enum ImageTool {
         if a.positional.count > 1 {
             size = try parseSize(a.positional[1])
         } else if let backing = options.backingFile {
-            let base = backing.hasPrefix("/") || !path.contains("/") ? backing : String(path[...path.lastIndex(of: "/")!]) + backing
-            size = try open(base, format: options.backingFormat, readOnly: true).size
+            size = try open(DiskImage.resolveBacking(backing, relativeTo: path), format: options.backingFormat, readOnly: true).size
         } else if let s = a.options["size"] {
             size = try parseSize(s)
         } else {
@@ -241,8 +240,7 @@ public enum ImageTool {
             }
             options.lazyRefcounts = a.options["lazy_refcounts"] == "on"
             if let backing = options.backingFile, options.backingFormat == nil {
-                let base = backing.hasPrefix("/") || !path.contains("/") ? backing : String(path[...path.lastIndex(of: "/")!]) + backing
-                options.backingFormat = try DiskImage.probe(path: base)
+                options.backingFormat = try DiskImage.probe(path: DiskImage.resolveBacking(backing, relativeTo: path))
             }
             line += " cluster_size=\(options.clusterSize) extended_l2=off"
             if options.preallocation != .off { line += " preallocation=\(options.preallocation.rawValue)" }
@@ -282,8 +280,7 @@ public enum ImageTool {
             let image = try open(current, format: format, readOnly: true, backing: false)
             infos.append(json ? infoJSON(image, path: current, indent: a.flags.contains("--backing-chain") ? 1 : 0) : infoHuman(image, path: current))
             if a.flags.contains("--backing-chain"), let q = image as? Qcow2Image, let backing = q.header.backingFile {
-                let resolved = backing.hasPrefix("/") || !current.contains("/") ? backing : String(current[...current.lastIndex(of: "/")!]) + backing
-                chain.append((resolved, q.header.backingFormat))
+                chain.append((DiskImage.resolveBacking(backing, relativeTo: current), q.header.backingFormat))
             }
         }
         if json && a.flags.contains("--backing-chain") {
