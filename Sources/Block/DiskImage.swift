@@ -51,29 +51,34 @@ package enum DiskImage {
         let image: any BlockBackend
         switch format {
         case "raw":
-            image = try RawImage(path: path, readOnly: readOnly)
+            image = try RawImage(path: path, readOnly: readOnly, direct: cache.direct)
         case "qcow2":
-            image = try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), ignoreFlush: cache == .unsafe)
+            image = try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), cache: cache)
         default:
             throw .configuration("'\(path)': unknown image format '\(format)'; accepted: \(formats.joined(separator: ", "))")
         }
-        switch cache {
-        case .writeback: return image
-        case .unsafe: return image is Qcow2Image ? image : CachedBackend(image, mode: cache)
-        case .writethrough: return CachedBackend(image, mode: cache)
-        }
+        // qcow2 ignores flushes itself under cache=unsafe (its close must not sync either).
+        let wrap = cache.writeThrough || (cache == .unsafe && !(image is Qcow2Image))
+        return wrap ? CachedBackend(image, mode: cache) : image
     }
 }
 
-/// QEMU's `-drive cache=` modes this build offers. (`none` and `directsync` bypass the host's
-/// page cache with O_DIRECT, which needs aligned bounce buffers this build does not have yet.)
+/// QEMU's `-drive cache=` modes: whether the host page cache is bypassed (O_DIRECT), whether
+/// every write is made durable before it completes, and whether the guest's flushes count.
 public enum BlockCacheMode: String, Sendable, CaseIterable {
     /// The default: writes reach the host page cache; the guest's flush makes them durable.
     case writeback
-    /// Every write is made durable before it completes (QEMU's writethrough).
+    /// O_DIRECT: the host page cache is bypassed; the guest's flush makes writes durable.
+    case none
+    /// Every write is made durable before it completes.
     case writethrough
+    /// O_DIRECT, and every write durable before it completes.
+    case directsync
     /// The guest's flushes are ignored: fast, and lost if the host crashes.
     case unsafe
+
+    package var direct: Bool { self == .none || self == .directsync }
+    package var writeThrough: Bool { self == .writethrough || self == .directsync }
 }
 
 /// A backend under a cache mode that changes when data becomes durable.
@@ -96,7 +101,7 @@ final class CachedBackend: BlockBackend {
 
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(SystemError) {
         try inner.write(at: offset, from: buffer)
-        if mode == .writethrough { try inner.flush() }
+        if mode.writeThrough { try inner.flush() }
     }
 
     func flush() throws(SystemError) {
@@ -105,12 +110,12 @@ final class CachedBackend: BlockBackend {
 
     func discard(at offset: UInt64, count: UInt64) throws(SystemError) {
         try inner.discard(at: offset, count: count)
-        if mode == .writethrough { try inner.flush() }
+        if mode.writeThrough { try inner.flush() }
     }
 
     func writeZeroes(at offset: UInt64, count: UInt64, mayUnmap: Bool) throws(SystemError) {
         try inner.writeZeroes(at: offset, count: count, mayUnmap: mayUnmap)
-        if mode == .writethrough { try inner.flush() }
+        if mode.writeThrough { try inner.flush() }
     }
 }
 

@@ -75,12 +75,12 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// Opens a qcow2 image. Read-write opening refuses an image marked corrupt, sets the dirty
     /// bit (v3) until `close()`, and clears the autoclear features this build does not keep up
     /// to date (qcow2.txt: "autoclear_features").
-    package init(path: String, readOnly: Bool, backingMode: BackingMode = .open(chain: []), ignoreFlush: Bool = false,
+    package init(path: String, readOnly: Bool, backingMode: BackingMode = .open(chain: []), cache: BlockCacheMode = .writeback,
                  forRepair: Bool = false) throws(SystemError)
     {
-        file = try ImageFile(path: path, readOnly: readOnly)
+        file = try ImageFile(path: path, readOnly: readOnly, direct: cache.direct)
         self.readOnly = readOnly
-        self.ignoreFlush = ignoreFlush
+        ignoreFlush = cache == .unsafe
         let length = try file.length()
         let first = try file.readBytes(at: 0, count: Int(min(length, 2 << 20)))
         header = try Qcow2Header(parsing: first, fileLength: length, name: path)
@@ -102,7 +102,9 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             snapshots = try Qcow2Snapshot.parseTable(bytes, count: Int(header.nbSnapshots), name: path)
         }
         if case .open(let chain) = backingMode, let name = header.backingFile {
-            backing = try Qcow2Image.openBacking(name, format: header.backingFormat, of: path, chain: chain)
+            // The chain shares the cache mode's O_DIRECT, as in QEMU; it is only read.
+            backing = try Qcow2Image.openBacking(name, format: header.backingFormat, of: path, chain: chain,
+                                                 cache: cache.direct ? .none : .writeback)
         }
         guard !readOnly else { return }
         guard forRepair || header.incompatibleFeatures & Qcow2Header.corruptBit == 0 else {
@@ -151,7 +153,8 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     }
 
     /// Opens the backing file `name` of the image at `path`; a file already in `chain` is a loop.
-    static func openBacking(_ name: String, format: String?, of path: String, chain: [String]) throws(SystemError) -> any BlockBackend {
+    static func openBacking(_ name: String, format: String?, of path: String, chain: [String],
+                            cache: BlockCacheMode) throws(SystemError) -> any BlockBackend {
         let resolved = DiskImage.resolveBacking(name, relativeTo: path)
         let me = realPath(path) ?? path
         let chain = chain.isEmpty ? [me] : chain
@@ -164,7 +167,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         guard chain.count < maxChainDepth else {
             throw .badInput("\(path): backing chain is deeper than \(maxChainDepth) images")
         }
-        return try DiskImage.open(path: resolved, format: format, readOnly: true, chain: chain + [real])
+        return try DiskImage.open(path: resolved, format: format, readOnly: true, cache: cache, chain: chain + [real])
     }
 
     // MARK: BlockBackend
