@@ -215,6 +215,31 @@ struct Qcow2FeatureTests {
         #expect(try run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", dir.file("d.raw"), dir.file("d.qcow2")]).status == 1)  // the compressed clusters
     }
 
+    /// Header extensions survive: QEMU's feature name table and one no tool knows, through a
+    /// read-write session and a header rewrite (rebase); qemu-img still opens the image.
+    @Test func headerExtensionsArePreserved() throws {
+        let dir = TempDirectory()
+        let path = dir.file("e.qcow2")
+        #expect(try run(["qemu-img", "create", "-q", "-f", "qcow2", path, "1M"]).status == 0)
+        let file = try ImageFile(path: path, readOnly: false)
+        var header = try Qcow2Header(parsing: try file.readBytes(at: 0, count: 65536), fileLength: try file.length(), name: path)
+        #expect(header.extensions.contains { $0.type == Qcow2HeaderExtension.featureNameTable })
+        let unknown = Qcow2HeaderExtension(type: 0x1234_5678, data: Array("kept as is".utf8))
+        header.extensions.append(unknown)
+        try file.writeBytes(at: 0, try header.serialized())
+        let expected = header.extensions
+        do {
+            let image = try Qcow2Image(path: path, readOnly: false)
+            try image.write(at: 0, [1, 2, 3])
+            try image.setBacking(file: nil, format: nil)
+            try image.close()
+        }
+        let after = try Qcow2Header(parsing: try file.readBytes(at: 0, count: 65536), fileLength: try file.length(), name: path)
+        #expect(after.extensions == expected)
+        try expectQemuCheckClean(path)
+        #expect(try run(["qemu-io", "-c", "read -P 1 0 1", path]).status == 0)
+    }
+
     /// Grow and shrink: qemu-img agrees on the size and finds the image clean.
     @Test func resize() throws {
         let dir = TempDirectory()
