@@ -464,30 +464,12 @@ extension ImageTool {
             let image = try open(path, format: a.values["-f"], readOnly: true)
             sourceIsQcow2 = image is Qcow2Image
             size = image.size
-            // Count destination clusters holding data anywhere in the source's chain.
-            let step = outFormat == "qcow2" ? cs : 65536
-            var buffer = [UInt8](repeating: 0, count: Int(step))
+            // Whole destination clusters that hold anything but known zeroes (QEMU counts what
+            // block status does not report as zero, through the backing chain, in clusters).
             var offset: UInt64 = 0
-            while offset < size {
-                let n = min(step, size - offset)
-                var hasData = false
-                var probe = offset
-                while probe < offset + n && !hasData {
-                    let e = try extent(image, path: path, at: probe, depth: 0)
-                    if e.data {
-                        if e.file == path || image is Qcow2Image {
-                            // raw data may be written zeroes; QEMU's raw reports them as data too
-                            hasData = true
-                        }
-                    }
-                    probe += max(1, min(e.length, offset + n - probe))
-                }
-                if hasData && !(image is Qcow2Image) {
-                    try readChunk(image, at: offset, into: &buffer, count: Int(n))
-                    hasData = !allZero(buffer[0..<Int(n)])
-                }
-                if hasData { data += n }
-                offset += n
+            while outFormat == "qcow2" && offset < size {
+                if try !DiskImage.knownZero(image, at: offset, count: min(cs, size - offset)) { data += cs }
+                offset += cs
             }
         }
         var required: UInt64, full: UInt64
@@ -499,8 +481,9 @@ extension ImageTool {
             full = qcow2FullSize(size, clusterSize: cs, refcountBits: refcountBits)
             required = full - (size + cs - 1) / cs * cs + data
         } else {
+            // qemu-img: "Unallocated sectors count towards the file size in raw images".
             full = size
-            required = data
+            required = size
         }
         let bitmaps = sourceIsQcow2 && outFormat == "qcow2"
         if json {

@@ -286,7 +286,7 @@ public enum ImageTool {
         if json && a.flags.contains("--backing-chain") {
             out.stdout += "[\n" + infos.joined(separator: ",\n") + "\n]\n"
         } else {
-            out.stdout += infos.joined(separator: json ? "\n" : "\n") + (json ? "\n" : "")
+            out.stdout += infos.joined(separator: "\n") + (json ? "\n" : "")
         }
     }
 

@@ -85,6 +85,11 @@ struct ImageToolTests {
                 #expect(normalized(a.stdout, []) == normalized(b.out, []), "\(args)")
             }
         }
+        for outFormat in ["qcow2", "raw"] {
+            let a = swemu(["measure", "-O", outFormat, path("src.raw")])
+            let b = try shell(["qemu-img", "measure", "-O", outFormat, path("src.raw")])
+            #expect(a.stdout == b.out, "measure -O \(outFormat) of a raw file")
+        }
         // A difference: both tools name the same first differing sector.
         try shell(["qemu-io", "-c", "write -P 0x33 1049088 512", path("p.qcow2")])
         let a = swemu(["compare", path("src.raw"), path("p.qcow2")])
