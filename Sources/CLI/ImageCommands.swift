@@ -46,7 +46,7 @@ extension ImageTool {
     // MARK: convert
 
     static func convert(_ args: [String], _ out: inout Output, progress: (String) -> Void) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f", "-O", "-o", "-t"], flags: ["-c", "-p", "-q", "-U", "-n"])
+        let a = try Arguments(args, valued: ["-f", "-O", "-o", "-t"], flags: ["-c", "-p", "-q", "-U"])
         // qemu-img convert writes its output with cache=unsafe unless -t says otherwise: the
         // copy can be redone, so it is not synced to the disk at the end.
         let cacheName = a.values["-t"] ?? "unsafe"
@@ -166,7 +166,7 @@ extension ImageTool {
     // MARK: resize
 
     static func resize(_ args: [String], _ out: inout Output) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f"], flags: ["--shrink", "-q", "--preallocation=off"])
+        let a = try Arguments(args, valued: ["-f"], flags: ["--shrink", "-q"])
         guard a.positional.count == 2 else { throw .configuration("Expecting image file name and size") }
         let (path, sizeText) = (a.positional[0], a.positional[1])
         let format = try DiskImage.probedFormat(a.values["-f"], path: path)
@@ -219,7 +219,7 @@ extension ImageTool {
     // MARK: rebase
 
     static func rebase(_ args: [String], _ out: inout Output) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f", "-b", "-F"], flags: ["-u", "-q", "-p", "-U"])
+        let a = try Arguments(args, valued: ["-f", "-b", "-F"], flags: ["-u", "-q", "-U"])
         guard let path = a.positional.first else { throw .configuration("Expecting one image file name") }
         guard let newName = a.values["-b"] else { throw .configuration("Must specify backing file (-b) or use unsafe mode (-u)") }
         let unsafe = a.flags.contains("-u")
@@ -255,7 +255,7 @@ extension ImageTool {
     // MARK: commit
 
     static func commit(_ args: [String], _ out: inout Output) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f", "-b"], flags: ["-d", "-q", "-p"])
+        let a = try Arguments(args, valued: ["-f"], flags: ["-d", "-q"])
         guard let path = a.positional.first else { throw .configuration("Expecting one image file name") }
         let image = try qcow2(try open(path, format: a.values["-f"], readOnly: true, backing: false), "commit")
         guard let backingName = image.header.backingFile else { throw .configuration("Image does not have a backing file") }
@@ -369,7 +369,7 @@ extension ImageTool {
     // MARK: compare
 
     static func compare(_ args: [String], _ out: inout Output) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f", "-F"], flags: ["-q", "-s", "-p", "-U"])
+        let a = try Arguments(args, valued: ["-f", "-F"], flags: ["-q", "-U"])
         guard a.positional.count == 2 else { throw .configuration("Expecting two image file names") }
         out.status = 2
         let first = try open(a.positional[0], format: a.values["-f"], readOnly: true)
@@ -446,7 +446,7 @@ extension ImageTool {
     }
 
     static func measure(_ args: [String], _ out: inout Output) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f", "-O", "-o", "--output", "--size", "-l"], flags: ["-U"])
+        let a = try Arguments(args, valued: ["-f", "-O", "-o", "--output", "--size"], flags: ["-U"])
         let json = try a.output()
         let outFormat = a.values["-O"] ?? "raw"
         guard DiskImage.formats.contains(outFormat) else { throw .configuration("Unknown file format '\(outFormat)'") }

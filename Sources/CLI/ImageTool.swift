@@ -191,7 +191,7 @@ public enum ImageTool {
     // MARK: create
 
     static func create(_ args: [String], _ out: inout Output) throws(SystemError) {
-        let a = try Arguments(args, valued: ["-f", "-b", "-F", "-o"], flags: ["-q", "-u"])
+        let a = try Arguments(args, valued: ["-f", "-b", "-F", "-o"], flags: ["-q"])
         let format = a.values["-f"] ?? "raw"
         guard let path = a.positional.first else { throw .configuration("Expecting image file name") }
         var options = Qcow2CreateOptions()
