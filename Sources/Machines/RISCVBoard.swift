@@ -162,7 +162,7 @@ public final class RISCVBoard: @unchecked Sendable {
                     } else {
                         backend = try DiskImage.open(path: path, format: format, readOnly: readOnly, cache: cache)
                     }
-                    device = VirtioBlock(backend: backend, serial: serial)
+                    device = try VirtioBlock.withIOThread(backend: backend, serial: serial)
                 case .rng:
                     device = VirtioRNG()
                 case .console(let backend):
