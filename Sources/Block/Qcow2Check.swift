@@ -32,8 +32,9 @@ extension Qcow2Image {
     func checkLocked(repair: Qcow2Repair) throws(SystemError) -> Qcow2CheckResult {
         var result = Qcow2CheckResult()
         let fileClusters = fileEnd / clusterSize
-        // One counter per host cluster the file holds, bounded (1 GiB of counters).
-        guard fileClusters <= 1 << 28 else {
+        // One counter per host cluster the file holds, bounded (256 MiB of counters: 4 TiB of
+        // 64 KiB clusters).
+        guard fileClusters <= 1 << 26 else {
             throw .unsupported("\(file.path): \(fileClusters) clusters are too many to check in memory")
         }
         var counts = [UInt32](repeating: 0, count: Int(fileClusters))

@@ -34,6 +34,7 @@ package struct Qcow2Header: Equatable, Sendable {
     package static let maxL1Bytes: UInt64 = 32 << 20
     package static let maxRefcountTableBytes: UInt64 = 8 << 20
     package static let maxSnapshots: UInt32 = 65536
+    package static let maxSnapshotTableBytes: UInt64 = 64 << 20
     package static let maxBackingNameLength: UInt32 = 1023
 
     package var version: UInt32

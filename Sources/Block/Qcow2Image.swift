@@ -97,8 +97,10 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         refcountBlockClusters = Set(refcountTable.lazy.map { $0 & Qcow2Image.refcountTableMask }.filter { $0 != 0 }.map { $0 / cs })
         snapshots = []
         if header.nbSnapshots > 0 {
-            let limit = Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))
-            let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(min(UInt64(limit), length - header.snapshotsOffset)))
+            // QEMU's limit on the table (QCOW_MAX_SNAPSHOTS_SIZE): a larger one is refused by
+            // the parser as truncated, never read whole.
+            let limit = min(UInt64(Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))), Qcow2Header.maxSnapshotTableBytes)
+            let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(min(limit, length - header.snapshotsOffset)))
             snapshots = try Qcow2Snapshot.parseTable(bytes, count: Int(header.nbSnapshots), name: path)
         }
         if case .open(let chain) = backingMode, let name = header.backingFile {
