@@ -9,8 +9,6 @@ package struct Qcow2HeaderExtension: Equatable, Sendable {
     /// qcow2.txt's header extension types.
     package static let backingFormat: UInt32 = 0xe279_2aca
     package static let featureNameTable: UInt32 = 0x6803_f857
-    package static let bitmaps: UInt32 = 0x2385_2875
-    package static let fullDiskEncryption: UInt32 = 0x0537_be77
     package static let externalDataFile: UInt32 = 0x4441_5441
 }
 

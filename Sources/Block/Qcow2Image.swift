@@ -894,7 +894,7 @@ enum OpenImages {
 }
 
 /// `realpath(3)`: the canonical path of an existing file, or nil.
-func realPath(_ path: String) -> String? {
+package func realPath(_ path: String) -> String? {
     guard let p = Glibc.realpath(path, nil) else { return nil }
     defer { free(p) }
     return String(cString: p)

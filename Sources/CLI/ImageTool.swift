@@ -276,7 +276,7 @@ public enum ImageTool {
         var infos: [String] = []
         var seen: Set<String> = []
         while let (current, format) = chain.popLast() {
-            guard seen.insert(realPathOf(current)).inserted else { throw .badInput("\(current): backing file loop") }
+            guard seen.insert(realPath(current) ?? current).inserted else { throw .badInput("\(current): backing file loop") }
             let image = try open(current, format: format, readOnly: true, backing: false)
             infos.append(json ? infoJSON(image, path: current, indent: a.flags.contains("--backing-chain") ? 1 : 0) : infoHuman(image, path: current))
             if a.flags.contains("--backing-chain"), let q = image as? Qcow2Image, let backing = q.header.backingFile {
@@ -290,12 +290,6 @@ public enum ImageTool {
         }
     }
 
-    static func realPathOf(_ path: String) -> String {
-        guard let p = realpath(path, nil) else { return path }
-        defer { free(p) }
-        return String(cString: p)
-    }
-
     static func infoHuman(_ image: any BlockBackend, path: String) -> String {
         let file = (image as? Qcow2Image)?.file ?? (try? ImageFile(path: path, readOnly: true))
         let disk = (try? file?.allocatedBytes()) ?? nil
@@ -305,7 +299,10 @@ public enum ImageTool {
         guard let q = image as? Qcow2Image else { return s }
         let h = q.header
         s += "cluster_size: \(h.clusterSize)\n"
-        if let b = h.backingFile { s += "backing file: \(b)\n" }
+        if let b = h.backingFile {
+            let resolved = DiskImage.resolveBacking(b, relativeTo: path)
+            s += "backing file: \(b)" + (resolved == b ? "" : " (actual path: \(resolved))") + "\n"
+        }
         if let f = h.backingFormat { s += "backing file format: \(f)\n" }
         if !q.snapshots.isEmpty { s += "Snapshot list:\n" + snapshotTable(q.snapshots) }
         if h.incompatibleFeatures & Qcow2Header.dirtyBit != 0 { s += "cleanly shut down: no\n" }
@@ -377,7 +374,7 @@ public enum ImageTool {
             }
             fields.append(("format-specific", jsonObject([("type", "\"qcow2\""), ("data", jsonObject(data, indent: indent + 2))], indent: indent + 1)))
             if let b = h.backingFile {
-                fields.append(("full-backing-filename", jsonString(b)))
+                fields.append(("full-backing-filename", jsonString(DiskImage.resolveBacking(b, relativeTo: path))))
                 fields.append(("backing-filename", jsonString(b)))
             }
             fields.append(("dirty-flag", String(h.incompatibleFeatures & Qcow2Header.dirtyBit != 0)))

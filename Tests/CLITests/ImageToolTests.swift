@@ -113,6 +113,12 @@ struct ImageToolTests {
         #expect(swemu(["create", "-q", "-f", "qcow2", "-b", "base1.raw", "-F", "raw", path("top.qcow2")]).status == 0)
         try shell(["qemu-io", "-c", "write -P 0x44 100000 300000", path("top.qcow2")])
         try shell(["qemu-img", "convert", "-O", "raw", path("top.qcow2"), path("before.raw")])
+        // info of the chain, human and JSON, as qemu-img prints it (host allocation aside).
+        for format in [[], ["--output=json"]] {
+            let a = swemu(["info", "--backing-chain"] + format + [path("top.qcow2")])
+            let b = try shell(["qemu-img", "info", "--backing-chain"] + format + [path("top.qcow2")])
+            #expect(normalized(a.stdout, []) == normalized(b.out, []), "info --backing-chain \(format)")
+        }
         // Snapshots, listed the same way by both.
         #expect(swemu(["snapshot", "-c", "snap", path("top.qcow2")]).status == 0)
         #expect(swemu(["snapshot", "-l", path("top.qcow2")]).stdout == (try shell(["qemu-img", "snapshot", "-l", path("top.qcow2")]).out))
