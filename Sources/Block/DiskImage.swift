@@ -160,7 +160,7 @@ extension Qcow2Image {
         }
         let refcountOrder = UInt32(options.refcountBits.trailingZeroBitCount)
         let blockEntries = cs * 8 / options.refcountBits
-        let l1Clusters = max(1, (l1Size * 8 + cs - 1) / cs)
+        let l1Clusters = (l1Size * 8 + cs - 1) / cs  // none for an empty disk, as QEMU does
         // The refcount table, blocks and L1 table must count themselves: iterate to a fixed point.
         var tableClusters: UInt64 = 1, blocks: UInt64 = 1
         while true {
@@ -173,8 +173,8 @@ extension Qcow2Image {
         }
         let tableOffset = cs
         let blocksOffset = tableOffset + tableClusters * cs
-        let l1Offset = blocksOffset + blocks * cs
-        let end = l1Offset + l1Clusters * cs
+        let end = blocksOffset + (blocks + l1Clusters) * cs
+        let l1Offset = l1Clusters == 0 ? 0 : blocksOffset + blocks * cs
         var header = Qcow2Header(version: options.version, clusterBits: UInt32(cs.trailingZeroBitCount), size: size,
                                  l1Size: UInt32(l1Size), l1TableOffset: l1Offset, refcountTableOffset: tableOffset,
                                  refcountTableClusters: UInt32(tableClusters), refcountOrder: refcountOrder)

@@ -100,7 +100,7 @@ extension Qcow2Image {
         if !snapshots.isEmpty {
             count(header.snapshotsOffset, UInt64(snapshots.reduce(0) { $0 + $1.serialized().count }))
             for snapshot in snapshots {
-                guard snapshot.l1TableOffset % clusterSize == 0, snapshot.l1TableOffset >= clusterSize,
+                guard snapshot.l1Size == 0 || snapshot.l1TableOffset % clusterSize == 0 && snapshot.l1TableOffset >= clusterSize,
                       snapshot.l1TableOffset + UInt64(snapshot.l1Size) * 8 <= fileEnd,
                       UInt64(snapshot.l1Size) * 8 <= Qcow2Header.maxL1Bytes else {
                     result.messages.append("ERROR snapshot \(snapshot.id) (\(snapshot.name)) L1 table is outside the image or too large")

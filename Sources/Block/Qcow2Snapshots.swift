@@ -19,8 +19,8 @@ extension Qcow2Image {
             }
             try adjustTree(l1, by: 1)
             try refreshCopiedFlags()
-            let l1Bytes = UInt64(l1.count) * 8
-            let l1Offset = try allocateClusters(max(1, (l1Bytes + clusterSize - 1) / clusterSize))
+            let l1Clusters = (UInt64(l1.count) * 8 + clusterSize - 1) / clusterSize
+            let l1Offset = l1Clusters == 0 ? 0 : try allocateClusters(l1Clusters)  // an empty disk has no table
             try file.writeBytes(at: l1Offset, Qcow2Image.tableBytes(l1))
             var now = timespec()
             clock_gettime(CLOCK_REALTIME, &now)
@@ -41,9 +41,7 @@ extension Qcow2Image {
             guard let index = findSnapshot(name) else { throw .configuration("Could not apply snapshot '\(name)': snapshot not found") }
             let snapshot = snapshots[index]
             let table = try snapshotL1(snapshot)
-            guard table.count <= l1.count else {
-                throw .unsupported("Could not apply snapshot '\(name)': its L1 table is larger than the active one")
-            }
+            if table.count > l1.count { try growL1(to: UInt64(table.count)) }
             let old = l1
             // Take the new references before dropping the old (a crash leaks, never loses).
             try adjustTree(table, by: 1)
@@ -69,7 +67,7 @@ extension Qcow2Image {
             remaining.remove(at: index)
             try writeSnapshotTable(remaining)
             try adjustTree(table, by: -1)
-            let l1Clusters = max(1, (UInt64(snapshot.l1Size) * 8 + clusterSize - 1) / clusterSize)
+            let l1Clusters = (UInt64(snapshot.l1Size) * 8 + clusterSize - 1) / clusterSize
             for k in 0..<l1Clusters { try updateRefcount(cluster: snapshot.l1TableOffset / clusterSize + k, by: -1) }
             try refreshCopiedFlags()
         }
@@ -77,6 +75,7 @@ extension Qcow2Image {
 
     private func snapshotL1(_ snapshot: Qcow2Snapshot) throws(SystemError) -> [UInt64] {
         let bytes = UInt64(snapshot.l1Size) * 8
+        guard bytes > 0 else { return [] }
         guard bytes <= Qcow2Header.maxL1Bytes, snapshot.l1TableOffset % clusterSize == 0, snapshot.l1TableOffset >= clusterSize,
               snapshot.l1TableOffset + bytes <= fileEnd else {
             throw .badInput("\(file.path): snapshot \(snapshot.id) (\(snapshot.name)): L1 table at \(snapshot.l1TableOffset) of \(snapshot.l1Size) entries lies outside the image")
@@ -149,11 +148,11 @@ extension Qcow2Image {
     }
 
     /// `qemu-img resize`: grows the disk (the L1 table moves when it must grow), or shrinks
-    /// it, freeing every cluster past the new end. Refused with snapshots, as QEMU does.
+    /// it, freeing every cluster past the new end (shared ones lose the active image's
+    /// reference; snapshots keep theirs and their own size).
     package func resize(to requested: UInt64) throws(SystemError) {
         try checkWritable("resize")
         try locked { () throws(SystemError) in
-            guard snapshots.isEmpty else { throw .unsupported("Can't resize an image which has snapshots") }
             let newSize = (requested + 511) / 512 * 512
             let coverage = l2Entries * clusterSize
             let needed = (newSize + coverage - 1) / coverage
@@ -174,24 +173,30 @@ extension Qcow2Image {
                     try updateRefcount(cluster: old / clusterSize, by: -1)
                 }
             } else if needed > UInt64(l1.count) {
-                let newTable = l1 + [UInt64](repeating: 0, count: Int(needed) - l1.count)
-                let oldOffset = header.l1TableOffset
-                let oldClusters = max(1, (UInt64(l1.count) * 8 + clusterSize - 1) / clusterSize)
-                let offset = try allocateClusters((needed * 8 + clusterSize - 1) / clusterSize)
-                try file.writeBytes(at: offset, Qcow2Image.tableBytes(newTable))
-                var fields = [UInt8](repeating: 0, count: 12)
-                fields.putBE32(UInt32(needed), at: 0)
-                fields.putBE64(offset, at: 4)
-                try file.writeBytes(at: 36, fields)  // l1_size, l1_table_offset
-                l1 = newTable
-                header.l1Size = UInt32(needed)
-                header.l1TableOffset = offset
-                if header.l1TableOffset != oldOffset {
-                    for k in 0..<oldClusters { try updateRefcount(cluster: oldOffset / clusterSize + k, by: -1) }
-                }
+                try growL1(to: needed)
             }
             header.size = newSize
             try file.writeBytes(at: 24, .be64(newSize))
+        }
+    }
+
+    /// Moves the active L1 table to new clusters with room for `entries` entries: written
+    /// whole before the header points at it, the old table freed after.
+    private func growL1(to entries: UInt64) throws(SystemError) {
+        let newTable = l1 + [UInt64](repeating: 0, count: Int(entries) - l1.count)
+        let oldOffset = header.l1TableOffset
+        let oldClusters = (UInt64(l1.count) * 8 + clusterSize - 1) / clusterSize
+        let offset = try allocateClusters((entries * 8 + clusterSize - 1) / clusterSize)
+        try file.writeBytes(at: offset, Qcow2Image.tableBytes(newTable))
+        var fields = [UInt8](repeating: 0, count: 12)
+        fields.putBE32(UInt32(entries), at: 0)
+        fields.putBE64(offset, at: 4)
+        try file.writeBytes(at: 36, fields)  // l1_size, l1_table_offset
+        l1 = newTable
+        header.l1Size = UInt32(entries)
+        header.l1TableOffset = offset
+        if oldOffset != 0 {
+            for k in 0..<oldClusters { try updateRefcount(cluster: oldOffset / clusterSize + k, by: -1) }
         }
     }
 

@@ -265,6 +265,26 @@ struct Qcow2FeatureTests {
         }
         try expectQemuCheckClean(path)
         #expect(try readAll(try Qcow2Image(path: path, readOnly: true)) == Array(data[0..<(512 << 10)]))
+        // With a snapshot (qemu-img's, of the 512 KiB disk): grow past the snapshot's L1 table,
+        // shrink below it, then apply it: its size and data come back; clean at every step.
+        #expect(try run(["qemu-img", "snapshot", "-c", "small", path]).status == 0)
+        do {
+            let image = try Qcow2Image(path: path, readOnly: false)
+            try image.resize(to: 64 << 20)
+            try image.write(at: 60 << 20, [UInt8](repeating: 8, count: 4096))
+            try image.resize(to: 128 << 10)
+            try image.close()
+        }
+        try expectQemuCheckClean(path)
+        do {
+            let image = try Qcow2Image(path: path, readOnly: false)
+            #expect(image.size == 128 << 10)
+            try image.applySnapshot("small")
+            #expect(image.size == 512 << 10)
+            #expect(try readAll(image) == Array(data[0..<(512 << 10)]))
+            try image.close()
+        }
+        try expectQemuCheckClean(path)
     }
 
     /// Refcounts of every width (refcount_bits 1 to 64) and refcount table growth: a 512-byte
