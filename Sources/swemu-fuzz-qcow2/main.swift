@@ -5,8 +5,9 @@ import SystemSupport
 
 // A libFuzzer target for the qcow2 header and table parsers (NOTES.md: "Fuzzing Swift with
 // libFuzzer under SwiftPM"; scripts/fuzz-qcow2 builds and runs it). Each input is an image
-// file: it is opened read-only, read whole (every L1/L2 lookup, compressed clusters) and
-// checked (every table and refcount). Any outcome but a clean error or success is a bug.
+// file: it is opened read-only, read (every L1/L2 lookup, compressed clusters) and checked
+// (every table and refcount), then opened for writing and written, zeroed, discarded,
+// snapshotted and repaired. Any outcome but a clean error or success is a bug.
 //
 // Built normally (no libFuzzer linked in) the program replays inputs instead: each argument
 // is a file, or a directory of files, run once through the same harness. That keeps this
@@ -40,6 +41,21 @@ func runOne(_ data: UnsafeRawBufferPointer) {
         _ = try image.check(repair: .none)
     } catch {
         // A clean refusal is the expected outcome for most inputs.
+    }
+    // Then writes, which allocate clusters and update refcounts over whatever tables the
+    // input has: a partial cluster (copy-on-write), a zeroed range, a discard, a snapshot.
+    do throws(SystemError) {
+        let image = try Qcow2Image(path: scratch, readOnly: false, backingMode: .skip, cache: .unsafe)
+        let size = min(image.size, 1 << 20)
+        guard size >= 4096 else { return }
+        let bytes = [UInt8](repeating: 0x5a, count: 3000)
+        try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try image.write(at: size / 2 + 17, from: b) } }.get()
+        try image.writeZeroes(at: 0, count: 4096, mayUnmap: true)
+        try image.discard(at: size - 4096, count: 4096)
+        try image.createSnapshot(name: "fuzz")
+        _ = try image.check(repair: .all)
+        try image.close()
+    } catch {
     }
 }
 
