@@ -30,6 +30,11 @@ package enum DiskImage {
         return String(path[...slash]) + name
     }
 
+    /// The qcow2 image behind `image` (also under a cache mode's wrapper), if it is one.
+    package static func qcow2(_ image: any BlockBackend) -> Qcow2Image? {
+        image as? Qcow2Image ?? (image as? CachedBackend)?.inner as? Qcow2Image
+    }
+
     /// `format`, or the probed format when nil.
     package static func probedFormat(_ format: String?, path: String) throws(SystemError) -> String {
         if let format { return format }

@@ -1,6 +1,5 @@
 import Block
 import Chardev
-import Glibc
 import SystemSupport
 
 /// One `-drive` option (QEMU's -drive syntax, the subset swemu's block layer offers).

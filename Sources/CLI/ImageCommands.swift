@@ -15,14 +15,11 @@ extension ImageTool {
         }
     }
 
-    /// Reads `count` bytes at `offset` into the start of `buffer`; returns true (for chaining
-    /// in conditions).
-    @discardableResult
-    static func readChunk(_ image: any BlockBackend, at offset: UInt64, into buffer: inout [UInt8], count: Int) throws(SystemError) -> Bool {
+    /// Reads `count` bytes at `offset` into the start of `buffer`.
+    static func readChunk(_ image: any BlockBackend, at offset: UInt64, into buffer: inout [UInt8], count: Int) throws(SystemError) {
         try buffer.withUnsafeMutableBytes { b in
             Result { () throws(SystemError) in try image.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: b[0..<count])) }
         }.get()
-        return true
     }
 
     static func writeChunk(_ image: any BlockBackend, at offset: UInt64, _ buffer: [UInt8], count: Int) throws(SystemError) {
@@ -66,7 +63,8 @@ extension ImageTool {
         var created = Output()
         try create(createArgs, &created)
         let dst = try DiskImage.open(path: target, format: outFormat, readOnly: false, cache: cache)
-        let clusterSize = (dst as? Qcow2Image)?.clusterSize ?? 65536
+        let qcow2 = DiskImage.qcow2(dst)
+        let clusterSize = qcow2?.clusterSize ?? 65536
         // Whole clusters per request; compressed output goes one cluster at a time.
         let chunk = compress ? clusterSize : max(clusterSize, 2 << 20) / clusterSize * clusterSize
         var buffer = [UInt8](repeating: 0, count: Int(chunk))
@@ -78,11 +76,12 @@ extension ImageTool {
             let n = Int(min(chunk, src.size - offset))
             // The new image reads as zeroes already: zero chunks stay unallocated (sparse), and
             // those the source knows to be zero (holes, zero clusters) are not even read.
-            if try DiskImage.knownZero(src, at: offset, count: UInt64(n)) {
-                // nothing to copy
-            } else if try readChunk(src, at: offset, into: &buffer, count: n), !allZero(buffer[0..<n]) {
-                if compress, let q = dst as? Qcow2Image {
-                    try q.writeCompressed(cluster: offset / clusterSize, Array(buffer[0..<n]))
+            if try !DiskImage.knownZero(src, at: offset, count: UInt64(n)) {
+                try readChunk(src, at: offset, into: &buffer, count: n)
+                if allZero(buffer[0..<n]) {
+                    // stays unallocated
+                } else if compress, let qcow2 {
+                    try qcow2.writeCompressed(cluster: offset / clusterSize, Array(buffer[0..<n]))
                 } else {
                     try writeChunk(dst, at: offset, buffer, count: n)
                 }

@@ -185,7 +185,7 @@ public enum ImageTool {
 
     /// Closes an image cleanly (qcow2: clears the dirty bit), or flushes a raw one.
     static func finish(_ image: any BlockBackend) throws(SystemError) {
-        if let q = image as? Qcow2Image { try q.close() } else { try image.flush() }
+        if let q = DiskImage.qcow2(image) { try q.close() } else { try image.flush() }
     }
 
     // MARK: create

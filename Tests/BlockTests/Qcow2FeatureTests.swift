@@ -204,7 +204,7 @@ struct Qcow2FeatureTests {
             try image.write(at: 65536, Array(data[0..<131072]))
             #expect(try image.read(at: 0, count: 1 << 20) == expected)
             // directsync wraps the image in a backend that flushes after every write.
-            if let qcow2 = image as? Qcow2Image ?? (image as? CachedBackend)?.inner as? Qcow2Image {
+            if let qcow2 = DiskImage.qcow2(image) {
                 try qcow2.writeCompressed(cluster: 100, [UInt8](repeating: 5, count: 4096))
                 try qcow2.writeCompressed(cluster: 101, [UInt8](repeating: 6, count: 4096))
                 #expect(try qcow2.read(at: 100 * 4096, count: 8192) == [UInt8](repeating: 5, count: 4096) + [UInt8](repeating: 6, count: 4096))
