@@ -15,16 +15,19 @@ extension ImageTool {
         }
     }
 
-    /// Reads `count` bytes at `offset` into the start of `buffer`.
-    static func readChunk(_ image: any BlockBackend, at offset: UInt64, into buffer: inout [UInt8], count: Int) throws(SystemError) {
+    /// Reads `count` bytes at `offset` into `buffer`, from index `start` on.
+    static func readChunk(_ image: any BlockBackend, at offset: UInt64, into buffer: inout [UInt8], count: Int, at start: Int = 0) throws(SystemError) {
         try buffer.withUnsafeMutableBytes { b in
-            Result { () throws(SystemError) in try image.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: b[0..<count])) }
+            Result { () throws(SystemError) in
+                try image.read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: b[start..<(start + count)]))
+            }
         }.get()
     }
 
-    static func writeChunk(_ image: any BlockBackend, at offset: UInt64, _ buffer: [UInt8], count: Int) throws(SystemError) {
+    /// Writes `buffer[range]` at `offset`.
+    static func writeChunk(_ image: any BlockBackend, at offset: UInt64, _ buffer: [UInt8], range: Range<Int>) throws(SystemError) {
         try buffer.withUnsafeBytes { b in
-            Result { () throws(SystemError) in try image.write(at: offset, from: UnsafeRawBufferPointer(rebasing: b[0..<count])) }
+            Result { () throws(SystemError) in try image.write(at: offset, from: UnsafeRawBufferPointer(rebasing: b[range])) }
         }.get()
     }
 
@@ -72,19 +75,40 @@ extension ImageTool {
         var lastShown = -1.0
         if showProgress { progress(progressLine(0)); lastShown = 0 }
         var offset: UInt64 = 0
+        // The new image reads as zeroes already, so zeroes are never written (the output stays
+        // sparse), and what the source knows to be zero (holes, zero clusters) is not even
+        // read: both decided per block of the output's cluster size (64 KiB for raw).
+        let block = Int(clusterSize)
+        func blocks(_ n: Int) -> Int { (n + block - 1) / block }
+        func range(_ first: Int, _ end: Int, _ n: Int) -> Range<Int> { (first * block)..<min(end * block, n) }
         while offset < src.size {
             let n = Int(min(chunk, src.size - offset))
-            // The new image reads as zeroes already: zero chunks stay unallocated (sparse), and
-            // those the source knows to be zero (holes, zero clusters) are not even read.
-            if try !DiskImage.knownZero(src, at: offset, count: UInt64(n)) {
-                try readChunk(src, at: offset, into: &buffer, count: n)
-                if allZero(buffer[0..<n]) {
-                    // stays unallocated
-                } else if compress, let qcow2 {
-                    try qcow2.writeCompressed(cluster: offset / clusterSize, Array(buffer[0..<n]))
-                } else {
-                    try writeChunk(dst, at: offset, buffer, count: n)
+            var known: [Bool] = []
+            for k in 0..<blocks(n) {
+                let r = range(k, k + 1, n)
+                known.append(try DiskImage.knownZero(src, at: offset + UInt64(r.lowerBound), count: UInt64(r.count)))
+            }
+            var k = 0
+            while k < known.count {
+                guard !known[k] else { k += 1; continue }
+                var end = k + 1
+                while end < known.count && !known[end] { end += 1 }
+                let read = range(k, end, n)
+                try readChunk(src, at: offset + UInt64(read.lowerBound), into: &buffer, count: read.count, at: read.lowerBound)
+                var j = k
+                while j < end {
+                    guard !allZero(buffer[range(j, j + 1, n)]) else { j += 1; continue }
+                    var last = j + 1
+                    while last < end && !allZero(buffer[range(last, last + 1, n)]) { last += 1 }
+                    let write = range(j, last, n)
+                    if compress, let qcow2 {
+                        try qcow2.writeCompressed(cluster: (offset + UInt64(write.lowerBound)) / clusterSize, Array(buffer[write]))
+                    } else {
+                        try writeChunk(dst, at: offset + UInt64(write.lowerBound), buffer, range: write)
+                    }
+                    j = last
                 }
+                k = end
             }
             offset += UInt64(n)
             let percent = Double(offset) * 100 / Double(max(src.size, 1))
@@ -244,7 +268,7 @@ extension ImageTool {
                 if let newBacking, offset < newBacking.size {
                     try readChunk(newBacking, at: offset, into: &new, count: Int(min(UInt64(n), newBacking.size - offset)))
                 }
-                if old[0..<n] != new[0..<n] { try writeChunk(image, at: offset, old, count: n) }
+                if old[0..<n] != new[0..<n] { try writeChunk(image, at: offset, old, range: 0..<n) }
             }
         }
         try image.setBacking(file: newName.isEmpty ? nil : newName, format: newFormat)
@@ -272,7 +296,7 @@ extension ImageTool {
             case .zero: try base.writeZeroes(at: offset, count: UInt64(n), mayUnmap: false)
             case .data, .compressed:
                 try readChunk(image, at: offset, into: &buffer, count: n)
-                try writeChunk(base, at: offset, buffer, count: n)
+                try writeChunk(base, at: offset, buffer, range: 0..<n)
             }
         }
         try finish(base)
