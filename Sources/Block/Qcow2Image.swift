@@ -504,7 +504,14 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             return
         }
         let host = try allocateClusters(1)
-        try file.writeBytes(at: host, full)
+        let readsAsZero = current == 0 && backing == nil || mapping(of: current) == .zero(host: 0)
+        if readsAsZero, host >= (try file.length()) {
+            // A fresh cluster past the end of the file reads as zeroes already (a hole): only
+            // the new bytes need writing (a guest's 4 KiB writes into 64 KiB clusters).
+            try file.write(at: host + within, from: data)
+        } else {
+            try file.writeBytes(at: host, full)
+        }
         try setL2Entry(table: table, index: index, host | Qcow2Image.copiedFlag)
         try release(current)
     }

@@ -240,6 +240,28 @@ struct Qcow2FeatureTests {
         #expect(try run(["qemu-io", "-c", "read -P 1 0 1", path]).status == 0)
     }
 
+    /// A partial write into a new cluster writes only its bytes when the cluster is fresh
+    /// space past the end of the file; a reused cluster (freed by a discard) still gets its
+    /// old contents replaced by zeroes around the new bytes.
+    @Test func partialWritesIntoFreshAndReusedClusters() throws {
+        let dir = TempDirectory()
+        let path = dir.file("p.qcow2")
+        var options = Qcow2CreateOptions()
+        options.clusterSize = 65536
+        try Qcow2Image.create(path: path, size: 4 << 20, options: options)
+        let image = try Qcow2Image(path: path, readOnly: false)
+        try image.write(at: 0, [UInt8](repeating: 0xaa, count: 65536))
+        let lengthBefore = try image.file.length()
+        try image.write(at: 1 << 20, [UInt8](repeating: 1, count: 4096))  // fresh: only 4 KiB written
+        #expect(try image.file.length() == lengthBefore + 4096)
+        try image.discard(at: 0, count: 65536)  // frees the 0xaa cluster for reuse
+        try image.write(at: 2 << 20, [UInt8](repeating: 2, count: 4096))
+        #expect(try image.read(at: 1 << 20, count: 65536) == [UInt8](repeating: 1, count: 4096) + [UInt8](repeating: 0, count: 61440))
+        #expect(try image.read(at: 2 << 20, count: 65536) == [UInt8](repeating: 2, count: 4096) + [UInt8](repeating: 0, count: 61440))
+        try image.close()
+        try expectQemuCheckClean(path)
+    }
+
     /// Grow and shrink: qemu-img agrees on the size and finds the image clean.
     @Test func resize() throws {
         let dir = TempDirectory()
