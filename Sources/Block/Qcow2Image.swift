@@ -16,7 +16,8 @@ import SystemSupport
 /// A backing image has its own lock and never calls back up the chain.
 package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     // SAFETY (@unchecked Sendable): every `var` below is read and written only while `lock` is
-    // held (the package entry points take it; the `...Locked` helpers assume it).
+    // held (the package entry points take it; the `...Locked` helpers assume it). The image
+    // tools also read `header` and `snapshots` directly, from the one thread using the image.
     private let lock = Mutex<Void>(())
 
     // qcow2.txt "Cluster mapping": L1/L2 entry bits.
@@ -32,7 +33,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     package let file: ImageFile
     package let readOnly: Bool
     package internal(set) var header: Qcow2Header
-    package private(set) var backing: (any BlockBackend)?
+    package let backing: (any BlockBackend)?
     package internal(set) var snapshots: [Qcow2Snapshot]
     /// `cache=unsafe`: flushes are ignored (QEMU's meaning: fast, and lost on a host crash).
     private let ignoreFlush: Bool
@@ -107,6 +108,8 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             // The chain shares the cache mode's O_DIRECT, as in QEMU; it is only read.
             backing = try Qcow2Image.openBacking(name, format: header.backingFormat, of: path, chain: chain,
                                                  cache: cache.direct ? .none : .writeback)
+        } else {
+            backing = nil
         }
         guard !readOnly else { return }
         guard forRepair || header.incompatibleFeatures & Qcow2Header.corruptBit == 0 else {
