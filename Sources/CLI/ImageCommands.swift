@@ -282,15 +282,21 @@ extension ImageTool {
         guard let path = a.positional.first else { throw .configuration("Expecting one image file name") }
         let image = try qcow2(try open(path, format: a.values["-f"], readOnly: true, backing: false), "commit")
         guard let backingName = image.header.backingFile else { throw .configuration("Image does not have a backing file") }
-        let base = try DiskImage.open(path: DiskImage.resolveBacking(backingName, relativeTo: path), format: image.header.backingFormat, readOnly: false)
+        let basePath = DiskImage.resolveBacking(backingName, relativeTo: path)
+        let baseFormat = try DiskImage.probedFormat(image.header.backingFormat, path: basePath)
+        // A base smaller than the image grows first, as qemu-img commit does.
+        if try DiskImage.open(path: basePath, format: baseFormat, readOnly: true).size < image.size {
+            var resized = Output()
+            try resize(["-q", "-f", baseFormat, basePath, String(image.size)], &resized)
+        }
+        let base = try DiskImage.open(path: basePath, format: baseFormat, readOnly: false)
         let cs = image.clusterSize
         var buffer = [UInt8](repeating: 0, count: Int(cs))
         var cluster: UInt64 = 0
         while cluster * cs < image.size {
             defer { cluster += 1 }
             let offset = cluster * cs
-            guard offset < base.size else { break }
-            let n = Int(min(cs, min(image.size, base.size) - offset))
+            let n = Int(min(cs, image.size - offset))
             switch try image.clusterStatus(cluster) {
             case .unallocated: continue
             case .zero: try base.writeZeroes(at: offset, count: UInt64(n), mayUnmap: false)

@@ -146,5 +146,13 @@ struct ImageToolTests {
         #expect(try shell(["qemu-img", "check", path("top.qcow2")]).status == 0)
         #expect(try shell(["qemu-img", "info", path("top.qcow2")]).out.contains("virtual size: 1 MiB (1048576 bytes)"))
         #expect(swemu(["check", path("base1.raw")]).status == 63)
+        // Commit into a smaller base grows it first.
+        #expect(swemu(["create", "-q", "-f", "qcow2", path("small.qcow2"), "1M"]).status == 0)
+        #expect(swemu(["create", "-q", "-f", "qcow2", "-b", "small.qcow2", "-F", "qcow2", path("big.qcow2"), "3M"]).status == 0)
+        try shell(["qemu-io", "-c", "write -P 0x66 2621440 4096", path("big.qcow2")])
+        #expect(swemu(["commit", path("big.qcow2")]).status == 0)
+        #expect(try shell(["qemu-img", "info", path("small.qcow2")]).out.contains("virtual size: 3 MiB"))
+        #expect(try shell(["qemu-io", "-c", "read -P 0x66 2621440 4096", path("small.qcow2")]).status == 0)  // 1 on a mismatch
+        #expect(try shell(["qemu-img", "check", path("small.qcow2")]).status == 0)
     }
 }
