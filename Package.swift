@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
         .target(name: "Chardev", dependencies: ["DeviceModel", "SystemSupport", "CLinux"], swiftSettings: strict),
         .target(name: "VirtIO", dependencies: ["DeviceModel", "GuestMemory", "SystemSupport"], swiftSettings: strict),
-        .target(name: "Block", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
+        .target(name: "Block", dependencies: ["CZlib", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .target(name: "Devices", dependencies: ["DeviceModel", "SystemSupport", "VirtIO"], swiftSettings: strict),
         // IEEE 754-2008 binary32/binary64 arithmetic in software, with RISC-V's NaN rules:
         // exact rounding in all five modes and exact exception flags, which the host FPU cannot
@@ -43,11 +43,13 @@ let package = Package(
         // Runs a board's vCPU and serves the command channel the monitors and debuggers use.
         .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "RISCV", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
+        .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-img", dependencies: ["CLI"], swiftSettings: strict),
+        // libFuzzer target for the qcow2 parsers (scripts/fuzz-qcow2); replays inputs when built normally.
+        .executableTarget(name: "swemu-fuzz-qcow2", dependencies: ["Block", "DeviceModel", "SystemSupport"], swiftSettings: strict),
 
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: strict),
@@ -65,7 +67,7 @@ let package = Package(
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["CLI", "Chardev"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev"], swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

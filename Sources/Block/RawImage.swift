@@ -9,9 +9,9 @@ import SystemSupport
 /// does: the bytes of the last sector past the end of the file read as zeroes, and a write
 /// there extends the file. The size is taken at open; the file is not resized under the guest.
 ///
-/// **I/O.** Positional `pread`/`pwrite` on one descriptor, so calls from several threads need
-/// no lock; each retries `EINTR` and short transfers. Nothing is cached here: `flush()` is
-/// `fdatasync(2)`, which is what makes the guest's flush durable (DESIGN.md §6).
+/// **I/O.** Positional reads and writes on one `ImageFile`, so calls from several threads need
+/// no lock. Nothing is cached here: `flush()` is `fdatasync(2)`, which is what makes the
+/// guest's flush durable (DESIGN.md §6). `direct` opens the file O_DIRECT (`cache=none`).
 ///
 /// **Discard and write-zeroes** use `fallocate(2)` (`PUNCH_HOLE`, `ZERO_RANGE`, both with
 /// `KEEP_SIZE`); where the file system or the device cannot do it, discard does nothing
@@ -22,75 +22,57 @@ package final class RawImage: BlockBackend {
     package let readOnly: Bool
     /// The length of the file itself, which may end inside the last sector.
     package let fileLength: UInt64
-    private let fd: FileDescriptor
+    private let file: ImageFile
+    private var fd: Int32 { file.descriptor }
 
     package var label: String { "raw:\(path)" }
 
     /// Opens `path`, for reading and writing, or for reading only when `readOnly` (QEMU's
     /// `readonly=on`: the file is then opened `O_RDONLY`, so even a bug here cannot write it).
-    package init(path: String, readOnly: Bool = false) throws(SystemError) {
-        let fd = try FileDescriptor.open(path, readOnly ? O_RDONLY : O_RDWR)
-        var st = stat()
-        _ = try syscall("cannot stat disk image '\(path)'") { fstat(fd.rawValue, &st) }
-        let kind = st.st_mode & S_IFMT
-        guard kind == S_IFREG || kind == S_IFBLK else {
-            throw .configuration("disk image '\(path)' is not a regular file or a block device")
-        }
+    package init(path: String, readOnly: Bool = false, direct: Bool = false) throws(SystemError) {
+        file = try ImageFile(path: path, readOnly: readOnly, direct: direct)
         // lseek(SEEK_END) gives the length of both regular files and block devices.
-        let end = try syscall("cannot find the size of disk image '\(path)'") { lseek(fd.rawValue, 0, SEEK_END) }
-        let length = UInt64(end)
+        let length = try file.length()
         self.path = path
         self.readOnly = readOnly
         fileLength = length
         // Round up to a whole sector (cannot overflow: off_t is at most 2^63 - 1).
         size = (length + blockSectorSize - 1) / blockSectorSize * blockSectorSize
-        self.fd = fd
+    }
+
+    /// Whether `[offset, offset + count)` lies in a hole of the file (`lseek(SEEK_DATA)`), so it
+    /// reads as zeroes without I/O. False when the file system cannot tell.
+    package func isHole(at offset: UInt64, count: UInt64) -> Bool {
+        let seekData: Int32 = 3  // SEEK_DATA (Linux), which Glibc does not import without _GNU_SOURCE
+        let next = lseek(fd, off_t(offset), seekData)
+        if next < 0 { return errno == ENXIO }  // no data at or after `offset`
+        return UInt64(next) >= offset + count
     }
 
     package func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) {
         try checkRange(offset: offset, count: UInt64(buffer.count))
-        var done = 0
-        while done < buffer.count {
-            let n = try syscall("\(label): read of \(buffer.count) bytes at offset \(offset) failed") {
-                pread(fd.rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            }
-            if n == 0 {
-                // End of file: the tail of the last sector past the file's end (or a file that
-                // someone else shortened) reads as zeroes.
-                UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
-                return
-            }
-            done += n
-        }
+        // End of file: the tail of the last sector past the file's end (or a file that someone
+        // else shortened) reads as zeroes.
+        try file.read(at: offset, into: buffer)
     }
 
     package func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(SystemError) {
         try checkWritable("write")
         try checkRange(offset: offset, count: UInt64(buffer.count))
-        var done = 0
-        while done < buffer.count {
-            let n = try syscall("\(label): write of \(buffer.count) bytes at offset \(offset) failed") {
-                pwrite(fd.rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            }
-            guard n > 0 else {
-                throw SystemError(.syscall, "\(label): write at offset \(offset + UInt64(done)) made no progress",
-                                  errno: Errno(rawValue: ENOSPC))
-            }
-            done += n
-        }
+        try file.write(at: offset, from: buffer)
     }
 
     package func flush() throws(SystemError) {
         // Nothing of ours can be dirty on a read-only descriptor.
         guard !readOnly else { return }
-        _ = try syscall("\(label): flush (fdatasync) failed") { fdatasync(fd.rawValue) }
+        _ = try syscall("\(label): flush (fdatasync) failed") { fdatasync(fd) }
     }
 
     package func discard(at offset: UInt64, count: UInt64) throws(SystemError) {
         try checkWritable("discard")
         try checkRange(offset: offset, count: count)
         guard count > 0 else { return }
-        switch Fallocate.call(fd.rawValue, Fallocate.punchHole | Fallocate.keepSize, offset, count) {
+        switch Fallocate.call(fd, Fallocate.punchHole | Fallocate.keepSize, offset, count) {
         case .done, .unsupported:
             return  // Advisory: a file system without hole punching keeps the data.
         case .failed(let err):
@@ -104,7 +86,7 @@ package final class RawImage: BlockBackend {
         guard count > 0 else { return }
         // Punching a hole frees the space and reads back zeroes; ZERO_RANGE keeps it allocated.
         let mode = (mayUnmap ? Fallocate.punchHole : Fallocate.zeroRange) | Fallocate.keepSize
-        switch Fallocate.call(fd.rawValue, mode, offset, count) {
+        switch Fallocate.call(fd, mode, offset, count) {
         case .done:
             return
         case .unsupported:

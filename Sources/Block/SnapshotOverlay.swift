@@ -15,6 +15,7 @@ package final class SnapshotOverlay: BlockBackend {
 
     private let base: any BlockBackend
     private let basePath: String
+    private let baseFormat: String
     private let overlay: RawImage
     private let written: Mutex<[UInt64]>
     package let readOnly: Bool
@@ -24,10 +25,11 @@ package final class SnapshotOverlay: BlockBackend {
 
     /// Opens `path` read-only under a fresh overlay in `$TMPDIR` (default /var/tmp, where
     /// QEMU puts its snapshot files too, as /tmp may be a small RAM disk).
-    package init(path: String, readOnly: Bool = false) throws(SystemError) {
-        let base = try RawImage(path: path, readOnly: true)
+    package init(path: String, format: String = "raw", readOnly: Bool = false) throws(SystemError) {
+        let base = try DiskImage.open(path: path, format: format, readOnly: true)
         self.base = base
         basePath = path
+        baseFormat = format
         self.readOnly = readOnly
         let directory = getenv("TMPDIR").map { String(cString: $0) } ?? "/var/tmp"
         var template = Array("\(directory)/swemu-snapshot-XXXXXX".utf8CString)
@@ -119,7 +121,7 @@ package final class SnapshotOverlay: BlockBackend {
     /// Returns how many clusters were written.
     @discardableResult
     package func commit() throws(SystemError) -> Int {
-        let target = try RawImage(path: basePath)
+        let target = try DiskImage.open(path: basePath, format: baseFormat, readOnly: false)
         let bits = written.withLock { $0 }  // a snapshot of the map: commit is rare
         var count = 0
         var data = [UInt8](repeating: 0, count: Int(SnapshotOverlay.clusterSize))
@@ -135,6 +137,7 @@ package final class SnapshotOverlay: BlockBackend {
             count += 1
         }
         try target.flush()
+        try (target as? Qcow2Image)?.close()
         return count
     }
 }

@@ -1,5 +1,5 @@
+import Block
 import Chardev
-import Glibc
 import SystemSupport
 
 /// One `-drive` option (QEMU's -drive syntax, the subset swemu's block layer offers).
@@ -14,8 +14,9 @@ struct DriveSpec: Sendable, Equatable {
     var readOnly: Bool
     /// `snapshot=on` (or the global `-snapshot`): writes go to a temporary overlay.
     var snapshot: Bool
-    /// Whether `format=` was given (otherwise the format was probed, which QEMU warns about).
-    var formatGiven: Bool
+    /// `format=`; nil when not given (then the format is probed, which QEMU warns about for raw).
+    var format: String?
+    var cache: BlockCacheMode
 
     init(parsing text: String) throws(SystemError) {
         let opts = try QemuOpts(parsing: text, option: "-drive").validate(
@@ -36,29 +37,25 @@ struct DriveSpec: Sendable, Equatable {
         if let media = opts.string("media"), media != "disk" {
             throw .configuration("-drive: media=\(media) is not available; accepted: disk")
         }
-        if let cache = opts.string("cache"), cache != "writeback" {
-            throw .unsupported("-drive: cache=\(cache) is not available in this build yet; accepted: cache=writeback (the default)")
+        let cacheName = opts.string("cache") ?? "writeback"
+        guard let cache = BlockCacheMode(rawValue: cacheName) else {
+            let accepted = BlockCacheMode.allCases.map(\.rawValue).joined(separator: ", ")
+            throw .unsupported("-drive: cache=\(cacheName) is not available in this build; accepted: \(accepted)")
         }
+        self.cache = cache
         snapshot = try opts.bool("snapshot", default: false)
-        formatGiven = opts.string("format") != nil
-        let format = opts.string("format") ?? "raw"
-        guard format == "raw" else {
-            throw .unsupported("-drive: format=\(format) is not available in this build yet; accepted: format=raw")
+        format = opts.string("format")
+        if let format, !DiskImage.formats.contains(format) {
+            throw .configuration("-drive: format=\(format) is not a format swemu reads; accepted: \(DiskImage.formats.joined(separator: ", "))")
         }
     }
 
-    /// QEMU refuses to guess a qcow2 file as raw; so do we, and warns when it guessed raw.
-    func probe() throws(SystemError) -> String? {
-        guard !formatGiven else { return nil }
-        let fd = try FileDescriptor.open(file, O_RDONLY)
-        var magic = [UInt8](repeating: 0, count: 4)
-        let n = try magic.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try fd.read(into: b) } }.get() ?? 0
-        if n == 4 && magic == [0x51, 0x46, 0x49, 0xfb] {
-            throw .unsupported("-drive: '\(file)' is a qcow2 image; qcow2 is not available in this build yet")
-        }
-        return "WARNING: Image format was not specified for '\(file)' and probing guessed raw.\n"
-            + "         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"
-            + "         Specify the 'raw' format explicitly to remove the restrictions."
+    /// The drive's format: `format=`, or QEMU's probe (qcow2 by its magic, otherwise raw, with
+    /// QEMU's warning for a guessed raw).
+    func probe() throws(SystemError) -> (format: String, warning: String?) {
+        if let format { return (format, nil) }
+        let probed = try DiskImage.probe(path: file)
+        return (probed, probed == "raw" ? DiskImage.probedRawWarning(path: file) : nil)
     }
 }
 

@@ -1,3 +1,4 @@
+import Block
 import Chardev
 import DeviceModel
 import Dispatch
@@ -128,17 +129,23 @@ extension SystemEmulator {
     /// each in command-line order.
     static func virtioDevices(_ config: SystemConfiguration, console: Console) throws(SystemError) -> [RISCVBoard.VirtioDeviceSpec] {
         var specs: [RISCVBoard.VirtioDeviceSpec] = []
+        var formats: [String] = []
         for drive in config.drives {
-            if let warning = try drive.probe() { console.notice(warning) }
+            let (format, warning) = try drive.probe()
+            if let warning { console.notice(warning) }
+            formats.append(format)
         }
-        for drive in config.drives where drive.interface == .virtio {
-            specs.append(.block(path: drive.file, readOnly: drive.readOnly, snapshot: drive.snapshot, serial: drive.id ?? ""))
+        for (index, drive) in config.drives.enumerated() where drive.interface == .virtio {
+            specs.append(.block(path: drive.file, format: formats[index], readOnly: drive.readOnly, snapshot: drive.snapshot,
+                                cache: drive.cache, serial: drive.id ?? ""))
         }
         for (index, device) in config.devices.enumerated() {
             switch device.driver {
             case .virtioBlock(let id):
-                guard let drive = config.drives.first(where: { $0.id == id }) else { continue }  // checked by the builder
-                specs.append(.block(path: drive.file, readOnly: drive.readOnly, snapshot: drive.snapshot, serial: id))
+                guard let driveIndex = config.drives.firstIndex(where: { $0.id == id }) else { continue }  // checked by the builder
+                let drive = config.drives[driveIndex]
+                specs.append(.block(path: drive.file, format: formats[driveIndex], readOnly: drive.readOnly, snapshot: drive.snapshot,
+                                    cache: drive.cache, serial: id))
             case .virtioRNG:
                 specs.append(.rng)
             case .virtioSerial:
@@ -153,9 +160,11 @@ extension SystemEmulator {
     /// `query-block`'s view of the disks.
     static func blockDevices(_ config: SystemConfiguration) -> [MonitorBlockDevice] {
         config.drives.enumerated().map { index, drive in
+            let format = drive.format ?? (try? DiskImage.probe(path: drive.file)) ?? "raw"
             var st = stat()
-            let size = stat(drive.file, &st) == 0 ? UInt64(max(0, st.st_size)) : 0
-            return MonitorBlockDevice(device: drive.id ?? "virtio\(index)", file: drive.file, format: "raw",
+            var size = stat(drive.file, &st) == 0 ? UInt64(max(0, st.st_size)) : 0
+            if format == "qcow2" { size = (try? Qcow2Image(path: drive.file, readOnly: true, backingMode: .skip))?.size ?? 0 }
+            return MonitorBlockDevice(device: drive.id ?? "virtio\(index)", file: drive.file, format: format,
                                       readOnly: drive.readOnly, sizeBytes: size)
         }
     }

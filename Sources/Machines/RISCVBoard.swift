@@ -54,8 +54,8 @@ public final class RISCVBoard: @unchecked Sendable {
 
     /// A device on a virtio-mmio transport (`-drive if=virtio`, `-device virtio-*-device`).
     public enum VirtioDeviceSpec: Sendable {
-        /// `snapshot`: writes go to a temporary overlay (`-snapshot`).
-        case block(path: String, readOnly: Bool, snapshot: Bool, serial: String)
+        /// `format`: "raw" or "qcow2"; `snapshot`: writes go to a temporary overlay (`-snapshot`).
+        case block(path: String, format: String, readOnly: Bool, snapshot: Bool, cache: BlockCacheMode, serial: String)
         case rng
         case console((any CharBackend)?)
     }
@@ -168,16 +168,16 @@ public final class RISCVBoard: @unchecked Sendable {
                 let base = Layout.virtio + UInt64(slot) * Layout.virtioStride
                 let device: any VirtioDevice
                 switch spec {
-                case let .block(path, readOnly, snapshot, serial):
+                case let .block(path, format, readOnly, snapshot, cache, serial):
                     let backend: any BlockBackend
                     if snapshot {
-                        let overlay = try SnapshotOverlay(path: path, readOnly: readOnly)
+                        let overlay = try SnapshotOverlay(path: path, format: format, readOnly: readOnly)
                         snapshotOverlays.append(overlay)
                         backend = overlay
                     } else {
-                        backend = try RawImage(path: path, readOnly: readOnly)
+                        backend = try DiskImage.open(path: path, format: format, readOnly: readOnly, cache: cache)
                     }
-                    device = VirtioBlock(backend: backend, serial: serial)
+                    device = try VirtioBlock.withIOThread(backend: backend, serial: serial)
                 case .rng:
                     device = VirtioRNG()
                 case .console(let backend):
