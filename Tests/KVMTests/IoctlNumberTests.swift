@@ -87,7 +87,8 @@ import Testing
     }
 }
 
-/// Runs a program to completion and returns its exit status and combined output.
+/// Runs a program to completion (killed after `timeout` seconds) and returns its exit status
+/// and combined output.
 enum Subprocess {
     static func run(_ path: String, _ arguments: [String], timeout: Double = 120) throws -> (status: Int32, output: String) {
         let process = Process()
@@ -98,7 +99,8 @@ enum Subprocess {
         process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let killer = DispatchWorkItem { process.terminate() }
+        // SIGKILL: the test runner starts children with most signals blocked, SIGTERM included.
+        let killer = DispatchWorkItem { kill(process.processIdentifier, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()

@@ -120,8 +120,9 @@ static const unsigned long clx_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long clx_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long clx_KVM_SET_LAPIC = KVM_SET_LAPIC;
 
-/// Installs a handler that does nothing for `signal`, without SA_RESTART, so a vCPU thread
-/// blocked in KVM_RUN returns EINTR when another thread kicks it with pthread_kill.
+/// Installs a handler that does nothing for `signal`, without SA_RESTART, and unblocks it in
+/// the calling thread, so a vCPU thread blocked in KVM_RUN returns EINTR when another thread
+/// kicks it with pthread_kill.
 int clx_install_kick_signal(int signal);
 
 #endif

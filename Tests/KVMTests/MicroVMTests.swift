@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+
+/// The microvm end to end on KVM: guest programs entered through the same path as Linux (zero
+/// page, page tables, GDT, 64-bit entry), run by the real `swemu-system-x86_64`. The exit port
+/// ends the run with status code * 2 + 1 (QEMU's isa-debug-exit), so code 21 is status 43.
+@Suite(.serialized) struct MicroVMTests {
+    static let missing = X86GuestProgram.missing
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func printsTheCommandLineAndE820MapFromTheZeroPage() throws {
+        let run = try X86GuestProgram.run("hello", ["-append", "console=ttyS0 greeting=swemu-test"])
+        #expect(run.status == 43, "\(run.output)")
+        let lines = run.output.split(whereSeparator: \.isNewline).map(String.init)
+        #expect(lines.contains("hello from an x86-64 guest"))
+        #expect(lines.contains("cmdline: console=ttyS0 greeting=swemu-test"))
+        // 256 MiB: RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to the end.
+        #expect(lines.filter { $0.hasPrefix("e820: ") } == ["e820: 0x0 0x9fc00 0x1", "e820: 0x9fc00 0x60400 0x2", "e820: 0x100000 0xff00000 0x1"])
+        #expect(lines.contains("exit code 21"))
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func unassignedPortsAndMMIOReadAllOnes() throws {
+        let run = try X86GuestProgram.run("hello", [])
+        let lines = run.output.split(whereSeparator: \.isNewline).map(String.init)
+        #expect(lines.contains("port 0x2f0: 0xffffffff"))
+        #expect(lines.contains("mmio 0xd0100000: 0xffffffff"))
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func bootMarkerIsReported() throws {
+        let run = try X86GuestProgram.run("hello", [])
+        let marker = run.output.split(whereSeparator: \.isNewline).first { $0.hasPrefix("swemu: guest boot marker: ") }
+        let ms = marker.flatMap { Double($0.split(separator: " ")[4]) }
+        #expect(ms != nil && ms! > 0, "\(run.output)")
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func i8042ResetWithNoRebootEndsSwemu() throws {
+        let run = try X86GuestProgram.run("hello", ["-append", "end=reset", "-no-reboot"])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("i8042 reset"))
+        #expect(run.output.components(separatedBy: "hello from an x86-64 guest").count == 2)
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func i8042ResetBootsAgain() throws {
+        // Without -no-reboot the machine is rebuilt and the program runs again, and again: the
+        // run is stopped by the timeout after a few rounds.
+        let run = try X86GuestProgram.run("hello", ["-append", "end=reset"], timeout: 2)
+        #expect(run.output.components(separatedBy: "i8042 reset").count >= 3, "\(run.output)")
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func acpiPoweroffExitsZero() throws {
+        let run = try X86GuestProgram.run("hello", ["-append", "end=poweroff"])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("acpi poweroff"))
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func tripleFaultEndsWithAMessageAndRegisters() throws {
+        let run = try X86GuestProgram.run("hello", ["-append", "end=fault"])
+        #expect(run.status == 1)
+        #expect(run.output.contains("swemu-system-x86_64: guest triple fault on vCPU 0 (KVM_EXIT_SHUTDOWN); registers:"), "\(run.output)")
+        #expect(run.output.contains("RIP=") && run.output.contains("CR0=0000000080000011"))
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func virtioBlockReadsWhatTheHostWroteAndWritesWhatTheHostSees() throws {
+        let disk = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-kvm-disk-\(getpid()).raw")
+        defer { try? FileManager.default.removeItem(at: disk) }
+        var image = [UInt8](repeating: 0, count: 1 << 20)
+        let text = Array("sector zero, written by the host".utf8)
+        image.replaceSubrange(0..<text.count, with: text)
+        try Data(image).write(to: disk)
+        let run = try X86GuestProgram.run("virtio_blk", ["-drive", "file=\(disk.path),format=raw,if=virtio"])
+        #expect(run.status == 1, "\(run.output)")  // exit code 0
+        #expect(run.output.contains("sector 0: sector zero, written by the host\n"))
+        #expect(run.output.contains("sector 1 written"))
+        let after = try [UInt8](Data(contentsOf: disk))
+        #expect(Array(after[512..<533]) == Array("written by the guest\0".utf8))
+        #expect(Array(after[0..<text.count]) == text)
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func everyVCPUOfSMP4RunsAndPrintsItsAPICID() throws {
+        let run = try X86GuestProgram.run("smp", ["-smp", "4"])
+        #expect(run.status == 1, "\(run.output)")
+        let lines = run.output.split(whereSeparator: \.isNewline).map(String.init).filter { $0.hasPrefix("cpu ") }
+        #expect(lines == (0..<4).map { "cpu 0x\($0): apic id 0x\($0)" })
+        #expect(run.output.contains("all cpus reported"))
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func kernelThatIsNotX86IsRefused() throws {
+        let run = try Subprocess.run(X86GuestProgram.binary, ["-M", "microvm", "-nographic", "-kernel", "/etc/hostname"])
+        #expect(run.status == 1)
+        #expect(run.output.contains("neither a bzImage"), "\(run.output)")
+    }
+}
