@@ -88,6 +88,7 @@ public enum SystemEmulator {
             }
             return try vm.run()
         case "microvm":
+            if let note = X86MicroVM.hostNote() { console.notice(note) }
             let virtio = try virtioDevices(config, console: console)
             let serial = console.serials.first ?? nil
             let makeBoard: @Sendable () throws(SystemError) -> X86MicroVM = { () throws(SystemError) in

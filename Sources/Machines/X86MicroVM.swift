@@ -250,6 +250,19 @@ public final class X86MicroVM: @unchecked Sendable {
         if let loop = eventLoop { for notify in notifyFDs { loop.unregister(fd: notify.fd) } }
     }
 
+    /// What the user should know about this host's KVM before booting on it, or nil: on a PVM
+    /// host (kvm_pvm), small guests run but unmodified Linux kernels do not.
+    public static func hostNote(sysModule: String = "/sys/module") -> String? {
+        switch KVMFlavour.detect(sysModule: sysModule) {
+        case .pvm:
+            return "/dev/kvm is served by kvm_pvm (PVM, no VT-x/AMD-V): guest kernel mode is emulated instruction by instruction and fails on SSE, cmpxchg16b and xrstors, so unmodified Linux kernels cannot boot here"
+        case .unknown:
+            return "cannot tell which module serves /dev/kvm (no kvm_intel, kvm_amd or kvm_pvm in /sys/module)"
+        case .intel, .amd:
+            return nil
+        }
+    }
+
     // MARK: - CPU setup
 
     /// MSRs as the boot protocol leaves them: syscall/sysenter targets zero and fast strings on
