@@ -622,7 +622,8 @@ final class ACPIPowerManagement: BusDevice {
 }
 
 /// Time since this process started, from /proc/self/stat's starttime (clock ticks since boot)
-/// against CLOCK_BOOTTIME, so it counts the exec and swemu's own start-up too.
+/// against CLOCK_BOOTTIME, so it counts the exec and swemu's own start-up too. starttime counts
+/// USER_HZ ticks (10 ms), so the figure may be up to 10 ms long.
 enum ProcessClock {
     static func nanosecondsSinceStart() -> UInt64 {
         var now = timespec()

@@ -99,3 +99,54 @@ import Testing
         #expect(run.output.contains("neither a bzImage"), "\(run.output)")
     }
 }
+
+/// The monitor on a microvm: QMP over a unix socket stops the vCPUs, reads registers while they
+/// are parked, resumes them and quits; swemu exits 0.
+@Suite struct MicroVMMonitorTests {
+    @Test(.enabled(if: MicroVMTests.missing == nil, "\(MicroVMTests.missing ?? "")"))
+    func qmpStopInfoRegistersContQuit() throws {
+        let socket = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-kvm-qmp-\(getpid()).sock").path
+        defer { unlink(socket) }
+        let client = """
+        import json, socket, sys, time
+        for _ in range(200):
+            try:
+                s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); break
+            except OSError:
+                time.sleep(0.05)
+        f = s.makefile("rw")
+        def ask(command, **arguments):
+            f.write(json.dumps({"execute": command, "arguments": arguments}) + "\\n"); f.flush()
+            while True:
+                reply = json.loads(f.readline())
+                if "return" in reply or "error" in reply:
+                    return reply
+        json.loads(f.readline())  # greeting
+        ask("qmp_capabilities")
+        time.sleep(0.3)           # let the guest reach its hlt
+        print("STOP", ask("stop"))
+        print("STATUS", ask("query-status")["return"]["status"])
+        print(ask("human-monitor-command", **{"command-line": "info registers"})["return"])
+        print("CONT", ask("cont"))
+        print("STATUS", ask("query-status")["return"]["status"])
+        print("QUIT", ask("quit"))
+        """
+        let elf = try X86GuestProgram.build("hello")
+        let swemu = Process()
+        swemu.executableURL = URL(fileURLWithPath: X86GuestProgram.binary)
+        swemu.arguments = ["-M", "microvm", "-m", "128M", "-display", "none", "-kernel", elf, "-append", "end=halt",
+                           "-qmp", "unix:\(socket),server=on,wait=off"]
+        swemu.standardInput = FileHandle.nullDevice
+        swemu.standardOutput = FileHandle.nullDevice
+        swemu.standardError = FileHandle.nullDevice
+        try swemu.run()
+        defer { if swemu.isRunning { kill(swemu.processIdentifier, SIGKILL) } }
+        let run = try Subprocess.run("/usr/bin/python3", ["-c", client, socket], timeout: 30)
+        #expect(run.output.contains("STATUS paused") && run.output.contains("STATUS running"), "\(run.output)")
+        #expect(run.output.contains("RIP=") && run.output.contains("CR3=0000000000009000"), "\(run.output)")
+        #expect(run.output.contains("QUIT {'return': {}}"), "\(run.output)")
+        let deadline = Date().addingTimeInterval(10)
+        while swemu.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!swemu.isRunning && swemu.terminationStatus == 0)
+    }
+}

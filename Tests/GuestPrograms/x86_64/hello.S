@@ -4,6 +4,7 @@
  *   end=reset     i8042 command 0xfe (the CPU reset line)
  *   end=poweroff  ACPI PM1a control: SLP_TYP 5 (\_S5) | SLP_EN
  *   end=fault     a triple fault (ud2 with an empty IDT: #UD, #DF, shutdown)
+ *   end=halt      prints "halted" and stops with interrupts off (the host ends the run)
  *   otherwise     the exit port with code 21 (swemu exits 43) */
 #include "guest.h"
 
@@ -69,6 +70,9 @@ main:
     lea     end_fault(%rip), %rsi
     call    cmdline_has
     jnz     fault
+    lea     end_halt(%rip), %rsi
+    call    cmdline_has
+    jnz     halt
     lea     bye(%rip), %rsi
     call    puts
     mov     $21, %eax
@@ -97,6 +101,13 @@ fault:
     call    puts
     ud2
 
+halt:
+    lea     halted(%rip), %rsi
+    call    puts
+5:  cli
+    hlt
+    jmp     5b
+
     .section .rodata
 hello:          .asciz "hello from an x86-64 guest\n"
 cmdline_label:  .asciz "cmdline: "
@@ -106,6 +117,8 @@ mmio_label:     .asciz "mmio 0xd0100000: "
 end_reset:      .asciz "end=reset"
 end_poweroff:   .asciz "end=poweroff"
 end_fault:      .asciz "end=fault"
+end_halt:       .asciz "end=halt"
+halted:         .asciz "halted\n"
 bye:            .asciz "exit code 21\n"
 resetting:      .asciz "i8042 reset\n"
 powering_off:   .asciz "acpi poweroff\n"
