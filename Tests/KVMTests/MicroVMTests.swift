@@ -17,6 +17,7 @@ import Testing
         // 256 MiB: RAM below the EBDA, the BIOS area reserved, RAM from 1 MiB to the end.
         #expect(lines.filter { $0.hasPrefix("e820: ") } == ["e820: 0x0 0x9fc00 0x1", "e820: 0x9fc00 0x60400 0x2", "e820: 0x100000 0xff00000 0x1"])
         #expect(lines.contains("exit code 21"))
+        #expect(lines.contains("hypervisor: KVMKVMKVM"))  // KVM's paravirt leaf 0x40000000 is passed on
     }
 
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
@@ -81,6 +82,19 @@ import Testing
         let after = try [UInt8](Data(contentsOf: disk))
         #expect(Array(after[512..<533]) == Array("written by the guest\0".utf8))
         #expect(Array(after[0..<text.count]) == text)
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func virtioBlockInterruptsArriveThroughTheIOAPIC() throws {
+        // The same requests, each completion waited for with hlt: the used-buffer interrupt goes
+        // from the device through its irqfd to IOAPIC pin 5 and the guest's IDT.
+        let disk = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-kvm-irq-\(getpid()).raw")
+        defer { try? FileManager.default.removeItem(at: disk) }
+        try Data(count: 1 << 20).write(to: disk)
+        let run = try X86GuestProgram.run("virtio_blk", ["-append", "irq", "-drive", "file=\(disk.path),format=raw,if=virtio"], timeout: 20)
+        #expect(run.status == 1, "\(run.output)")
+        #expect(run.output.contains("sector 1 written"))
+        #expect(run.output.contains("interrupts: 0x2\n"), "\(run.output)")
     }
 
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))

@@ -43,6 +43,20 @@ main:
     dec     %ecx
     jmp     1b
 2:
+    /* CPUID 0x40000000: the hypervisor's signature in EBX, ECX, EDX ("KVMKVMKVM\0\0\0"). */
+    lea     hypervisor_label(%rip), %rsi
+    call    puts
+    push    %rbx
+    mov     $0x40000000, %eax
+    cpuid
+    mov     %ebx, signature(%rip)
+    mov     %ecx, signature + 4(%rip)
+    mov     %edx, signature + 8(%rip)
+    pop     %rbx
+    lea     signature(%rip), %rsi
+    call    puts
+    call    newline
+
     lea     port_label(%rip), %rsi
     call    puts
     mov     $0x2f0, %dx                 /* nothing decodes 0x2f0 on this board */
@@ -108,7 +122,11 @@ halt:
     hlt
     jmp     5b
 
+    .data
+signature:      .zero 16
+
     .section .rodata
+hypervisor_label: .asciz "hypervisor: "
 hello:          .asciz "hello from an x86-64 guest\n"
 cmdline_label:  .asciz "cmdline: "
 e820_label:     .asciz "e820: "
