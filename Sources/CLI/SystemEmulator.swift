@@ -82,10 +82,7 @@ public enum SystemEmulator {
             let servers = monitorServers(console, target: vm)
             defer { withExtendedLifetime(servers) {} }
             quit.onFire { vm.quitFromConsole() }
-            commit.onFire {
-                let report = vm.commitSnapshots()
-                if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
-            }
+            commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         case "microvm":
             if let note = X86MicroVM.hostNote() { console.notice(note) }
@@ -113,7 +110,7 @@ public enum SystemEmulator {
             let servers = monitorServers(console, target: vm)
             defer { withExtendedLifetime(servers) {} }
             quit.onFire { vm.quitFromConsole() }
-            commit.onFire { console.notice("Ctrl-A s: -snapshot commit is not available on microvm yet") }
+            commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
@@ -122,6 +119,11 @@ public enum SystemEmulator {
             return 0
         }
     }
+}
+
+/// Ctrl-A s: the machine's commit report, one "swemu:" line per disk.
+private func reportCommit(_ report: String) {
+    if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
 }
 
 /// The monitors' servers on their chardevs; they live as long as the machine and each serves

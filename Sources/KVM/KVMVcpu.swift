@@ -205,19 +205,6 @@ public final class KVMVcpu: @unchecked Sendable {
         if rc < 0 { throw SystemError(.syscall, "KVM_SET_CPUID2 (vCPU \(id))", errno: .current) }
     }
 
-    /// KVM_GET_MP_STATE / KVM_SET_MP_STATE (KVM_MP_STATE_RUNNABLE, _UNINITIALIZED = waiting
-    /// for INIT/SIPI, _HALTED, ...).
-    public func mpState() throws(SystemError) -> UInt32 {
-        var state = kvm_mp_state()
-        try ioctl(clx_KVM_GET_MP_STATE, "KVM_GET_MP_STATE", &state)
-        return state.mp_state
-    }
-
-    public func setMPState(_ value: UInt32) throws(SystemError) {
-        var state = kvm_mp_state(mp_state: value)
-        try ioctl(clx_KVM_SET_MP_STATE, "KVM_SET_MP_STATE", &state)
-    }
-
     /// Programs the local APIC's LINT0 as ExtINT (the 8259's output) and LINT1 as NMI, the
     /// virtual-wire mode the MP spec (§3.6.2.2) and Linux expect at boot.
     public func configureLocalInterrupts() throws(SystemError) {

@@ -102,13 +102,15 @@ public final class X86MicroVM: @unchecked Sendable {
         case failed(String)
     }
 
-    public let kvm: KVMSystem
-    public let vm: KVMVirtualMachine
-    public let memory: GuestMemory
-    public let ports: AddressSpace
-    public let mmio: AddressSpace
+    let kvm: KVMSystem
+    let vm: KVMVirtualMachine
+    let memory: GuestMemory
+    /// The port-I/O bus (UART, i8042, exit port, ACPI PM) and the MMIO bus (virtio, boot marker).
+    let ports: AddressSpace
+    let mmio: AddressSpace
     public let vcpus: [KVMVcpu]
-    public let acpiTables: ACPITables
+    let acpiTables: ACPITables
+    /// The temporary overlays of `-snapshot` disks, for Ctrl-A s (commit).
     package let snapshotOverlays: [SnapshotOverlay]
     /// irqfds, which must live as long as the VM.
     private let irqFDs: [IRQFDLine]
@@ -373,6 +375,9 @@ public final class X86MicroVM: @unchecked Sendable {
         try RISCVBoard.copy(commandLine, to: GuestAddress(Layout.commandLine), in: memory, what: "the command line")
         try RISCVBoard.copy(X86Boot.gdtBytes(), to: GuestAddress(Layout.gdt), in: memory, what: "the GDT")
         try RISCVBoard.copy(X86Boot.identityPageTables(pml4: Layout.pml4), to: GuestAddress(Layout.pml4), in: memory, what: "the page tables")
+        guard UInt64(acpi.bytes.count) <= Layout.acpiSize else {
+            throw .configuration("the ACPI tables (\(acpi.bytes.count) bytes) do not fit below 1 MiB")
+        }
         try RISCVBoard.copy(acpi.bytes, to: GuestAddress(Layout.acpi), in: memory, what: "the ACPI tables")
 
         var setupHeader: ArraySlice<UInt8>?

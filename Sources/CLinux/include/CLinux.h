@@ -103,7 +103,6 @@ static const unsigned long clx_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
 static const unsigned long clx_KVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
 static const unsigned long clx_KVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
 static const unsigned long clx_KVM_CREATE_PIT2 = KVM_CREATE_PIT2;
-static const unsigned long clx_KVM_IRQ_LINE = KVM_IRQ_LINE;
 static const unsigned long clx_KVM_IRQFD = KVM_IRQFD;
 static const unsigned long clx_KVM_IOEVENTFD = KVM_IOEVENTFD;
 static const unsigned long clx_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
@@ -115,8 +114,6 @@ static const unsigned long clx_KVM_SET_SREGS = KVM_SET_SREGS;
 static const unsigned long clx_KVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long clx_KVM_SET_MSRS = KVM_SET_MSRS;
 static const unsigned long clx_KVM_SET_CPUID2 = KVM_SET_CPUID2;
-static const unsigned long clx_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
-static const unsigned long clx_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long clx_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long clx_KVM_SET_LAPIC = KVM_SET_LAPIC;
 
