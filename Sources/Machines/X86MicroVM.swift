@@ -102,14 +102,13 @@ public final class X86MicroVM: @unchecked Sendable {
         case failed(String)
     }
 
-    let kvm: KVMSystem
+    /// The VM and the RAM its memory slots point into live exactly as long as the board.
     let vm: KVMVirtualMachine
     let memory: GuestMemory
     /// The port-I/O bus (UART, i8042, exit port, ACPI PM) and the MMIO bus (virtio, boot marker).
     let ports: AddressSpace
     let mmio: AddressSpace
     public let vcpus: [KVMVcpu]
-    let acpiTables: ACPITables
     /// The temporary overlays of `-snapshot` disks, for Ctrl-A s (commit).
     package let snapshotOverlays: [SnapshotOverlay]
     /// irqfds, which must live as long as the VM.
@@ -143,7 +142,7 @@ public final class X86MicroVM: @unchecked Sendable {
     }
 
     public init(_ config: Configuration) throws(SystemError) {
-        kvm = try KVMSystem(path: config.kvmDevice)
+        let kvm = try KVMSystem(path: config.kvmDevice)
         guard config.cpus >= 1, config.cpus <= min(kvm.maxVCPUs, 255) else {
             throw .configuration("-smp \(config.cpus): KVM here runs 1 to \(min(kvm.maxVCPUs, 255)) vCPUs")
         }
@@ -243,7 +242,7 @@ public final class X86MicroVM: @unchecked Sendable {
         self.notifyFDs = notifyFDs
         self.snapshotOverlays = snapshotOverlays
 
-        acpiTables = ACPITables(cpus: config.cpus, virtio: virtioSlots, at: Layout.acpi)
+        let acpiTables = ACPITables(cpus: config.cpus, virtio: virtioSlots, at: Layout.acpi)
         let entry = try X86MicroVM.load(config, memory: memory, acpi: acpiTables)
         try X86MicroVM.enter(vcpus[0], entry)
     }
