@@ -171,13 +171,16 @@ import Testing
         let madt = Self.table(tables, "APIC", base: 0xe0000)
         var ids: [UInt8] = []
         var ioapics = 0
+        var overrides: [[UInt8]] = []
         var p = 44
         while p < madt.count {
             if madt[p] == 0 { ids.append(madt[p + 3]); #expect(Self.u32(madt, p + 4) == 1) }
             if madt[p] == 1 { ioapics += 1; #expect(Self.u32(madt, p + 4) == 0xfec0_0000) }
+            if madt[p] == 2 { overrides.append(Array(madt[p..<(p + 10)])) }
             p += Int(madt[p + 1])
         }
         #expect(ids == [0, 1, 2, 3] && ioapics == 1 && p == madt.count)
+        #expect(overrides == [[2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0]])  // the SCI: level, active high
     }
 
     @Test func amlPackageLengths() {
@@ -214,6 +217,7 @@ import Testing
         #expect(dsdt.contains("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )"))
         #expect(dsdt.contains("Name (_S5, Package"))
         #expect(asl["APIC"]?.contains("Local Apic ID : 01") == true, "\(asl["APIC"] ?? "")")
+        #expect(asl["APIC"]?.contains("Interrupt : 00000009") == true, "\(asl["APIC"] ?? "")")
         #expect(asl["FACP"]?.contains("Reset Register") == true)
         #expect(!(asl.values.contains { $0.contains("Invalid") || $0.contains("Error") }))
     }
