@@ -74,9 +74,7 @@ public enum SystemEmulator {
             // devices and files), as QEMU's system reset does; -no-reboot ends the run instead.
             let vm = VirtualMachine(.init(
                 machineType: config.machine.name,
-                machineList: config.target.machines.filter(\.available).map {
-                    ($0.name, $0.description, $0.name == config.target.defaultMachine)
-                },
+                machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
             let servers = monitorServers(console, target: vm)
@@ -102,9 +100,7 @@ public enum SystemEmulator {
             }
             let vm = KVMMachine(.init(
                 machineType: config.machine.name,
-                machineList: config.target.machines.filter(\.available).map {
-                    ($0.name, $0.description, $0.name == config.target.defaultMachine)
-                },
+                machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
             let servers = monitorServers(console, target: vm)
@@ -119,6 +115,11 @@ public enum SystemEmulator {
             return 0
         }
     }
+}
+
+/// `query-machines`: the machines this target has, the default marked.
+private func machineList(_ target: EmulatorTarget) -> [(name: String, description: String, isDefault: Bool)] {
+    target.machines.filter(\.available).map { ($0.name, $0.description, $0.name == target.defaultMachine) }
 }
 
 /// Ctrl-A s: the machine's commit report, one "swemu:" line per disk.
