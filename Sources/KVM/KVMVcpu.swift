@@ -11,7 +11,7 @@ public enum KVMExit: Sendable, Equatable {
     /// KVM_EXIT_MMIO: an access to guest-physical memory no slot backs. A write's value is
     /// `value`; a read's answer goes to `KVMVcpu.setMMIOReadValue(_:)`.
     case mmio(address: UInt64, size: Int, isWrite: Bool, value: UInt64)
-    /// KVM_EXIT_HLT: `hlt` with interrupts the in-kernel APIC will never deliver.
+    /// KVM_EXIT_HLT: `hlt`; only without an in-kernel local APIC (with one, hlt waits in the kernel).
     case halt
     /// KVM_EXIT_SHUTDOWN: the guest triple-faulted (api.rst: "shutdown of the guest").
     case shutdown

@@ -106,4 +106,30 @@ enum Subprocess {
         killer.cancel()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
+
+    /// Runs a program until its output contains `marker` (then kills it), it ends, or `timeout`
+    /// seconds pass; returns the output so far.
+    static func output(of path: String, _ arguments: [String], until marker: String, timeout: Double) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let killer = DispatchWorkItem { kill(process.processIdentifier, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        var output = Data()
+        while true {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            output += chunk
+            if String(decoding: output, as: UTF8.self).contains(marker) { break }
+        }
+        killer.cancel()
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self)
+    }
 }
