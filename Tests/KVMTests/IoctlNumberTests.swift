@@ -107,8 +107,8 @@ enum Subprocess {
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    /// Runs a program until its output contains `marker` (then kills it), it ends, or `timeout`
-    /// seconds pass; returns the output so far.
+    /// Runs a program until its output has a whole line containing `marker` (then kills it), it
+    /// ends, or `timeout` seconds pass; returns the output so far.
     static func output(of path: String, _ arguments: [String], until marker: String, timeout: Double) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
@@ -125,7 +125,9 @@ enum Subprocess {
             let chunk = pipe.fileHandleForReading.availableData
             if chunk.isEmpty { break }
             output += chunk
-            if String(decoding: output, as: UTF8.self).contains(marker) { break }
+            // A UART prints a character at a time: wait for the end of the marker's line.
+            let text = String(decoding: output, as: UTF8.self)
+            if let found = text.range(of: marker), text[found.upperBound...].contains("\n") { break }
         }
         killer.cancel()
         kill(process.processIdentifier, SIGKILL)
