@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["CLI"], swiftSettings: strict),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Machines", "DeviceModel", "SystemSupport"],
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines"],
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],
