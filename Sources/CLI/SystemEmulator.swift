@@ -77,37 +77,73 @@ public enum SystemEmulator {
             // devices and files), as QEMU's system reset does; -no-reboot ends the run instead.
             let vm = VirtualMachine(.init(
                 machineType: config.machine.name,
-                machineList: config.target.machines.filter(\.available).map {
-                    ($0.name, $0.description, $0.name == config.target.defaultMachine)
-                },
+                machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), harts: config.cpus, makeBoard: makeBoard))
-            // The servers live as long as the machine; each serves one client at a time.
-            let servers: [any CharFrontend] = console.monitors.map { monitor in
-                switch monitor.mode {
-                case .control: return QMPServer(backend: monitor.backend, target: vm)
-                case .readline:
-                    let server = HumanMonitorServer(backend: monitor.backend, target: vm, focused: monitor.focus?.initiallyFocused ?? true)
-                    monitor.focus?.attach(server)
-                    return server
-                }
-            }
+            let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
             defer {
                 debugger?.close()
                 withExtendedLifetime(servers) {}
             }
             quit.onFire { vm.quitFromConsole() }
-            commit.onFire {
-                let report = vm.commitSnapshots()
-                if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
+            commit.onFire { reportCommit(vm.commitSnapshots()) }
+            return try vm.run()
+        case "microvm":
+            if let note = X86MicroVM.hostNote() { console.notice(note) }
+            let virtio = try virtioDevices(config, console: console)
+            let serial = console.serials.first ?? nil
+            let makeBoard: @Sendable () throws(SystemError) -> X86MicroVM = { () throws(SystemError) in
+                guard let kernel = config.kernel else { throw .configuration("-kernel is missing") }  // checked by the builder
+                var boardConfig = X86MicroVM.Configuration(ramSize: config.ramSize, cpus: config.cpus, kernel: kernel,
+                                                           initrd: config.initrd, append: config.append, serial: serial)
+                boardConfig.virtio = virtio
+                boardConfig.eventLoop = loop
+                boardConfig.onBootMarker = { nanoseconds in
+                    let ms = Double(nanoseconds / 1000) / 1000
+                    console.notice("guest boot marker: \(ms) ms after process start")
+                }
+                return try X86MicroVM(boardConfig)
             }
+            let vm = KVMMachine(.init(
+                machineType: config.machine.name,
+                machineList: machineList(config.target),
+                name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
+                chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
+            let servers = monitorServers(console, target: vm)
+            defer { withExtendedLifetime(servers) {} }
+            quit.onFire { vm.quitFromConsole() }
+            commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
             console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
             quit.wait()
             return 0
+        }
+    }
+}
+
+/// `query-machines`: the machines this target has, the default marked.
+private func machineList(_ target: EmulatorTarget) -> [(name: String, description: String, isDefault: Bool)] {
+    target.machines.filter(\.available).map { ($0.name, $0.description, $0.name == target.defaultMachine) }
+}
+
+/// Ctrl-A s: the machine's commit report, one "swemu:" line per disk.
+private func reportCommit(_ report: String) {
+    if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
+}
+
+/// The monitors' servers on their chardevs; they live as long as the machine and each serves
+/// one client at a time.
+private func monitorServers(_ console: Console, target: any MonitorTarget) -> [any CharFrontend] {
+    console.monitors.map { monitor in
+        switch monitor.mode {
+        case .control: return QMPServer(backend: monitor.backend, target: target)
+        case .readline:
+            let server = HumanMonitorServer(backend: monitor.backend, target: target, focused: monitor.focus?.initiallyFocused ?? true)
+            monitor.focus?.attach(server)
+            return server
         }
     }
 }

@@ -169,3 +169,19 @@ int clx_term_install_handlers(void) {
 }
 
 int clx_gettid(void) { return (int)syscall(SYS_gettid); }
+
+static void clx_kick_handler(int signal) { (void)signal; }
+
+int clx_install_kick_signal(int signal) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = clx_kick_handler;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(signal, &action, NULL) < 0) return -1;
+    // The signal mask is inherited through fork and exec: a parent that blocks the signal
+    // (some test runners do) would otherwise make the kick wait forever.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signal);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}
