@@ -374,6 +374,7 @@ public final class RISCVBoard: @unchecked Sendable {
     /// thread, the others on threads of their own (DESIGN.md §4), started with the board and
     /// ended by `close()`.
     public func run() -> Exit {
+        precondition(!runControl.closed.load(ordering: .sequentiallyConsistent), "RISCVBoard.run after close()")
         runControl.exit.withLock { $0 = nil }
         for thread in runControl.threads { thread.start.signal() }
         runHart(0)
@@ -463,11 +464,11 @@ public final class RISCVBoard: @unchecked Sendable {
 
     /// The run's exit slot and the secondary harts' threads.
     final class RunControl: @unchecked Sendable {
-        // SAFETY: `threads` is filled by init before the board is shared, then read by the
-        // thread that calls `run()` and emptied by `close()`, which the owner calls once no
-        // run is in progress.
+        // SAFETY: `threads` is filled by init before the board is shared and never changed
+        // after, so any thread may read it.
         let exit = Mutex<Exit?>(nil)
         var threads: [HartThread] = []
+        let closed = Atomic<Bool>(false)
     }
     private let runControl = RunControl()
 
@@ -505,12 +506,12 @@ public final class RISCVBoard: @unchecked Sendable {
     }
 
     /// Ends the secondary harts' threads (the board is being discarded: reset or exit). Call
-    /// only while no `run` is in progress.
+    /// once no `run` is in progress; the board does not run again. Idempotent.
     public func close() {
+        guard !runControl.closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
         for thread in runControl.threads {
             thread.quit.store(true, ordering: .sequentiallyConsistent)
             thread.start.signal()
         }
-        runControl.threads.removeAll()
     }
 }
