@@ -33,15 +33,18 @@ let package = Package(
         .target(name: "SoftFloat", swiftSettings: strict),
         .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SoftFloat", "SystemSupport"],
                 swiftSettings: strict),
+        // Linux KVM: /dev/kvm, VMs, vCPUs and their exits (DESIGN.md §2).
+        .target(name: "KVM", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "Loader", dependencies: ["CZlib", "SystemSupport"], swiftSettings: strict),
-        .target(name: "Machines", dependencies: ["Block", "DeviceModel", "Devices", "GuestMemory", "Loader", "RISCV", "SystemSupport", "VirtIO"],
+        .target(name: "Machines", dependencies: ["Block", "CLinux", "DeviceModel", "Devices", "GuestMemory", "KVM", "Loader", "RISCV",
+                                                 "SystemSupport", "VirtIO"],
                 swiftSettings: strict),
         // QMP and the human monitor: protocol codecs with no I/O, and the servers on chardevs.
         .target(name: "QMP", dependencies: ["DeviceModel", "SystemSupport"], swiftSettings: strict),
         // The GDB remote serial protocol: a codec with no I/O, and the server on a chardev.
         .target(name: "GDBStub", dependencies: ["DeviceModel"], swiftSettings: strict),
-        // Runs a board's vCPU and serves the command channel the monitors and debuggers use.
-        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "RISCV", "SystemSupport"],
+        // Runs a board's vCPUs and serves the command channel the monitors and debuggers use.
+        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "QMP", "RISCV", "SystemSupport"],
                 swiftSettings: strict),
         .target(name: "CLI", dependencies: ["Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
                 swiftSettings: strict),
@@ -66,6 +69,8 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["CLI", "Chardev"], swiftSettings: strict),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Machines", "DeviceModel", "SystemSupport"],
+                    swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

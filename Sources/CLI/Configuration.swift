@@ -262,6 +262,15 @@ struct ConfigurationBuilder {
             for (option, value) in bootOptions.dropFirst(2) where value != nil {
                 throw CLIError(option: option, "machine 'spike' takes a bare-metal ELF only in this build")
             }
+        case "microvm":
+            // No firmware: swemu loads the kernel itself (bzImage, vmlinux through PVH, an ELF64).
+            guard config.kernel != nil else {
+                throw CLIError(option: nil, "machine 'microvm' has no firmware and needs -kernel (a bzImage, a vmlinux or an x86-64 ELF program)")
+            }
+            if let bios = config.bios, bios != "none" && bios != "default" {
+                throw CLIError(option: "-bios", "machine 'microvm' boots without firmware; accepted: -bios none")
+            }
+            if config.dtb != nil { throw CLIError(option: "-dtb", "machine 'microvm' describes itself with ACPI, not a device tree") }
         default:
             if config.bios == "none" && config.kernel == nil && config.dumpDTB == nil {
                 throw CLIError(option: nil, "machine '\(config.machine.name)' has no firmware (-bios none) and nothing to boot: add -kernel")
@@ -274,7 +283,7 @@ struct ConfigurationBuilder {
 
     /// Drives and devices must refer to each other and to the machine consistently.
     private func checkDevices(_ config: SystemConfiguration) throws(CLIError) {
-        if config.machine.name != "virt" {
+        if config.machine.name != "virt" && config.machine.name != "microvm" {
             if !config.drives.isEmpty { throw CLIError(option: "-drive", "machine '\(config.machine.name)' has no disk interfaces; use -M virt") }
             if !config.devices.isEmpty { throw CLIError(option: "-device", "machine '\(config.machine.name)' has no virtio bus; use -M virt") }
         }

@@ -80,16 +80,7 @@ public enum SystemEmulator {
                 },
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
-            // The servers live as long as the machine; each serves one client at a time.
-            let servers: [any CharFrontend] = console.monitors.map { monitor in
-                switch monitor.mode {
-                case .control: return QMPServer(backend: monitor.backend, target: vm)
-                case .readline:
-                    let server = HumanMonitorServer(backend: monitor.backend, target: vm, focused: monitor.focus?.initiallyFocused ?? true)
-                    monitor.focus?.attach(server)
-                    return server
-                }
-            }
+            let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
             defer {
                 debugger?.close()
@@ -101,11 +92,52 @@ public enum SystemEmulator {
                 if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
             }
             return try vm.run()
+        case "microvm":
+            let virtio = try virtioDevices(config, console: console)
+            let serial = console.serials.first ?? nil
+            let makeBoard: @Sendable () throws(SystemError) -> X86MicroVM = { () throws(SystemError) in
+                guard let kernel = config.kernel else { throw .configuration("-kernel is missing") }  // checked by the builder
+                var boardConfig = X86MicroVM.Configuration(ramSize: config.ramSize, cpus: config.cpus, kernel: kernel,
+                                                           initrd: config.initrd, append: config.append, serial: serial)
+                boardConfig.virtio = virtio
+                boardConfig.eventLoop = loop
+                boardConfig.onBootMarker = { nanoseconds in
+                    let ms = Double(nanoseconds / 1000) / 1000
+                    console.notice("guest boot marker: \(ms) ms after process start")
+                }
+                return try X86MicroVM(boardConfig)
+            }
+            let vm = KVMMachine(.init(
+                machineType: config.machine.name,
+                machineList: config.target.machines.filter(\.available).map {
+                    ($0.name, $0.description, $0.name == config.target.defaultMachine)
+                },
+                name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
+                chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
+            let servers = monitorServers(console, target: vm)
+            defer { withExtendedLifetime(servers) {} }
+            quit.onFire { vm.quitFromConsole() }
+            commit.onFire { console.notice("Ctrl-A s: -snapshot commit is not available on microvm yet") }
+            return try vm.run()
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
             console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
             quit.wait()
             return 0
+        }
+    }
+}
+
+/// The monitors' servers on their chardevs; they live as long as the machine and each serves
+/// one client at a time.
+private func monitorServers(_ console: Console, target: any MonitorTarget) -> [any CharFrontend] {
+    console.monitors.map { monitor in
+        switch monitor.mode {
+        case .control: return QMPServer(backend: monitor.backend, target: target)
+        case .readline:
+            let server = HumanMonitorServer(backend: monitor.backend, target: target, focused: monitor.focus?.initiallyFocused ?? true)
+            monitor.focus?.attach(server)
+            return server
         }
     }
 }

@@ -20,8 +20,8 @@ public enum EmulatorTarget: String, Sendable, CaseIterable {
         case .x86_64:
             return [
                 MachineInfo(name: "none", description: "empty machine", available: true, maxCPUs: 1, defaultRAM: 0),
-                MachineInfo(name: "microvm", description: "microvm (i386)", available: false, maxCPUs: 64,
-                            defaultRAM: 128 << 20),
+                MachineInfo(name: "microvm", description: "microvm (x86-64 on KVM: 8250 UART, i8042 reset, virtio-mmio, ACPI)",
+                            available: true, maxCPUs: 255, defaultRAM: 128 << 20),
             ]
         }
     }
@@ -49,8 +49,8 @@ public enum EmulatorTarget: String, Sendable, CaseIterable {
             return [("tcg", true, "software emulation"),
                     ("kvm", false, "RISC-V KVM needs a RISC-V host")]
         case .x86_64:
-            return [("kvm", false, "hardware virtualization arrives with the microvm board"),
-                    ("tcg", false, "swemu does not emulate x86 in software")]
+            return [("kvm", true, "Linux KVM (Intel VT-x, AMD-V)"),
+                    ("tcg", false, "swemu does not emulate x86 in software; use -accel kvm")]
         }
     }
 }

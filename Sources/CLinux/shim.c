@@ -169,3 +169,13 @@ int clx_term_install_handlers(void) {
 }
 
 int clx_gettid(void) { return (int)syscall(SYS_gettid); }
+
+static void clx_kick_handler(int signal) { (void)signal; }
+
+int clx_install_kick_signal(int signal) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = clx_kick_handler;
+    sigemptyset(&action.sa_mask);
+    return sigaction(signal, &action, NULL);
+}

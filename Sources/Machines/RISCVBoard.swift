@@ -151,23 +151,7 @@ public final class RISCVBoard: @unchecked Sendable {
             for (index, spec) in config.virtio.enumerated() {
                 let slot = Layout.virtioSlots - 1 - index
                 let base = Layout.virtio + UInt64(slot) * Layout.virtioStride
-                let device: any VirtioDevice
-                switch spec {
-                case let .block(path, readOnly, snapshot, serial):
-                    let backend: any BlockBackend
-                    if snapshot {
-                        let overlay = try SnapshotOverlay(path: path, readOnly: readOnly)
-                        snapshotOverlays.append(overlay)
-                        backend = overlay
-                    } else {
-                        backend = try RawImage(path: path, readOnly: readOnly)
-                    }
-                    device = VirtioBlock(backend: backend, serial: serial)
-                case .rng:
-                    device = VirtioRNG()
-                case .console(let backend):
-                    device = VirtioConsole(backend: backend)
-                }
+                let device = try spec.makeDevice(overlays: &snapshotOverlays)
                 let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory,
                                            irq: plic.sourceLine(Layout.virtioFirstIRQ + slot))
                 try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)
@@ -318,11 +302,12 @@ public final class RISCVBoard: @unchecked Sendable {
     }
 
     /// Loads an ELF program's segments into RAM.
-    static func loadELF(_ path: String, into memory: GuestMemory) throws(SystemError) -> ELFFile {
+    static func loadELF(_ path: String, into memory: GuestMemory, machine: UInt16 = ELFFile.machineRISCV,
+                        machineName: String = "RISC-V") throws(SystemError) -> ELFFile {
         let bytes = try FileDescriptor.readWholeFile(path, limit: memory.totalSize)
         let elf = try ELFFile(bytes: bytes, name: path)
-        guard elf.machine == ELFFile.machineRISCV else {
-            throw .configuration("\(path): ELF machine \(elf.machine) is not RISC-V (243)")
+        guard elf.machine == machine else {
+            throw .configuration("\(path): ELF machine \(elf.machine) is not \(machineName) (\(machine))")
         }
         for segment in elf.segments {
             let address = GuestAddress(segment.physicalAddress)

@@ -69,7 +69,10 @@ import Chardev
         #expect(error(["-m"]) == "swemu-system-riscv64: -m: requires an argument")
         #expect(error(["disk.img"]).contains("use -drive file=disk.img"))
         #expect(error(["-M", "pc"]).contains("unsupported machine type 'pc'; available: none, spike, virt"))
-        #expect(error(["-M", "microvm"], target: .x86_64).contains("is not available in this build yet"))
+        #expect(error(["-M", "microvm"], target: .x86_64).contains("machine 'microvm' has no firmware and needs -kernel"))
+        #expect(error(["-M", "microvm", "-accel", "tcg", "-kernel", "k"], target: .x86_64)
+            .contains("accelerator 'tcg' is not available: swemu does not emulate x86 in software; use -accel kvm; accepted: kvm"))
+        #expect(error(["-M", "microvm", "-kernel", "k", "-dtb", "d"], target: .x86_64).contains("describes itself with ACPI"))
         for e in [error(["-m", "lots"]), error(["-m", "0"]), error(["-m", "2T"])] {
             #expect(e.hasPrefix("swemu-system-riscv64: -m: "), "\(e)")
             #expect(!e.contains("\n"))

@@ -20,6 +20,7 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <netinet/in.h>
+#include <linux/kvm.h>
 #include <netinet/tcp.h>
 #include <netdb.h>
 #include <termios.h>
@@ -88,5 +89,39 @@ static inline uint64_t clx_atomic_cas_u64(void *p, uint64_t expected, uint64_t d
     __atomic_compare_exchange_n((uint64_t *)p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     return expected;
 }
+
+// KVM (Documentation/virt/kvm/api.rst). The _IO/_IOR/_IOW request numbers are macros Swift
+// cannot import; Tests/KVMTests checks each constant against the kernel headers. Plain integer
+// #defines (KVM_EXIT_*, KVM_CAP_*) import as they are.
+static const unsigned long clx_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long clx_KVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long clx_KVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long clx_KVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long clx_KVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long clx_KVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long clx_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long clx_KVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long clx_KVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+static const unsigned long clx_KVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+static const unsigned long clx_KVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long clx_KVM_IRQFD = KVM_IRQFD;
+static const unsigned long clx_KVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned long clx_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long clx_KVM_RUN = KVM_RUN;
+static const unsigned long clx_KVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long clx_KVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long clx_KVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long clx_KVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long clx_KVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long clx_KVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long clx_KVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long clx_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long clx_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long clx_KVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long clx_KVM_SET_LAPIC = KVM_SET_LAPIC;
+
+/// Installs a handler that does nothing for `signal`, without SA_RESTART, so a vCPU thread
+/// blocked in KVM_RUN returns EINTR when another thread kicks it with pthread_kill.
+int clx_install_kick_signal(int signal);
 
 #endif

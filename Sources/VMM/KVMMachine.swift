@@ -1,0 +1,179 @@
+import DeviceModel
+import Machines
+import QMP
+import Synchronization
+import SystemSupport
+
+/// The VMM for `-M microvm -accel kvm` (DESIGN.md §1, §4): runs an `X86MicroVM` (one thread
+/// per vCPU, started by the board), rebuilds it on guest reset, and serves the monitors'
+/// requests. Unlike the RISC-V VMM, requests do not need the vCPU threads: the board pauses and
+/// resumes them itself, and registers are read while they are parked.
+public final class KVMMachine: MonitorTarget, Sendable {
+    public struct Setup: Sendable {
+        public var machineType: String
+        public var machineList: [(name: String, description: String, isDefault: Bool)]
+        public var name: String?
+        public var noReboot: Bool
+        public var startPaused: Bool
+        public var chardevs: [(label: String, filename: String)]
+        public var blockDevices: [MonitorBlockDevice]
+        /// Builds the machine; called again for every reset.
+        public var makeBoard: @Sendable () throws(SystemError) -> X86MicroVM
+
+        public init(machineType: String, machineList: [(name: String, description: String, isDefault: Bool)], name: String?,
+                    noReboot: Bool, startPaused: Bool, chardevs: [(label: String, filename: String)],
+                    blockDevices: [MonitorBlockDevice], makeBoard: @escaping @Sendable () throws(SystemError) -> X86MicroVM) {
+            self.machineType = machineType
+            self.machineList = machineList
+            self.name = name
+            self.noReboot = noReboot
+            self.startPaused = startPaused
+            self.chardevs = chardevs
+            self.blockDevices = blockDevices
+            self.makeBoard = makeBoard
+        }
+    }
+
+    private struct State {
+        var runState = "prelaunch"
+        var paused: Bool
+        var board: X86MicroVM?
+        /// Set by `quit`: the run ends with this status whatever the guest does.
+        var exitCode: Int32?
+        var hostReset = false
+        var listeners: [@Sendable (MonitorEvent) -> Void] = []
+    }
+
+    private let setup: Setup
+    private let state: Mutex<State>
+
+    public init(_ setup: Setup) {
+        self.setup = setup
+        state = Mutex(State(paused: setup.startPaused))
+    }
+
+    /// Runs the machine until it ends; returns the process exit status. A triple fault or
+    /// KVM internal error is thrown with the board's message and register dump.
+    public func run() throws(SystemError) -> Int32 {
+        while true {
+            if let code = state.withLock({ $0.exitCode }) { return code }
+            let board = try setup.makeBoard()
+            let paused = state.withLock { s in
+                s.board = board
+                s.hostReset = false
+                s.runState = s.paused ? "paused" : "running"
+                return s.paused
+            }
+            let exit = try board.run(startPaused: paused)
+            let (quitCode, hostReset) = state.withLock { s in
+                s.board = nil
+                return (s.exitCode, s.hostReset)
+            }
+            if let quitCode { return quitCode }
+            switch exit {
+            case .powerOff(let code):
+                emit(.shutdown(guest: true, reason: "guest-shutdown"))
+                state.withLock { $0.runState = "shutdown" }
+                return code
+            case .reset:
+                if hostReset { continue }
+                emit(.reset(guest: true, reason: "guest-reset"))
+                if setup.noReboot {
+                    emit(.shutdown(guest: true, reason: "guest-reset"))
+                    return 0
+                }
+            case .failed(let message):
+                emit(.shutdown(guest: true, reason: "guest-panic"))
+                throw SystemError(.badInput, message)
+            }
+        }
+    }
+
+    private func emit(_ event: MonitorEvent) {
+        for listener in state.withLock({ $0.listeners }) { listener(event) }
+    }
+
+    // MARK: - MonitorTarget
+
+    public var runState: String { state.withLock { $0.runState } }
+    public var isRunning: Bool { runState == "running" }
+    public var guestName: String? { setup.name }
+    public var machineType: String { setup.machineType }
+    public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
+    public var cpus: [MonitorCPU] {
+        let vcpus = state.withLock { $0.board?.vcpus } ?? []
+        return vcpus.map { MonitorCPU(index: $0.id, threadID: $0.threadID, target: "x86_64", qomPath: "/machine/unattached/device[\($0.id)]") }
+    }
+    public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
+    public var chardevs: [(label: String, filename: String)] { setup.chardevs }
+
+    public func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void) {
+        state.withLock { $0.listeners.append(listener) }
+    }
+
+    public func stop() {
+        let board = state.withLock { s -> X86MicroVM? in
+            guard !s.paused, s.runState == "running" else { return nil }
+            s.paused = true
+            s.runState = "paused"
+            return s.board
+        }
+        guard let board else { return }
+        board.pause()
+        emit(.stop)
+    }
+
+    public func cont() {
+        let board = state.withLock { s -> X86MicroVM? in
+            guard s.paused, s.runState != "shutdown" else { return nil }
+            s.paused = false
+            s.runState = "running"
+            return s.board
+        }
+        guard let board else { return }
+        board.resume()
+        emit(.resume)
+    }
+
+    public func systemReset() {
+        let board = state.withLock { s -> X86MicroVM? in
+            s.hostReset = true
+            return s.board
+        }
+        emit(.reset(guest: false, reason: "host-qmp-system-reset"))
+        board?.requestReset()
+    }
+
+    /// The microvm has no ACPI power button yet: POWERDOWN is announced and the guest runs on,
+    /// as on the RISC-V board.
+    public func systemPowerdown() { emit(.powerdown) }
+
+    public func quit() { end(reason: "host-qmp-quit") }
+
+    /// Ctrl-A x, or a signal: the same as `quit`, with QEMU's reason for it.
+    public func quitFromConsole() { end(reason: "host-ui") }
+
+    private func end(reason: String) {
+        let board = state.withLock { s -> X86MicroVM? in
+            if s.exitCode == nil { s.exitCode = 0 }
+            s.runState = "shutdown"
+            return s.board
+        }
+        emit(.shutdown(guest: false, reason: reason))
+        board?.requestPowerOff(exitCode: 0)
+    }
+
+    public func humanCommand(_ line: String) -> String? { humanCommand(line, cpuIndex: 0) }
+
+    public func humanCommand(_ line: String, cpuIndex: Int) -> String? {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard words.count >= 2, words[0] == "info", words[1] == "registers" else { return nil }
+        let (board, running) = state.withLock { ($0.board, $0.runState == "running") }
+        guard let board, board.vcpus.indices.contains(cpuIndex) else { return "no such CPU\n" }
+        // KVM_GET_REGS waits for KVM_RUN to return, so the vCPUs park while it reads.
+        if running { board.pause() }
+        let dump = board.vcpus[cpuIndex].registerDump()
+        if running { board.resume() }
+        return dump + "\n"
+    }
+}
