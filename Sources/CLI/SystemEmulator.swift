@@ -115,7 +115,11 @@ public enum SystemEmulator {
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
             let servers = monitorServers(console, target: vm)
-            defer { withExtendedLifetime(servers) {} }
+            let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
+            defer {
+                debugger?.close()
+                withExtendedLifetime(servers) {}
+            }
             quit.onFire { vm.quitFromConsole() }
             commit.onFire { console.notice("Ctrl-A s: -snapshot commit is not available on microvm yet") }
             return try vm.run()
