@@ -38,6 +38,32 @@ extension KVMVcpu {
         var fpu = fpu
         try ioctl(clx_KVM_SET_FPU, "KVM_SET_FPU", &fpu)
     }
+
+    /// MXCSR, which KVM_GET_FPU and KVM_SET_FPU leave out (x86.c copies every FXSAVE field but
+    /// it; measured: a value set through KVM_SET_FPU reads back as 0). It travels in the
+    /// legacy region of KVM_GET_XSAVE/KVM_SET_XSAVE instead (api.rst 4.42, 4.43), at byte 24 of
+    /// the FXSAVE layout (SDM Vol. 1 10.5.1, Table 10-2).
+    public func mxcsr() throws(SystemError) -> UInt32 {
+        var xsave = kvm_xsave()
+        try ioctl(clx_KVM_GET_XSAVE, "KVM_GET_XSAVE", &xsave)
+        return withUnsafeBytes(of: &xsave.region) { $0.load(fromByteOffset: 24, as: UInt32.self) }
+    }
+
+    public func setMXCSR(_ value: UInt32) throws(SystemError) {
+        var xsave = kvm_xsave()
+        try ioctl(clx_KVM_GET_XSAVE, "KVM_GET_XSAVE", &xsave)
+        // KVM_SET_XSAVE reads KVM_CAP_XSAVE2's size, 4096 unless a dynamic feature (AMX) was
+        // enabled for the VM, which swemu never does.
+        // The kernel loads MXCSR only when XSTATE_BV (the XSAVE header's first word, byte 512)
+        // has SSE (bit 1) or AVX (bit 2) set (SDM Vol. 1 13.8.1); KVM_GET_XSAVE clears bits of
+        // components in their initial state, with that state's values in the buffer, so setting
+        // bit 1 keeps the XMM registers as they are.
+        withUnsafeMutableBytes(of: &xsave.region) { raw in
+            raw.storeBytes(of: value, toByteOffset: 24, as: UInt32.self)
+            raw.storeBytes(of: raw.load(fromByteOffset: 512, as: UInt64.self) | 1 << 1, toByteOffset: 512, as: UInt64.self)
+        }
+        try ioctl(clx_KVM_SET_XSAVE, "KVM_SET_XSAVE", &xsave)
+    }
 }
 
 /// The four debug-address registers DR0-DR3 and the DR7 that arms them (Intel SDM Vol. 3B

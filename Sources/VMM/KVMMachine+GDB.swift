@@ -146,6 +146,10 @@ extension KVMMachine: GDBTarget {
             return false  // SDM Vol. 3B 18.2.4: R/W 01b is writes, 11b reads or writes; none is reads only
         case .softwareBreakpoint:
             inserted = withVCPU(1) { board, vcpu -> Bool? in
+                // PVM (kvm_pvm) emulates guest kernel mode and cannot emulate int3 there: the
+                // guest would end with KVM_EXIT_INTERNAL_ERROR at the breakpoint (measured), so
+                // GDB is told no and `hbreak` remains.
+                if board.kvm.flavour == .pvm { return false }
                 if debugger.state.withLock({ $0.softwareBreakpoints[point.address] != nil }) { return true }
                 guard let physical = try vcpu.translate(point.address)?.physical else { return false }
                 let original = try board.memory.read(UInt8.self, at: GuestAddress(physical))
@@ -153,6 +157,12 @@ extension KVMMachine: GDBTarget {
                 debugger.state.withLock { $0.softwareBreakpoints[point.address] = .init(physical: physical, original: original) }
                 return true
             } ?? false
+        case .writeWatchpoint where board?.kvm.flavour == .pvm, .accessWatchpoint where board?.kvm.flavour == .pvm:
+            // PVM runs guest kernel mode in KVM's instruction emulator, which checks only
+            // instruction breakpoints (x86.c kvm_vcpu_check_breakpoint), never data ones: the
+            // watchpoint would never fire (measured). GDB can fall back to software watchpoints
+            // (`set can-use-hw-watchpoints 0`), which single-step.
+            return false
         case .hardwareBreakpoint, .writeWatchpoint, .accessWatchpoint:
             guard let slot = Self.slot(point) else { return false }
             inserted = debugger.state.withLock { $0.hardware.insert(slot) != nil }

@@ -9,7 +9,8 @@ import KVM
 /// (GDB's `org.gnu.gdb.i386.segments`) = 57-58 and the system registers cr0, cr2, cr3, cr4,
 /// cr8, efer = 59-64, read-only, in a feature of our own.
 ///
-/// Values come from KVM_GET_REGS, KVM_GET_SREGS and KVM_GET_FPU (FXSAVE layout). One
+/// Values come from KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_FPU (FXSAVE layout) and, for MXCSR,
+/// KVM_GET_XSAVE. One
 /// approximation: FXSAVE keeps an abridged tag word (one bit per register: empty or not), so
 /// `ftag` reports each non-empty register as valid (00b), never zero (01b) or special (10b).
 enum X86DebugRegisters {
@@ -75,6 +76,8 @@ enum X86DebugRegisters {
             case firstSystem..<count: return bytes(system(sregs, number), count: size)
             default: return bytes(UInt64(sregs[keyPath: segment(number)].selector), count: size)
             }
+        case mxcsr:
+            return (try? vcpu.mxcsr()).map { bytes(UInt64($0), count: size) }
         default:
             guard var fpu = try? vcpu.fpu() else { return nil }
             return withFPUField(&fpu, number) { Array($0) }
@@ -100,6 +103,8 @@ enum X86DebugRegisters {
                 try vcpu.setSpecialRegisters(sregs)
             case firstSegment..<firstST, firstSystem..<count:
                 return false
+            case mxcsr:
+                try vcpu.setMXCSR(UInt32(truncatingIfNeeded: v))
             default:
                 var fpu = try vcpu.fpu()
                 withFPUField(&fpu, number) { field in
@@ -115,7 +120,8 @@ enum X86DebugRegisters {
 
     /// Runs `body` on the bytes of an FPU register as GDB sees them, with the FXSAVE fields
     /// converted (SDM Vol. 1 10.5.1, Table 10-2: FCW, FSW, abridged FTW, FOP, FPU IP, FPU DP,
-    /// MXCSR, ST0-7 in 16-byte slots, XMM0-15); changes made by `body` are stored back.
+    /// ST0-7 in 16-byte slots, XMM0-15); changes made by `body` are stored back. (MXCSR is not
+    /// among them: see `KVMVcpu.mxcsr()`.)
     private static func withFPUField<R>(_ fpu: inout kvm_fpu, _ number: Int, _ body: (inout [UInt8]) -> R) -> R {
         switch number {
         case firstST..<fctrl, firstXMM..<mxcsr:
@@ -140,8 +146,7 @@ enum X86DebugRegisters {
             case fioff: value = fpu.last_ip & 0xffff_ffff
             case foseg: value = (fpu.last_dp >> 32) & 0xffff
             case fooff: value = fpu.last_dp & 0xffff_ffff
-            case fop: value = UInt64(fpu.last_opcode)
-            default: value = UInt64(fpu.mxcsr)
+            default: value = UInt64(fpu.last_opcode)
             }
             var field = bytes(value, count: 4)
             let result = body(&field)
@@ -154,8 +159,7 @@ enum X86DebugRegisters {
             case fioff: fpu.last_ip = fpu.last_ip & ~0xffff_ffff | value
             case foseg: fpu.last_dp = fpu.last_dp & 0xffff_ffff | (value & 0xffff) << 32
             case fooff: fpu.last_dp = fpu.last_dp & ~0xffff_ffff | value
-            case fop: fpu.last_opcode = UInt16(truncatingIfNeeded: value & 0x7ff)
-            default: fpu.mxcsr = UInt32(truncatingIfNeeded: value)
+            default: fpu.last_opcode = UInt16(truncatingIfNeeded: value & 0x7ff)
             }
             return result
         }
