@@ -75,9 +75,7 @@ public enum SystemEmulator {
             // devices and files), as QEMU's system reset does; -no-reboot ends the run instead.
             let vm = VirtualMachine(.init(
                 machineType: config.machine.name,
-                machineList: config.target.machines.filter(\.available).map {
-                    ($0.name, $0.description, $0.name == config.target.defaultMachine)
-                },
+                machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
             let servers = monitorServers(console, target: vm)
@@ -87,12 +85,10 @@ public enum SystemEmulator {
                 withExtendedLifetime(servers) {}
             }
             quit.onFire { vm.quitFromConsole() }
-            commit.onFire {
-                let report = vm.commitSnapshots()
-                if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
-            }
+            commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         case "microvm":
+            if let note = X86MicroVM.hostNote() { console.notice(note) }
             let virtio = try virtioDevices(config, console: console)
             let serial = console.serials.first ?? nil
             let makeBoard: @Sendable () throws(SystemError) -> X86MicroVM = { () throws(SystemError) in
@@ -109,9 +105,7 @@ public enum SystemEmulator {
             }
             let vm = KVMMachine(.init(
                 machineType: config.machine.name,
-                machineList: config.target.machines.filter(\.available).map {
-                    ($0.name, $0.description, $0.name == config.target.defaultMachine)
-                },
+                machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
             let servers = monitorServers(console, target: vm)
@@ -121,7 +115,7 @@ public enum SystemEmulator {
                 withExtendedLifetime(servers) {}
             }
             quit.onFire { vm.quitFromConsole() }
-            commit.onFire { console.notice("Ctrl-A s: -snapshot commit is not available on microvm yet") }
+            commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
@@ -130,6 +124,16 @@ public enum SystemEmulator {
             return 0
         }
     }
+}
+
+/// `query-machines`: the machines this target has, the default marked.
+private func machineList(_ target: EmulatorTarget) -> [(name: String, description: String, isDefault: Bool)] {
+    target.machines.filter(\.available).map { ($0.name, $0.description, $0.name == target.defaultMachine) }
+}
+
+/// Ctrl-A s: the machine's commit report, one "swemu:" line per disk.
+private func reportCommit(_ report: String) {
+    if !report.isEmpty { writeOut(report.split(separator: "\n").map { "swemu: \($0)\r\n" }.joined(), fd: 2) }
 }
 
 /// The monitors' servers on their chardevs; they live as long as the machine and each serves

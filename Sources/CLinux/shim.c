@@ -177,5 +177,11 @@ int clx_install_kick_signal(int signal) {
     memset(&action, 0, sizeof action);
     action.sa_handler = clx_kick_handler;
     sigemptyset(&action.sa_mask);
-    return sigaction(signal, &action, NULL);
+    if (sigaction(signal, &action, NULL) < 0) return -1;
+    // The signal mask is inherited through fork and exec: a parent that blocks the signal
+    // (some test runners do) would otherwise make the kick wait forever.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signal);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
 }

@@ -36,7 +36,6 @@ public final class KVMSystem: Sendable {
         (KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"),
         (KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"),
         (KVM_CAP_HLT, "KVM_CAP_HLT"),
-        (KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE"),
         (KVM_CAP_IRQFD, "KVM_CAP_IRQFD"),
         (KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"),
         (KVM_CAP_PIT2, "KVM_CAP_PIT2"),

@@ -11,7 +11,7 @@ public enum KVMExit: Sendable, Equatable {
     /// KVM_EXIT_MMIO: an access to guest-physical memory no slot backs. A write's value is
     /// `value`; a read's answer goes to `KVMVcpu.setMMIOReadValue(_:)`.
     case mmio(address: UInt64, size: Int, isWrite: Bool, value: UInt64)
-    /// KVM_EXIT_HLT: `hlt` with interrupts the in-kernel APIC will never deliver.
+    /// KVM_EXIT_HLT: `hlt`; only without an in-kernel local APIC (with one, hlt waits in the kernel).
     case halt
     /// KVM_EXIT_SHUTDOWN: the guest triple-faulted (api.rst: "shutdown of the guest").
     case shutdown
@@ -207,19 +207,6 @@ public final class KVMVcpu: @unchecked Sendable {
         var buffer = CPUIDBuffer(entries)
         let rc = buffer.withHeader { clx_ioctl_ptr(fd.rawValue, clx_KVM_SET_CPUID2, $0) }
         if rc < 0 { throw SystemError(.syscall, "KVM_SET_CPUID2 (vCPU \(id))", errno: .current) }
-    }
-
-    /// KVM_GET_MP_STATE / KVM_SET_MP_STATE (KVM_MP_STATE_RUNNABLE, _UNINITIALIZED = waiting
-    /// for INIT/SIPI, _HALTED, ...).
-    public func mpState() throws(SystemError) -> UInt32 {
-        var state = kvm_mp_state()
-        try ioctl(clx_KVM_GET_MP_STATE, "KVM_GET_MP_STATE", &state)
-        return state.mp_state
-    }
-
-    public func setMPState(_ value: UInt32) throws(SystemError) {
-        var state = kvm_mp_state(mp_state: value)
-        try ioctl(clx_KVM_SET_MP_STATE, "KVM_SET_MP_STATE", &state)
     }
 
     /// Programs the local APIC's LINT0 as ExtINT (the 8259's output) and LINT1 as NMI, the

@@ -46,14 +46,6 @@ public final class KVMVirtualMachine: Sendable {
         _ = try syscall("KVM_CREATE_PIT2") { clx_ioctl_ptr(fd.rawValue, clx_KVM_CREATE_PIT2, &config) }
     }
 
-    /// KVM_IRQ_LINE: drives GSI `gsi` to `level`.
-    public func setIRQLine(_ gsi: UInt32, level: Bool) throws(SystemError) {
-        var line = kvm_irq_level()
-        line.irq = gsi
-        line.level = level ? 1 : 0
-        _ = try syscall("KVM_IRQ_LINE \(gsi)") { clx_ioctl_ptr(fd.rawValue, clx_KVM_IRQ_LINE, &line) }
-    }
-
     /// KVM_IRQFD: a write to eventfd `eventFD` raises GSI `gsi` in the kernel, with no exit to
     /// this process (api.rst 4.75).
     public func attachIRQFD(_ eventFD: Int32, gsi: UInt32) throws(SystemError) {

@@ -104,13 +104,17 @@ public struct ACPITables: Sendable {
     }
 
     /// MADT (§5.2.12): one enabled local APIC per vCPU (processor UID = APIC id), the IOAPIC
-    /// with GSI base 0, and LINT1 as NMI on every processor.
+    /// with GSI base 0, the SCI (IRQ 9) as level-triggered active high (an Interrupt Source
+    /// Override, as QEMU writes it: KVM's IOAPIC does not invert active-low inputs), and LINT1 as
+    /// NMI on every processor. ISA IRQs 0-15 are otherwise identity-mapped to GSIs, which is KVM's
+    /// default routing.
     static func madt(cpus: Int) -> [UInt8] {
         var b = le32(UInt32(X86MicroVM.Layout.localAPIC)) + le32(1)  // PCAT_COMPAT: 8259s present
         for id in 0..<cpus {
             b += [0, 8, UInt8(id), UInt8(id)] + le32(1)  // Processor Local APIC, enabled
         }
         b += [1, 12, 0, 0] + le32(UInt32(X86MicroVM.Layout.ioapic)) + le32(0)  // I/O APIC id 0
+        b += [2, 10, 0, 9] + le32(9) + le16(0x000d)  // ISO: bus ISA, IRQ 9 -> GSI 9, active high, level
         b += [4, 6, 0xff] + le16(0) + [1]  // Local APIC NMI: all processors, LINT1
         return table("APIC", revision: 5, body: b)
     }

@@ -102,13 +102,14 @@ public final class X86MicroVM: @unchecked Sendable {
         case failed(String)
     }
 
-    public let kvm: KVMSystem
-    public let vm: KVMVirtualMachine
-    public let memory: GuestMemory
-    public let ports: AddressSpace
-    public let mmio: AddressSpace
+    /// The VM and the RAM its memory slots point into live exactly as long as the board.
+    let vm: KVMVirtualMachine
+    let memory: GuestMemory
+    /// The port-I/O bus (UART, i8042, exit port, ACPI PM) and the MMIO bus (virtio, boot marker).
+    let ports: AddressSpace
+    let mmio: AddressSpace
     public let vcpus: [KVMVcpu]
-    public let acpiTables: ACPITables
+    /// The temporary overlays of `-snapshot` disks, for Ctrl-A s (commit).
     package let snapshotOverlays: [SnapshotOverlay]
     /// irqfds, which must live as long as the VM.
     private let irqFDs: [IRQFDLine]
@@ -145,7 +146,7 @@ public final class X86MicroVM: @unchecked Sendable {
     }
 
     public init(_ config: Configuration) throws(SystemError) {
-        kvm = try KVMSystem(path: config.kvmDevice)
+        let kvm = try KVMSystem(path: config.kvmDevice)
         guard config.cpus >= 1, config.cpus <= min(kvm.maxVCPUs, 255) else {
             throw .configuration("-smp \(config.cpus): KVM here runs 1 to \(min(kvm.maxVCPUs, 255)) vCPUs")
         }
@@ -245,13 +246,26 @@ public final class X86MicroVM: @unchecked Sendable {
         self.notifyFDs = notifyFDs
         self.snapshotOverlays = snapshotOverlays
 
-        acpiTables = ACPITables(cpus: config.cpus, virtio: virtioSlots, at: Layout.acpi)
+        let acpiTables = ACPITables(cpus: config.cpus, virtio: virtioSlots, at: Layout.acpi)
         let entry = try X86MicroVM.load(config, memory: memory, acpi: acpiTables)
         try X86MicroVM.enter(vcpus[0], entry)
     }
 
     deinit {
         if let loop = eventLoop { for notify in notifyFDs { loop.unregister(fd: notify.fd) } }
+    }
+
+    /// What the user should know about this host's KVM before booting on it, or nil: on a PVM
+    /// host (kvm_pvm), small guests run but unmodified Linux kernels do not.
+    public static func hostNote(sysModule: String = "/sys/module") -> String? {
+        switch KVMFlavour.detect(sysModule: sysModule) {
+        case .pvm:
+            return "/dev/kvm is served by kvm_pvm (PVM, no VT-x/AMD-V): guest kernel mode is emulated instruction by instruction and fails on SSE, cmpxchg16b and xrstors, so unmodified Linux kernels cannot boot here"
+        case .unknown:
+            return "cannot tell which module serves /dev/kvm (no kvm_intel, kvm_amd or kvm_pvm in /sys/module)"
+        case .intel, .amd:
+            return nil
+        }
     }
 
     // MARK: - CPU setup
@@ -364,6 +378,9 @@ public final class X86MicroVM: @unchecked Sendable {
         try RISCVBoard.copy(commandLine, to: GuestAddress(Layout.commandLine), in: memory, what: "the command line")
         try RISCVBoard.copy(X86Boot.gdtBytes(), to: GuestAddress(Layout.gdt), in: memory, what: "the GDT")
         try RISCVBoard.copy(X86Boot.identityPageTables(pml4: Layout.pml4), to: GuestAddress(Layout.pml4), in: memory, what: "the page tables")
+        guard UInt64(acpi.bytes.count) <= Layout.acpiSize else {
+            throw .configuration("the ACPI tables (\(acpi.bytes.count) bytes) do not fit below 1 MiB")
+        }
         try RISCVBoard.copy(acpi.bytes, to: GuestAddress(Layout.acpi), in: memory, what: "the ACPI tables")
 
         var setupHeader: ArraySlice<UInt8>?
@@ -638,7 +655,8 @@ final class ACPIPowerManagement: BusDevice {
 }
 
 /// Time since this process started, from /proc/self/stat's starttime (clock ticks since boot)
-/// against CLOCK_BOOTTIME, so it counts the exec and swemu's own start-up too.
+/// against CLOCK_BOOTTIME, so it counts the exec and swemu's own start-up too. starttime counts
+/// USER_HZ ticks (10 ms), so the figure may be up to 10 ms long.
 enum ProcessClock {
     static func nanosecondsSinceStart() -> UInt64 {
         var now = timespec()

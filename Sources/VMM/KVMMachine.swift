@@ -167,6 +167,22 @@ public final class KVMMachine: MonitorTarget, Sendable {
         board?.requestPowerOff(exitCode: 0)
     }
 
+    /// Ctrl-A s: writes the `-snapshot` overlays back into their images, with the vCPUs parked
+    /// so no request is half done; one line per disk.
+    public func commitSnapshots() -> String {
+        let (board, running) = state.withLock { ($0.board, $0.runState == "running") }
+        guard let board else { return "" }
+        if running { board.pause() }
+        defer { if running { board.resume() } }
+        return board.snapshotOverlays.map { overlay in
+            do {
+                return "\(overlay.label): \(try overlay.commit()) changed clusters written back"
+            } catch {
+                return "\(overlay.label): commit failed: \(error)"
+            }
+        }.joined(separator: "\n")
+    }
+
     public func humanCommand(_ line: String) -> String? { humanCommand(line, cpuIndex: 0) }
 
     public func humanCommand(_ line: String, cpuIndex: Int) -> String? {

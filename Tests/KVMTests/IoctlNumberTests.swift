@@ -13,12 +13,11 @@ import Testing
         ("KVM_GET_SUPPORTED_CPUID", clx_KVM_GET_SUPPORTED_CPUID), ("KVM_SET_USER_MEMORY_REGION", clx_KVM_SET_USER_MEMORY_REGION),
         ("KVM_SET_TSS_ADDR", clx_KVM_SET_TSS_ADDR), ("KVM_SET_IDENTITY_MAP_ADDR", clx_KVM_SET_IDENTITY_MAP_ADDR),
         ("KVM_CREATE_IRQCHIP", clx_KVM_CREATE_IRQCHIP), ("KVM_CREATE_PIT2", clx_KVM_CREATE_PIT2),
-        ("KVM_IRQ_LINE", clx_KVM_IRQ_LINE), ("KVM_IRQFD", clx_KVM_IRQFD), ("KVM_IOEVENTFD", clx_KVM_IOEVENTFD),
+        ("KVM_IRQFD", clx_KVM_IRQFD), ("KVM_IOEVENTFD", clx_KVM_IOEVENTFD),
         ("KVM_CREATE_VCPU", clx_KVM_CREATE_VCPU), ("KVM_RUN", clx_KVM_RUN),
         ("KVM_GET_REGS", clx_KVM_GET_REGS), ("KVM_SET_REGS", clx_KVM_SET_REGS),
         ("KVM_GET_SREGS", clx_KVM_GET_SREGS), ("KVM_SET_SREGS", clx_KVM_SET_SREGS),
         ("KVM_SET_FPU", clx_KVM_SET_FPU), ("KVM_SET_MSRS", clx_KVM_SET_MSRS), ("KVM_SET_CPUID2", clx_KVM_SET_CPUID2),
-        ("KVM_GET_MP_STATE", clx_KVM_GET_MP_STATE), ("KVM_SET_MP_STATE", clx_KVM_SET_MP_STATE),
         ("KVM_GET_LAPIC", clx_KVM_GET_LAPIC), ("KVM_SET_LAPIC", clx_KVM_SET_LAPIC),
         // Guest debugging (KVMVcpu+Debug.swift).
         ("KVM_GET_FPU", clx_KVM_GET_FPU), ("KVM_SET_GUEST_DEBUG", clx_KVM_SET_GUEST_DEBUG), ("KVM_TRANSLATE", clx_KVM_TRANSLATE),
@@ -90,7 +89,8 @@ import Testing
     }
 }
 
-/// Runs a program to completion and returns its exit status and combined output.
+/// Runs a program to completion (killed after `timeout` seconds) and returns its exit status
+/// and combined output.
 enum Subprocess {
     static func run(_ path: String, _ arguments: [String], timeout: Double = 120) throws -> (status: Int32, output: String) {
         let process = Process()
@@ -101,11 +101,40 @@ enum Subprocess {
         process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let killer = DispatchWorkItem { process.terminate() }
+        // SIGKILL: the test runner starts children with most signals blocked, SIGTERM included.
+        let killer = DispatchWorkItem { kill(process.processIdentifier, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         killer.cancel()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Runs a program until its output has a whole line containing `marker` (then kills it), it
+    /// ends, or `timeout` seconds pass; returns the output so far.
+    static func output(of path: String, _ arguments: [String], until marker: String, timeout: Double) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let killer = DispatchWorkItem { kill(process.processIdentifier, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        var output = Data()
+        while true {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            output += chunk
+            // A UART prints a character at a time: wait for the end of the marker's line.
+            let text = String(decoding: output, as: UTF8.self)
+            if let found = text.range(of: marker), text[found.upperBound...].contains("\n") { break }
+        }
+        killer.cancel()
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self)
     }
 }

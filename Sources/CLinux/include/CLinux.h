@@ -103,7 +103,6 @@ static const unsigned long clx_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
 static const unsigned long clx_KVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
 static const unsigned long clx_KVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
 static const unsigned long clx_KVM_CREATE_PIT2 = KVM_CREATE_PIT2;
-static const unsigned long clx_KVM_IRQ_LINE = KVM_IRQ_LINE;
 static const unsigned long clx_KVM_IRQFD = KVM_IRQFD;
 static const unsigned long clx_KVM_IOEVENTFD = KVM_IOEVENTFD;
 static const unsigned long clx_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
@@ -120,13 +119,12 @@ static const unsigned long clx_KVM_GET_XSAVE = KVM_GET_XSAVE;
 static const unsigned long clx_KVM_SET_XSAVE = KVM_SET_XSAVE;
 static const unsigned long clx_KVM_SET_MSRS = KVM_SET_MSRS;
 static const unsigned long clx_KVM_SET_CPUID2 = KVM_SET_CPUID2;
-static const unsigned long clx_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
-static const unsigned long clx_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
 static const unsigned long clx_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long clx_KVM_SET_LAPIC = KVM_SET_LAPIC;
 
-/// Installs a handler that does nothing for `signal`, without SA_RESTART, so a vCPU thread
-/// blocked in KVM_RUN returns EINTR when another thread kicks it with pthread_kill.
+/// Installs a handler that does nothing for `signal`, without SA_RESTART, and unblocks it in
+/// the calling thread, so a vCPU thread blocked in KVM_RUN returns EINTR when another thread
+/// kicks it with pthread_kill.
 int clx_install_kick_signal(int signal);
 
 #endif

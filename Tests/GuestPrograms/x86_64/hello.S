@@ -4,6 +4,7 @@
  *   end=reset     i8042 command 0xfe (the CPU reset line)
  *   end=poweroff  ACPI PM1a control: SLP_TYP 5 (\_S5) | SLP_EN
  *   end=fault     a triple fault (ud2 with an empty IDT: #UD, #DF, shutdown)
+ *   end=halt      prints "halted" and stops with interrupts off (the host ends the run)
  *   otherwise     the exit port with code 21 (swemu exits 43) */
 #include "guest.h"
 
@@ -42,6 +43,20 @@ main:
     dec     %ecx
     jmp     1b
 2:
+    /* CPUID 0x40000000: the hypervisor's signature in EBX, ECX, EDX ("KVMKVMKVM\0\0\0"). */
+    lea     hypervisor_label(%rip), %rsi
+    call    puts
+    push    %rbx
+    mov     $0x40000000, %eax
+    cpuid
+    mov     %ebx, signature(%rip)
+    mov     %ecx, signature + 4(%rip)
+    mov     %edx, signature + 8(%rip)
+    pop     %rbx
+    lea     signature(%rip), %rsi
+    call    puts
+    call    newline
+
     lea     port_label(%rip), %rsi
     call    puts
     mov     $0x2f0, %dx                 /* nothing decodes 0x2f0 on this board */
@@ -69,6 +84,9 @@ main:
     lea     end_fault(%rip), %rsi
     call    cmdline_has
     jnz     fault
+    lea     end_halt(%rip), %rsi
+    call    cmdline_has
+    jnz     halt
     lea     bye(%rip), %rsi
     call    puts
     mov     $21, %eax
@@ -97,7 +115,18 @@ fault:
     call    puts
     ud2
 
+halt:
+    lea     halted(%rip), %rsi
+    call    puts
+5:  cli
+    hlt
+    jmp     5b
+
+    .data
+signature:      .zero 16
+
     .section .rodata
+hypervisor_label: .asciz "hypervisor: "
 hello:          .asciz "hello from an x86-64 guest\n"
 cmdline_label:  .asciz "cmdline: "
 e820_label:     .asciz "e820: "
@@ -106,6 +135,8 @@ mmio_label:     .asciz "mmio 0xd0100000: "
 end_reset:      .asciz "end=reset"
 end_poweroff:   .asciz "end=poweroff"
 end_fault:      .asciz "end=fault"
+end_halt:       .asciz "end=halt"
+halted:         .asciz "halted\n"
 bye:            .asciz "exit code 21\n"
 resetting:      .asciz "i8042 reset\n"
 powering_off:   .asciz "acpi poweroff\n"
