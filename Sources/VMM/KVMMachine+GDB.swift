@@ -26,6 +26,8 @@ final class KVMDebugger: Sendable {
     }
 
     let state = Mutex(State())
+    /// PVM (kvm_pvm) serves /dev/kvm: some points cannot work (see `insertPoint`).
+    let onPVM = KVMFlavour.detect() == .pvm
 
     func report(_ event: GDBStopEvent) { state.withLock { $0.listener }?(event) }
 
@@ -109,7 +111,7 @@ extension KVMMachine: GDBTarget {
     public func readMemory(thread: Int, address: UInt64, count: Int, physical: Bool) -> [UInt8]? {
         withVCPU(thread) { board, vcpu in
             guard let pieces = try Self.pieces(physical ? nil : vcpu, address, count) else { return nil }
-            return try pieces.flatMap { try board.memory.readBytes(at: GuestAddress($0.physical), count: $0.count) }
+            return try pieces.flatMap { try board.debugMemory.readBytes(at: GuestAddress($0.physical), count: $0.count) }
         }
     }
 
@@ -117,10 +119,10 @@ extension KVMMachine: GDBTarget {
         withVCPU(thread) { board, vcpu -> Bool? in
             guard let pieces = try Self.pieces(physical ? nil : vcpu, address, bytes.count) else { return false }
             // Check every piece first: a write that faults halfway changes nothing.
-            guard pieces.allSatisfy({ board.memory.isRAM(GuestAddress($0.physical), count: UInt64($0.count)) }) else { return false }
+            guard pieces.allSatisfy({ board.debugMemory.isRAM(GuestAddress($0.physical), count: UInt64($0.count)) }) else { return false }
             var offset = 0
             for piece in pieces {
-                try board.memory.writeBytes(bytes[offset..<offset + piece.count], at: GuestAddress(piece.physical))
+                try board.debugMemory.writeBytes(bytes[offset..<offset + piece.count], at: GuestAddress(piece.physical))
                 offset += piece.count
             }
             return true
@@ -149,15 +151,15 @@ extension KVMMachine: GDBTarget {
                 // PVM (kvm_pvm) emulates guest kernel mode and cannot emulate int3 there: the
                 // guest would end with KVM_EXIT_INTERNAL_ERROR at the breakpoint (measured), so
                 // GDB is told no and `hbreak` remains.
-                if board.kvm.flavour == .pvm { return false }
+                if debugger.onPVM { return false }
                 if debugger.state.withLock({ $0.softwareBreakpoints[point.address] != nil }) { return true }
                 guard let physical = try vcpu.translate(point.address)?.physical else { return false }
-                let original = try board.memory.read(UInt8.self, at: GuestAddress(physical))
-                try board.memory.write(UInt8(0xcc), at: GuestAddress(physical))  // int3 (SDM Vol. 2A INT n/INT3)
+                let original = try board.debugMemory.read(UInt8.self, at: GuestAddress(physical))
+                try board.debugMemory.write(UInt8(0xcc), at: GuestAddress(physical))  // int3 (SDM Vol. 2A INT n/INT3)
                 debugger.state.withLock { $0.softwareBreakpoints[point.address] = .init(physical: physical, original: original) }
                 return true
             } ?? false
-        case .writeWatchpoint where board?.kvm.flavour == .pvm, .accessWatchpoint where board?.kvm.flavour == .pvm:
+        case .writeWatchpoint where debugger.onPVM, .accessWatchpoint where debugger.onPVM:
             // PVM runs guest kernel mode in KVM's instruction emulator, which checks only
             // instruction breakpoints (x86.c kvm_vcpu_check_breakpoint), never data ones: the
             // watchpoint would never fire (measured). GDB can fall back to software watchpoints
@@ -180,7 +182,7 @@ extension KVMMachine: GDBTarget {
             return false
         case .softwareBreakpoint:
             guard let breakpoint = debugger.state.withLock({ $0.softwareBreakpoints.removeValue(forKey: point.address) }) else { return false }
-            _ = withParkedVCPUs { board in try board.memory.write(breakpoint.original, at: GuestAddress(breakpoint.physical)) }
+            _ = withParkedVCPUs { board in try board.debugMemory.write(breakpoint.original, at: GuestAddress(breakpoint.physical)) }
         case .hardwareBreakpoint, .writeWatchpoint, .accessWatchpoint:
             guard let slot = Self.slot(point), debugger.state.withLock({ $0.hardware.remove(slot) }) else { return false }
         }
@@ -215,8 +217,8 @@ extension KVMMachine: GDBTarget {
         }
         let points = debugger.state.withLock { $0.softwareBreakpoints }
         for (address, breakpoint) in points {
-            guard let original = try? board.memory.read(UInt8.self, at: GuestAddress(breakpoint.physical)),
-                  (try? board.memory.write(UInt8(0xcc), at: GuestAddress(breakpoint.physical))) != nil else { continue }
+            guard let original = try? board.debugMemory.read(UInt8.self, at: GuestAddress(breakpoint.physical)),
+                  (try? board.debugMemory.write(UInt8(0xcc), at: GuestAddress(breakpoint.physical))) != nil else { continue }
             debugger.state.withLock { $0.softwareBreakpoints[address]?.original = original }
         }
         _ = applyGuestDebug(board, stepping: nil)
@@ -292,7 +294,7 @@ extension KVMMachine: GDBTarget {
             return s.softwareBreakpoints.values
         }
         _ = withParkedVCPUs { board in
-            for breakpoint in breakpoints { try? board.memory.write(breakpoint.original, at: GuestAddress(breakpoint.physical)) }
+            for breakpoint in breakpoints { try? board.debugMemory.write(breakpoint.original, at: GuestAddress(breakpoint.physical)) }
             return applyGuestDebug(board, stepping: nil)
         }
         cont()
