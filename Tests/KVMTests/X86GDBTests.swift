@@ -6,7 +6,7 @@ import Testing
 
 /// The GDB stub on `-M microvm -accel kvm`, end to end: Debian's `gdb-multiarch` in batch mode
 /// against the release `swemu-system-x86_64`, debugging Tests/GuestPrograms/x86_64/debuggee.S
-/// (built with the host gcc, entered through the same 64-bit boot path as Linux).
+/// (built with the host gcc by X86GuestProgram, entered through the same 64-bit boot path as Linux).
 ///
 /// On PVM (kvm_pvm), guest kernel mode runs in KVM's instruction emulator, which cannot emulate
 /// int3 there and never checks data breakpoints: software breakpoints are refused and
@@ -14,14 +14,14 @@ import Testing
 /// (single steps) and skip the int3 test, saying why.
 @Suite(.serialized) struct X86GDBTests {
     static let gdb = "/usr/bin/gdb-multiarch"
-    static let compiler = "/usr/bin/gcc"
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let binary = ProcessInfo.processInfo.environment["SWEMU_X86_RELEASE_BINARY"]
-        ?? packageRoot.appendingPathComponent(".build/release/swemu-system-x86_64").path
+        ?? X86GuestProgram.packageRoot.appendingPathComponent(".build/release/swemu-system-x86_64").path
     static let onPVM = KVMFlavour.detect() == .pvm
 
     static var missing: String? {
-        if !FileManager.default.isExecutableFile(atPath: compiler) { return "needs \(compiler) (Debian's gcc; scripts/setup installs it)" }
+        if !FileManager.default.isExecutableFile(atPath: X86GuestProgram.compiler) {
+            return "needs \(X86GuestProgram.compiler) (Debian's gcc; scripts/setup installs it)"
+        }
         if !FileManager.default.isExecutableFile(atPath: gdb) { return "needs \(gdb) (Debian's gdb-multiarch; scripts/setup installs it)" }
         if access("/dev/kvm", R_OK | W_OK) != 0 { return "needs read/write access to /dev/kvm" }
         if !FileManager.default.isExecutableFile(atPath: binary) {
@@ -31,17 +31,6 @@ import Testing
     }
 
     static let pvmLacksInt3 = "PVM (kvm_pvm) cannot emulate int3 in guest kernel mode, so software breakpoints are refused there"
-
-    /// Builds debuggee.S into a scratch directory; returns the ELF's path.
-    static func buildDebuggee(in dir: URL) throws -> String {
-        let source = packageRoot.appendingPathComponent("Tests/GuestPrograms/x86_64")
-        let elf = dir.appendingPathComponent("debuggee.elf").path
-        let result = try Subprocess.run(compiler, ["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-Wl,--no-warn-rwx-segments",
-                                                   "-Wl,-T," + source.appendingPathComponent("link.ld").path, "-I", source.path,
-                                                   "-o", elf, source.appendingPathComponent("debuggee.S").path])
-        try #require(result.status == 0, "\(result.output)")
-        return elf
-    }
 
     /// A scratch directory, the debuggee, and swemu started on it with the stub on a unix socket.
     struct Session {
@@ -53,7 +42,7 @@ import Testing
         init(_ arguments: [String]) throws {
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-x86gdb-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            elf = try X86GDBTests.buildDebuggee(in: dir)
+            elf = try X86GuestProgram.build("debuggee")
             socket = dir.appendingPathComponent("gdb.sock").path
             swemu = Process()
             swemu.executableURL = URL(fileURLWithPath: X86GDBTests.binary)
@@ -61,6 +50,8 @@ import Testing
                                "-serial", "file:" + dir.appendingPathComponent("serial.log").path, "-monitor", "none",
                                "-gdb", "unix:\(socket)"] + arguments
             swemu.standardInput = FileHandle.nullDevice
+            swemu.standardOutput = FileHandle.nullDevice
+            swemu.standardError = FileHandle.nullDevice
             try swemu.run()
             let deadline = Date().addingTimeInterval(10)
             while !FileManager.default.fileExists(atPath: socket) && swemu.isRunning && Date() < deadline { usleep(10_000) }
@@ -79,17 +70,26 @@ import Testing
             let deadline = Date().addingTimeInterval(seconds)
             while swemu.isRunning && Date() < deadline { usleep(20_000) }
             if swemu.isRunning {
-                swemu.terminate()
-                swemu.waitUntilExit()
+                stop()
                 return nil
             }
             return swemu.terminationStatus
         }
 
+        /// Ends swemu: SIGTERM, then SIGKILL if it has not ended within 5 s.
+        func stop() {
+            guard swemu.isRunning else { return }
+            swemu.terminate()
+            let deadline = Date().addingTimeInterval(5)
+            while swemu.isRunning && Date() < deadline { usleep(20_000) }
+            if swemu.isRunning { kill(swemu.processIdentifier, SIGKILL) }
+            swemu.waitUntilExit()
+        }
+
         var serial: String { (try? String(contentsOf: dir.appendingPathComponent("serial.log"), encoding: .utf8)) ?? "" }
 
         func end() {
-            if swemu.isRunning { swemu.terminate() }
+            stop()
             try? FileManager.default.removeItem(at: dir)
         }
     }
@@ -206,7 +206,8 @@ import Testing
         #expect(session.exitStatus(within: 20) == 15, "\(output)")
     }
 
-    /// A raw client: Ctrl-C stops the spinning guest, `D` lets it run on, `vKill` ends swemu.
+    /// A raw client: Ctrl-C stops the spinning guest, `D` lets it run on; a second client
+    /// (connecting stops the guest again) ends swemu with `vKill`.
     static let interruptClient = #"""
     import socket, sys, time
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(20); s.connect(sys.argv[1])
@@ -223,8 +224,8 @@ import Testing
     s.sendall(frame(b"?")); print("attach:", packet().decode())
     s.sendall(frame(b"c")); time.sleep(0.5); s.sendall(b"\x03"); print("interrupt:", packet().decode())
     s.sendall(frame(b"D")); print("detach:", packet().decode())
-    time.sleep(0.3)
-    s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s2.settimeout(20); s2.connect(sys.argv[1]); s = s2; buf = b""
+    s.close(); time.sleep(0.5)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(20); s.connect(sys.argv[1]); buf = b""
     s.sendall(frame(b"vKill")); print("kill:", packet().decode())
     """#
 
