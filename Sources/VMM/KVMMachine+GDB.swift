@@ -21,8 +21,6 @@ final class KVMDebugger: Sendable {
         var softwareBreakpoints: [UInt64: SoftwareBreakpoint] = [:]
         /// `Z1`, `Z2`, `Z4` in DR0-DR3.
         var hardware = X86HardwareDebug()
-        /// The vCPU a `resume(step:)` runs alone.
-        var stepping: Int?
     }
 
     let state = Mutex(State())
@@ -228,10 +226,7 @@ extension KVMMachine: GDBTarget {
     /// (Intel SDM Vol. 3B 18.2.3: DR6's Bn bits name the debug register that hit, BS a step).
     private func debugExit(vcpu: Int, exception: UInt32, pc: UInt64, dr6: UInt64) {
         let thread = vcpu + 1
-        let hardware = debugger.state.withLock { s in
-            s.stepping = nil
-            return s.hardware
-        }
+        let hardware = debugger.state.withLock { $0.hardware }
         let event: GDBStopEvent
         if exception == 3 {
             event = .breakpoint(thread: thread, hardware: false)
@@ -263,10 +258,10 @@ extension KVMMachine: GDBTarget {
 
     public func resume(step thread: Int?) {
         let index = thread.map { $0 - 1 }
-        debugger.state.withLock { $0.stepping = index }
         guard applyGuestDebug(stepping: index) || index == nil else {
-            // No single step without KVM's help: report the (empty) step rather than run away.
-            debugger.report(.stepped(thread: thread ?? 1))
+            // No single step without KVM's help: stop at once (SIGINT) rather than run away or
+            // claim a step that did not happen.
+            debugger.report(.interrupted(thread: thread ?? 1))
             return
         }
         guard let index else { return cont() }
@@ -288,9 +283,7 @@ extension KVMMachine: GDBTarget {
 
     public func detach() {
         let breakpoints = debugger.state.withLock { s in
-            defer {
-                s = KVMDebugger.State()
-            }
+            defer { s = KVMDebugger.State() }
             return s.softwareBreakpoints.values
         }
         _ = withParkedVCPUs { board in
