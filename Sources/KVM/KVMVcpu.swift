@@ -36,7 +36,7 @@ public final class KVMVcpu: @unchecked Sendable {
     // SAFETY: `run` points to the `mapSize` bytes mmap'ed from the vCPU fd in init and unmapped in
     // deinit; only the vCPU thread reads and writes it, except the one-byte `immediate_exit`
     // store of `kick()`, which KVM reads at the next KVM_RUN (api.rst 5: immediate_exit).
-    let fd: FileDescriptor
+    private let fd: FileDescriptor
     private let run: UnsafeMutablePointer<kvm_run>
     private let mapSize: Int
     /// The APIC id this vCPU was created with (KVM_CREATE_VCPU's argument).

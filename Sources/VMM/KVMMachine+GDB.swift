@@ -29,13 +29,15 @@ final class KVMDebugger: Sendable {
 
     func report(_ event: GDBStopEvent) { state.withLock { $0.listener }?(event) }
 
-    /// The KVM_SET_GUEST_DEBUG control word for one vCPU (api.rst 4.59).
-    func control(stepping: Bool) -> UInt32 {
+    /// The KVM_SET_GUEST_DEBUG control word for one vCPU (api.rst 4.59). A step blocks
+    /// interrupts when KVM can (KVM_GUESTDBG_BLOCKIRQ, as QEMU does): otherwise a pending timer
+    /// interrupt would make `stepi` land in its handler instead of the next instruction.
+    func control(stepping: Bool, supported: UInt32) -> UInt32 {
         state.withLock { s in
             var control: UInt32 = 0
             if !s.softwareBreakpoints.isEmpty { control |= UInt32(KVM_GUESTDBG_USE_SW_BP) }
             if !s.hardware.isEmpty { control |= UInt32(KVM_GUESTDBG_USE_HW_BP) }
-            if stepping { control |= UInt32(KVM_GUESTDBG_SINGLESTEP) }
+            if stepping { control |= UInt32(KVM_GUESTDBG_SINGLESTEP) | (supported & UInt32(KVM_GUESTDBG_BLOCKIRQ)) }
             return control == 0 ? 0 : control | UInt32(KVM_GUESTDBG_ENABLE)
         }
     }
@@ -197,9 +199,11 @@ extension KVMMachine: GDBTarget {
 
     private func applyGuestDebug(_ board: X86MicroVM, stepping: Int?) -> Bool {
         let hardware = debugger.state.withLock { $0.hardware }
+        let supported = board.supportedGuestDebugFlags
         for vcpu in board.vcpus {
             do {
-                try vcpu.setGuestDebug(control: debugger.control(stepping: vcpu.id == stepping), debugRegisters: hardware)
+                try vcpu.setGuestDebug(control: debugger.control(stepping: vcpu.id == stepping, supported: supported),
+                                       debugRegisters: hardware)
             } catch {
                 return false
             }
