@@ -129,6 +129,8 @@ import Testing
             "maintenance packet Qqemu.PhyMemMode:1",
             "echo @PHYS\\n", "x/1gx &answer",       // linked at its physical address
             "maintenance packet Qqemu.PhyMemMode:0",
+            // Beyond the boot page tables' 4 GiB (a packet: GDB's `x` error would end the script).
+            "maintenance packet m7fff00000000,8",
             "delete",
         ] + (Self.onPVM ? ["set can-use-hw-watchpoints 0"] : []) + [
             "watch *(long *)&counter",
@@ -152,6 +154,7 @@ import Testing
         #expect(Self.after("SCRATCH", in: output).hasSuffix("0x0000000000000077"), "\(output)")
         #expect(Self.after("RBX", in: output) == "$7 = 0x5a5a", "\(output)")
         #expect(Self.after("PHYS", in: output).hasSuffix("0x0000000000000005"), "\(output)")
+        #expect(output.contains("sending: m7fff00000000,8\nreceived: \"E14\""), "\(output)")
         // The watchpoint stops after the first `incq counter`: 0 -> 1.
         #expect(output.contains(Self.onPVM ? "Watchpoint 2: *(long *)&counter" : "Hardware watchpoint 2: *(long *)&counter"), "\(output)")
         #expect(output.contains("Old value = 0\nNew value = 1"), "\(output)")
@@ -180,6 +183,30 @@ import Testing
         #expect(Self.after("AT", in: output) == "$1 = 0x\(String(checkpoint, radix: 16))", "\(output)")
         #expect(Self.after("AGAIN", in: output) == "$2 = 0x\(String(checkpoint, radix: 16))", "\(output)")
         #expect(Self.after("CODE", in: output).hasSuffix("0x48"), "\(output)")  // REX.W of mov $0x1234, %rax
+        #expect(session.exitStatus(within: 30) == 11, "\(output)")
+    }
+
+    /// What PVM lacks is refused up front, so the guest lives on: int3 at CPL0 would end it
+    /// with KVM_EXIT_INTERNAL_ERROR, and a data watchpoint would never fire.
+    @Test(.enabled(if: missing == nil && onPVM, "\(missing ?? "runs on PVM hosts only")"))
+    func onPVMBreakAndHardwareWatchpointsAreRefusedAndTheGuestLivesOn() throws {
+        let session = try Session(["-S"])
+        defer { session.end() }
+        let checkpoint = String(try Self.symbol("checkpoint", in: session.elf), radix: 16)
+        let counter = String(try Self.symbol("counter", in: session.elf), radix: 16)
+        // As packets: GDB's own error for a refused point would end the batch script.
+        let output = try session.gdb([
+            "maintenance packet Z0,\(checkpoint),1",
+            "maintenance packet Z2,\(counter),8",
+            "hbreak checkpoint",
+            "continue",
+            "echo @AT\\n", "p $pc == checkpoint",
+            "delete",
+            "detach",
+        ])
+        #expect(output.contains("sending: Z0,\(checkpoint),1\nreceived: \"E22\""), "\(output)")
+        #expect(output.contains("sending: Z2,\(counter),8\nreceived: \"E22\""), "\(output)")
+        #expect(Self.after("AT", in: output) == "$1 = 1", "\(output)")
         #expect(session.exitStatus(within: 30) == 11, "\(output)")
     }
 
