@@ -214,8 +214,8 @@ extension KVMMachine: GDBTarget {
     /// Called by `run()` for each new board, before its vCPUs start: debug exits come to the
     /// stub, and the points of the debugger (if one is attached) are set on the new RAM and vCPUs.
     func prepareForDebugger(_ board: X86MicroVM) {
-        board.setDebugHandler { [weak self] vcpu, exception, pc, dr6 in
-            self?.debugExit(vcpu: vcpu, exception: exception, pc: pc, dr6: dr6)
+        board.setDebugHandler { [weak self] vcpu, exception, _, dr6 in
+            self?.debugExit(vcpu: vcpu, exception: exception, dr6: dr6)
         }
         let points = debugger.state.withLock { $0.softwareBreakpoints }
         for (address, breakpoint) in points {
@@ -228,9 +228,11 @@ extension KVMMachine: GDBTarget {
 
     /// On the reporting vCPU's thread: the board has paused itself; tell the debugger why
     /// (Intel SDM Vol. 3B 18.2.3: DR6's Bn bits name the debug register that hit, BS a step).
-    private func debugExit(vcpu: Int, exception: UInt32, pc: UInt64, dr6: UInt64) {
+    private func debugExit(vcpu: Int, exception: UInt32, dr6: UInt64) {
         let thread = vcpu + 1
-        let hardware = debugger.state.withLock { $0.hardware }
+        let (hardware, attached) = debugger.state.withLock { ($0.hardware, $0.listener != nil) }
+        // A late exit after the debugger left (its points are gone): nobody to stop for.
+        guard attached else { return board?.resume() ?? () }
         let event: GDBStopEvent
         if exception == 3 {
             event = .breakpoint(thread: thread, hardware: false)
