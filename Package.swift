@@ -69,7 +69,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["CLI", "Chardev"], swiftSettings: strict),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Machines", "DeviceModel", "SystemSupport"],
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines"],
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],

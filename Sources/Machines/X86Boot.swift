@@ -21,11 +21,9 @@ enum X86Boot {
         static let setupHeader = 0x1f1
         static let setupSects = 0x1f1
         static let bootFlag = 0x1fe
-        static let jump = 0x200
         static let header = 0x202
         static let version = 0x206
         static let typeOfLoader = 0x210
-        static let loadFlags = 0x211
         static let ramdiskImage = 0x218
         static let ramdiskSize = 0x21c
         static let cmdLinePointer = 0x228
@@ -56,8 +54,8 @@ enum X86Boot {
                 put16(0x020f, at: ZeroPageOffset.version)
                 put32(0x0100_0000, at: ZeroPageOffset.kernelAlignment)
             }
-            // boot.rst: type_of_loader 0xff = "undefined" boot loader; loadflags bit 7
-            // CAN_USE_HEAP stays as the kernel wrote it (we give no heap: 16-bit code never runs).
+            // boot.rst: type_of_loader 0xff = "undefined" boot loader. loadflags stay as the
+            // kernel's header has them: no CAN_USE_HEAP, as the 16-bit setup code never runs.
             bytes[ZeroPageOffset.typeOfLoader] = 0xff
         }
 

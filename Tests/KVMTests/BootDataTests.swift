@@ -1,6 +1,6 @@
 import CLinux
 import Foundation
-@testable import Loader
+import Loader
 @testable import Machines
 import Testing
 

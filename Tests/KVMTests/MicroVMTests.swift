@@ -48,7 +48,7 @@ import Testing
     func i8042ResetBootsAgain() throws {
         // Without -no-reboot the machine is rebuilt and the program runs again, and again: the
         // run is stopped by the timeout after a few rounds.
-        let run = try X86GuestProgram.run("hello", ["-append", "end=reset"], timeout: 2)
+        let run = try X86GuestProgram.run("hello", ["-append", "end=reset"], timeout: 3)
         #expect(run.output.components(separatedBy: "i8042 reset").count >= 3, "\(run.output)")
     }
 

@@ -206,11 +206,17 @@ request:
     inc     %eax
     movw    %ax, AVAIL + 2
     movl    $0, QUEUE_NOTIFY(%rbx)
+    /* Done when the used index reaches %ecx and, with interrupts, when as many interrupts
+     * have been counted: a completion may land before the check, its interrupt after it. */
 1:  cli
     movzwl  USED + 2, %eax
     cmp     %ecx, %eax
-    je      3f
+    jne     2f
     cmpl    $0, use_irq(%rip)
+    je      3f
+    cmp     irq_count(%rip), %ecx
+    jbe     3f
+2:  cmpl    $0, use_irq(%rip)
     je      1b
     sti                                     /* sti; hlt: no interrupt slips in between */
     hlt
