@@ -502,8 +502,8 @@ public final class X86MicroVM: @unchecked Sendable {
         for wakeup in resumeWakeups { wakeup.signal() }
     }
 
-    /// A KVM_EXIT_DEBUG: the vCPU's index, the exception (1 #DB, 3 #BP), its RIP and DR6.
-    public typealias DebugHandler = @Sendable (_ vcpu: Int, _ exception: UInt32, _ pc: UInt64, _ dr6: UInt64) -> Void
+    /// A KVM_EXIT_DEBUG: the vCPU's index, the exception (1 #DB, 3 #BP) and DR6.
+    public typealias DebugHandler = @Sendable (_ vcpu: Int, _ exception: UInt32, _ dr6: UInt64) -> Void
 
     /// Who hears of debug exits (the GDB stub). Each one pauses the board before it is told:
     /// the reporting vCPU parks after the handler returns, the others are kicked.
@@ -552,12 +552,12 @@ public final class X86MicroVM: @unchecked Sendable {
                 }
             case .halt, .interrupted:
                 continue
-            case let .debug(exception, pc, dr6, _):
+            case let .debug(exception, _, dr6, _):
                 events.paused.store(true, ordering: .sequentiallyConsistent)
                 events.soloVCPU.store(-1, ordering: .sequentiallyConsistent)
                 for other in vcpus where other !== vcpu { other.kick() }
                 if let handler = events.debugHandler.withLock({ $0 }) {
-                    handler(vcpu.id, exception, pc, dr6)
+                    handler(vcpu.id, exception, dr6)
                 } else {
                     resume()  // nobody debugs (any more): run on
                 }

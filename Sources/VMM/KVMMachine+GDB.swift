@@ -192,7 +192,6 @@ extension KVMMachine: GDBTarget {
 
     /// KVM_SET_GUEST_DEBUG on every vCPU of the current board: the debug registers and
     /// breakpoint flags on all, single-stepping on `stepping` (a vCPU index) only.
-    @discardableResult
     private func applyGuestDebug(stepping: Int?) -> Bool {
         withParkedVCPUs { board in applyGuestDebug(board, stepping: stepping) } ?? false
     }
@@ -214,10 +213,12 @@ extension KVMMachine: GDBTarget {
     /// Called by `run()` for each new board, before its vCPUs start: debug exits come to the
     /// stub, and the points of the debugger (if one is attached) are set on the new RAM and vCPUs.
     func prepareForDebugger(_ board: X86MicroVM) {
-        board.setDebugHandler { [weak self] vcpu, exception, _, dr6 in
+        board.setDebugHandler { [weak self] vcpu, exception, dr6 in
             self?.debugExit(vcpu: vcpu, exception: exception, dr6: dr6)
         }
-        let points = debugger.state.withLock { $0.softwareBreakpoints }
+        // New vCPUs start with guest debugging off: without a debugger there is nothing to set.
+        let (attached, points) = debugger.state.withLock { ($0.listener != nil, $0.softwareBreakpoints) }
+        guard attached else { return }
         for (address, breakpoint) in points {
             guard let original = try? board.debugMemory.read(UInt8.self, at: GuestAddress(breakpoint.physical)),
                   (try? board.debugMemory.write(UInt8(0xcc), at: GuestAddress(breakpoint.physical))) != nil else { continue }
