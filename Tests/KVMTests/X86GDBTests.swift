@@ -39,10 +39,10 @@ import Testing
         let socket: String
         let swemu: Process
 
-        init(_ arguments: [String]) throws {
+        init(_ arguments: [String], program: String = "debuggee") throws {
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-x86gdb-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            elf = try X86GuestProgram.build("debuggee")
+            elf = try X86GuestProgram.build(program)
             socket = dir.appendingPathComponent("gdb.sock").path
             swemu = Process()
             swemu.executableURL = URL(fileURLWithPath: X86GDBTests.binary)
@@ -58,11 +58,11 @@ import Testing
         }
 
         /// Runs a GDB script in batch mode; returns its output.
-        func gdb(_ commands: [String]) throws -> String {
+        func gdb(_ commands: [String], timeout: Double = 120) throws -> String {
             let script = dir.appendingPathComponent("commands.gdb")
             try (["set pagination off", "set confirm off", "file \(elf)", "target remote \(socket)"] + commands)
                 .joined(separator: "\n").write(to: script, atomically: true, encoding: .utf8)
-            return try Subprocess.run(X86GDBTests.gdb, ["-nx", "-batch", "-x", script.path], timeout: 120).output
+            return try Subprocess.run(X86GDBTests.gdb, ["-nx", "-batch", "-x", script.path], timeout: timeout).output
         }
 
         /// swemu's exit status within `seconds`; nil (and swemu ended) if it did not end.
@@ -231,6 +231,28 @@ import Testing
         // The guest's own exit status, 7 * 2 + 1 = 15 (017), as GDB's W packet.
         #expect(output.contains("[Inferior 1 (Remote target) exited with code 017]"), "\(output)")
         #expect(session.exitStatus(within: 20) == 15, "\(output)")
+    }
+
+    /// A guest that resets itself gets a new board (fresh RAM and vCPUs): the points GDB
+    /// inserted for `continue` are set on it, so the breakpoint hits again after the reboot.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func aGuestResetKeepsTheDebuggersBreakpoints() throws {
+        // hello with end=reset prints its greeting, then resets through the i8042, forever.
+        let session = try Session(["-S", "-append", "end=reset"], program: "hello")
+        defer { session.end() }
+        let main = try Self.symbol("main", in: session.elf)
+        let output = try session.gdb([
+            "hbreak main",
+            "continue",
+            "continue",                               // the guest reboots and comes back to main
+            "echo @AGAIN\\n", "p/x $pc",
+            "kill",
+        ], timeout: 30)  // without the breakpoint on the new board, the second continue never ends
+        #expect(output.components(separatedBy: "Breakpoint 1, 0x\(Self.hex16(main)) in main ()").count == 3, "\(output)")
+        #expect(Self.after("AGAIN", in: output) == "$1 = 0x\(String(main, radix: 16))", "\(output)")
+        // The first board ran its program once; the second stopped at main before printing.
+        #expect(session.serial.components(separatedBy: "hello from an x86-64 guest").count == 2, "\(session.serial)")
+        #expect(session.exitStatus(within: 20) == 0, "\(output)")
     }
 
     /// A raw client: Ctrl-C stops the spinning guest, `D` lets it run on; a second client
