@@ -332,9 +332,8 @@ struct ConfigurationBuilder {
                 throw CLIError(option: "-serial", "chardev '\(id)' is not defined (define it with -chardev ...,id=\(id))")
             }
         }
-        if config.gdb != nil && (config.machine.name == "none" || target != .riscv64) {
-            throw CLIError(option: "-gdb", target == .riscv64 ? "machine 'none' has no CPU to debug; use -M virt or -M spike"
-                : "the GDB stub debugs riscv64 machines; debugging \(target.rawValue) guests is not available yet")
+        if config.gdb != nil && config.machine.name == "none" {
+            throw CLIError(option: "-gdb", "machine 'none' has no CPU to debug; use \(target == .riscv64 ? "-M virt or -M spike" : "-M microvm -accel kvm")")
         }
         if config.machine.name == "none", let monitor = config.monitors.first {
             throw CLIError(option: monitor.mode == .control ? "-qmp" : "-monitor",

@@ -111,7 +111,11 @@ public enum SystemEmulator {
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
             let servers = monitorServers(console, target: vm)
-            defer { withExtendedLifetime(servers) {} }
+            let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
+            defer {
+                debugger?.close()
+                withExtendedLifetime(servers) {}
+            }
             quit.onFire { vm.quitFromConsole() }
             commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()

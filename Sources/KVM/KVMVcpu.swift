@@ -21,6 +21,9 @@ public enum KVMExit: Sendable, Equatable {
     case internalError(suberror: UInt32)
     /// KVM_EXIT_FAIL_ENTRY: the hardware refused the guest state.
     case failEntry(reason: UInt64)
+    /// KVM_EXIT_DEBUG (api.rst 5, `struct kvm_debug_exit_arch`): a debug exception with guest
+    /// debugging on (KVMVcpu+Debug.swift); `exception` is 1 (#DB) or 3 (#BP).
+    case debug(exception: UInt32, pc: UInt64, dr6: UInt64, dr7: UInt64)
     /// KVM_RUN returned EINTR: another thread kicked this vCPU (`kick()`).
     case interrupted
     /// A reason swemu does not handle; the number is KVM's.
@@ -57,7 +60,7 @@ public final class KVMVcpu: @unchecked Sendable {
 
     deinit { munmap(run, mapSize) }
 
-    private func ioctl(_ request: UInt, _ what: @autoclosure () -> String, _ arg: UnsafeMutableRawPointer) throws(SystemError) {
+    func ioctl(_ request: UInt, _ what: @autoclosure () -> String, _ arg: UnsafeMutableRawPointer) throws(SystemError) {
         _ = try syscall("\(what()) (vCPU \(id))") { clx_ioctl_ptr(fd.rawValue, request, arg) }
     }
 
@@ -110,6 +113,7 @@ public final class KVMVcpu: @unchecked Sendable {
         case KVM_EXIT_INTERNAL_ERROR: return .internalError(suberror: r.internal.suberror)
         case KVM_EXIT_FAIL_ENTRY: return .failEntry(reason: r.fail_entry.hardware_entry_failure_reason)
         case KVM_EXIT_INTR: return .interrupted
+        case KVM_EXIT_DEBUG: return .debug(exception: r.debug.arch.exception, pc: r.debug.arch.pc, dr6: r.debug.arch.dr6, dr7: r.debug.arch.dr7)
         default: return .unknown(reason: r.exit_reason)
         }
     }

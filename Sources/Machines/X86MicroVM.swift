@@ -128,6 +128,10 @@ public final class X86MicroVM: @unchecked Sendable {
         /// `pause()` asked the vCPUs to park; each parked one counts itself in `parked`.
         let paused = Atomic<Bool>(false)
         let parked = Atomic<Int>(0)
+        /// While paused, the one vCPU `step(vcpu:)` lets run (-1: none).
+        let soloVCPU = Atomic<Int>(-1)
+        /// Told on the vCPU thread of each KVM_EXIT_DEBUG (`setDebugHandler`).
+        let debugHandler = Mutex<DebugHandler?>(nil)
         /// Signalled by a vCPU thread that parked or ended.
         let vcpuChanged: Wakeup
         let bootMarkerSeen = Atomic<Bool>(false)
@@ -484,6 +488,7 @@ public final class X86MicroVM: @unchecked Sendable {
     /// or the run is ending. Their registers can then be read from this thread.
     public func pause() {
         events.paused.store(true, ordering: .sequentiallyConsistent)
+        events.soloVCPU.store(-1, ordering: .sequentiallyConsistent)
         while events.parked.load(ordering: .sequentiallyConsistent) < vcpus.count
                 && !events.stopping.load(ordering: .sequentiallyConsistent) {
             for vcpu in vcpus { vcpu.kick() }
@@ -497,10 +502,25 @@ public final class X86MicroVM: @unchecked Sendable {
         for wakeup in resumeWakeups { wakeup.signal() }
     }
 
+    /// A KVM_EXIT_DEBUG: the vCPU's index, the exception (1 #DB, 3 #BP) and DR6.
+    public typealias DebugHandler = @Sendable (_ vcpu: Int, _ exception: UInt32, _ dr6: UInt64) -> Void
+
+    /// Who hears of debug exits (the GDB stub). Each one pauses the board before it is told:
+    /// the reporting vCPU parks after the handler returns, the others are kicked.
+    public func setDebugHandler(_ handler: DebugHandler?) { events.debugHandler.withLock { $0 = handler } }
+
+    /// While paused: lets vCPU `index` alone run (a debugger's single step; its guest debug
+    /// flags end the run with a debug exit, which pauses the board again).
+    public func step(vcpu index: Int) {
+        guard vcpus.indices.contains(index) else { return }
+        events.soloVCPU.store(index, ordering: .sequentiallyConsistent)
+        resumeWakeups[index].signal()
+    }
+
     /// One vCPU thread: KVM_RUN and the exits the kernel leaves to us.
     private func runLoop(_ vcpu: KVMVcpu) {
         while !events.stopping.load(ordering: .sequentiallyConsistent) {
-            if events.paused.load(ordering: .sequentiallyConsistent) {
+            if events.paused.load(ordering: .sequentiallyConsistent) && events.soloVCPU.load(ordering: .sequentiallyConsistent) != vcpu.id {
                 events.parked.add(1, ordering: .sequentiallyConsistent)
                 events.vcpuChanged.signal()
                 resumeWakeups[vcpu.id].wait(timeoutNanoseconds: -1)
@@ -532,6 +552,15 @@ public final class X86MicroVM: @unchecked Sendable {
                 }
             case .halt, .interrupted:
                 continue
+            case let .debug(exception, _, dr6, _):
+                events.paused.store(true, ordering: .sequentiallyConsistent)
+                events.soloVCPU.store(-1, ordering: .sequentiallyConsistent)
+                for other in vcpus where other !== vcpu { other.kick() }
+                if let handler = events.debugHandler.withLock({ $0 }) {
+                    handler(vcpu.id, exception, dr6)
+                } else {
+                    resume()  // nobody debugs (any more): run on
+                }
             case .shutdown:
                 events.end(.failed("guest triple fault on vCPU \(vcpu.id) (KVM_EXIT_SHUTDOWN); registers:\n\(vcpu.registerDump())"))
                 return

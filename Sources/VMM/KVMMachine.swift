@@ -34,7 +34,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
         }
     }
 
-    private struct State {
+    struct State {
         var runState = "prelaunch"
         var paused: Bool
         var board: X86MicroVM?
@@ -45,7 +45,9 @@ public final class KVMMachine: MonitorTarget, Sendable {
     }
 
     private let setup: Setup
-    private let state: Mutex<State>
+    let state: Mutex<State>
+    /// The GDB stub's breakpoints, watchpoints and stop listener (KVMMachine+GDB.swift).
+    let debugger = KVMDebugger()
 
     public init(_ setup: Setup) {
         self.setup = setup
@@ -58,6 +60,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
         while true {
             if let code = state.withLock({ $0.exitCode }) { return code }
             let board = try setup.makeBoard()
+            prepareForDebugger(board)
             let paused = state.withLock { s in
                 s.board = board
                 s.hostReset = false
@@ -74,6 +77,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
             case .powerOff(let code):
                 emit(.shutdown(guest: true, reason: "guest-shutdown"))
                 state.withLock { $0.runState = "shutdown" }
+                debugger.report(.exited(code: code))
                 return code
             case .reset:
                 if hostReset { continue }
@@ -89,7 +93,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
         }
     }
 
-    private func emit(_ event: MonitorEvent) {
+    func emit(_ event: MonitorEvent) {
         for listener in state.withLock({ $0.listeners }) { listener(event) }
     }
 

@@ -113,7 +113,8 @@ import Chardev
         #expect(try gdb(["-gdb", "tcp::1234", "-gdb", "none"]) == nil)  // the last one wins, as in QEMU
         #expect(error(["-M", "virt", "-gdb", "x"]).contains("-gdb: 'x' is not supported; accepted:"))
         #expect(error(["-M", "none", "-s"]).contains("machine 'none' has no CPU to debug"))
-        #expect(error(["-M", "none", "-gdb", "tcp::1"], target: .x86_64).contains("not available yet"))
+        #expect(error(["-M", "none", "-gdb", "tcp::1"], target: .x86_64).contains("machine 'none' has no CPU to debug; use -M microvm"))
+        #expect(try config(["-M", "microvm", "-accel", "kvm", "-kernel", "k.elf", "-s"], target: .x86_64).gdb == gdb(["-s"]))
     }
 
     @Test func memorySizes() throws {

@@ -19,6 +19,9 @@ import Testing
         ("KVM_GET_SREGS", clx_KVM_GET_SREGS), ("KVM_SET_SREGS", clx_KVM_SET_SREGS),
         ("KVM_SET_FPU", clx_KVM_SET_FPU), ("KVM_SET_MSRS", clx_KVM_SET_MSRS), ("KVM_SET_CPUID2", clx_KVM_SET_CPUID2),
         ("KVM_GET_LAPIC", clx_KVM_GET_LAPIC), ("KVM_SET_LAPIC", clx_KVM_SET_LAPIC),
+        // Guest debugging (KVMVcpu+Debug.swift).
+        ("KVM_GET_FPU", clx_KVM_GET_FPU), ("KVM_SET_GUEST_DEBUG", clx_KVM_SET_GUEST_DEBUG), ("KVM_TRANSLATE", clx_KVM_TRANSLATE),
+        ("KVM_GET_XSAVE", clx_KVM_GET_XSAVE), ("KVM_SET_XSAVE", clx_KVM_SET_XSAVE),
     ]
 
     @Test func matchesTheKernelHeaders() throws {
