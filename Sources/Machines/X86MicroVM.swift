@@ -496,8 +496,11 @@ public final class X86MicroVM: @unchecked Sendable {
         }
     }
 
-    /// Lets parked vCPUs run again (the monitor's `cont`).
+    /// Lets parked vCPUs run again (the monitor's `cont`). Once the run's exit is decided (a
+    /// reset or power-off is pending) they stay parked: the old board must not run guest code
+    /// after `system_reset` while the new one is being built.
     public func resume() {
+        guard events.exit.withLock({ $0 == nil }) else { return }
         events.paused.store(false, ordering: .sequentiallyConsistent)
         for wakeup in resumeWakeups { wakeup.signal() }
     }
