@@ -2,7 +2,7 @@
  * Linux's 64-bit boot protocol enters a kernel (Documentation/arch/x86/boot.rst): long mode,
  * low 4 GiB identity-mapped, GDT with code at 0x10 and data at 0x18, RSI = the zero page.
  * Only general-purpose registers at CPL0: KVM on PVM hosts emulates guest kernel mode and
- * fails on SSE there (see /work/shared/NOTES.md).
+ * fails on SSE there (the project's field notes on PVM).
  *
  * A program defines `main` (called with the zero page in %rdi); returning from it exits through
  * the exit port with %al as the code (swemu's status is then code * 2 + 1). */
