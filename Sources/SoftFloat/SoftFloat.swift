@@ -48,8 +48,8 @@
 //   FTZ/DAZ): swemu never calls fesetround (the tests do, per thread, around host reference
 //   operations only). The tests check them bit for bit against the integer path.
 // - Verified against Berkeley SoftFloat 3 built with its RISC-V specialization (via the
-//   `softfloatpy` binding) with committed vectors and, where that binding is installed, live
-//   random vectors; and against the host FPU in RNE, RTZ, RDN and RUP, results and (on x86-64,
+//   `softfloatpy` binding, installed by scripts/setup) with vectors generated at test time;
+//   and against the host FPU in RNE, RTZ, RDN and RUP, results and (on x86-64,
 //   whose SSE unit also detects tininess after rounding) all five flags (SoftFloatTests).
 
 /// A static rounding mode, with the `rm` field encodings of the F extension (spec 11.2, table 11.1).
