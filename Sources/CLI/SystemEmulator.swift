@@ -79,7 +79,7 @@ public enum SystemEmulator {
                 machineType: config.machine.name,
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
-                chardevs: console.chardevList, blockDevices: blockDevices(config), harts: config.cpus, makeBoard: makeBoard))
+                chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard))
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
             defer {

@@ -9,30 +9,7 @@ import SystemSupport
 /// requests. Unlike the RISC-V VMM, requests do not need the vCPU threads: the board pauses and
 /// resumes them itself, and registers are read while they are parked.
 public final class KVMMachine: MonitorTarget, Sendable {
-    public struct Setup: Sendable {
-        public var machineType: String
-        public var machineList: [(name: String, description: String, isDefault: Bool)]
-        public var name: String?
-        public var noReboot: Bool
-        public var startPaused: Bool
-        public var chardevs: [(label: String, filename: String)]
-        public var blockDevices: [MonitorBlockDevice]
-        /// Builds the machine; called again for every reset.
-        public var makeBoard: @Sendable () throws(SystemError) -> X86MicroVM
-
-        public init(machineType: String, machineList: [(name: String, description: String, isDefault: Bool)], name: String?,
-                    noReboot: Bool, startPaused: Bool, chardevs: [(label: String, filename: String)],
-                    blockDevices: [MonitorBlockDevice], makeBoard: @escaping @Sendable () throws(SystemError) -> X86MicroVM) {
-            self.machineType = machineType
-            self.machineList = machineList
-            self.name = name
-            self.noReboot = noReboot
-            self.startPaused = startPaused
-            self.chardevs = chardevs
-            self.blockDevices = blockDevices
-            self.makeBoard = makeBoard
-        }
-    }
+    public typealias Setup = MachineSetup<X86MicroVM>
 
     struct State {
         var runState = "prelaunch"

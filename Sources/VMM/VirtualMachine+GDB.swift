@@ -10,7 +10,7 @@ import RISCV
 /// them across resets.
 extension VirtualMachine: GDBTarget {
     /// GDB thread t is hart t - 1.
-    public var threadIDs: [Int] { Array(1...setup.harts) }
+    public var threadIDs: [Int] { Array(1...setup.cpus) }
 
     public func threadDescription(_ thread: Int) -> String {
         "CPU#\(thread - 1) [\(runState == "running" ? "running" : "halted ")]"

@@ -19,35 +19,7 @@ import SystemSupport
 /// it stopped (QEMU's virtual clock policy), so timers do not fire a burst after `cont`; the
 /// RTC, which counts that clock, falls behind the host's wall clock by the time stopped.
 public final class VirtualMachine: MonitorTarget, Sendable {
-    public struct Setup: Sendable {
-        public var machineType: String
-        public var machineList: [(name: String, description: String, isDefault: Bool)]
-        public var name: String?
-        public var noReboot: Bool
-        /// Start stopped (`-S`).
-        public var startPaused: Bool
-        public var chardevs: [(label: String, filename: String)]
-        public var blockDevices: [MonitorBlockDevice]
-        /// Builds the machine; called again for every reset.
-        public var makeBoard: @Sendable () throws(SystemError) -> RISCVBoard
-        /// The harts every board `makeBoard` builds has (`-smp`).
-        public var harts: Int
-
-        public init(machineType: String, machineList: [(name: String, description: String, isDefault: Bool)], name: String?,
-                    noReboot: Bool, startPaused: Bool = false, chardevs: [(label: String, filename: String)] = [],
-                    blockDevices: [MonitorBlockDevice] = [], harts: Int = 1,
-                    makeBoard: @escaping @Sendable () throws(SystemError) -> RISCVBoard) {
-            self.harts = harts
-            self.machineType = machineType
-            self.machineList = machineList
-            self.name = name
-            self.noReboot = noReboot
-            self.startPaused = startPaused
-            self.chardevs = chardevs
-            self.blockDevices = blockDevices
-            self.makeBoard = makeBoard
-        }
-    }
+    public typealias Setup = MachineSetup<RISCVBoard>
 
     struct State {
         var runState = "prelaunch"
@@ -197,7 +169,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
     public var cpus: [MonitorCPU] {
         let (first, others) = state.withLock { s in (s.threadID, s.board?.secondaryThreadIDs ?? []) }
-        return (0..<setup.harts).map { i in
+        return (0..<setup.cpus).map { i in
             MonitorCPU(index: i, threadID: i == 0 ? first : (i - 1 < others.count ? others[i - 1] : 0), target: "riscv64",
                        qomPath: "/machine/soc/harts[\(i)]")
         }
