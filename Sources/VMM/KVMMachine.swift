@@ -28,7 +28,9 @@ public final class KVMMachine: MonitorTarget, Sendable {
 
     public init(_ setup: Setup) {
         self.setup = setup
-        state = Mutex(State(paused: setup.startPaused))
+        // With -S the machine reports itself paused from the start, not only once its board
+        // exists: a monitor client may ask before that.
+        state = Mutex(State(runState: setup.startPaused ? "paused" : "prelaunch", paused: setup.startPaused))
     }
 
     /// Runs the machine until it ends; returns the process exit status. A triple fault or

@@ -47,7 +47,9 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     public init(_ setup: Setup) {
         self.setup = setup
-        state = Mutex(State(paused: setup.startPaused))
+        // With -S the machine reports itself paused from the start, not only once its board
+        // exists: a monitor client may ask before that.
+        state = Mutex(State(runState: setup.startPaused ? "paused" : "prelaunch", paused: setup.startPaused))
     }
 
     // MARK: - The vCPU loop
