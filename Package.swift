@@ -33,10 +33,12 @@ let package = Package(
         .target(name: "SoftFloat", swiftSettings: strict),
         .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SoftFloat", "SystemSupport"],
                 swiftSettings: strict),
+        // The RISC-V → x86-64 dynamic binary translator, an ExecutionEngine beside the interpreter.
+        .target(name: "RISCVJIT", dependencies: ["CLinux", "GuestMemory", "RISCV", "SystemSupport"], swiftSettings: strict),
         // Linux KVM: /dev/kvm, VMs, vCPUs and their exits (DESIGN.md §2).
         .target(name: "KVM", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "Loader", dependencies: ["CZlib", "SystemSupport"], swiftSettings: strict),
-        .target(name: "Machines", dependencies: ["Block", "CLinux", "DeviceModel", "Devices", "GuestMemory", "KVM", "Loader", "RISCV",
+        .target(name: "Machines", dependencies: ["Block", "CLinux", "DeviceModel", "Devices", "GuestMemory", "KVM", "Loader", "RISCV", "RISCVJIT",
                                                  "SystemSupport", "VirtIO"],
                 swiftSettings: strict),
         // QMP and the human monitor: protocol codecs with no I/O, and the servers on chardevs.
@@ -46,7 +48,8 @@ let package = Package(
         // Runs a board's vCPUs and serves the command channel the monitors and debuggers use.
         .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "QMP", "RISCV", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "SystemSupport", "VMM"],
+        .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "RISCVJIT",
+                                            "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
@@ -64,6 +67,8 @@ let package = Package(
         .testTarget(name: "ChardevTests", dependencies: ["Chardev", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "SoftFloatTests", dependencies: ["SoftFloat"], swiftSettings: strict),
         .testTarget(name: "RISCVTests", dependencies: ["RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
+                    swiftSettings: strict),
+        .testTarget(name: "RISCVJITTests", dependencies: ["RISCVJIT", "RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
                     swiftSettings: strict),
         .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel", "Loader"], exclude: ["qmp_machine.py", "gdb_raw_client.py"],
                     swiftSettings: strict),

@@ -1,4 +1,5 @@
 import Chardev
+import RISCVJIT
 import SystemSupport
 
 /// Everything the command line asked for, validated. Built by `ConfigurationBuilder` from
@@ -10,6 +11,10 @@ struct SystemConfiguration: Sendable {
     var cpus = 1
     var cpuModel: String?
     var accelerator: String?
+    /// `-accel tcg,jit=on`: the RISC-V harts run in the JIT instead of the interpreter.
+    var jit = false
+    /// `-accel tcg,tb-size=MiB`: the JIT's code buffer per hart.
+    var tbSizeMiB: Int?
     var name: String?
     var noReboot = false
     var nographic = false
@@ -109,9 +114,11 @@ struct ConfigurationBuilder {
             case "accel":
                 if value == "help" { return .print(HelpText.accelerators(target)) }
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: "accel", option: flag).validate(accepted: ["thread"])
+                    try QemuOpts(parsing: value, impliedKey: "accel", option: flag).validate(
+                        accepted: ["thread", "jit", "tb-size"], booleans: ["jit"])
                 }
                 config.accelerator = try checkAccelerator(opts.string("accel") ?? "", option: flag)
+                try accelOptions(opts, into: &config, option: flag)
             case "name":
                 let opts = try wrap(flag) { () throws(SystemError) in
                     try QemuOpts(parsing: value, impliedKey: "guest", option: flag).validate(
@@ -230,6 +237,29 @@ struct ConfigurationBuilder {
             throw CLIError(option: "-machine", "machine '\(name)' (\(info.description)) is not available in this build yet; available: \(available)")
         }
         return info
+    }
+
+    /// `-accel tcg`'s properties: `thread=multi` (each hart on its own host thread, the only
+    /// mode swemu has), `jit=on|off` (the JIT; off = the interpreter, today's default) and
+    /// `tb-size=MiB` (the JIT's code buffer per hart, as QEMU's translation-block cache size).
+    private func accelOptions(_ opts: QemuOpts, into config: inout SystemConfiguration, option: String) throws(CLIError) {
+        let isTCG = opts.string("accel") == "tcg"
+        for key in ["jit", "tb-size"] where opts.string(key) != nil && !isTCG {
+            throw CLIError(option: option, "'\(key)' is a property of the tcg accelerator")
+        }
+        if let thread = opts.string("thread"), thread != "multi" {
+            throw CLIError(option: option, thread == "single"
+                ? "thread=single is not supported: each hart runs on its own host thread; accepted: thread=multi"
+                : "thread takes single or multi, not '\(thread)'")
+        }
+        config.jit = try wrap(option) { () throws(SystemError) in try opts.bool("jit", default: false) }
+        if config.jit && !JITEngine.hostSupported {
+            throw CLIError(option: option, "jit=on needs an x86-64 host (the JIT emits x86-64 code); use jit=off")
+        }
+        config.tbSizeMiB = try wrap(option) { () throws(SystemError) in try opts.int("tb-size", in: 1...2047) }
+        if config.tbSizeMiB != nil && !config.jit {
+            throw CLIError(option: option, "tb-size sizes the JIT's code buffer; it needs jit=on")
+        }
     }
 
     private func checkAccelerator(_ name: String, option: String) throws(CLIError) -> String {

@@ -32,8 +32,10 @@ enum OptionTable {
                        + "property accel=accel1[:accel2[:...]] selects accelerator\n"
                        + "dumpdtb=file dump current device tree blob to a file", section: .standard),
         OptionSpec(names: ["cpu"], argument: "cpu", help: "select CPU ('-cpu help' for list)", section: .standard),
-        OptionSpec(names: ["accel"], argument: "[accel=]accelerator[,thread=single|multi]",
-                   help: "select accelerator (kvm, tcg; use 'help' for a list)", section: .standard),
+        OptionSpec(names: ["accel"], argument: "[accel=]accelerator[,thread=multi][,jit=on|off][,tb-size=MiB]",
+                   help: "select accelerator (kvm, tcg; use 'help' for a list)\n"
+                       + "jit=on runs RISC-V harts in the JIT (x86-64 hosts), jit=off in the interpreter (default)\n"
+                       + "tb-size=n sets the JIT's code buffer per hart in MiB (default 32)", section: .standard),
         OptionSpec(names: ["smp"], argument: "[[cpus=]n][,maxcpus=maxcpus][,sockets=sockets][,dies=dies][,clusters=clusters][,cores=cores][,threads=threads]",
                    help: "set the number of initial CPUs to 'n' and the CPU topology", section: .standard),
         OptionSpec(names: ["m"], argument: "[size=]megs[,slots=n,maxmem=size]",

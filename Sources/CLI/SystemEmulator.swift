@@ -64,7 +64,10 @@ public enum SystemEmulator {
                 var boardConfig = RISCVBoard.Configuration(
                     kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize, firmware: firmware,
                     kernel: config.kernel, initrd: config.initrd, append: config.append, dtb: config.dtb, serial: serial,
-                    harts: config.cpus)
+                    harts: config.cpus,
+                    engine: config.jit
+                        ? .jit(codeBufferSize: config.tbSizeMiB.map { $0 << 20 } ?? RISCVBoard.EngineKind.defaultCodeBufferSize)
+                        : .interpreter)
                 boardConfig.virtio = virtio
                 return try RISCVBoard(boardConfig)
             }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 int clx_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int clx_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 int clx_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 int clx_fcntl_getfl(int fd) { return fcntl(fd, F_GETFL); }
 int clx_fcntl_setfl(int fd, int flags) { return fcntl(fd, F_SETFL, flags); }

@@ -6,6 +6,7 @@ import Glibc
 import GuestMemory
 import Loader
 import RISCV
+import RISCVJIT
 import Synchronization
 import SystemSupport
 import VirtIO
@@ -60,6 +61,17 @@ public final class RISCVBoard: @unchecked Sendable {
         case console((any CharBackend)?)
     }
 
+    /// The execution engine each hart runs (DESIGN.md §3: the engine seam).
+    public enum EngineKind: Sendable, Equatable {
+        /// The interpreter, the reference.
+        case interpreter
+        /// The RISC-V → x86-64 JIT, with a code buffer of this many bytes per hart.
+        case jit(codeBufferSize: Int)
+
+        /// QEMU's default `tb-size` is far larger; 32 MiB per hart holds a Linux boot's code.
+        public static let defaultCodeBufferSize = 32 << 20
+    }
+
     public struct Configuration: Sendable {
         public var kind: Kind
         /// Devices on virtio-mmio transports, in command-line order. As on QEMU's virt, the
@@ -76,10 +88,14 @@ public final class RISCVBoard: @unchecked Sendable {
         public var serial: (any CharBackend)?
         /// Harts (`-smp`); `virt` takes up to `maxHarts`, `spike` one.
         public var harts: Int
+        /// What runs the harts: the interpreter or the JIT (`-accel tcg,jit=on|off`).
+        public var engine: EngineKind
         public init(kind: Kind, ramSize: UInt64, firmware: Firmware = .none, kernel: String?, initrd: String? = nil,
-                    append: String? = nil, dtb: String? = nil, serial: (any CharBackend)?, harts: Int = 1) {
+                    append: String? = nil, dtb: String? = nil, serial: (any CharBackend)?, harts: Int = 1,
+                    engine: EngineKind = .interpreter) {
             self.kind = kind
             self.harts = harts
+            self.engine = engine
             self.ramSize = ramSize
             self.firmware = firmware
             self.kernel = kernel
@@ -97,6 +113,8 @@ public final class RISCVBoard: @unchecked Sendable {
     public let harts: [Hart]
     /// Hart 0, the one that boots (and the only one on `spike`).
     public var hart: Hart { harts[0] }
+    /// What runs each hart (the hart itself when interpreting).
+    let engines: [any ExecutionEngine]
     public let clock = VirtualClock()
     let uart: UART16550?
     let rtc: GoldfishRTC?
@@ -132,6 +150,14 @@ public final class RISCVBoard: @unchecked Sendable {
         }
         let harts = created
         self.harts = harts
+        switch config.engine {
+        case .interpreter:
+            engines = harts
+        case .jit(let size):
+            var jits: [any ExecutionEngine] = []
+            for hart in harts { jits.append(try JITEngine(hart: hart, codeBufferSize: size)) }
+            engines = jits
+        }
 
         let events = self.events
         try mmio.add(ACLINT(timeBase: timeBase, softwareInterrupts: harts.map { $0.interruptLine(InterruptBits.msip) }) { hart, value in
@@ -388,11 +414,12 @@ public final class RISCVBoard: @unchecked Sendable {
     /// them, until some hart decides the run's exit.
     private func runHart(_ index: Int) {
         let hart = harts[index]
+        let engine = engines[index]
         // HTIF is polled between slices: short ones on spike keep its console (one character
         // per tohost round trip) fast.
         let budget = htif == nil ? 1_000_000 : 2_000
         while runControl.exit.withLock({ $0 == nil }) {
-            let reason = hart.run(budget: budget)
+            let reason = engine.run(budget: budget)
             if index == 0, let exit = pollDevices() { return end(exit) }
             if let exit = pollEvents() { return end(exit) }
             if reason == .debugStop, let stop = hart.lastDebugStop { return end(.debugStop(stop, hart: index)) }

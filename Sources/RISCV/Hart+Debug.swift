@@ -38,7 +38,7 @@ extension Trap {
     /// Not an exception: thrown by a data access that hits a watchpoint so the instruction
     /// stops before it has any effect; `run` returns `.debugStop` instead of taking a trap.
     /// Outside the spec's cause space (no exception code has bit 62 set).
-    static let debugStopCause: UInt64 = 1 << 62
+    package static let debugStopCause: UInt64 = 1 << 62
 
     init(debugStop: ()) {
         cause = Trap.debugStopCause

@@ -31,14 +31,14 @@ public enum StopReason: Equatable, Sendable {
 
 /// A direct-mapped software TLB entry (DESIGN.md §7). `tag` is the virtual page number shifted
 /// left by 2 with the privilege key in the low bits, so one compare checks page and mode.
-struct TLBEntry {
-    var tag: UInt64 = .max
+package struct TLBEntry {
+    package var tag: UInt64 = .max
     /// For RAM pages: host address = guest virtual address + addend. 0 = MMIO page (slow path).
-    var addend: Int = 0
-    var physicalPage: UInt64 = 0
+    package var addend: Int = 0
+    package var physicalPage: UInt64 = 0
 }
 
-enum AccessType: Int {
+package enum AccessType: Int {
     case read = 0
     case write = 1
     case execute = 2
@@ -68,19 +68,22 @@ public final class Hart: @unchecked Sendable {
     // thread that runs the hart (the vCPU thread), per the threading rule of DESIGN.md §4.
     // Cross-thread inputs go through the atomics below.
     public let state: UnsafeMutablePointer<HartState>
-    let tlb: UnsafeMutablePointer<TLBEntry>
-    static let tlbSize = 256
+    package let tlb: UnsafeMutablePointer<TLBEntry>
+    package static let tlbSize = 256
 
     public let memory: PhysicalMemory
     public let timeBase: TimeBase
     /// This hart's decoder (its memo is not shared between threads).
-    let decoder = Decoder()
+    package let decoder = Decoder()
 
     /// Decoded instructions by physical page, one slot per halfword (length 0 = not decoded
     /// yet). Zifencei (Unprivileged §3.1): instruction fetches need not see stores until the
     /// hart executes FENCE.I, so this cache is dropped on FENCE.I (and when it is full), not on
     /// every store; Linux issues FENCE.I whenever it creates or changes code.
     var decodedPages: [UInt64: UnsafeMutablePointer<DecodedInstruction>] = [:]
+    /// Counts the times decoded code was dropped (FENCE.I, a debugger's write, reset): an
+    /// execution engine that caches translations drops them when this changes.
+    package private(set) var codeGeneration: UInt64 = 0
     /// At most this many pages are cached (16 KiB... 32 KiB each); past it the cache starts over.
     static let decodedPageLimit = 1024
     static let slotsPerPage = 2048
@@ -89,7 +92,7 @@ public final class Hart: @unchecked Sendable {
     let externalInterrupts = Atomic<UInt64>(0)
     /// The ACLINT's `mtimecmp` for this hart; MTIP = (mtime >= mtimecmp).
     let machineTimerCompare = Atomic<UInt64>(.max)
-    let stopRequestFlag = Atomic<Bool>(false)
+    package let stopRequestFlag = Atomic<Bool>(false)
     /// Written by interrupt sources to wake a hart sleeping in WFI.
     let wakeup: Wakeup
 
@@ -189,7 +192,7 @@ public final class Hart: @unchecked Sendable {
     }
 
     /// Re-evaluates MTIP and (with Sstc) STIP against the current time.
-    func updateTimerInterrupts() {
+    package func updateTimerInterrupts() {
         let now = timeBase.now()
         updateMachineTimerPending(now: now)
         if state.pointee.menvcfg & EnvConfig.stce != 0 {
@@ -217,7 +220,7 @@ public final class Hart: @unchecked Sendable {
     /// STI; M-level interrupts are taken when running below M or with MIE set; S-level ones,
     /// delegated through mideleg, below S or in S with SIE set, and never in M).
     @inline(__always)
-    func interruptToTake() -> InterruptCause? {
+    package func interruptToTake() -> InterruptCause? {
         let s = state.pointee
         let pending = pendingInterrupts() & s.mie
         if pending == 0 { return nil }
@@ -242,7 +245,7 @@ public final class Hart: @unchecked Sendable {
     // MARK: - Traps (Privileged §3.1.6.1, §3.3.1, §4.1.1)
 
     /// Enters the trap handler for `trap` taken at `pc`.
-    func takeTrap(_ trap: Trap, pc: UInt64) {
+    package func takeTrap(_ trap: Trap, pc: UInt64) {
         let s = state
         let code = trap.cause & ~Trap.interruptBit
         let delegated = s.pointee.privilege != .machine
@@ -322,6 +325,7 @@ public final class Hart: @unchecked Sendable {
 
     /// Forgets every decoded instruction (FENCE.I, reset).
     func flushDecodedPages() {
+        codeGeneration &+= 1
         for slots in decodedPages.values {
             slots.deinitialize(count: Hart.slotsPerPage)
             slots.deallocate()

@@ -18,7 +18,7 @@ public struct Trap: Error, Equatable, Sendable {
         self.tval = tval
     }
 
-    init(interrupt: InterruptCause) {
+    package init(interrupt: InterruptCause) {
         cause = Trap.interruptBit | interrupt.rawValue
         tval = 0
     }
@@ -159,19 +159,23 @@ public struct HartState {
 
     /// The privilege part of TLB tags for fetches and for data accesses (which MPRV may
     /// redirect), kept current by `Hart.updatePrivilegeKeys()`.
-    var fetchKey: UInt64 = 3
-    var dataKey: UInt64 = 3
+    package var fetchKey: UInt64 = 3
+    package var dataKey: UInt64 = 3
     /// Set by anything that may enable a pending interrupt (CSR writes, xRET) or stop the
     /// hart (WFI), so the interpreter leaves its inner loop and looks.
-    var endChunk = false
+    package var endChunk = false
     /// WFI found nothing pending: `run` returns `.waitingForInterrupt`.
-    var waiting = false
+    package var waiting = false
     /// Debugger breakpoints as a filter on pc: bit (pc >> 1) & 63 is set for each breakpoint
     /// address, so the breakpoint table is looked up for 1/64 of the instructions when one
     /// breakpoint is set, and never when none is (0).
-    var breakpointFilter: UInt64 = 0
+    package var breakpointFilter: UInt64 = 0
     /// A debugger set watchpoints: data accesses take the slow path, which checks them.
-    var checkWatchpoints = false
+    package var checkWatchpoints = false
+    /// Instructions the JIT's generated code may still run before it returns to its dispatcher
+    /// (the dispatcher sets it per chunk; each translated block subtracts its length on entry
+    /// and leaves when it finds it spent), so chained blocks see interrupts within a bounded delay.
+    package var jitBudget: Int64 = 0
 
     public init() {}
 }

@@ -56,7 +56,7 @@ extension Hart {
     }
 
     /// Whether `-d exec,in_asm,cpu` asked for a line per instruction.
-    static var isTracing: Bool {
+    package static var isTracing: Bool {
         DebugLog.isEnabled(.execution) || DebugLog.isEnabled(.instructions) || DebugLog.isEnabled(.cpuState)
     }
 
@@ -64,7 +64,6 @@ extension Hart {
     /// `pc`, counting it in mcycle/minstret.
     @inline(__always)
     func executeInstruction(at pc: UInt64, slots: UnsafeMutablePointer<DecodedInstruction>, tracing: Bool) throws(Trap) {
-        let s = state
         let slot = slots + Int((pc & (Hart.pageSize - 1)) >> 1)
         var insn = slot.pointee
         if insn.length == 0 {
@@ -74,6 +73,14 @@ extension Hart {
         }
         if tracing { trace(insn, pc: pc) }
         try execute(insn, pc: pc)
+        retire()
+    }
+
+    /// Counts one retired instruction in mcycle and minstret, as mcountinhibit allows
+    /// (Privileged §3.1.12; our mcycle counts instructions, one cycle each).
+    @inline(__always)
+    func retire() {
+        let s = state
         if s.pointee.mcountinhibit == 0 {
             s.pointee.mcycle &+= 1
             s.pointee.minstret &+= 1

@@ -10,7 +10,7 @@ import SystemSupport
 /// Page tables are read through `PhysicalMemory`, so a walk into MMIO or outside RAM is an
 /// access fault of the original access type, never a host crash.
 extension Hart {
-    static let pageSize: UInt64 = 4096
+    package static let pageSize: UInt64 = 4096
 
     // PTE bits (§4.3.1).
     static let pteV: UInt64 = 1 << 0
@@ -191,7 +191,7 @@ extension Hart {
 
     /// Translates, checks PMP and, for RAM pages PMP treats uniformly, fills the TLB.
     /// Returns the physical address and the host pointer when it is RAM.
-    func resolve(_ vaddr: UInt64, size: UInt64, _ access: AccessType, key: UInt64) throws(Trap) -> (UInt64, UnsafeMutableRawPointer?) {
+    package func resolve(_ vaddr: UInt64, size: UInt64, _ access: AccessType, key: UInt64) throws(Trap) -> (UInt64, UnsafeMutableRawPointer?) {
         // Watchpoints are checked before the access does anything, so the instruction can be
         // restarted after the debugger has looked (GDB's non-steppable watchpoints).
         if state.pointee.checkWatchpoints && access != .execute { try checkWatchpoints(vaddr, size: size, access) }
@@ -232,7 +232,7 @@ extension Hart {
         return try loadSlow(vaddr, size: size, key: key)
     }
 
-    func loadSlow(_ vaddr: UInt64, size: Int, key: UInt64) throws(Trap) -> UInt64 {
+    package func loadSlow(_ vaddr: UInt64, size: Int, key: UInt64) throws(Trap) -> UInt64 {
         if (vaddr & (Hart.pageSize - 1)) + UInt64(size) > Hart.pageSize {
             var value: UInt64 = 0
             for i in 0..<size {
@@ -259,7 +259,7 @@ extension Hart {
         try storeSlow(vaddr, value, size: size, key: key)
     }
 
-    func storeSlow(_ vaddr: UInt64, _ value: UInt64, size: Int, key: UInt64) throws(Trap) {
+    package func storeSlow(_ vaddr: UInt64, _ value: UInt64, size: Int, key: UInt64) throws(Trap) {
         if (vaddr & (Hart.pageSize - 1)) + UInt64(size) > Hart.pageSize {
             // Translate both pages before writing anything, so a fault leaves memory unchanged.
             let split = Int(Hart.pageSize - (vaddr & (Hart.pageSize - 1)))

@@ -8,15 +8,19 @@ import Testing
     /// `smp*` programs run on four harts, the others on one.
     static func harts(_ name: String) -> Int { name.hasPrefix("smp") ? 4 : 1 }
 
+    /// Both execution engines: the interpreter (the reference) and the JIT.
+    static let engines: [RISCVBoard.EngineKind] = [.interpreter, .jit(codeBufferSize: RISCVBoard.EngineKind.defaultCodeBufferSize)]
+
     @Test(.enabled(if: GuestProgram.compilerMissingReason == nil, "needs Debian's gcc-riscv64-unknown-elf (scripts/setup)"),
-          arguments: GuestProgram.all)
-    func programPasses(_ name: String) throws {
+          arguments: GuestProgram.all, engines)
+    func programPasses(_ name: String, engine: RISCVBoard.EngineKind) throws {
         let elf = try GuestProgram.build(name)
         let console = CaptureBackend()
-        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console, harts: Self.harts(name)))
+        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console, harts: Self.harts(name),
+                                         engine: engine))
         defer { board.close() }
         let exit = board.run()
-        #expect(exit == .powerOff(exitCode: 0), "\(name): check \(exit) failed; console: \(console.text)")
+        #expect(exit == .powerOff(exitCode: 0), "\(name) (\(engine)): check \(exit) failed; console: \(console.text)")
     }
 
     /// Differential check: QEMU runs the same program to the same exit status and console output.

@@ -72,6 +72,9 @@ static const int clx_EPOLLRDHUP = EPOLLRDHUP;
 
 /// MAP_FAILED is a pointer-valued macro Swift cannot import.
 static inline int clx_is_map_failed(void *p) { return p == MAP_FAILED; }
+/// memfd_create(2) with MFD_CLOEXEC: anonymous memory with a file descriptor, so it can be
+/// mapped twice (the JIT's code buffer: once writable, once executable, never both).
+int clx_memfd_create(const char *name);
 
 
 // Atomic operations on guest RAM, which is plain host memory shared by vCPU threads and DMA.

@@ -1,0 +1,365 @@
+import GuestMemory
+import RISCV
+import SystemSupport
+
+/// The dynamic binary translator: an `ExecutionEngine` that runs a hart by translating its
+/// code, a basic block at a time, into x86-64 (the speed issue; JIT.md).
+///
+/// - Blocks are keyed by guest virtual and physical pc (generated code bakes in virtual pcs:
+///   `auipc`, links, branch targets), looked up through the hart's own execute TLB, and never
+///   cross a page. They do not depend on privilege or MMU mode: loads and stores check the
+///   TLB with the current data key at run time, and privileged instructions go to the
+///   interpreter, which checks them.
+/// - Direct branches and jumps to the same page are chained (a patched `jmp rel32`); every
+///   block subtracts its length from `HartState.jitBudget` on entry and leaves when it is
+///   spent, so a chained loop still returns within a chunk.
+/// - Instructions it does not translate run in the interpreter (`Hart.interpret`), called
+///   from generated code, so their semantics are the interpreter's by construction.
+/// - Translations are dropped whole when the hart drops decoded code (FENCE.I, a debugger's
+///   write, reset: `Hart.codeGeneration`), when the code buffer is full, or its slot arena is.
+///
+/// Debugger breakpoints/watchpoints, instruction traces and mcountinhibit hand the run to the
+/// interpreter (`Hart.needsInterpreter`).
+public final class JITEngine: ExecutionEngine, @unchecked Sendable {
+    // SAFETY: an engine is created for one hart and used only by the thread that runs that
+    // hart (DESIGN.md §4), like the hart's own state; nothing here is shared.
+    public let hart: Hart
+    private let buffer: CodeBuffer
+    private var helpers: HelperAddresses
+    private var enter: EnterFunction
+
+    typealias EnterFunction = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer,
+                                              UnsafeRawPointer) -> UInt64
+
+    private struct BlockKey: Hashable {
+        let virtual: UInt64
+        let physical: UInt64
+    }
+    private var blocks: [BlockKey: UnsafeRawPointer] = [:]
+
+    /// A direct-mapped cache in front of `blocks`, indexed by virtual pc.
+    private struct CacheEntry {
+        var virtual: UInt64 = .max
+        var physical: UInt64 = .max
+        var code: UnsafeRawPointer?
+    }
+    private static let cacheSize = 4096
+    private let cache: UnsafeMutablePointer<CacheEntry>
+
+    /// Decoded instructions that generated code hands to the interpreter, by address.
+    private static let slotCapacity = 1 << 16
+    private let slots: UnsafeMutablePointer<DecodedInstruction>
+    private var slotsUsed = 0
+
+    /// A chainable exit the last block left through; patched once its target is known.
+    private var pendingSite: UnsafeRawPointer?
+    private var generation: UInt64
+
+    /// Instructions between interrupt checks, as the interpreter's chunks.
+    static let chunk = 1024
+
+    /// Whether this host runs the code the JIT emits.
+    public static var hostSupported: Bool {
+        #if arch(x86_64)
+        return true
+        #else
+        return false
+        #endif
+    }
+
+    /// What the translator has done, for `info jit`-style reports and benchmarks.
+    public struct Statistics: Sendable {
+        public var blocks = 0
+        public var instructions = 0
+        public var codeBytes = 0
+        public var flushes = 0
+        public var chains = 0
+    }
+    public private(set) var statistics = Statistics()
+
+    /// `codeBufferSize`: bytes of host code kept before the buffer is flushed (`tb-size`).
+    public init(hart: Hart, codeBufferSize: Int = 32 << 20) throws(SystemError) {
+        guard Self.hostSupported else {
+            throw .unsupported("the JIT emits x86-64 code and this host is not x86-64; use -accel tcg,jit=off")
+        }
+        guard codeBufferSize >= 1 << 20 else { throw .configuration("tb-size must be at least 1 MiB") }
+        self.hart = hart
+        buffer = try CodeBuffer(size: codeBufferSize)
+        cache = .allocate(capacity: Self.cacheSize)
+        cache.initialize(repeating: CacheEntry(), count: Self.cacheSize)
+        slots = .allocate(capacity: Self.slotCapacity)
+        generation = hart.codeGeneration
+        (enter, helpers) = Self.emitRuntime(into: buffer)
+    }
+
+    deinit {
+        cache.deinitialize(count: Self.cacheSize)
+        cache.deallocate()
+        slots.deallocate()
+    }
+
+    // MARK: - Runtime code
+
+    /// Emits the entry trampoline and the shared epilogue at the start of an empty buffer.
+    /// `enter(state, engine, tlb, code)` saves the callee-saved registers (SysV), pins r15,
+    /// r14 and r13, aligns the stack to 16 bytes for helper calls and jumps to `code`; every
+    /// exit jumps to the epilogue with the status in rax.
+    private static func emitRuntime(into buffer: CodeBuffer) -> (EnterFunction, HelperAddresses) {
+        var a = X86Assembler(origin: buffer.nextAddress)
+        for r in [Reg.rbx, .rbp, .r12, .r13, .r14, .r15] { a.push(r) }
+        a.alu(.sub, .rsp, imm: 8)
+        a.mov(.r15, .rdi)
+        a.mov(.r14, .rsi)
+        a.mov(.r13, .rdx)
+        a.jmp(.rcx)
+        let epilogueOffset = a.count
+        a.alu(.add, .rsp, imm: 8)
+        for r in [Reg.r15, .r14, .r13, .r12, .rbp, .rbx] { a.pop(r) }
+        a.ret()
+        guard let start = buffer.append(a.finish()) else { preconditionFailure("code buffer smaller than its runtime") }
+        let loadSlow: @convention(c) (UnsafeMutableRawPointer, UInt64, UInt64, UInt64) -> UInt32 = { engine, vaddr, pc, info in
+            Unmanaged<JITEngine>.fromOpaque(engine).takeUnretainedValue().loadSlow(vaddr, pc: pc, info: info)
+        }
+        let storeSlow: @convention(c) (UnsafeMutableRawPointer, UInt64, UInt64, UInt64) -> UInt32 = { engine, vaddr, pc, info in
+            Unmanaged<JITEngine>.fromOpaque(engine).takeUnretainedValue().storeSlow(vaddr, pc: pc, info: info)
+        }
+        let interpret: @convention(c) (UnsafeMutableRawPointer, UnsafeRawPointer, UInt64) -> UInt32 = { engine, slot, pc in
+            let hart = Unmanaged<JITEngine>.fromOpaque(engine).takeUnretainedValue().hart
+            return hart.interpret(slot.load(as: DecodedInstruction.self), pc: pc).rawValue
+        }
+        let helpers = HelperAddresses(loadSlow: unsafeBitCast(loadSlow, to: UInt64.self),
+                                      storeSlow: unsafeBitCast(storeSlow, to: UInt64.self),
+                                      interpret: unsafeBitCast(interpret, to: UInt64.self),
+                                      epilogue: UInt(bitPattern: start + epilogueOffset))
+        return (unsafeBitCast(start, to: EnterFunction.self), helpers)
+    }
+
+    /// Drops every translation.
+    private func flush() {
+        buffer.reset()
+        (enter, helpers) = Self.emitRuntime(into: buffer)
+        blocks.removeAll(keepingCapacity: true)
+        for i in 0..<Self.cacheSize { cache[i] = CacheEntry() }
+        slotsUsed = 0
+        pendingSite = nil
+        generation = hart.codeGeneration
+        statistics.flushes += 1
+    }
+
+    // MARK: - Dispatcher
+
+    public func run(budget: Int) -> StopReason {
+        let s = hart.state
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        let tlb = UnsafeMutableRawPointer(hart.tlb)
+        var remaining = budget
+        while remaining > 0 {
+            if hart.needsInterpreter { return hart.run(budget: remaining) }
+            if hart.stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
+            hart.updateTimerInterrupts()
+            if let irq = hart.interruptToTake() {
+                hart.takeTrap(Trap(interrupt: irq), pc: s.pointee.pc)
+            }
+            if generation != hart.codeGeneration { flush() }
+            let chunk = min(remaining, Self.chunk)
+            // The last exit's target may no longer be where the hart goes (an interrupt).
+            pendingSite = nil
+            s.pointee.endChunk = false
+            s.pointee.jitBudget = Int64(chunk)
+            while s.pointee.jitBudget > 0 && !s.pointee.endChunk {
+                let code: UnsafeRawPointer
+                switch block(at: s.pointee.pc) {
+                case .code(let found): code = found
+                case .handled: continue
+                case .stop(let reason): return reason
+                }
+                if let site = pendingSite {
+                    buffer.patchRel32(at: site, to: code)
+                    statistics.chains += 1
+                    pendingSite = nil
+                }
+                let status = enter(UnsafeMutableRawPointer(s), context, tlb, code)
+                if status >= ExitStatus.firstChainSite {
+                    pendingSite = UnsafeRawPointer(bitPattern: UInt(status))
+                } else if status == ExitStatus.debugStop.rawValue {
+                    return .debugStop
+                }
+            }
+            remaining -= chunk - Int(s.pointee.jitBudget)
+            if s.pointee.waiting {
+                s.pointee.waiting = false
+                return .waitingForInterrupt
+            }
+        }
+        return .budgetExhausted
+    }
+
+    private enum Lookup {
+        case code(UnsafeRawPointer)
+        /// The dispatcher did the work itself (took a fetch trap, interpreted one instruction).
+        case handled
+        case stop(StopReason)
+    }
+
+    /// The translated block at virtual `pc`, translating it if needed. Instruction fetch
+    /// goes through the hart's execute TLB, filled (with its page fault or access fault) by
+    /// the same `resolve` the interpreter uses.
+    private func block(at pc: UInt64) -> Lookup {
+        let s = hart.state
+        let vpn = pc >> 12
+        let entry = hart.tlb + AccessType.execute.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
+        let key = vpn << 2 | s.pointee.fetchKey
+        if entry.pointee.tag != key {
+            do throws(Trap) {
+                let (_, host) = try hart.resolve(pc, size: 2, .execute, key: s.pointee.fetchKey)
+                guard host != nil else { throw Trap(.instructionAccessFault, tval: pc) }
+            } catch {
+                hart.takeTrap(error, pc: pc)
+                pendingSite = nil
+                return .handled
+            }
+            // PMP does not treat the whole page alike: no translation, the interpreter
+            // checks every fetch.
+            guard entry.pointee.tag == key else { return interpretOne() }
+        }
+        let physical = entry.pointee.physicalPage | (pc & (Hart.pageSize - 1))
+        let c = cache + Int((pc >> 1) & UInt64(Self.cacheSize - 1))
+        if c.pointee.virtual == pc && c.pointee.physical == physical, let code = c.pointee.code { return .code(code) }
+        let blockKey = BlockKey(virtual: pc, physical: physical)
+        var code = blocks[blockKey]
+        if code == nil {
+            // SAFETY: a TLB entry's addend maps its whole virtual page onto a page of guest RAM
+            // (`Hart.resolve` fills entries only for RAM pages), which stays mapped while the
+            // board exists; only the page's bytes are read.
+            guard let hostPage = UnsafeRawPointer(bitPattern: Int(bitPattern: UInt(pc & ~(Hart.pageSize - 1))) &+ entry.pointee.addend) else {
+                return interpretOne()
+            }
+            code = translate(pc: pc, hostPage: hostPage)
+            guard let translated = code else { return interpretOne() }
+            blocks[blockKey] = translated
+        }
+        c.pointee = CacheEntry(virtual: pc, physical: physical, code: code)
+        return .code(code!)
+    }
+
+    /// Runs one instruction in the interpreter (one that crosses into the next page, or sits
+    /// on a page PMP splits).
+    private func interpretOne() -> Lookup {
+        pendingSite = nil
+        hart.state.pointee.jitBudget -= 1
+        let reason = hart.run(budget: 1)
+        return reason == .budgetExhausted ? .handled : .stop(reason)
+    }
+
+    // MARK: - Translation
+
+    /// Decodes the block at `pc` (host bytes of its page at `hostPage`) and emits it; nil when
+    /// its first instruction cannot be translated here (it continues on the next page).
+    private func translate(pc: UInt64, hostPage: UnsafeRawPointer) -> UnsafeRawPointer? {
+        for attempt in 0..<2 {
+            switch emitBlock(pc: pc, hostPage: hostPage) {
+            case .done(let code): return code
+            case .untranslatable: return nil
+            case .full:
+                // Flush and try once more in an empty buffer; a block that does not fit in an
+                // empty buffer (never with the sizes allowed) is interpreted.
+                if attempt == 0 { flush() }
+            }
+        }
+        return nil
+    }
+
+    private enum EmitResult {
+        case done(UnsafeRawPointer)
+        case untranslatable
+        case full
+    }
+
+    private func emitBlock(pc: UInt64, hostPage: UnsafeRawPointer) -> EmitResult {
+        var instructions: [Translator.Instruction] = []
+        var current = pc
+        while instructions.count < Translator.maxInstructions {
+            let offset = Int(current & (Hart.pageSize - 1))
+            let low = hostPage.load(fromByteOffset: offset, as: UInt16.self)
+            if low & 3 == 3 && offset + 4 > Int(Hart.pageSize) { break }  // its upper half is on the next page
+            let d = hart.decoder.decode(low: low) { () -> UInt16 in hostPage.load(fromByteOffset: offset + 2, as: UInt16.self) }
+            var slot: UnsafePointer<DecodedInstruction>?
+            if !Translator.isNative(d.op) {
+                guard slotsUsed < Self.slotCapacity else { return .full }
+                (slots + slotsUsed).initialize(to: d)
+                slot = UnsafePointer(slots + slotsUsed)
+                slotsUsed += 1
+            }
+            instructions.append(Translator.Instruction(pc: current, decoded: d, slot: slot))
+            current &+= UInt64(d.length)
+            if Translator.endsBlock(d.op) || current & (Hart.pageSize - 1) == 0 { break }
+        }
+        guard !instructions.isEmpty else { return .untranslatable }
+        var translator = Translator(origin: buffer.nextAddress, blockPC: pc, helpers: helpers)
+        let result = translator.translate(instructions)
+        guard let code = buffer.append(result.code) else { return .full }
+        statistics.blocks += 1
+        statistics.instructions += result.instructions
+        statistics.codeBytes = buffer.used
+        return .done(code)
+    }
+
+    // MARK: - Helpers called from generated code
+
+    /// The TLB-miss path of a translated load (`info` = op | rd << 8): exactly the
+    /// interpreter's `loadSlow` (page walk, PMP, MMIO, misaligned, watchpoints).
+    func loadSlow(_ vaddr: UInt64, pc: UInt64, info: UInt64) -> UInt32 {
+        let s = hart.state
+        guard let op = Op(rawValue: UInt8(truncatingIfNeeded: info)) else { preconditionFailure("bad load helper info") }
+        let rd = Int((info >> 8) & 31)
+        let size: Int, signed: Bool
+        switch op {
+        case .lb: (size, signed) = (1, true)
+        case .lbu: (size, signed) = (1, false)
+        case .lh: (size, signed) = (2, true)
+        case .lhu: (size, signed) = (2, false)
+        case .lw: (size, signed) = (4, true)
+        case .lwu: (size, signed) = (4, false)
+        default: (size, signed) = (8, false)
+        }
+        do throws(Trap) {
+            var value = try hart.loadSlow(vaddr, size: size, key: s.pointee.dataKey)
+            if signed && size < 8 {
+                let shift = UInt64(64 - 8 * size)
+                value = UInt64(bitPattern: Int64(bitPattern: value << shift) >> shift)
+            }
+            if rd != 0 { s.pointee.x[rd] = value }
+            return 0
+        } catch {
+            return trapped(error, pc: pc)
+        }
+    }
+
+    /// The TLB-miss path of a translated store (`info` = op | rs2 << 8).
+    func storeSlow(_ vaddr: UInt64, pc: UInt64, info: UInt64) -> UInt32 {
+        let s = hart.state
+        let size: Int
+        switch Op(rawValue: UInt8(truncatingIfNeeded: info)) {
+        case .sb: size = 1
+        case .sh: size = 2
+        case .sw: size = 4
+        default: size = 8
+        }
+        do throws(Trap) {
+            try hart.storeSlow(vaddr, s.pointee.x[Int((info >> 8) & 31)], size: size, key: s.pointee.dataKey)
+            return 0
+        } catch {
+            return trapped(error, pc: pc)
+        }
+    }
+
+    /// A helper's access trapped at `pc`: take the trap (or stop for the debugger).
+    private func trapped(_ error: Trap, pc: UInt64) -> UInt32 {
+        if error.cause == Trap.debugStopCause {
+            hart.state.pointee.pc = pc
+            return UInt32(ExitStatus.debugStop.rawValue)
+        }
+        hart.takeTrap(error, pc: pc)
+        return UInt32(ExitStatus.trapped.rawValue)
+    }
+}

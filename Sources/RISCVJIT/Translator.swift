@@ -1,0 +1,532 @@
+import RISCV
+
+/// Field offsets of `HartState` and `TLBEntry`, read once from the compiler's layout
+/// (`MemoryLayout.offset(of:)`): generated code reaches hart state through r15 and the TLB
+/// through r13 at these displacements.
+struct StateLayout {
+    let x: Int32
+    let pc: Int32
+    let minstret: Int32
+    let mcycle: Int32
+    let dataKey: Int32
+    let budget: Int32
+    let tlbStride: Int32
+    let tlbTag: Int32
+    let tlbAddend: Int32
+
+    static let shared = StateLayout()
+
+    private init() {
+        func offset<T>(_ key: PartialKeyPath<T>) -> Int32 {
+            guard let value = MemoryLayout<T>.offset(of: key) else { preconditionFailure("stored property expected") }
+            return Int32(value)
+        }
+        x = offset(\HartState.x)
+        pc = offset(\HartState.pc)
+        minstret = offset(\HartState.minstret)
+        mcycle = offset(\HartState.mcycle)
+        dataKey = offset(\HartState.dataKey)
+        budget = offset(\HartState.jitBudget)
+        tlbStride = Int32(MemoryLayout<TLBEntry>.stride)
+        tlbTag = offset(\TLBEntry.tag)
+        tlbAddend = offset(\TLBEntry.addend)
+        // InlineArray stores its elements inline and contiguously: x[i] is at x + 8 * i.
+        precondition(MemoryLayout<InlineArray<32, UInt64>>.size == 32 * 8)
+    }
+}
+
+/// What generated code returns to the dispatcher in eax (values below `firstChainSite`);
+/// a larger value is the address of a `jmp rel32` whose target block may be chained.
+enum ExitStatus: UInt64 {
+    /// `pc` holds the next guest pc: look its block up.
+    case jump = 0
+    case trapped = 1
+    case leave = 2
+    case debugStop = 3
+    /// The chunk's instruction budget was spent before the block started (pc is the block's).
+    case budget = 4
+
+    static let firstChainSite: UInt64 = 16
+}
+
+/// Addresses of the helpers translated code calls, and of the shared epilogue.
+struct HelperAddresses {
+    let loadSlow: UInt64
+    let storeSlow: UInt64
+    let interpret: UInt64
+    let epilogue: UInt
+}
+
+/// Translates one basic block of RISC-V code into x86-64 (the speed issue, part 2).
+///
+/// Register conventions in generated code: r15 = `HartState*`, r14 = the engine (the helpers'
+/// first argument), r13 = the hart's TLB; rax, rcx, rdx, rsi, rdi, r8-r11 are scratch. Guest
+/// registers live in `HartState.x` and are loaded and stored per instruction. The stack stays
+/// 16-byte aligned (the trampoline sets it up), so helpers are called as plain C functions.
+///
+/// Precise state: `pc` is written at every exit and passed to every helper, counters are
+/// added at every exit and before every interpreted instruction, so a trap in any helper sees
+/// what the interpreter would have at that instruction.
+struct Translator {
+    /// A block ends after this many instructions (bounds translation work and trap latency).
+    static let maxInstructions = 64
+
+    let layout = StateLayout.shared
+    let helpers: HelperAddresses
+
+    /// One instruction of the block being translated.
+    struct Instruction {
+        let pc: UInt64
+        let decoded: DecodedInstruction
+        /// Where the interpreter finds it, for instructions handed to the interpreter.
+        let slot: UnsafePointer<DecodedInstruction>?
+    }
+
+    struct Result {
+        let code: [UInt8]
+        let instructions: Int
+    }
+
+    // MARK: - Which instructions are translated
+
+    /// Instructions emitted as host code; everything else (CSRs, FP, atomics, system
+    /// instructions, division, the rarer bit-manipulation ones) calls the interpreter.
+    static func isNative(_ op: Op) -> Bool {
+        switch op {
+        case .lui, .auipc, .jal, .jalr, .beq, .bne, .blt, .bge, .bltu, .bgeu,
+             .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu, .sb, .sh, .sw, .sd,
+             .addi, .slti, .sltiu, .xori, .ori, .andi, .slli, .srli, .srai,
+             .add, .sub, .sll, .slt, .sltu, .xor, .srl, .sra, .or, .and,
+             .addiw, .slliw, .srliw, .sraiw, .addw, .subw, .sllw, .srlw, .sraw,
+             .fence, .mul, .mulh, .mulhsu, .mulhu, .mulw,
+             .add_uw, .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw, .slli_uw,
+             .andn, .orn, .xnor, .max, .maxu, .min, .minu, .sext_b, .sext_h, .zext_h, .rev8,
+             .rol, .ror, .rori, .rolw, .rorw, .roriw,
+             .bclr, .bclri, .bext, .bexti, .binv, .binvi, .bset, .bseti:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Instructions after which a block ends: control transfers, and interpreted
+    /// instructions that change privilege, translation, counters' rules or the code itself.
+    static func endsBlock(_ op: Op) -> Bool {
+        switch op {
+        case .jal, .jalr, .beq, .bne, .blt, .bge, .bltu, .bgeu,
+             .ecall, .ebreak, .mret, .sret, .wfi, .sfence_vma, .fence_i, .illegal,
+             .csrrw, .csrrs, .csrrc, .csrrwi, .csrrsi, .csrrci:
+            return true
+        default:
+            return false
+        }
+    }
+
+    // MARK: - Emission
+
+    private var a: X86Assembler
+    /// Instructions retired since counters were last brought up to date.
+    private var pending: Int32 = 0
+    /// The virtual page of the block: exits to it may be chained.
+    private let page: UInt64
+    private var slowPaths: [(label: Label, emit: (inout Translator) -> Void)] = []
+
+    init(origin: UInt, blockPC: UInt64, helpers: HelperAddresses) {
+        a = X86Assembler(origin: origin)
+        page = blockPC >> 12
+        self.helpers = helpers
+    }
+
+    private func x(_ r: UInt8) -> Mem { Mem(.r15, layout.x + Int32(r) * 8) }
+    private var pcField: Mem { Mem(.r15, layout.pc) }
+
+    private mutating func loadX(_ dst: Reg, _ r: UInt8) {
+        if r == 0 { a.mov(dst, imm: 0) } else { a.load(dst, x(r)) }
+    }
+
+    private mutating func storeX(_ r: UInt8, _ src: Reg) {
+        if r != 0 { a.store(x(r), src) }
+    }
+
+    /// Brings minstret and mcycle up to date (mcountinhibit is 0 whenever this engine runs).
+    private mutating func flushCounters() {
+        guard pending > 0 else { return }
+        a.alu(.add, Mem(.r15, layout.minstret), imm: pending)
+        a.alu(.add, Mem(.r15, layout.mcycle), imm: pending)
+        pending = 0
+    }
+
+    private mutating func returnStatus(_ status: ExitStatus) {
+        a.mov(.rax, imm: status.rawValue)
+        a.jmp(absolute: helpers.epilogue)
+    }
+
+    /// Leaves the block for guest pc `target`: chained later if it is on this page.
+    private mutating func exit(to target: UInt64) {
+        flushCounters()
+        a.mov(.rax, imm: target)
+        a.store(pcField, .rax)
+        if target >> 12 == page {
+            // A jmp the dispatcher patches to the target's block; until then it lands on the
+            // stub after it, which returns the jmp's own address.
+            let site = a.jmpPatchable()
+            a.movabs(.rax, imm: UInt64(a.origin) + UInt64(site))
+            a.jmp(absolute: helpers.epilogue)
+        } else {
+            returnStatus(.jump)
+        }
+    }
+
+    /// Translates `block` (at most `maxInstructions`, all on one page, the first native or
+    /// not). The caller places the code at `origin`.
+    mutating func translate(_ block: [Instruction]) -> Result {
+        // Entry: leave if the chunk's budget is spent, else take this block's share of it.
+        let spent = a.newLabel()
+        a.alu(.cmp, Mem(.r15, layout.budget), imm: 0)
+        a.jcc(.le, spent)
+        a.alu(.sub, Mem(.r15, layout.budget), imm: Int32(block.count))
+
+        var ended = false
+        for insn in block {
+            emit(insn)
+            if Self.endsBlock(insn.decoded.op) {
+                ended = true
+                break
+            }
+        }
+        if !ended, let last = block.last {
+            exit(to: last.pc &+ UInt64(last.decoded.length))
+        }
+
+        a.bind(spent)
+        returnStatus(.budget)
+        for path in slowPaths {
+            a.bind(path.label)
+            path.emit(&self)
+        }
+        return Result(code: a.finish(), instructions: block.count)
+    }
+
+    private mutating func emit(_ insn: Instruction) {
+        let d = insn.decoded
+        if !Self.isNative(d.op) {
+            emitInterpreted(insn)
+            return
+        }
+        pending += 1
+        let imm = d.imm
+        let next = insn.pc &+ UInt64(d.length)
+        switch d.op {
+        case .lui:
+            a.mov(.rax, imm: UInt64(bitPattern: imm))
+            storeX(d.rd, .rax)
+        case .auipc:
+            a.mov(.rax, imm: insn.pc &+ UInt64(bitPattern: imm))
+            storeX(d.rd, .rax)
+        case .jal:
+            if d.rd != 0 {
+                a.mov(.rax, imm: next)
+                storeX(d.rd, .rax)
+            }
+            exit(to: insn.pc &+ UInt64(bitPattern: imm))
+        case .jalr:
+            loadX(.rax, d.rs1)
+            if imm != 0 { a.alu(.add, .rax, imm: Int32(imm)) }
+            a.alu(.and, .rax, imm: -2)
+            if d.rd != 0 {
+                a.mov(.rcx, imm: next)
+                storeX(d.rd, .rcx)
+            }
+            a.store(pcField, .rax)
+            flushCounters()
+            returnStatus(.jump)
+        case .beq, .bne, .blt, .bge, .bltu, .bgeu:
+            loadX(.rax, d.rs1)
+            if d.rs2 == 0 { a.test(.rax, .rax) } else { a.alu(.cmp, .rax, x(d.rs2)) }
+            let cond: Cond = [.beq: .e, .bne: .ne, .blt: .l, .bge: .ge, .bltu: .b, .bgeu: .ae][d.op]!
+            let taken = a.newLabel()
+            a.jcc(cond, taken)
+            let saved = pending
+            exit(to: next)
+            a.bind(taken)
+            pending = saved
+            exit(to: insn.pc &+ UInt64(bitPattern: imm))
+        case .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu:
+            emitLoad(insn)
+        case .sb, .sh, .sw, .sd:
+            emitStore(insn)
+        case .fence:
+            a.mfence()
+        default:
+            emitALU(d)
+        }
+    }
+
+    /// Register-to-register and immediate arithmetic: result in rax, then into rd.
+    private mutating func emitALU(_ d: DecodedInstruction) {
+        let imm32 = Int32(truncatingIfNeeded: d.imm)
+        let shamt = UInt8(truncatingIfNeeded: d.imm)
+        // Sources: rax = rs1, rcx = rs2 (only for the R-type forms).
+        loadX(.rax, d.rs1)
+        switch d.op {
+        case .add, .sub, .sll, .slt, .sltu, .xor, .srl, .sra, .or, .and, .addw, .subw, .sllw, .srlw, .sraw,
+             .mul, .mulh, .mulhsu, .mulhu, .mulw, .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw,
+             .add_uw, .andn, .orn, .xnor, .max, .maxu, .min, .minu, .rol, .ror, .rolw, .rorw,
+             .bclr, .bext, .binv, .bset:
+            loadX(.rcx, d.rs2)
+        default:
+            break
+        }
+        switch d.op {
+        case .addi: if imm32 != 0 { a.alu(.add, .rax, imm: imm32) }
+        case .xori: a.alu(.xor, .rax, imm: imm32)
+        case .ori: a.alu(.or, .rax, imm: imm32)
+        case .andi: a.alu(.and, .rax, imm: imm32)
+        case .slti:
+            a.alu(.cmp, .rax, imm: imm32)
+            a.set(.l, .rax)
+        case .sltiu:
+            a.alu(.cmp, .rax, imm: imm32)
+            a.set(.b, .rax)
+        case .slli: a.shift(.shl, .rax, imm: shamt & 63)
+        case .srli: a.shift(.shr, .rax, imm: shamt & 63)
+        case .srai: a.shift(.sar, .rax, imm: shamt & 63)
+        case .add: a.alu(.add, .rax, .rcx)
+        case .sub: a.alu(.sub, .rax, .rcx)
+        case .xor: a.alu(.xor, .rax, .rcx)
+        case .or: a.alu(.or, .rax, .rcx)
+        case .and: a.alu(.and, .rax, .rcx)
+        case .sll: a.shiftByCL(.shl, .rax)
+        case .srl: a.shiftByCL(.shr, .rax)
+        case .sra: a.shiftByCL(.sar, .rax)
+        case .slt:
+            a.alu(.cmp, .rax, .rcx)
+            a.set(.l, .rax)
+        case .sltu:
+            a.alu(.cmp, .rax, .rcx)
+            a.set(.b, .rax)
+        case .addiw:
+            a.alu(.add, .rax, imm: imm32, w: false)
+            a.movsxd(.rax, .rax)
+        case .slliw:
+            a.shift(.shl, .rax, imm: shamt & 31, w: false)
+            a.movsxd(.rax, .rax)
+        case .srliw:
+            a.shift(.shr, .rax, imm: shamt & 31, w: false)
+            a.movsxd(.rax, .rax)
+        case .sraiw:
+            a.shift(.sar, .rax, imm: shamt & 31, w: false)
+            a.movsxd(.rax, .rax)
+        case .addw:
+            a.alu(.add, .rax, .rcx, w: false)
+            a.movsxd(.rax, .rax)
+        case .subw:
+            a.alu(.sub, .rax, .rcx, w: false)
+            a.movsxd(.rax, .rax)
+        case .sllw:
+            a.shiftByCL(.shl, .rax, w: false)
+            a.movsxd(.rax, .rax)
+        case .srlw:
+            a.shiftByCL(.shr, .rax, w: false)
+            a.movsxd(.rax, .rax)
+        case .sraw:
+            a.shiftByCL(.sar, .rax, w: false)
+            a.movsxd(.rax, .rax)
+        case .mul: a.imul(.rax, .rcx)
+        case .mulw:
+            a.imul(.rax, .rcx, w: false)
+            a.movsxd(.rax, .rax)
+        case .mulh:
+            a.mulWide(.rcx, signed: true)
+            a.mov(.rax, .rdx)
+        case .mulhu:
+            a.mulWide(.rcx, signed: false)
+            a.mov(.rax, .rdx)
+        case .mulhsu:
+            // high(a_signed * b_unsigned) = high(a_unsigned * b) - (a < 0 ? b : 0).
+            a.mov(.r8, .rax)
+            a.mulWide(.rcx, signed: false)
+            a.shift(.sar, .r8, imm: 63)
+            a.alu(.and, .r8, .rcx)
+            a.alu(.sub, .rdx, .r8)
+            a.mov(.rax, .rdx)
+        case .add_uw:
+            a.mov(.rax, .rax, w: false)
+            a.alu(.add, .rax, .rcx)
+        case .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw:
+            if [.sh1add_uw, .sh2add_uw, .sh3add_uw].contains(d.op) { a.mov(.rax, .rax, w: false) }
+            let scale: UInt8 = [.sh1add: 2, .sh2add: 4, .sh3add: 8, .sh1add_uw: 2, .sh2add_uw: 4, .sh3add_uw: 8][d.op]!
+            a.lea(.rax, Mem(.rcx, index: .rax, scale: scale))
+        case .slli_uw:
+            a.mov(.rax, .rax, w: false)
+            a.shift(.shl, .rax, imm: shamt & 63)
+        case .andn:
+            a.not(.rcx)
+            a.alu(.and, .rax, .rcx)
+        case .orn:
+            a.not(.rcx)
+            a.alu(.or, .rax, .rcx)
+        case .xnor:
+            a.alu(.xor, .rax, .rcx)
+            a.not(.rax)
+        case .max, .min, .maxu, .minu:
+            a.alu(.cmp, .rax, .rcx)
+            // Replace rs1 by rs2 when rs1 is the wrong side.
+            let cond: Cond = [.max: .l, .min: .g, .maxu: .b, .minu: .a][d.op]!
+            a.cmov(cond, .rax, .rcx)
+        case .sext_b: a.extend(.rax, .rax, bits: 8, signed: true)
+        case .sext_h: a.extend(.rax, .rax, bits: 16, signed: true)
+        case .zext_h: a.extend(.rax, .rax, bits: 16, signed: false)
+        case .rev8: a.bswap(.rax)
+        case .rol: a.shiftByCL(.rol, .rax)
+        case .ror: a.shiftByCL(.ror, .rax)
+        case .rori: a.shift(.ror, .rax, imm: shamt & 63)
+        case .rolw:
+            a.shiftByCL(.rol, .rax, w: false)
+            a.movsxd(.rax, .rax)
+        case .rorw:
+            a.shiftByCL(.ror, .rax, w: false)
+            a.movsxd(.rax, .rax)
+        case .roriw:
+            a.shift(.ror, .rax, imm: shamt & 31, w: false)
+            a.movsxd(.rax, .rax)
+        case .bclr: a.bitTest(.btr, .rax, .rcx)
+        case .bset: a.bitTest(.bts, .rax, .rcx)
+        case .binv: a.bitTest(.btc, .rax, .rcx)
+        case .bext:
+            a.bitTest(.bt, .rax, .rcx)
+            a.set(.b, .rax)
+        case .bclri: a.bitTest(.btr, .rax, imm: shamt)
+        case .bseti: a.bitTest(.bts, .rax, imm: shamt)
+        case .binvi: a.bitTest(.btc, .rax, imm: shamt)
+        case .bexti:
+            a.bitTest(.bt, .rax, imm: shamt)
+            a.set(.b, .rax)
+        default:
+            preconditionFailure("\(d.op) is not translated")
+        }
+        storeX(d.rd, .rax)
+    }
+
+    // MARK: - Memory
+
+    private static func loadShape(_ op: Op) -> (size: Int, signed: Bool) {
+        switch op {
+        case .lb: return (1, true)
+        case .lbu: return (1, false)
+        case .lh: return (2, true)
+        case .lhu: return (2, false)
+        case .lw: return (4, true)
+        case .lwu: return (4, false)
+        default: return (8, false)
+        }
+    }
+
+    private static func storeSize(_ op: Op) -> Int {
+        switch op {
+        case .sb: return 1
+        case .sh: return 2
+        case .sw: return 4
+        default: return 8
+        }
+    }
+
+    /// The software-TLB hit path (DESIGN.md §7): rax = vaddr; on a hit rdx = host addend and
+    /// execution falls through; a miss, a misaligned address or a page without the right
+    /// (RAM, permission) entry jumps to `slow` with rax intact.
+    private mutating func emitTLBLookup(access: AccessType, size: Int, slow: Label) {
+        let base = Int32(access.rawValue * Hart.tlbSize) * layout.tlbStride
+        a.mov(.rcx, .rax)
+        a.shift(.shr, .rcx, imm: 12)
+        a.mov(.rdx, .rcx, w: false)
+        a.alu(.and, .rdx, imm: Int32(Hart.tlbSize - 1), w: false)
+        a.shift(.shl, .rcx, imm: 2)
+        a.alu(.or, .rcx, Mem(.r15, layout.dataKey))
+        // rdx = index * stride (24 = 3 * 8 for the three-word entry).
+        precondition(layout.tlbStride == 24)
+        a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
+        a.alu(.cmp, .rcx, Mem(.r13, index: .rdx, scale: 8, base + layout.tlbTag))
+        a.jcc(.ne, slow)
+        if size > 1 {
+            a.test8(.rax, imm: UInt8(size - 1))
+            a.jcc(.ne, slow)
+        }
+        a.load(.rdx, Mem(.r13, index: .rdx, scale: 8, base + layout.tlbAddend))
+    }
+
+    private mutating func emitAddress(_ d: DecodedInstruction) {
+        loadX(.rax, d.rs1)
+        if d.imm != 0 { a.alu(.add, .rax, imm: Int32(d.imm)) }
+    }
+
+    private mutating func emitLoad(_ insn: Instruction) {
+        let d = insn.decoded
+        let (size, signed) = Self.loadShape(d.op)
+        let slow = a.newLabel(), done = a.newLabel()
+        emitAddress(d)
+        emitTLBLookup(access: .read, size: size, slow: slow)
+        a.load(.rax, Mem(.rax, index: .rdx), size: size, signed: signed)
+        storeX(d.rd, .rax)
+        a.bind(done)
+        let retired = pending - 1  // this instruction has not retired if it traps
+        let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
+        slowPaths.append((slow, { t in
+            t.callSlowPath(helper: t.helpers.loadSlow, pc: insn.pc, info: info, retired: retired, done: done)
+        }))
+    }
+
+    private mutating func emitStore(_ insn: Instruction) {
+        let d = insn.decoded
+        let size = Self.storeSize(d.op)
+        let slow = a.newLabel(), done = a.newLabel()
+        emitAddress(d)
+        emitTLBLookup(access: .write, size: size, slow: slow)
+        loadX(.rcx, d.rs2)
+        a.store(Mem(.rax, index: .rdx), .rcx, size: size)
+        a.bind(done)
+        let retired = pending - 1
+        let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
+        slowPaths.append((slow, { t in
+            t.callSlowPath(helper: t.helpers.storeSlow, pc: insn.pc, info: info, retired: retired, done: done)
+        }))
+    }
+
+    /// Out of line: helper(engine, vaddr = rax, pc, info); 0 goes back to `done`, anything
+    /// else (a trap taken, a watchpoint) leaves with the counters of the instructions before.
+    private mutating func callSlowPath(helper: UInt64, pc: UInt64, info: UInt64, retired: Int32, done: Label) {
+        a.mov(.rdi, .r14)
+        a.mov(.rsi, .rax)
+        a.mov(.rdx, imm: pc)
+        a.mov(.rcx, imm: info)
+        a.mov(.rax, imm: helper)
+        a.call(.rax)
+        a.mov(.rax, .rax, w: false)  // the helper returns 32 bits; the epilogue returns 64
+        a.test(.rax, .rax)
+        a.jcc(.e, done)
+        pending = retired
+        flushCounters()
+        a.jmp(absolute: helpers.epilogue)
+    }
+
+    // MARK: - Interpreted instructions
+
+    /// Hands the instruction to the interpreter: counters first (it may read them), then
+    /// `interpret(engine, slot, pc)`; anything but "next" leaves with its status.
+    private mutating func emitInterpreted(_ insn: Instruction) {
+        guard let slot = insn.slot else { preconditionFailure("interpreted instruction without a slot") }
+        flushCounters()
+        a.mov(.rdi, .r14)
+        a.mov(.rsi, imm: UInt64(UInt(bitPattern: slot)))
+        a.mov(.rdx, imm: insn.pc)
+        a.mov(.rax, imm: helpers.interpret)
+        a.call(.rax)
+        a.mov(.rax, .rax, w: false)
+        a.test(.rax, .rax)
+        a.jcc(.ne, absolute: helpers.epilogue)
+        if Self.endsBlock(insn.decoded.op) {
+            // Still on the straight path (a CSR read with no side effect that asked to leave
+            // would have left): go on at the next instruction through the dispatcher.
+            exit(to: insn.pc &+ UInt64(insn.decoded.length))
+        }
+    }
+}
