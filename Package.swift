@@ -21,7 +21,7 @@ let package = Package(
         // zlib (Debian's zlib1g-dev): gzip-compressed kernels, later qcow2's compressed clusters.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "SystemSupport", dependencies: ["CLinux"], swiftSettings: strict),
-        .target(name: "GuestMemory", dependencies: ["SystemSupport"], swiftSettings: strict),
+        .target(name: "GuestMemory", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
         .target(name: "Chardev", dependencies: ["DeviceModel", "SystemSupport", "CLinux"], swiftSettings: strict),
         .target(name: "VirtIO", dependencies: ["DeviceModel", "GuestMemory", "SystemSupport"], swiftSettings: strict),

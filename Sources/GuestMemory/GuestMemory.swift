@@ -1,3 +1,4 @@
+import Synchronization
 import SystemSupport
 
 /// Why a guest memory access could not be done. A bad guest address is an error value the
@@ -19,6 +20,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
 public final class GuestRAM: Sendable {
     public let range: AddressRange
     private let mapping: MappedRegion
+    /// Which pages hold code decoded by a hart, and their write generations.
+    let codePages: CodePages
 
     /// RAM is aligned to 2 MiB on the host so the kernel can use huge pages for it.
     public static let hostAlignment = 2 << 20
@@ -32,6 +35,7 @@ public final class GuestRAM: Sendable {
         }
         self.range = range
         mapping = try MappedRegion(count: Int(size), alignment: GuestRAM.hostAlignment)
+        codePages = try CodePages(size: size)
     }
 
     public var size: UInt64 { range.size }
@@ -46,10 +50,26 @@ public final class GuestRAM: Sendable {
     }
 }
 
+extension GuestRAM {
+    private func pageIndex(_ address: GuestAddress) -> Int {
+        Int((address.rawValue &- range.base.rawValue) >> 12)
+    }
+
+    /// Records a write to `[address, address + count)` for code tracking (`CodePages`).
+    @inline(__always)
+    package func noteWrite(at address: GuestAddress, count: UInt64) {
+        guard count > 0, range.contains(address, count: count) else { return }
+        codePages.noteWrite(firstPage: pageIndex(address), lastPage: pageIndex(GuestAddress(address.rawValue + count - 1)))
+    }
+}
+
 /// All of a machine's guest RAM: one or more `GuestRAM` regions that never overlap
 /// (the x86 board splits RAM around the MMIO hole below 4 GiB). Every access is bounds-checked.
 public final class GuestMemory: Sendable {
     public let regions: [GuestRAM]
+    /// Moves each time a page becomes code (`CodePages`): harts then drop the write
+    /// translations they cached, so their later stores to code pages are noted.
+    package let codeEpoch = Atomic<UInt64>(0)
 
     public init(regions: [GuestRAM]) throws(SystemError) {
         let sorted = regions.sorted { $0.range.base < $1.range.base }
@@ -97,19 +117,23 @@ public final class GuestMemory: Sendable {
     /// Stores a little-endian integer.
     @inline(__always)
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
-        let (_, p) = try region(containing: address, count: UInt64(MemoryLayout<T>.size))
+        let (region, p) = try region(containing: address, count: UInt64(MemoryLayout<T>.size))
         p.storeBytes(of: value.littleEndian, as: T.self)
+        region.noteWrite(at: address, count: UInt64(MemoryLayout<T>.size))
     }
 
     /// Runs `body` on the host bytes backing `[address, address + count)`; the buffer must not
     /// escape `body`. This is how DMA-capable devices and loaders reach guest RAM.
+    /// `writing`: whether `body` may write (then the write is noted for code tracking);
+    /// a device that only reads guest memory says false.
     @discardableResult
     public func withHostBytes<R>(
-        at address: GuestAddress, count: Int,
+        at address: GuestAddress, count: Int, writing: Bool = true,
         _ body: (UnsafeMutableRawBufferPointer) throws -> R
     ) throws -> R {
         guard count >= 0 else { throw GuestMemoryError.outOfRange(address: address, count: 0) }
-        let (_, p) = try region(containing: address, count: UInt64(count))
+        let (region, p) = try region(containing: address, count: UInt64(count))
+        defer { if writing { region.noteWrite(at: address, count: UInt64(count)) } }
         return try body(UnsafeMutableRawBufferPointer(start: p, count: count))
     }
 
@@ -122,7 +146,47 @@ public final class GuestMemory: Sendable {
 
     /// Copies `bytes` into guest RAM.
     public func writeBytes(_ bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
-        let (_, p) = try region(containing: address, count: UInt64(bytes.count))
+        let (region, p) = try region(containing: address, count: UInt64(bytes.count))
         UnsafeMutableRawBufferPointer(start: p, count: bytes.count).copyBytes(from: bytes)
+        region.noteWrite(at: address, count: UInt64(bytes.count))
+    }
+}
+
+// MARK: - Code pages (CodePages.swift)
+
+extension GuestMemory {
+    /// Registers hart `hart` as holding code from the RAM page at `page`; returns the page's
+    /// write generation, or nil when it is not RAM. Moves `codeEpoch` when the page just
+    /// became code.
+    package func registerCodePage(_ page: GuestAddress, hart: Int) -> UInt32? {
+        guard let region = try? region(containing: page, count: 4096).0 else { return nil }
+        let (generation, becameCode) = region.codePages.register(page: Int((page.rawValue - region.range.base.rawValue) >> 12), hart: hart)
+        if becameCode { codeEpoch.add(1, ordering: .sequentiallyConsistent) }
+        return generation
+    }
+
+    package func unregisterCodePage(_ page: GuestAddress, hart: Int) {
+        guard let region = try? region(containing: page, count: 4096).0 else { return }
+        region.codePages.unregister(page: Int((page.rawValue - region.range.base.rawValue) >> 12), hart: hart)
+    }
+
+    /// The write generation of the RAM page at `page` (0 when it is not RAM).
+    package func codePageGeneration(_ page: GuestAddress) -> UInt32 {
+        guard let region = try? region(containing: page, count: 4096).0 else { return 0 }
+        return region.codePages.generation(page: Int((page.rawValue - region.range.base.rawValue) >> 12))
+    }
+
+    /// Whether some hart holds code from the RAM page at `page`: its writes must be noted.
+    package func isCodePage(_ page: GuestAddress) -> Bool {
+        guard let region = try? region(containing: page, count: 4096).0 else { return false }
+        return region.codePages.holderMask(page: Int((page.rawValue - region.range.base.rawValue) >> 12)) != 0
+    }
+
+    /// Records a write to guest RAM made through a host pointer (a hart's store or atomic).
+    package func noteWrite(at address: GuestAddress, count: UInt64) {
+        for region in regions where region.range.contains(address, count: count) {
+            region.noteWrite(at: address, count: count)
+            return
+        }
     }
 }

@@ -44,12 +44,9 @@ extension Hart {
     }
 
     /// Whether something asks for the reference interpreter, instruction by instruction:
-    /// a debugger's breakpoints or watchpoints, `-d` instruction traces, or mcycle/minstret
-    /// stopped by mcountinhibit's CY or IR bit (translated code counts every instruction;
-    /// OpenSBI inhibits the hpm counters, bits 3-31, which read zero here anyway).
+    /// a debugger's breakpoints or watchpoints, or `-d` instruction traces.
     package var needsInterpreter: Bool {
         let s = state
-        return s.pointee.breakpointFilter != 0 || s.pointee.checkWatchpoints || s.pointee.mcountinhibit & 0b101 != 0
-            || Hart.isTracing
+        return s.pointee.breakpointFilter != 0 || s.pointee.checkWatchpoints || Hart.isTracing
     }
 }

@@ -207,14 +207,14 @@ extension Hart {
         for piece in pieces {
             guard (try? memory.ram.writeBytes(bytes[piece.range], at: GuestAddress(piece.physical))) != nil else { return false }
         }
-        flushDecodedPages()
+        synchronizeInstructionFetch()
         return true
     }
 
     /// `writeBytes` for physical addresses, also dropping decoded instructions.
     public func debugWrite(physical address: UInt64, bytes: [UInt8]) -> Bool {
         guard (try? memory.ram.writeBytes(bytes, at: GuestAddress(address))) != nil else { return false }
-        flushDecodedPages()
+        synchronizeInstructionFetch()
         return true
     }
 }

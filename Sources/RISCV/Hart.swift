@@ -81,9 +81,21 @@ public final class Hart: @unchecked Sendable {
     /// hart executes FENCE.I, so this cache is dropped on FENCE.I (and when it is full), not on
     /// every store; Linux issues FENCE.I whenever it creates or changes code.
     var decodedPages: [UInt64: UnsafeMutablePointer<DecodedInstruction>] = [:]
-    /// Counts the times decoded code was dropped (FENCE.I, a debugger's write, reset): an
-    /// execution engine that caches translations drops them when this changes.
+    /// The physical pages this hart holds code from (decoded instructions, or an engine's
+    /// translations), with the write generation each had when it was registered
+    /// (`GuestMemory`'s code pages): FENCE.I drops the pages whose generation has moved.
+    private var codePages: [UInt64: UInt32] = [:]
+    /// `GuestMemory.codeEpoch` as this hart last saw it (its write TLB holds no code page).
+    private var seenCodeEpoch: UInt64 = 0
+    /// Moves at every FENCE.I (or debugger write): an engine that caches translations then
+    /// drops those on `takeDroppedCodePages()`.
     package private(set) var codeGeneration: UInt64 = 0
+    /// Moves when every cached instruction must go (reset).
+    package private(set) var codeResets: UInt64 = 0
+    /// Pages FENCE.I found written since they were registered, kept for an engine that asked
+    /// (`collectsDroppedCodePages`) until it takes them.
+    private var droppedCodePages: [UInt64] = []
+    package var collectsDroppedCodePages = false
     /// At most this many pages are cached (16 KiB... 32 KiB each); past it the cache starts over.
     static let decodedPageLimit = 1024
     static let slotsPerPage = 2048
@@ -117,7 +129,7 @@ public final class Hart: @unchecked Sendable {
     }
 
     deinit {
-        flushDecodedPages()
+        dropAllCode()
         state.deinitialize(count: 1)
         state.deallocate()
         tlb.deinitialize(count: Hart.tlbSize * 3)
@@ -178,7 +190,7 @@ public final class Hart: @unchecked Sendable {
         state.pointee.mhartid = hartID
         state.pointee.pc = resetVector
         flushTLB()
-        flushDecodedPages()
+        dropAllCode()
         updatePrivilegeKeys()
     }
 
@@ -316,26 +328,84 @@ public final class Hart: @unchecked Sendable {
     /// The decoded-instruction slots of physical page `page`, created empty on first use.
     func decodedPage(_ page: UInt64) -> UnsafeMutablePointer<DecodedInstruction> {
         if let slots = decodedPages[page] { return slots }
-        if decodedPages.count >= Hart.decodedPageLimit { flushDecodedPages() }
+        if decodedPages.count >= Hart.decodedPageLimit { freeDecodedPages() }
+        registerCodePage(page)
         let slots = UnsafeMutablePointer<DecodedInstruction>.allocate(capacity: Hart.slotsPerPage)
         slots.initialize(repeating: .illegal(0, length: 0), count: Hart.slotsPerPage)
         decodedPages[page] = slots
         return slots
     }
 
-    /// Forgets every decoded instruction (FENCE.I, reset).
-    func flushDecodedPages() {
-        codeGeneration &+= 1
-        for slots in decodedPages.values {
-            slots.deinitialize(count: Hart.slotsPerPage)
-            slots.deallocate()
-        }
+    private func freeDecodedPage(_ slots: UnsafeMutablePointer<DecodedInstruction>) {
+        slots.deinitialize(count: Hart.slotsPerPage)
+        slots.deallocate()
+    }
+
+    /// Frees every decoded page (the cache is full); the pages stay registered as code.
+    private func freeDecodedPages() {
+        for slots in decodedPages.values { freeDecodedPage(slots) }
         decodedPages.removeAll(keepingCapacity: true)
+    }
+
+    /// Notes that this hart holds code from physical page `page` (decoded or translated) before
+    /// reading it, so later writes to it move its generation; drops this hart's cached write
+    /// translations if a page just became code.
+    package func registerCodePage(_ page: UInt64) {
+        guard codePages[page] == nil,
+              let generation = memory.ram.registerCodePage(GuestAddress(page), hart: Int(state.pointee.mhartid)) else { return }
+        codePages[page] = generation
+        syncCodeEpoch()
+    }
+
+    /// Drops the write TLB when some page became code since this hart last looked: from then
+    /// on its stores to code pages miss the TLB and are noted. Called at every chunk.
+    @inline(__always)
+    package func syncCodeEpoch() {
+        let epoch = memory.ram.codeEpoch.load(ordering: .sequentiallyConsistent)
+        if epoch != seenCodeEpoch {
+            seenCodeEpoch = epoch
+            flushTLB(access: .write)
+        }
+    }
+
+    /// FENCE.I (Zifencei), or a debugger's write: later fetches must see earlier stores.
+    /// Drops the decoded instructions of every code page written since it was registered,
+    /// and tells the engine (`codeGeneration`, `takeDroppedCodePages`).
+    func synchronizeInstructionFetch() {
+        codeGeneration &+= 1
+        for (page, generation) in codePages where memory.ram.codePageGeneration(GuestAddress(page)) != generation {
+            codePages[page] = nil
+            memory.ram.unregisterCodePage(GuestAddress(page), hart: Int(state.pointee.mhartid))
+            if let slots = decodedPages.removeValue(forKey: page) { freeDecodedPage(slots) }
+            if collectsDroppedCodePages { droppedCodePages.append(page) }
+        }
+    }
+
+    /// The pages FENCE.I dropped since the last call, for an engine's translations.
+    package func takeDroppedCodePages() -> [UInt64] {
+        defer { droppedCodePages.removeAll(keepingCapacity: true) }
+        return droppedCodePages
+    }
+
+    /// Forgets all code (reset, end of life).
+    private func dropAllCode() {
+        freeDecodedPages()
+        for page in codePages.keys { memory.ram.unregisterCodePage(GuestAddress(page), hart: Int(state.pointee.mhartid)) }
+        codePages.removeAll()
+        droppedCodePages.removeAll()
+        codeGeneration &+= 1
+        codeResets &+= 1
     }
 
     /// Drops every cached translation (satp, PMP, SUM/MXR changes; sfence.vma).
     public func flushTLB() {
         for i in 0..<(Hart.tlbSize * 3) { tlb[i].tag = .max }
+    }
+
+    /// Drops the cached translations of one access type.
+    func flushTLB(access: AccessType) {
+        let first = access.rawValue * Hart.tlbSize
+        for i in first..<(first + Hart.tlbSize) { tlb[i].tag = .max }
     }
 
     /// Drops cached translations of one virtual page (sfence.vma with rs1 != x0).

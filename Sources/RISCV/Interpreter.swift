@@ -12,6 +12,7 @@ extension Hart {
         let tracing = Hart.isTracing
         while remaining > 0 {
             if stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
+            syncCodeEpoch()
             updateTimerInterrupts()
             if let irq = interruptToTake() {
                 takeTrap(Trap(interrupt: irq), pc: s.pointee.pc)
@@ -202,9 +203,9 @@ extension Hart {
             // be seen out of order; a full host fence orders every predecessor/successor set.
             atomicMemoryFence(ordering: .sequentiallyConsistent)
         case .fence_i:
-            // Later fetches must see earlier stores (Zifencei): drop the decoded pages. The
-            // interpreter holds a pointer into them, so end the chunk too.
-            flushDecodedPages()
+            // Later fetches must see earlier stores (Zifencei): drop the decoded pages written
+            // since. The interpreter holds a pointer into them, so end the chunk too.
+            synchronizeInstructionFetch()
             s.pointee.endChunk = true
         case .ecall:
             switch s.pointee.privilege {
@@ -434,11 +435,13 @@ extension Hart {
                 } else {
                     success = clx_atomic_cas_u64(p, expected, src) == expected
                 }
+                if success { memory.ram.noteWrite(at: GuestAddress(physical), count: UInt64(size)) }
             }
             s.pointee.reservation = HartState.noReservation
             setX(d.rd, success ? 0 : 1)
         default:
-            let (p, _) = try atomicPointer(address, size: size, forLoadReserved: false)
+            let (p, physical) = try atomicPointer(address, size: size, forLoadReserved: false)
+            defer { memory.ram.noteWrite(at: GuestAddress(physical), count: UInt64(size)) }
             if word {
                 var old = clx_atomic_load_u32(p)
                 while true {

@@ -117,6 +117,7 @@ extension Hart {
         if clx_atomic_cas_u64(host, old, new) != old {
             throw Trap(access.pageFault, tval: vaddr)
         }
+        memory.ram.noteWrite(at: GuestAddress(address), count: 8)
     }
 
     /// The physical address the current data privilege (S or U, with MPRV as the hart has it)
@@ -204,8 +205,10 @@ extension Hart {
             // Not a whole RAM page: MMIO, or RAM whose page is cut (never on our boards).
             return (physical, memory.ram.hostPointer(at: GuestAddress(physical), count: size))
         }
-        // With watchpoints set, data pages stay out of the TLB so every access comes here.
-        if pmpUniform(page: page, access: access, key: key) && !(state.pointee.checkWatchpoints && access != .execute) {
+        // With watchpoints set, data pages stay out of the TLB so every access comes here; so
+        // do writes to pages holding code, so that `storeSlow` notes them (CodePages).
+        if pmpUniform(page: page, access: access, key: key) && !(state.pointee.checkWatchpoints && access != .execute)
+            && !(access == .write && memory.ram.isCodePage(GuestAddress(page))) {
             let vpn = vaddr >> 12
             let entry = tlb + access.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
             entry.pointee.tag = vpn << 2 | key
@@ -273,6 +276,7 @@ extension Hart {
         let (physical, host) = try resolve(vaddr, size: UInt64(size), .write, key: key)
         if let host {
             Hart.storeHost(host, value, size: size)
+            memory.ram.noteWrite(at: GuestAddress(physical), count: UInt64(size))
             return
         }
         guard memory.mmio.write(at: GuestAddress(physical), value: value, size: size) else {

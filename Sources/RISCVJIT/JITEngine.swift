@@ -18,8 +18,8 @@ import SystemSupport
 /// - Translations are dropped whole when the hart drops decoded code (FENCE.I, a debugger's
 ///   write, reset: `Hart.codeGeneration`), when the code buffer is full, or its slot arena is.
 ///
-/// Debugger breakpoints/watchpoints, instruction traces and mcountinhibit hand the run to the
-/// interpreter (`Hart.needsInterpreter`).
+/// Debugger breakpoints/watchpoints and instruction traces hand the run to the interpreter
+/// (`Hart.needsInterpreter`).
 public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     // SAFETY: an engine is created for one hart and used only by the thread that runs that
     // hart (DESIGN.md §4), like the hart's own state; nothing here is shared.
@@ -31,16 +31,23 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     typealias EnterFunction = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer,
                                               UnsafeRawPointer) -> UInt64
 
+    /// A translation depends on its virtual pc (baked into links, branch targets, helper
+    /// arguments), its physical pc (the bytes) and mcountinhibit's CY/IR bits (`mode`).
     private struct BlockKey: Hashable {
         let virtual: UInt64
         let physical: UInt64
+        let mode: UInt32
     }
     private var blocks: [BlockKey: UnsafeRawPointer] = [:]
+    /// The blocks translated from each physical page, dropped together when FENCE.I finds
+    /// the page written (chains only join blocks of one page, so none survives into them).
+    private var pageBlocks: [UInt64: [BlockKey]] = [:]
 
     /// A direct-mapped cache in front of `blocks`, indexed by virtual pc.
     private struct CacheEntry {
         var virtual: UInt64 = .max
         var physical: UInt64 = .max
+        var mode: UInt32 = .max
         var code: UnsafeRawPointer?
     }
     private static let cacheSize = 4096
@@ -53,7 +60,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
 
     /// A chainable exit the last block left through; patched once its target is known.
     private var pendingSite: UnsafeRawPointer?
+    /// `Hart.codeGeneration` and `codeResets` as this engine last acted on them.
     private var generation: UInt64
+    private var resets: UInt64
 
     /// Instructions between interrupt checks, as the interpreter's chunks.
     static let chunk = 1024
@@ -74,6 +83,8 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         public var codeBytes = 0
         public var flushes = 0
         public var chains = 0
+        /// Blocks dropped because FENCE.I found their page written.
+        public var invalidatedBlocks = 0
     }
     public private(set) var statistics = Statistics()
 
@@ -89,7 +100,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         cache.initialize(repeating: CacheEntry(), count: Self.cacheSize)
         slots = .allocate(capacity: Self.slotCapacity)
         generation = hart.codeGeneration
+        resets = hart.codeResets
         (enter, helpers) = Self.emitRuntime(into: buffer)
+        hart.collectsDroppedCodePages = true
     }
 
     deinit {
@@ -134,16 +147,38 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         return (unsafeBitCast(start, to: EnterFunction.self), helpers)
     }
 
-    /// Drops every translation.
+    /// Drops every translation (the code buffer or the slot arena is full, or the hart reset).
     private func flush() {
         buffer.reset()
         (enter, helpers) = Self.emitRuntime(into: buffer)
         blocks.removeAll(keepingCapacity: true)
+        pageBlocks.removeAll(keepingCapacity: true)
         for i in 0..<Self.cacheSize { cache[i] = CacheEntry() }
         slotsUsed = 0
         pendingSite = nil
+        _ = hart.takeDroppedCodePages()
         generation = hart.codeGeneration
+        resets = hart.codeResets
         statistics.flushes += 1
+    }
+
+    /// After FENCE.I: drops the blocks of the pages written since they were translated. Their
+    /// host code stays in the buffer, unreachable, until the next whole flush.
+    private func dropWrittenPages() {
+        if resets != hart.codeResets { return flush() }
+        generation = hart.codeGeneration
+        for page in hart.takeDroppedCodePages() {
+            guard let keys = pageBlocks.removeValue(forKey: page) else { continue }
+            for key in keys {
+                blocks[key] = nil
+                let c = cache + Int((key.virtual >> 1) & UInt64(Self.cacheSize - 1))
+                if c.pointee.virtual == key.virtual && c.pointee.physical == key.physical && c.pointee.mode == key.mode {
+                    c.pointee = CacheEntry()
+                }
+            }
+            statistics.invalidatedBlocks += keys.count
+        }
+        pendingSite = nil
     }
 
     // MARK: - Dispatcher
@@ -157,10 +192,11 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             if hart.needsInterpreter { return hart.run(budget: remaining) }
             if hart.stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
             hart.updateTimerInterrupts()
+            hart.syncCodeEpoch()
             if let irq = hart.interruptToTake() {
                 hart.takeTrap(Trap(interrupt: irq), pc: s.pointee.pc)
             }
-            if generation != hart.codeGeneration { flush() }
+            if generation != hart.codeGeneration { dropWrittenPages() }
             let chunk = min(remaining, Self.chunk)
             // The last exit's target may no longer be where the hart goes (an interrupt).
             pendingSite = nil
@@ -223,9 +259,12 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             guard entry.pointee.tag == key else { return interpretOne() }
         }
         let physical = entry.pointee.physicalPage | (pc & (Hart.pageSize - 1))
+        let mode = s.pointee.mcountinhibit & 0b101
         let c = cache + Int((pc >> 1) & UInt64(Self.cacheSize - 1))
-        if c.pointee.virtual == pc && c.pointee.physical == physical, let code = c.pointee.code { return .code(code) }
-        let blockKey = BlockKey(virtual: pc, physical: physical)
+        if c.pointee.virtual == pc && c.pointee.physical == physical && c.pointee.mode == mode, let code = c.pointee.code {
+            return .code(code)
+        }
+        let blockKey = BlockKey(virtual: pc, physical: physical, mode: mode)
         var code = blocks[blockKey]
         if code == nil {
             // SAFETY: a TLB entry's addend maps its whole virtual page onto a page of guest RAM
@@ -234,11 +273,15 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             guard let hostPage = UnsafeRawPointer(bitPattern: Int(bitPattern: UInt(pc & ~(Hart.pageSize - 1))) &+ entry.pointee.addend) else {
                 return interpretOne()
             }
-            code = translate(pc: pc, hostPage: hostPage)
+            let page = physical & ~(Hart.pageSize - 1)
+            // Registered before its bytes are read: a write from now on moves its generation.
+            hart.registerCodePage(page)
+            code = translate(pc: pc, mode: mode, hostPage: hostPage)
             guard let translated = code else { return interpretOne() }
             blocks[blockKey] = translated
+            pageBlocks[page, default: []].append(blockKey)
         }
-        c.pointee = CacheEntry(virtual: pc, physical: physical, code: code)
+        c.pointee = CacheEntry(virtual: pc, physical: physical, mode: mode, code: code)
         return .code(code!)
     }
 
@@ -255,9 +298,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
 
     /// Decodes the block at `pc` (host bytes of its page at `hostPage`) and emits it; nil when
     /// its first instruction cannot be translated here (it continues on the next page).
-    private func translate(pc: UInt64, hostPage: UnsafeRawPointer) -> UnsafeRawPointer? {
+    private func translate(pc: UInt64, mode: UInt32, hostPage: UnsafeRawPointer) -> UnsafeRawPointer? {
         for attempt in 0..<2 {
-            switch emitBlock(pc: pc, hostPage: hostPage) {
+            switch emitBlock(pc: pc, mode: mode, hostPage: hostPage) {
             case .done(let code): return code
             case .untranslatable: return nil
             case .full:
@@ -275,7 +318,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         case full
     }
 
-    private func emitBlock(pc: UInt64, hostPage: UnsafeRawPointer) -> EmitResult {
+    private func emitBlock(pc: UInt64, mode: UInt32, hostPage: UnsafeRawPointer) -> EmitResult {
         var instructions: [Translator.Instruction] = []
         var current = pc
         while instructions.count < Translator.maxInstructions {
@@ -295,7 +338,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             if Translator.endsBlock(d.op) || current & (Hart.pageSize - 1) == 0 { break }
         }
         guard !instructions.isEmpty else { return .untranslatable }
-        var translator = Translator(origin: buffer.nextAddress, blockPC: pc, helpers: helpers)
+        var translator = Translator(origin: buffer.nextAddress, blockPC: pc, countInhibit: mode, helpers: helpers)
         let result = translator.translate(instructions)
         guard let code = buffer.append(result.code) else { return .full }
         statistics.blocks += 1

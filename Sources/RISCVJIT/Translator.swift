@@ -131,9 +131,14 @@ struct Translator {
     private let page: UInt64
     private var slowPaths: [(label: Label, emit: (inout Translator) -> Void)] = []
 
-    init(origin: UInt, blockPC: UInt64, helpers: HelperAddresses) {
+    /// mcountinhibit's CY (bit 0) and IR (bit 2) when the block was translated: counters it
+    /// stops are not counted (Linux's SBI PMU driver stops them while no perf event uses them).
+    private let inhibit: UInt32
+
+    init(origin: UInt, blockPC: UInt64, countInhibit: UInt32, helpers: HelperAddresses) {
         a = X86Assembler(origin: origin)
         page = blockPC >> 12
+        inhibit = countInhibit
         self.helpers = helpers
     }
 
@@ -148,11 +153,11 @@ struct Translator {
         if r != 0 { a.store(x(r), src) }
     }
 
-    /// Brings minstret and mcycle up to date (mcountinhibit is 0 whenever this engine runs).
+    /// Brings minstret and mcycle up to date, as mcountinhibit allows (Privileged §3.1.12).
     private mutating func flushCounters() {
         guard pending > 0 else { return }
-        a.alu(.add, Mem(.r15, layout.minstret), imm: pending)
-        a.alu(.add, Mem(.r15, layout.mcycle), imm: pending)
+        if inhibit & 4 == 0 { a.alu(.add, Mem(.r15, layout.minstret), imm: pending) }
+        if inhibit & 1 == 0 { a.alu(.add, Mem(.r15, layout.mcycle), imm: pending) }
         pending = 0
     }
 

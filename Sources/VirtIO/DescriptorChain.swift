@@ -131,7 +131,7 @@ package struct DescriptorChain: Sendable {
             throw VirtioError.malformedRequest("range of \(count) bytes at offset \(offset) passes the end of the buffers")
         }
         for piece in pieces {
-            try memory.withHostBytes(at: piece.address, count: Int(piece.length), body)
+            try memory.withHostBytes(at: piece.address, count: Int(piece.length), writing: part == .writable, body)
         }
     }
 }
