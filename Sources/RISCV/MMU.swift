@@ -132,12 +132,17 @@ extension Hart {
     /// Whether PMP lets privilege `key` do `access` on `[address, address + size)`.
     func pmpAllows(_ address: UInt64, size: UInt64, access: AccessType, key: UInt64) -> Bool {
         let s = state
-        var previousTop: UInt64 = 0
-        for i in 0..<16 {
+        // Only entries whose A field is not OFF can match: visit those, lowest first (the
+        // priority order). Page walks check PMP for every PTE, so this loop is hot.
+        var active = pmpActiveEntries()
+        while active != 0 {
+            let i = active.trailingZeroBitCount
+            active &= active - 1
             let cfg = s.pointee.pmpcfg[i]
+            // TOR's bottom is the previous entry's address, whatever that entry's mode.
+            let previousTop = i == 0 ? 0 : s.pointee.pmpaddr[i - 1] << 2
             let (base, top) = pmpRange(index: i, cfg: cfg, previousTop: previousTop)
-            previousTop = s.pointee.pmpaddr[i] << 2
-            guard cfg & 0x18 != 0, base < top else { continue }
+            guard base < top else { continue }
             let last = address &+ size &- 1
             let overlaps = address < top && last >= base
             if !overlaps { continue }
@@ -153,6 +158,15 @@ extension Hart {
         }
         // No match: M-mode succeeds; S/U fail because PMP entries are implemented.
         return key == 3
+    }
+
+    /// Bit i set when PMP entry i's A field (cfg bits 4:3) is not OFF.
+    @inline(__always)
+    private func pmpActiveEntries() -> UInt16 {
+        let s = state
+        var mask: UInt16 = 0
+        for i in 0..<16 where s.pointee.pmpcfg[i] & 0x18 != 0 { mask |= 1 << UInt16(i) }
+        return mask
     }
 
     /// The byte range `[base, top)` entry `index` covers (A = OFF/TOR/NA4/NAPOT).

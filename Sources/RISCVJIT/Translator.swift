@@ -9,10 +9,17 @@ struct StateLayout {
     let minstret: Int32
     let mcycle: Int32
     let dataKey: Int32
+    let fetchKey: Int32
     let budget: Int32
     let tlbStride: Int32
     let tlbTag: Int32
     let tlbAddend: Int32
+    let tlbPhysicalPage: Int32
+    let cacheStride: Int32
+    let cacheVirtual: Int32
+    let cachePhysical: Int32
+    let cacheMode: Int32
+    let cacheCode: Int32
 
     static let shared = StateLayout()
 
@@ -26,10 +33,18 @@ struct StateLayout {
         minstret = offset(\HartState.minstret)
         mcycle = offset(\HartState.mcycle)
         dataKey = offset(\HartState.dataKey)
+        fetchKey = offset(\HartState.fetchKey)
         budget = offset(\HartState.jitBudget)
         tlbStride = Int32(MemoryLayout<TLBEntry>.stride)
         tlbTag = offset(\TLBEntry.tag)
         tlbAddend = offset(\TLBEntry.addend)
+        tlbPhysicalPage = offset(\TLBEntry.physicalPage)
+        cacheStride = Int32(MemoryLayout<CacheEntry>.stride)
+        cacheVirtual = offset(\CacheEntry.virtual)
+        cachePhysical = offset(\CacheEntry.physical)
+        cacheMode = offset(\CacheEntry.mode)
+        cacheCode = offset(\CacheEntry.code)
+        precondition(cacheStride == 32, "the jump cache is indexed with a shift by 5")
         // InlineArray stores its elements inline and contiguously: x[i] is at x + 8 * i.
         precondition(MemoryLayout<InlineArray<32, UInt64>>.size == 32 * 8)
     }
@@ -55,6 +70,8 @@ struct HelperAddresses {
     let storeSlow: UInt64
     let interpret: UInt64
     let epilogue: UInt
+    /// The engine's `CacheEntry` array (`JITEngine.cacheSize` entries).
+    let jumpCache: UInt64
 }
 
 /// Translates one basic block of RISC-V code into x86-64 (the speed issue, part 2).
@@ -129,7 +146,16 @@ struct Translator {
     private var pending: Int32 = 0
     /// The virtual page of the block: exits to it may be chained.
     private let page: UInt64
-    private var slowPaths: [(label: Label, emit: (inout Translator) -> Void)] = []
+    /// Out-of-line TLB-miss paths, emitted after the block's straight-line code.
+    private struct SlowPath {
+        let label: Label
+        let helper: UInt64
+        let pc: UInt64
+        let info: UInt64
+        let retired: Int32
+        let done: Label
+    }
+    private var slowPaths: [SlowPath] = []
 
     /// mcountinhibit's CY (bit 0) and IR (bit 2) when the block was translated: counters it
     /// stops are not counted (Linux's SBI PMU driver stops them while no perf event uses them).
@@ -178,8 +204,48 @@ struct Translator {
             a.movabs(.rax, imm: UInt64(a.origin) + UInt64(site))
             a.jmp(absolute: helpers.epilogue)
         } else {
-            returnStatus(.jump)
+            emitLookupAndJump()
         }
+    }
+
+    /// With the target pc in rax (and in `pc`): finds its block through the execute TLB and
+    /// the jump cache, as the dispatcher would, and jumps straight into it; anything
+    /// missing (TLB entry, translation) returns to the dispatcher. QEMU's lookup_and_goto_ptr.
+    private mutating func emitLookupAndJump() {
+        let miss = a.newLabel()
+        let tlbBase = Int32(AccessType.execute.rawValue * Hart.tlbSize) * layout.tlbStride
+        a.mov(.rcx, .rax)
+        a.shift(.shr, .rcx, imm: 12)
+        a.mov(.rdx, .rcx, w: false)
+        a.alu(.and, .rdx, imm: Int32(Hart.tlbSize - 1), w: false)
+        a.shift(.shl, .rcx, imm: 2)
+        a.alu(.or, .rcx, Mem(.r15, layout.fetchKey))
+        a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
+        a.alu(.cmp, .rcx, Mem(.r13, index: .rdx, scale: 8, tlbBase + layout.tlbTag))
+        a.jcc(.ne, miss)
+        // rcx = physical pc = the entry's physical page | the page offset.
+        a.load(.rcx, Mem(.r13, index: .rdx, scale: 8, tlbBase + layout.tlbPhysicalPage))
+        a.mov(.rdx, .rax, w: false)
+        a.alu(.and, .rdx, imm: 0xfff, w: false)
+        a.alu(.or, .rcx, .rdx)
+        // rsi = &cache[(pc >> 1) & (size - 1)]
+        a.mov(.rdx, .rax, w: false)
+        a.shift(.shr, .rdx, imm: 1, w: false)
+        a.alu(.and, .rdx, imm: Int32(JITEngine.cacheSize - 1), w: false)
+        a.shift(.shl, .rdx, imm: 5, w: false)
+        a.mov(.rsi, imm: helpers.jumpCache)
+        a.alu(.add, .rsi, .rdx)
+        a.alu(.cmp, .rax, Mem(.rsi, layout.cacheVirtual))
+        a.jcc(.ne, miss)
+        a.alu(.cmp, .rcx, Mem(.rsi, layout.cachePhysical))
+        a.jcc(.ne, miss)
+        a.mov(.rdx, imm: UInt64(inhibit))
+        a.alu(.cmp, .rdx, Mem(.rsi, layout.cacheMode), w: false)
+        a.jcc(.ne, miss)
+        a.load(.rsi, Mem(.rsi, layout.cacheCode))
+        a.jmp(.rsi)
+        a.bind(miss)
+        returnStatus(.jump)
     }
 
     /// Translates `block` (at most `maxInstructions`, all on one page, the first native or
@@ -207,7 +273,7 @@ struct Translator {
         returnStatus(.budget)
         for path in slowPaths {
             a.bind(path.label)
-            path.emit(&self)
+            callSlowPath(helper: path.helper, pc: path.pc, info: path.info, retired: path.retired, done: path.done)
         }
         return Result(code: a.finish(), instructions: block.count)
     }
@@ -244,11 +310,19 @@ struct Translator {
             }
             a.store(pcField, .rax)
             flushCounters()
-            returnStatus(.jump)
+            emitLookupAndJump()
         case .beq, .bne, .blt, .bge, .bltu, .bgeu:
             loadX(.rax, d.rs1)
             if d.rs2 == 0 { a.test(.rax, .rax) } else { a.alu(.cmp, .rax, x(d.rs2)) }
-            let cond: Cond = [.beq: .e, .bne: .ne, .blt: .l, .bge: .ge, .bltu: .b, .bgeu: .ae][d.op]!
+            let cond: Cond
+            switch d.op {
+            case .beq: cond = .e
+            case .bne: cond = .ne
+            case .blt: cond = .l
+            case .bge: cond = .ge
+            case .bltu: cond = .b
+            default: cond = .ae
+            }
             let taken = a.newLabel()
             a.jcc(cond, taken)
             let saved = pending
@@ -358,10 +432,11 @@ struct Translator {
         case .add_uw:
             a.mov(.rax, .rax, w: false)
             a.alu(.add, .rax, .rcx)
-        case .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw:
-            if [.sh1add_uw, .sh2add_uw, .sh3add_uw].contains(d.op) { a.mov(.rax, .rax, w: false) }
-            let scale: UInt8 = [.sh1add: 2, .sh2add: 4, .sh3add: 8, .sh1add_uw: 2, .sh2add_uw: 4, .sh3add_uw: 8][d.op]!
-            a.lea(.rax, Mem(.rcx, index: .rax, scale: scale))
+        case .sh1add, .sh2add, .sh3add:
+            a.lea(.rax, Mem(.rcx, index: .rax, scale: d.op == .sh1add ? 2 : d.op == .sh2add ? 4 : 8))
+        case .sh1add_uw, .sh2add_uw, .sh3add_uw:
+            a.mov(.rax, .rax, w: false)
+            a.lea(.rax, Mem(.rcx, index: .rax, scale: d.op == .sh1add_uw ? 2 : d.op == .sh2add_uw ? 4 : 8))
         case .slli_uw:
             a.mov(.rax, .rax, w: false)
             a.shift(.shl, .rax, imm: shamt & 63)
@@ -377,8 +452,7 @@ struct Translator {
         case .max, .min, .maxu, .minu:
             a.alu(.cmp, .rax, .rcx)
             // Replace rs1 by rs2 when rs1 is the wrong side.
-            let cond: Cond = [.max: .l, .min: .g, .maxu: .b, .minu: .a][d.op]!
-            a.cmov(cond, .rax, .rcx)
+            a.cmov(d.op == .max ? .l : d.op == .min ? .g : d.op == .maxu ? .b : .a, .rax, .rcx)
         case .sext_b: a.extend(.rax, .rax, bits: 8, signed: true)
         case .sext_h: a.extend(.rax, .rax, bits: 16, signed: true)
         case .zext_h: a.extend(.rax, .rax, bits: 16, signed: false)
@@ -475,9 +549,7 @@ struct Translator {
         a.bind(done)
         let retired = pending - 1  // this instruction has not retired if it traps
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
-        slowPaths.append((slow, { t in
-            t.callSlowPath(helper: t.helpers.loadSlow, pc: insn.pc, info: info, retired: retired, done: done)
-        }))
+        slowPaths.append(SlowPath(label: slow, helper: helpers.loadSlow, pc: insn.pc, info: info, retired: retired, done: done))
     }
 
     private mutating func emitStore(_ insn: Instruction) {
@@ -491,9 +563,7 @@ struct Translator {
         a.bind(done)
         let retired = pending - 1
         let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
-        slowPaths.append((slow, { t in
-            t.callSlowPath(helper: t.helpers.storeSlow, pc: insn.pc, info: info, retired: retired, done: done)
-        }))
+        slowPaths.append(SlowPath(label: slow, helper: helpers.storeSlow, pc: insn.pc, info: info, retired: retired, done: done))
     }
 
     /// Out of line: helper(engine, vaddr = rax, pc, info); 0 goes back to `done`, anything

@@ -121,8 +121,10 @@ package struct X86Assembler {
 
     private mutating func imm32(_ v: Int32) {
         let u = UInt32(bitPattern: v)
-        code.append(contentsOf: [UInt8(truncatingIfNeeded: u), UInt8(truncatingIfNeeded: u >> 8),
-                                 UInt8(truncatingIfNeeded: u >> 16), UInt8(truncatingIfNeeded: u >> 24)])
+        byte(UInt8(truncatingIfNeeded: u))
+        byte(UInt8(truncatingIfNeeded: u >> 8))
+        byte(UInt8(truncatingIfNeeded: u >> 16))
+        byte(UInt8(truncatingIfNeeded: u >> 24))
     }
 
     private mutating func imm64(_ v: UInt64) {
@@ -139,18 +141,25 @@ package struct X86Assembler {
     /// A register-direct operand: prefixes, REX, opcode, ModRM with mod = 11. `byteRegs` says
     /// `rm` is a byte register; `reg` is never one here (an opcode digit, or the 32/64-bit
     /// destination of movzx/movsx), so it must not force a REX of its own.
-    private mutating func op(_ opcode: [UInt8], w: Bool, reg: UInt8, rm: Reg, prefix: UInt8? = nil, byteRegs: Bool = false) {
+    /// One- or two-byte opcode (two-byte ones are 0F xx, written 0x0Fxx).
+    @inline(__always)
+    private mutating func opcode(_ value: UInt16) {
+        if value > 0xff { byte(UInt8(value >> 8)) }
+        byte(UInt8(truncatingIfNeeded: value))
+    }
+
+    private mutating func op(_ opcode: UInt16, w: Bool, reg: UInt8, rm: Reg, prefix: UInt8? = nil, byteRegs: Bool = false) {
         if let prefix { byte(prefix) }
         rex(w: w, reg: reg, base: rm.rawValue, byteRegs: byteRegs && rm.low >= 4)
-        code.append(contentsOf: opcode)
+        self.opcode(opcode)
         byte(0xc0 | (reg & 7) << 3 | rm.low)
     }
 
     /// A memory operand: prefixes, REX, opcode, ModRM, SIB and displacement (SDM tables 2-2, 2-3).
-    private mutating func op(_ opcode: [UInt8], w: Bool, reg: UInt8, mem m: Mem, prefix: UInt8? = nil, byteRegs: Bool = false) {
+    private mutating func op(_ opcode: UInt16, w: Bool, reg: UInt8, mem m: Mem, prefix: UInt8? = nil, byteRegs: Bool = false) {
         if let prefix { byte(prefix) }
         rex(w: w, reg: reg, index: m.index, base: m.base.rawValue, byteRegs: byteRegs && reg & 7 >= 4)
-        code.append(contentsOf: opcode)
+        self.opcode(opcode)
         let mod: UInt8
         // rbp/r13 as base has no mod = 00 form (that encoding means RIP-relative/disp32).
         if m.disp == 0 && m.base.low != 5 {
@@ -163,7 +172,7 @@ package struct X86Assembler {
         if m.index != nil || m.base.low == 4 {
             // rsp/r12 as base need a SIB byte; index 100 = none.
             byte(mod << 6 | (reg & 7) << 3 | 4)
-            let scaleBits: UInt8 = [1: 0, 2: 1, 4: 2, 8: 3][m.scale] ?? 0
+            let scaleBits = UInt8(m.scale.trailingZeroBitCount)
             byte(scaleBits << 6 | (m.index?.low ?? 4) << 3 | m.base.low)
         } else {
             byte(mod << 6 | (reg & 7) << 3 | m.base.low)
@@ -175,7 +184,7 @@ package struct X86Assembler {
 
     /// mov dst, src (64-bit; 32-bit zero-extends when `w` is false).
     package mutating func mov(_ dst: Reg, _ src: Reg, w: Bool = true) {
-        op([0x8b], w: w, reg: dst.rawValue, rm: src)
+        op(0x8b, w: w, reg: dst.rawValue, rm: src)
     }
 
     /// mov dst, imm: the shortest form that gives the same 64-bit value.
@@ -187,7 +196,7 @@ package struct X86Assembler {
             byte(0xb8 + dst.low)
             imm32(Int32(bitPattern: UInt32(value)))
         } else if let v = Int32(exactly: Int64(bitPattern: value)) {
-            op([0xc7], w: true, reg: 0, rm: dst)
+            op(0xc7, w: true, reg: 0, rm: dst)
             imm32(v)
         } else {
             rex(w: true, reg: 0, base: dst.rawValue)
@@ -206,13 +215,13 @@ package struct X86Assembler {
     /// Loads of 1, 2, 4 or 8 bytes into a 64-bit register, zero- or sign-extended.
     package mutating func load(_ dst: Reg, _ m: Mem, size: Int, signed: Bool) {
         switch (size, signed) {
-        case (1, false): op([0x0f, 0xb6], w: false, reg: dst.rawValue, mem: m)
-        case (1, true): op([0x0f, 0xbe], w: true, reg: dst.rawValue, mem: m)
-        case (2, false): op([0x0f, 0xb7], w: false, reg: dst.rawValue, mem: m)
-        case (2, true): op([0x0f, 0xbf], w: true, reg: dst.rawValue, mem: m)
-        case (4, false): op([0x8b], w: false, reg: dst.rawValue, mem: m)
-        case (4, true): op([0x63], w: true, reg: dst.rawValue, mem: m)
-        default: op([0x8b], w: true, reg: dst.rawValue, mem: m)
+        case (1, false): op(0x0fb6, w: false, reg: dst.rawValue, mem: m)
+        case (1, true): op(0x0fbe, w: true, reg: dst.rawValue, mem: m)
+        case (2, false): op(0x0fb7, w: false, reg: dst.rawValue, mem: m)
+        case (2, true): op(0x0fbf, w: true, reg: dst.rawValue, mem: m)
+        case (4, false): op(0x8b, w: false, reg: dst.rawValue, mem: m)
+        case (4, true): op(0x63, w: true, reg: dst.rawValue, mem: m)
+        default: op(0x8b, w: true, reg: dst.rawValue, mem: m)
         }
     }
 
@@ -222,53 +231,53 @@ package struct X86Assembler {
     /// Stores the low 1, 2, 4 or 8 bytes of `src`.
     package mutating func store(_ m: Mem, _ src: Reg, size: Int = 8) {
         switch size {
-        case 1: op([0x88], w: false, reg: src.rawValue, mem: m, byteRegs: true)
-        case 2: op([0x89], w: false, reg: src.rawValue, mem: m, prefix: 0x66)
-        case 4: op([0x89], w: false, reg: src.rawValue, mem: m)
-        default: op([0x89], w: true, reg: src.rawValue, mem: m)
+        case 1: op(0x88, w: false, reg: src.rawValue, mem: m, byteRegs: true)
+        case 2: op(0x89, w: false, reg: src.rawValue, mem: m, prefix: 0x66)
+        case 4: op(0x89, w: false, reg: src.rawValue, mem: m)
+        default: op(0x89, w: true, reg: src.rawValue, mem: m)
         }
     }
 
     /// mov qword [m], imm32 (sign-extended).
     package mutating func store(_ m: Mem, imm value: Int32) {
-        op([0xc7], w: true, reg: 0, mem: m)
+        op(0xc7, w: true, reg: 0, mem: m)
         imm32(value)
     }
 
     package mutating func lea(_ dst: Reg, _ m: Mem) {
-        op([0x8d], w: true, reg: dst.rawValue, mem: m)
+        op(0x8d, w: true, reg: dst.rawValue, mem: m)
     }
 
     /// movsxd dst, src32: sign-extends the low 32 bits.
     package mutating func movsxd(_ dst: Reg, _ src: Reg) {
-        op([0x63], w: true, reg: dst.rawValue, rm: src)
+        op(0x63, w: true, reg: dst.rawValue, rm: src)
     }
 
     /// movsx/movzx from the low 8 or 16 bits of `src` into a 64-bit register.
     package mutating func extend(_ dst: Reg, _ src: Reg, bits: Int, signed: Bool) {
         let opcode: UInt8 = (bits == 8 ? 0xb6 : 0xb7) | (signed ? 0x08 : 0)
-        op([0x0f, opcode], w: signed, reg: dst.rawValue, rm: src, byteRegs: bits == 8)
+        op(0x0f00 | UInt16(opcode), w: signed, reg: dst.rawValue, rm: src, byteRegs: bits == 8)
     }
 
     // MARK: - Arithmetic
 
     /// op dst, src (`w`: 64-bit, else 32-bit with the upper half zeroed).
     package mutating func alu(_ kind: ALU, _ dst: Reg, _ src: Reg, w: Bool = true) {
-        op([kind.rawValue << 3 | 1], w: w, reg: src.rawValue, rm: dst)
+        op(UInt16(kind.rawValue << 3 | 1), w: w, reg: src.rawValue, rm: dst)
     }
 
     /// op dst, [m]
     package mutating func alu(_ kind: ALU, _ dst: Reg, _ m: Mem, w: Bool = true) {
-        op([kind.rawValue << 3 | 3], w: w, reg: dst.rawValue, mem: m)
+        op(UInt16(kind.rawValue << 3 | 3), w: w, reg: dst.rawValue, mem: m)
     }
 
     /// op dst, imm32 (sign-extended to 64 bits when `w`).
     package mutating func alu(_ kind: ALU, _ dst: Reg, imm value: Int32, w: Bool = true) {
         if let small = Int8(exactly: value) {
-            op([0x83], w: w, reg: kind.rawValue, rm: dst)
+            op(0x83, w: w, reg: kind.rawValue, rm: dst)
             byte(UInt8(bitPattern: small))
         } else {
-            op([0x81], w: w, reg: kind.rawValue, rm: dst)
+            op(0x81, w: w, reg: kind.rawValue, rm: dst)
             imm32(value)
         }
     }
@@ -276,46 +285,46 @@ package struct X86Assembler {
     /// op qword [m], imm32
     package mutating func alu(_ kind: ALU, _ m: Mem, imm value: Int32) {
         if let small = Int8(exactly: value) {
-            op([0x83], w: true, reg: kind.rawValue, mem: m)
+            op(0x83, w: true, reg: kind.rawValue, mem: m)
             byte(UInt8(bitPattern: small))
         } else {
-            op([0x81], w: true, reg: kind.rawValue, mem: m)
+            op(0x81, w: true, reg: kind.rawValue, mem: m)
             imm32(value)
         }
     }
 
     package mutating func test(_ a: Reg, _ b: Reg, w: Bool = true) {
-        op([0x85], w: w, reg: b.rawValue, rm: a)
+        op(0x85, w: w, reg: b.rawValue, rm: a)
     }
 
     /// test low byte of `a`, imm8
     package mutating func test8(_ a: Reg, imm value: UInt8) {
-        op([0xf6], w: false, reg: 0, rm: a, byteRegs: true)
+        op(0xf6, w: false, reg: 0, rm: a, byteRegs: true)
         byte(value)
     }
 
     package mutating func shift(_ kind: Shift, _ dst: Reg, imm amount: UInt8, w: Bool = true) {
-        op([0xc1], w: w, reg: kind.rawValue, rm: dst)
+        op(0xc1, w: w, reg: kind.rawValue, rm: dst)
         byte(amount)
     }
 
     /// Shift by cl (the count is masked to 6 bits, or 5 for 32-bit operands, as RISC-V's).
     package mutating func shiftByCL(_ kind: Shift, _ dst: Reg, w: Bool = true) {
-        op([0xd3], w: w, reg: kind.rawValue, rm: dst)
+        op(0xd3, w: w, reg: kind.rawValue, rm: dst)
     }
 
     /// imul dst, src (low half of the product).
     package mutating func imul(_ dst: Reg, _ src: Reg, w: Bool = true) {
-        op([0x0f, 0xaf], w: w, reg: dst.rawValue, rm: src)
+        op(0x0faf, w: w, reg: dst.rawValue, rm: src)
     }
 
     /// rdx:rax = rax * src, unsigned (mul) or signed (imul).
     package mutating func mulWide(_ src: Reg, signed: Bool) {
-        op([0xf7], w: true, reg: signed ? 5 : 4, rm: src)
+        op(0xf7, w: true, reg: signed ? 5 : 4, rm: src)
     }
 
-    package mutating func neg(_ dst: Reg, w: Bool = true) { op([0xf7], w: w, reg: 3, rm: dst) }
-    package mutating func not(_ dst: Reg, w: Bool = true) { op([0xf7], w: w, reg: 2, rm: dst) }
+    package mutating func neg(_ dst: Reg, w: Bool = true) { op(0xf7, w: w, reg: 3, rm: dst) }
+    package mutating func not(_ dst: Reg, w: Bool = true) { op(0xf7, w: w, reg: 2, rm: dst) }
 
     package mutating func bswap(_ dst: Reg) {
         rex(w: true, reg: 0, base: dst.rawValue)
@@ -325,22 +334,22 @@ package struct X86Assembler {
 
     /// bt/bts/btr/btc dst, src (bit index masked to 6 bits for register operands).
     package mutating func bitTest(_ kind: BitTest, _ dst: Reg, _ src: Reg) {
-        op([0x0f, kind.registerOpcode], w: true, reg: src.rawValue, rm: dst)
+        op(0x0f00 | UInt16(kind.registerOpcode), w: true, reg: src.rawValue, rm: dst)
     }
 
     package mutating func bitTest(_ kind: BitTest, _ dst: Reg, imm bit: UInt8) {
-        op([0x0f, 0xba], w: true, reg: kind.rawValue, rm: dst)
+        op(0x0fba, w: true, reg: kind.rawValue, rm: dst)
         byte(bit & 63)
     }
 
     /// setcc on the low byte of `dst`, then zero-extends it to 64 bits.
     package mutating func set(_ cond: Cond, _ dst: Reg) {
-        op([0x0f, 0x90 | cond.rawValue], w: false, reg: 0, rm: dst, byteRegs: true)
+        op(0x0f90 | UInt16(cond.rawValue), w: false, reg: 0, rm: dst, byteRegs: true)
         extend(dst, dst, bits: 8, signed: false)
     }
 
     package mutating func cmov(_ cond: Cond, _ dst: Reg, _ src: Reg, w: Bool = true) {
-        op([0x0f, 0x40 | cond.rawValue], w: w, reg: dst.rawValue, rm: src)
+        op(0x0f40 | UInt16(cond.rawValue), w: w, reg: dst.rawValue, rm: src)
     }
 
     // MARK: - Control flow
@@ -383,8 +392,8 @@ package struct X86Assembler {
         imm32(0)
     }
 
-    package mutating func call(_ target: Reg) { op([0xff], w: false, reg: 2, rm: target) }
-    package mutating func jmp(_ target: Reg) { op([0xff], w: false, reg: 4, rm: target) }
+    package mutating func call(_ target: Reg) { op(0xff, w: false, reg: 2, rm: target) }
+    package mutating func jmp(_ target: Reg) { op(0xff, w: false, reg: 4, rm: target) }
     package mutating func ret() { byte(0xc3) }
 
     package mutating func push(_ r: Reg) {
@@ -397,15 +406,25 @@ package struct X86Assembler {
         byte(0x58 + r.low)
     }
 
-    package mutating func mfence() { code.append(contentsOf: [0x0f, 0xae, 0xf0]) }
+    package mutating func mfence() {
+        byte(0x0f)
+        byte(0xae)
+        byte(0xf0)
+    }
     /// cqo: sign-extends rax into rdx:rax.
-    package mutating func cqo() { code.append(contentsOf: [0x48, 0x99]) }
+    package mutating func cqo() {
+        byte(0x48)
+        byte(0x99)
+    }
     /// cdq: sign-extends eax into edx:eax.
     package mutating func cdq() { byte(0x99) }
     /// div/idiv src: rdx:rax (or edx:eax) by src; quotient in rax, remainder in rdx.
     package mutating func divide(_ src: Reg, signed: Bool, w: Bool = true) {
-        op([0xf7], w: w, reg: signed ? 7 : 6, rm: src)
+        op(0xf7, w: w, reg: signed ? 7 : 6, rm: src)
     }
 
-    package mutating func ud2() { code.append(contentsOf: [0x0f, 0x0b]) }
+    package mutating func ud2() {
+        byte(0x0f)
+        byte(0x0b)
+    }
 }
