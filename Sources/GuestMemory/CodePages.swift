@@ -60,6 +60,12 @@ final class CodePages: @unchecked Sendable {
         _ = clx_atomic_fetch_and_u64(holders + page * 8, ~(1 << UInt64(hart)))
     }
 
+    /// Where page `page`'s write generation lives, for a hart's code-page write cache.
+    func generationPointer(page: Int) -> UnsafeMutableRawPointer? {
+        guard page >= 0 && page < pages else { return nil }
+        return generations + page * 4
+    }
+
     func generation(page: Int) -> UInt32 {
         guard page >= 0 && page < pages else { return 0 }
         return clx_atomic_load_u32(generations + page * 4)

@@ -182,6 +182,14 @@ extension GuestMemory {
         return region.codePages.holderMask(page: Int((page.rawValue - region.range.base.rawValue) >> 12)) != 0
     }
 
+    /// The write generation counter of the RAM page at `page`, for a hart that caches where
+    /// to count its stores to a code page (`Hart`'s code-page write cache). It stays valid
+    /// as long as this memory; it is only ever changed with `clx_atomic_fetch_add_u32`.
+    package func codePageGenerationPointer(_ page: GuestAddress) -> UnsafeMutableRawPointer? {
+        guard let region = try? region(containing: page, count: 4096).0 else { return nil }
+        return region.codePages.generationPointer(page: Int((page.rawValue - region.range.base.rawValue) >> 12))
+    }
+
     /// Records a write to guest RAM made through a host pointer (a hart's store or atomic).
     package func noteWrite(at address: GuestAddress, count: UInt64) {
         for region in regions where region.range.contains(address, count: count) {

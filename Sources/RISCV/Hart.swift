@@ -31,6 +31,15 @@ public enum StopReason: Equatable, Sendable {
 
 /// A direct-mapped software TLB entry (DESIGN.md §7). `tag` is the virtual page number shifted
 /// left by 2 with the privilege key in the low bits, so one compare checks page and mode.
+/// A write translation for a page that holds code: stores through it also move the page's
+/// write generation (`GuestMemory`'s code pages), so data sharing a page with code costs a
+/// helper call and an atomic add, not a page walk.
+struct CodeWriteEntry {
+    var tag: UInt64 = .max
+    var addend: Int = 0
+    var generation: UnsafeMutableRawPointer?
+}
+
 package struct TLBEntry {
     package var tag: UInt64 = .max
     /// For RAM pages: host address = guest virtual address + addend. 0 = MMIO page (slow path).
@@ -70,6 +79,8 @@ public final class Hart: @unchecked Sendable {
     public let state: UnsafeMutablePointer<HartState>
     package let tlb: UnsafeMutablePointer<TLBEntry>
     package static let tlbSize = 256
+    let codeWriteTLB: UnsafeMutablePointer<CodeWriteEntry>
+    static let codeWriteTLBSize = 64
 
     public let memory: PhysicalMemory
     public let timeBase: TimeBase
@@ -122,6 +133,8 @@ public final class Hart: @unchecked Sendable {
         state.pointee.mhartid = hartID
         tlb = .allocate(capacity: Hart.tlbSize * 3)
         tlb.initialize(repeating: TLBEntry(), count: Hart.tlbSize * 3)
+        codeWriteTLB = .allocate(capacity: Hart.codeWriteTLBSize)
+        codeWriteTLB.initialize(repeating: CodeWriteEntry(), count: Hart.codeWriteTLBSize)
         self.memory = memory
         self.timeBase = timeBase
         wakeup = try Wakeup()
@@ -134,6 +147,8 @@ public final class Hart: @unchecked Sendable {
         state.deallocate()
         tlb.deinitialize(count: Hart.tlbSize * 3)
         tlb.deallocate()
+        codeWriteTLB.deinitialize(count: Hart.codeWriteTLBSize)
+        codeWriteTLB.deallocate()
     }
 
     // MARK: - Interrupt inputs (any thread)
@@ -400,18 +415,25 @@ public final class Hart: @unchecked Sendable {
     /// Drops every cached translation (satp, PMP, SUM/MXR changes; sfence.vma).
     public func flushTLB() {
         for i in 0..<(Hart.tlbSize * 3) { tlb[i].tag = .max }
+        flushCodeWriteTLB()
     }
 
     /// Drops the cached translations of one access type.
     func flushTLB(access: AccessType) {
         let first = access.rawValue * Hart.tlbSize
         for i in first..<(first + Hart.tlbSize) { tlb[i].tag = .max }
+        if access == .write { flushCodeWriteTLB() }
+    }
+
+    private func flushCodeWriteTLB() {
+        for i in 0..<Hart.codeWriteTLBSize { codeWriteTLB[i].tag = .max }
     }
 
     /// Drops cached translations of one virtual page (sfence.vma with rs1 != x0).
     func flushTLB(page vaddr: UInt64) {
         let vpn = vaddr >> 12
         let index = Int(vpn & UInt64(Hart.tlbSize - 1))
+        codeWriteTLB[Int(vpn & UInt64(Hart.codeWriteTLBSize - 1))].tag = .max
         for kind in 0..<3 {
             let e = tlb + kind * Hart.tlbSize + index
             if e.pointee.tag >> 2 == vpn & (UInt64.max >> 2) { e.pointee.tag = .max }

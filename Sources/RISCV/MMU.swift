@@ -219,11 +219,18 @@ extension Hart {
             // Not a whole RAM page: MMIO, or RAM whose page is cut (never on our boards).
             return (physical, memory.ram.hostPointer(at: GuestAddress(physical), count: size))
         }
-        // With watchpoints set, data pages stay out of the TLB so every access comes here; so
-        // do writes to pages holding code, so that `storeSlow` notes them (CodePages).
-        if pmpUniform(page: page, access: access, key: key) && !(state.pointee.checkWatchpoints && access != .execute)
-            && !(access == .write && memory.ram.isCodePage(GuestAddress(page))) {
+        // With watchpoints set, data pages stay out of the TLB so every access comes here.
+        // Writes to pages holding code go to the code-page write cache instead, so that
+        // `storeSlow` notes them (CodePages).
+        if pmpUniform(page: page, access: access, key: key) && !(state.pointee.checkWatchpoints && access != .execute) {
             let vpn = vaddr >> 12
+            if access == .write && memory.ram.isCodePage(GuestAddress(page)) {
+                let code = codeWriteTLB + Int(vpn & UInt64(Hart.codeWriteTLBSize - 1))
+                code.pointee.tag = vpn << 2 | key
+                code.pointee.addend = Int(bitPattern: hostPage) &- Int(bitPattern: UInt(vaddr & ~(Hart.pageSize - 1)))
+                code.pointee.generation = memory.ram.codePageGenerationPointer(GuestAddress(page))
+                return (physical, hostPage + Int(physical - page))
+            }
             let entry = tlb + access.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
             entry.pointee.tag = vpn << 2 | key
             entry.pointee.addend = Int(bitPattern: hostPage) &- Int(bitPattern: UInt(vaddr & ~(Hart.pageSize - 1)))
@@ -277,6 +284,18 @@ extension Hart {
     }
 
     package func storeSlow(_ vaddr: UInt64, _ value: UInt64, size: Int, key: UInt64) throws(Trap) {
+        let vpn = vaddr >> 12
+        let code = codeWriteTLB + Int(vpn & UInt64(Hart.codeWriteTLBSize - 1))
+        if code.pointee.tag == vpn << 2 | key && (vaddr & (Hart.pageSize - 1)) + UInt64(size) <= Hart.pageSize,
+           let generation = code.pointee.generation {
+            // SAFETY: the entry was filled by `resolve` from a RAM page this hart may write, and
+            // is dropped with the rest of the write TLB whenever that could change; the host
+            // address stays inside that page (the access does not cross it).
+            let host = UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ code.pointee.addend)!
+            Hart.storeHost(host, value, size: size)
+            _ = clx_atomic_fetch_add_u32(generation, 1)
+            return
+        }
         if (vaddr & (Hart.pageSize - 1)) + UInt64(size) > Hart.pageSize {
             // Translate both pages before writing anything, so a fault leaves memory unchanged.
             let split = Int(Hart.pageSize - (vaddr & (Hart.pageSize - 1)))

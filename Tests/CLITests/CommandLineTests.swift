@@ -87,6 +87,23 @@ import Chardev
         #expect(error(["-M", "none", "-chardev", "carrier-pigeon,id=a"]).hasPrefix("swemu-system-riscv64: -chardev: "))
     }
 
+    /// `-accel tcg`'s engine properties: jit=on|off picks the JIT or the interpreter,
+    /// tb-size sizes the JIT's buffer, thread=multi is the only threading mode.
+    @Test func tcgEngineOptions() throws {
+        #expect(try config(["-M", "virt", "-kernel", "k"]).jit == false)
+        #expect(try config(["-M", "virt", "-kernel", "k", "-accel", "tcg"]).jit == false)
+        let jit = try config(["-M", "virt", "-kernel", "k", "-accel", "tcg,jit=on,tb-size=64,thread=multi"])
+        #expect(jit.jit && jit.tbSizeMiB == 64)
+        #expect(try config(["-M", "virt", "-kernel", "k", "-accel", "tcg,jit=off"]).jit == false)
+        #expect(error(["-M", "virt", "-kernel", "k", "-accel", "tcg,tb-size=64"]).contains("tb-size sizes the JIT's code buffer; it needs jit=on"))
+        #expect(error(["-M", "virt", "-kernel", "k", "-accel", "tcg,jit=on,tb-size=0"]).contains("tb-size"))
+        #expect(error(["-M", "virt", "-kernel", "k", "-accel", "tcg,jit=maybe"]).contains("option 'jit' takes on or off"))
+        #expect(error(["-M", "virt", "-kernel", "k", "-accel", "tcg,thread=single"])
+            .contains("thread=single is not supported: each hart runs on its own host thread; accepted: thread=multi"))
+        #expect(error(["-M", "microvm", "-kernel", "k", "-accel", "kvm,jit=on"], target: .x86_64)
+            .contains("'jit' is a property of the tcg accelerator"))
+    }
+
     @Test(arguments: ["-netdev", "-loadvm", "-incoming"])
     func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
         let line = error(["-M", "none", option, "x"])

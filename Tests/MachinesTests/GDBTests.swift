@@ -61,13 +61,13 @@ import Testing
         return String(line.split(separator: " ")[0])
     }
 
-    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
-    func debugsABareMetalProgramFromReset() throws {
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"), arguments: LinuxBootTests.accelerators)
+    func debugsABareMetalProgramFromReset(accel: String) throws {
         let elf = try GuestProgram.build("debuggee")
         let dir = try Self.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
         let socket = dir.appendingPathComponent("gdb.sock").path
-        let swemu = try Self.startSwemu(["-M", "virt", "-bios", "none", "-kernel", elf, "-S"], socket: socket,
+        let swemu = try Self.startSwemu(["-M", "virt", "-bios", "none", "-kernel", elf, "-S", "-accel", accel], socket: socket,
                                         serial: dir.appendingPathComponent("serial.log").path)
         defer { if swemu.isRunning { swemu.terminate() } }
         let checkpoint = try Self.address(of: "checkpoint", in: elf)
@@ -156,14 +156,14 @@ import Testing
         #expect(Self.exitStatus(swemu, within: 20) == 7, "\(output)")
     }
 
-    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
-    func aMisbehavingClientLeavesTheGuestRunning() throws {
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"), arguments: LinuxBootTests.accelerators)
+    func aMisbehavingClientLeavesTheGuestRunning(accel: String) throws {
         let elf = try GuestProgram.build("ticker")
         let dir = try Self.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
         let socket = dir.appendingPathComponent("gdb.sock").path
         let serial = dir.appendingPathComponent("serial.log").path
-        let swemu = try Self.startSwemu(["-M", "virt", "-bios", "none", "-kernel", elf], socket: socket, serial: serial)
+        let swemu = try Self.startSwemu(["-M", "virt", "-bios", "none", "-kernel", elf, "-accel", accel], socket: socket, serial: serial)
         defer { if swemu.isRunning { swemu.terminate() } }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("gdb_raw_client.py").path
         let client = try GuestProgram.run(MonitorTests.python, MonitorTests.pythonArguments + [script, socket, Self.address(of: "putc", in: elf)])
@@ -177,22 +177,25 @@ import Testing
         #expect(log.contains("tick 0000000000000063"), "\(log)")
     }
 
-    @Test(.enabled(if: missing == nil && LinuxBootTests.missing == nil, "\(missing ?? LinuxBootTests.missing ?? "")"))
-    func stopsDebiansKernelAtStartKernel() throws {
+    @Test(.enabled(if: missing == nil && LinuxBootTests.missing == nil, "\(missing ?? LinuxBootTests.missing ?? "")"),
+          arguments: LinuxBootTests.accelerators)
+    func stopsDebiansKernelAtStartKernel(accel: String) throws {
         // Debian's System.map is a stub (the real one is in the 1 GB -dbg package): a first
         // boot reads start_kernel's address from /proc/kallsyms; nokaslr keeps it fixed.
         let dir = try Self.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
         let append = "console=ttyS0 quiet nokaslr swemu.test=/tests/kallsyms"
         let first = try GuestProgram.run(LinuxBootTests.binary, ["-M", "virt", "-m", "512M", "-nographic", "-kernel", LinuxBootTests.kernel,
-                                                                 "-initrd", LinuxBootTests.initrd, "-append", append], timeout: 300)
+                                                                 "-initrd", LinuxBootTests.initrd, "-append", append, "-accel", accel],
+                                         timeout: 300)
         let startKernel = try #require(LinuxBootTests.value("KSYM_START_KERNEL", in: first.output), "\(first.output)")
         try #require(startKernel.hasPrefix("ffffffff"), "\(first.output)")
 
         let socket = dir.appendingPathComponent("gdb.sock").path
         let serial = dir.appendingPathComponent("serial.log").path
         let swemu = try Self.startSwemu(["-M", "virt", "-m", "512M", "-smp", "2", "-kernel", LinuxBootTests.kernel,
-                                         "-initrd", LinuxBootTests.initrd, "-append", append, "-S"], socket: socket, serial: serial)
+                                         "-initrd", LinuxBootTests.initrd, "-append", append, "-S", "-accel", accel],
+                                        socket: socket, serial: serial)
         defer { if swemu.isRunning { swemu.terminate() } }
         let output = try Self.runGDB([
             "set architecture riscv:rv64",

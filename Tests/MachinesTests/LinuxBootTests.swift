@@ -12,6 +12,8 @@ import Testing
     static let guests = ProcessInfo.processInfo.environment["SWEMU_GUEST_CACHE"].map { $0 + "/riscv64" }
         ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/swemu/guests/riscv64").path
     static let kernel = guests + "/Image"
+    /// Both execution engines, as `-accel` values: the interpreter and the JIT.
+    static let accelerators = ["tcg,jit=off", "tcg,jit=on"]
     static let initrd = guests + "/initramfs.cpio.gz"
 
     static var missing: String? {
@@ -53,13 +55,13 @@ import Testing
         return nil
     }
 
-    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
-    func bootsToUserspaceAndUsesEveryDevice() throws {
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"), arguments: accelerators)
+    func bootsToUserspaceAndUsesEveryDevice(accel: String) throws {
         let disk = try Self.makeDisk(["host.txt": "hello from the host"])
         defer { try? FileManager.default.removeItem(at: disk.deletingLastPathComponent()) }
         let started = Date().timeIntervalSince1970
         // Two harts: Linux starts the second through OpenSBI (SBI HSM) and both share the disk.
-        let run = try Self.boot(test: "acceptance", disk: disk, extra: ["-device", "virtio-rng-device", "-smp", "2"])
+        let run = try Self.boot(test: "acceptance", disk: disk, extra: ["-device", "virtio-rng-device", "-smp", "2", "-accel", accel])
         let finished = Date().timeIntervalSince1970
         #expect(run.status == 0, "swemu exited \(run.status)")
         let out = run.output
@@ -80,17 +82,17 @@ import Testing
         #expect(written.output.contains("written by the guest"))
     }
 
-    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
-    func rebootStartsTheMachineAgain() throws {
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"), arguments: accelerators)
+    func rebootStartsTheMachineAgain(accel: String) throws {
         let disk = try Self.makeDisk([:])
         defer { try? FileManager.default.removeItem(at: disk.deletingLastPathComponent()) }
-        let run = try Self.boot(test: "reboot", disk: disk)
+        let run = try Self.boot(test: "reboot", disk: disk, extra: ["-accel", accel])
         #expect(run.status == 0)
         #expect(run.output.contains("FIRST-BOOT"))
         #expect(run.output.contains("SECOND-BOOT"), "no second boot:\n\(run.output.suffix(2000))")
         #expect(run.output.components(separatedBy: "SWEMU-GUEST-READY").count == 3)
         // With -no-reboot the guest's reboot ends swemu after the first boot.
-        let noReboot = try Self.boot(test: "reboot", disk: try Self.makeDisk([:]), extra: ["-no-reboot"])
+        let noReboot = try Self.boot(test: "reboot", disk: try Self.makeDisk([:]), extra: ["-no-reboot", "-accel", accel])
         #expect(noReboot.status == 0)
         #expect(noReboot.output.contains("FIRST-BOOT") && !noReboot.output.contains("SECOND-BOOT"))
     }
