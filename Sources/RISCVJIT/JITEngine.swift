@@ -126,15 +126,18 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         for r in [Reg.r15, .r14, .r13, .r12, .rbp, .rbx] { a.pop(r) }
         a.ret()
         guard let start = buffer.append(a.finish()) else { preconditionFailure("code buffer smaller than its runtime") }
+        // The helpers reach the engine through the opaque pointer `run` passes to `enter`; the
+        // engine is alive for the whole call (run holds it), so no reference count is taken.
         let loadSlow: @convention(c) (UnsafeMutableRawPointer, UInt64, UInt64, UInt64) -> UInt32 = { engine, vaddr, pc, info in
-            Unmanaged<JITEngine>.fromOpaque(engine).takeUnretainedValue().loadSlow(vaddr, pc: pc, info: info)
+            Unmanaged<JITEngine>.fromOpaque(engine)._withUnsafeGuaranteedRef { $0.loadSlow(vaddr, pc: pc, info: info) }
         }
         let storeSlow: @convention(c) (UnsafeMutableRawPointer, UInt64, UInt64, UInt64) -> UInt32 = { engine, vaddr, pc, info in
-            Unmanaged<JITEngine>.fromOpaque(engine).takeUnretainedValue().storeSlow(vaddr, pc: pc, info: info)
+            Unmanaged<JITEngine>.fromOpaque(engine)._withUnsafeGuaranteedRef { $0.storeSlow(vaddr, pc: pc, info: info) }
         }
         let interpret: @convention(c) (UnsafeMutableRawPointer, UnsafeRawPointer, UInt64) -> UInt32 = { engine, slot, pc in
-            let hart = Unmanaged<JITEngine>.fromOpaque(engine).takeUnretainedValue().hart
-            return hart.interpret(slot.load(as: DecodedInstruction.self), pc: pc).rawValue
+            Unmanaged<JITEngine>.fromOpaque(engine)._withUnsafeGuaranteedRef {
+                $0.hart.interpret(slot.load(as: DecodedInstruction.self), pc: pc).rawValue
+            }
         }
         let helpers = HelperAddresses(loadSlow: unsafeBitCast(loadSlow, to: UInt64.self),
                                       storeSlow: unsafeBitCast(storeSlow, to: UInt64.self),

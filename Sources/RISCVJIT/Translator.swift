@@ -107,7 +107,7 @@ struct Translator {
     // MARK: - Which instructions are translated
 
     /// Instructions emitted as host code; everything else (CSRs, FP, atomics, system
-    /// instructions, division, the rarer bit-manipulation ones) calls the interpreter.
+    /// instructions, the rarer bit-manipulation ones) calls the interpreter.
     static func isNative(_ op: Op) -> Bool {
         switch op {
         case .lui, .auipc, .jal, .jalr, .beq, .bne, .blt, .bge, .bltu, .bgeu,
@@ -116,6 +116,7 @@ struct Translator {
              .add, .sub, .sll, .slt, .sltu, .xor, .srl, .sra, .or, .and,
              .addiw, .slliw, .srliw, .sraiw, .addw, .subw, .sllw, .srlw, .sraw,
              .fence, .mul, .mulh, .mulhsu, .mulhu, .mulw,
+             .div, .divu, .rem, .remu, .divw, .divuw, .remw, .remuw,
              .add_uw, .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw, .slli_uw,
              .andn, .orn, .xnor, .max, .maxu, .min, .minu, .sext_b, .sext_h, .zext_h, .rev8,
              .rol, .ror, .rori, .rolw, .rorw, .roriw,
@@ -349,7 +350,7 @@ struct Translator {
         loadX(.rax, d.rs1)
         switch d.op {
         case .add, .sub, .sll, .slt, .sltu, .xor, .srl, .sra, .or, .and, .addw, .subw, .sllw, .srlw, .sraw,
-             .mul, .mulh, .mulhsu, .mulhu, .mulw, .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw,
+             .mul, .mulh, .mulhsu, .mulhu, .mulw, .div, .divu, .rem, .remu, .divw, .divuw, .remw, .remuw, .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw,
              .add_uw, .andn, .orn, .xnor, .max, .maxu, .min, .minu, .rol, .ror, .rolw, .rorw,
              .bclr, .bext, .binv, .bset:
             loadX(.rcx, d.rs2)
@@ -429,6 +430,8 @@ struct Translator {
             a.alu(.and, .r8, .rcx)
             a.alu(.sub, .rdx, .r8)
             a.mov(.rax, .rdx)
+        case .div, .divu, .rem, .remu, .divw, .divuw, .remw, .remuw:
+            emitDivision(d.op)
         case .add_uw:
             a.mov(.rax, .rax, w: false)
             a.alu(.add, .rax, .rcx)
@@ -485,6 +488,44 @@ struct Translator {
             preconditionFailure("\(d.op) is not translated")
         }
         storeX(d.rd, .rax)
+    }
+
+    /// Division and remainder with RISC-V's results where x86's div/idiv would fault (M spec
+    /// §7.2, table 7.1): by zero, quotient all ones and remainder the dividend; signed
+    /// overflow (MIN / -1), quotient the dividend and remainder 0. rax = rs1, rcx = rs2.
+    private mutating func emitDivision(_ op: Op) {
+        let wide = ![.divw, .divuw, .remw, .remuw].contains(op)
+        let signed = [.div, .rem, .divw, .remw].contains(op)
+        let remainder = [.rem, .remu, .remw, .remuw].contains(op)
+        let byZero = a.newLabel(), done = a.newLabel()
+        a.test(.rcx, .rcx, w: wide)
+        a.jcc(.e, byZero)
+        if signed {
+            let divide = a.newLabel()
+            a.alu(.cmp, .rcx, imm: -1, w: wide)
+            a.jcc(.ne, divide)
+            if wide {
+                a.mov(.rdx, imm: 1 << 63)
+                a.alu(.cmp, .rax, .rdx)
+            } else {
+                a.alu(.cmp, .rax, imm: Int32.min, w: false)
+            }
+            a.jcc(.ne, divide)
+            if remainder { a.mov(.rax, imm: 0) }  // the quotient is the dividend, already in rax
+            a.jmp(done)
+            a.bind(divide)
+            if wide { a.cqo() } else { a.cdq() }
+            a.divide(.rcx, signed: true, w: wide)
+        } else {
+            a.mov(.rdx, imm: 0)
+            a.divide(.rcx, signed: false, w: wide)
+        }
+        if remainder { a.mov(.rax, .rdx) }
+        a.jmp(done)
+        a.bind(byZero)
+        if !remainder { a.mov(.rax, imm: .max) }  // the remainder is the dividend, in rax
+        a.bind(done)
+        if !wide { a.movsxd(.rax, .rax) }
     }
 
     // MARK: - Memory
