@@ -20,6 +20,8 @@ let package = Package(
         .target(name: "CLinux"),
         // zlib (Debian's zlib1g-dev): gzip-compressed kernels, later qcow2's compressed clusters.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Capstone (Debian's libcapstone-dev): disassembles the JIT's host code for -d out_asm.
+        .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
         .target(name: "SystemSupport", dependencies: ["CLinux"], swiftSettings: strict),
         .target(name: "GuestMemory", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
@@ -34,7 +36,7 @@ let package = Package(
         .target(name: "RISCV", dependencies: ["CLinux", "DeviceModel", "GuestMemory", "SoftFloat", "SystemSupport"],
                 swiftSettings: strict),
         // The RISC-V → x86-64 dynamic binary translator, an ExecutionEngine beside the interpreter.
-        .target(name: "RISCVJIT", dependencies: ["CLinux", "GuestMemory", "RISCV", "SystemSupport"], swiftSettings: strict),
+        .target(name: "RISCVJIT", dependencies: ["CCapstone", "CLinux", "GuestMemory", "RISCV", "SystemSupport"], swiftSettings: strict),
         // Linux KVM: /dev/kvm, VMs, vCPUs and their exits (DESIGN.md §2).
         .target(name: "KVM", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "Loader", dependencies: ["CZlib", "SystemSupport"], swiftSettings: strict),

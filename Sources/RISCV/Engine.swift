@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// What a hart thread runs (DESIGN.md §3, "The machine core"): the interpreter (`Hart` itself,
 /// the reference) or a translator such as the JIT in `RISCVJIT`. Both run the same `Hart`:
 /// its architectural state, TLB and trap logic are shared, so an engine can hand any
@@ -44,9 +46,11 @@ extension Hart {
     }
 
     /// Whether something asks for the reference interpreter, instruction by instruction:
-    /// a debugger's breakpoints or watchpoints, or `-d` instruction traces.
+    /// a debugger's breakpoints or watchpoints, or the `-d exec`/`-d cpu` traces, which show
+    /// every instruction (`-d in_asm` is the JIT's own: each block once, when translated).
     package var needsInterpreter: Bool {
         let s = state
-        return s.pointee.breakpointFilter != 0 || s.pointee.checkWatchpoints || Hart.isTracing
+        return s.pointee.breakpointFilter != 0 || s.pointee.checkWatchpoints
+            || DebugLog.isEnabled(.execution) || DebugLog.isEnabled(.cpuState)
     }
 }

@@ -96,11 +96,14 @@ extension Hart {
         if DebugLog.isEnabled(.execution) {
             DebugLog.log(.execution, "Trace 0: \(hex(pc)) [\(hex(state.pointee.privilege.rawValue))]")
         }
-        if DebugLog.isEnabled(.instructions) {
-            DebugLog.log(.instructions, "0x" + String(pc, radix: 16).leftPadded(to: 16) + ":  "
-                + String(insn.raw, radix: 16).leftPadded(to: insn.length == 2 ? 4 : 8) + "          "
-                + Disassembler.text(insn, pc: pc))
-        }
+        if DebugLog.isEnabled(.instructions) { DebugLog.log(.instructions, Hart.traceLine(insn, pc: pc)) }
+    }
+
+    /// One instruction as `-d in_asm` shows it (QEMU's layout: address, bits, objdump syntax).
+    package static func traceLine(_ insn: DecodedInstruction, pc: UInt64) -> String {
+        "0x" + String(pc, radix: 16).leftPadded(to: 16) + ":  "
+            + String(insn.raw, radix: 16).leftPadded(to: insn.length == 2 ? 4 : 8) + "          "
+            + Disassembler.text(insn, pc: pc)
     }
 
     /// QEMU's `-d cpu` / `info registers` layout.

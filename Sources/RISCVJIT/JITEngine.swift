@@ -209,7 +209,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                 case .handled: continue
                 case .stop(let reason): return reason
                 }
-                if let site = pendingSite {
+                if let site = pendingSite, chaining {
                     buffer.patchRel32(at: site, to: code)
                     statistics.chains += 1
                     pendingSite = nil
@@ -338,14 +338,34 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             if Translator.endsBlock(d.op) || current & (Hart.pageSize - 1) == 0 { break }
         }
         guard !instructions.isEmpty else { return .untranslatable }
-        var translator = Translator(origin: buffer.nextAddress, blockPC: pc, countInhibit: mode, helpers: helpers)
+        var translator = Translator(origin: buffer.nextAddress, blockPC: pc, countInhibit: mode, chaining: chaining,
+                                    helpers: helpers)
         let result = translator.translate(instructions)
         guard let code = buffer.append(result.code) else { return .full }
         statistics.blocks += 1
         statistics.instructions += result.instructions
         statistics.codeBytes = buffer.used
+        traceTranslation(instructions, code: code, count: result.code.count)
         return .done(code)
     }
+
+    /// `-d in_asm` and `-d out_asm`: the guest code of each block once, when it is translated,
+    /// and the host code emitted for it (QEMU's layout).
+    private func traceTranslation(_ instructions: [Translator.Instruction], code: UnsafeRawPointer, count: Int) {
+        if DebugLog.isEnabled(.instructions) {
+            var text = "----------------\nIN: \nPriv: \(hart.state.pointee.privilege.rawValue); Virt: 0\n"
+            for insn in instructions { text += Hart.traceLine(insn.decoded, pc: insn.pc) + "\n" }
+            DebugLog.log(.instructions, text)
+        }
+        if DebugLog.isEnabled(.hostCode) {
+            let pc = instructions.first?.pc ?? 0
+            let lines = HostDisassembler.lines(code, count: count)
+            DebugLog.log(.hostCode, "OUT: [guest pc 0x\(String(pc, radix: 16)), size=\(count)]\n" + lines.joined(separator: "\n") + "\n")
+        }
+    }
+
+    /// `-d nochain`: every block returns to the dispatcher (no chains, no lookups in generated code).
+    private var chaining: Bool { !DebugLog.isEnabled(.noChain) }
 
     // MARK: - Helpers called from generated code
 

@@ -162,10 +162,14 @@ struct Translator {
     /// stops are not counted (Linux's SBI PMU driver stops them while no perf event uses them).
     private let inhibit: UInt32
 
-    init(origin: UInt, blockPC: UInt64, countInhibit: UInt32, helpers: HelperAddresses) {
+    /// False under `-d nochain`: exits always return to the dispatcher.
+    private let chaining: Bool
+
+    init(origin: UInt, blockPC: UInt64, countInhibit: UInt32, chaining: Bool, helpers: HelperAddresses) {
         a = X86Assembler(origin: origin)
         page = blockPC >> 12
         inhibit = countInhibit
+        self.chaining = chaining
         self.helpers = helpers
     }
 
@@ -198,7 +202,9 @@ struct Translator {
         flushCounters()
         a.mov(.rax, imm: target)
         a.store(pcField, .rax)
-        if target >> 12 == page {
+        if !chaining {
+            returnStatus(.jump)
+        } else if target >> 12 == page {
             // A jmp the dispatcher patches to the target's block; until then it lands on the
             // stub after it, which returns the jmp's own address.
             let site = a.jmpPatchable()
@@ -213,6 +219,7 @@ struct Translator {
     /// the jump cache, as the dispatcher would, and jumps straight into it; anything
     /// missing (TLB entry, translation) returns to the dispatcher. QEMU's lookup_and_goto_ptr.
     private mutating func emitLookupAndJump() {
+        guard chaining else { return returnStatus(.jump) }
         let miss = a.newLabel()
         let tlbBase = Int32(AccessType.execute.rawValue * Hart.tlbSize) * layout.tlbStride
         a.mov(.rcx, .rax)

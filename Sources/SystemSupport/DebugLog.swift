@@ -22,6 +22,10 @@ public enum DebugLog {
         public static let interrupts = Category(rawValue: 1 << 5)
         /// MMU translations that fault or fill (QEMU `mmu`).
         public static let mmu = Category(rawValue: 1 << 6)
+        /// The host code the JIT emits for each block (QEMU `out_asm`).
+        public static let hostCode = Category(rawValue: 1 << 7)
+        /// The JIT does not chain blocks: every block returns to its dispatcher (QEMU `nochain`).
+        public static let noChain = Category(rawValue: 1 << 8)
     }
 
     /// The `-d` items this build understands, with QEMU's names and help lines.
@@ -33,6 +37,8 @@ public enum DebugLog {
         ("cpu", .cpuState, "show CPU registers before entering a TB (lots of logs)"),
         ("int", .interrupts, "show interrupts/exceptions in short format"),
         ("mmu", .mmu, "log MMU-related activities"),
+        ("out_asm", .hostCode, "show generated host assembly code for each compiled TB"),
+        ("nochain", .noChain, "do not chain compiled TBs so that \"exec\" and \"cpu\" show complete traces"),
     ]
 
     private static let enabled = Atomic<UInt32>(0)

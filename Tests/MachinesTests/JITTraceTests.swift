@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// The JIT's traces, end to end through the release binary (as users run them): `-d in_asm`
+/// shows each block's guest code once, when translated; `-d out_asm` the host code emitted
+/// for it, disassembled by Capstone; `-d nochain` turns chaining off. The program still runs
+/// to its normal end under all of them.
+@Suite(.serialized) struct JITTraceTests {
+    static var missing: String? {
+        if let reason = GuestProgram.compilerMissingReason { return reason }
+        if !FileManager.default.isExecutableFile(atPath: LinuxBootTests.binary) {
+            return "needs the release binary \(LinuxBootTests.binary) (swift build -c release; scripts/test builds it)"
+        }
+        return nil
+    }
+
+    static func run(_ items: String) throws -> (status: Int32, log: String) {
+        let elf = try GuestProgram.build("integer")
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-jit-trace-\(UUID().uuidString).log")
+        defer { try? FileManager.default.removeItem(at: log) }
+        let result = try GuestProgram.run(LinuxBootTests.binary, ["-M", "virt", "-bios", "none", "-m", "16M", "-nographic",
+                                                                  "-accel", "tcg,jit=on", "-d", items, "-D", log.path, "-kernel", elf])
+        return (result.status, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func inAsmShowsEachBlockOnceAndOutAsmItsHostCode() throws {
+        let (status, log) = try Self.run("in_asm,out_asm")
+        #expect(status == 0, "\(log.suffix(2000))")
+        // The first block is the boot ROM's, at 0x1000: shown once although it runs once per
+        // hart start, with QEMU's header, and followed by its host code.
+        #expect(log.hasPrefix("----------------\nIN: \nPriv: 3; Virt: 0\n0x0000000000001000:  00000297          auipc"), "\(log.prefix(500))")
+        let blocks = log.components(separatedBy: "\nIN: \n").count - 1
+        #expect(blocks > 5)
+        #expect(log.components(separatedBy: "0x0000000000001000:").count - 1 == 1, "the boot ROM block was translated more than once")
+        #expect(log.components(separatedBy: "OUT: [guest pc 0x").count - 1 == blocks)
+        // Every block starts with the budget check on r15's hart state, in Capstone's syntax.
+        #expect(log.contains(":  cmp qword ptr [r15 + 0x"), "\(log.prefix(2000))")
+        #expect(!log.contains("not decoded") && !log.contains("capstone:"), "\(log.prefix(2000))")
+        // Returns and indirect jumps look their target up in generated code.
+        #expect(log.contains(":  jmp rsi"), "\(log.prefix(2000))")
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func nochainStillRunsTheProgram() throws {
+        let (status, log) = try Self.run("nochain,out_asm")
+        #expect(status == 0)
+        // Without chaining no exit looks its target up in generated code.
+        #expect(log.contains("OUT: [guest pc 0x"))
+        #expect(!log.contains(":  jmp rsi"), "\(log.prefix(2000))")
+    }
+}
