@@ -155,6 +155,11 @@ struct Translator {
         let info: UInt64
         let retired: Int32
         let done: Label
+        /// Dirty cached registers where the fast path branched off: written back first.
+        let dirty: [(guest: UInt8, slot: Int)]
+        /// For a load: the guest register the helper writes, and the slot that holds it
+        /// after the fast path (reloaded from memory before going back).
+        let reload: (guest: UInt8, slot: Int)?
     }
     private var slowPaths: [SlowPath] = []
 
@@ -176,12 +181,95 @@ struct Translator {
     private func x(_ r: UInt8) -> Mem { Mem(.r15, layout.x + Int32(r) * 8) }
     private var pcField: Mem { Mem(.r15, layout.pc) }
 
-    private mutating func loadX(_ dst: Reg, _ r: UInt8) {
-        if r == 0 { a.mov(dst, imm: 0) } else { a.load(dst, x(r)) }
+    // MARK: - Guest registers in host registers
+
+    /// Host registers that hold guest registers within a block (JIT.md, "guest registers in
+    /// host registers"): the callee-saved ones first, then caller-saved ones that slow paths
+    /// save around their helper calls. rax, rcx, rdx and r8 stay scratch; r13-r15 are pinned.
+    static let pool: [Reg] = [.rbx, .rbp, .r12, .r9, .r10, .r11, .rsi, .rdi]
+    static let callerSavedPool: [Reg] = [.r9, .r10, .r11, .rsi, .rdi]
+
+    /// The guest register each pool slot holds (0 = none: x0 is never cached).
+    private var slotGuest = [UInt8](repeating: 0, count: Translator.pool.count)
+    /// When each slot was last used, for least-recently-used eviction.
+    private var slotUse = [Int](repeating: 0, count: Translator.pool.count)
+    private var useClock = 0
+    /// Guest registers whose cached value is newer than `HartState.x` (bit i = x_i).
+    private var dirty: UInt32 = 0
+
+    private func slot(of r: UInt8) -> Int? {
+        guard r != 0 else { return nil }
+        return slotGuest.firstIndex(of: r)
     }
 
+    /// A slot for guest register `r` (not cached yet): a free one or the least recently used,
+    /// written back first if dirty.
+    private mutating func allocate(_ r: UInt8) -> Int {
+        var victim = 0
+        for i in 0..<slotGuest.count {
+            if slotGuest[i] == 0 {
+                victim = i
+                break
+            }
+            if slotUse[i] < slotUse[victim] { victim = i }
+        }
+        let old = slotGuest[victim]
+        if old != 0 && dirty & (1 << UInt32(old)) != 0 {
+            a.store(x(old), Self.pool[victim])
+            dirty &= ~(1 << UInt32(old))
+        }
+        slotGuest[victim] = r
+        return victim
+    }
+
+    private mutating func touch(_ slot: Int) {
+        useClock += 1
+        slotUse[slot] = useClock
+    }
+
+    /// Guest register `r` into host register `dst` (x0 reads 0).
+    private mutating func loadX(_ dst: Reg, _ r: UInt8) {
+        if r == 0 { return a.mov(dst, imm: 0) }
+        let slot: Int
+        if let cached = self.slot(of: r) {
+            slot = cached
+        } else {
+            slot = allocate(r)
+            a.load(Self.pool[slot], x(r))
+        }
+        touch(slot)
+        a.mov(dst, Self.pool[slot])
+    }
+
+    /// Host register `src` into guest register `r` (writes to x0 are dropped); the value stays
+    /// in a host register until an exit or a helper call writes it back.
     private mutating func storeX(_ r: UInt8, _ src: Reg) {
-        if r != 0 { a.store(x(r), src) }
+        guard r != 0 else { return }
+        let slot = self.slot(of: r) ?? allocate(r)
+        touch(slot)
+        a.mov(Self.pool[slot], src)
+        dirty |= 1 << UInt32(r)
+    }
+
+    /// The dirty guest registers and the slots holding them.
+    private var dirtySlots: [(guest: UInt8, slot: Int)] {
+        (0..<slotGuest.count).compactMap { i in
+            let r = slotGuest[i]
+            return r != 0 && dirty & (1 << UInt32(r)) != 0 ? (r, i) : nil
+        }
+    }
+
+    /// Writes every dirty guest register back to `HartState.x`; they stay cached.
+    private mutating func writeBack() {
+        for (r, slot) in dirtySlots { a.store(x(r), Self.pool[slot]) }
+        dirty = 0
+    }
+
+    /// Writes back and forgets every cached register (before code that reads or writes
+    /// guest registers in memory and clobbers host registers: the interpreter).
+    private mutating func writeBackAndForget() {
+        writeBack()
+        for i in 0..<slotGuest.count { slotGuest[i] = 0 }
     }
 
     /// Brings minstret and mcycle up to date, as mcountinhibit allows (Privileged §3.1.12).
@@ -199,6 +287,7 @@ struct Translator {
 
     /// Leaves the block for guest pc `target`: chained later if it is on this page.
     private mutating func exit(to target: UInt64) {
+        writeBack()
         flushCounters()
         a.mov(.rax, imm: target)
         a.store(pcField, .rax)
@@ -281,7 +370,7 @@ struct Translator {
         returnStatus(.budget)
         for path in slowPaths {
             a.bind(path.label)
-            callSlowPath(helper: path.helper, pc: path.pc, info: path.info, retired: path.retired, done: path.done)
+            callSlowPath(path)
         }
         return Result(code: a.finish(), instructions: block.count)
     }
@@ -316,12 +405,16 @@ struct Translator {
                 a.mov(.rcx, imm: next)
                 storeX(d.rd, .rcx)
             }
+            writeBack()
             a.store(pcField, .rax)
             flushCounters()
             emitLookupAndJump()
         case .beq, .bne, .blt, .bge, .bltu, .bgeu:
             loadX(.rax, d.rs1)
-            if d.rs2 == 0 { a.test(.rax, .rax) } else { a.alu(.cmp, .rax, x(d.rs2)) }
+            loadX(.rcx, d.rs2)
+            // Both exits start clean: write back before the compare (stores keep the flags).
+            writeBack()
+            a.alu(.cmp, .rax, .rcx)
             let cond: Cond
             switch d.op {
             case .beq: cond = .e
@@ -591,42 +684,60 @@ struct Translator {
         let (size, signed) = Self.loadShape(d.op)
         let slow = a.newLabel(), done = a.newLabel()
         emitAddress(d)
+        let dirtyAtBranch = dirtySlots
         emitTLBLookup(access: .read, size: size, slow: slow)
         a.load(.rax, Mem(.rax, index: .rdx), size: size, signed: signed)
         storeX(d.rd, .rax)
         a.bind(done)
         let retired = pending - 1  // this instruction has not retired if it traps
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
-        slowPaths.append(SlowPath(label: slow, helper: helpers.loadSlow, pc: insn.pc, info: info, retired: retired, done: done))
+        slowPaths.append(SlowPath(label: slow, helper: helpers.loadSlow, pc: insn.pc, info: info, retired: retired, done: done,
+                                  dirty: dirtyAtBranch, reload: slot(of: d.rd).map { (d.rd, $0) }))
     }
 
     private mutating func emitStore(_ insn: Instruction) {
         let d = insn.decoded
         let size = Self.storeSize(d.op)
         let slow = a.newLabel(), done = a.newLabel()
+        // The value first: every register allocation happens before the fast path branches,
+        // so both paths meet at `done` with the same cache state.
+        loadX(.r8, d.rs2)
         emitAddress(d)
+        let dirtyAtBranch = dirtySlots
         emitTLBLookup(access: .write, size: size, slow: slow)
-        loadX(.rcx, d.rs2)
-        a.store(Mem(.rax, index: .rdx), .rcx, size: size)
+        a.store(Mem(.rax, index: .rdx), .r8, size: size)
         a.bind(done)
         let retired = pending - 1
         let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
-        slowPaths.append(SlowPath(label: slow, helper: helpers.storeSlow, pc: insn.pc, info: info, retired: retired, done: done))
+        slowPaths.append(SlowPath(label: slow, helper: helpers.storeSlow, pc: insn.pc, info: info, retired: retired, done: done,
+                                  dirty: dirtyAtBranch, reload: nil))
     }
 
-    /// Out of line: helper(engine, vaddr = rax, pc, info); 0 goes back to `done`, anything
-    /// else (a trap taken, a watchpoint) leaves with the counters of the instructions before.
-    private mutating func callSlowPath(helper: UInt64, pc: UInt64, info: UInt64, retired: Int32, done: Label) {
+    /// Out of line: writes back the registers that were dirty where the fast path branched
+    /// (the helper reads guest registers, a trap handler will), saves the caller-saved cache
+    /// registers, calls helper(engine, vaddr = rax, pc, info); 0 goes back to `done` (a load
+    /// reloads its destination, which the helper wrote), anything else (a trap taken, a
+    /// watchpoint) leaves with the counters of the instructions before.
+    private mutating func callSlowPath(_ path: SlowPath) {
+        for (r, slot) in path.dirty { a.store(x(r), Self.pool[slot]) }
+        // Five registers and a pad keep the stack 16-byte aligned for the call.
+        let saved = Self.callerSavedPool + [.rdi]
+        for r in saved { a.push(r) }
         a.mov(.rdi, .r14)
         a.mov(.rsi, .rax)
-        a.mov(.rdx, imm: pc)
-        a.mov(.rcx, imm: info)
-        a.mov(.rax, imm: helper)
+        a.mov(.rdx, imm: path.pc)
+        a.mov(.rcx, imm: path.info)
+        a.mov(.rax, imm: path.helper)
         a.call(.rax)
+        for r in saved.reversed() { a.pop(r) }
         a.mov(.rax, .rax, w: false)  // the helper returns 32 bits; the epilogue returns 64
         a.test(.rax, .rax)
-        a.jcc(.e, done)
-        pending = retired
+        let failed = a.newLabel()
+        a.jcc(.ne, failed)
+        if let (r, slot) = path.reload { a.load(Self.pool[slot], x(r)) }
+        a.jmp(path.done)
+        a.bind(failed)
+        pending = path.retired
         flushCounters()
         a.jmp(absolute: helpers.epilogue)
     }
@@ -637,6 +748,7 @@ struct Translator {
     /// `interpret(engine, slot, pc)`; anything but "next" leaves with its status.
     private mutating func emitInterpreted(_ insn: Instruction) {
         guard let slot = insn.slot else { preconditionFailure("interpreted instruction without a slot") }
+        writeBackAndForget()
         flushCounters()
         a.mov(.rdi, .r14)
         a.mov(.rsi, imm: UInt64(UInt(bitPattern: slot)))
