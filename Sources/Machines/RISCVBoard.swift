@@ -115,6 +115,13 @@ public final class RISCVBoard: @unchecked Sendable {
     public var hart: Hart { harts[0] }
     /// What runs each hart (the hart itself when interpreting).
     let engines: [any ExecutionEngine]
+
+    /// The JIT's statistics per hart, nil when the harts are interpreted. Read it while the
+    /// harts are parked (the VMM's `perform`).
+    public var jitStatistics: [JITEngine.Statistics]? {
+        let jits = engines.compactMap { $0 as? JITEngine }
+        return jits.isEmpty ? nil : jits.map(\.statistics)
+    }
     public let clock = VirtualClock()
     let uart: UART16550?
     let rtc: GoldfishRTC?

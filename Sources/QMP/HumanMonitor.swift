@@ -282,6 +282,7 @@ public struct HumanMonitor: Sendable {
                     help: "show info of one block device or all block devices (-n: show named nodes; -v: show details)"),
         CommandInfo(name: "chardev", params: "", help: "show the character devices"),
         CommandInfo(name: "cpus", params: "", help: "show infos for each CPU"),
+        CommandInfo(name: "jit", params: "", help: "show dynamic compiler info"),
         CommandInfo(name: "mtree", params: "[-f][-d][-o][-D]",
                     help: "show memory tree (-f: dump flat view for address spaces;-d: dump dispatch tree, valid with -f only);-o: dump region owners/parents;-D: dump disassembly"),
         CommandInfo(name: "name", params: "", help: "show the current VM name"),

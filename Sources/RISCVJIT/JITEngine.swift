@@ -74,9 +74,14 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
 
     /// What the translator has done, for `info jit`-style reports and benchmarks.
     public struct Statistics: Sendable {
+        /// Blocks and guest instructions translated since the engine started.
         public var blocks = 0
         public var instructions = 0
+        /// Host code bytes emitted since the engine started.
+        public var emittedBytes = 0
+        /// Bytes of the code buffer in use now, and its size.
         public var codeBytes = 0
+        public var bufferSize = 0
         public var flushes = 0
         public var chains = 0
         /// Blocks dropped because FENCE.I found their page written.
@@ -99,6 +104,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         resets = hart.codeResets
         (enter, helpers) = Self.emitRuntime(into: buffer, cache: cache)
         hart.collectsDroppedCodePages = true
+        statistics.bufferSize = buffer.size
     }
 
     deinit {
@@ -344,6 +350,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         guard let code = buffer.append(result.code) else { return .full }
         statistics.blocks += 1
         statistics.instructions += result.instructions
+        statistics.emittedBytes += result.code.count
         statistics.codeBytes = buffer.used
         traceTranslation(instructions, code: code, count: result.code.count)
         return .done(code)

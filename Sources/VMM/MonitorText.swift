@@ -1,11 +1,34 @@
+import Foundation
 import DeviceModel
 import GuestMemory
 import Machines
 import QMP
 import RISCV
+import RISCVJIT
 
 /// The human monitor's machine views, in QEMU's layout: `info mtree`, `info qtree`, `x`/`xp`.
 enum MonitorText {
+    /// `info jit`: the translator's state per hart, in the spirit of QEMU's (its counters
+    /// differ: swemu translates per hart and invalidates per code page).
+    static func jitInfo(_ board: RISCVBoard) -> String {
+        guard let all = board.jitStatistics else {
+            return "The JIT is not in use: the harts run in the interpreter (-accel tcg,jit=on selects the JIT)"
+        }
+        func row(_ name: String, _ value: String) -> String { name.padding(toLength: 20, withPad: " ", startingAt: 0) + value + "\n" }
+        var out = ""
+        for (hart, s) in all.enumerated() {
+            out += "Translation buffer state, hart \(hart):\n"
+            out += row("gen code size", "\(s.codeBytes)/\(s.bufferSize)")
+            out += row("TB count", "\(s.blocks)")
+            out += row("TB avg target size", s.blocks == 0 ? "0" : String(format: "%.1f guest instructions", Double(s.instructions) / Double(s.blocks)))
+            out += row("TB avg host size", s.blocks == 0 ? "0" : "\(s.emittedBytes / s.blocks) bytes")
+            out += row("TB chained exits", "\(s.chains)")
+            out += row("TB flush count", "\(s.flushes)")
+            out += row("TB invalidate count", "\(s.invalidatedBlocks)")
+        }
+        return out
+    }
+
     static func hex16(_ v: UInt64) -> String { String(v, radix: 16).leftPadded(to: 16) }
 
     static func memoryTree(_ board: RISCVBoard) -> String {

@@ -270,6 +270,8 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         switch (first, words.dropFirst().first) {
         case ("info", "registers"):
             return perform { hart($0).registerDump() }
+        case ("info", "jit"):
+            return perform { MonitorText.jitInfo($0) }
         case ("info", "mtree"):
             return perform { MonitorText.memoryTree($0) }
         case ("info", "qtree"):
