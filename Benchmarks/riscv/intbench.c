@@ -2,16 +2,30 @@
    compiled code does most (calls, branches, loads and stores, multiply/divide, shifts, byte
    handling): a CRC-32, an insertion sort, a small hash table, string copies. Prints its
    checksum and the instructions it retired (minstret) on the UART, so the run can be checked
-   and an instructions-per-second figure derived. */
+   and an instructions-per-second figure derived.
+   Built with -DINTBENCH_LINUX it is the kernel of a Linux process instead: main becomes
+   intbench_main, and Benchmarks/riscv/intbench-linux.c (used by Benchmarks/linux-riscv64)
+   provides main, the output and the instruction counter, since minstret and the UART are not a
+   process's to use. */
 #include <stdint.h>
 
-#define UART0 ((volatile uint8_t *)0x10000000)
 #define ITERATIONS 50000
+
+#ifdef INTBENCH_LINUX
+#define main intbench_main
+void intbench_putc(char c);
+uint64_t intbench_instret(void);
+#define putc_uart intbench_putc
+#define READ_INSTRET(v) ((v) = intbench_instret())
+#else
+#define UART0 ((volatile uint8_t *)0x10000000)
+#define READ_INSTRET(v) __asm__ volatile("csrr %0, minstret" : "=r"(v))
 
 static void putc_uart(char c) {
     while ((UART0[5] & 0x20) == 0) {}
     UART0[0] = (uint8_t)c;
 }
+#endif
 
 static void puts_uart(const char *s) {
     while (*s) putc_uart(*s++);
@@ -48,7 +62,7 @@ static uint64_t table[64];
 
 int main(void) {
     uint64_t start = 0, end = 0;
-    __asm__ volatile("csrr %0, minstret" : "=r"(start));
+    READ_INSTRET(start);
     uint32_t checksum = 0;
     uint64_t seed = 12345;
     int32_t values[24];
@@ -68,7 +82,7 @@ int main(void) {
         checksum += crc32((const uint8_t *)buffer, (int)(p - buffer), 0) >> 7;
     }
     for (int i = 0; i < 64; i++) checksum ^= (uint32_t)table[i];
-    __asm__ volatile("csrr %0, minstret" : "=r"(end));
+    READ_INSTRET(end);
     puts_uart("intbench checksum ");
     puthex(checksum);
     puts_uart(" instret ");

@@ -105,9 +105,22 @@ public enum MStatus {
 /// Everything architectural about one hart that the interpreter touches per instruction,
 /// in one struct reached through a pointer (DESIGN.md §7): no ARC, no existentials.
 public struct HartState {
+    // The fields translated code touches most come first, then the integer registers: the
+    // JIT reaches them with one-byte displacements (RISCVJIT's StateLayout).
+    public var pc: UInt64 = 0
+    /// The machine counters (Privileged §3.1.11): one cycle per instruction here.
+    public var mcycle: UInt64 = 0
+    public var minstret: UInt64 = 0
+    /// Instructions the JIT's generated code may still run before it returns to its dispatcher
+    /// (the dispatcher sets it per chunk; each translated block subtracts its length on entry
+    /// and leaves when it finds it spent), so chained blocks see interrupts within a bounded delay.
+    package var jitBudget: Int64 = 0
+    /// The privilege part of TLB tags for fetches and for data accesses (which MPRV may
+    /// redirect), kept current by `Hart.updatePrivilegeKeys()`.
+    package var fetchKey: UInt64 = 3
+    package var dataKey: UInt64 = 3
     public var x = InlineArray<32, UInt64>(repeating: 0)
     public var f = InlineArray<32, UInt64>(repeating: 0)
-    public var pc: UInt64 = 0
     public var privilege: PrivilegeMode = .machine
 
     // Machine-level CSRs (Privileged chapter 3).
@@ -126,8 +139,6 @@ public struct HartState {
     public var mcounteren: UInt32 = 0
     public var mcountinhibit: UInt32 = 0
     public var menvcfg: UInt64 = 0
-    public var mcycle: UInt64 = 0
-    public var minstret: UInt64 = 0
     public var mhartid: UInt64 = 0
 
     // Supervisor-level CSRs (Privileged chapter 4).
@@ -157,10 +168,6 @@ public struct HartState {
     public var reservationValue: UInt64 = 0
     public static let noReservation: UInt64 = .max
 
-    /// The privilege part of TLB tags for fetches and for data accesses (which MPRV may
-    /// redirect), kept current by `Hart.updatePrivilegeKeys()`.
-    package var fetchKey: UInt64 = 3
-    package var dataKey: UInt64 = 3
     /// Set by anything that may enable a pending interrupt (CSR writes, xRET) or stop the
     /// hart (WFI), so the interpreter leaves its inner loop and looks.
     package var endChunk = false
@@ -172,10 +179,6 @@ public struct HartState {
     package var breakpointFilter: UInt64 = 0
     /// A debugger set watchpoints: data accesses take the slow path, which checks them.
     package var checkWatchpoints = false
-    /// Instructions the JIT's generated code may still run before it returns to its dispatcher
-    /// (the dispatcher sets it per chunk; each translated block subtracts its length on entry
-    /// and leaves when it finds it spent), so chained blocks see interrupts within a bounded delay.
-    package var jitBudget: Int64 = 0
 
     public init() {}
 }

@@ -123,7 +123,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         var a = X86Assembler(origin: buffer.nextAddress)
         for r in [Reg.rbx, .rbp, .r12, .r13, .r14, .r15] { a.push(r) }
         a.alu(.sub, .rsp, imm: 8)
-        a.mov(.r15, .rdi)
+        a.lea(.r15, Mem(.rdi, StateLayout.bias))
         a.mov(.r14, .rsi)
         a.mov(.r13, .rdx)
         a.jmp(.rcx)
@@ -131,7 +131,22 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         a.alu(.add, .rsp, imm: 8)
         for r in [Reg.r15, .r14, .r13, .r12, .rbp, .rbx] { a.pop(r) }
         a.ret()
-        guard let start = buffer.append(a.finish()) else { preconditionFailure("code buffer smaller than its runtime") }
+        // The TLB-miss thunks: called (stack 8 off alignment) with vaddr in rax, pc in rdx,
+        // info in ecx; save the caller-saved registers of the translator's pool (five: the
+        // stack is aligned again), call helper(engine, vaddr, pc, info), return its status
+        // zero-extended in rax.
+        func thunk(_ helper: UInt64) -> Int {
+            let offset = a.count
+            for r in Translator.callerSavedPool { a.push(r) }
+            a.mov(.rdi, .r14)
+            a.mov(.rsi, .rax)
+            a.mov(.r8, imm: helper)
+            a.call(.r8)
+            for r in Translator.callerSavedPool.reversed() { a.pop(r) }
+            a.mov(.rax, .rax, w: false)
+            a.ret()
+            return offset
+        }
         // The helpers reach the engine through the opaque pointer `run` passes to `enter`; the
         // engine is alive for the whole call (run holds it), so no reference count is taken.
         let loadSlow: @convention(c) (UnsafeMutableRawPointer, UInt64, UInt64, UInt64) -> UInt32 = { engine, vaddr, pc, info in
@@ -145,8 +160,11 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                 $0.hart.interpret(slot.load(as: DecodedInstruction.self), pc: pc).rawValue
             }
         }
-        let helpers = HelperAddresses(loadSlow: unsafeBitCast(loadSlow, to: UInt64.self),
-                                      storeSlow: unsafeBitCast(storeSlow, to: UInt64.self),
+        let loadThunk = thunk(unsafeBitCast(loadSlow, to: UInt64.self))
+        let storeThunk = thunk(unsafeBitCast(storeSlow, to: UInt64.self))
+        guard let start = buffer.append(a.finish()) else { preconditionFailure("code buffer smaller than its runtime") }
+        let helpers = HelperAddresses(loadThunk: UInt(bitPattern: start + loadThunk),
+                                      storeThunk: UInt(bitPattern: start + storeThunk),
                                       interpret: unsafeBitCast(interpret, to: UInt64.self),
                                       epilogue: UInt(bitPattern: start + epilogueOffset),
                                       jumpCache: UInt64(UInt(bitPattern: cache)))

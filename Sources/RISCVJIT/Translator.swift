@@ -2,7 +2,8 @@ import RISCV
 
 /// Field offsets of `HartState` and `TLBEntry`, read once from the compiler's layout
 /// (`MemoryLayout.offset(of:)`): generated code reaches hart state through r15 and the TLB
-/// through r13 at these displacements.
+/// through r13 at these displacements. r15 points `bias` bytes into the state, so that the
+/// fields `HartState` puts first and most of `x` are within a signed byte of it (shorter code).
 struct StateLayout {
     let x: Int32
     let pc: Int32
@@ -22,19 +23,22 @@ struct StateLayout {
     let cacheCode: Int32
 
     static let shared = StateLayout()
+    /// r15 = the state's address + bias.
+    static let bias: Int32 = 128
 
     private init() {
         func offset<T>(_ key: PartialKeyPath<T>) -> Int32 {
             guard let value = MemoryLayout<T>.offset(of: key) else { preconditionFailure("stored property expected") }
             return Int32(value)
         }
-        x = offset(\HartState.x)
-        pc = offset(\HartState.pc)
-        minstret = offset(\HartState.minstret)
-        mcycle = offset(\HartState.mcycle)
-        dataKey = offset(\HartState.dataKey)
-        fetchKey = offset(\HartState.fetchKey)
-        budget = offset(\HartState.jitBudget)
+        func state(_ key: PartialKeyPath<HartState>) -> Int32 { offset(key) - Self.bias }
+        x = state(\HartState.x)
+        pc = state(\HartState.pc)
+        minstret = state(\HartState.minstret)
+        mcycle = state(\HartState.mcycle)
+        dataKey = state(\HartState.dataKey)
+        fetchKey = state(\HartState.fetchKey)
+        budget = state(\HartState.jitBudget)
         tlbStride = Int32(MemoryLayout<TLBEntry>.stride)
         tlbTag = offset(\TLBEntry.tag)
         tlbAddend = offset(\TLBEntry.addend)
@@ -66,8 +70,11 @@ enum ExitStatus: UInt64 {
 
 /// Addresses of the helpers translated code calls, and of the shared epilogue.
 struct HelperAddresses {
-    let loadSlow: UInt64
-    let storeSlow: UInt64
+    /// The TLB-miss thunks for loads and stores in the code buffer (`JITEngine.emitRuntime`):
+    /// rax = vaddr, rdx = pc, ecx = info in; eax = the helper's status out; they keep every
+    /// register of the translator's cache pool.
+    let loadThunk: UInt
+    let storeThunk: UInt
     let interpret: UInt64
     let epilogue: UInt
     /// The engine's `CacheEntry` array (`JITEngine.cacheSize` entries).
@@ -150,7 +157,7 @@ struct Translator {
     /// Out-of-line TLB-miss paths, emitted after the block's straight-line code.
     private struct SlowPath {
         let label: Label
-        let helper: UInt64
+        let thunk: UInt
         let pc: UInt64
         let info: UInt64
         let retired: Int32
@@ -241,10 +248,15 @@ struct Translator {
         a.mov(dst, Self.pool[slot])
     }
 
+    /// Guest registers whose value this block knows at translation time (set by lui, auipc
+    /// or li earlier in the block): a jalr through one is a direct jump (`auipc`+`jalr`).
+    private var constants: [UInt8: UInt64] = [:]
+
     /// Host register `src` into guest register `r` (writes to x0 are dropped); the value stays
     /// in a host register until an exit or a helper call writes it back.
     private mutating func storeX(_ r: UInt8, _ src: Reg) {
         guard r != 0 else { return }
+        constants[r] = nil
         let slot = self.slot(of: r) ?? allocate(r)
         touch(slot)
         a.mov(Self.pool[slot], src)
@@ -270,6 +282,15 @@ struct Translator {
     private mutating func writeBackAndForget() {
         writeBack()
         for i in 0..<slotGuest.count { slotGuest[i] = 0 }
+        constants.removeAll()
+    }
+
+    /// Guest register `r` = `value`, known from here on in the block.
+    private mutating func storeConstant(_ r: UInt8, _ value: UInt64) {
+        guard r != 0 else { return }
+        a.mov(.rax, imm: value)
+        storeX(r, .rax)
+        constants[r] = value
     }
 
     /// Brings minstret and mcycle up to date, as mcountinhibit allows (Privileged §3.1.12).
@@ -386,17 +407,24 @@ struct Translator {
         let next = insn.pc &+ UInt64(d.length)
         switch d.op {
         case .lui:
-            a.mov(.rax, imm: UInt64(bitPattern: imm))
-            storeX(d.rd, .rax)
+            storeConstant(d.rd, UInt64(bitPattern: imm))
         case .auipc:
-            a.mov(.rax, imm: insn.pc &+ UInt64(bitPattern: imm))
-            storeX(d.rd, .rax)
+            storeConstant(d.rd, insn.pc &+ UInt64(bitPattern: imm))
+        case .addi where d.rs1 == 0 || constants[d.rs1] != nil:
+            // li, or an address built by lui/auipc + addi: still a constant.
+            storeConstant(d.rd, (d.rs1 == 0 ? 0 : constants[d.rs1]!) &+ UInt64(bitPattern: imm))
         case .jal:
             if d.rd != 0 {
                 a.mov(.rax, imm: next)
                 storeX(d.rd, .rax)
             }
             exit(to: insn.pc &+ UInt64(bitPattern: imm))
+        case .jalr where d.rs1 == 0 || constants[d.rs1] != nil:
+            // A jump to an address known here (auipc+jalr: calls and tail calls): direct, so
+            // chained like jal when it stays on this page.
+            let target = ((d.rs1 == 0 ? 0 : constants[d.rs1]!) &+ UInt64(bitPattern: imm)) & ~1
+            if d.rd != 0 { storeConstant(d.rd, next) }
+            exit(to: target)
         case .jalr:
             loadX(.rax, d.rs1)
             if imm != 0 { a.alu(.add, .rax, imm: Int32(imm)) }
@@ -459,6 +487,7 @@ struct Translator {
         }
         switch d.op {
         case .addi: if imm32 != 0 { a.alu(.add, .rax, imm: imm32) }
+        case .add where d.rs1 == 0, .or where d.rs1 == 0: a.mov(.rax, .rcx)  // mv (c.mv is add rd, x0, rs2)
         case .xori: a.alu(.xor, .rax, imm: imm32)
         case .ori: a.alu(.or, .rax, imm: imm32)
         case .andi: a.alu(.and, .rax, imm: imm32)
@@ -691,7 +720,7 @@ struct Translator {
         a.bind(done)
         let retired = pending - 1  // this instruction has not retired if it traps
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
-        slowPaths.append(SlowPath(label: slow, helper: helpers.loadSlow, pc: insn.pc, info: info, retired: retired, done: done,
+        slowPaths.append(SlowPath(label: slow, thunk: helpers.loadThunk, pc: insn.pc, info: info, retired: retired, done: done,
                                   dirty: dirtyAtBranch, reload: slot(of: d.rd).map { (d.rd, $0) }))
     }
 
@@ -709,28 +738,20 @@ struct Translator {
         a.bind(done)
         let retired = pending - 1
         let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
-        slowPaths.append(SlowPath(label: slow, helper: helpers.storeSlow, pc: insn.pc, info: info, retired: retired, done: done,
+        slowPaths.append(SlowPath(label: slow, thunk: helpers.storeThunk, pc: insn.pc, info: info, retired: retired, done: done,
                                   dirty: dirtyAtBranch, reload: nil))
     }
 
     /// Out of line: writes back the registers that were dirty where the fast path branched
-    /// (the helper reads guest registers, a trap handler will), saves the caller-saved cache
-    /// registers, calls helper(engine, vaddr = rax, pc, info); 0 goes back to `done` (a load
-    /// reloads its destination, which the helper wrote), anything else (a trap taken, a
-    /// watchpoint) leaves with the counters of the instructions before.
+    /// (the helper reads guest registers, a trap handler will), calls the thunk with
+    /// vaddr = rax, pc, info; 0 goes back to `done` (a load reloads its destination, which the
+    /// helper wrote), anything else (a trap taken, a watchpoint) leaves with the counters of
+    /// the instructions before.
     private mutating func callSlowPath(_ path: SlowPath) {
         for (r, slot) in path.dirty { a.store(x(r), Self.pool[slot]) }
-        // Five registers and a pad keep the stack 16-byte aligned for the call.
-        let saved = Self.callerSavedPool + [.rdi]
-        for r in saved { a.push(r) }
-        a.mov(.rdi, .r14)
-        a.mov(.rsi, .rax)
         a.mov(.rdx, imm: path.pc)
         a.mov(.rcx, imm: path.info)
-        a.mov(.rax, imm: path.helper)
-        a.call(.rax)
-        for r in saved.reversed() { a.pop(r) }
-        a.mov(.rax, .rax, w: false)  // the helper returns 32 bits; the epilogue returns 64
+        a.call(absolute: path.thunk)
         a.test(.rax, .rax)
         let failed = a.newLabel()
         a.jcc(.ne, failed)

@@ -393,6 +393,12 @@ package struct X86Assembler {
     }
 
     package mutating func call(_ target: Reg) { op(0xff, w: false, reg: 2, rm: target) }
+
+    /// call rel32 to an absolute address (within ±2 GiB: the same code buffer).
+    package mutating func call(absolute target: UInt) {
+        byte(0xe8)
+        imm32(Self.rel32(from: here + 4, to: target))
+    }
     package mutating func jmp(_ target: Reg) { op(0xff, w: false, reg: 4, rm: target) }
     package mutating func ret() { byte(0xc3) }
 
