@@ -15,11 +15,10 @@ import SystemSupport
 /// Writers: the harts' stores and atomics that miss their TLB (a hart never caches a write
 /// translation for a code page, see `Hart.resolve`), device DMA and loaders through
 /// `GuestMemory`'s accessors, debuggers. Each calls `noteWrite` after writing. A page becomes
-/// code when the first hart registers it; `codeEpoch` then moves so every hart drops the
-/// write translations it cached before (at its next chunk of instructions: a store another
-/// hart makes to a page in that short window, while the page is being decoded for the first
-/// time, is not seen; QEMU's TCG has the same window between reading guest code and
-/// protecting its page).
+/// code when the first hart registers it; before the registering hart reads it, every hart
+/// drops the write translations it cached for the page (`GuestMemory`'s code-page
+/// listeners), so their next store there is noted. Only a store already past its TLB check
+/// at that moment can go unnoted, as in QEMU's TCG (tlb_protect_code).
 ///
 /// The tables are lazily committed anonymous memory (12 bytes per 4 KiB page, touched only
 /// for pages that ever hold code), so a large KVM guest that never uses them pays nothing.

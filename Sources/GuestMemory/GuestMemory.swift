@@ -67,9 +67,24 @@ extension GuestRAM {
 /// (the x86 board splits RAM around the MMIO hole below 4 GiB). Every access is bounds-checked.
 public final class GuestMemory: Sendable {
     public let regions: [GuestRAM]
-    /// Moves each time a page becomes code (`CodePages`): harts then drop the write
-    /// translations they cached, so their later stores to code pages are noted.
-    package let codeEpoch = Atomic<UInt64>(0)
+    /// Told, on the registering thread and before it reads the page, that a page just became
+    /// code (`CodePages`): each hart drops the write translations it cached for it, so its
+    /// next store there is noted. QEMU's tlb_protect_code does the same to every vCPU's TLB.
+    package typealias CodePageListener = @Sendable (_ physicalPage: UInt64) -> Void
+    private let codePageListeners = Mutex<[Int: CodePageListener]>([:])
+    private let nextListener = Atomic<Int>(0)
+
+    /// Adds a listener; returns its identifier for `removeCodePageListener`.
+    package func addCodePageListener(_ listener: @escaping CodePageListener) -> Int {
+        let id = nextListener.add(1, ordering: .relaxed).newValue
+        codePageListeners.withLock { $0[id] = listener }
+        return id
+    }
+
+    /// Removes a listener; once this returns it is not running and will not run again.
+    package func removeCodePageListener(_ id: Int) {
+        _ = codePageListeners.withLock { $0.removeValue(forKey: id) }
+    }
 
     public init(regions: [GuestRAM]) throws(SystemError) {
         let sorted = regions.sorted { $0.range.base < $1.range.base }
@@ -156,12 +171,16 @@ public final class GuestMemory: Sendable {
 
 extension GuestMemory {
     /// Registers hart `hart` as holding code from the RAM page at `page`; returns the page's
-    /// write generation, or nil when it is not RAM. Moves `codeEpoch` when the page just
-    /// became code.
+    /// write generation, or nil when it is not RAM. When the page just became code, every
+    /// listener has dropped its write translations of it before this returns.
     package func registerCodePage(_ page: GuestAddress, hart: Int) -> UInt32? {
         guard let region = try? region(containing: page, count: 4096).0 else { return nil }
         let (generation, becameCode) = region.codePages.register(page: Int((page.rawValue - region.range.base.rawValue) >> 12), hart: hart)
-        if becameCode { codeEpoch.add(1, ordering: .sequentiallyConsistent) }
+        if becameCode {
+            codePageListeners.withLock { listeners in
+                for listener in listeners.values { listener(page.rawValue) }
+            }
+        }
         return generation
     }
 

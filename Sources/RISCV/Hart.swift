@@ -45,6 +45,10 @@ package struct TLBEntry {
     /// For RAM pages: host address = guest virtual address + addend. 0 = MMIO page (slow path).
     package var addend: Int = 0
     package var physicalPage: UInt64 = 0
+
+    /// Where `tag` and `physicalPage` sit, for the atomic accesses another thread makes.
+    static let tagOffset = MemoryLayout<TLBEntry>.offset(of: \TLBEntry.tag)!
+    static let physicalPageOffset = MemoryLayout<TLBEntry>.offset(of: \TLBEntry.physicalPage)!
 }
 
 package enum AccessType: Int {
@@ -96,8 +100,8 @@ public final class Hart: @unchecked Sendable {
     /// translations), with the write generation each had when it was registered
     /// (`GuestMemory`'s code pages): FENCE.I drops the pages whose generation has moved.
     private var codePages: [UInt64: UInt32] = [:]
-    /// `GuestMemory.codeEpoch` as this hart last saw it (its write TLB holds no code page).
-    private var seenCodeEpoch: UInt64 = 0
+    /// This hart's code-page listener in `GuestMemory`, removed when the hart ends.
+    private var codePageListener = 0
     /// Moves at every FENCE.I (or debugger write): an engine that caches translations then
     /// drops those on `takeDroppedCodePages()`.
     package private(set) var codeGeneration: UInt64 = 0
@@ -139,9 +143,11 @@ public final class Hart: @unchecked Sendable {
         self.timeBase = timeBase
         wakeup = try Wakeup()
         updatePrivilegeKeys()
+        codePageListener = memory.ram.addCodePageListener { [unowned self] page in self.dropWriteTranslations(ofPhysicalPage: page) }
     }
 
     deinit {
+        memory.ram.removeCodePageListener(codePageListener)
         dropAllCode()
         state.deinitialize(count: 1)
         state.deallocate()
@@ -369,17 +375,23 @@ public final class Hart: @unchecked Sendable {
         guard codePages[page] == nil,
               let generation = memory.ram.registerCodePage(GuestAddress(page), hart: Int(state.pointee.mhartid)) else { return }
         codePages[page] = generation
-        syncCodeEpoch()
     }
 
-    /// Drops the write TLB when some page became code since this hart last looked: from then
-    /// on its stores to code pages miss the TLB and are noted. Called at every chunk.
-    @inline(__always)
-    package func syncCodeEpoch() {
-        let epoch = memory.ram.codeEpoch.load(ordering: .sequentiallyConsistent)
-        if epoch != seenCodeEpoch {
-            seenCodeEpoch = epoch
-            flushTLB(access: .write)
+    /// Physical page `page` became code (this hart's or another's doing, called on that
+    /// hart's thread): drop the write translations of it, so the next store there takes
+    /// `storeSlow`, which notes it.
+    ///
+    /// SAFETY (threads): the owning thread may be filling or using these entries right now.
+    /// Fields are read and tags cleared with atomic operations; an entry read torn at worst
+    /// is dropped for nothing, and one filled for `page` after this scan is dropped by its
+    /// filler, which checks the page again after publishing the tag (`resolve`).
+    private func dropWriteTranslations(ofPhysicalPage page: UInt64) {
+        let first = tlb + AccessType.write.rawValue * Hart.tlbSize
+        for i in 0..<Hart.tlbSize {
+            let entry = UnsafeMutableRawPointer(first + i)
+            if clx_atomic_load_u64(entry + TLBEntry.physicalPageOffset) == page && clx_atomic_load_u64(entry + TLBEntry.tagOffset) != .max {
+                clx_atomic_store_u64(entry + TLBEntry.tagOffset, .max)
+            }
         }
     }
 

@@ -12,7 +12,6 @@ extension Hart {
         let tracing = Hart.isTracing
         while remaining > 0 {
             if stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
-            syncCodeEpoch()
             updateTimerInterrupts()
             if let irq = interruptToTake() {
                 takeTrap(Trap(interrupt: irq), pc: s.pointee.pc)

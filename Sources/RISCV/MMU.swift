@@ -232,9 +232,17 @@ extension Hart {
                 return (physical, hostPage + Int(physical - page))
             }
             let entry = tlb + access.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
-            entry.pointee.tag = vpn << 2 | key
             entry.pointee.addend = Int(bitPattern: hostPage) &- Int(bitPattern: UInt(vaddr & ~(Hart.pageSize - 1)))
             entry.pointee.physicalPage = page
+            if access == .write {
+                // Publish the tag, then look again: a page that became code in between was
+                // scanned by `dropWriteTranslations` perhaps before this entry existed.
+                let tag = UnsafeMutableRawPointer(entry) + TLBEntry.tagOffset
+                clx_atomic_store_u64(tag, vpn << 2 | key)
+                if memory.ram.isCodePage(GuestAddress(page)) { clx_atomic_store_u64(tag, .max) }
+            } else {
+                entry.pointee.tag = vpn << 2 | key
+            }
         }
         return (physical, hostPage + Int(physical - page))
     }

@@ -90,7 +90,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     public private(set) var statistics = Statistics()
 
     /// `codeBufferSize`: bytes of host code kept before the buffer is flushed (`tb-size`).
-    public init(hart: Hart, codeBufferSize: Int = 32 << 20) throws(SystemError) {
+    public init(hart: Hart, codeBufferSize: Int = 128 << 20) throws(SystemError) {
         guard Self.hostSupported else {
             throw .unsupported("the JIT emits x86-64 code and this host is not x86-64; use -accel tcg,jit=off")
         }
@@ -216,7 +216,6 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             if hart.needsInterpreter { return hart.run(budget: remaining) }
             if hart.stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
             hart.updateTimerInterrupts()
-            hart.syncCodeEpoch()
             if let irq = hart.interruptToTake() {
                 hart.takeTrap(Trap(interrupt: irq), pc: s.pointee.pc)
             }

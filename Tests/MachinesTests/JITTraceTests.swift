@@ -1,10 +1,10 @@
 import Foundation
 import Testing
 
-/// The JIT's traces, end to end through the release binary (as users run them): `-d in_asm`
+/// The JIT end to end through the release binary (as users run it): its traces — `-d in_asm`
 /// shows each block's guest code once, when translated; `-d out_asm` the host code emitted
-/// for it, disassembled by Capstone; `-d nochain` turns chaining off. The program still runs
-/// to its normal end under all of them.
+/// for it, disassembled by Capstone; `-d nochain` turns chaining off — and its code buffer,
+/// which is never writable and executable at once.
 @Suite(.serialized) struct JITTraceTests {
     static var missing: String? {
         if let reason = GuestProgram.compilerMissingReason { return reason }
@@ -48,5 +48,36 @@ import Testing
         // Without chaining no exit looks its target up in generated code.
         #expect(log.contains("OUT: [guest pc 0x"))
         #expect(!log.contains(":  jmp rsi"), "\(log.prefix(2000))")
+    }
+
+    /// W^X: while the JIT runs a guest, no mapping of the process is writable and executable
+    /// (the code buffer is one memfd mapped twice, read-write and read-execute).
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func noMappingIsWritableAndExecutable() throws {
+        let elf = try GuestProgram.build("ticker")
+        let swemu = Process()
+        swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
+        swemu.arguments = ["-M", "virt", "-bios", "none", "-m", "16M", "-display", "none", "-serial", "null", "-monitor", "none",
+                           "-accel", "tcg,jit=on", "-kernel", elf]
+        swemu.standardInput = FileHandle.nullDevice
+        swemu.standardOutput = FileHandle.nullDevice
+        try swemu.run()
+        defer { if swemu.isRunning { swemu.terminate() } }
+        // Look a few times while the guest runs (and the JIT translates).
+        var looked = 0
+        var sawCodeBuffer = false
+        for _ in 0..<10 where swemu.isRunning {
+            usleep(50_000)
+            guard let maps = try? String(contentsOfFile: "/proc/\(swemu.processIdentifier)/maps", encoding: .utf8) else { continue }
+            looked += 1
+            for line in maps.split(separator: "\n") {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard fields.count >= 2 else { continue }
+                #expect(!(fields[1].contains("w") && fields[1].contains("x")), "writable and executable: \(line)")
+                if line.contains("swemu-jit") && fields[1].hasPrefix("r-x") { sawCodeBuffer = true }
+            }
+        }
+        #expect(looked > 0, "could not read the process's mappings")
+        #expect(sawCodeBuffer, "no read-execute mapping of the JIT's code buffer")
     }
 }

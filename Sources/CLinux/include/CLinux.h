@@ -88,6 +88,7 @@ static inline uint32_t clx_atomic_cas_u32(void *p, uint32_t expected, uint32_t d
     __atomic_compare_exchange_n((uint32_t *)p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     return expected;
 }
+static inline void clx_atomic_store_u64(void *p, uint64_t value) { __atomic_store_n((uint64_t *)p, value, __ATOMIC_SEQ_CST); }
 static inline uint64_t clx_atomic_fetch_or_u64(void *p, uint64_t bits) { return __atomic_fetch_or((uint64_t *)p, bits, __ATOMIC_SEQ_CST); }
 static inline uint64_t clx_atomic_fetch_and_u64(void *p, uint64_t bits) { return __atomic_fetch_and((uint64_t *)p, bits, __ATOMIC_SEQ_CST); }
 static inline uint32_t clx_atomic_fetch_add_u32(void *p, uint32_t value) { return __atomic_fetch_add((uint32_t *)p, value, __ATOMIC_SEQ_CST); }
