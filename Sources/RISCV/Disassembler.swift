@@ -112,6 +112,11 @@ public enum Disassembler {
         case .jalr where d.rd == 0 && d.rs1 == 1 && d.imm == 0: return "ret"
         case .jalr where d.rd == 0 && d.imm == 0: return "jr\t\(rs1)"
         case .jalr where d.rd == 1 && d.imm == 0: return "jalr\t\(rs1)"
+        // objdump's other jalr forms (binutils riscv-opc.c: jr o(s), jalr o(s), jalr d,s, jalr d,o(s)).
+        case .jalr where d.rd == 0: return "jr\t\(d.imm)(\(rs1))"
+        case .jalr where d.rd == 1: return "jalr\t\(d.imm)(\(rs1))"
+        case .jalr where d.imm == 0: return "jalr\t\(rd),\(rs1)"
+        case .jalr: return "jalr\t\(rd),\(d.imm)(\(rs1))"
         case .beq where d.rs2 == 0: return "beqz\t\(rs1),\(target)"
         case .bne where d.rs2 == 0: return "bnez\t\(rs1),\(target)"
         case .bge where d.rs2 == 0: return "bgez\t\(rs1),\(target)"
