@@ -11,8 +11,9 @@ struct SystemConfiguration: Sendable {
     var cpus = 1
     var cpuModel: String?
     var accelerator: String?
-    /// `-accel tcg,jit=on`: the RISC-V harts run in the JIT instead of the interpreter.
-    var jit = false
+    /// `-accel tcg,jit=on|off`: the RISC-V harts run in the JIT (the default on x86-64 hosts)
+    /// or in the interpreter.
+    var jit = JITEngine.hostSupported
     /// `-accel tcg,tb-size=MiB`: the JIT's code buffer per hart.
     var tbSizeMiB: Int?
     var name: String?
@@ -240,7 +241,7 @@ struct ConfigurationBuilder {
     }
 
     /// `-accel tcg`'s properties: `thread=multi` (each hart on its own host thread, the only
-    /// mode swemu has), `jit=on|off` (the JIT; off = the interpreter, today's default) and
+    /// mode swemu has), `jit=on|off` (the JIT, the default on x86-64 hosts; off = the interpreter) and
     /// `tb-size=MiB` (the JIT's code buffer per hart, as QEMU's translation-block cache size).
     private func accelOptions(_ opts: QemuOpts, into config: inout SystemConfiguration, option: String) throws(CLIError) {
         let isTCG = opts.string("accel") == "tcg"
@@ -252,7 +253,7 @@ struct ConfigurationBuilder {
                 ? "thread=single is not supported: each hart runs on its own host thread; accepted: thread=multi"
                 : "thread takes single or multi, not '\(thread)'")
         }
-        config.jit = try wrap(option) { () throws(SystemError) in try opts.bool("jit", default: false) }
+        config.jit = try wrap(option) { () throws(SystemError) in try opts.bool("jit", default: JITEngine.hostSupported) }
         if config.jit && !JITEngine.hostSupported {
             throw CLIError(option: option, "jit=on needs an x86-64 host (the JIT emits x86-64 code); use jit=off")
         }

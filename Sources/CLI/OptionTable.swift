@@ -34,7 +34,7 @@ enum OptionTable {
         OptionSpec(names: ["cpu"], argument: "cpu", help: "select CPU ('-cpu help' for list)", section: .standard),
         OptionSpec(names: ["accel"], argument: "[accel=]accelerator[,thread=multi][,jit=on|off][,tb-size=MiB]",
                    help: "select accelerator (kvm, tcg; use 'help' for a list)\n"
-                       + "jit=on runs RISC-V harts in the JIT (x86-64 hosts), jit=off in the interpreter (default)\n"
+                       + "jit=on runs RISC-V harts in the JIT (the default on x86-64 hosts), jit=off in the interpreter\n"
                        + "tb-size=n sets the JIT's code buffer per hart in MiB (default 128)", section: .standard),
         OptionSpec(names: ["smp"], argument: "[[cpus=]n][,maxcpus=maxcpus][,sockets=sockets][,dies=dies][,clusters=clusters][,cores=cores][,threads=threads]",
                    help: "set the number of initial CPUs to 'n' and the CPU topology", section: .standard),
