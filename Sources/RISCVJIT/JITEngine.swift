@@ -273,6 +273,10 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                 let (_, host) = try hart.resolve(pc, size: 2, .execute, key: s.pointee.fetchKey)
                 guard host != nil else { throw Trap(.instructionAccessFault, tval: pc) }
             } catch {
+                // Charged to the budget like the instruction it stands for: a handler whose own
+                // fetch faults (a bad mtvec) traps forever, and the chunk must still end so that
+                // stop requests and the budget are seen (the interpreter counts it the same way).
+                s.pointee.jitBudget -= 1
                 hart.takeTrap(error, pc: pc)
                 pendingSite = nil
                 return .handled
