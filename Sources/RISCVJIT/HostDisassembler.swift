@@ -7,6 +7,9 @@ enum HostDisassembler {
         var handle: csh = 0
         guard cs_open(CS_ARCH_X86, CS_MODE_64, &handle) == CS_ERR_OK else { return ["(capstone: cannot open an x86-64 disassembler)"] }
         defer { cs_close(&handle) }
+        // SAFETY: `code` is `count` bytes of the code buffer just emitted (its executable
+        // view, readable); Capstone allocates `insns` (n entries), freed by cs_free below, and
+        // the mnemonic and operand fields are NUL-terminated C strings inside each entry.
         var insns: UnsafeMutablePointer<cs_insn>?
         let n = cs_disasm(handle, code.assumingMemoryBound(to: UInt8.self), count, UInt64(UInt(bitPattern: code)), 0, &insns)
         guard let insns, n > 0 else { return ["(capstone: no instructions decoded)"] }

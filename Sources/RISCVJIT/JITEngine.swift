@@ -168,6 +168,11 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                                       interpret: unsafeBitCast(interpret, to: UInt64.self),
                                       epilogue: UInt(bitPattern: start + epilogueOffset),
                                       jumpCache: UInt64(UInt(bitPattern: cache)))
+        // SAFETY: `start` is the trampoline just emitted, in the buffer's executable view; it
+        // follows the SysV convention `EnterFunction` declares (saves and restores every
+        // callee-saved register, returns a 64-bit status), checked by every test that runs
+        // the JIT. The helpers' addresses are C-convention closures with no context, valid
+        // for the whole process.
         return (unsafeBitCast(start, to: EnterFunction.self), helpers)
     }
 
@@ -237,6 +242,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                     statistics.chains += 1
                     pendingSite = nil
                 }
+                // SAFETY: `code` is a block of this engine's buffer, translated since the last
+                // flush, and `s`, `self` and the TLB outlive the call; generated code touches
+                // only them, guest RAM through TLB entries, and the helpers, and returns here.
                 let status = enter(UnsafeMutableRawPointer(s), context, tlb, code)
                 if status >= ExitStatus.firstChainSite {
                     pendingSite = UnsafeRawPointer(bitPattern: UInt(status))
@@ -292,8 +300,10 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             return .code(code)
         }
         let blockKey = BlockKey(virtual: pc, physical: physical, mode: mode)
-        var code = blocks[blockKey]
-        if code == nil {
+        let code: UnsafeRawPointer
+        if let known = blocks[blockKey] {
+            code = known
+        } else {
             // SAFETY: a TLB entry's addend maps its whole virtual page onto a page of guest RAM
             // (`Hart.resolve` fills entries only for RAM pages), which stays mapped while the
             // board exists; only the page's bytes are read.
@@ -303,13 +313,13 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             let page = physical & ~(Hart.pageSize - 1)
             // Registered before its bytes are read: a write from now on moves its generation.
             hart.registerCodePage(page)
-            code = translate(pc: pc, mode: mode, hostPage: hostPage)
-            guard let translated = code else { return interpretOne() }
+            guard let translated = translate(pc: pc, mode: mode, hostPage: hostPage) else { return interpretOne() }
+            code = translated
             blocks[blockKey] = translated
             pageBlocks[page, default: []].append(blockKey)
         }
         c.pointee = CacheEntry(virtual: pc, physical: physical, mode: mode, code: code)
-        return .code(code!)
+        return .code(code)
     }
 
     /// Runs one instruction in the interpreter (one that crosses into the next page, or sits
@@ -403,16 +413,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         let s = hart.state
         guard let op = Op(rawValue: UInt8(truncatingIfNeeded: info)) else { preconditionFailure("bad load helper info") }
         let rd = Int((info >> 8) & 31)
-        let size: Int, signed: Bool
-        switch op {
-        case .lb: (size, signed) = (1, true)
-        case .lbu: (size, signed) = (1, false)
-        case .lh: (size, signed) = (2, true)
-        case .lhu: (size, signed) = (2, false)
-        case .lw: (size, signed) = (4, true)
-        case .lwu: (size, signed) = (4, false)
-        default: (size, signed) = (8, false)
-        }
+        let (size, signed) = Translator.loadShape(op)
         do throws(Trap) {
             var value = try hart.loadSlow(vaddr, size: size, key: s.pointee.dataKey)
             if signed && size < 8 {
@@ -429,13 +430,8 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     /// The TLB-miss path of a translated store (`info` = op | rs2 << 8).
     func storeSlow(_ vaddr: UInt64, pc: UInt64, info: UInt64) -> UInt32 {
         let s = hart.state
-        let size: Int
-        switch Op(rawValue: UInt8(truncatingIfNeeded: info)) {
-        case .sb: size = 1
-        case .sh: size = 2
-        case .sw: size = 4
-        default: size = 8
-        }
+        guard let op = Op(rawValue: UInt8(truncatingIfNeeded: info)) else { preconditionFailure("bad store helper info") }
+        let size = Translator.storeSize(op)
         do throws(Trap) {
             try hart.storeSlow(vaddr, s.pointee.x[Int((info >> 8) & 31)], size: size, key: s.pointee.dataKey)
             return 0

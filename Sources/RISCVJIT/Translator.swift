@@ -623,9 +623,17 @@ struct Translator {
     /// §7.2, table 7.1): by zero, quotient all ones and remainder the dividend; signed
     /// overflow (MIN / -1), quotient the dividend and remainder 0. rax = rs1, rcx = rs2.
     private mutating func emitDivision(_ op: Op) {
-        let wide = ![.divw, .divuw, .remw, .remuw].contains(op)
-        let signed = [.div, .rem, .divw, .remw].contains(op)
-        let remainder = [.rem, .remu, .remw, .remuw].contains(op)
+        var wide = true, signed = false, remainder = false
+        switch op {
+        case .div: signed = true
+        case .divu: break
+        case .rem: (signed, remainder) = (true, true)
+        case .remu: remainder = true
+        case .divw: (wide, signed) = (false, true)
+        case .divuw: wide = false
+        case .remw: (wide, signed, remainder) = (false, true, true)
+        default: (wide, remainder) = (false, true)  // remuw
+        }
         let byZero = a.newLabel(), done = a.newLabel()
         a.test(.rcx, .rcx, w: wide)
         a.jcc(.e, byZero)
@@ -659,7 +667,8 @@ struct Translator {
 
     // MARK: - Memory
 
-    private static func loadShape(_ op: Op) -> (size: Int, signed: Bool) {
+    /// Size and extension of a load; also used by the TLB-miss helper (`JITEngine.loadSlow`).
+    static func loadShape(_ op: Op) -> (size: Int, signed: Bool) {
         switch op {
         case .lb: return (1, true)
         case .lbu: return (1, false)
@@ -671,7 +680,7 @@ struct Translator {
         }
     }
 
-    private static func storeSize(_ op: Op) -> Int {
+    static func storeSize(_ op: Op) -> Int {
         switch op {
         case .sb: return 1
         case .sh: return 2
@@ -768,6 +777,8 @@ struct Translator {
     /// Hands the instruction to the interpreter: counters first (it may read them), then
     /// `interpret(engine, slot, pc)`; anything but "next" leaves with its status.
     private mutating func emitInterpreted(_ insn: Instruction) {
+        // The slot's address becomes an immediate: the engine's slot arena keeps it until the
+        // next whole flush, which drops this code too.
         guard let slot = insn.slot else { preconditionFailure("interpreted instruction without a slot") }
         writeBackAndForget()
         flushCounters()
