@@ -32,11 +32,10 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                                               UnsafeRawPointer) -> UInt64
 
     /// A translation depends on its virtual pc (baked into links, branch targets, helper
-    /// arguments), its physical pc (the bytes) and mcountinhibit's CY/IR bits (`mode`).
+    /// arguments) and its physical pc (the bytes).
     private struct BlockKey: Hashable {
         let virtual: UInt64
         let physical: UInt64
-        let mode: UInt32
     }
     private var blocks: [BlockKey: UnsafeRawPointer] = [:]
     /// The blocks translated from each physical page, dropped together when FENCE.I finds
@@ -155,9 +154,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         let storeSlow: @convention(c) (UnsafeMutableRawPointer, UInt64, UInt64, UInt64) -> UInt32 = { engine, vaddr, pc, info in
             Unmanaged<JITEngine>.fromOpaque(engine)._withUnsafeGuaranteedRef { $0.storeSlow(vaddr, pc: pc, info: info) }
         }
-        let interpret: @convention(c) (UnsafeMutableRawPointer, UnsafeRawPointer, UInt64) -> UInt32 = { engine, slot, pc in
+        let interpret: @convention(c) (UnsafeMutableRawPointer, UnsafeRawPointer, UInt64, Int64) -> UInt32 = { engine, slot, pc, unretired in
             Unmanaged<JITEngine>.fromOpaque(engine)._withUnsafeGuaranteedRef {
-                $0.hart.interpret(slot.load(as: DecodedInstruction.self), pc: pc).rawValue
+                $0.interpret(slot.load(as: DecodedInstruction.self), pc: pc, unretired: unretired)
             }
         }
         let loadThunk = thunk(unsafeBitCast(loadSlow, to: UInt64.self))
@@ -201,7 +200,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             for key in keys {
                 blocks[key] = nil
                 let c = cache + Int((key.virtual >> 1) & UInt64(Self.cacheSize - 1))
-                if c.pointee.virtual == key.virtual && c.pointee.physical == key.physical && c.pointee.mode == key.mode {
+                if c.pointee.virtual == key.virtual && c.pointee.physical == key.physical {
                     c.pointee = CacheEntry()
                 }
             }
@@ -230,6 +229,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             pendingSite = nil
             s.pointee.endChunk = false
             s.pointee.jitBudget = Int64(chunk)
+            countedBudget = Int64(chunk)
+            // Every way out of the chunk counts what it retired first.
+            defer { syncCounters() }
             while s.pointee.jitBudget > 0 && !s.pointee.endChunk {
                 let code: UnsafeRawPointer
                 switch block(at: s.pointee.pc) {
@@ -284,7 +286,8 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                 // Charged to the budget like the instruction it stands for: a handler whose own
                 // fetch faults (a bad mtvec) traps forever, and the chunk must still end so that
                 // stop requests and the budget are seen (the interpreter counts it the same way).
-                s.pointee.jitBudget -= 1
+                // It retired nothing.
+                chargeUncounted()
                 hart.takeTrap(error, pc: pc)
                 pendingSite = nil
                 return .handled
@@ -294,12 +297,11 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             guard entry.pointee.tag == key else { return interpretOne() }
         }
         let physical = entry.pointee.physicalPage | (pc & (Hart.pageSize - 1))
-        let mode = s.pointee.mcountinhibit & 0b101
         let c = cache + Int((pc >> 1) & UInt64(Self.cacheSize - 1))
-        if c.pointee.virtual == pc && c.pointee.physical == physical && c.pointee.mode == mode, let code = c.pointee.code {
+        if c.pointee.virtual == pc && c.pointee.physical == physical, let code = c.pointee.code {
             return .code(code)
         }
-        let blockKey = BlockKey(virtual: pc, physical: physical, mode: mode)
+        let blockKey = BlockKey(virtual: pc, physical: physical)
         let code: UnsafeRawPointer
         if let known = blocks[blockKey] {
             code = known
@@ -313,12 +315,12 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             let page = physical & ~(Hart.pageSize - 1)
             // Registered before its bytes are read: a write from now on moves its generation.
             hart.registerCodePage(page)
-            guard let translated = translate(pc: pc, mode: mode, hostPage: hostPage) else { return interpretOne() }
+            guard let translated = translate(pc: pc, hostPage: hostPage) else { return interpretOne() }
             code = translated
             blocks[blockKey] = translated
             pageBlocks[page, default: []].append(blockKey)
         }
-        c.pointee = CacheEntry(virtual: pc, physical: physical, mode: mode, code: code)
+        c.pointee = CacheEntry(virtual: pc, physical: physical, code: code)
         return .code(code)
     }
 
@@ -326,7 +328,8 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     /// on a page PMP splits).
     private func interpretOne() -> Lookup {
         pendingSite = nil
-        hart.state.pointee.jitBudget -= 1
+        syncCounters()
+        chargeUncounted()  // the interpreter counts it
         let reason = hart.run(budget: 1)
         return reason == .budgetExhausted ? .handled : .stop(reason)
     }
@@ -335,9 +338,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
 
     /// Decodes the block at `pc` (host bytes of its page at `hostPage`) and emits it; nil when
     /// its first instruction cannot be translated here (it continues on the next page).
-    private func translate(pc: UInt64, mode: UInt32, hostPage: UnsafeRawPointer) -> UnsafeRawPointer? {
+    private func translate(pc: UInt64, hostPage: UnsafeRawPointer) -> UnsafeRawPointer? {
         for attempt in 0..<2 {
-            switch emitBlock(pc: pc, mode: mode, hostPage: hostPage) {
+            switch emitBlock(pc: pc, hostPage: hostPage) {
             case .done(let code): return code
             case .untranslatable: return nil
             case .full:
@@ -355,7 +358,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         case full
     }
 
-    private func emitBlock(pc: UInt64, mode: UInt32, hostPage: UnsafeRawPointer) -> EmitResult {
+    private func emitBlock(pc: UInt64, hostPage: UnsafeRawPointer) -> EmitResult {
         var instructions: [Translator.Instruction] = []
         var current = pc
         while instructions.count < Translator.maxInstructions {
@@ -375,8 +378,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             if Translator.endsBlock(d.op) || current & (Hart.pageSize - 1) == 0 { break }
         }
         guard !instructions.isEmpty else { return .untranslatable }
-        var translator = Translator(origin: buffer.nextAddress, blockPC: pc, countInhibit: mode, chaining: chaining,
-                                    helpers: helpers)
+        var translator = Translator(origin: buffer.nextAddress, blockPC: pc, chaining: chaining, helpers: helpers)
         let result = translator.translate(instructions)
         guard let code = buffer.append(result.code) else { return .full }
         statistics.blocks += 1
@@ -405,7 +407,49 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     /// `-d nochain`: every block returns to the dispatcher (no chains, no lookups in generated code).
     private var chaining: Bool { !DebugLog.isEnabled(.noChain) }
 
+    // MARK: - Counters
+
+    /// `jitBudget` when minstret and mcycle were last brought up to date. Translated code
+    /// retires instructions only by lowering the budget (a block takes its length on entry
+    /// and gives back what did not retire), so the counters lag by `countedBudget - jitBudget`.
+    private var countedBudget: Int64 = 0
+
+    /// Adds the instructions retired since the last call to mcycle and minstret, as
+    /// mcountinhibit allows (Privileged §3.1.12; our mcycle counts instructions, one cycle
+    /// each, like the interpreter's `retire`). mcountinhibit changes only through an
+    /// interpreted instruction, which calls this first, so the bits read here held for all of
+    /// them.
+    private func syncCounters() {
+        let s = hart.state
+        let retired = UInt64(bitPattern: countedBudget &- s.pointee.jitBudget)
+        countedBudget = s.pointee.jitBudget
+        guard retired != 0 else { return }
+        if s.pointee.mcountinhibit & 1 == 0 { s.pointee.mcycle &+= retired }
+        if s.pointee.mcountinhibit & 4 == 0 { s.pointee.minstret &+= retired }
+    }
+
+    /// Charges one instruction to the budget without counting it: a fetch trap (nothing
+    /// retired), or one the interpreter runs and counts itself.
+    private func chargeUncounted() {
+        hart.state.pointee.jitBudget -= 1
+        countedBudget -= 1
+    }
+
     // MARK: - Helpers called from generated code
+
+    /// An instruction translated code hands to the interpreter, at index `count - unretired`
+    /// of its block: the block took `unretired` for it and those after it. Gives that back,
+    /// counts what retired before it (the instruction may read or write the counters or
+    /// mcountinhibit), runs it, and takes back the share of the rest if the block goes on.
+    func interpret(_ d: DecodedInstruction, pc: UInt64, unretired: Int64) -> UInt32 {
+        let s = hart.state
+        s.pointee.jitBudget += unretired
+        syncCounters()
+        chargeUncounted()
+        let status = hart.interpret(d, pc: pc)
+        if status == .next { s.pointee.jitBudget -= unretired - 1 }
+        return status.rawValue
+    }
 
     /// The TLB-miss path of a translated load (`info` = op | rd << 8): exactly the
     /// interpreter's `loadSlow` (page walk, PMP, MMIO, misaligned, watchpoints).
@@ -452,10 +496,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
 }
 
 /// One entry of the engine's jump cache. Generated code reads it (offsets from
-/// `StateLayout`): the virtual and physical pc and mode of a translated block, and its code.
+/// `StateLayout`): the virtual and physical pc of a translated block, and its code.
 struct CacheEntry {
     var virtual: UInt64 = .max
     var physical: UInt64 = .max
-    var mode: UInt32 = .max
     var code: UnsafeRawPointer?
 }

@@ -7,8 +7,6 @@ import RISCV
 struct StateLayout {
     let x: Int32
     let pc: Int32
-    let minstret: Int32
-    let mcycle: Int32
     let dataKey: Int32
     let fetchKey: Int32
     let budget: Int32
@@ -19,7 +17,6 @@ struct StateLayout {
     let cacheStride: Int32
     let cacheVirtual: Int32
     let cachePhysical: Int32
-    let cacheMode: Int32
     let cacheCode: Int32
 
     static let shared = StateLayout()
@@ -34,8 +31,6 @@ struct StateLayout {
         func state(_ key: PartialKeyPath<HartState>) -> Int32 { offset(key) - Self.bias }
         x = state(\HartState.x)
         pc = state(\HartState.pc)
-        minstret = state(\HartState.minstret)
-        mcycle = state(\HartState.mcycle)
         dataKey = state(\HartState.dataKey)
         fetchKey = state(\HartState.fetchKey)
         budget = state(\HartState.jitBudget)
@@ -46,9 +41,8 @@ struct StateLayout {
         cacheStride = Int32(MemoryLayout<CacheEntry>.stride)
         cacheVirtual = offset(\CacheEntry.virtual)
         cachePhysical = offset(\CacheEntry.physical)
-        cacheMode = offset(\CacheEntry.mode)
         cacheCode = offset(\CacheEntry.code)
-        precondition(cacheStride == 32, "the jump cache is indexed with a shift by 5")
+        precondition(cacheStride == 24, "the jump cache is indexed as index * 3 * 8")
         // InlineArray stores its elements inline and contiguously: x[i] is at x + 8 * i.
         precondition(MemoryLayout<InlineArray<32, UInt64>>.size == 32 * 8)
     }
@@ -84,13 +78,15 @@ struct HelperAddresses {
 /// Translates one basic block of RISC-V code into x86-64 (the speed issue, part 2).
 ///
 /// Register conventions in generated code: r15 = `HartState*`, r14 = the engine (the helpers'
-/// first argument), r13 = the hart's TLB; rax, rcx, rdx, rsi, rdi, r8-r11 are scratch. Guest
-/// registers live in `HartState.x` and are loaded and stored per instruction. The stack stays
-/// 16-byte aligned (the trampoline sets it up), so helpers are called as plain C functions.
+/// first argument), r13 = the hart's TLB; rax, rcx, rdx and r8 are scratch; eight more hold
+/// guest registers within a block (`pool`). The stack stays 16-byte aligned (the trampoline
+/// sets it up), so helpers are called as plain C functions.
 ///
-/// Precise state: `pc` is written at every exit and passed to every helper, counters are
-/// added at every exit and before every interpreted instruction, so a trap in any helper sees
-/// what the interpreter would have at that instruction.
+/// Precise state: `pc` is written at every exit to the dispatcher and passed to every helper.
+/// Counters are not touched here: a block takes its length from `HartState.jitBudget` on
+/// entry, gives back the part that did not retire when it leaves early (a trap, an
+/// interpreted instruction), and the engine turns what the budget lost into minstret and
+/// mcycle (`JITEngine.syncCounters`) before anything can read them.
 struct Translator {
     /// A block ends after this many instructions (bounds translation work and trap latency).
     static let maxInstructions = 64
@@ -147,11 +143,47 @@ struct Translator {
         }
     }
 
+    /// Whether a translated instruction reads rs2 (the decoder fills the field from bits
+    /// 24:20 whatever the format).
+    static func readsRS2(_ op: Op) -> Bool {
+        switch op {
+        case .add, .sub, .sll, .slt, .sltu, .xor, .srl, .sra, .or, .and, .addw, .subw, .sllw, .srlw, .sraw,
+             .mul, .mulh, .mulhsu, .mulhu, .mulw, .div, .divu, .rem, .remu, .divw, .divuw, .remw, .remuw,
+             .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw,
+             .add_uw, .andn, .orn, .xnor, .max, .maxu, .min, .minu, .rol, .ror, .rolw, .rorw,
+             .bclr, .bext, .binv, .bset,
+             .beq, .bne, .blt, .bge, .bltu, .bgeu, .sb, .sh, .sw, .sd:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// The guest registers (bit i = x_i, x0 left out) a translated instruction reads and
+    /// writes.
+    static func registerMasks(_ d: DecodedInstruction) -> (reads: UInt32, writes: UInt32) {
+        var reads: UInt32 = 0, writes: UInt32 = 0
+        switch d.op {
+        case .lui, .auipc, .jal, .fence: break
+        default: reads |= 1 << UInt32(d.rs1)
+        }
+        if readsRS2(d.op) { reads |= 1 << UInt32(d.rs2) }
+        switch d.op {
+        case .beq, .bne, .blt, .bge, .bltu, .bgeu, .sb, .sh, .sw, .sd, .fence: break
+        default: writes |= 1 << UInt32(d.rd)
+        }
+        return (reads & ~1, writes & ~1)
+    }
+
     // MARK: - Emission
 
     private var a: X86Assembler
-    /// Instructions retired since counters were last brought up to date.
-    private var pending: Int32 = 0
+    /// The block's length, taken from the budget on entry, and the index of the instruction
+    /// being emitted: an exit at it gives back `count - index` (it and those after it).
+    private var count: Int32 = 0
+    private var index: Int32 = 0
+    private var unretired: Int32 { count - index }
+    private let blockPC: UInt64
     /// The virtual page of the block: exits to it may be chained.
     private let page: UInt64
     /// Out-of-line TLB-miss paths, emitted after the block's straight-line code.
@@ -160,7 +192,7 @@ struct Translator {
         let thunk: UInt
         let pc: UInt64
         let info: UInt64
-        let retired: Int32
+        let unretired: Int32
         let done: Label
         /// Dirty cached registers where the fast path branched off: written back first.
         let dirty: [(guest: UInt8, slot: Int)]
@@ -170,17 +202,13 @@ struct Translator {
     }
     private var slowPaths: [SlowPath] = []
 
-    /// mcountinhibit's CY (bit 0) and IR (bit 2) when the block was translated: counters it
-    /// stops are not counted (Linux's SBI PMU driver stops them while no perf event uses them).
-    private let inhibit: UInt32
-
     /// False under `-d nochain`: exits always return to the dispatcher.
     private let chaining: Bool
 
-    init(origin: UInt, blockPC: UInt64, countInhibit: UInt32, chaining: Bool, helpers: HelperAddresses) {
+    init(origin: UInt, blockPC: UInt64, chaining: Bool, helpers: HelperAddresses) {
         a = X86Assembler(origin: origin)
         page = blockPC >> 12
-        inhibit = countInhibit
+        self.blockPC = blockPC
         self.chaining = chaining
         self.helpers = helpers
     }
@@ -234,9 +262,11 @@ struct Translator {
         slotUse[slot] = useClock
     }
 
-    /// Guest register `r` into host register `dst` (x0 reads 0).
-    private mutating func loadX(_ dst: Reg, _ r: UInt8) {
-        if r == 0 { return a.mov(dst, imm: 0) }
+    /// The host register holding guest register `r`, loaded into the cache if it was not
+    /// there; nil for x0. Sources are taken before the destination is allocated, so the
+    /// destination never evicts them (they are the most recently used).
+    private mutating func source(_ r: UInt8) -> Reg? {
+        guard r != 0 else { return nil }
         let slot: Int
         if let cached = self.slot(of: r) {
             slot = cached
@@ -245,7 +275,23 @@ struct Translator {
             a.load(Self.pool[slot], x(r))
         }
         touch(slot)
-        a.mov(dst, Self.pool[slot])
+        return Self.pool[slot]
+    }
+
+    /// The host register that receives guest register `r`'s new value, marked dirty; nil
+    /// for x0 (its writes are dropped).
+    private mutating func destination(_ r: UInt8) -> Reg? {
+        guard r != 0 else { return nil }
+        constants[r] = nil
+        let slot = self.slot(of: r) ?? allocate(r)
+        touch(slot)
+        dirty |= 1 << UInt32(r)
+        return Self.pool[slot]
+    }
+
+    /// Guest register `r` into host register `dst` (x0 reads 0).
+    private mutating func loadX(_ dst: Reg, _ r: UInt8) {
+        if let src = source(r) { a.mov(dst, src) } else { a.mov(dst, imm: 0) }
     }
 
     /// Guest registers whose value this block knows at translation time (set by lui, auipc
@@ -255,12 +301,7 @@ struct Translator {
     /// Host register `src` into guest register `r` (writes to x0 are dropped); the value stays
     /// in a host register until an exit or a helper call writes it back.
     private mutating func storeX(_ r: UInt8, _ src: Reg) {
-        guard r != 0 else { return }
-        constants[r] = nil
-        let slot = self.slot(of: r) ?? allocate(r)
-        touch(slot)
-        a.mov(Self.pool[slot], src)
-        dirty |= 1 << UInt32(r)
+        if let dst = destination(r) { a.mov(dst, src) }
     }
 
     /// The dirty guest registers and the slots holding them.
@@ -287,18 +328,15 @@ struct Translator {
 
     /// Guest register `r` = `value`, known from here on in the block.
     private mutating func storeConstant(_ r: UInt8, _ value: UInt64) {
-        guard r != 0 else { return }
-        a.mov(.rax, imm: value)
-        storeX(r, .rax)
+        guard let dst = destination(r) else { return }
+        a.mov(dst, imm: value)
         constants[r] = value
     }
 
-    /// Brings minstret and mcycle up to date, as mcountinhibit allows (Privileged §3.1.12).
-    private mutating func flushCounters() {
-        guard pending > 0 else { return }
-        if inhibit & 4 == 0 { a.alu(.add, Mem(.r15, layout.minstret), imm: pending) }
-        if inhibit & 1 == 0 { a.alu(.add, Mem(.r15, layout.mcycle), imm: pending) }
-        pending = 0
+    /// Leaving before the instruction at `index` retired: gives its budget back, and that of
+    /// the instructions after it, so that only retired instructions are counted.
+    private mutating func giveBackBudget(_ amount: Int32) {
+        a.alu(.add, Mem(.r15, layout.budget), imm: amount)
     }
 
     private mutating func returnStatus(_ status: ExitStatus) {
@@ -306,21 +344,60 @@ struct Translator {
         a.jmp(absolute: helpers.epilogue)
     }
 
+    /// The guest registers a block that loops to its own start uses, when they fit in the
+    /// cache pool and every instruction is translated natively (an interpreted one would
+    /// flush the cache); nil for any other block.
+    static func selfLoopRegisters(_ block: [Instruction]) -> UInt32? {
+        guard let last = block.last else { return nil }
+        let d = last.decoded
+        let target = last.pc &+ UInt64(bitPattern: d.imm)
+        switch d.op {
+        case .beq, .bne, .blt, .bge, .bltu, .bgeu, .jal:
+            guard target == block[0].pc else { return nil }
+        default:
+            return nil
+        }
+        var used: UInt32 = 0
+        for insn in block {
+            guard isNative(insn.decoded.op) else { return nil }
+            let masks = registerMasks(insn.decoded)
+            used |= masks.reads | masks.writes
+        }
+        return used.nonzeroBitCount <= pool.count ? used : nil
+    }
+
+    /// Set for a self-loop block (`selfLoopRegisters`): where its back edge goes.
+    private var loopHeader: Label?
+
     /// Leaves the block for guest pc `target`: chained later if it is on this page.
     private mutating func exit(to target: UInt64) {
+        if let loopHeader, target == blockPC {
+            // The back edge of a self-loop: registers stay where the header expects them;
+            // the budget is checked as a block entry would.
+            let leave = a.newLabel()
+            a.alu(.cmp, Mem(.r15, layout.budget), imm: 0)
+            a.jcc(.le, leave)
+            a.jmp(loopHeader)
+            a.bind(leave)
+            writeBack()
+            a.mov(.rax, imm: target)
+            a.store(pcField, .rax)
+            return returnStatus(.budget)
+        }
         writeBack()
-        flushCounters()
-        a.mov(.rax, imm: target)
-        a.store(pcField, .rax)
-        if !chaining {
-            returnStatus(.jump)
-        } else if target >> 12 == page {
+        if chaining && target >> 12 == page {
             // A jmp the dispatcher patches to the target's block; until then it lands on the
-            // stub after it, which returns the jmp's own address.
+            // stub after it, which sets pc and returns the jmp's own address. A chained jump
+            // skips the stub: the next block passes its own pcs to helpers and sets pc
+            // wherever it leaves.
             let site = a.jmpPatchable()
+            a.mov(.rax, imm: target)
+            a.store(pcField, .rax)
             a.movabs(.rax, imm: UInt64(a.origin) + UInt64(site))
             a.jmp(absolute: helpers.epilogue)
         } else {
+            a.mov(.rax, imm: target)
+            a.store(pcField, .rax)
             emitLookupAndJump()
         }
     }
@@ -346,19 +423,16 @@ struct Translator {
         a.mov(.rdx, .rax, w: false)
         a.alu(.and, .rdx, imm: 0xfff, w: false)
         a.alu(.or, .rcx, .rdx)
-        // rsi = &cache[(pc >> 1) & (size - 1)]
+        // rsi = &cache[(pc >> 1) & (size - 1)], 24 bytes an entry.
         a.mov(.rdx, .rax, w: false)
         a.shift(.shr, .rdx, imm: 1, w: false)
         a.alu(.and, .rdx, imm: Int32(JITEngine.cacheSize - 1), w: false)
-        a.shift(.shl, .rdx, imm: 5, w: false)
+        a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
         a.mov(.rsi, imm: helpers.jumpCache)
-        a.alu(.add, .rsi, .rdx)
+        a.lea(.rsi, Mem(.rsi, index: .rdx, scale: 8))
         a.alu(.cmp, .rax, Mem(.rsi, layout.cacheVirtual))
         a.jcc(.ne, miss)
         a.alu(.cmp, .rcx, Mem(.rsi, layout.cachePhysical))
-        a.jcc(.ne, miss)
-        a.mov(.rdx, imm: UInt64(inhibit))
-        a.alu(.cmp, .rdx, Mem(.rsi, layout.cacheMode), w: false)
         a.jcc(.ne, miss)
         a.load(.rsi, Mem(.rsi, layout.cacheCode))
         a.jmp(.rsi)
@@ -371,12 +445,28 @@ struct Translator {
     mutating func translate(_ block: [Instruction]) -> Result {
         // Entry: leave if the chunk's budget is spent, else take this block's share of it.
         let spent = a.newLabel()
+        count = Int32(block.count)
         a.alu(.cmp, Mem(.r15, layout.budget), imm: 0)
         a.jcc(.le, spent)
-        a.alu(.sub, Mem(.r15, layout.budget), imm: Int32(block.count))
+        if chaining, let used = Self.selfLoopRegisters(block) {
+            // A loop within one block (it ends jumping back to its own start): every guest
+            // register it uses gets a host register for the whole block, loaded once here, so
+            // the back edge keeps them there (`exit(to:)`) instead of storing and reloading
+            // them per iteration. The header assumes dirty whatever the body writes: on the
+            // first iteration those hold the values just loaded, so writing them back is
+            // harmless.
+            var writes: UInt32 = 0
+            for r in 1..<32 where used & (1 << UInt32(r)) != 0 { _ = source(UInt8(r)) }
+            for insn in block { writes |= Self.registerMasks(insn.decoded).writes }
+            dirty = writes
+            loopHeader = a.newLabel()
+            a.bind(loopHeader!)
+        }
+        a.alu(.sub, Mem(.r15, layout.budget), imm: count)
 
         var ended = false
-        for insn in block {
+        for (i, insn) in block.enumerated() {
+            index = Int32(i)
             emit(insn)
             if Self.endsBlock(insn.decoded.op) {
                 ended = true
@@ -387,7 +477,10 @@ struct Translator {
             exit(to: last.pc &+ UInt64(last.decoded.length))
         }
 
+        // A chained jump into this block did not set pc.
         a.bind(spent)
+        a.mov(.rax, imm: blockPC)
+        a.store(pcField, .rax)
         returnStatus(.budget)
         for path in slowPaths {
             a.bind(path.label)
@@ -402,7 +495,6 @@ struct Translator {
             emitInterpreted(insn)
             return
         }
-        pending += 1
         let imm = d.imm
         let next = insn.pc &+ UInt64(d.length)
         switch d.op {
@@ -414,10 +506,7 @@ struct Translator {
             // li, or an address built by lui/auipc + addi: still a constant.
             storeConstant(d.rd, (d.rs1 == 0 ? 0 : constants[d.rs1]!) &+ UInt64(bitPattern: imm))
         case .jal:
-            if d.rd != 0 {
-                a.mov(.rax, imm: next)
-                storeX(d.rd, .rax)
-            }
+            storeConstant(d.rd, next)
             exit(to: insn.pc &+ UInt64(bitPattern: imm))
         case .jalr where d.rs1 == 0 || constants[d.rs1] != nil:
             // A jump to an address known here (auipc+jalr: calls and tail calls): direct, so
@@ -429,20 +518,20 @@ struct Translator {
             loadX(.rax, d.rs1)
             if imm != 0 { a.alu(.add, .rax, imm: Int32(imm)) }
             a.alu(.and, .rax, imm: -2)
-            if d.rd != 0 {
-                a.mov(.rcx, imm: next)
-                storeX(d.rd, .rcx)
-            }
+            storeConstant(d.rd, next)
             writeBack()
             a.store(pcField, .rax)
-            flushCounters()
             emitLookupAndJump()
         case .beq, .bne, .blt, .bge, .bltu, .bgeu:
-            loadX(.rax, d.rs1)
-            loadX(.rcx, d.rs2)
-            // Both exits start clean: write back before the compare (stores keep the flags).
-            writeBack()
-            a.alu(.cmp, .rax, .rcx)
+            let lhs = source(d.rs1), rhs = source(d.rs2)
+            switch (lhs, rhs) {
+            case let (l?, r?): a.alu(.cmp, l, r)
+            case let (l?, nil): a.test(l, l)  // against x0: the flags of l - 0
+            case let (nil, r?):
+                a.mov(.rax, imm: 0)
+                a.alu(.cmp, .rax, r)
+            case (nil, nil): a.alu(.cmp, .rax, .rax)
+            }
             let cond: Cond
             switch d.op {
             case .beq: cond = .e
@@ -454,10 +543,12 @@ struct Translator {
             }
             let taken = a.newLabel()
             a.jcc(cond, taken)
-            let saved = pending
+            // Each exit writes back what is dirty on its own path (stores keep no flags to
+            // care about: the jcc is already taken or not).
+            let dirtyAtBranch = dirty
             exit(to: next)
+            dirty = dirtyAtBranch
             a.bind(taken)
-            pending = saved
             exit(to: insn.pc &+ UInt64(bitPattern: imm))
         case .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu:
             emitLoad(insn)
@@ -470,21 +561,80 @@ struct Translator {
         }
     }
 
+    /// The common register-register and register-immediate forms, emitted two-operand on the
+    /// cached registers themselves (`op rd, rs2` after `mov rd, rs1`, or `lea`); false for the
+    /// others, which `emitALU` stages through rax and rcx.
+    private mutating func emitALUInPlace(_ d: DecodedInstruction) -> Bool {
+        let imm32 = Int32(truncatingIfNeeded: d.imm)
+        let shamt = UInt8(truncatingIfNeeded: d.imm)
+        switch d.op {
+        case .add, .sub, .and, .or, .xor, .mul, .addw, .subw, .mulw:
+            guard let s1 = source(d.rs1), let s2 = source(d.rs2) else { return false }
+            guard let rd = destination(d.rd) else { return true }  // to x0: nothing to do
+            let wide = d.op != .addw && d.op != .subw && d.op != .mulw
+            func apply(_ a: inout X86Assembler, _ dst: Reg, _ src: Reg) {
+                switch d.op {
+                case .add, .addw: a.alu(.add, dst, src, w: wide)
+                case .sub, .subw: a.alu(.sub, dst, src, w: wide)
+                case .and: a.alu(.and, dst, src)
+                case .or: a.alu(.or, dst, src)
+                case .xor: a.alu(.xor, dst, src)
+                default: a.imul(dst, src, w: wide)
+                }
+            }
+            if rd == s1 {
+                apply(&a, rd, s2)
+            } else if rd == s2 && d.op != .sub && d.op != .subw {
+                apply(&a, rd, s1)  // commutative
+            } else if rd == s2 {
+                a.mov(.rax, s1)
+                apply(&a, .rax, s2)
+                a.mov(rd, .rax)
+            } else {
+                a.mov(rd, s1)
+                apply(&a, rd, s2)
+            }
+            if !wide { a.movsxd(rd, rd) }
+        case .addi, .andi, .ori, .xori, .slli, .srli, .srai, .addiw, .slliw, .srliw, .sraiw:
+            guard let s1 = source(d.rs1) else { return false }
+            guard let rd = destination(d.rd) else { return true }
+            switch d.op {
+            case .addi where rd == s1:
+                if imm32 != 0 { a.alu(.add, rd, imm: imm32) }
+            case .addi:
+                if imm32 == 0 { a.mov(rd, s1) } else { a.lea(rd, Mem(s1, imm32)) }
+            case .addiw where imm32 == 0:
+                a.movsxd(rd, s1)  // sext.w
+            default:
+                if rd != s1 { a.mov(rd, s1) }
+                switch d.op {
+                case .andi: a.alu(.and, rd, imm: imm32)
+                case .ori: a.alu(.or, rd, imm: imm32)
+                case .xori: a.alu(.xor, rd, imm: imm32)
+                case .slli: a.shift(.shl, rd, imm: shamt & 63)
+                case .srli: a.shift(.shr, rd, imm: shamt & 63)
+                case .srai: a.shift(.sar, rd, imm: shamt & 63)
+                case .addiw: a.alu(.add, rd, imm: imm32, w: false)
+                case .slliw: a.shift(.shl, rd, imm: shamt & 31, w: false)
+                case .srliw: a.shift(.shr, rd, imm: shamt & 31, w: false)
+                default: a.shift(.sar, rd, imm: shamt & 31, w: false)  // sraiw
+                }
+                if d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw { a.movsxd(rd, rd) }
+            }
+        default:
+            return false
+        }
+        return true
+    }
+
     /// Register-to-register and immediate arithmetic: result in rax, then into rd.
     private mutating func emitALU(_ d: DecodedInstruction) {
+        if emitALUInPlace(d) { return }
         let imm32 = Int32(truncatingIfNeeded: d.imm)
         let shamt = UInt8(truncatingIfNeeded: d.imm)
         // Sources: rax = rs1, rcx = rs2 (only for the R-type forms).
         loadX(.rax, d.rs1)
-        switch d.op {
-        case .add, .sub, .sll, .slt, .sltu, .xor, .srl, .sra, .or, .and, .addw, .subw, .sllw, .srlw, .sraw,
-             .mul, .mulh, .mulhsu, .mulhu, .mulw, .div, .divu, .rem, .remu, .divw, .divuw, .remw, .remuw, .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw,
-             .add_uw, .andn, .orn, .xnor, .max, .maxu, .min, .minu, .rol, .ror, .rolw, .rorw,
-             .bclr, .bext, .binv, .bset:
-            loadX(.rcx, d.rs2)
-        default:
-            break
-        }
+        if Self.readsRS2(d.op) { loadX(.rcx, d.rs2) }
         switch d.op {
         case .addi: if imm32 != 0 { a.alu(.add, .rax, imm: imm32) }
         case .add where d.rs1 == 0, .or where d.rs1 == 0: a.mov(.rax, .rcx)  // mv (c.mv is add rd, x0, rs2)
@@ -712,43 +862,67 @@ struct Translator {
         a.load(.rdx, Mem(.r13, index: .rdx, scale: 8, base + layout.tlbAddend))
     }
 
+    /// rax = rs1 + imm, the effective address.
     private mutating func emitAddress(_ d: DecodedInstruction) {
-        loadX(.rax, d.rs1)
-        if d.imm != 0 { a.alu(.add, .rax, imm: Int32(d.imm)) }
+        let imm32 = Int32(truncatingIfNeeded: d.imm)
+        if let base = source(d.rs1) {
+            if imm32 == 0 { a.mov(.rax, base) } else { a.lea(.rax, Mem(base, imm32)) }
+        } else {
+            a.mov(.rax, imm: UInt64(bitPattern: d.imm))
+        }
     }
+
+    // Every register allocation of a load or store happens before its fast path branches
+    // off, so both paths meet at `done` with the same cache state.
 
     private mutating func emitLoad(_ insn: Instruction) {
         let d = insn.decoded
         let (size, signed) = Self.loadShape(d.op)
         let slow = a.newLabel(), done = a.newLabel()
         emitAddress(d)
+        // The destination's slot, not marked dirty yet: if the access traps, its old value
+        // is the architectural one (the slow path writes back only what was dirty before).
+        var target = Reg.rax
+        var reload: (guest: UInt8, slot: Int)?
+        if d.rd != 0 {
+            let slot = self.slot(of: d.rd) ?? allocate(d.rd)
+            touch(slot)
+            target = Self.pool[slot]
+            reload = (d.rd, slot)
+        }
         let dirtyAtBranch = dirtySlots
         emitTLBLookup(access: .read, size: size, slow: slow)
-        a.load(.rax, Mem(.rax, index: .rdx), size: size, signed: signed)
-        storeX(d.rd, .rax)
+        a.load(target, Mem(.rax, index: .rdx), size: size, signed: signed)
+        if d.rd != 0 {
+            dirty |= 1 << UInt32(d.rd)
+            constants[d.rd] = nil
+        }
         a.bind(done)
-        let retired = pending - 1  // this instruction has not retired if it traps
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
-        slowPaths.append(SlowPath(label: slow, thunk: helpers.loadThunk, pc: insn.pc, info: info, retired: retired, done: done,
-                                  dirty: dirtyAtBranch, reload: slot(of: d.rd).map { (d.rd, $0) }))
+        slowPaths.append(SlowPath(label: slow, thunk: helpers.loadThunk, pc: insn.pc, info: info, unretired: unretired,
+                                  done: done, dirty: dirtyAtBranch, reload: reload))
     }
 
     private mutating func emitStore(_ insn: Instruction) {
         let d = insn.decoded
         let size = Self.storeSize(d.op)
         let slow = a.newLabel(), done = a.newLabel()
-        // The value first: every register allocation happens before the fast path branches,
-        // so both paths meet at `done` with the same cache state.
-        loadX(.r8, d.rs2)
+        // The value's register first (the address's cannot evict it then).
+        let value: Reg
+        if let cached = source(d.rs2) {
+            value = cached
+        } else {
+            a.mov(.r8, imm: 0)
+            value = .r8
+        }
         emitAddress(d)
         let dirtyAtBranch = dirtySlots
         emitTLBLookup(access: .write, size: size, slow: slow)
-        a.store(Mem(.rax, index: .rdx), .r8, size: size)
+        a.store(Mem(.rax, index: .rdx), value, size: size)
         a.bind(done)
-        let retired = pending - 1
         let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
-        slowPaths.append(SlowPath(label: slow, thunk: helpers.storeThunk, pc: insn.pc, info: info, retired: retired, done: done,
-                                  dirty: dirtyAtBranch, reload: nil))
+        slowPaths.append(SlowPath(label: slow, thunk: helpers.storeThunk, pc: insn.pc, info: info, unretired: unretired,
+                                  done: done, dirty: dirtyAtBranch, reload: nil))
     }
 
     /// Out of line: writes back the registers that were dirty where the fast path branched
@@ -767,24 +941,25 @@ struct Translator {
         if let (r, slot) = path.reload { a.load(Self.pool[slot], x(r)) }
         a.jmp(path.done)
         a.bind(failed)
-        pending = path.retired
-        flushCounters()
+        giveBackBudget(path.unretired)
         a.jmp(absolute: helpers.epilogue)
     }
 
     // MARK: - Interpreted instructions
 
-    /// Hands the instruction to the interpreter: counters first (it may read them), then
-    /// `interpret(engine, slot, pc)`; anything but "next" leaves with its status.
+    /// Hands the instruction to the interpreter: `interpret(engine, slot, pc, unretired)`
+    /// (the helper gives back the budget of the instructions not run yet and brings the
+    /// counters up to date first: the instruction may read them); anything but "next"
+    /// leaves with its status.
     private mutating func emitInterpreted(_ insn: Instruction) {
         // The slot's address becomes an immediate: the engine's slot arena keeps it until the
         // next whole flush, which drops this code too.
         guard let slot = insn.slot else { preconditionFailure("interpreted instruction without a slot") }
         writeBackAndForget()
-        flushCounters()
         a.mov(.rdi, .r14)
         a.mov(.rsi, imm: UInt64(UInt(bitPattern: slot)))
         a.mov(.rdx, imm: insn.pc)
+        a.mov(.rcx, imm: UInt64(unretired))
         a.mov(.rax, imm: helpers.interpret)
         a.call(.rax)
         a.mov(.rax, .rax, w: false)
