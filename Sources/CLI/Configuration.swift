@@ -46,6 +46,8 @@ struct SystemConfiguration: Sendable {
     var gdb: ChardevSpec.Target?
     var debugItems: DebugLog.Category = []
     var logFile: String?
+    /// `-perfmap`: name the JIT's blocks for perf in /tmp/perf-<pid>.map.
+    var perfMap = false
 }
 
 /// A monitor and where it listens.
@@ -193,6 +195,8 @@ struct ConfigurationBuilder {
                 config.debugItems = try debugItems(value, option: flag)
             case "D":
                 config.logFile = value
+            case "perfmap":
+                config.perfMap = true
             default:
                 // Every option in the table is handled above or refused as not yet available.
                 throw CLIError(option: flag, "is not handled by this build")

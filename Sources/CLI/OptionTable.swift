@@ -79,6 +79,7 @@ enum OptionTable {
         OptionSpec(names: ["d"], argument: "item1,...", help: "enable logging of specified items (use '-d help' for a list)",
                    section: .debug),
         OptionSpec(names: ["D"], argument: "logfile", help: "output log to logfile (default stderr)", section: .debug),
+        OptionSpec(names: ["perfmap"], argument: nil, help: "generate a /tmp/perf-${pid}.map file for perf", section: .debug),
         OptionSpec(names: ["bios"], argument: "file", help: "set the filename for the BIOS", section: .debug),
         OptionSpec(names: ["no-reboot"], argument: nil, help: "exit instead of rebooting", section: .debug),
         OptionSpec(names: ["loadvm"], argument: "tag|id", help: "start right away with a saved state (loadvm in monitor)",

@@ -47,6 +47,7 @@ public enum SystemEmulator {
     private static func run(_ config: SystemConfiguration) throws(SystemError) -> Int32 {
         DebugLog.enable(config.debugItems)
         try DebugLog.setOutput(path: config.logFile)
+        if config.perfMap { try PerfMap.enable() }
 
         let loop = try EventLoop()
         let quit = ConsoleAction()

@@ -258,7 +258,8 @@ extension Hart {
         if (st & MStatus.mpp) >> MStatus.mppShift == 2 { st &= ~MStatus.mpp }
         let old = s.pointee.mstatus
         s.pointee.mstatus = st & ~MStatus.sd
-        if (old ^ st) & (MStatus.sum | MStatus.mxr) != 0 { flushTLB() }
+        // SUM changes the data key instead (`updatePrivilegeKeys`).
+        if (old ^ st) & MStatus.mxr != 0 { flushTLB() }
         updatePrivilegeKeys()
     }
 }

@@ -26,9 +26,10 @@ package enum InterpretedStatus: UInt32 {
 }
 
 extension Hart {
-    /// Executes `d`, the instruction at `pc`, exactly as the interpreter does (counters,
-    /// traps, side effects), for an execution engine that does not translate it.
-    package func interpret(_ d: DecodedInstruction, pc: UInt64) -> InterpretedStatus {
+    /// Executes `d`, the instruction at `pc`, exactly as the interpreter does (traps, side
+    /// effects, and counters unless `retiring` is false: the engine counts it itself), for an
+    /// execution engine that does not translate it.
+    package func interpret(_ d: DecodedInstruction, pc: UInt64, retiring: Bool = true) -> InterpretedStatus {
         let s = state
         do throws(Trap) {
             try execute(d, pc: pc)
@@ -40,7 +41,7 @@ extension Hart {
             takeTrap(error, pc: pc)
             return .trapped
         }
-        retire()
+        if retiring { retire() }
         if s.pointee.endChunk || s.pointee.pc != pc &+ UInt64(d.length) { return .leave }
         return .next
     }

@@ -123,11 +123,19 @@ extension Hart {
 
     /// Whether `op`'s encoding has an rm field (from the instruction table).
     @inline(__always)
-    private func instructionHasRoundingMode(_ op: Op) -> Bool { Hart.roundingModeOps[Int(op.rawValue)] }
+    private func instructionHasRoundingMode(_ op: Op) -> Bool {
+        roundingModeOps[Int(op.rawValue >> 6)] >> UInt64(op.rawValue & 63) & 1 != 0
+    }
 
-    static let roundingModeOps: [Bool] = {
-        var table = [Bool](repeating: false, count: Op.allCases.count)
-        for entry in instructionTable where entry.hasRoundingMode { table[Int(entry.op.rawValue)] = true }
-        return table
+    /// Bit `op.rawValue` set for the instructions with a rounding-mode field, from the
+    /// instruction table; each hart keeps a copy (`roundingModeOps`), which costs no lazy
+    /// global's check per FP instruction.
+    static let roundingModeBits: InlineArray<4, UInt64> = {
+        precondition(Op.allCases.count <= 256)
+        var bits = InlineArray<4, UInt64>(repeating: 0)
+        for entry in instructionTable where entry.hasRoundingMode {
+            bits[Int(entry.op.rawValue >> 6)] |= 1 << UInt64(entry.op.rawValue & 63)
+        }
+        return bits
     }()
 }

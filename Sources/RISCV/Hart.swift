@@ -40,6 +40,20 @@ struct CodeWriteEntry {
     var generation: UnsafeMutableRawPointer?
 }
 
+/// A page-table page PMP lets S-mode read and write whole, and its host address (RAM stays
+/// mapped while the board exists); `page` = .max for an empty entry.
+/// A PMP entry's byte range `[base, top)` and its cfg byte (Privileged §3.7.1).
+struct PMPRegion {
+    var base: UInt64
+    var top: UInt64
+    var cfg: UInt8
+}
+
+struct PageTablePage {
+    var page: UInt64 = .max
+    var host: UnsafeMutableRawPointer?
+}
+
 package struct TLBEntry {
     package var tag: UInt64 = .max
     /// For RAM pages: host address = guest virtual address + addend. 0 = MMIO page (slow path).
@@ -85,6 +99,16 @@ public final class Hart: @unchecked Sendable {
     package static let tlbSize = 256
     let codeWriteTLB: UnsafeMutablePointer<CodeWriteEntry>
     static let codeWriteTLBSize = 64
+    /// Page-table pages a walk may read and update without asking PMP again (MMU.swift).
+    let pageTablePages: UnsafeMutablePointer<PageTablePage>
+    static let pageTablePagesSize = 16
+    /// The PMP entries that can match (A not OFF, a non-empty range), decoded, in priority
+    /// order: derived from `pmpcfg`/`pmpaddr` by `flushTLB()`, which every PMP write, reset
+    /// and state restore makes (the TLB caches PMP's answers too).
+    let pmpRegions: UnsafeMutablePointer<PMPRegion>
+    /// `Hart.roundingModeBits` (FloatingPoint.swift).
+    let roundingModeOps = Hart.roundingModeBits
+    var pmpRegionCount = 0
 
     public let memory: PhysicalMemory
     public let timeBase: TimeBase
@@ -139,6 +163,10 @@ public final class Hart: @unchecked Sendable {
         tlb.initialize(repeating: TLBEntry(), count: Hart.tlbSize * 3)
         codeWriteTLB = .allocate(capacity: Hart.codeWriteTLBSize)
         codeWriteTLB.initialize(repeating: CodeWriteEntry(), count: Hart.codeWriteTLBSize)
+        pmpRegions = .allocate(capacity: 16)
+        pmpRegions.initialize(repeating: PMPRegion(base: 0, top: 0, cfg: 0), count: 16)
+        pageTablePages = .allocate(capacity: Hart.pageTablePagesSize)
+        pageTablePages.initialize(repeating: PageTablePage(), count: Hart.pageTablePagesSize)
         self.memory = memory
         self.timeBase = timeBase
         wakeup = try Wakeup()
@@ -155,6 +183,10 @@ public final class Hart: @unchecked Sendable {
         tlb.deallocate()
         codeWriteTLB.deinitialize(count: Hart.codeWriteTLBSize)
         codeWriteTLB.deallocate()
+        pageTablePages.deinitialize(count: Hart.pageTablePagesSize)
+        pageTablePages.deallocate()
+        pmpRegions.deinitialize(count: 16)
+        pmpRegions.deallocate()
     }
 
     // MARK: - Interrupt inputs (any thread)
@@ -343,7 +375,14 @@ public final class Hart: @unchecked Sendable {
         if dataPrivilege == .machine && s.pointee.mstatus & MStatus.mprv != 0 {
             dataPrivilege = PrivilegeMode(rawValue: UInt8((s.pointee.mstatus & MStatus.mpp) >> MStatus.mppShift)) ?? .user
         }
-        s.pointee.dataKey = UInt64(dataPrivilege.rawValue)
+        // S-mode with SUM gets a key of its own, as QEMU gives it an MMU index of its own:
+        // Linux sets and clears SUM around every user-memory access, and with SUM in the key
+        // that switches between two sets of TLB entries instead of flushing them all.
+        if dataPrivilege == .supervisor && s.pointee.mstatus & MStatus.sum != 0 {
+            s.pointee.dataKey = Hart.supervisorUserKey
+        } else {
+            s.pointee.dataKey = UInt64(dataPrivilege.rawValue)
+        }
     }
 
     /// The decoded-instruction slots of physical page `page`, created empty on first use.
@@ -428,6 +467,9 @@ public final class Hart: @unchecked Sendable {
     public func flushTLB() {
         for i in 0..<(Hart.tlbSize * 3) { tlb[i].tag = .max }
         flushCodeWriteTLB()
+        // PMP writes come here too: the page-table pages' PMP answers may have changed.
+        for i in 0..<Hart.pageTablePagesSize { pageTablePages[i] = PageTablePage() }
+        decodePMP()
     }
 
     /// Drops the cached translations of one access type.

@@ -116,7 +116,8 @@ public struct HartState {
     /// and leaves when it finds it spent), so chained blocks see interrupts within a bounded delay.
     package var jitBudget: Int64 = 0
     /// The privilege part of TLB tags for fetches and for data accesses (which MPRV may
-    /// redirect), kept current by `Hart.updatePrivilegeKeys()`.
+    /// redirect), kept current by `Hart.updatePrivilegeKeys()`: 0 U, 1 S, 3 M, and for data
+    /// 2 = S with mstatus.SUM set (`Hart.supervisorUserKey`).
     package var fetchKey: UInt64 = 3
     package var dataKey: UInt64 = 3
     public var x = InlineArray<32, UInt64>(repeating: 0)

@@ -388,21 +388,31 @@ extension Hart {
         case .csrrwi, .csrrsi, .csrrci: source = UInt64(d.rs1)
         default: source = x(d.rs1)
         }
+        let wrote: Bool
         switch d.op {
         case .csrrw, .csrrwi:
             let old = d.rd != 0 ? try readCSR(number, raw: d.raw) : 0
             try writeCSR(number, source, raw: d.raw)
             setX(d.rd, old)
+            wrote = true
         case .csrrs, .csrrsi:
             let old = try readCSR(number, raw: d.raw)
             if d.rs1 != 0 { try writeCSR(number, readModifyWriteBase(number, read: old) | source, raw: d.raw) }
             setX(d.rd, old)
+            wrote = d.rs1 != 0
         default:
             let old = try readCSR(number, raw: d.raw)
             if d.rs1 != 0 { try writeCSR(number, readModifyWriteBase(number, read: old) & ~source, raw: d.raw) }
             setX(d.rd, old)
+            wrote = d.rs1 != 0
         }
-        state.pointee.endChunk = true
+        // The chunk ends where the write may matter to what the run loops cached or sampled:
+        // satp and PMP (the interpreter's fetch page), or an interrupt that is now pending and
+        // enabled (interrupts are looked at between chunks). Reads (rdtime, csrr) and writes
+        // such as SUM around Linux's user accesses, or an SIE set with nothing pending, go on.
+        if wrote && (number == CSRNumber.satp || (0x3a0...0x3ef).contains(number) || interruptToTake() != nil) {
+            state.pointee.endChunk = true
+        }
     }
 
     /// A extension (§8): LR/SC with a value-checked reservation, AMOs as compare-and-swap

@@ -11,6 +11,8 @@ import SystemSupport
 /// access fault of the original access type, never a host crash.
 extension Hart {
     package static let pageSize: UInt64 = 4096
+    /// The data key of S-mode with mstatus.SUM set (privilege 2 is otherwise unused).
+    package static let supervisorUserKey: UInt64 = 2
 
     // PTE bits (§4.3.1).
     static let pteV: UInt64 = 1 << 0
@@ -23,7 +25,7 @@ extension Hart {
 
     // MARK: - Translation
 
-    /// Translates `vaddr` for `access` at privilege `key` (0 U, 1 S, 3 M). Returns the physical
+    /// Translates `vaddr` for `access` at privilege `key` (0 U, 1 S, 2 S with SUM, 3 M). Returns the physical
     /// address; throws the page fault or access fault the spec requires.
     /// `debug`: a look-up for the monitor or a debugger, which must not set A/D bits.
     func translate(_ vaddr: UInt64, _ access: AccessType, key: UInt64, debug: Bool = false) throws(Trap) -> UInt64 {
@@ -86,8 +88,9 @@ extension Hart {
         if key == 0 {
             guard userPage else { throw Trap(access.pageFault, tval: vaddr) }
         } else if userPage {
-            // S-mode: never execute user pages; load/store them only with SUM (§4.3.1).
-            guard access != .execute, mstatus & MStatus.sum != 0 else { throw Trap(access.pageFault, tval: vaddr) }
+            // S-mode: never execute user pages; load/store them only with SUM (§4.3.1), which
+            // the data key carries.
+            guard access != .execute, key == Hart.supervisorUserKey else { throw Trap(access.pageFault, tval: vaddr) }
         }
         let allowed: Bool
         switch access {
@@ -98,20 +101,32 @@ extension Hart {
         guard allowed else { throw Trap(access.pageFault, tval: vaddr) }
     }
 
-    /// Reads a PTE from RAM, after PMP (page-table accesses are S-mode accesses, §3.7.1).
-    private func readPageTableEntry(_ address: UInt64, access: AccessType, vaddr: UInt64) throws(Trap) -> UInt64 {
-        guard pmpAllows(address, size: 8, access: .read, key: 1),
-              let host = memory.ram.hostPointer(at: GuestAddress(address), count: 8) else {
-            throw Trap(access.accessFault, tval: vaddr)
+    /// The host address of the PTE at physical `address` if PMP lets S-mode (page-table
+    /// accesses are S-mode accesses, §3.7.1) `access` it and it is RAM. Pages PMP allows
+    /// whole for both reads and writes are remembered in `pageTablePages` (until the next
+    /// full TLB flush, which every PMP write makes): a walk reads three to five PTEs, and
+    /// asking PMP and the RAM map for each was most of a walk's time.
+    private func pageTableEntryPointer(_ address: UInt64, access: AccessType) -> UnsafeMutableRawPointer? {
+        let page = address & ~(Hart.pageSize - 1)
+        let cached = pageTablePages + Int((page >> 12) & UInt64(Hart.pageTablePagesSize - 1))
+        if cached.pointee.page == page, let host = cached.pointee.host { return host + Int(address - page) }
+        guard pmpAllows(address, size: 8, access: access, key: 1),
+              let host = memory.ram.hostPointer(at: GuestAddress(address), count: 8) else { return nil }
+        if pmpAllows(page, size: Hart.pageSize, access: .read, key: 1) && pmpAllows(page, size: Hart.pageSize, access: .write, key: 1),
+           let hostPage = memory.ram.hostPointer(at: GuestAddress(page), count: Hart.pageSize) {
+            cached.pointee = PageTablePage(page: page, host: hostPage)
         }
+        return host
+    }
+
+    /// Reads a PTE from RAM, after PMP.
+    private func readPageTableEntry(_ address: UInt64, access: AccessType, vaddr: UInt64) throws(Trap) -> UInt64 {
+        guard let host = pageTableEntryPointer(address, access: .read) else { throw Trap(access.accessFault, tval: vaddr) }
         return clx_atomic_load_u64(host)
     }
 
     private func updatePageTableEntry(_ address: UInt64, old: UInt64, new: UInt64, access: AccessType, vaddr: UInt64) throws(Trap) {
-        guard pmpAllows(address, size: 8, access: .write, key: 1),
-              let host = memory.ram.hostPointer(at: GuestAddress(address), count: 8) else {
-            throw Trap(access.accessFault, tval: vaddr)
-        }
+        guard let host = pageTableEntryPointer(address, access: .write) else { throw Trap(access.accessFault, tval: vaddr) }
         // If another hart changed the PTE meanwhile, the walk is redone by faulting back into
         // the same instruction: a retry the guest cannot tell from a TLB miss.
         if clx_atomic_cas_u64(host, old, new) != old {
@@ -131,19 +146,12 @@ extension Hart {
 
     /// Whether PMP lets privilege `key` do `access` on `[address, address + size)`.
     func pmpAllows(_ address: UInt64, size: UInt64, access: AccessType, key: UInt64) -> Bool {
-        let s = state
-        // Only entries whose A field is not OFF can match: visit those, lowest first (the
-        // priority order). Page walks check PMP for every PTE, so this loop is hot.
-        var active = pmpActiveEntries()
-        while active != 0 {
-            let i = active.trailingZeroBitCount
-            active &= active - 1
-            let cfg = s.pointee.pmpcfg[i]
-            // TOR's bottom is the previous entry's address, whatever that entry's mode.
-            let previousTop = i == 0 ? 0 : s.pointee.pmpaddr[i - 1] << 2
-            let (base, top) = pmpRange(index: i, cfg: cfg, previousTop: previousTop)
-            guard base < top else { continue }
-            let last = address &+ size &- 1
+        // Only the entries that can match, decoded (`pmpRegions`), lowest index first (the
+        // priority order). Every TLB fill checks PMP, so this loop is hot.
+        let last = address &+ size &- 1
+        for i in 0..<pmpRegionCount {
+            let region = pmpRegions[i]
+            let (base, top, cfg) = (region.base, region.top, region.cfg)
             let overlaps = address < top && last >= base
             if !overlaps { continue }
             // Partial matches fail (§3.7.1: the entry must cover all bytes of the access).
@@ -160,13 +168,20 @@ extension Hart {
         return key == 3
     }
 
-    /// Bit i set when PMP entry i's A field (cfg bits 4:3) is not OFF.
-    @inline(__always)
-    private func pmpActiveEntries() -> UInt16 {
+    /// Rebuilds `pmpRegions` from the PMP CSRs: the entries whose A field (cfg bits 4:3) is
+    /// not OFF and whose range is not empty, lowest index first.
+    func decodePMP() {
         let s = state
-        var mask: UInt16 = 0
-        for i in 0..<16 where s.pointee.pmpcfg[i] & 0x18 != 0 { mask |= 1 << UInt16(i) }
-        return mask
+        pmpRegionCount = 0
+        for i in 0..<16 where s.pointee.pmpcfg[i] & 0x18 != 0 {
+            let cfg = s.pointee.pmpcfg[i]
+            // TOR's bottom is the previous entry's address, whatever that entry's mode.
+            let previousTop = i == 0 ? 0 : s.pointee.pmpaddr[i - 1] << 2
+            let (base, top) = pmpRange(index: i, cfg: cfg, previousTop: previousTop)
+            guard base < top else { continue }
+            pmpRegions[pmpRegionCount] = PMPRegion(base: base, top: top, cfg: cfg)
+            pmpRegionCount += 1
+        }
     }
 
     /// The byte range `[base, top)` entry `index` covers (A = OFF/TOR/NA4/NAPOT).

@@ -131,16 +131,19 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         for r in [Reg.r15, .r14, .r13, .r12, .rbp, .rbx] { a.pop(r) }
         a.ret()
         // The TLB-miss thunks: called (stack 8 off alignment) with vaddr in rax, pc in rdx,
-        // info in ecx; save the caller-saved registers of the translator's pool (five: the
-        // stack is aligned again), call helper(engine, vaddr, pc, info), return its status
-        // zero-extended in rax.
+        // info in ecx; save the caller-saved registers of the translator's pool (the stack is
+        // aligned again after an odd number of pushes, else after 8 more bytes), call
+        // helper(engine, vaddr, pc, info), return its status zero-extended in rax.
+        let pad = Translator.callerSavedPool.count % 2 == 0
         func thunk(_ helper: UInt64) -> Int {
             let offset = a.count
             for r in Translator.callerSavedPool { a.push(r) }
+            if pad { a.alu(.sub, .rsp, imm: 8) }
             a.mov(.rdi, .r14)
             a.mov(.rsi, .rax)
             a.mov(.r8, imm: helper)
             a.call(.r8)
+            if pad { a.alu(.add, .rsp, imm: 8) }
             for r in Translator.callerSavedPool.reversed() { a.pop(r) }
             a.mov(.rax, .rax, w: false)
             a.ret()
@@ -392,6 +395,10 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     /// `-d in_asm` and `-d out_asm`: the guest code of each block once, when it is translated,
     /// and the host code emitted for it (QEMU's layout).
     private func traceTranslation(_ instructions: [Translator.Instruction], code: UnsafeRawPointer, count: Int) {
+        if PerfMap.isEnabled, let first = instructions.first {
+            PerfMap.record(start: UInt(bitPattern: code), size: count,
+                           name: "guest_0x\(String(first.pc, radix: 16))_\(instructions.count)")
+        }
         if DebugLog.isEnabled(.instructions) {
             var text = "----------------\nIN: \nPriv: \(hart.state.pointee.privilege.rawValue); Virt: 0\n"
             for insn in instructions { text += Hart.traceLine(insn.decoded, pc: insn.pc) + "\n" }
@@ -438,17 +445,31 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     // MARK: - Helpers called from generated code
 
     /// An instruction translated code hands to the interpreter, at index `count - unretired`
-    /// of its block: the block took `unretired` for it and those after it. Gives that back,
-    /// counts what retired before it (the instruction may read or write the counters or
-    /// mcountinhibit), runs it, and takes back the share of the rest if the block goes on.
+    /// of its block: the block took `unretired` for it and those after it from the budget.
+    /// Most (FP, atomics, system instructions) are counted like translated ones, by the
+    /// budget: if one does not retire, or the block ends after it, the budget of what did not
+    /// run goes back. A CSR instruction may read or write the counters or mcountinhibit, so
+    /// for it the budget goes back first, what retired before it is counted, and the
+    /// interpreter counts it (taking back the rest's share if the block goes on).
     func interpret(_ d: DecodedInstruction, pc: UInt64, unretired: Int64) -> UInt32 {
         let s = hart.state
-        s.pointee.jitBudget += unretired
-        syncCounters()
-        chargeUncounted()
-        let status = hart.interpret(d, pc: pc)
-        if status == .next { s.pointee.jitBudget -= unretired - 1 }
-        return status.rawValue
+        switch d.op {
+        case .csrrw, .csrrs, .csrrc, .csrrwi, .csrrsi, .csrrci:
+            s.pointee.jitBudget += unretired
+            syncCounters()
+            chargeUncounted()
+            let status = hart.interpret(d, pc: pc)
+            if case .next = status { s.pointee.jitBudget -= unretired - 1 }
+            return status.rawValue
+        default:
+            let status = hart.interpret(d, pc: pc, retiring: false)
+            switch status {
+            case .next: break
+            case .leave: s.pointee.jitBudget += unretired - 1
+            case .trapped, .debugStop: s.pointee.jitBudget += unretired
+            }
+            return status.rawValue
+        }
     }
 
     /// The TLB-miss path of a translated load (`info` = op | rd << 8): exactly the

@@ -78,7 +78,7 @@ struct HelperAddresses {
 /// Translates one basic block of RISC-V code into x86-64 (the speed issue, part 2).
 ///
 /// Register conventions in generated code: r15 = `HartState*`, r14 = the engine (the helpers'
-/// first argument), r13 = the hart's TLB; rax, rcx, rdx and r8 are scratch; eight more hold
+/// first argument), r13 = the hart's TLB; rax, rcx and rdx are scratch; nine more hold
 /// guest registers within a block (`pool`). The stack stays 16-byte aligned (the trampoline
 /// sets it up), so helpers are called as plain C functions.
 ///
@@ -220,9 +220,9 @@ struct Translator {
 
     /// Host registers that hold guest registers within a block (JIT.md, "guest registers in
     /// host registers"): the callee-saved ones first, then caller-saved ones that slow paths
-    /// save around their helper calls. rax, rcx, rdx and r8 stay scratch; r13-r15 are pinned.
-    static let pool: [Reg] = [.rbx, .rbp, .r12, .r9, .r10, .r11, .rsi, .rdi]
-    static let callerSavedPool: [Reg] = [.r9, .r10, .r11, .rsi, .rdi]
+    /// save around their helper calls. rax, rcx and rdx stay scratch; r13-r15 are pinned.
+    static let pool: [Reg] = [.rbx, .rbp, .r12, .r9, .r10, .r11, .rsi, .rdi, .r8]
+    static let callerSavedPool: [Reg] = [.r9, .r10, .r11, .rsi, .rdi, .r8]
 
     /// The guest register each pool slot holds (0 = none: x0 is never cached).
     private var slotGuest = [UInt8](repeating: 0, count: Translator.pool.count)
@@ -237,16 +237,43 @@ struct Translator {
         return slotGuest.firstIndex(of: r)
     }
 
-    /// A slot for guest register `r` (not cached yet): a free one or the least recently used,
-    /// written back first if dirty.
+    /// The guest registers each instruction of the block reads and writes, for looking
+    /// ahead when a slot must be freed. An interpreted instruction reads none and "writes" all
+    /// (the cache is dropped there, so nothing is kept for after it).
+    private var readMasks: [UInt32] = []
+    private var writeMasks: [UInt32] = []
+
+    /// Where guest register `r` is next read, from the instruction being emitted on (its own
+    /// sources count): an index, or Int.max when it is overwritten first or not read again.
+    private func nextRead(_ r: UInt8) -> Int {
+        let bit: UInt32 = 1 << UInt32(r)
+        for j in Int(index)..<readMasks.count {
+            if readMasks[j] & bit != 0 { return j }
+            if writeMasks[j] & bit != 0 { return .max }
+        }
+        return .max
+    }
+
+    /// A slot for guest register `r` (not cached yet): a free one, else the one whose register
+    /// is read again last (Belady's choice: the block is known ahead), clean before dirty, least
+    /// recently used last; written back first if dirty. The current instruction's sources
+    /// are read now, so they are never chosen.
     private mutating func allocate(_ r: UInt8) -> Int {
-        var victim = 0
+        var victim = -1
+        var best = (next: -1, clean: false, age: 0)
         for i in 0..<slotGuest.count {
-            if slotGuest[i] == 0 {
+            let g = slotGuest[i]
+            if g == 0 {
                 victim = i
                 break
             }
-            if slotUse[i] < slotUse[victim] { victim = i }
+            let candidate = (next: nextRead(g), clean: dirty & (1 << UInt32(g)) == 0, age: -slotUse[i])
+            if candidate.next > best.next
+                || (candidate.next == best.next && (candidate.clean && !best.clean
+                    || (candidate.clean == best.clean && candidate.age > best.age))) {
+                best = candidate
+                victim = i
+            }
         }
         let old = slotGuest[victim]
         if old != 0 && dirty & (1 << UInt32(old)) != 0 {
@@ -446,6 +473,12 @@ struct Translator {
         // Entry: leave if the chunk's budget is spent, else take this block's share of it.
         let spent = a.newLabel()
         count = Int32(block.count)
+        for insn in block {
+            let native = Self.isNative(insn.decoded.op)
+            let masks = native ? Self.registerMasks(insn.decoded) : (reads: 0, writes: .max)
+            readMasks.append(masks.reads)
+            writeMasks.append(masks.writes)
+        }
         a.alu(.cmp, Mem(.r15, layout.budget), imm: 0)
         a.jcc(.le, spent)
         if chaining, let used = Self.selfLoopRegisters(block) {
@@ -702,12 +735,15 @@ struct Translator {
             a.mulWide(.rcx, signed: false)
             a.mov(.rax, .rdx)
         case .mulhsu:
-            // high(a_signed * b_unsigned) = high(a_unsigned * b) - (a < 0 ? b : 0).
-            a.mov(.r8, .rax)
+            // high(a_signed * b_unsigned) = high(a_unsigned * b) - (a < 0 ? b : 0); rs1 is
+            // still in its cache register after mul (x0: no correction).
             a.mulWide(.rcx, signed: false)
-            a.shift(.sar, .r8, imm: 63)
-            a.alu(.and, .r8, .rcx)
-            a.alu(.sub, .rdx, .r8)
+            if let s1 = slot(of: d.rs1) {
+                a.mov(.rax, Self.pool[s1])
+                a.shift(.sar, .rax, imm: 63)
+                a.alu(.and, .rax, .rcx)
+                a.alu(.sub, .rdx, .rax)
+            }
             a.mov(.rax, .rdx)
         case .div, .divu, .rem, .remu, .divw, .divuw, .remw, .remuw:
             emitDivision(d.op)
@@ -907,18 +943,14 @@ struct Translator {
         let d = insn.decoded
         let size = Self.storeSize(d.op)
         let slow = a.newLabel(), done = a.newLabel()
-        // The value's register first (the address's cannot evict it then).
-        let value: Reg
-        if let cached = source(d.rs2) {
-            value = cached
-        } else {
-            a.mov(.r8, imm: 0)
-            value = .r8
-        }
+        // The value's register first (the address's cannot evict it then); x0 is stored from
+        // rcx, free once the TLB lookup is done with it.
+        let value = source(d.rs2)
         emitAddress(d)
         let dirtyAtBranch = dirtySlots
         emitTLBLookup(access: .write, size: size, slow: slow)
-        a.store(Mem(.rax, index: .rdx), value, size: size)
+        if value == nil { a.mov(.rcx, imm: 0) }
+        a.store(Mem(.rax, index: .rdx), value ?? .rcx, size: size)
         a.bind(done)
         let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
         slowPaths.append(SlowPath(label: slow, thunk: helpers.storeThunk, pc: insn.pc, info: info, unretired: unretired,
