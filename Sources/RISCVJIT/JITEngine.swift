@@ -1,3 +1,4 @@
+import Glibc
 import GuestMemory
 import RISCV
 import SystemSupport
@@ -85,6 +86,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         public var chains = 0
         /// Blocks dropped because FENCE.I found their page written.
         public var invalidatedBlocks = 0
+        /// Time spent translating (decoding, emitting, copying into the buffer), for the
+        /// translation cost: guest instructions translated per second.
+        public var translationNanoseconds: UInt64 = 0
     }
     public private(set) var statistics = Statistics()
 
@@ -164,10 +168,13 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         }
         let loadThunk = thunk(unsafeBitCast(loadSlow, to: UInt64.self))
         let storeThunk = thunk(unsafeBitCast(storeSlow, to: UInt64.self))
-        guard let start = buffer.append(a.finish()) else { preconditionFailure("code buffer smaller than its runtime") }
+        let interpretThunk = thunk(unsafeBitCast(interpret, to: UInt64.self))
+        let runtime = a.finish()
+        guard let start = buffer.append(runtime) else { preconditionFailure("code buffer smaller than its runtime") }
+        if PerfMap.isEnabled { PerfMap.record(start: UInt(bitPattern: start), size: runtime.count, name: "jit_runtime") }
         let helpers = HelperAddresses(loadThunk: UInt(bitPattern: start + loadThunk),
                                       storeThunk: UInt(bitPattern: start + storeThunk),
-                                      interpret: unsafeBitCast(interpret, to: UInt64.self),
+                                      interpretThunk: UInt(bitPattern: start + interpretThunk),
                                       epilogue: UInt(bitPattern: start + epilogueOffset),
                                       jumpCache: UInt64(UInt(bitPattern: cache)))
         // SAFETY: `start` is the trampoline just emitted, in the buffer's executable view; it
@@ -362,6 +369,8 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     }
 
     private func emitBlock(pc: UInt64, hostPage: UnsafeRawPointer) -> EmitResult {
+        let started = Self.monotonicNanoseconds()
+        defer { statistics.translationNanoseconds &+= Self.monotonicNanoseconds() &- started }
         var instructions: [Translator.Instruction] = []
         var current = pc
         while instructions.count < Translator.maxInstructions {
@@ -413,6 +422,12 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
 
     /// `-d nochain`: every block returns to the dispatcher (no chains, no lookups in generated code).
     private var chaining: Bool { !DebugLog.isEnabled(.noChain) }
+
+    private static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
 
     // MARK: - Counters
 

@@ -64,12 +64,13 @@ enum ExitStatus: UInt64 {
 
 /// Addresses of the helpers translated code calls, and of the shared epilogue.
 struct HelperAddresses {
-    /// The TLB-miss thunks for loads and stores in the code buffer (`JITEngine.emitRuntime`):
-    /// rax = vaddr, rdx = pc, ecx = info in; eax = the helper's status out; they keep every
-    /// register of the translator's cache pool.
+    /// The thunks in the code buffer (`JITEngine.emitRuntime`) that call the TLB-miss helpers
+    /// for loads and stores (rax = vaddr, rdx = pc, ecx = info) and the interpreter (rax =
+    /// the decoded instruction's slot, rdx = pc, ecx = the unretired count); eax = the
+    /// helper's status out. They keep every register of the translator's cache pool.
     let loadThunk: UInt
     let storeThunk: UInt
-    let interpret: UInt64
+    let interpretThunk: UInt
     let epilogue: UInt
     /// The engine's `CacheEntry` array (`JITEngine.cacheSize` entries).
     let jumpCache: UInt64
@@ -238,8 +239,8 @@ struct Translator {
     }
 
     /// The guest registers each instruction of the block reads and writes, for looking
-    /// ahead when a slot must be freed. An interpreted instruction reads none and "writes" all
-    /// (the cache is dropped there, so nothing is kept for after it).
+    /// ahead when a slot must be freed. An interpreted instruction reads none (the
+    /// interpreter reads memory) and writes its rd (its cached copy is dropped).
     private var readMasks: [UInt32] = []
     private var writeMasks: [UInt32] = []
 
@@ -345,12 +346,12 @@ struct Translator {
         dirty = 0
     }
 
-    /// Writes back and forgets every cached register (before code that reads or writes
-    /// guest registers in memory and clobbers host registers: the interpreter).
-    private mutating func writeBackAndForget() {
-        writeBack()
-        for i in 0..<slotGuest.count { slotGuest[i] = 0 }
-        constants.removeAll()
+    /// Drops the cached copy of guest register `r`, clean (written back) by now: something
+    /// else wrote it in memory.
+    private mutating func forget(_ r: UInt8) {
+        if let s = slot(of: r) { slotGuest[s] = 0 }
+        dirty &= ~(1 << UInt32(r))
+        constants[r] = nil
     }
 
     /// Guest register `r` = `value`, known from here on in the block.
@@ -475,7 +476,8 @@ struct Translator {
         count = Int32(block.count)
         for insn in block {
             let native = Self.isNative(insn.decoded.op)
-            let masks = native ? Self.registerMasks(insn.decoded) : (reads: 0, writes: .max)
+            // An interpreted instruction reads guest registers in memory and may write rd.
+            let masks = native ? Self.registerMasks(insn.decoded) : (reads: 0, writes: 1 << UInt32(insn.decoded.rd) & ~1)
             readMasks.append(masks.reads)
             writeMasks.append(masks.writes)
         }
@@ -987,16 +989,18 @@ struct Translator {
         // The slot's address becomes an immediate: the engine's slot arena keeps it until the
         // next whole flush, which drops this code too.
         guard let slot = insn.slot else { preconditionFailure("interpreted instruction without a slot") }
-        writeBackAndForget()
-        a.mov(.rdi, .r14)
-        a.mov(.rsi, imm: UInt64(UInt(bitPattern: slot)))
+        // The interpreter reads and writes guest registers in memory: write back what is
+        // dirty, and afterwards forget the cached copy of rd, the one integer register an
+        // instruction can write (for FP ones rd names an f register: forgetting is harmless).
+        // The rest stay cached: the thunk keeps the pool's registers.
+        writeBack()
+        a.mov(.rax, imm: UInt64(UInt(bitPattern: slot)))
         a.mov(.rdx, imm: insn.pc)
         a.mov(.rcx, imm: UInt64(unretired))
-        a.mov(.rax, imm: helpers.interpret)
-        a.call(.rax)
-        a.mov(.rax, .rax, w: false)
+        a.call(absolute: helpers.interpretThunk)
         a.test(.rax, .rax)
         a.jcc(.ne, absolute: helpers.epilogue)
+        forget(insn.decoded.rd)
         if Self.endsBlock(insn.decoded.op) {
             // Still on the straight path (a CSR read with no side effect that asked to leave
             // would have left): go on at the next instruction through the dispatcher.

@@ -25,6 +25,9 @@ enum MonitorText {
             out += row("TB chained exits", "\(s.chains)")
             out += row("TB flush count", "\(s.flushes)")
             out += row("TB invalidate count", "\(s.invalidatedBlocks)")
+            let seconds = Double(s.translationNanoseconds) / 1e9
+            out += row("translation time", String(format: "%.1f ms, %.2f M guest instructions/s", seconds * 1000,
+                                                  seconds > 0 ? Double(s.instructions) / seconds / 1e6 : 0))
         }
         return out
     }

@@ -50,6 +50,35 @@ import Testing
         #expect(!log.contains(":  jmp rsi"), "\(log.prefix(2000))")
     }
 
+    /// `-perfmap` (QEMU 8.1's option): every translated block and the JIT's runtime are named
+    /// in /tmp/perf-<pid>.map, in perf's "start size name" format (hexadecimal), which
+    /// scripts/perf-jit-report reads to attribute a profile's samples to guest code.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func perfmapNamesEveryBlock() throws {
+        let elf = try GuestProgram.build("integer")
+        let swemu = Process()
+        swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
+        swemu.arguments = ["-M", "virt", "-bios", "none", "-m", "16M", "-nographic", "-accel", "tcg,jit=on", "-perfmap",
+                           "-kernel", elf]
+        swemu.standardInput = FileHandle.nullDevice
+        swemu.standardOutput = FileHandle.nullDevice
+        swemu.standardError = FileHandle.nullDevice
+        try swemu.run()
+        swemu.waitUntilExit()
+        let path = "/tmp/perf-\(swemu.processIdentifier).map"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(swemu.terminationStatus == 0)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count > 5)
+        for line in lines {
+            let fields = line.split(separator: " ")
+            #expect(fields.count == 3 && UInt(fields[0], radix: 16) != nil && (UInt(fields[1], radix: 16) ?? 0) > 0, "\(line)")
+        }
+        #expect(lines.contains { $0.hasSuffix(" jit_runtime") })
+        // The boot ROM's block at 0x1000 (its first instruction count varies with the ROM).
+        #expect(lines.contains { $0.contains(" guest_0x1000_") }, "\(lines.prefix(5))")
+    }
+
     /// W^X: while the JIT runs a guest, no mapping of the process is writable and executable
     /// (the code buffer is one memfd mapped twice, read-write and read-execute).
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))

@@ -4,6 +4,7 @@ Usage: qmp_machine.py SOCKET SERIAL_LOG. Prints one line per check ("ok ..." or 
 and exits non-zero when a check fails. Run by MachinesTests/MonitorTests.
 """
 import asyncio
+import re
 import os
 import sys
 
@@ -73,6 +74,12 @@ async def main(socket, serial):
     check("mhartid  0000000000000001" in second, "info registers of cpu-index 1")
     dump = await qmp.execute("human-monitor-command", {"command-line": "xp /2xw 0x80000000"})
     check(dump.startswith("0000000080000000:"), f"xp: {dump!r}")
+    # The JIT (the default accelerator) reports per hart what it translated and how fast.
+    jit = await qmp.execute("human-monitor-command", {"command-line": "info jit"})
+    blocks = re.search(r"Translation buffer state, hart 0:\s.*?TB count +(\d+)", jit, re.S)
+    check(blocks is not None and int(blocks.group(1)) > 0 and "Translation buffer state, hart 1:" in jit, f"info jit: {jit!r}")
+    rate = re.search(r"translation time +([0-9.]+) ms, ([0-9.]+) M guest instructions/s", jit)
+    check(rate is not None and float(rate.group(2)) > 0, f"info jit translation time: {jit!r}")
     await qmp.execute("cont")
     await next_event(qmp, "RESUME")
     for _ in range(100):
