@@ -196,7 +196,7 @@ struct Translator {
         let unretired: Int32
         let done: Label
         /// Dirty cached registers where the fast path branched off: written back first.
-        let dirty: [(guest: UInt8, slot: Int)]
+        let dirty: CacheState
         /// For a load: the guest register the helper writes, and the slot that holds it
         /// after the fast path (reloaded from memory before going back).
         let reload: (guest: UInt8, slot: Int)?
@@ -225,30 +225,36 @@ struct Translator {
     static let pool: [Reg] = [.rbx, .rbp, .r12, .r9, .r10, .r11, .rsi, .rdi, .r8]
     static let callerSavedPool: [Reg] = [.r9, .r10, .r11, .rsi, .rdi, .r8]
 
+    static let poolSize = 9
+
+    // The translator's own state is kept in fixed-size inline storage, not arrays or
+    // dictionaries: translation cost (Benchmarks/jit-riscv64) is part of every boot.
+
     /// The guest register each pool slot holds (0 = none: x0 is never cached).
-    private var slotGuest = [UInt8](repeating: 0, count: Translator.pool.count)
+    private var slotGuest = InlineArray<9, UInt8>(repeating: 0)
     /// When each slot was last used, for least-recently-used eviction.
-    private var slotUse = [Int](repeating: 0, count: Translator.pool.count)
+    private var slotUse = InlineArray<9, Int>(repeating: 0)
     private var useClock = 0
     /// Guest registers whose cached value is newer than `HartState.x` (bit i = x_i).
     private var dirty: UInt32 = 0
 
     private func slot(of r: UInt8) -> Int? {
         guard r != 0 else { return nil }
-        return slotGuest.firstIndex(of: r)
+        for i in 0..<Self.poolSize where slotGuest[i] == r { return i }
+        return nil
     }
 
     /// The guest registers each instruction of the block reads and writes, for looking
     /// ahead when a slot must be freed. An interpreted instruction reads none (the
     /// interpreter reads memory) and writes its rd (its cached copy is dropped).
-    private var readMasks: [UInt32] = []
-    private var writeMasks: [UInt32] = []
+    private var readMasks = InlineArray<64, UInt32>(repeating: 0)
+    private var writeMasks = InlineArray<64, UInt32>(repeating: 0)
 
     /// Where guest register `r` is next read, from the instruction being emitted on (its own
     /// sources count): an index, or Int.max when it is overwritten first or not read again.
     private func nextRead(_ r: UInt8) -> Int {
         let bit: UInt32 = 1 << UInt32(r)
-        for j in Int(index)..<readMasks.count {
+        for j in Int(index)..<Int(count) {
             if readMasks[j] & bit != 0 { return j }
             if writeMasks[j] & bit != 0 { return .max }
         }
@@ -262,7 +268,7 @@ struct Translator {
     private mutating func allocate(_ r: UInt8) -> Int {
         var victim = -1
         var best = (next: -1, clean: false, age: 0)
-        for i in 0..<slotGuest.count {
+        for i in 0..<Self.poolSize {
             let g = slotGuest[i]
             if g == 0 {
                 victim = i
@@ -324,7 +330,24 @@ struct Translator {
 
     /// Guest registers whose value this block knows at translation time (set by lui, auipc
     /// or li earlier in the block): a jalr through one is a direct jump (`auipc`+`jalr`).
-    private var constants: [UInt8: UInt64] = [:]
+    private var constants = Constants()
+
+    struct Constants {
+        private var values = InlineArray<32, UInt64>(repeating: 0)
+        private var known: UInt32 = 0
+
+        subscript(r: UInt8) -> UInt64? {
+            get { known & (1 << UInt32(r)) != 0 ? values[Int(r)] : nil }
+            set {
+                if let newValue {
+                    values[Int(r)] = newValue
+                    known |= 1 << UInt32(r)
+                } else {
+                    known &= ~(1 << UInt32(r))
+                }
+            }
+        }
+    }
 
     /// Host register `src` into guest register `r` (writes to x0 are dropped); the value stays
     /// in a host register until an exit or a helper call writes it back.
@@ -332,17 +355,26 @@ struct Translator {
         if let dst = destination(r) { a.mov(dst, src) }
     }
 
-    /// The dirty guest registers and the slots holding them.
-    private var dirtySlots: [(guest: UInt8, slot: Int)] {
-        (0..<slotGuest.count).compactMap { i in
-            let r = slotGuest[i]
-            return r != 0 && dirty & (1 << UInt32(r)) != 0 ? (r, i) : nil
+    /// Which slot holds which guest register and which are dirty, at one point of the
+    /// code (where a slow path branches off).
+    struct CacheState {
+        let slotGuest: InlineArray<9, UInt8>
+        let dirty: UInt32
+    }
+
+    private var cacheState: CacheState { CacheState(slotGuest: slotGuest, dirty: dirty) }
+
+    /// Stores the dirty registers of `state` back to `HartState.x`.
+    private mutating func writeBack(_ state: CacheState) {
+        for i in 0..<Self.poolSize {
+            let r = state.slotGuest[i]
+            if r != 0 && state.dirty & (1 << UInt32(r)) != 0 { a.store(x(r), Self.pool[i]) }
         }
     }
 
     /// Writes every dirty guest register back to `HartState.x`; they stay cached.
     private mutating func writeBack() {
-        for (r, slot) in dirtySlots { a.store(x(r), Self.pool[slot]) }
+        writeBack(cacheState)
         dirty = 0
     }
 
@@ -474,12 +506,13 @@ struct Translator {
         // Entry: leave if the chunk's budget is spent, else take this block's share of it.
         let spent = a.newLabel()
         count = Int32(block.count)
-        for insn in block {
+        precondition(block.count <= Self.maxInstructions && Self.pool.count == Self.poolSize)
+        for (i, insn) in block.enumerated() {
             let native = Self.isNative(insn.decoded.op)
             // An interpreted instruction reads guest registers in memory and may write rd.
             let masks = native ? Self.registerMasks(insn.decoded) : (reads: 0, writes: 1 << UInt32(insn.decoded.rd) & ~1)
-            readMasks.append(masks.reads)
-            writeMasks.append(masks.writes)
+            readMasks[i] = masks.reads
+            writeMasks[i] = masks.writes
         }
         a.alu(.cmp, Mem(.r15, layout.budget), imm: 0)
         a.jcc(.le, spent)
@@ -928,7 +961,7 @@ struct Translator {
             target = Self.pool[slot]
             reload = (d.rd, slot)
         }
-        let dirtyAtBranch = dirtySlots
+        let dirtyAtBranch = cacheState
         emitTLBLookup(access: .read, size: size, slow: slow)
         a.load(target, Mem(.rax, index: .rdx), size: size, signed: signed)
         if d.rd != 0 {
@@ -949,7 +982,7 @@ struct Translator {
         // rcx, free once the TLB lookup is done with it.
         let value = source(d.rs2)
         emitAddress(d)
-        let dirtyAtBranch = dirtySlots
+        let dirtyAtBranch = cacheState
         emitTLBLookup(access: .write, size: size, slow: slow)
         if value == nil { a.mov(.rcx, imm: 0) }
         a.store(Mem(.rax, index: .rdx), value ?? .rcx, size: size)
@@ -965,7 +998,7 @@ struct Translator {
     /// helper wrote), anything else (a trap taken, a watchpoint) leaves with the counters of
     /// the instructions before.
     private mutating func callSlowPath(_ path: SlowPath) {
-        for (r, slot) in path.dirty { a.store(x(r), Self.pool[slot]) }
+        writeBack(path.dirty)
         a.mov(.rdx, imm: path.pc)
         a.mov(.rcx, imm: path.info)
         a.call(absolute: path.thunk)
