@@ -169,6 +169,12 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         let loadThunk = thunk(unsafeBitCast(loadSlow, to: UInt64.self))
         let storeThunk = thunk(unsafeBitCast(storeSlow, to: UInt64.self))
         let interpretThunk = thunk(unsafeBitCast(interpret, to: UInt64.self))
+        // Data for the D extension's translation (read through the executable view).
+        while a.count % 4 != 0 { a.int3() }
+        let mxcsrClean = a.count
+        a.data([0x80, 0x1f, 0, 0])  // 0x1f80
+        let flagTable = a.count
+        a.data((0..<64).map { Translator.riscvFlags(mxcsr: UInt32($0)) })
         let runtime = a.finish()
         guard let start = buffer.append(runtime) else { preconditionFailure("code buffer smaller than its runtime") }
         if PerfMap.isEnabled { PerfMap.record(start: UInt(bitPattern: start), size: runtime.count, name: "jit_runtime") }
@@ -176,6 +182,8 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                                       storeThunk: UInt(bitPattern: start + storeThunk),
                                       interpretThunk: UInt(bitPattern: start + interpretThunk),
                                       epilogue: UInt(bitPattern: start + epilogueOffset),
+                                      mxcsrClean: UInt64(UInt(bitPattern: start + mxcsrClean)),
+                                      flagTable: UInt64(UInt(bitPattern: start + flagTable)),
                                       jumpCache: UInt64(UInt(bitPattern: cache)))
         // SAFETY: `start` is the trampoline just emitted, in the buffer's executable view; it
         // follows the SysV convention `EnterFunction` declares (saves and restores every

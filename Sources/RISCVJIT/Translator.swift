@@ -6,7 +6,11 @@ import RISCV
 /// fields `HartState` puts first and most of `x` are within a signed byte of it (shorter code).
 struct StateLayout {
     let x: Int32
+    let f: Int32
     let pc: Int32
+    let mstatus: Int32
+    let fflags: Int32
+    let frm: Int32
     let dataKey: Int32
     let fetchKey: Int32
     let budget: Int32
@@ -30,7 +34,11 @@ struct StateLayout {
         }
         func state(_ key: PartialKeyPath<HartState>) -> Int32 { offset(key) - Self.bias }
         x = state(\HartState.x)
+        f = state(\HartState.f)
         pc = state(\HartState.pc)
+        mstatus = state(\HartState.mstatus)
+        fflags = state(\HartState.fflags)
+        frm = state(\HartState.frm)
         dataKey = state(\HartState.dataKey)
         fetchKey = state(\HartState.fetchKey)
         budget = state(\HartState.jitBudget)
@@ -72,6 +80,11 @@ struct HelperAddresses {
     let storeThunk: UInt
     let interpretThunk: UInt
     let epilogue: UInt
+    /// In the runtime area: MXCSR's value with every exception masked, no flag raised,
+    /// round to nearest, no DAZ/FTZ (4 bytes); and 64 bytes mapping MXCSR's exception flags
+    /// (IE DE ZE OE UE PE, bits 0-5) to RISC-V's fflags (NV DZ OF UF NX).
+    let mxcsrClean: UInt64
+    let flagTable: UInt64
     /// The engine's `CacheEntry` array (`JITEngine.cacheSize` entries).
     let jumpCache: UInt64
 }
@@ -200,11 +213,36 @@ struct Translator {
         /// For a load: the guest register the helper writes, and the slot that holds it
         /// after the fast path (reloaded from memory before going back).
         let reload: (guest: UInt8, slot: Int)?
+        /// For an instruction the interpreter finishes (the F/D fallback): its decoded slot,
+        /// passed in rax; the helper gives back the budget itself when it leaves.
+        var interpretedSlot: UInt64? = nil
+        /// MXCSR (the D extension): flags the fast path had not accrued yet where it
+        /// branched off (accrued before the helper runs: it may trap, and the handler may
+        /// read fflags), and whether the fast path reaches `done` with MXCSR clean (then
+        /// cleaned again after the helper, whose host code may have raised flags).
+        var accrue = false
+        var reclean = false
     }
     private var slowPaths: [SlowPath] = []
 
     /// False under `-d nochain`: exits always return to the dispatcher.
     private let chaining: Bool
+
+    /// MXCSR at this point of the block: unknown (host code ran since the block began or
+    /// since a helper call), or cleaned by this block, with flags of native D-extension
+    /// operations not yet accrued into fflags (`pending`) or none.
+    private enum MXCSRState {
+        case unknown
+        case clean(pending: Bool)
+    }
+    private var mxcsr = MXCSRState.unknown
+    private var mxcsrPending: Bool { if case .clean(pending: true) = mxcsr { true } else { false } }
+    private var mxcsrClean: Bool { if case .clean = mxcsr { true } else { false } }
+    /// mstatus.FS was found on (not Off) earlier in the block, and set Dirty by it.
+    private var fsChecked = false
+    private var fsDirty = false
+    /// Out-of-line NaN results to canonicalize: where to, and where to come back.
+    private var nanFixes: [(fix: Label, back: Label)] = []
 
     init(origin: UInt, blockPC: UInt64, chaining: Bool, helpers: HelperAddresses) {
         a = X86Assembler(origin: origin)
@@ -419,8 +457,9 @@ struct Translator {
         }
         var used: UInt32 = 0
         for insn in block {
-            guard isNative(insn.decoded.op) else { return nil }
-            let masks = registerMasks(insn.decoded)
+            let d = insn.decoded
+            guard isNative(d.op) || isNativeFloat(d) else { return nil }
+            let masks = isNative(d.op) ? registerMasks(d) : floatRegisterMasks(d)
             used |= masks.reads | masks.writes
         }
         return used.nonzeroBitCount <= pool.count ? used : nil
@@ -431,6 +470,7 @@ struct Translator {
 
     /// Leaves the block for guest pc `target`: chained later if it is on this page.
     private mutating func exit(to target: UInt64) {
+        accrueFloatFlags()
         if let loopHeader, target == blockPC {
             // The back edge of a self-loop: registers stay where the header expects them;
             // the budget is checked as a block entry would.
@@ -508,9 +548,10 @@ struct Translator {
         count = Int32(block.count)
         precondition(block.count <= Self.maxInstructions && Self.pool.count == Self.poolSize)
         for (i, insn) in block.enumerated() {
-            let native = Self.isNative(insn.decoded.op)
+            let d = insn.decoded
             // An interpreted instruction reads guest registers in memory and may write rd.
-            let masks = native ? Self.registerMasks(insn.decoded) : (reads: 0, writes: 1 << UInt32(insn.decoded.rd) & ~1)
+            let masks = Self.isNative(d.op) ? Self.registerMasks(d)
+                : Self.isNativeFloat(d) ? Self.floatRegisterMasks(d) : (reads: 0, writes: 1 << UInt32(d.rd) & ~1)
             readMasks[i] = masks.reads
             writeMasks[i] = masks.writes
         }
@@ -525,7 +566,7 @@ struct Translator {
             // harmless.
             var writes: UInt32 = 0
             for r in 1..<32 where used & (1 << UInt32(r)) != 0 { _ = source(UInt8(r)) }
-            for insn in block { writes |= Self.registerMasks(insn.decoded).writes }
+            for i in 0..<block.count { writes |= writeMasks[i] }
             dirty = writes
             loopHeader = a.newLabel()
             a.bind(loopHeader!)
@@ -554,13 +595,21 @@ struct Translator {
             a.bind(path.label)
             callSlowPath(path)
         }
+        for (fix, back) in nanFixes {
+            // RISC-V's NaN results are always the canonical NaN (Unprivileged §11.3); x86
+            // gives the default NaN (sign set) or propagates an operand's payload.
+            a.bind(fix)
+            a.mov(.rcx, imm: 0x7ff8_0000_0000_0000)
+            a.movq(.xmm0, .rcx)
+            a.jmp(back)
+        }
         return Result(code: a.finish(), instructions: block.count)
     }
 
     private mutating func emit(_ insn: Instruction) {
         let d = insn.decoded
         if !Self.isNative(d.op) {
-            emitInterpreted(insn)
+            if Self.isNativeFloat(d) { emitFloat(insn) } else { emitInterpreted(insn) }
             return
         }
         let imm = d.imm
@@ -583,6 +632,7 @@ struct Translator {
             if d.rd != 0 { storeConstant(d.rd, next) }
             exit(to: target)
         case .jalr:
+            accrueFloatFlags()
             loadX(.rax, d.rs1)
             if imm != 0 { a.alu(.add, .rax, imm: Int32(imm)) }
             a.alu(.and, .rax, imm: -2)
@@ -613,9 +663,10 @@ struct Translator {
             a.jcc(cond, taken)
             // Each exit writes back what is dirty on its own path (stores keep no flags to
             // care about: the jcc is already taken or not).
-            let dirtyAtBranch = dirty
+            let dirtyAtBranch = dirty, mxcsrAtBranch = mxcsr
             exit(to: next)
             dirty = dirtyAtBranch
+            mxcsr = mxcsrAtBranch
             a.bind(taken)
             exit(to: insn.pc &+ UInt64(bitPattern: imm))
         case .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu:
@@ -971,7 +1022,7 @@ struct Translator {
         a.bind(done)
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
         slowPaths.append(SlowPath(label: slow, thunk: helpers.loadThunk, pc: insn.pc, info: info, unretired: unretired,
-                                  done: done, dirty: dirtyAtBranch, reload: reload))
+                                  done: done, dirty: dirtyAtBranch, reload: reload, accrue: mxcsrPending, reclean: mxcsrClean))
     }
 
     private mutating func emitStore(_ insn: Instruction) {
@@ -989,7 +1040,7 @@ struct Translator {
         a.bind(done)
         let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
         slowPaths.append(SlowPath(label: slow, thunk: helpers.storeThunk, pc: insn.pc, info: info, unretired: unretired,
-                                  done: done, dirty: dirtyAtBranch, reload: nil))
+                                  done: done, dirty: dirtyAtBranch, reload: nil, accrue: mxcsrPending, reclean: mxcsrClean))
     }
 
     /// Out of line: writes back the registers that were dirty where the fast path branched
@@ -999,16 +1050,19 @@ struct Translator {
     /// the instructions before.
     private mutating func callSlowPath(_ path: SlowPath) {
         writeBack(path.dirty)
+        if path.accrue { emitAccrual() }
+        if let slot = path.interpretedSlot { a.mov(.rax, imm: slot) }
         a.mov(.rdx, imm: path.pc)
         a.mov(.rcx, imm: path.info)
         a.call(absolute: path.thunk)
         a.test(.rax, .rax)
         let failed = a.newLabel()
         a.jcc(.ne, failed)
+        if path.reclean { cleanMXCSR() }
         if let (r, slot) = path.reload { a.load(Self.pool[slot], x(r)) }
         a.jmp(path.done)
         a.bind(failed)
-        giveBackBudget(path.unretired)
+        if path.interpretedSlot == nil { giveBackBudget(path.unretired) }
         a.jmp(absolute: helpers.epilogue)
     }
 
@@ -1027,10 +1081,12 @@ struct Translator {
         // instruction can write (for FP ones rd names an f register: forgetting is harmless).
         // The rest stay cached: the thunk keeps the pool's registers.
         writeBack()
+        accrueFloatFlags()
         a.mov(.rax, imm: UInt64(UInt(bitPattern: slot)))
         a.mov(.rdx, imm: insn.pc)
         a.mov(.rcx, imm: UInt64(unretired))
         a.call(absolute: helpers.interpretThunk)
+        mxcsr = .unknown
         a.test(.rax, .rax)
         a.jcc(.ne, absolute: helpers.epilogue)
         forget(insn.decoded.rd)
@@ -1039,5 +1095,168 @@ struct Translator {
             // would have left): go on at the next instruction through the dispatcher.
             exit(to: insn.pc &+ UInt64(insn.decoded.length))
         }
+    }
+
+    // MARK: - The D extension on SSE2
+
+    /// The double-precision instructions translated natively: loads and stores, moves and
+    /// sign injection (bit operations), and add, subtract, multiply, divide and square root
+    /// rounded to nearest (rm = RNE, or dynamic with frm checked at run time). SSE2 rounds
+    /// these exactly as IEEE 754 requires, detects tininess after rounding as RISC-V does,
+    /// and raises the same five exceptions; NaN results are made canonical. Everything else
+    /// of F/D (FMA, conversions, compares, min/max, singles) is interpreted.
+    static func isNativeFloat(_ d: DecodedInstruction) -> Bool {
+        switch d.op {
+        case .fld, .fsd, .fsgnj_d, .fsgnjn_d, .fsgnjx_d, .fmv_x_d, .fmv_d_x: return true
+        case .fadd_d, .fsub_d, .fmul_d, .fdiv_d, .fsqrt_d: return d.rm == 0 || d.rm == 7
+        default: return false
+        }
+    }
+
+    /// The integer registers a natively translated F/D instruction reads and writes.
+    static func floatRegisterMasks(_ d: DecodedInstruction) -> (reads: UInt32, writes: UInt32) {
+        switch d.op {
+        case .fld, .fsd, .fmv_d_x: return (1 << UInt32(d.rs1) & ~1, 0)
+        case .fmv_x_d: return (0, 1 << UInt32(d.rd) & ~1)
+        default: return (0, 0)
+        }
+    }
+
+    /// RISC-V's fflags for MXCSR's exception flags (bits 0-5: IE DE ZE OE UE PE; DE, a
+    /// denormal operand, has no RISC-V counterpart).
+    static func riscvFlags(mxcsr: UInt32) -> UInt8 {
+        var flags: UInt8 = 0
+        if mxcsr & 0x01 != 0 { flags |= 0x10 }  // IE -> NV
+        if mxcsr & 0x04 != 0 { flags |= 0x08 }  // ZE -> DZ
+        if mxcsr & 0x08 != 0 { flags |= 0x04 }  // OE -> OF
+        if mxcsr & 0x10 != 0 { flags |= 0x02 }  // UE -> UF
+        if mxcsr & 0x20 != 0 { flags |= 0x01 }  // PE -> NX
+        return flags
+    }
+
+    private func f(_ r: UInt8) -> Mem { Mem(.r15, layout.f + Int32(r) * 8) }
+
+    /// Loads MXCSR's clean value: no flags, round to nearest (uses rcx).
+    private mutating func cleanMXCSR() {
+        a.mov(.rcx, imm: helpers.mxcsrClean)
+        a.ldmxcsr(Mem(.rcx))
+    }
+
+    /// ORs MXCSR's exception flags into fflags (uses rcx and rdx and the red zone below rsp;
+    /// keeps rax). MXCSR keeps them: accruing them again is harmless, and MXCSR is cleaned
+    /// again before any native operation that follows host code.
+    private mutating func emitAccrual() {
+        let none = a.newLabel()
+        a.stmxcsr(Mem(.rsp, -8))
+        a.load(.rcx, Mem(.rsp, -8), size: 4, signed: false)
+        a.alu(.and, .rcx, imm: 0x3d, w: false)
+        a.jcc(.e, none)
+        a.mov(.rdx, imm: helpers.flagTable)
+        a.load(.rcx, Mem(.rdx, index: .rcx), size: 1, signed: false)
+        a.load(.rdx, Mem(.r15, layout.fflags), size: 1, signed: false)
+        a.alu(.or, .rdx, .rcx, w: false)
+        a.store(Mem(.r15, layout.fflags), .rdx, size: 1)
+        a.bind(none)
+    }
+
+    /// Before anything that leaves the block or runs host code: fflags must be current.
+    private mutating func accrueFloatFlags() {
+        if mxcsrPending {
+            emitAccrual()
+            mxcsr = .clean(pending: false)
+        }
+    }
+
+    /// A natively translated F/D instruction. Its slow path is the interpreter, which does
+    /// the instruction whole: with FS = Off (an illegal instruction), a dynamic rounding mode
+    /// other than RNE, or a TLB miss for loads and stores.
+    private mutating func emitFloat(_ insn: Instruction) {
+        let d = insn.decoded
+        guard let slot = insn.slot else { preconditionFailure("F/D instruction without a slot") }
+        let slow = a.newLabel(), done = a.newLabel()
+        // Register allocation first, as for loads and stores: both paths meet at `done`
+        // with one cache state.
+        var value: Reg?
+        var reload: (guest: UInt8, slot: Int)?
+        switch d.op {
+        case .fld, .fsd: emitAddress(d)
+        case .fmv_d_x: value = source(d.rs1)
+        case .fmv_x_d where d.rd != 0:
+            let s = self.slot(of: d.rd) ?? allocate(d.rd)
+            touch(s)
+            reload = (d.rd, s)
+        default: break
+        }
+        let atBranch = cacheState
+        let pendingAtBranch = mxcsrPending
+        if !fsChecked {
+            // FS = Off makes every F/D instruction illegal (Privileged §3.1.6.6).
+            a.test32(Mem(.r15, layout.mstatus), imm: UInt32(truncatingIfNeeded: MStatus.fs))
+            a.jcc(.e, slow)
+            fsChecked = true
+        }
+        var writesF = true
+        switch d.op {
+        case .fld:
+            emitTLBLookup(access: .read, size: 8, slow: slow)
+            a.load(.rcx, Mem(.rax, index: .rdx))
+            a.store(f(d.rd), .rcx)
+        case .fsd:
+            emitTLBLookup(access: .write, size: 8, slow: slow)
+            a.load(.rcx, f(d.rs2))
+            a.store(Mem(.rax, index: .rdx), .rcx)
+            writesF = false
+        case .fmv_d_x:
+            if let value { a.store(f(d.rd), value) } else { a.store(f(d.rd), imm: 0) }
+        case .fmv_x_d:
+            writesF = false
+            if let (r, s) = reload {
+                a.load(Self.pool[s], f(d.rs1))
+                dirty |= 1 << UInt32(r)
+                constants[r] = nil
+            }
+        case .fsgnj_d, .fsgnjn_d, .fsgnjx_d:
+            // rd = rs1 with its sign from rs2, from not rs2, or xored with rs2's.
+            a.load(.rax, f(d.rs1))
+            a.load(.rcx, f(d.rs2))
+            if d.op == .fsgnjn_d { a.not(.rcx) }
+            a.shift(.shr, .rcx, imm: 63)
+            a.shift(.shl, .rcx, imm: 63)
+            if d.op != .fsgnjx_d { a.bitTest(.btr, .rax, imm: 63) }
+            a.alu(d.op == .fsgnjx_d ? .xor : .or, .rax, .rcx)
+            a.store(f(d.rd), .rax)
+        default:
+            if d.rm == 7 {
+                // Dynamic rounding: native only while frm is RNE (0).
+                a.cmp8(Mem(.r15, layout.frm), imm: 0)
+                a.jcc(.ne, slow)
+            }
+            if case .unknown = mxcsr { cleanMXCSR() }
+            switch d.op {
+            case .fsqrt_d: a.scalarDouble(.sqrt, .xmm0, f(d.rs1))
+            default:
+                a.movsd(.xmm0, f(d.rs1))
+                let kind: ScalarDouble = d.op == .fadd_d ? .add : d.op == .fsub_d ? .sub : d.op == .fmul_d ? .mul : .div
+                a.scalarDouble(kind, .xmm0, f(d.rs2))
+            }
+            let fix = a.newLabel(), back = a.newLabel()
+            a.ucomisd(.xmm0, .xmm0)
+            a.jcc(.p, fix)
+            a.bind(back)
+            nanFixes.append((fix, back))
+            a.movsd(f(d.rd), .xmm0)
+            mxcsr = .clean(pending: true)
+        }
+        if writesF && !fsDirty {
+            a.alu(.or, Mem(.r15, layout.mstatus), imm: Int32(truncatingIfNeeded: MStatus.fs))
+            fsDirty = true
+        }
+        a.bind(done)
+        var path = SlowPath(label: slow, thunk: helpers.interpretThunk, pc: insn.pc, info: UInt64(unretired), unretired: unretired,
+                            done: done, dirty: atBranch, reload: reload)
+        path.interpretedSlot = UInt64(UInt(bitPattern: slot))
+        path.accrue = pendingAtBranch
+        path.reclean = mxcsrClean
+        slowPaths.append(path)
     }
 }

@@ -429,8 +429,55 @@ package struct X86Assembler {
         op(0xf7, w: w, reg: signed ? 7 : 6, rm: src)
     }
 
+    /// Raw bytes (constants the generated code reads), never executed.
+    package mutating func data(_ bytes: [UInt8]) { code.append(contentsOf: bytes) }
+
+    package mutating func int3() { byte(0xcc) }
+
     package mutating func ud2() {
         byte(0x0f)
         byte(0x0b)
     }
+
+    // MARK: - SSE2 scalar doubles and MXCSR (the D extension's translation)
+
+    /// movsd xmm, qword [m]
+    package mutating func movsd(_ dst: XMM, _ m: Mem) { op(0x0f10, w: false, reg: dst.number, mem: m, prefix: 0xf2) }
+    /// movsd qword [m], xmm
+    package mutating func movsd(_ m: Mem, _ src: XMM) { op(0x0f11, w: false, reg: src.number, mem: m, prefix: 0xf2) }
+    /// addsd/subsd/mulsd/divsd/sqrtsd xmm, qword [m]
+    package mutating func scalarDouble(_ kind: ScalarDouble, _ dst: XMM, _ m: Mem) {
+        op(kind.rawValue, w: false, reg: dst.number, mem: m, prefix: 0xf2)
+    }
+    /// ucomisd a, b: the unordered compare (PF set when either is a NaN; invalid only for a
+    /// signaling NaN).
+    package mutating func ucomisd(_ a: XMM, _ b: XMM) { op(0x0f2e, w: false, reg: a.number, rm: b.asReg, prefix: 0x66) }
+    /// movq xmm, r64
+    package mutating func movq(_ dst: XMM, _ src: Reg) { op(0x0f6e, w: true, reg: dst.number, rm: src, prefix: 0x66) }
+    package mutating func ldmxcsr(_ m: Mem) { op(0x0fae, w: false, reg: 2, mem: m) }
+    package mutating func stmxcsr(_ m: Mem) { op(0x0fae, w: false, reg: 3, mem: m) }
+    /// test dword [m], imm32
+    package mutating func test32(_ m: Mem, imm value: UInt32) {
+        op(0xf7, w: false, reg: 0, mem: m)
+        imm32(Int32(bitPattern: value))
+    }
+    /// cmp byte [m], imm8
+    package mutating func cmp8(_ m: Mem, imm value: UInt8) {
+        op(0x80, w: false, reg: 7, mem: m)
+        byte(value)
+    }
+}
+
+/// An SSE register (only the low double is used).
+package struct XMM: Sendable, Equatable {
+    let number: UInt8
+    package static let xmm0 = XMM(number: 0)
+    package static let xmm1 = XMM(number: 1)
+    /// The same number as a general register, for the ModRM rm field.
+    var asReg: Reg { Reg(rawValue: number)! }
+}
+
+/// The scalar-double arithmetic opcodes (F2 0F xx).
+package enum ScalarDouble: UInt16, Sendable, CaseIterable {
+    case sqrt = 0x0f51, add = 0x0f58, mul = 0x0f59, sub = 0x0f5c, div = 0x0f5e
 }

@@ -129,6 +129,7 @@ struct X86EncodingCase: Sendable, CustomTestStringConvertible {
         table.arithmetic()
         table.shiftsAndBits()
         table.controlFlow()
+        table.sse()
         return table.cases
     }()
 }
@@ -216,6 +217,29 @@ private struct CaseTable {
     mutating func add(_ name: String, _ expected: String, size: Int? = nil, origin: UInt = 0,
                       _ emit: @escaping @Sendable (inout X86Assembler) -> Void) {
         add(name, [expected], size: size, origin: origin, emit)
+    }
+
+    mutating func sse() {
+        for m in memOperands {
+            add("movsd(xmm0, \(m.text))", "movsd xmm0,QWORD PTR \(m.text)") { $0.movsd(.xmm0, m.mem) }
+            add("movsd(\(m.text), xmm1)", "movsd QWORD PTR \(m.text),xmm1") { $0.movsd(m.mem, .xmm1) }
+            add("ldmxcsr(\(m.text))", "ldmxcsr DWORD PTR \(m.text)") { $0.ldmxcsr(m.mem) }
+            add("stmxcsr(\(m.text))", "stmxcsr DWORD PTR \(m.text)") { $0.stmxcsr(m.mem) }
+            add("test32(\(m.text), 0x6000)", "test DWORD PTR \(m.text),0x6000") { $0.test32(m.mem, imm: 0x6000) }
+            add("cmp8(\(m.text), 0)", "cmp BYTE PTR \(m.text),0x0") { $0.cmp8(m.mem, imm: 0) }
+        }
+        let names: [(ScalarDouble, String)] = [(.add, "addsd"), (.sub, "subsd"), (.mul, "mulsd"), (.div, "divsd"), (.sqrt, "sqrtsd")]
+        for (kind, name) in names {
+            add("scalarDouble(\(name), xmm0, [r15+0x100])", "\(name) xmm0,QWORD PTR [r15+0x100]") {
+                $0.scalarDouble(kind, .xmm0, Mem(.r15, 0x100))
+            }
+            add("scalarDouble(\(name), xmm1, [rsp])", "\(name) xmm1,QWORD PTR [rsp]") { $0.scalarDouble(kind, .xmm1, Mem(.rsp)) }
+        }
+        add("ucomisd(xmm0, xmm0)", "ucomisd xmm0,xmm0", size: 4) { $0.ucomisd(.xmm0, .xmm0) }
+        add("ucomisd(xmm1, xmm0)", "ucomisd xmm1,xmm0", size: 4) { $0.ucomisd(.xmm1, .xmm0) }
+        for src in Reg.allCases {
+            add("movq(xmm0, \(q(src)))", "movq xmm0,\(q(src))", size: 5) { $0.movq(.xmm0, src) }
+        }
     }
 
     mutating func moves() {
