@@ -4,6 +4,9 @@
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 int clx_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int clx_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
@@ -185,4 +188,17 @@ int clx_install_kick_signal(int signal) {
     sigemptyset(&set);
     sigaddset(&set, signal);
     return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}
+
+int clx_cpu_has_fma(void) {
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!((c >> 12) & 1) || !((c >> 27) & 1) || !((c >> 28) & 1)) return 0;  // FMA, OSXSAVE, AVX
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 6) == 6;  // the OS saves XMM and YMM state
+#else
+    return 0;
+#endif
 }

@@ -1,3 +1,4 @@
+import CLinux
 import RISCV
 
 /// Field offsets of `HartState` and `TLBEntry`, read once from the compiler's layout
@@ -202,7 +203,7 @@ struct Translator {
     private let page: UInt64
     /// Out-of-line TLB-miss paths, emitted after the block's straight-line code.
     private struct SlowPath {
-        let label: Label
+        var label: Label
         let thunk: UInt
         let pc: UInt64
         let info: UInt64
@@ -1103,15 +1104,20 @@ struct Translator {
     /// sign injection (bit operations), and add, subtract, multiply, divide and square root
     /// rounded to nearest (rm = RNE, or dynamic with frm checked at run time). SSE2 rounds
     /// these exactly as IEEE 754 requires, detects tininess after rounding as RISC-V does,
-    /// and raises the same five exceptions; NaN results are made canonical. Everything else
-    /// of F/D (FMA, conversions, compares, min/max, singles) is interpreted.
+    /// and raises the same five exceptions; NaN results are made canonical. The fused
+    /// multiply-adds too where the host has FMA3 (a NaN result goes to the interpreter:
+    /// RISC-V also raises NV for ∞ × 0 + qNaN). Everything else of F/D (conversions,
+    /// compares, min/max, singles) is interpreted.
     static func isNativeFloat(_ d: DecodedInstruction) -> Bool {
         switch d.op {
         case .fld, .fsd, .fsgnj_d, .fsgnjn_d, .fsgnjx_d, .fmv_x_d, .fmv_d_x: return true
         case .fadd_d, .fsub_d, .fmul_d, .fdiv_d, .fsqrt_d: return d.rm == 0 || d.rm == 7
+        case .fmadd_d, .fmsub_d, .fnmsub_d, .fnmadd_d: return hostHasFMA && (d.rm == 0 || d.rm == 7)
         default: return false
         }
     }
+
+    static let hostHasFMA = clx_cpu_has_fma() != 0
 
     /// The integer registers a natively translated F/D instruction reads and writes.
     static func floatRegisterMasks(_ d: DecodedInstruction) -> (reads: UInt32, writes: UInt32) {
@@ -1234,6 +1240,35 @@ struct Translator {
             if case .unknown = mxcsr { cleanMXCSR() }
             switch d.op {
             case .fsqrt_d: a.scalarDouble(.sqrt, .xmm0, f(d.rs1))
+            case .fmadd_d, .fmsub_d, .fnmsub_d, .fnmadd_d:
+                // xmm0 = ±(rs1 × rs2) ± rs3, one rounding. RISC-V's fnmsub is -(a×b)+c, x86's
+                // vfnmadd; its fnmadd is -(a×b)-c, x86's vfnmsub.
+                a.movsd(.xmm0, f(d.rs3))
+                a.movsd(.xmm1, f(d.rs1))
+                let kind: FusedMultiplyAdd = d.op == .fmadd_d ? .madd : d.op == .fmsub_d ? .msub : d.op == .fnmsub_d ? .nmadd : .nmsub
+                a.fusedMultiplyAdd(kind, .xmm0, .xmm1, f(d.rs2))
+                // A NaN result: the interpreter does the instruction again from its sources
+                // (rd is not written yet); the flags this try raised are a subset of its own.
+                let nanSlow = a.newLabel()
+                a.ucomisd(.xmm0, .xmm0)
+                a.jcc(.p, nanSlow)
+                a.movsd(f(d.rd), .xmm0)
+                mxcsr = .clean(pending: true)
+                if !fsDirty {
+                    a.alu(.or, Mem(.r15, layout.mstatus), imm: Int32(truncatingIfNeeded: MStatus.fs))
+                    fsDirty = true
+                }
+                a.bind(done)
+                var path = SlowPath(label: nanSlow, thunk: helpers.interpretThunk, pc: insn.pc, info: UInt64(unretired),
+                                    unretired: unretired, done: done, dirty: atBranch, reload: nil)
+                path.interpretedSlot = UInt64(UInt(bitPattern: slot))
+                path.accrue = true
+                path.reclean = true
+                slowPaths.append(path)
+                path.label = slow
+                path.accrue = pendingAtBranch
+                slowPaths.append(path)
+                return
             default:
                 a.movsd(.xmm0, f(d.rs1))
                 let kind: ScalarDouble = d.op == .fadd_d ? .add : d.op == .fsub_d ? .sub : d.op == .fmul_d ? .mul : .div

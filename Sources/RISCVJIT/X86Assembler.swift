@@ -160,6 +160,11 @@ package struct X86Assembler {
         if let prefix { byte(prefix) }
         rex(w: w, reg: reg, index: m.index, base: m.base.rawValue, byteRegs: byteRegs && reg & 7 >= 4)
         self.opcode(opcode)
+        memoryOperand(reg: reg, m)
+    }
+
+    /// ModRM, SIB and displacement of a memory operand (SDM tables 2-2, 2-3).
+    private mutating func memoryOperand(reg: UInt8, _ m: Mem) {
         let mod: UInt8
         // rbp/r13 as base has no mod = 00 form (that encoding means RIP-relative/disp32).
         if m.disp == 0 && m.base.low != 5 {
@@ -456,6 +461,18 @@ package struct X86Assembler {
     package mutating func movq(_ dst: XMM, _ src: Reg) { op(0x0f6e, w: true, reg: dst.number, rm: src, prefix: 0x66) }
     package mutating func ldmxcsr(_ m: Mem) { op(0x0fae, w: false, reg: 2, mem: m) }
     package mutating func stmxcsr(_ m: Mem) { op(0x0fae, w: false, reg: 3, mem: m) }
+    /// vfmadd231sd / vfmsub231sd / vfnmadd231sd / vfnmsub231sd acc, src, qword [m]
+    /// (FMA3): acc = ±(src * [m]) ± acc with one rounding. VEX.LIG.66.0F38.W1 (SDM §2.3).
+    package mutating func fusedMultiplyAdd(_ kind: FusedMultiplyAdd, _ acc: XMM, _ src: XMM, _ m: Mem) {
+        byte(0xc4)
+        let r: UInt8 = acc.number >= 8 ? 0 : 0x80, x: UInt8 = (m.index?.isExtended ?? false) ? 0 : 0x40
+        let b: UInt8 = m.base.isExtended ? 0 : 0x20
+        byte(r | x | b | 0x02)  // map 0F38
+        byte(0x80 | (~src.number & 15) << 3 | 0x01)  // W1, vvvv = src, L0, pp = 66
+        byte(kind.rawValue)
+        memoryOperand(reg: acc.number, m)
+    }
+
     /// test dword [m], imm32
     package mutating func test32(_ m: Mem, imm value: UInt32) {
         op(0xf7, w: false, reg: 0, mem: m)
@@ -475,6 +492,11 @@ package struct XMM: Sendable, Equatable {
     package static let xmm1 = XMM(number: 1)
     /// The same number as a general register, for the ModRM rm field.
     var asReg: Reg { Reg(rawValue: number)! }
+}
+
+/// The FMA3 scalar-double forms with operand order 231 (acc = ±(src * mem) ± acc).
+package enum FusedMultiplyAdd: UInt8, Sendable, CaseIterable {
+    case madd = 0xb9, msub = 0xbb, nmadd = 0xbd, nmsub = 0xbf
 }
 
 /// The scalar-double arithmetic opcodes (F2 0F xx).

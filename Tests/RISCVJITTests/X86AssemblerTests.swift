@@ -235,6 +235,18 @@ private struct CaseTable {
             }
             add("scalarDouble(\(name), xmm1, [rsp])", "\(name) xmm1,QWORD PTR [rsp]") { $0.scalarDouble(kind, .xmm1, Mem(.rsp)) }
         }
+        let fused: [(FusedMultiplyAdd, String)] = [(.madd, "vfmadd231sd"), (.msub, "vfmsub231sd"), (.nmadd, "vfnmadd231sd"),
+                                                   (.nmsub, "vfnmsub231sd")]
+        for (kind, name) in fused {
+            for m in memOperands {
+                add("fusedMultiplyAdd(\(name), xmm0, xmm1, \(m.text))", "\(name) xmm0,xmm1,QWORD PTR \(m.text)") {
+                    $0.fusedMultiplyAdd(kind, .xmm0, .xmm1, m.mem)
+                }
+            }
+            add("fusedMultiplyAdd(\(name), xmm1, xmm0, [rax])", "\(name) xmm1,xmm0,QWORD PTR [rax]") {
+                $0.fusedMultiplyAdd(kind, .xmm1, .xmm0, Mem(.rax))
+            }
+        }
         add("ucomisd(xmm0, xmm0)", "ucomisd xmm0,xmm0", size: 4) { $0.ucomisd(.xmm0, .xmm0) }
         add("ucomisd(xmm1, xmm0)", "ucomisd xmm1,xmm0", size: 4) { $0.ucomisd(.xmm1, .xmm0) }
         for src in Reg.allCases {

@@ -43,6 +43,9 @@ int clx_gettid(void);
 
 /// Terminal window size (TIOCGWINSZ), for the console multiplexer's help text.
 int clx_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
+// Whether this x86-64 CPU has FMA3 and the kernel saves AVX state (CPUID.1:ECX FMA, AVX and
+// OSXSAVE, XCR0 bits 1-2): the JIT then translates RISC-V's fused multiply-adds natively.
+int clx_cpu_has_fma(void);
 
 /// Opens a pseudo-terminal master (posix_openpt + grantpt + unlockpt), non-blocking and
 /// close-on-exec, and writes the slave's path into `name` (NUL-terminated).
