@@ -569,6 +569,13 @@ struct Translator {
             for r in 1..<32 where used & (1 << UInt32(r)) != 0 { _ = source(UInt8(r)) }
             for i in 0..<block.count { writes |= writeMasks[i] }
             dirty = writes
+            // A loop doing FP arithmetic cleans MXCSR once, here: each iteration's back edge
+            // accrues its flags (re-accruing them is harmless) and nothing in a loop of native
+            // instructions can clear fflags, so every iteration starts clean.
+            if block.contains(where: { Self.isNativeFloat($0.decoded) && Self.usesMXCSR($0.decoded.op) }) {
+                cleanMXCSR()
+                mxcsr = .clean(pending: false)
+            }
             loopHeader = a.newLabel()
             a.bind(loopHeader!)
         }
@@ -1118,6 +1125,14 @@ struct Translator {
     }
 
     static let hostHasFMA = clx_cpu_has_fma() != 0
+
+    /// The natively translated F/D instructions that raise exceptions (through MXCSR).
+    static func usesMXCSR(_ op: Op) -> Bool {
+        switch op {
+        case .fadd_d, .fsub_d, .fmul_d, .fdiv_d, .fsqrt_d, .fmadd_d, .fmsub_d, .fnmsub_d, .fnmadd_d: return true
+        default: return false
+        }
+    }
 
     /// The integer registers a natively translated F/D instruction reads and writes.
     static func floatRegisterMasks(_ d: DecodedInstruction) -> (reads: UInt32, writes: UInt32) {
