@@ -696,9 +696,30 @@ struct Translator {
         let shamt = UInt8(truncatingIfNeeded: d.imm)
         switch d.op {
         case .add, .sub, .and, .or, .xor, .mul, .addw, .subw, .mulw:
-            guard let s1 = source(d.rs1), let s2 = source(d.rs2) else { return false }
-            guard let rd = destination(d.rd) else { return true }  // to x0: nothing to do
             let wide = d.op != .addw && d.op != .subw && d.op != .mulw
+            let sources = (source(d.rs1), source(d.rs2))
+            guard let rd = destination(d.rd) else { return true }  // to x0: nothing to do
+            guard let s1 = sources.0, let s2 = sources.1 else {
+                // An operand is x0: mv (c.mv is add rd, x0, rs2), neg (sub rd, x0, rs2),
+                // sext.w-like addw/subw, or a zero.
+                switch (d.op, sources.0, sources.1) {
+                case (.add, let r?, nil), (.add, nil, let r?), (.or, let r?, nil), (.or, nil, let r?),
+                     (.xor, let r?, nil), (.xor, nil, let r?), (.sub, let r?, nil):
+                    if rd != r { a.mov(rd, r) }
+                case (.addw, let r?, nil), (.addw, nil, let r?), (.subw, let r?, nil):
+                    a.movsxd(rd, r)
+                case (.sub, nil, let r?):
+                    if rd != r { a.mov(rd, r) }
+                    a.neg(rd)
+                case (.subw, nil, let r?):
+                    if rd != r { a.mov(rd, r) }
+                    a.neg(rd, w: false)
+                    a.movsxd(rd, rd)
+                default:
+                    a.mov(rd, imm: 0)  // and/mul by x0, or both operands x0
+                }
+                return true
+            }
             func apply(_ a: inout X86Assembler, _ dst: Reg, _ src: Reg) {
                 switch d.op {
                 case .add, .addw: a.alu(.add, dst, src, w: wide)
