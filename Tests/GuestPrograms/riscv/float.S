@@ -191,6 +191,62 @@ RVTEST_BEGIN
   fsd f25, 16(t1)
   ld a0, 16(t1)
   CHECK(51, a0, 0x400921fb54442d18)
+  /* What the JIT does on SSE2/FMA3 (the same checks run on the interpreter and QEMU):
+     NaN results are the canonical NaN whatever x86 makes of them, with NV only where RISC-V
+     raises it; sign injection keeps NaN payloads; flags raised before a trapping access are
+     in fflags when the trap is taken. */
+  csrw fflags, zero
+  li t0, 0xbff0000000000000   /* -1.0 */
+  fmv.d.x f26, t0
+  fsqrt.d f3, f26
+  fmv.x.d a0, f3
+  CHECK(52, a0, 0x7ff8000000000000)
+  FLAGS(53, 16)
+  li t0, 0x7ff0000000000001   /* signaling NaN */
+  fmv.d.x f27, t0
+  li t0, 0x3ff0000000000000
+  fmv.d.x f28, t0
+  fadd.d f3, f27, f28
+  fmv.x.d a0, f3
+  CHECK(54, a0, 0x7ff8000000000000)
+  FLAGS(55, 16)
+  li t0, 0xfff8000000000123   /* quiet NaN with a payload and the sign set */
+  fmv.d.x f29, t0
+  fmul.d f3, f29, f28
+  fmv.x.d a0, f3
+  CHECK(56, a0, 0x7ff8000000000000)
+  FLAGS(57, 0)
+  fsgnjx.d f3, f29, f29       /* fabs keeps the payload */
+  fmv.x.d a0, f3
+  CHECK(58, a0, 0x7ff8000000000123)
+  fsgnjn.d f3, f28, f28       /* fneg */
+  fmv.x.d a0, f3
+  CHECK(59, a0, 0xbff0000000000000)
+  li t0, 0x4000000000000000   /* 2.0 */
+  fmv.d.x f30, t0
+  li t0, 0x4008000000000000   /* 3.0 */
+  fmv.d.x f31, t0
+  fnmadd.d f3, f30, f31, f28  /* -(2*3) - 1 */
+  fmv.x.d a0, f3
+  CHECK(60, a0, 0xc01c000000000000)
+  fnmsub.d f3, f30, f31, f28  /* -(2*3) + 1 */
+  fmv.x.d a0, f3
+  CHECK(61, a0, 0xc014000000000000)
+  FLAGS(62, 0)
+  li t0, 0x7ff0000000000000   /* inf * 0 + 1: NV, canonical NaN */
+  fmv.d.x f26, t0
+  fmv.d.x f27, zero
+  fmadd.d f3, f26, f27, f28
+  fmv.x.d a0, f3
+  CHECK(63, a0, 0x7ff8000000000000)
+  FLAGS(64, 16)
+  li t0, 0x3c30000000000000   /* 2^-60: 1 + 2^-60 is inexact */
+  fmv.d.x f26, t0
+  fadd.d f3, f28, f26
+  ld a1, 0(zero)              /* an access fault in the same block */
+  FLAGS(65, 1)
+  LOAD_TRAP(a0, a1)
+  CHECK(66, a0, 5)
   RVTEST_PASS
 RVTEST_FAIL_CODE
 RVTEST_TRAP_HANDLER
