@@ -138,6 +138,20 @@ public enum Disassembler {
         case .csrrwi where d.rd == 0: return "csrw\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
         case .csrrsi where d.rd == 0: return "csrs\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
         case .csrrci where d.rd == 0: return "csrc\t\(csrName(UInt16(d.imm & 0xfff))),\(d.rs1)"
+        case .fsgnj_s, .fsgnjn_s, .fsgnjx_s, .fsgnj_d, .fsgnjn_d, .fsgnjx_d:
+            // Sign injection from a register itself: fmv, fneg, fabs.
+            guard d.rs1 == d.rs2 else { return nil }
+            let f = floatRegisterNames
+            let name: String
+            switch d.op {
+            case .fsgnj_s: name = "fmv.s"
+            case .fsgnjn_s: name = "fneg.s"
+            case .fsgnjx_s: name = "fabs.s"
+            case .fsgnj_d: name = "fmv.d"
+            case .fsgnjn_d: name = "fneg.d"
+            default: name = "fabs.d"
+            }
+            return "\(name)\t\(f[Int(d.rd)]),\(f[Int(d.rs1)])"
         case .fence where d.imm == 0xff: return "fence"
         case .sfence_vma where d.rs2 == 0: return d.rs1 == 0 ? "sfence.vma" : "sfence.vma\t\(rs1)"
         default: return nil
