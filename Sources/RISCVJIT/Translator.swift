@@ -283,6 +283,9 @@ struct Translator {
         return nil
     }
 
+    /// The block being translated.
+    private var instructions: [Instruction] = []
+
     /// The guest registers each instruction of the block reads and writes, for looking
     /// ahead when a slot must be freed. An interpreted instruction reads none (the
     /// interpreter reads memory) and writes its rd (its cached copy is dropped).
@@ -425,6 +428,24 @@ struct Translator {
         constants[r] = nil
     }
 
+    /// The first half of a constant (lui/auipc, or li's part of a longer sequence): when the
+    /// next instruction only finishes it in the same register (`addi r, r, imm`: la, li; or
+    /// `jalr r, imm(r)`: call), nothing is emitted: the value is only remembered, and the
+    /// next instruction, which cannot trap, writes r. Not in a self-loop block, whose
+    /// registers keep fixed host registers.
+    private mutating func storeConstantPart(_ r: UInt8, _ value: UInt64) {
+        let j = Int(index) + 1
+        if r != 0 && loopHeader == nil && j < instructions.count {
+            let next = instructions[j].decoded
+            if (next.op == .addi || next.op == .jalr) && next.rs1 == r && next.rd == r {
+                forget(r)  // its old value is dead: overwritten by the next instruction
+                constants[r] = value
+                return
+            }
+        }
+        storeConstant(r, value)
+    }
+
     /// Guest register `r` = `value`, known from here on in the block.
     private mutating func storeConstant(_ r: UInt8, _ value: UInt64) {
         guard let dst = destination(r) else { return }
@@ -547,6 +568,7 @@ struct Translator {
         // Entry: leave if the chunk's budget is spent, else take this block's share of it.
         let spent = a.newLabel()
         count = Int32(block.count)
+        instructions = block
         precondition(block.count <= Self.maxInstructions && Self.pool.count == Self.poolSize)
         for (i, insn) in block.enumerated() {
             let d = insn.decoded
@@ -624,12 +646,12 @@ struct Translator {
         let next = insn.pc &+ UInt64(d.length)
         switch d.op {
         case .lui:
-            storeConstant(d.rd, UInt64(bitPattern: imm))
+            storeConstantPart(d.rd, UInt64(bitPattern: imm))
         case .auipc:
-            storeConstant(d.rd, insn.pc &+ UInt64(bitPattern: imm))
+            storeConstantPart(d.rd, insn.pc &+ UInt64(bitPattern: imm))
         case .addi where d.rs1 == 0 || constants[d.rs1] != nil:
             // li, or an address built by lui/auipc + addi: still a constant.
-            storeConstant(d.rd, (d.rs1 == 0 ? 0 : constants[d.rs1]!) &+ UInt64(bitPattern: imm))
+            storeConstantPart(d.rd, (d.rs1 == 0 ? 0 : constants[d.rs1]!) &+ UInt64(bitPattern: imm))
         case .jal:
             storeConstant(d.rd, next)
             exit(to: insn.pc &+ UInt64(bitPattern: imm))
