@@ -91,8 +91,10 @@ package enum AccessType: Int {
 /// Owned and run by one host thread; other threads only raise interrupt lines
 /// (`setInterrupt`) and ask it to stop (`requestStop`), both through atomics.
 public final class Hart: @unchecked Sendable {
-    // SAFETY: `state` and `tlb` are allocated in init, freed in deinit, and touched only by the
-    // thread that runs the hart (the vCPU thread), per the threading rule of DESIGN.md §4.
+    // SAFETY: `state`, `tlb`, `codeWriteTLB`, `pageTablePages` and `pmpRegions` are allocated
+    // (with their fixed capacities) in init, freed in deinit, and touched only by the thread
+    // that runs the hart (the vCPU thread), per the threading rule of DESIGN.md §4; indices
+    // into them are masked to those capacities (`pmpRegionCount` is at most 16).
     // Cross-thread inputs go through the atomics below.
     public let state: UnsafeMutablePointer<HartState>
     package let tlb: UnsafeMutablePointer<TLBEntry>

@@ -8,6 +8,8 @@ public enum PerfMap {
     /// The map's descriptor, -1 while off. One write(2) per line: lines from several harts'
     /// threads never interleave.
     private static let fd = Mutex<Int32>(-1)
+    /// Read once per translated block: an atomic, not the descriptor's lock.
+    private static let enabled = Atomic<Bool>(false)
 
     /// Creates (truncates) `/tmp/perf-<pid>.map`.
     public static func enable() throws(SystemError) {
@@ -18,10 +20,11 @@ public enum PerfMap {
             return current
         }
         if old >= 0 { close(old) }
+        enabled.store(true, ordering: .releasing)
     }
 
     @inline(__always)
-    public static var isEnabled: Bool { fd.withLock { $0 >= 0 } }
+    public static var isEnabled: Bool { enabled.load(ordering: .acquiring) }
 
     /// One symbol: `size` bytes of host code at `start` named `name` (perf's format:
     /// hexadecimal start and size, then the name).
