@@ -205,9 +205,11 @@ extension Hart {
         case 0x7a0...0x7a3: break  // no triggers: tselect and tdata1-3 stay 0 (WARL)
         case CSRNumber.mcycle: s.pointee.mcycle = value
         case CSRNumber.minstret:
-            // The write takes effect after this instruction retires; `execute` increments
-            // minstret after every instruction, so pre-compensate.
-            s.pointee.minstret = value &- 1
+            // The write takes effect after this instruction retires (Privileged 1.12 §3.1.10:
+            // the next instruction reads the value written); `retire` then counts this
+            // instruction, so pre-compensate, unless mcountinhibit.IR stops the count
+            // (§3.1.12), when the value written must read back unchanged.
+            s.pointee.minstret = s.pointee.mcountinhibit & 4 == 0 ? value &- 1 : value
         case 0xb03...0xb1f: break
         case CSRNumber.mvendorid, CSRNumber.marchid, CSRNumber.mimpid, CSRNumber.mhartid, CSRNumber.mconfigptr:
             throw illegal
