@@ -59,6 +59,9 @@ let package = Package(
         // libFuzzer target for the qcow2 parsers (scripts/fuzz-qcow2); replays inputs when built normally.
         .executableTarget(name: "swemu-fuzz-qcow2", dependencies: ["Block", "DeviceModel", "SystemSupport"], swiftSettings: strict),
 
+        // What several test targets share (Tests/TestSupport): the one Python the tests run, and the
+        // trait that lets at most one Linux guest boot at a time across all the test modules.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport"], swiftSettings: strict),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: strict),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"], swiftSettings: strict),
@@ -67,18 +70,18 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "BlockTests", dependencies: ["Block", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "ChardevTests", dependencies: ["Chardev", "DeviceModel", "SystemSupport"], swiftSettings: strict),
-        .testTarget(name: "SoftFloatTests", dependencies: ["SoftFloat"], swiftSettings: strict),
+        .testTarget(name: "SoftFloatTests", dependencies: ["SoftFloat", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RISCVTests", dependencies: ["RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
                     swiftSettings: strict),
         .testTarget(name: "RISCVJITTests", dependencies: ["RISCVJIT", "RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel", "Loader"], exclude: ["qmp_machine.py", "gdb_raw_client.py"],
+        .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel", "Loader", "TestSupport"], exclude: ["qmp_machine.py", "gdb_raw_client.py"],
                     swiftSettings: strict),
-        .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport"], exclude: ["qmp_client.py"],
+        .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport", "TestSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev", "RISCVJIT"], swiftSettings: strict),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines"],
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines", "TestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
     ],

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import KVM
 import Testing
+import TestSupport
 
 /// The GDB stub on `-M microvm -accel kvm`, end to end: Debian's `gdb-multiarch` in batch mode
 /// against `swemu-system-x86_64` (the debug build `swift build --build-tests` makes, as the
@@ -284,7 +285,7 @@ import Testing
         defer { session.end() }
         let script = session.dir.appendingPathComponent("client.py")
         try Self.interruptClient.write(to: script, atomically: true, encoding: .utf8)
-        let client = try Subprocess.run("/usr/bin/python3", [script.path, session.socket], timeout: 60)
+        let client = try Subprocess.run(Python.executable, [script.path, session.socket], timeout: 60)
         #expect(client.output.contains("attach: T05thread:01;"), "\(client.output)")
         #expect(client.output.contains("interrupt: T02thread:01;"), "\(client.output)")
         #expect(client.output.contains("detach: OK"), "\(client.output)")

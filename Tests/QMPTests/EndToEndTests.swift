@@ -1,6 +1,7 @@
 import Chardev
 import Glibc
 import SystemSupport
+import TestSupport
 import Testing
 
 @testable import QMP
@@ -170,8 +171,7 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: Subprocess.pythonHasQEMUQMP,
-                   "python3 cannot import qemu.qmp (run scripts/setup, or point SWEMU_PYTHON at a python that has it)"))
+    @Test(.enabled(if: Python.missing("qemu.qmp") == nil, "\(Python.missing("qemu.qmp") ?? "")"))
     func qemuQMPClientLibrary() throws {
         let path = temporaryPath("py.sock")
         let target = FakeTarget()
@@ -182,8 +182,7 @@ import Testing
             let server = QMPServer(backend: try dev.claim(for: "qmp"), target: target)
             defer { server.close() }
             let result = try Subprocess.run([Subprocess.python, script, path], timeout: 120)
-            #expect(result.status == 0, "qmp_client.py: \(result.errorOutput)")
-            guard result.status == 0 else { return }
+            try #require(result.status == 0, "qmp_client.py: \(result.errorOutput)")
             let report = try JSONParser.parse(Array(result.stdout))
             #expect(report["greeting"] == ["QMP": ["version": ["qemu": ["micro": 0, "minor": 2, "major": 7], "package": "swemu 0.1.0"],
                                                    "capabilities": ["oob"]]])

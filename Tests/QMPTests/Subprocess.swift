@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 import Synchronization
 
 /// Serialises pipe creation and spawning, so one test's pipes never leak into another
@@ -124,16 +125,8 @@ struct Subprocess {
         return result
     }
 
-    /// The python3 to use for the qemu.qmp tests: $SWEMU_PYTHON, else python3 on PATH.
-    static var python: String {
-        getenv("SWEMU_PYTHON").map { String(cString: $0) } ?? "python3"
-    }
-
-    /// Whether `python` can import qemu.qmp (computed once).
-    static let pythonHasQEMUQMP: Bool = {
-        guard let r = try? run([python, "-c", "import qemu.qmp"], timeout: 60) else { return false }
-        return r.status == 0
-    }()
+    /// The python3 to use for the qemu.qmp tests: $SWEMU_PYTHON, else python3 on PATH (TestSupport).
+    static var python: String { Python.executable }
 
     static let hasSocat: Bool = {
         guard let r = try? run(["socat", "-V"], timeout: 30) else { return false }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 // Berkeley SoftFloat 3 is the reference: Spike (the RISC-V golden model) and QEMU's RISC-V FPU
 // behave as its RISC-V specialization does (canonical NaNs, RISC-V integer saturation,
@@ -8,7 +9,8 @@ import Testing
 // drives it to produce vectors ("<op> <rm> <operand>... <result> <flags>", hex).
 //
 // The vectors are generated when the test runs, not committed: scripts/setup installs
-// softfloatpy (pinned) for `python3`; $SWEMU_SOFTFLOATPY_PYTHON names another Python.
+// softfloatpy (pinned) for the Python scripts/test runs, which it names in $SWEMU_PYTHON
+// (TestSupport's rule: $SWEMU_PYTHON, else python3 on PATH).
 // SWEMU_SOFTFLOAT_LIVE_SEED (default 20250101) and SWEMU_SOFTFLOAT_LIVE_COUNT (vectors per
 // operation and rounding mode, default 200) vary them.
 
@@ -145,25 +147,13 @@ print('\n'.join(out))
 """#
 
 enum LiveReference {
-    static let python: String? = {
-        let environment = ProcessInfo.processInfo.environment
-        var candidates: [String] = []
-        if let configured = environment["SWEMU_SOFTFLOATPY_PYTHON"], !configured.isEmpty { candidates.append(configured) }
-        candidates.append("python3")
-        for candidate in candidates {
-            if let output = try? runPython(candidate, ["-c", "import softfloatpy; print('ok')"]), output.hasPrefix("ok") {
-                return candidate
-            }
-        }
-        return nil
-    }()
-
-    static var available: Bool { python != nil }
+    /// Why the generator cannot run (a skip reason), or nil.
+    static var missing: String? { Python.missing("softfloatpy") }
 
     static func runPython(_ python: String, _ arguments: [String]) throws -> String {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [python] + arguments
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
@@ -180,14 +170,12 @@ enum LiveReference {
 @Suite("Berkeley SoftFloat 3 reference vectors")
 struct ReferenceVectorTests {
     @Test("random vectors from SoftFloat 3 (RISC-V specialization) through softfloatpy",
-          .enabled(if: LiveReference.available,
-                   "needs a Python with softfloatpy (scripts/setup installs it; SWEMU_SOFTFLOATPY_PYTHON=/path/to/python)"))
+          .enabled(if: LiveReference.missing == nil, "\(LiveReference.missing ?? "")"))
     func referenceVectors() throws {
         let environment = ProcessInfo.processInfo.environment
         let count = environment["SWEMU_SOFTFLOAT_LIVE_COUNT"].flatMap { Int($0) } ?? 200
         let seed = environment["SWEMU_SOFTFLOAT_LIVE_SEED"].flatMap { Int($0) } ?? 20250101
-        let python = try #require(LiveReference.python)
-        let text = try LiveReference.runPython(python, ["-c", softfloatpyGenerator, String(seed), String(count)])
+        let text = try LiveReference.runPython(Python.executable, ["-c", softfloatpyGenerator, String(seed), String(count)])
         let (total, mismatches, perOperation) = runVectors(text)
         #expect(total > 100 * count)
         #expect(perOperation.count == 42, "every operation is covered: \(perOperation.keys.sorted())")
