@@ -1,12 +1,13 @@
 import Foundation
 import Loader
 import Testing
+import TestSupport
 
 /// Debian's riscv64 kernel on the `virt` board, end to end: OpenSBI (-bios default), the
 /// kernel, the project's busybox initramfs (scripts/guests), virtio-blk/rng, the RTC, poweroff
 /// and reboot. These run the release binary (an interpreter built for debugging is far too
 /// slow to boot Linux in a test): scripts/test builds it first.
-@Suite(.serialized) struct LinuxBootTests {
+@Suite(.serialized, .oneLinuxBootAtATime) struct LinuxBootTests {
     static let binary = ProcessInfo.processInfo.environment["SWEMU_RELEASE_BINARY"]
         ?? GuestProgram.packageRoot.appendingPathComponent(".build/release/swemu-system-riscv64").path
     static let guests = ProcessInfo.processInfo.environment["SWEMU_GUEST_CACHE"].map { $0 + "/riscv64" }

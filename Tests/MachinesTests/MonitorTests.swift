@@ -1,21 +1,21 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// QMP against the real machine, driven by QEMU's own `qemu.qmp` client (PyPI; scripts/setup
 /// installs it): a bare-metal guest prints ticks; `stop` freezes its output, `cont` resumes it
 /// without a jump in guest time, reset/powerdown/quit raise their events in order.
-@Suite(.serialized) struct MonitorTests {
-    static let python = ProcessInfo.processInfo.environment["SWEMU_PYTHON"] ?? "/usr/bin/env"
-    static let pythonArguments = ProcessInfo.processInfo.environment["SWEMU_PYTHON"] == nil ? ["python3"] : []
+@Suite(.serialized, .oneLinuxBootAtATime) struct MonitorTests {
+    /// `$SWEMU_PYTHON`, else python3 on PATH (TestSupport's one rule); GDBTests uses it too.
+    static let python = Python.executable
+    static let pythonArguments: [String] = []
 
     static var missing: String? {
         if let reason = GuestProgram.compilerMissingReason { return reason }
         if !FileManager.default.isExecutableFile(atPath: LinuxBootTests.binary) {
             return "needs the release binary \(LinuxBootTests.binary) (scripts/test builds it)"
         }
-        let probe = try? GuestProgram.run(python, pythonArguments + ["-c", "import qemu.qmp"], timeout: 30)
-        if probe?.status != 0 { return "needs the qemu.qmp Python package (scripts/setup installs it)" }
-        return nil
+        return Python.missing("qemu.qmp")
     }
 
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
@@ -38,7 +38,8 @@ import Testing
         #expect(client.status == 0, "\(client.output)")
         #expect(!client.output.contains("FAIL"), "\(client.output)")
         // quit ends swemu with status 0.
-        let deadline = Date().addingTimeInterval(10)
+        // A deadline only for a hang: a loaded machine may take a while to tear the VM down.
+        let deadline = Date().addingTimeInterval(60)
         while swemu.isRunning && Date() < deadline { usleep(20_000) }
         #expect(!swemu.isRunning)
         #expect(swemu.terminationStatus == 0)

@@ -1,12 +1,13 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Debian's riscv64 kernel on a qcow2 disk (`-drive format=qcow2,if=virtio`): the guest mounts
 /// the ext4 file system, reads a file the host put there and writes one back; qemu-img then
 /// finds the image clean and the guest's file in it. Also: the same after `kill -9` of swemu
 /// once the guest has synced (crash safety), random writes through an overlay over a
 /// compressed base, and `-snapshot` leaving the image untouched.
-@Suite(.serialized) struct Qcow2GuestTests {
+@Suite(.serialized, .oneLinuxBootAtATime) struct Qcow2GuestTests {
     static var missing: String? {
         if let missing = LinuxBootTests.missing { return missing }
         if !FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img") {
