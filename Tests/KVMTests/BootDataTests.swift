@@ -107,12 +107,13 @@ import Testing
         #expect(info.count == 56 + 32 + 3 * 24)
     }
 
-    @Test func pvhNoteOfDebiansVmlinux() throws {
-        let path = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/swemu/guests/x86_64/vmlinux").path
-        guard let bytes = FileManager.default.contents(atPath: path) else {
-            print("skipped: needs \(path) (run scripts/guests)")
-            return
-        }
+    /// Debian's x86_64 vmlinux in the guest cache (scripts/guests), where the Linux boot tests find it.
+    static let debianVmlinux = X86LinuxBootTests.guests + "/vmlinux"
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: debianVmlinux), "needs \(debianVmlinux) (run scripts/guests)"))
+    func pvhNoteOfDebiansVmlinux() throws {
+        let path = Self.debianVmlinux
+        let bytes = try #require(FileManager.default.contents(atPath: path), "cannot read \(path)")
         let elf = try ELFFile(bytes: [UInt8](bytes), name: path)
         let entry = try #require(X86Boot.pvhEntry(elf))
         #expect(entry >= 0x100_0000 && entry < 0x400_0000, "PVH entry \(entry) is not in the kernel's physical image")
@@ -193,11 +194,9 @@ import Testing
     }
 
     /// iasl (ACPICA, Debian's acpica-tools) disassembles the DSDT into the ASL a person would write.
-    @Test func iaslDisassemblesTheDSDT() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/iasl") else {
-            print("skipped: needs /usr/bin/iasl (Debian's acpica-tools; scripts/setup installs it)")
-            return
-        }
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/iasl"),
+                   "needs /usr/bin/iasl (Debian's acpica-tools; scripts/setup installs it)"))
+    func iaslDisassemblesTheDSDT() throws {
         let tables = ACPITables(cpus: 2, virtio: Self.slots, at: 0xe0000)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-acpi-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -17,14 +17,23 @@ enum GuestProgram {
             ? nil : "needs \(compiler) (Debian's gcc-riscv64-unknown-elf; scripts/setup installs it)"
     }
 
-    /// Every program source (`*.S`) in the directory.
+    /// Every program source (`*.S`) in the directory. A test that finds nothing to test must
+    /// fail, not pass with zero cases: when the directory is missing or holds no program, the
+    /// list is one placeholder that `build` refuses, naming the directory.
     static var all: [String] {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: sourceDirectory.path)) ?? []
-        return files.filter { $0.hasSuffix(".S") }.map { String($0.dropLast(2)) }.sorted()
+        let names = files.filter { $0.hasSuffix(".S") }.map { String($0.dropLast(2)) }.sorted()
+        return names.isEmpty ? [noPrograms] : names
     }
+
+    /// The placeholder `all` holds when it finds no program.
+    static let noPrograms = "(no guest programs)"
 
     /// Builds `name.S` if needed and returns the ELF's path.
     static func build(_ name: String) throws -> String {
+        if name == noPrograms {
+            throw BuildError(message: "no guest program (*.S) in \(sourceDirectory.path): nothing to test")
+        }
         let source = sourceDirectory.appendingPathComponent("\(name).S")
         let output = outputDirectory.appendingPathComponent("\(name).elf")
         try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)

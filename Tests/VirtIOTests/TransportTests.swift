@@ -245,7 +245,7 @@ import VirtIO
         #expect(!guest.irq.level)
     }
 
-    @Test func asynchronousCompletionFromAnotherThread() async {
+    @Test func asynchronousCompletionFromAnotherThread() async throws {
         let device = RecordingDevice(completeAtOnce: false)
         let guest = FakeGuest(device: device)
         guest.initialize()
@@ -253,7 +253,8 @@ import VirtIO
         let chains = device.chains
         #expect(chains.count == 1)
         #expect(guest.usedIdx(queue: 0) == 0)
-        guard let transport = device.transport, let chain = chains.first else { return }
+        let transport = try #require(device.transport, "the device was never given its transport")
+        let chain = try #require(chains.first, "no chain popped")
         await Task.detached {
             try? chain.writeBytes([42], at: 0)
             transport.complete(chain, written: 1)
@@ -262,17 +263,14 @@ import VirtIO
         #expect(guest.irq.level)
     }
 
-    @Test func completionAfterResetIsDropped() {
+    @Test func completionAfterResetIsDropped() throws {
         let device = RecordingDevice(completeAtOnce: false)
         let guest = FakeGuest(device: device)
         guest.initialize()
         guest.submit(queue: 0, readable: [[5]], writable: [4])
-        guard let stale = device.chains.first else {
-            Issue.record("no chain popped")
-            return
-        }
+        let stale = try #require(device.chains.first, "no chain popped")
         guest.initialize()  // resets and sets up fresh rings
-        guard let transport = device.transport else { return }
+        let transport = try #require(device.transport, "the device was never given its transport")
         transport.complete(stale, written: 1)
         #expect(guest.usedIdx(queue: 0) == 0)
         #expect(!guest.irq.level)
