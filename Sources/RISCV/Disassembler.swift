@@ -10,15 +10,18 @@ public enum Disassembler {
         "ft0", "ft1", "ft2", "ft3", "ft4", "ft5", "ft6", "ft7", "fs0", "fs1", "fa0", "fa1", "fa2", "fa3", "fa4", "fa5",
         "fa6", "fa7", "fs2", "fs3", "fs4", "fs5", "fs6", "fs7", "fs8", "fs9", "fs10", "fs11", "ft8", "ft9", "ft10", "ft11",
     ]
+    /// The names Debian 12's binutils (2.40) prints; the CSRs it has no name for
+    /// (senvcfg, menvcfg, mconfigptr) print as numbers, as there.
     static let csrNames: [UInt16: String] = [
         0x001: "fflags", 0x002: "frm", 0x003: "fcsr", 0xc00: "cycle", 0xc01: "time", 0xc02: "instret",
-        0x100: "sstatus", 0x104: "sie", 0x105: "stvec", 0x106: "scounteren", 0x10a: "senvcfg", 0x140: "sscratch",
+        0x100: "sstatus", 0x104: "sie", 0x105: "stvec", 0x106: "scounteren", 0x140: "sscratch",
         0x141: "sepc", 0x142: "scause", 0x143: "stval", 0x144: "sip", 0x14d: "stimecmp", 0x180: "satp",
-        0xf11: "mvendorid", 0xf12: "marchid", 0xf13: "mimpid", 0xf14: "mhartid", 0xf15: "mconfigptr",
+        0xf11: "mvendorid", 0xf12: "marchid", 0xf13: "mimpid", 0xf14: "mhartid",
         0x300: "mstatus", 0x301: "misa", 0x302: "medeleg", 0x303: "mideleg", 0x304: "mie", 0x305: "mtvec",
-        0x306: "mcounteren", 0x30a: "menvcfg", 0x320: "mcountinhibit", 0x340: "mscratch", 0x341: "mepc",
+        0x306: "mcounteren", 0x320: "mcountinhibit", 0x340: "mscratch", 0x341: "mepc",
         0x342: "mcause", 0x343: "mtval", 0x344: "mip", 0xb00: "mcycle", 0xb02: "minstret",
-        0x3a0: "pmpcfg0", 0x3a2: "pmpcfg2", 0x7a0: "tselect", 0x7a1: "tdata1",
+        0x3a0: "pmpcfg0", 0x3a1: "pmpcfg1", 0x3a2: "pmpcfg2", 0x3a3: "pmpcfg3",
+        0x7a0: "tselect", 0x7a1: "tdata1", 0x7a2: "tdata2", 0x7a3: "tdata3",
     ]
     /// GNU binutils (2.39 and later) print register-immediate forms under the register
     /// form's name: `addi` as `add`, `slli` as `sll`, `bseti` as `bset`.
@@ -36,6 +39,9 @@ public enum Disassembler {
     static func csrName(_ number: UInt16) -> String {
         if let name = csrNames[number] { return name }
         if (0x3b0...0x3ef).contains(number) { return "pmpaddr\(number - 0x3b0)" }
+        if (0x323...0x33f).contains(number) { return "mhpmevent\(number - 0x320)" }
+        if (0xb03...0xb1f).contains(number) { return "mhpmcounter\(number - 0xb00)" }
+        if (0xc03...0xc1f).contains(number) { return "hpmcounter\(number - 0xc00)" }
         return hexString(UInt64(number))
     }
 
