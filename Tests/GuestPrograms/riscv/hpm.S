@@ -6,7 +6,8 @@
    mhpmcounters/mhpmevents are read-only zero (allowed, §3.1.10), QEMU 7.2's first 16 hold
    what is written and mhpmcounter19-31 (which the spec requires to exist) raise illegal
    instruction in QEMU; mcountinhibit bit 1 is hardwired zero (§3.1.12) but QEMU 7.2 keeps
-   it. ClaimsTests.hpmSpecAnswers checks those on swemu alone. `ecall` with a7 = 0x4d
+   it. ClaimsTests.specAnswers checks those on swemu alone
+   (riscv-claims/hpm_spec.S). `ecall` with a7 = 0x4d
    returns to M-mode (m_entry); s11 belongs to that handler. */
 #include "test.h"
 #define ENTER(mpp, label) \

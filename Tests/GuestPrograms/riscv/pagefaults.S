@@ -184,7 +184,7 @@ s_tests:
   jalr ra, 0(s0)
   EXPECT(29, 1, VA_OUTSIDE + 8)
   /* (A pointer whose table is outside RAM is an access fault by §4.3.2 step 2; QEMU 7.2
-     raises a page fault: checked on swemu alone by ClaimsTests, riscv-spec/pte_outside.S.) */
+     raises a page fault: checked on swemu alone by ClaimsTests, riscv-claims/pte_outside.S.) */
   /* 40: a leaf with a reserved bit (63) set: page fault (no Svpbmt/Svnapot, §4.4.1) */
   li s0, MISC_VA + 0x5000
   ld a0, 0(s0)

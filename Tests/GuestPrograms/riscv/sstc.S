@@ -164,7 +164,8 @@ s_timer:
      (The stimecmp is pushed away first: QEMU 7.2 keeps driving STIP from stimecmp after
      STCE is cleared, which the spec forbids: "STIP in mip and sip reverts to its defined
      behavior as if this extension is not implemented" (menvcfg.STCE, Privileged 1.13
-     §3.1.18). ClaimsTests.sstcOffLeavesSTIPAlone checks that on swemu alone.) */
+     §3.1.18). ClaimsTests.specAnswers checks that on swemu alone,
+     riscv-claims/sstc_stce_off.S.) */
   li t0, -1
   csrw stimecmp, t0
   li t0, MENVCFG_STCE
