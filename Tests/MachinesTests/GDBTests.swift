@@ -1,10 +1,12 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The GDB stub end to end with Debian's `gdb-multiarch` in batch mode (scripts/setup installs
 /// it) against the release binary: a bare-metal program debugged from reset, the exit status
 /// reported to GDB, a misbehaving client, and Debian's Linux kernel stopped at start_kernel.
-@Suite(.serialized) struct GDBTests {
+/// One case boots Linux, so the suite takes its turn with the other Linux-booting suites.
+@Suite(.serialized, .oneLinuxBootAtATime) struct GDBTests {
     static let gdb = "/usr/bin/gdb-multiarch"
     static let nm = "/usr/bin/riscv64-unknown-elf-nm"
 
@@ -129,6 +131,62 @@ import Testing
         #expect(after("HBREAK") == "$11 = 0x\(checkpoint.drop { $0 == "0" })", "\(output)")
         #expect(output.contains("[Inferior 1 (Remote target) detached]"), "\(output)")
         // Detached, the program runs to its end: it passes, as it does alone.
+        #expect(Self.exitStatus(swemu, within: 20) == 0, "\(output)")
+    }
+
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"), arguments: LinuxBootTests.accelerators)
+    func readsFPURegistersAndStopsOnAnAccessWatchpoint(accel: String) throws {
+        let elf = try GuestProgram.build("debuggee")
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let socket = dir.appendingPathComponent("gdb.sock").path
+        let swemu = try Self.startSwemu(["-M", "virt", "-bios", "none", "-kernel", elf, "-S", "-accel", accel], socket: socket,
+                                        serial: dir.appendingPathComponent("serial.log").path)
+        defer { if swemu.isRunning { swemu.terminate() } }
+        let checkpoint = try #require(UInt64(Self.address(of: "checkpoint", in: elf), radix: 16))
+        let output = try Self.runGDB([
+            "file \(elf)",
+            "target remote \(socket)",
+            "break *checkpoint",
+            "continue",
+            // debuggee.S set fa0 = pi and fcsr = 0x65 before its first call of checkpoint.
+            "echo @FA0\\n", "info registers fa0",
+            "echo @FA0DOUBLE\\n", "p $fa0.double",
+            "echo @FCSR\\n", "p/x $fcsr",
+            "echo @FFLAGS\\n", "p/x $fflags",
+            "echo @FRM\\n", "p $frm",
+            "delete",
+            "awatch *(long *)&scratch",
+            "continue",
+            "echo @AWATCH1\\n", "p/x $pc",
+            "continue",
+            "echo @AWATCH2\\n", "p/x $pc",
+            "delete",
+            "detach",
+        ], in: dir)
+        func after(_ marker: String) -> String {
+            guard let range = output.range(of: "@\(marker)\n") else { return "" }
+            return String(output[range.upperBound...].prefix { $0 != "\n" })
+        }
+        #expect(output.contains("Breakpoint 1, 0x\(String(format: "%016lx", checkpoint)) in checkpoint ()"), "\(output)")
+        // fa0 as GDB's RV64D union, with the raw bits the program loaded.
+        #expect(after("FA0") == "fa0            {float = 3.37028055e+12, double = 3.1415926535897931}\t(raw 0x400921fb54442d18)",
+                "\(output)")
+        #expect(after("FA0DOUBLE") == "$1 = 3.1415926535897931", "\(output)")
+        // fcsr = frm << 5 | fflags: RUP (3) and OF|NX (0x05).
+        #expect(after("FCSR") == "$2 = 0x65", "\(output)")
+        #expect(after("FFLAGS") == "$3 = 0x5", "\(output)")
+        #expect(after("FRM") == "$4 = 3", "\(output)")
+        // The access watchpoint fires on checkpoint's load of scratch (after the 8-byte `la`),
+        // then on its store (after the 2-byte `addi`); GDB steps over each (RISC-V watchpoints
+        // are non-steppable for it) and shows the value read, then the value written.
+        #expect(output.contains("Hardware access (read/write) watchpoint 2: *(long *)&scratch\n\nValue = 0\n"), "\(output)")
+        #expect(after("AWATCH1") == "$5 = 0x\(String(checkpoint + 12, radix: 16))", "\(output)")
+        #expect(output.contains("Hardware access (read/write) watchpoint 2: *(long *)&scratch\n\nOld value = 0\nNew value = 1\n"),
+                "\(output)")
+        #expect(after("AWATCH2") == "$6 = 0x\(String(checkpoint + 18, radix: 16))", "\(output)")
+        #expect(output.contains("[Inferior 1 (Remote target) detached]"), "\(output)")
+        // Detached, the program runs to its end and passes.
         #expect(Self.exitStatus(swemu, within: 20) == 0, "\(output)")
     }
 

@@ -1,8 +1,16 @@
 /* A program for the GDB stub tests (Tests/MachinesTests/GDBTests.swift): it calls
    `checkpoint` three times, storing the iteration count in `counter` each time, and exits
-   with the value of `answer` (0 unless a debugger changed it). Run alone it passes. */
+   with the value of `answer` (0 unless a debugger changed it). Run alone it passes.
+   Before the loop it turns the FPU on and leaves known values for the debugger to read:
+   fa0 = pi (0x400921fb54442d18) and fcsr = 0x65 (frm 3 = RUP, fflags OF|NX). */
 #include "test.h"
 RVTEST_BEGIN
+  li t0, 1 << 13
+  csrs mstatus, t0           /* FS = Initial */
+  li t0, 0x400921fb54442d18
+  fmv.d.x fa0, t0
+  li t0, 0x65
+  csrw fcsr, t0
   la s1, counter
   li s2, 0
 loop:
