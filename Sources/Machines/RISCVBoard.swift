@@ -287,7 +287,7 @@ public final class RISCVBoard: @unchecked Sendable {
             var bytes = try FileDescriptor.readWholeFile(kernel, limit: config.ramSize)
             if Gzip.isGzip(bytes) { bytes = try Gzip.decompress(bytes, name: "-kernel \(kernel)") }
             if ELFFile.isELF(bytes) {
-                let elf = try loadELF(kernel, into: memory)
+                let elf = try loadELF(bytes, name: kernel, into: memory)
                 targets.kernel = elf.entry
                 kernelEnd = elf.segments.map { $0.physicalAddress + $0.memorySize }.max() ?? firmwareEnd
             } else {
@@ -362,6 +362,13 @@ public final class RISCVBoard: @unchecked Sendable {
     static func loadELF(_ path: String, into memory: GuestMemory, machine: UInt16 = ELFFile.machineRISCV,
                         machineName: String = "RISC-V") throws(SystemError) -> ELFFile {
         let bytes = try FileDescriptor.readWholeFile(path, limit: memory.totalSize)
+        return try loadELF(bytes, name: path, into: memory, machine: machine, machineName: machineName)
+    }
+
+    /// Loads the segments of an ELF already in memory (`name` is the file, for messages): a
+    /// `-kernel` that was gzip-compressed is loaded from its decompressed bytes.
+    static func loadELF(_ bytes: [UInt8], name path: String, into memory: GuestMemory, machine: UInt16 = ELFFile.machineRISCV,
+                        machineName: String = "RISC-V") throws(SystemError) -> ELFFile {
         let elf = try ELFFile(bytes: bytes, name: path)
         guard elf.machine == machine else {
             throw .configuration("\(path): ELF machine \(elf.machine) is not \(machineName) (\(machine))")
