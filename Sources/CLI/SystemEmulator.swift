@@ -79,11 +79,13 @@ public enum SystemEmulator {
             }
             // A guest reboot rebuilds the machine from the same configuration (fresh RAM,
             // devices and files), as QEMU's system reset does; -no-reboot ends the run instead.
-            let vm = VirtualMachine(.init(
+            var setup = VirtualMachine.Setup(
                 machineType: config.machine.name,
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
-                chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard))
+                chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard)
+            setup.maxCPUs = machineMaxCPUs(config.target)
+            let vm = VirtualMachine(setup)
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
             defer {
@@ -109,11 +111,13 @@ public enum SystemEmulator {
                 }
                 return try X86MicroVM(boardConfig)
             }
-            let vm = KVMMachine(.init(
+            var setup = KVMMachine.Setup(
                 machineType: config.machine.name,
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
-                chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard))
+                chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
+            setup.maxCPUs = machineMaxCPUs(config.target)
+            let vm = KVMMachine(setup)
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
             defer {
@@ -130,6 +134,11 @@ public enum SystemEmulator {
             return 0
         }
     }
+}
+
+/// `query-machines` cpu-max: the most CPUs each machine takes (`-smp` refuses more).
+private func machineMaxCPUs(_ target: EmulatorTarget) -> [String: Int] {
+    Dictionary(target.machines.filter(\.available).map { ($0.name, $0.maxCPUs) }, uniquingKeysWith: { a, _ in a })
 }
 
 /// `query-machines`: the machines this target has, the default marked.

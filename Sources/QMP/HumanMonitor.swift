@@ -269,7 +269,7 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "help|?", params: "[cmd]", help: "show the help"),
         CommandInfo(name: "info", params: "[subcommand]", help: "show various information about the system state"),
         CommandInfo(name: "q|quit", params: "", help: "quit the emulator"),
-        CommandInfo(name: "stop", params: "", help: "stop emulation"),
+        CommandInfo(name: "stop|s", params: "", help: "stop emulation"),
         CommandInfo(name: "system_powerdown", params: "", help: "send system power down event"),
         CommandInfo(name: "system_reset", params: "", help: "reset the system"),
         CommandInfo(name: "x", params: "/fmt addr", help: "virtual memory dump starting at 'addr'"),
@@ -326,8 +326,11 @@ public struct HumanMonitor: Sendable {
         return MonitorOutput(bytes: monitorLineEnds(text), quitRequested: quit)
     }
 
-    private func extraneous(_ name: String, _ rest: String) -> String? {
-        Self.trimmed(rest).isEmpty ? nil : "\(name): extraneous characters at the end of line\n"
+    /// monitor_parse_arguments' complaint, then handle_hmp_command's pointer to the help of
+    /// what was typed (`typed`: "stop", "s", "info status").
+    private func extraneous(_ name: String, _ rest: String, typed: String) -> String? {
+        Self.trimmed(rest).isEmpty
+            ? nil : "\(name): extraneous characters at the end of line\nTry \"help \(typed)\" for more information\n"
     }
 
     private func passThrough(_ line: String, unknown: String) -> String {
@@ -349,7 +352,7 @@ public struct HumanMonitor: Sendable {
         case "cpu":
             do {
                 let (expression, tail) = try MonitorExpression.parse(prefixOf: rest)
-                if let e = extraneous(command.name, String(tail)) { return e }
+                if let e = extraneous(command.name, String(tail), typed: name) { return e }
                 let value = try expression.evaluate { _ in nil }
                 if value >> 32 != 0 { return "'cpu' has failed: integer is for 32-bit values\n" }
                 return selectCPU(Int(value)) ? "" : "invalid CPU index\n"
@@ -366,9 +369,9 @@ public struct HumanMonitor: Sendable {
                 return error.message + "\n"
             }
         default:
-            if let e = extraneous(command.name, rest) { return e }
+            if let e = extraneous(command.name, rest, typed: name) { return e }
             switch command.name {
-            case "stop": target.stop()
+            case "stop|s": target.stop()
             case "cont|c": target.cont()
             case "system_reset": target.systemReset()
             case "system_powerdown": target.systemPowerdown()
@@ -401,23 +404,23 @@ public struct HumanMonitor: Sendable {
         if sub.isEmpty { return help("info") }
         switch sub {
         case "status":
-            if let e = extraneous(sub, args) { return e }
+            if let e = extraneous(sub, args, typed: "info \(sub)") { return e }
             let running = target.isRunning
             let state = target.runState
             var text = "VM status: \(running ? "running" : "paused")"
             if !running && state != "paused" { text += " (\(state))" }
             return text + "\n"
         case "version":
-            return extraneous(sub, args) ?? version.humanText + "\n"
+            return extraneous(sub, args, typed: "info \(sub)") ?? version.humanText + "\n"
         case "name":
-            return extraneous(sub, args) ?? (target.guestName.map { $0 + "\n" } ?? "")
+            return extraneous(sub, args, typed: "info \(sub)") ?? (target.guestName.map { $0 + "\n" } ?? "")
         case "cpus":
-            if let e = extraneous(sub, args) { return e }
+            if let e = extraneous(sub, args, typed: "info \(sub)") { return e }
             return target.cpus.map { cpu in
                 "\(cpu.index == currentCPU ? "*" : " ") CPU #\(cpu.index): thread_id=\(cpu.threadID)\n"
             }.joined()
         case "chardev":
-            if let e = extraneous(sub, args) { return e }
+            if let e = extraneous(sub, args, typed: "info \(sub)") { return e }
             return target.chardevs.map { "\($0.label): filename=\($0.filename)\n" }.joined()
         case "block":
             return infoBlock(args)

@@ -13,6 +13,12 @@ public protocol MonitorTarget: AnyObject, Sendable {
     var machineList: [(name: String, description: String, isDefault: Bool)] { get }
     /// `query-cpus-fast`: one entry per vCPU.
     var cpus: [MonitorCPU] { get }
+    /// `query-target`: the SysEmuTarget name ("riscv64", "x86_64"). Has a default: the first
+    /// CPU's target.
+    var targetArch: String { get }
+    /// `query-kvm`: whether the machine runs on KVM (then KVM is also present). Has a default
+    /// (false: this binary's machines run in software, as qemu-system-riscv64's on an x86 host).
+    var kvmEnabled: Bool { get }
     /// `query-block`: one entry per disk.
     var blockDevices: [MonitorBlockDevice] { get }
     /// `query-chardev`: (label, filename) of each chardev.
@@ -47,13 +53,17 @@ public protocol MonitorTarget: AnyObject, Sendable {
 public struct MonitorCPU: Sendable, Equatable {
     public var index: Int
     public var threadID: Int
-    public var target: String  // "riscv"
+    public var target: String  // "riscv64"
     public var qomPath: String
-    public init(index: Int, threadID: Int, target: String, qomPath: String) {
+    /// CpuInstanceProperties `core-id` (QEMU's riscv virt gives each hart its index); nil: no
+    /// `props` member.
+    public var coreID: Int?
+    public init(index: Int, threadID: Int, target: String, qomPath: String, coreID: Int? = nil) {
         self.index = index
         self.threadID = threadID
         self.target = target
         self.qomPath = qomPath
+        self.coreID = coreID
     }
 }
 
@@ -98,4 +108,6 @@ public enum MonitorEvent: Sendable, Equatable {
 extension MonitorTarget {
     public func humanCommand(_ line: String, cpuIndex: Int) -> String? { humanCommand(line) }
     public func maxCPUs(machine name: String) -> Int? { nil }
+    public var targetArch: String { cpus.first?.target ?? "" }
+    public var kvmEnabled: Bool { false }
 }

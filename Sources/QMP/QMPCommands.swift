@@ -66,6 +66,8 @@ enum QMPCommands {
         Command(name: "query-status", parameters: []),
         Command(name: "query-name", parameters: []),
         Command(name: "query-cpus-fast", parameters: []),
+        Command(name: "query-target", parameters: []),
+        Command(name: "query-kvm", parameters: []),
         Command(name: "query-block", parameters: []),
         Command(name: "query-blockstats", parameters: [Parameter(name: "query-nodes", type: .bool, optional: true)]),
         Command(name: "query-chardev", parameters: []),
@@ -98,10 +100,20 @@ enum QMPCommands {
             return ["name": .string(name)]
         case "query-cpus-fast":
             return .array(target.cpus.map { cpu in
-                // CpuInfoFast; `target` is a SysEmuTarget name ("riscv64", "x86_64").
-                ["thread-id": .integer(cpu.threadID), "qom-path": .string(cpu.qomPath), "cpu-index": .integer(cpu.index),
-                 "target": .string(cpu.target)]
+                // CpuInfoFast in QEMU's member order; `target` is a SysEmuTarget name ("riscv64", "x86_64").
+                var info: JSONObject = ["thread-id": .integer(cpu.threadID)]
+                if let core = cpu.coreID { info.set("props", ["core-id": .integer(core)]) }
+                info.set("qom-path", .string(cpu.qomPath))
+                info.set("cpu-index", .integer(cpu.index))
+                info.set("target", .string(cpu.target))
+                return .object(info)
             })
+        case "query-target":
+            return ["arch": .string(target.targetArch)]
+        case "query-kvm":
+            // KvmInfo: `present` is whether this binary can use KVM at all, which for ours is
+            // the machine running on it (qemu-system-riscv64 on x86 has no KVM: both false).
+            return ["enabled": .bool(target.kvmEnabled), "present": .bool(target.kvmEnabled)]
         case "query-block":
             return .array(target.blockDevices.map(blockInfo))
         case "query-blockstats":

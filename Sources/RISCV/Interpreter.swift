@@ -106,15 +106,29 @@ extension Hart {
     }
 
     /// QEMU's `-d cpu` / `info registers` layout.
-    public func registerDump() -> String {
+    /// (riscv_cpu_dump_state, QEMU 7.2): pc; the CSRs QEMU lists, those this hart has (no H
+    /// extension, so no V/hstatus/vsstatus/hideleg/hedeleg/vstvec/vsepc/vscause/htval/mtval2);
+    /// x0-x31 four to a line as "x1/ra"; with `fpu` (`info registers`) f0-f31 as "f10/fa0".
+    public func registerDump(fpu: Bool = false) -> String {
         let s = state.pointee
-        var out = " pc       " + String(s.pc, radix: 16).leftPadded(to: 16) + "\n"
-        out += " mhartid  " + String(s.mhartid, radix: 16).leftPadded(to: 16) + "\n"
-        out += " mstatus  " + String(mstatusValue(), radix: 16).leftPadded(to: 16) + "\n"
-        out += " priv     " + String(s.privilege.rawValue) + "\n"
+        func line(_ name: String, _ value: UInt64) -> String {
+            " " + name.rightPadded(to: 8) + " " + String(value, radix: 16).leftPadded(to: 16)
+        }
+        var out = line("pc", s.pc) + "\n"
+        let csrs: [(String, UInt64)] = [
+            ("mhartid", s.mhartid), ("mstatus", mstatusValue()), ("mip", pendingInterrupts()), ("mie", s.mie),
+            ("mideleg", s.mideleg), ("medeleg", s.medeleg), ("mtvec", s.mtvec), ("stvec", s.stvec), ("mepc", s.mepc),
+            ("sepc", s.sepc), ("mcause", s.mcause), ("scause", s.scause), ("mtval", s.mtval), ("stval", s.stval),
+            ("mscratch", s.mscratch), ("sscratch", s.sscratch), ("satp", s.satp),
+        ]
+        for (name, value) in csrs { out += line(name, value) + "\n" }
         for i in 0..<32 {
-            out += " " + Disassembler.integerRegisterNames[i].rightPadded(to: 4) + " "
-                + String(s.x[i], radix: 16).leftPadded(to: 16) + (i % 4 == 3 ? "\n" : "")
+            out += line("x\(i)/" + Disassembler.integerRegisterNames[i], s.x[i]) + (i % 4 == 3 ? "\n" : "")
+        }
+        if fpu {
+            for i in 0..<32 {
+                out += line("f\(i)/" + Disassembler.floatRegisterNames[i], s.f[i]) + (i % 4 == 3 ? "\n" : "")
+            }
         }
         return out
     }

@@ -28,9 +28,9 @@ public final class KVMMachine: MonitorTarget, Sendable {
 
     public init(_ setup: Setup) {
         self.setup = setup
-        // With -S the machine reports itself paused from the start, not only once its board
-        // exists: a monitor client may ask before that.
-        state = Mutex(State(runState: setup.startPaused ? "paused" : "prelaunch", paused: setup.startPaused))
+        // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
+        // (not "paused") until the first `cont`.
+        state = Mutex(State(runState: "prelaunch", paused: setup.startPaused))
     }
 
     /// Runs the machine until it ends; returns the process exit status. A triple fault or
@@ -43,7 +43,9 @@ public final class KVMMachine: MonitorTarget, Sendable {
             let paused = state.withLock { s in
                 s.board = board
                 s.hostReset = false
-                s.runState = s.paused ? "paused" : "running"
+                // QEMU's main_loop_should_exit: a machine (re)built while stopped (-S, or a
+                // reset while paused) is in "prelaunch" until `cont`.
+                s.runState = s.paused ? "prelaunch" : "running"
                 return s.paused
             }
             let exit = try board.run(startPaused: paused)
@@ -87,6 +89,10 @@ public final class KVMMachine: MonitorTarget, Sendable {
         let vcpus = state.withLock { $0.board?.vcpus } ?? []
         return vcpus.map { MonitorCPU(index: $0.id, threadID: $0.threadID, target: "x86_64", qomPath: "/machine/unattached/device[\($0.id)]") }
     }
+    public func maxCPUs(machine name: String) -> Int? { setup.maxCPUs[name] }
+    /// The microVM runs on KVM.
+    public var kvmEnabled: Bool { true }
+    public var targetArch: String { "x86_64" }
     public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }
 

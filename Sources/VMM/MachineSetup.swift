@@ -6,6 +6,8 @@ import SystemSupport
 public struct MachineSetup<Board>: Sendable {
     public var machineType: String
     public var machineList: [(name: String, description: String, isDefault: Bool)]
+    /// `query-machines` cpu-max: the most CPUs each machine of `machineList` takes.
+    public var maxCPUs: [String: Int] = [:]
     public var name: String?
     public var noReboot: Bool
     /// Start stopped (`-S`).

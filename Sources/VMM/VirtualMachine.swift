@@ -47,9 +47,9 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     public init(_ setup: Setup) {
         self.setup = setup
-        // With -S the machine reports itself paused from the start, not only once its board
-        // exists: a monitor client may ask before that.
-        state = Mutex(State(runState: setup.startPaused ? "paused" : "prelaunch", paused: setup.startPaused))
+        // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
+        // (not "paused") until the first `cont`.
+        state = Mutex(State(runState: "prelaunch", paused: setup.startPaused))
     }
 
     // MARK: - The vCPU loop
@@ -75,7 +75,9 @@ public final class VirtualMachine: MonitorTarget, Sendable {
             let points = state.withLock { s in
                 s.board = board
                 s.hostReset = false
-                s.runState = s.paused ? "paused" : "running"
+                // QEMU's main_loop_should_exit: a machine (re)built while stopped (-S, or a
+                // reset while paused) is in "prelaunch" until `cont`.
+                s.runState = s.paused ? "prelaunch" : "running"
                 return s.debugPoints
             }
             for point in points { Self.apply(point, insert: true, to: board) }
@@ -172,10 +174,12 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public var cpus: [MonitorCPU] {
         let (first, others) = state.withLock { s in (s.threadID, s.board?.secondaryThreadIDs ?? []) }
         return (0..<setup.cpus).map { i in
+            // QEMU's virt: socket 0's harts under /machine/soc0, each with its core-id.
             MonitorCPU(index: i, threadID: i == 0 ? first : (i - 1 < others.count ? others[i - 1] : 0), target: "riscv64",
-                       qomPath: "/machine/soc/harts[\(i)]")
+                       qomPath: "/machine/soc0/harts[\(i)]", coreID: i)
         }
     }
+    public func maxCPUs(machine name: String) -> Int? { setup.maxCPUs[name] }
     public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }
 
@@ -269,7 +273,12 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         @Sendable func hart(_ board: RISCVBoard) -> Hart { board.harts.indices.contains(cpuIndex) ? board.harts[cpuIndex] : board.hart }
         switch (first, words.dropFirst().first) {
         case ("info", "registers"):
-            return perform { hart($0).registerDump() }
+            // hmp_info_registers: "\nCPU#N\n" and the dump with the FPU; -a: every hart.
+            let all = words.dropFirst(2).contains("-a")
+            return perform { board in
+                let harts = all ? Array(board.harts.indices) : [board.harts.indices.contains(cpuIndex) ? cpuIndex : 0]
+                return harts.map { "\nCPU#\($0)\n" + board.harts[$0].registerDump(fpu: true) }.joined()
+            }
         case ("info", "jit"):
             return perform { MonitorText.jitInfo($0) }
         case ("info", "mtree"):

@@ -172,7 +172,7 @@ import Testing
         let commands = send(&s, #"{"execute": "query-commands"}"#)
         #expect(commands.count == 1)
         for name in ["qmp_capabilities", "query-version", "query-commands", "query-status", "query-name", "query-cpus-fast",
-                     "query-block", "query-blockstats", "query-chardev", "query-machines", "stop", "cont", "system_reset",
+                     "query-target", "query-kvm", "query-block", "query-blockstats", "query-chardev", "query-machines", "stop", "cont", "system_reset",
                      "system_powerdown", "quit", "human-monitor-command"] {
             #expect(commands[0].contains(#"{"name": "\#(name)"}"#), "\(name) listed")
         }
@@ -180,6 +180,8 @@ import Testing
             #"{"return": [{"thread-id": 4242, "qom-path": "/machine/soc0/harts[0]", "cpu-index": 0, "target": "riscv64"}, "#
                 + #"{"thread-id": 4243, "qom-path": "/machine/soc0/harts[1]", "cpu-index": 1, "target": "riscv64"}]}"#
         ])
+        #expect(send(&s, #"{"execute": "query-target"}"#) == [#"{"return": {"arch": "riscv64"}}"#])
+        #expect(send(&s, #"{"execute": "query-kvm"}"#) == [#"{"return": {"enabled": false, "present": false}}"#])
         #expect(send(&s, #"{"execute": "query-chardev"}"#) == [
             #"{"return": [{"label": "serial0", "filename": "pty:/dev/pts/7", "frontend-open": true}, "#
                 + #"{"label": "qmp", "filename": "unix:/tmp/q.sock,server=on", "frontend-open": true}]}"#
