@@ -198,7 +198,8 @@ struct DiffResult {
 /// - `SWEMU_DIFF_REDUCE=0`: do not reduce a failing program before reporting it.
 /// - `SWEMU_DIFF_WATCHDOG=s`: end the process if an engine call has not returned after s
 ///   seconds (default 120), naming the seed.
-/// `scripts/jit-difftest [seconds]` runs it for a long time.
+/// `scripts/difftest jit [seconds]` runs it for a long time. With `qemu: true` the generator makes
+/// the QEMU form of each program (QEMUOracleTests).
 enum DifferentialRun {
     /// Instructions after which a program that has not reached FINISH is declared hung.
     static let instructionCap: UInt64 = 3_000_000
@@ -278,15 +279,15 @@ enum DifferentialRun {
 
     /// Removes items (ddmin-style: halves, quarters, ... single items; then inside composite
     /// items) while the difference persists.
-    static func reduce(_ program: Program) -> Program {
+    static func reduce(_ program: Program, attempts limit: Int = 3000, failing fails: (Program) -> Bool = fails) -> Program {
         var attempts = 0
         func shrink(_ items: [Item], rebuild: ([Item]) -> Program) -> [Item] {
             var items = items
             var chunk = max(1, items.count / 2)
-            while attempts < 3000 {
+            while attempts < limit {
                 var i = 0
                 var removedAny = false
-                while i < items.count && attempts < 3000 {
+                while i < items.count && attempts < limit {
                     var candidate = items
                     candidate.removeSubrange(i..<min(items.count, i + chunk))
                     attempts += 1
@@ -564,10 +565,17 @@ final class DiffMachine {
     /// The final WFI's address (0: none).
     var finish: UInt64 = 0
 
+    /// Where QEMU's SiFive test device is: programs made for QEMU end by writing to it.
+    let testDevice = ScratchDevice()
+    /// Where QEMU's mtimecmp is (programs made for QEMU set it in their setup).
+    let timerDevice = ScratchDevice()
+
     init(segments: [(UInt64, [UInt8])]) throws {
         memory = try GuestMemory(regions: [GuestRAM(base: GuestAddress(Layout.ramBase), size: Layout.ramSize)])
         mmio = AddressSpace(name: "memory")
         try mmio.add(device, at: GuestAddress(Layout.mmio), size: 0x1000)
+        try mmio.add(testDevice, at: GuestAddress(Layout.testDevice), size: 0x1000)
+        try mmio.add(timerDevice, at: GuestAddress(Layout.clint + 0x4000), size: 0x1000)
         hart = try Hart(hartID: 0, memory: PhysicalMemory(ram: memory, mmio: mmio), timeBase: TimeBase(clock: VirtualClock()))
         for (address, bytes) in segments { try memory.writeBytes(bytes, at: GuestAddress(address)) }
         hart.reset(pc: Layout.setup)
@@ -661,6 +669,23 @@ enum Layout {
     static let mmioVA: UInt64 = 0x4020_0000
     static let megapageVA: UInt64 = 0x4040_0000
     static let misalignedMegapageVA: UInt64 = 0x4060_0000
+
+    // For programs made for QEMU (`ProgramConfig.qemu`, QEMUOracleTests): QEMU's `virt` has
+    // its UART at `mmio`, so the program's device accesses go to an address no device
+    // decodes on either machine (access faults), and its "past the end of RAM" address is one
+    // past QEMU's larger RAM too; the UART and the SiFive test device carry the state dump.
+    static let unassigned: UInt64 = 0x1200_0000
+    static let pastRAMQEMU: UInt64 = 0x9000_0000
+    static let uart: UInt64 = 0x1000_0000
+    static let testDevice: UInt64 = 0x10_0000
+    /// The ACLINT's MTIMER in QEMU's `virt` (setup writes mtimecmp).
+    static let clint: UInt64 = 0x200_0000
+    /// The dump routine, the M handler's trap log (count, then cause/epc/tval/mstatus per
+    /// trap) and the dump's own area: RAM no program reaches.
+    static let dumpCode: UInt64 = 0x801d_0000
+    static let trapLog: UInt64 = 0x801e_0000
+    static let trapLogEntries = 1024
+    static let dumpArea: UInt64 = 0x801f_0000
 
     static func region(_ pa: UInt64) -> String {
         switch pa {
@@ -969,8 +994,15 @@ struct ProgramConfig {
     var x = [UInt64](repeating: 0, count: 32)
     var f = [UInt64](repeating: 0, count: 32)
     var pmp: [(address: UInt64, config: UInt64)] = []
+    /// Made to run on QEMU too (QEMUOracleTests): no device but RAM, no counter or timer
+    /// whose value depends on the host's speed, and a state dump through QEMU's UART at FINISH.
+    var qemu = false
 
     var paging: Bool { levels != 0 }
+    /// Where the program's device accesses go (Layout.unassigned: access faults, for QEMU).
+    var mmio: UInt64 { qemu ? Layout.unassigned : Layout.mmio }
+    /// An address just past RAM (no device either).
+    var pastRAM: UInt64 { qemu ? Layout.pastRAMQEMU : Layout.ramBase + Layout.ramSize }
     /// Whether code and data run at their alias addresses (S and U programs).
     var aliased: Bool { mode != .machine }
     var codeDelta: UInt64 { aliased ? Layout.aliasDelta : 0 }
@@ -1006,8 +1038,9 @@ struct ProgramConfig {
         return doubles + singles.map { 0xffff_ffff_0000_0000 | $0 } + [0x3f80_0000, 0x0000_0001_3f80_0000, 0x7fff_ffff_3f80_0000]
     }()
 
-    static func make(_ r: inout Random) -> ProgramConfig {
+    static func make(_ r: inout Random, qemu: Bool) -> ProgramConfig {
         var c = ProgramConfig()
+        c.qemu = qemu
         c.mode = r.weighted([(40, .machine), (30, .supervisor), (30, .user)])
         if c.mode == .machine {
             // M-mode runs bare; page tables then serve only MPRV accesses.
@@ -1026,6 +1059,7 @@ struct ProgramConfig {
             // Only SSI can be delegated: S-mode can clear SSIP, not STIP or SEIP.
             c.mideleg = r.chance(50) ? InterruptBits.ssip : 0
         }
+        if qemu { c.medeleg = QEMUDeparture.pairAMOCauses(c.medeleg) }
         c.mie = r.chance(60) ? r.next() & 0x222 : 0
         if c.levels != 0 {
             c.satp = UInt64(c.levels + 5) << 60 | Layout.pageTables >> 12
@@ -1038,7 +1072,8 @@ struct ProgramConfig {
         if r.chance(50) || (c.mode == .user && c.medeleg != 0) { mstatus |= MStatus.sum }
         if r.chance(30) { mstatus |= MStatus.mxr }
         if c.mode == .supervisor && r.chance(15) { mstatus |= MStatus.tvm }
-        if c.mode == .machine && r.chance(30) { mstatus |= MStatus.mprv }
+        // (Not for QEMU: QEMUDeparture.mprvAfterFetch.)
+        if c.mode == .machine && r.chance(30) && !qemu { mstatus |= MStatus.mprv }
         if r.chance(40) { mstatus |= MStatus.mpie }  // MIE once in the body (M-mode programs)
         if r.chance(40) { mstatus |= MStatus.sie }
         c.mstatus = mstatus
@@ -1062,8 +1097,8 @@ struct ProgramConfig {
                               Layout.mmioVA + 0x800, 0x0000_0040_0000_0000, 0xffff_ffff_ffff_f800, d(5)])
             c.x[26] = r.pick([d(6), d(6), Layout.mmioVA + 0x100])
         } else {
-            c.x[24] = r.pick([Layout.mmio + 0x800, Layout.ramBase + Layout.ramSize, 0x800, 0xffff_ffff_ffff_f800, d(3) + 0x800, d(5)])
-            c.x[26] = r.pick([d(6), d(6), Layout.mmio + 0x100])
+            c.x[24] = r.pick([c.mmio + 0x800, c.pastRAM, 0x800, 0xffff_ffff_ffff_f800, d(3) + 0x800, d(5)])
+            c.x[26] = r.pick([d(6), d(6), c.mmio + 0x100])
         }
         c.x[27] = r.pick([d(7) + 0x800, d(8)])
 
@@ -1116,7 +1151,7 @@ struct ProgramConfig {
             let pa = Layout.data + UInt64(k) * 4096
             b.map(pa - Layout.aliasDelta, to: pa, leafLevel: 0, flags: flags)
         }
-        b.map(Layout.mmioVA, to: Layout.mmio, leafLevel: 0, flags: PTE.v | PTE.r | PTE.w | PTE.a | PTE.d | u)
+        b.map(Layout.mmioVA, to: mmio, leafLevel: 0, flags: PTE.v | PTE.r | PTE.w | PTE.a | PTE.d | u)
         b.map(Layout.megapageVA, to: Layout.ramBase, leafLevel: 1, flags: PTE.v | PTE.r | PTE.w | PTE.a | PTE.d | u)
         b.map(Layout.misalignedMegapageVA, to: Layout.ramBase + 0x1000, leafLevel: 1, flags: PTE.v | PTE.r | PTE.w | PTE.a | PTE.d | u)
         b.map(Layout.ramBase, to: Layout.ramBase, leafLevel: 2, flags: PTE.v | PTE.r | PTE.w | PTE.x | PTE.a | PTE.d | u)
@@ -1163,9 +1198,9 @@ struct Program {
     var subroutines: [[Item]]
     let data: [UInt8]
 
-    static func generate(seed: UInt64) -> Program {
+    static func generate(seed: UInt64, qemu: Bool = false) -> Program {
         var r = Random(seed: seed)
-        let config = ProgramConfig.make(&r)
+        let config = ProgramConfig.make(&r, qemu: qemu)
         var data = [UInt8](repeating: 0, count: Layout.dataPages * 4096)
         for i in stride(from: 0, to: data.count, by: 8) {
             let v = r.next()
@@ -1209,6 +1244,12 @@ struct Program {
         csr(CSRNumber.mcounteren, c.mcounteren)
         csr(CSRNumber.scounteren, c.scounteren)
         csr(CSRNumber.fcsr, c.fcsr)
+        if c.qemu {
+            // Neither timer may fire: QEMU's mtimecmp and stimecmp reset to 0 (MTIP pending at
+            // once), swemu's to all ones; the specs leave both undefined at reset.
+            csr(CSRNumber.stimecmp, ~0)
+            setup += Asm.li(t5, Layout.clint + 0x4000) + [Asm.addi(t6, 0, -1), Asm.sd(t6, base: t5, offset: 0)]
+        }
         setup += Asm.li(t6, Layout.registerTable)
         for i in 0..<32 { setup.append(Asm.encode(.fld, rd: UInt8(i), rs1: t6, imm: 256 + 8 * Int64(i))) }
         for i in 1..<30 { setup.append(Asm.encode(.ld, rd: UInt8(i), rs1: t6, imm: 8 * Int64(i))) }
@@ -1222,7 +1263,9 @@ struct Program {
         // Anything else: resume after the instruction that trapped, its length read from its
         // first halfword (at its physical address: an alias address is turned back into RAM's).
         let irq = 1, fetch = 2, physical = 3, short = 4, finish = 5
-        var m: [Piece] = [.word(Asm.csrr(t3, CSRNumber.mcause)), .branch(.blt, rs1: t3, rs2: 0, target: irq)]
+        var m: [Piece] = [.word(Asm.csrr(t3, CSRNumber.mcause))]
+        if c.qemu { m += Piece.words(QEMUDump.logTrap) }
+        m += [.branch(.blt, rs1: t3, rs2: 0, target: irq)]
         m += [.word(Asm.addi(t4, 0, 12)), .branch(.beq, rs1: t3, rs2: t4, target: fetch)]
         m += [.word(Asm.addi(t4, 0, 1)), .branch(.beq, rs1: t3, rs2: t4, target: fetch)]
         m += [.word(Asm.csrr(t3, CSRNumber.mepc)), .word(Asm.addi(t5, t3, 0))]
@@ -1235,10 +1278,19 @@ struct Program {
         m += [.label(fetch), .word(Asm.csrw(CSRNumber.mepc, Regs.ra)), .word(Asm.mret)]
         m += [.label(irq)] + Piece.words(Asm.li(t4, InterruptBits.supervisor))
         m += [.word(Asm.encode(.csrrc, rs1: t4, imm: Int64(CSRNumber.mip))), .word(Asm.mret)]
-        m += [.label(finish), .word(Asm.csrw(CSRNumber.mie, 0)), .word(Asm.wfi), .jal(rd: 0, target: finish)]
+        m += [.label(finish), .word(Asm.csrw(CSRNumber.mie, 0))]
+        if c.qemu {
+            // The state dump, then the test device: QEMU exits, swemu's run ends at the dump's wfi.
+            m += Piece.words(Asm.li(t3, Layout.dumpCode) + [Asm.encode(.jalr, rs1: t3)])
+            let dump = assemble(QEMUDump.routine())
+            place(dump, at: Layout.dumpCode, va: Layout.dumpCode, limit: Layout.trapLog)
+            image.finish = Layout.dumpCode + (dump.offset(of: Asm.wfi) ?? 0)
+        } else {
+            m += [.word(Asm.wfi), .jal(rd: 0, target: finish)]
+        }
         let mCode = assemble(m)
         place(mCode, at: Layout.mHandler, va: Layout.mHandler, limit: Layout.sHandler)
-        image.finish = Layout.mHandler + (mCode.offset(of: Asm.wfi) ?? 0)
+        if !c.qemu { image.finish = Layout.mHandler + (mCode.offset(of: Asm.wfi) ?? 0) }
 
         // The S handler: the same, through virtual memory (SSIP is the only interrupt delegated).
         var s: [Piece] = [.word(Asm.csrr(t3, CSRNumber.scause)), .branch(.blt, rs1: t3, rs2: 0, target: irq)]
@@ -1324,6 +1376,8 @@ struct Generator {
     static let aluRows = instructionTable.filter {
         [.i, .m, .zba, .zbb, .zbs].contains($0.ext) && [.r, .r1, .i, .shift, .shiftW, .u].contains($0.format) && $0.op != .jalr
     }
+    /// For QEMU: without ctzw (QEMUDeparture.ctzwOfZeroLowWord).
+    static let qemuALURows = aluRows.filter { $0.op != .ctzw }
     static let fpRows = instructionTable.filter { [.f, .d].contains($0.ext) && [.r, .r1, .r4].contains($0.format) }
     static let amoRows = instructionTable.filter { $0.format == .atomic && $0.op != .sc_w && $0.op != .sc_d }
     static let loads: [(Op, Int)] = [(.lb, 1), (.lh, 2), (.lw, 4), (.ld, 8), (.lbu, 1), (.lhu, 2), (.lwu, 4)]
@@ -1431,7 +1485,7 @@ struct Generator {
     }
 
     mutating func alu(_ avoid: Set<UInt8>) -> UInt32 {
-        let e = r.pick(Self.aluRows)
+        let e = r.pick(config.qemu ? Self.qemuALURows : Self.aluRows)
         var imm: Int64 = 0
         switch e.format {
         case .i: imm = imm12()
@@ -1454,23 +1508,33 @@ struct Generator {
         let base = r.pick(Regs.bases)
         if r.chance(55) {
             let (op, size) = r.pick(Self.loads)
-            return Item([.word(Asm.encode(op, rd: rd(avoid), rs1: base, imm: offset(size)))])
+            return Item([.word(Asm.encode(op, rd: rd(avoid), rs1: base, imm: offset(size, from: base)))])
         }
         let (op, size) = r.pick(Self.stores)
-        return Item([.word(Asm.encode(op, rs1: base, rs2: source(), imm: offset(size)))])
+        return Item([.word(Asm.encode(op, rs1: base, rs2: source(), imm: offset(size, from: base)))])
     }
 
     mutating func fpMemory() -> Item {
         let base = r.pick(Regs.bases)
         let (op, size): (Op, Int) = r.pick([(.flw, 4), (.fld, 8), (.fsw, 4), (.fsd, 8)])
-        if op == .flw || op == .fld { return Item([.word(Asm.encode(op, rd: UInt8(r.below(32)), rs1: base, imm: offset(size)))]) }
-        return Item([.word(Asm.encode(op, rs1: base, rs2: UInt8(r.below(32)), imm: offset(size)))])
+        let offset = offset(size, from: base)
+        if op == .flw || op == .fld { return Item([.word(Asm.encode(op, rd: UInt8(r.below(32)), rs1: base, imm: offset))]) }
+        return Item([.word(Asm.encode(op, rs1: base, rs2: UInt8(r.below(32)), imm: offset))])
+    }
+
+    /// `offset(size)` from `base`; for QEMU, never one whose access holds the PMP word x27
+    /// points at without starting or ending in it (QEMUDeparture.pmpEntryInsideAccess).
+    mutating func offset(_ size: Int, from base: UInt8) -> Int64 {
+        let o = offset(size)
+        return config.qemu && base == 27 && o < 0 && o + Int64(size) > 4 ? 0 : o
     }
 
     /// An atomic address: a base plus an offset, mostly naturally aligned.
     mutating func atomicAddress(_ t: UInt8, size: Int) -> UInt32 {
-        let offset = r.chance(88) ? Int64(r.int(-6...6) * size) : Int64(r.int(-7...7))
-        return Asm.addi(t, r.pick(Regs.bases), offset)
+        let base = r.pick(Regs.bases)
+        var offset = r.chance(88) ? Int64(r.int(-6...6) * size) : Int64(r.int(-7...7))
+        if config.qemu && base == 27 && offset < 0 && offset + Int64(size) > 4 { offset = 0 }
+        return Asm.addi(t, base, offset)
     }
 
     mutating func amo(_ avoid: Set<UInt8>) -> Item {
@@ -1486,13 +1550,17 @@ struct Generator {
         let t = temp(avoid)
         var inner = avoid
         inner.insert(t)
-        let head: [Piece] = [.word(atomicAddress(t, size: word ? 4 : 8)),
+        // For QEMU, an address no SC can fault on: QEMU 7.2 checks nothing on an SC whose
+        // reservation does not match (QEMUDeparture.failedSCChecksNothing).
+        let reserved = config.qemu ? Asm.addi(t, 2, Int64(r.int(-6...6) * 8)) : atomicAddress(t, size: word ? 4 : 8)
+        let head: [Piece] = [.word(reserved),
                              .word(Asm.encode(word ? .lr_w : .lr_d, rd: rd(inner), rs1: t, rm: UInt8(r.below(4))))]
         var body: [Item] = []
         for _ in 0..<r.int(0...2) { body.append(r.chance(70) ? Item([.word(alu(inner))]) : memory(inner)) }
         // Mostly the matching SC; sometimes the other width or another address.
-        let scWord = r.chance(90) ? word : !word
-        let address = r.chance(90) ? t : r.pick(Regs.bases)
+        // (Another width: the specs let the SC fail or succeed, and QEMU and swemu differ.)
+        let scWord = r.chance(90) || config.qemu ? word : !word
+        let address = r.chance(90) || config.qemu ? t : r.pick(Regs.bases)
         let tail: [Piece] = [.word(Asm.encode(scWord ? .sc_w : .sc_d, rd: rd(avoid), rs1: address, rs2: source(), rm: UInt8(r.below(4))))]
         return Item(head, body: body, tail: tail)
     }
@@ -1510,25 +1578,63 @@ struct Generator {
 
     mutating func csrs() -> [(UInt16, CSRUse)] {
         let fp: [(UInt16, CSRUse)] = [(0x001, .any), (0x002, .any), (0x003, .any)]
-        let counters: [(UInt16, CSRUse)] = [(0xc00, .trapsOnWrite), (0xc02, .trapsOnWrite), (0xc03, .trapsOnWrite)]
+        // cycle and instret count host time on QEMU (without -icount): not for its programs.
+        let counters: [(UInt16, CSRUse)] = config.qemu ? [(0xc03, .trapsOnWrite)]
+            : [(0xc00, .trapsOnWrite), (0xc02, .trapsOnWrite), (0xc03, .trapsOnWrite)]
         let unknown: [(UInt16, CSRUse)] = [(0x7c0, .trapsOnWrite), (0x5c0, .trapsOnWrite), (0x3a1, .trapsOnWrite), (0x015, .trapsOnWrite)]
         let machine: [UInt16] = [0x300, 0x340, 0x341, 0x342, 0x343, 0x302, 0x305, 0x301, 0xf14, 0xb02, 0xb00, 0x3a0, 0x3b0, 0x320]
         let roots = config.levels == 0 ? [0] : [config.satp, config.satpB]
         switch config.mode {
         case .machine:
             var list = fp + counters + unknown
+            // For QEMU: no stimecmp (it raises STIP against the host's clock there), no trigger
+            // CSRs (QEMU implements Sdtrig, swemu has no triggers), no mhpmevent3 (QEMU counts
+            // events against host time; swemu's are read-only zero), and medeleg without the bits
+            // QEMU 7.2 keeps and swemu hardwires to zero (QEMUDeparture.medelegECalls).
+            // mcause and scause are not read for QEMU (QEMUDeparture.amoFaultsAsLoads).
+            let qemuless: Set<UInt16> = config.qemu ? [0x14d, 0x7a0, 0x7a1, 0x323, 0x302, 0x303, 0x10a, 0x344, 0x306, 0x106,
+                                                       0x342, 0x142, 0x300, 0x100, 0x141, 0x341] : []
             for n: UInt16 in [0x300, 0x340, 0x341, 0x342, 0x343, 0x302, 0x303, 0x306, 0x106, 0x140, 0x141, 0x142, 0x143, 0x100,
-                              0x10a, 0x7a0, 0x7a1, 0x301, 0x323, 0x14d, 0x344, 0x104, 0x144] { list.append((n, .any)) }
-            for n: UInt16 in [0x305, 0x105, 0x30a, 0x3a0, 0x3b0, 0x3b2, 0xb00, 0xb02, 0xb03] { list.append((n, .read)) }
-            for n: UInt16 in [0xf11, 0xf12, 0xf13, 0xf14, 0xf15] { list.append((n, .trapsOnWrite)) }
+                              0x10a, 0x7a0, 0x7a1, 0x301, 0x323, 0x14d, 0x344, 0x104, 0x144] where !qemuless.contains(n) {
+                list.append((n, .any))
+            }
+            if config.qemu {
+                let pair = QEMUDeparture.pairAMOCauses
+                list.append((0x302, .values([0, 0xb3ff, pair(r.next() & 0xb3ff), pair(r.next() & 0xb3ff)])))
+                list.append((0x303, .values([0, 0x2, 0x20, 0x200, 0x222])))  // QEMUDeparture.virtualInterruptBits
+                list.append((0x344, .values([0, 0x2, 0x20, 0x22])))  // QEMUDeparture.softwareSEIP
+                // Even values only: QEMUDeparture.epcBit0.
+                for n: UInt16 in [0x141, 0x341] { list.append((n, .values([0, r.next() & ~1, r.next() & ~1, 0x8000_0000_0000_0000]))) }
+                // mstatus and sstatus with only the fields swemu implements (QEMUDeparture.statusFields).
+                // (MPP never 2: QEMUDeparture.statusFields.)
+                let status = { (v: UInt64) in v & 0x7c19aa | (v >> 1 & 0x800) }
+                list.append((0x300, .values([status(r.next()), status(r.next()), 0x1800, 0x6000])))
+                list.append((0x100, .values([r.next() & 0xc6122, r.next() & 0xc6122, 0x6000])))
+                // QEMUDeparture.counterEnable32Bits (bit 1, TM, stays clear: time is not deterministic)
+                for n: UInt16 in [0x306, 0x106] { list.append((n, .values([0, 0b101, 0b1101, 0xffff_fffd, r.next() & 0xffff_fffd]))) }
+                list.append((0x10a, .values([0, 1])))  // QEMUDeparture.envcfgCacheBlockFields
+            }
+            for n: UInt16 in [0x305, 0x105, 0x30a, 0x3a0, 0x3b0, 0x3b2, 0xb00, 0xb02, 0xb03] where !(config.qemu && n != 0xb03 && n >= 0xb00) {
+                list.append((n, .read))
+            }
+            // (Not the implementation's IDs for QEMU: they name the implementation.)
+            for n: UInt16 in config.qemu ? [0xf14, 0xf15] : [0xf11, 0xf12, 0xf13, 0xf14, 0xf15] { list.append((n, .trapsOnWrite)) }
             // The same tables read as Sv39 whatever their depth: walks through the wrong levels.
             list.append((0x180, .values([0] + roots + (config.levels == 0 ? [] : [8 << 60 | Layout.pageTables >> 12]))))
-            list.append((0x304, .values([0, 0x2, 0x20, 0x200, 0x222, 0x888, r.next()])))
-            list.append((0x320, .values([0, 1, 4, 5, 0xffff_ffff])))
+            list.append((0x304, .values([0, 0x2, 0x20, 0x200, 0x222, 0x888, r.next() & (config.qemu ? 0xaaa : ~0)])))
+            list.append((0x320, .values([0, 1, 4, 5, config.qemu ? 0xffff_fffd : 0xffff_ffff])))
             return list
         case .supervisor:
             var list = fp + counters + unknown + [(0xc01, .trapsOnWrite), (0x14d, .trapsOnWrite)]
-            for n: UInt16 in [0x140, 0x141, 0x142, 0x143, 0x100, 0x10a, 0x106, 0x104, 0x144] { list.append((n, .any)) }
+            for n: UInt16 in [0x140, 0x141, 0x142, 0x143, 0x100, 0x10a, 0x106, 0x104, 0x144]
+            where !(config.qemu && [0x10a, 0x106, 0x142, 0x100, 0x141].contains(n)) {
+                list.append((n, .any))
+            }
+            if config.qemu {
+                list += [(0x10a, .values([0, 1])), (0x106, .values([0, 0b101, 0xffff_fffd, r.next() & 0xffff_fffd])),
+                         (0x100, .values([r.next() & 0xc6122, r.next() & 0xc6122, 0x6000])),
+                         (0x141, .values([0, r.next() & ~1, r.next() & ~1]))]
+            }
             list.append((0x105, .read))
             list.append((0x180, .values(roots)))
             for n in machine { list.append((n, .trapsOnWrite)) }
@@ -1555,7 +1661,11 @@ struct Generator {
         case .any, .trapsOnWrite:
             let op: Op = r.pick([.csrrw, .csrrs, .csrrc, .csrrwi, .csrrsi, .csrrci])
             let immediate = [.csrrwi, .csrrsi, .csrrci].contains(op)
-            return Item([.word(Asm.encode(op, rd: rd(avoid), rs1: immediate ? UInt8(r.below(32)) : source(), imm: csr))])
+            var rs1 = immediate ? UInt8(r.below(32)) : source()
+            // QEMU 7.2 treats csrrs/csrrc of a register holding zero as a read
+            // (QEMUDeparture.readOnlyCSRWriteOfZero): for QEMU, only x0 there, on CSRs that trap.
+            if config.qemu, case .trapsOnWrite = use, op == .csrrs || op == .csrrc { rs1 = 0 }
+            return Item([.word(Asm.encode(op, rd: rd(avoid), rs1: rs1, imm: csr))])
         case .values(let values):
             let t = temp(avoid)
             let op: Op = r.pick([.csrrw, .csrrw, .csrrs])
@@ -1569,7 +1679,7 @@ struct Generator {
         switch config.mode {
         case .machine:
             switch r.below(3) {
-            case 0: return csrAccess(CSRNumber.mip, .values([0x2, 0x20, 0x200, 0x222]), avoid)
+            case 0: return csrAccess(CSRNumber.mip, .values(config.qemu ? [0x2, 0x20, 0x22] : [0x2, 0x20, 0x200, 0x222]), avoid)
             case 1: return Item([.word(Asm.encode(op, rd: rd(avoid), rs1: 8, imm: Int64(CSRNumber.mstatus)))])  // MIE
             default: return Item([.word(Asm.encode(.csrrsi, rd: rd(avoid), rs1: 2, imm: Int64(CSRNumber.mip)))])  // SSIP
             }
@@ -1765,9 +1875,11 @@ struct Generator {
         if config.aliased {
             let d = { (k: UInt64) in Layout.data - Layout.aliasDelta + k * 4096 }
             targets = [d(0) + 0x10, d(3) + 0x100, d(4) + 0x20, Layout.mmioVA, 0xffff_ffff_ffff_f000, 0x0000_0080_0000_0000]
+            // Not S into D4 (a U page) for QEMU: QEMUDeparture.sFetchFromUserPage.
+            if config.qemu && config.mode == .supervisor { targets.remove(at: 2) }
             if config.mode == .user { targets.append(Layout.sHandler - Layout.aliasDelta) }
         } else {
-            targets = [Layout.mmio, 0, Layout.ramBase + Layout.ramSize, 0xffff_ffff_ffff_f000]
+            targets = [config.mmio, 0, config.pastRAM, 0xffff_ffff_ffff_f000]
         }
         let jump: Piece = r.chance(30) ? .half(Asm.cJumpRegister(t, link: true)) : .word(Asm.encode(.jalr, rd: Regs.ra, rs1: t))
         return Item(Piece.words(Asm.li(t, r.pick(targets))) + [jump])
