@@ -48,10 +48,12 @@ import Testing
     /// Each program's header says what QEMU 7.2 does instead and cites the spec:
     /// `hpm_spec` (mhpmcounter19-31 exist and read zero; mcountinhibit bit 1 is zero, §3.1.10,
     /// §3.1.12), `pte_outside` (a page-table walk into no memory is an access fault, §4.3.2
-    /// step 2), `sstc_stce_off` (with menvcfg.STCE = 0 stimecmp does not drive STIP). QEMU runs
-    /// the rest of each area in riscv/hpm.S, riscv/pagefaults.S and riscv/sstc.S.
+    /// step 2), `sstc_stce_off` (with menvcfg.STCE = 0 stimecmp does not drive STIP),
+    /// `s_fetch_user_page` (S-mode never executes a U page, even once SUM let it load from it,
+    /// §4.3.1; found by QEMUOracleTests). QEMU runs the rest of each area in riscv/hpm.S,
+    /// riscv/pagefaults.S, riscv/sstc.S and riscv/mmu.S.
     @Test(.enabled(if: GuestProgram.compilerMissingReason == nil, "needs Debian's gcc-riscv64-unknown-elf (scripts/setup)"),
-          arguments: ["hpm_spec", "pte_outside", "sstc_stce_off"], BareMetalTests.engines)
+          arguments: ["hpm_spec", "pte_outside", "sstc_stce_off", "s_fetch_user_page"], BareMetalTests.engines)
     func specAnswers(_ name: String, engine: RISCVBoard.EngineKind) throws {
         let (exit, console) = try Self.runOnBoard(name, engine: engine)
         #expect(exit == .powerOff(exitCode: 0), "\(name) (\(engine)): check \(exit) failed; console: \(console)")

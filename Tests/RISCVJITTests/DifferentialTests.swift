@@ -1531,8 +1531,8 @@ struct Generator {
 
     /// An atomic address: a base plus an offset, mostly naturally aligned.
     mutating func atomicAddress(_ t: UInt8, size: Int) -> UInt32 {
-        let base = r.pick(Regs.bases)
         var offset = r.chance(88) ? Int64(r.int(-6...6) * size) : Int64(r.int(-7...7))
+        let base = r.pick(Regs.bases)
         if config.qemu && base == 27 && offset < 0 && offset + Int64(size) > 4 { offset = 0 }
         return Asm.addi(t, base, offset)
     }
