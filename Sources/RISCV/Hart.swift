@@ -342,7 +342,16 @@ public final class Hart: @unchecked Sendable {
             s.pointee.pc = Hart.vector(s.pointee.mtvec, trap: trap)
         }
         updatePrivilegeKeys()
-        DebugLog.log(.interrupts, "riscv_cpu_do_interrupt: hart:\(s.pointee.mhartid), async:\(trap.isInterrupt ? 1 : 0), cause:\(hex(code)), epc:\(hex(pc)), tval:\(hex(trap.tval)), desc=\(Hart.causeName(trap))")
+        // QEMU 7.2's line, field for field (cause, epc and tval as 16 hex digits), so `-d int`
+        // logs of the two compare with diff.
+        DebugLog.log(.interrupts, "riscv_cpu_do_interrupt: hart:\(s.pointee.mhartid), async:\(trap.isInterrupt ? 1 : 0), "
+            + "cause:\(Hart.hex16(code)), epc:0x\(Hart.hex16(pc)), tval:0x\(Hart.hex16(trap.tval)), desc=\(Hart.causeName(trap))")
+    }
+
+    /// `value` as 16 hex digits (QEMU's TARGET_FMT_lx).
+    static func hex16(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 
     /// xtvec: MODE 0 = direct, 1 = vectored (interrupts go to BASE + 4 * cause).

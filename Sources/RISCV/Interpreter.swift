@@ -93,7 +93,12 @@ extension Hart {
     private func trace(_ insn: DecodedInstruction, pc: UInt64) {
         if DebugLog.isEnabled(.cpuState) { DebugLog.log(.cpuState, registerDump()) }
         if DebugLog.isEnabled(.execution) {
-            DebugLog.log(.execution, "Trace 0: \(hex(pc)) [\(hex(state.pointee.privilege.rawValue))]")
+            // QEMU 7.2's layout ("Trace CPU: HOST-TB [CS_BASE/PC/FLAGS/CFLAGS] "), so tools that read
+            // its exec logs read these: each instruction is its own block here, with no host code
+            // (0x0), and the flags field holds the privilege level.
+            let privilege = String(state.pointee.privilege.rawValue, radix: 16)
+            DebugLog.log(.execution, "Trace \(state.pointee.mhartid): 0x0 [0000000000000000/\(Hart.hex16(pc))/"
+                + String(repeating: "0", count: 8 - privilege.count) + privilege + "/00000000] ")
         }
         if DebugLog.isEnabled(.instructions) { DebugLog.log(.instructions, Hart.traceLine(insn, pc: pc)) }
     }
