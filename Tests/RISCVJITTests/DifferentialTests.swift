@@ -1696,6 +1696,9 @@ struct Generator {
             Asm.ecall, Asm.ebreak, Asm.encode(.fence, imm: Int64(r.below(256))), Asm.fenceI,
             Asm.encode(.sfence_vma, rs1: r.chance(50) ? 0 : source(), rs2: source()),
         ]
+        // No EBREAK for QEMU: its tval (0 on QEMU, the pc on swemu, both allowed) would reach
+        // registers through CSR reads.
+        if config.qemu { words.remove(at: 1) }
         // Privileged instructions that trap at this privilege (an MRET or SRET that succeeded
         // would go anywhere; a WFI that succeeded would end the run).
         if config.mode != .machine { words.append(Asm.mret) }
@@ -1727,7 +1730,7 @@ struct Generator {
             let d = Decoder.shared.decodeCompressed(h)
             guard let e = Asm.rows[d.op] else { continue }  // illegal: the illegal item covers it
             switch e.format {
-            case .branch, .jal, .none: if d.op != .ebreak { continue }
+            case .branch, .jal, .none: if d.op != .ebreak || config.qemu { continue }
             case .i where d.op == .jalr: continue
             case .load, .store: if !Regs.bases.contains(d.rs1) { continue }
             default: break
@@ -1820,7 +1823,7 @@ struct Generator {
         inner.insert(scratch)
         let top = newLabel()
         let original = alu(inner)
-        let replacement: UInt32 = r.chance(80) ? alu(inner) : r.pick([Asm.ecall, Asm.ebreak, 0xffff_ffff])
+        let replacement: UInt32 = r.chance(80) ? alu(inner) : r.pick([Asm.ecall, config.qemu ? Asm.ecall : Asm.ebreak, 0xffff_ffff])
         var head: [Piece] = [.word(Asm.addi(counter, 0, Int64(r.int(2...4)))), .address(rd: address, target: top, addend: 0)]
         head += Piece.words(Asm.li(flip, UInt64(original ^ replacement)))
         head += [r.chance(50) ? .compressedJump(target: top) : .jal(rd: 0, target: top), .label(top), .word(original)]

@@ -463,21 +463,28 @@ final class QEMURun {
         process.standardError = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice
         try process.run()
-    }
-
-    /// Keeps the image file (for SWEMU_ORACLE_KEEP).
-    func keep(as path: String) { try? FileManager.default.copyItem(atPath: file.path, toPath: path) }
-
-    /// QEMU's console output, or why there is none. (QEMU runs meanwhile: it blocks only
-    /// once the pipe is full.) A QEMU still running after `timeout` seconds is killed.
-    func wait(timeout: Double = QEMURun.timeout) -> Result<String, QEMUFailure> {
-        defer { try? FileManager.default.removeItem(at: file) }
-        final class Output: @unchecked Sendable { var data = Data() }  // written before `done` is signalled
-        let output = Output(), done = DispatchSemaphore(value: 0), handle = self.output.fileHandleForReading
+        // Drained from the start: QEMU's UART drops what the guest writes while the pipe is full
+        // (the dump writes its transmit register without waiting).
+        let output = self.collected, done = self.done, handle = self.output.fileHandleForReading
         Thread.detachNewThread {
             output.data = handle.readDataToEndOfFile()
             done.signal()
         }
+    }
+
+    /// QEMU's output, written by the reader thread before it signals `done`.
+    private final class Output: @unchecked Sendable { var data = Data() }
+    private let collected = Output()
+    private let done = DispatchSemaphore(value: 0)
+
+    /// Keeps the image file (for SWEMU_ORACLE_KEEP).
+    func keep(as path: String) { try? FileManager.default.copyItem(atPath: file.path, toPath: path) }
+
+    /// QEMU's console output, or why there is none. A QEMU still running `timeout` seconds
+    /// after this call is killed.
+    func wait(timeout: Double = QEMURun.timeout) -> Result<String, QEMUFailure> {
+        defer { try? FileManager.default.removeItem(at: file) }
+        let output = collected
         if done.wait(timeout: .now() + timeout) == .timedOut {
             kill(process.processIdentifier, SIGKILL)
             done.wait()
