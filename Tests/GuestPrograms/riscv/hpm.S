@@ -10,11 +10,6 @@
    (riscv-claims/hpm_spec.S). `ecall` with a7 = 0x4d
    returns to M-mode (m_entry); s11 belongs to that handler. */
 #include "test.h"
-#define ENTER(mpp, label) \
-  li t0, 3 << 11; csrc mstatus, t0; li t0, (mpp) << 11; csrs mstatus, t0; \
-  la t0, label; csrw mepc, t0; mret
-#define BACK_TO_M li a7, 0x4d; ecall
-#define CLEAR_TRAP la t5, trap_cause; sd zero, 0(t5); sd zero, 8(t5)
 #define EXPECT_ILLEGAL(n) LOAD_TRAP(a0, a1); CHECK(n, a0, 2); CLEAR_TRAP
 #define EXPECT_OK(n) LOAD_TRAP(a0, a1); CHECK(n, a0, 0)
 #define INSN_RDCYCLE_A0 0xc0002573
@@ -202,19 +197,5 @@ s_all:
   RVTEST_PASS
 RVTEST_FAIL_CODE
 RVTEST_TRAP_HANDLER
-  .align 2
-m_entry:
-  addi s11, a7, -0x4d
-  bnez s11, trap_entry
-  csrr s11, mcause
-  addi s11, s11, -8
-  srli s11, s11, 1
-  bnez s11, trap_entry
-  li a7, 0
-  li s11, 3 << 11
-  csrs mstatus, s11
-  csrr s11, mepc
-  addi s11, s11, 4
-  csrw mepc, s11
-  mret
+RVTEST_BACK_TO_M_HANDLER
 RVTEST_DATA

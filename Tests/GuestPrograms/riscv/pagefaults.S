@@ -28,11 +28,6 @@
 #define VA_V0_POINTER (MISC_VA + 0x200000)
 #define VA_MISALIGNED_GIGA 0xc0000000
 #define OUTSIDE_PA 0x200000
-#define ENTER(mpp, label) \
-  li t0, 3 << 11; csrc mstatus, t0; li t0, (mpp) << 11; csrs mstatus, t0; \
-  la t0, label; csrw mepc, t0; mret
-#define BACK_TO_M li a7, 0x4d; ecall
-#define CLEAR_TRAP la t5, trap_cause; sd zero, 0(t5); sd zero, 8(t5)
 #define EXPECT(n, cause, tval) LOAD_TRAP(a0, a1); CHECK(n, a0, cause); CHECK(n, a1, tval); CLEAR_TRAP
 #define EXPECT_AT(n, cause, sym) LOAD_TRAP(a0, a1); CHECK(n, a0, cause); li gp, n; la t6, sym; bne a1, t6, fail; CLEAR_TRAP
 #define EXPECT_NONE(n) LOAD_TRAP(a0, a1); CHECK(n, a0, 0)
@@ -233,21 +228,7 @@ s_tests:
   RVTEST_PASS
 RVTEST_FAIL_CODE
 RVTEST_TRAP_HANDLER
-  .align 2
-m_entry:
-  addi s11, a7, -0x4d
-  bnez s11, trap_entry
-  csrr s11, mcause
-  addi s11, s11, -8
-  srli s11, s11, 1
-  bnez s11, trap_entry
-  li a7, 0
-  li s11, 3 << 11
-  csrs mstatus, s11
-  csrr s11, mepc
-  addi s11, s11, 4
-  csrw mepc, s11
-  mret
+RVTEST_BACK_TO_M_HANDLER
 
 /* S-only code page: U jumps here to be refused. */
   .align 12

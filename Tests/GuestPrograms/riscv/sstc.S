@@ -6,11 +6,6 @@
 #include "test.h"
 #define MENVCFG_STCE (1 << 63)
 #define STIP (1 << 5)
-#define ENTER(mpp, label) \
-  li t0, 3 << 11; csrc mstatus, t0; li t0, (mpp) << 11; csrs mstatus, t0; \
-  la t0, label; csrw mepc, t0; mret
-#define BACK_TO_M li a7, 0x4d; ecall
-#define CLEAR_TRAP la t5, trap_cause; sd zero, 0(t5); sd zero, 8(t5)
 #define INSN_CSRR_A0_STIMECMP 0x14d02573
 
 RVTEST_BEGIN
@@ -184,21 +179,7 @@ s_timer:
   RVTEST_PASS
 RVTEST_FAIL_CODE
 RVTEST_TRAP_HANDLER
-  .align 2
-m_entry:
-  addi s11, a7, -0x4d
-  bnez s11, trap_entry
-  csrr s11, mcause
-  addi s11, s11, -8
-  srli s11, s11, 1
-  bnez s11, trap_entry
-  li a7, 0
-  li s11, 3 << 11
-  csrs mstatus, s11
-  csrr s11, mepc
-  addi s11, s11, 4
-  csrw mepc, s11
-  mret
+RVTEST_BACK_TO_M_HANDLER
 /* S-mode handler for the timer interrupt: record scause and SPP (in s1), count, and push
    stimecmp to the far future (which clears STIP). */
   .align 2

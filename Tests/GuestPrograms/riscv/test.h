@@ -109,6 +109,33 @@ trap_count: .dword 0;                 \
 stack: .space 4096;                   \
 stack_top:
 
+/* Moving between privilege levels, for programs that check S- and U-mode behaviour: they set
+   mtvec to m_entry (RVTEST_BACK_TO_M_HANDLER, placed after RVTEST_TRAP_HANDLER), which owns
+   s11. ENTER(mpp, label) continues at label in mode mpp (3 M, 1 S, 0 U); BACK_TO_M (an ecall
+   with a7 = 0x4d from S or U) returns to M-mode after the ecall; every other trap goes to the
+   recording handler. CLEAR_TRAP forgets the last recorded trap. */
+#define ENTER(mpp, label) \
+  li t0, 3 << 11; csrc mstatus, t0; li t0, (mpp) << 11; csrs mstatus, t0; \
+  la t0, label; csrw mepc, t0; mret
+#define BACK_TO_M li a7, 0x4d; ecall
+#define CLEAR_TRAP la t5, trap_cause; sd zero, 0(t5); sd zero, 8(t5)
+#define RVTEST_BACK_TO_M_HANDLER      \
+  .align 2;                           \
+m_entry:                              \
+  addi s11, a7, -0x4d;                \
+  bnez s11, trap_entry;               \
+  csrr s11, mcause;                   \
+  addi s11, s11, -8;                  \
+  srli s11, s11, 1;                   \
+  bnez s11, trap_entry;               \
+  li a7, 0;                           \
+  li s11, 3 << 11;                    \
+  csrs mstatus, s11;                  \
+  csrr s11, mepc;                     \
+  addi s11, s11, 4;                   \
+  csrw mepc, s11;                     \
+  mret;
+
 /* Load the recorded trap fields. */
 #define LOAD_TRAP(cause_reg, tval_reg) \
   la t5, trap_cause;                  \

@@ -15,11 +15,6 @@
 #define INSN_SRET 0x10200073
 #define INSN_WFI 0x10500073
 /* mret into privilege `mpp` (0 U, 1 S) at `label`. */
-#define ENTER(mpp, label) \
-  li t0, 3 << 11; csrc mstatus, t0; li t0, (mpp) << 11; csrs mstatus, t0; \
-  la t0, label; csrw mepc, t0; mret
-#define BACK_TO_M li a7, 0x4d; ecall
-#define CLEAR_TRAP la t5, trap_cause; sd zero, 0(t5); sd zero, 8(t5)
 /* Expect an illegal-instruction trap whose mtval is `insn`. */
 #define EXPECT_ILLEGAL(n, insn) \
   LOAD_TRAP(a0, a1); CHECK(n, a0, 2); CHECK(n, a1, insn); CLEAR_TRAP
@@ -168,21 +163,5 @@ fail_10:
   j fail
 RVTEST_FAIL_CODE
 RVTEST_TRAP_HANDLER
-/* ecall from U or S (cause 8 or 9) with a7 = 0x4d: return to M-mode after the ecall. Any
-   other trap goes to the recording handler. */
-  .align 2
-m_entry:
-  addi s11, a7, -0x4d
-  bnez s11, trap_entry
-  csrr s11, mcause
-  addi s11, s11, -8
-  srli s11, s11, 1
-  bnez s11, trap_entry
-  li a7, 0
-  li s11, 3 << 11
-  csrs mstatus, s11
-  csrr s11, mepc
-  addi s11, s11, 4
-  csrw mepc, s11
-  mret
+RVTEST_BACK_TO_M_HANDLER
 RVTEST_DATA
