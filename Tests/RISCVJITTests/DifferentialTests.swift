@@ -1066,7 +1066,11 @@ struct ProgramConfig {
             c.satpB = UInt64(c.levels + 5) << 60 | Layout.pageTablesB >> 12
         }
         c.codePageAccessed = UInt16(truncatingIfNeeded: r.next()) | 0b11
-        let fs: UInt64 = r.weighted([(4, 0), (16, 1), (16, 2), (64, 3)])
+        var fs: UInt64 = r.weighted([(4, 0), (16, 1), (16, 2), (64, 3)])
+        // For QEMU, FS is Off or Dirty, never Initial or Clean: QEMU 7.2 leaves those after an
+        // instruction that only raises flags (QEMUDeparture.integerResultLeavesFSClean), and
+        // the body reads mstatus.
+        if qemu && fs != 0 { fs = 3 }
         var mstatus = fs << 13 | UInt64(c.mode.rawValue) << 11
         // The S handler reads U code pages: it needs SUM.
         if r.chance(50) || (c.mode == .user && c.medeleg != 0) { mstatus |= MStatus.sum }
@@ -1609,9 +1613,9 @@ struct Generator {
                 for n: UInt16 in [0x141, 0x341] { list.append((n, .values([0, r.next() & ~1, r.next() & ~1, 0x8000_0000_0000_0000]))) }
                 // mstatus and sstatus with only the fields swemu implements (QEMUDeparture.statusFields).
                 // (MPP never 2: QEMUDeparture.statusFields.)
-                let status = { (v: UInt64) in v & 0x7c19aa | (v >> 1 & 0x800) }
-                list.append((0x300, .values([status(r.next()), status(r.next()), 0x1800, 0x6000])))
-                list.append((0x100, .values([r.next() & 0xc6122, r.next() & 0xc6122, 0x6000])))
+                let status = QEMUDeparture.legalStatus
+                list.append((0x300, .values([status(r.next() & 0x7c19aa), status(r.next() & 0x7c19aa), 0x1800, 0x6000])))
+                list.append((0x100, .values([status(r.next() & 0xc6122), status(r.next() & 0xc6122), 0x6000])))
                 // QEMUDeparture.counterEnable32Bits (bit 1, TM, stays clear: time is not deterministic)
                 for n: UInt16 in [0x306, 0x106] { list.append((n, .values([0, 0b101, 0b1101, 0xffff_fffd, r.next() & 0xffff_fffd]))) }
                 list.append((0x10a, .values([0, 1])))  // QEMUDeparture.envcfgCacheBlockFields
@@ -1634,7 +1638,7 @@ struct Generator {
             }
             if config.qemu {
                 list += [(0x10a, .values([0, 1])), (0x106, .values([0, 0b101, 0xffff_fffd, r.next() & 0xffff_fffd])),
-                         (0x100, .values([r.next() & 0xc6122, r.next() & 0xc6122, 0x6000])),
+                         (0x100, .values([QEMUDeparture.legalStatus(r.next() & 0xc6122), QEMUDeparture.legalStatus(r.next() & 0xc6122), 0x6000])),
                          (0x141, .values([0, r.next() & ~1, r.next() & ~1]))]
             }
             list.append((0x105, .read))

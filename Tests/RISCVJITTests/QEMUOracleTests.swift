@@ -282,6 +282,13 @@ struct QEMUDeparture: CustomTestStringConvertible, Sendable {
         return v
     }
 
+    /// A value for mstatus/sstatus in the QEMU form: MPP never 2 (statusFields), FS Off or
+    /// Dirty (integerResultLeavesFSClean).
+    static func legalStatus(_ v: UInt64) -> UInt64 {
+        let fs: UInt64 = 3 << 13
+        return v & ~fs | (v & fs != 0 ? fs : 0) | (v >> 1 & 0x800)
+    }
+
     /// The load cause QEMU reports for an AMO whose spec cause is `cause`.
     static func qemuAMOCause(_ cause: UInt64) -> UInt64 {
         switch cause {
