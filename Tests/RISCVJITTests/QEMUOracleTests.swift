@@ -171,7 +171,8 @@ struct QEMUDeparture: CustomTestStringConvertible, Sendable {
             name: "integerResultLeavesFSClean",
             description: "QEMU 7.2 leaves mstatus.FS Initial or Clean after an F/D instruction whose result goes to an "
                 + "x register (fcvt.w.d, feq.d, ...) even when it raises exception flags; Privileged §3.1.6.6: FS becomes "
-                + "Dirty when any floating-point state, fcsr included, changes. QEMUDump.compare accepts QEMU's FS.",
+                + "Dirty when any floating-point state, fcsr included, changes. The QEMU form keeps FS Off or Dirty "
+                + "(legalStatus), and QEMUDump.compare accepts QEMU's FS.",
             // With a NaN in f1, fflags cleared and FS set Clean, each instruction raises NV.
             code: Asm.li(t0, 3 << 13) + [Asm.encode(.csrrs, rs1: t0, imm: Int64(CSRNumber.mstatus))]
                 + Asm.li(t0, 0x7ff8_0000_0000_0000) + [Asm.encode(.fmv_d_x, rd: 1, rs1: t0)] + [.fcvt_w_d, .flt_d].flatMap { op in
@@ -243,8 +244,8 @@ struct QEMUDeparture: CustomTestStringConvertible, Sendable {
             name: "misalignedAccessFaultTval",
             description: "For a misaligned access to an address where nothing answers, QEMU 7.2 reports the access fault "
                 + "with mtval rounded down to the access size (the aligned piece it tried first); Privileged §3.1.16: mtval "
-                + "holds the faulting virtual address, the access's own for the portion that faulted. QEMUDump.compare "
-                + "accepts QEMU's value.",
+                + "holds the faulting virtual address, the access's own for the portion that faulted. The QEMU form's "
+                + "body reads no tval, and QEMUDump.compare accepts QEMU's value.",
             code: Asm.li(t0, unassigned + 0x7f9) + [Asm.encode(.lw, rd: t1, rs1: t0), Asm.csrr(t2, CSRNumber.mtval)],
             expected: [(t6, 5), (t2, unassigned + 0x7f9)]),
         QEMUDeparture(
