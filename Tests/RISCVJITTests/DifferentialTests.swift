@@ -1111,7 +1111,9 @@ struct ProgramConfig {
         // everything else open. M-mode is bound by them only through MPRV.
         let na4: UInt64 = 2 << 3, napot: UInt64 = 3 << 3
         c.pmp.append(((Layout.data + 7 * 4096 + 0x800) >> 2, na4 | 1))
-        if r.chance(30) {
+        // (Not for QEMU: code and data islands are reached by misaligned accesses that straddle
+        // it, and QEMU 7.2 does not enforce such partial matches in M-mode.)
+        if r.chance(30) && !qemu {
             c.pmp.append(((Layout.body + UInt64(r.below(1024)) * 4) >> 2, na4 | 7))
         } else {
             c.pmp.append((0, 0))
