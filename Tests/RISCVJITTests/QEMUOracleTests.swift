@@ -234,8 +234,9 @@ struct QEMUDeparture: CustomTestStringConvertible, Sendable {
             name: "pmpEntryInsideAccess",
             description: "QEMU 7.2 matches a PMP entry against an access's first and last bytes only, so an access that "
                 + "holds a whole NA4 word in its middle ignores that entry; Privileged §3.7.1.3: the lowest-numbered entry "
-                + "matching any byte of the access decides, and a partial match fails. The QEMU form's accesses near the "
-                + "PMP word in D7 start or end inside it, or miss it.",
+                + "matching any byte of the access decides, and a partial match fails (M-mode included: QEMU 7.2 also let "
+                + "M-mode stores straddle an unlocked NA4 word). The QEMU form's accesses near the PMP word in D7 start "
+                + "or end inside it, or miss it, and it has no PMP word in the body page.",
             code: Asm.li(t0, (Layout.data + 0x800) >> 2) + [Asm.csrw(CSRNumber.pmpaddr0, t0), Asm.addi(t0, 0, -1),
                    Asm.csrw(CSRNumber.pmpaddr0 + 1, t0)] + Asm.li(t0, 0x1f11 | 0x80) + [Asm.csrw(CSRNumber.pmpcfg0, t0), Asm.addi(t6, 0, 0)]
                 + Asm.li(t0, Layout.data + 0x7fe) + [Asm.encode(.ld, rd: t1, rs1: t0)],
