@@ -396,14 +396,13 @@ enum QEMUOracle {
     static func differences(_ program: Program) throws -> [String] {
         let image = program.image()
         let qemuRun = try QEMURun(image: image)
-        let interpreted = try DiffMachine(image)
-        let end = interpreted.runToEnd({ b in Watchdog.call(1) { interpreted.hart.run(budget: b) } }, budget: { 200_000 })
-        guard case .success(let text) = qemuRun.wait(timeout: 5), end == "finished",
+        let interpreted = try runOnSwemu(image, jit: false)[0]
+        guard case .success(let text) = qemuRun.wait(timeout: 5), interpreted.end == "finished",
               let reference = try? QEMUDump.parse(text) else { return [] }
-        let values = (try? QEMUDump.parse(console(interpreted))) ?? []
+        let values = (try? QEMUDump.parse(interpreted.text)) ?? []
         if let dir = ProcessInfo.processInfo.environment["SWEMU_ORACLE_KEEP"] {
             try? text.write(toFile: "\(dir)/last.qemu", atomically: false, encoding: .utf8)
-            try? console(interpreted).write(toFile: "\(dir)/last.swemu", atomically: false, encoding: .utf8)
+            try? interpreted.text.write(toFile: "\(dir)/last.swemu", atomically: false, encoding: .utf8)
         }
         return QEMUDump.compare(qemu: reference, swemu: values, name: "swemu", layout: QEMUDump.Slots(), isAMO: image.isAMO)
     }
@@ -415,13 +414,13 @@ enum QEMUOracle {
         let instructions: UInt64
     }
 
-    /// The interpreter, and the JIT where the host has one.
-    static func runOnSwemu(_ image: ProgramImage) throws -> [EngineRun] {
+    /// The interpreter, and the JIT where the host has one (and `jit`).
+    static func runOnSwemu(_ image: ProgramImage, jit useJIT: Bool = true) throws -> [EngineRun] {
         var runs: [EngineRun] = []
         let interpreted = try DiffMachine(image)
         let end = interpreted.runToEnd({ b in Watchdog.call(1) { interpreted.hart.run(budget: b) } }, budget: { 200_000 })
         runs.append(EngineRun(name: "swemu's interpreter", end: end, text: console(interpreted), instructions: interpreted.minstret))
-        if JITEngine.hostSupported {
+        if useJIT && JITEngine.hostSupported {
             let translated = try DiffMachine(image)
             let jit = try JITEngine(hart: translated.hart, codeBufferSize: 1 << 20)
             let end = translated.runToEnd({ b in Watchdog.call(2) { jit.run(budget: b) } }, budget: { 200_000 })
