@@ -40,7 +40,9 @@ let package = Package(
         // Linux KVM: /dev/kvm, VMs, vCPUs and their exits (DESIGN.md §2).
         .target(name: "KVM", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "Loader", dependencies: ["CZlib", "SystemSupport"], swiftSettings: strict),
-        .target(name: "Machines", dependencies: ["Block", "CLinux", "DeviceModel", "Devices", "GuestMemory", "KVM", "Loader", "RISCV", "RISCVJIT",
+        // The snapshot and migration stream (DESIGN.md §5): format, machine description, saved components.
+        .target(name: "Migration", dependencies: ["CZlib", "GuestMemory", "SystemSupport"], swiftSettings: strict),
+        .target(name: "Machines", dependencies: ["Block", "CLinux", "DeviceModel", "Devices", "GuestMemory", "KVM", "Loader", "Migration", "RISCV", "RISCVJIT",
                                                  "SystemSupport", "VirtIO"],
                 swiftSettings: strict),
         // QMP and the human monitor: protocol codecs with no I/O, and the servers on chardevs.
@@ -48,7 +50,7 @@ let package = Package(
         // The GDB remote serial protocol: a codec with no I/O, and the server on a chardev.
         .target(name: "GDBStub", dependencies: ["DeviceModel"], swiftSettings: strict),
         // Runs a board's vCPUs and serves the command channel the monitors and debuggers use.
-        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "QMP", "RISCV", "RISCVJIT", "SystemSupport"],
+        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "Migration", "QMP", "RISCV", "RISCVJIT", "SystemSupport"],
                 swiftSettings: strict),
         .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "RISCVJIT",
                                             "SystemSupport", "VMM"],
@@ -84,6 +86,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines", "TestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "GuestMemory", "SystemSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

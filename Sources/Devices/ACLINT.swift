@@ -9,7 +9,7 @@ import SystemSupport
 /// `mtime` counts the machine's `TimeBase`. The device keeps each `mtimecmp` for reads and
 /// hands every write to the hart (`timerCompareChanged`), which compares it with the time
 /// itself; so MTIP needs no host timer thread here.
-public final class ACLINT: BusDevice {
+public final class ACLINT: BusDevice, Snapshottable {
     public let name = "riscv.aclint"
     public static let size: UInt64 = 0x10000
     static let mtimecmpBase: UInt64 = 0x4000
@@ -18,11 +18,11 @@ public final class ACLINT: BusDevice {
     private let timeBase: TimeBase
     private let softwareInterrupts: [any InterruptLine]
     private let timerCompareChanged: @Sendable (_ hart: Int, _ value: UInt64) -> Void
-    private struct State {
+    private struct Registers {
         var msip: [Bool]
         var mtimecmp: [UInt64]
     }
-    private let state: Mutex<State>
+    private let state: Mutex<Registers>
 
     /// `softwareInterrupts[i]` drives hart i's MSIP; `timerCompareChanged(i, v)` sets its mtimecmp.
     public init(timeBase: TimeBase, softwareInterrupts: [any InterruptLine],
@@ -31,7 +31,7 @@ public final class ACLINT: BusDevice {
         self.softwareInterrupts = softwareInterrupts
         self.timerCompareChanged = timerCompareChanged
         let harts = softwareInterrupts.count
-        state = Mutex(State(msip: Array(repeating: false, count: harts), mtimecmp: Array(repeating: .max, count: harts)))
+        state = Mutex(Registers(msip: Array(repeating: false, count: harts), mtimecmp: Array(repeating: .max, count: harts)))
     }
 
     var hartCount: Int { softwareInterrupts.count }
@@ -75,6 +75,40 @@ public final class ACLINT: BusDevice {
             DebugLog.log(.unimplemented, "aclint: write to mtime ignored")
         default:
             DebugLog.log(.guestErrors, "aclint: write of \(size) bytes at offset 0x\(String(offset, radix: 16))")
+        }
+    }
+
+    // MARK: Snapshot
+
+    /// The MSWI bits and the MTIMER compare values, one of each per hart. `mtime` is the
+    /// machine's clock, saved with it.
+    public struct State: Codable, Sendable, Equatable {
+        public static let currentVersion: UInt32 = 1
+        public var version: UInt32 = State.currentVersion
+        public var msip: [Bool]
+        public var mtimecmp: [UInt64]
+    }
+
+    public func saveState() -> State {
+        state.withLock { State(msip: $0.msip, mtimecmp: $0.mtimecmp) }
+    }
+
+    /// Loads an untrusted saved state, after checking it; drives the MSIP lines and hands
+    /// each compare value to its hart.
+    public func restore(_ saved: State) throws(SystemError) {
+        guard saved.version == State.currentVersion else {
+            throw .badInput("ACLINT state: version \(saved.version) is not supported (this build reads version \(State.currentVersion))")
+        }
+        guard saved.msip.count == hartCount, saved.mtimecmp.count == hartCount else {
+            throw .badInput("ACLINT state: \(saved.msip.count) MSWI and \(saved.mtimecmp.count) MTIMER harts for a machine of \(hartCount)")
+        }
+        state.withLock { s in
+            s.msip = saved.msip
+            s.mtimecmp = saved.mtimecmp
+        }
+        for hart in 0..<hartCount {
+            softwareInterrupts[hart].set(level: saved.msip[hart])
+            timerCompareChanged(hart, saved.mtimecmp[hart])
         }
     }
 

@@ -1,4 +1,5 @@
 import DeviceModel
+import Glibc
 import Synchronization
 import SystemSupport
 import VirtIO
@@ -145,6 +146,14 @@ package final class VirtioBlock: VirtioDevice {
     package func reset() {
         // Without a worker, requests complete before `process` returns: nothing is in hand.
         worker?.dropPending()
+    }
+
+    /// Waits until the I/O thread has completed every request handed to it, then flushes the
+    /// disk: a snapshot or migration taken now has no request in flight, and what the guest
+    /// was told is written is on the disk.
+    package func quiesce() {
+        worker?.waitIdle()
+        try? backend.flush()
     }
 
     package func process(queue: Int, transport: any VirtioTransport) {
@@ -301,6 +310,8 @@ private func littleEndian<T: FixedWidthInteger>(_: T.Type, _ bytes: [UInt8], at 
 /// The I/O thread of a virtio-blk device: chains queued by `process`, run in order.
 private final class BlockWorker: Sendable {
     private let pending = Mutex<[(chain: DescriptorChain, transport: any VirtioTransport)]>([])
+    /// Requests taken from `pending` and not yet completed.
+    private let running = Atomic<Int>(0)
     private let wakeup: Wakeup
 
     init() throws(SystemError) {
@@ -317,8 +328,10 @@ private final class BlockWorker: Sendable {
                     let batch = self.pending.withLock { queue in
                         let batch = queue
                         queue.removeAll()
+                        self.running.store(batch.count, ordering: .sequentiallyConsistent)
                         return batch
                     }
+                    defer { self.running.store(0, ordering: .sequentiallyConsistent) }
                     if batch.isEmpty { break }
                     var transports: [any VirtioTransport] = []
                     for item in batch {
@@ -342,5 +355,12 @@ private final class BlockWorker: Sendable {
 
     func dropPending() {
         pending.withLock { $0.removeAll() }
+    }
+
+    /// Returns once nothing is queued or running. The vCPUs are parked, so nothing new comes.
+    func waitIdle() {
+        while pending.withLock({ !$0.isEmpty }) || running.load(ordering: .sequentiallyConsistent) != 0 {
+            usleep(200)
+        }
     }
 }

@@ -22,6 +22,8 @@ public final class GuestRAM: Sendable {
     private let mapping: MappedRegion
     /// Which pages hold code decoded by a hart, and their write generations.
     let codePages: CodePages
+    /// Which pages were written while a migration tracks them.
+    package let dirty: DirtyBitmap
 
     /// RAM is aligned to 2 MiB on the host so the kernel can use huge pages for it.
     public static let hostAlignment = 2 << 20
@@ -36,6 +38,7 @@ public final class GuestRAM: Sendable {
         self.range = range
         mapping = try MappedRegion(count: Int(size), alignment: GuestRAM.hostAlignment)
         codePages = try CodePages(size: size)
+        dirty = try DirtyBitmap(pages: Int(size / 4096))
     }
 
     public var size: UInt64 { range.size }
@@ -59,7 +62,9 @@ extension GuestRAM {
     @inline(__always)
     package func noteWrite(at address: GuestAddress, count: UInt64) {
         guard count > 0, range.contains(address, count: count) else { return }
-        codePages.noteWrite(firstPage: pageIndex(address), lastPage: pageIndex(GuestAddress(address.rawValue + count - 1)))
+        let first = pageIndex(address), last = pageIndex(GuestAddress(address.rawValue + count - 1))
+        codePages.noteWrite(firstPage: first, lastPage: last)
+        if dirty.isTracking { dirty.mark(firstPage: first, lastPage: last) }
     }
 }
 
@@ -165,6 +170,34 @@ public final class GuestMemory: Sendable {
         UnsafeMutableRawBufferPointer(start: p, count: bytes.count).copyBytes(from: bytes)
         region.noteWrite(at: address, count: UInt64(bytes.count))
     }
+}
+
+// MARK: - Dirty pages (DirtyBitmap.swift)
+
+extension GuestMemory {
+    /// A hart is about to cache a write translation of the RAM page at `page`: while a
+    /// migration tracks writes, the page counts as written (its stores will not be seen).
+    @inline(__always)
+    package func markDirtyForWriteTranslation(_ page: GuestAddress) {
+        for region in regions where region.dirty.isTracking && region.range.contains(page, count: 1) {
+            region.dirty.mark(page: Int((page.rawValue &- region.range.base.rawValue) >> 12))
+        }
+    }
+
+    /// Starts (every page dirty) or stops recording writes in every region. Call with every
+    /// vCPU parked, and have each hart drop its write translations before it runs again.
+    package func setDirtyTracking(_ on: Bool) {
+        for region in regions { region.dirty.setTracking(on) }
+    }
+
+    /// The pages written since the last call (guest-physical addresses, ascending), cleared.
+    /// Call with every vCPU parked, then have each hart drop its write translations.
+    package func takeDirtyPages() -> [GuestAddress] {
+        regions.flatMap { region in region.dirty.takeDirtyPages().map { GuestAddress(region.range.base.rawValue + UInt64($0) << 12) } }
+    }
+
+    /// Pages dirty now, over every region.
+    package var dirtyPageCount: Int { regions.reduce(0) { $0 + $1.dirty.dirtyCount } }
 }
 
 // MARK: - Code pages (CodePages.swift)

@@ -465,7 +465,7 @@ public final class Hart: @unchecked Sendable {
     }
 
     /// Forgets all code (reset, end of life).
-    private func dropAllCode() {
+    func dropAllCode() {
         freeDecodedPages()
         for page in codePages.keys { memory.ram.unregisterCodePage(GuestAddress(page), hart: Int(state.pointee.mhartid)) }
         codePages.removeAll()

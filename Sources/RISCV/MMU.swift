@@ -239,6 +239,9 @@ extension Hart {
         // `storeSlow` notes them (CodePages).
         if pmpUniform(page: page, access: access, key: key) && !(state.pointee.checkWatchpoints && access != .execute) {
             let vpn = vaddr >> 12
+            // Stores through the entry about to be cached are not seen one by one: a
+            // migration counts the page written now (DirtyBitmap).
+            if access == .write { memory.ram.markDirtyForWriteTranslation(GuestAddress(page)) }
             if access == .write && memory.ram.isCodePage(GuestAddress(page)) {
                 let code = codeWriteTLB + Int(vpn & UInt64(Hart.codeWriteTLBSize - 1))
                 code.pointee.tag = vpn << 2 | key

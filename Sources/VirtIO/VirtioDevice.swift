@@ -32,10 +32,15 @@ package protocol VirtioDevice: AnyObject, Sendable {
     func process(queue: Int, transport: any VirtioTransport)
     /// The driver reset the device (Status = 0, §2.4): drop every request and buffer in hand.
     func reset()
+    /// The machine is about to be saved (vCPUs parked): finish every request in hand, so the
+    /// queues' state is the whole of the device's. Has a default for devices that complete
+    /// requests within `process`.
+    func quiesce()
 }
 
 extension VirtioDevice {
     package func writeConfig(offset: Int, value: UInt64, size: Int) {}
+    package func quiesce() {}
 }
 
 /// What a device reaches of its transport: its queues, guest memory, and the interrupt.
