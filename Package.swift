@@ -50,7 +50,7 @@ let package = Package(
         // The GDB remote serial protocol: a codec with no I/O, and the server on a chardev.
         .target(name: "GDBStub", dependencies: ["DeviceModel"], swiftSettings: strict),
         // Runs a board's vCPUs and serves the command channel the monitors and debuggers use.
-        .target(name: "VMM", dependencies: ["Block", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "Migration", "QMP", "RISCV", "RISCVJIT", "SystemSupport"],
+        .target(name: "VMM", dependencies: ["Block", "CLinux", "Chardev", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "Migration", "QMP", "RISCV", "RISCVJIT", "SystemSupport"],
                 swiftSettings: strict),
         .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "RISCVJIT",
                                             "SystemSupport", "VMM"],

@@ -1,6 +1,7 @@
 import Chardev
 import RISCVJIT
 import SystemSupport
+import VMM
 
 /// Everything the command line asked for, validated. Built by `ConfigurationBuilder` from
 /// the scanned options; the machine code reads only this.
@@ -42,6 +43,8 @@ struct SystemConfiguration: Sendable {
     var noDefaultMonitor = false
     /// `-S`: start with the CPU stopped.
     var startPaused = false
+    /// `-incoming`: wait for a migration stream instead of booting.
+    var incoming: MigrationURI?
     /// `-gdb DEV` / `-s`: where the GDB stub listens.
     var gdb: ChardevSpec.Target?
     var debugItems: DebugLog.Category = []
@@ -74,7 +77,6 @@ enum Action: Sendable {
 private let notYetAvailable: [String: String] = [
     "netdev": "network backends are not available in this build yet",
     "loadvm": "snapshots are not available in this build yet",
-    "incoming": "migration is not available in this build yet",
 ]
 
 struct ConfigurationBuilder {
@@ -181,6 +183,8 @@ struct ConfigurationBuilder {
                 config.monitors.append(MonitorSpec(target: .chardev(id: id), mode: mode))
             case "S":
                 config.startPaused = true
+            case "incoming":
+                config.incoming = try wrap(flag) { () throws(SystemError) in try MigrationURI.parse(value, incoming: true) }
             case "s":
                 config.gdb = try gdbDevice("tcp::1234", option: flag)
             case "gdb":

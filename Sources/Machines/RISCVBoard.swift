@@ -128,6 +128,10 @@ public final class RISCVBoard: @unchecked Sendable {
     let uart: UART16550?
     let rtc: GoldfishRTC?
     let htif: HTIF?
+    let aclint: ACLINT
+    let plic: PLIC?
+    /// The virtio-mmio transports, in command-line order.
+    private(set) var transports: [VirtioMMIO] = []
     /// The temporary overlays of `-snapshot` disks, for Ctrl-A s (commit).
     package private(set) var snapshotOverlays: [SnapshotOverlay] = []
     /// The generated (or `-dtb`) device tree blob, as placed in RAM.
@@ -169,9 +173,10 @@ public final class RISCVBoard: @unchecked Sendable {
         }
 
         let events = self.events
-        try mmio.add(ACLINT(timeBase: timeBase, softwareInterrupts: harts.map { $0.interruptLine(InterruptBits.msip) }) { hart, value in
+        aclint = ACLINT(timeBase: timeBase, softwareInterrupts: harts.map { $0.interruptLine(InterruptBits.msip) }) { hart, value in
             harts[hart].setMachineTimerCompare(value)
-        }, at: GuestAddress(Layout.aclint), size: ACLINT.size)
+        }
+        try mmio.add(aclint, at: GuestAddress(Layout.aclint), size: ACLINT.size)
 
         let entry: BootTargets
         switch config.kind {
@@ -188,6 +193,7 @@ public final class RISCVBoard: @unchecked Sendable {
                 [$0.interruptLine(InterruptBits.meip), $0.interruptLine(InterruptBits.seip)]
             })
             try mmio.add(plic, at: GuestAddress(Layout.plic), size: PLIC.virtWindowSize)
+            self.plic = plic
             let uart = UART16550(name: "serial0", backend: config.serial, irq: plic.sourceLine(Layout.uartIRQ), regShift: 0)
             try mmio.add(uart, at: GuestAddress(Layout.uart0), size: 0x100)
             self.uart = uart
@@ -205,6 +211,7 @@ public final class RISCVBoard: @unchecked Sendable {
                 let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory,
                                            irq: plic.sourceLine(Layout.virtioFirstIRQ + slot))
                 try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)
+                transports.append(transport)
                 virtioSlots.append(slot)
             }
             htif = nil
@@ -224,6 +231,7 @@ public final class RISCVBoard: @unchecked Sendable {
         case .spike:
             uart = nil
             rtc = nil
+            plic = nil
             guard let kernel = config.kernel else { throw .configuration("-M spike needs -kernel PROGRAM.elf") }
             let program = try RISCVBoard.loadELF(kernel, into: memory)
             guard let tohost = program.symbol(named: "tohost"), let fromhost = program.symbol(named: "fromhost") else {
@@ -435,7 +443,14 @@ public final class RISCVBoard: @unchecked Sendable {
         // per tohost round trip) fast.
         let budget = htif == nil ? 1_000_000 : 2_000
         while runControl.exit.withLock({ $0 == nil }) {
+            let percent = throttle.load(ordering: .relaxed)
+            let sliceStart = percent > 0 ? VirtualClock.hostMonotonicNanoseconds() : 0
             let reason = engine.run(budget: budget)
+            if percent > 0 {
+                // Auto-converge: asleep `percent` of the time, so the guest dirties RAM slower.
+                let ran = VirtualClock.hostMonotonicNanoseconds() - sliceStart
+                usleep(UInt32(min(Int64(percent) * ran / Int64(100 - percent) / 1000, 1_000_000)))
+            }
             if index == 0, let exit = pollDevices() { return end(exit) }
             if let exit = pollEvents() { return end(exit) }
             if reason == .debugStop, let stop = hart.lastDebugStop { return end(.debugStop(stop, hart: index)) }
@@ -479,6 +494,13 @@ public final class RISCVBoard: @unchecked Sendable {
         if e & 1 != 0 { return .powerOff(exitCode: Int32(truncatingIfNeeded: e >> 1)) }
         if e == 2 { return .reset }
         return nil
+    }
+
+    /// The share of time each hart sleeps (auto-converge during a migration), 0 to 99.
+    private let throttle = Atomic<Int>(0)
+
+    public func setThrottle(percent: Int) {
+        throttle.store(min(max(percent, 0), 99), ordering: .relaxed)
     }
 
     /// Makes `run` return `.interrupted` soon (from any thread): the VMM's command channel.

@@ -108,6 +108,8 @@ public protocol MigratableMachine: AnyObject, Sendable {
     /// The header the stream carries.
     var migrationDescription: MachineDescription { get }
     var memory: GuestMemory { get }
+    /// Why this machine cannot be saved, if it cannot (nil: it can).
+    var migrationBlocker: String? { get }
     /// Finishes in-flight device work so the components' states are complete. vCPUs parked.
     func quiesceForSave()
     /// Every component's state, in `migrationDescription.components` order. vCPUs parked.

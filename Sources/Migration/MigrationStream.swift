@@ -56,11 +56,14 @@ public final class MigrationStreamWriter {
     }
 
     /// One page of guest RAM (`bytes` is 4096 bytes); an all-zero page travels as a marker.
-    public func writePage(at address: GuestAddress, bytes: UnsafeRawBufferPointer) throws(SystemError) {
+    /// Returns whether it was one.
+    @discardableResult
+    public func writePage(at address: GuestAddress, bytes: UnsafeRawBufferPointer) throws(SystemError) -> Bool {
         precondition(bytes.count == MigrationStream.pageSize)
         append(MigrationStream.RecordType.page.rawValue)
         append(address.rawValue)
-        if Self.isZero(bytes) {
+        let zero = Self.isZero(bytes)
+        if zero {
             append(UInt8(0))
         } else {
             append(UInt8(1))
@@ -69,6 +72,7 @@ public final class MigrationStreamWriter {
             bytesWritten += UInt64(bytes.count)
         }
         try flushIfFull()
+        return zero
     }
 
     public func writePassEnd(_ pass: UInt32) throws(SystemError) {
@@ -108,14 +112,12 @@ public final class MigrationStreamWriter {
         if buffer.count >= Self.bufferSize { try flush() }
     }
 
+    /// Whether a page is all zero: its first byte is, and each byte equals the next
+    /// (memcmp of the page with itself shifted by one; libc's memcmp is vectorised, so this
+    /// costs what a scan of the page does, also in debug builds).
     static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        // 8 bytes at a time; pages are 4096 bytes, a multiple of 8.
-        var i = 0
-        while i < bytes.count {
-            if bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
-            i += 8
-        }
-        return true
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return true }
+        return base.load(as: UInt8.self) == 0 && memcmp(base, base + 1, bytes.count - 1) == 0
     }
 
     private func append(_ bytes: [UInt8]) {
@@ -156,6 +158,9 @@ public final class MigrationStreamReader {
     private var start = 0
     private var end = 0
     private var crc: UInt = crc32(0, nil, 0)
+    /// The CRC covers the buffer's bytes before this index (it is brought up to `start` in
+    /// bulk, not per field: a stream is mostly small records).
+    private var crcUpTo = 0
     /// Bytes consumed so far (for messages: "at byte N").
     public private(set) var offset: UInt64 = 0
     // SAFETY: allocated here, freed in deinit; records hand out a view of it that is valid
@@ -242,6 +247,7 @@ public final class MigrationStreamReader {
     }
 
     private func checkCRC() throws(SystemError) {
+        updateCRC()
         let expected = UInt32(truncatingIfNeeded: crc)
         let found: UInt32 = try integer(what: "a checksum")
         guard found == expected else {
@@ -276,6 +282,8 @@ public final class MigrationStreamReader {
     private func fill(_ count: Int, what: String) throws(SystemError) {
         if end - start >= count { return }
         if start > 0 {
+            updateCRC()
+            crcUpTo = 0
             buffer.withUnsafeMutableBytes { b in
                 b.baseAddress!.copyMemory(from: b.baseAddress! + start, byteCount: end - start)
             }
@@ -292,8 +300,16 @@ public final class MigrationStreamReader {
     }
 
     private func consume(_ count: Int) {
-        buffer.withUnsafeBytes { b in crc = crc32(crc, (b.baseAddress! + start).assumingMemoryBound(to: UInt8.self), UInt32(count)) }
         start += count
         offset += UInt64(count)
+    }
+
+    /// Brings the CRC up to the bytes consumed.
+    private func updateCRC() {
+        guard start > crcUpTo else { return }
+        buffer.withUnsafeBytes { b in
+            crc = crc32(crc, (b.baseAddress! + crcUpTo).assumingMemoryBound(to: UInt8.self), UInt32(start - crcUpTo))
+        }
+        crcUpTo = start
     }
 }

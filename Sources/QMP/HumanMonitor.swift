@@ -266,9 +266,18 @@ public struct HumanMonitor: Sendable {
     static let commands: [CommandInfo] = [
         CommandInfo(name: "cont|c", params: "", help: "resume emulation"),
         CommandInfo(name: "cpu", params: "index", help: "set the default CPU"),
+        CommandInfo(name: "delvm", params: "tag", help: "delete a VM snapshot from its tag"),
         CommandInfo(name: "help|?", params: "[cmd]", help: "show the help"),
         CommandInfo(name: "info", params: "[subcommand]", help: "show various information about the system state"),
+        CommandInfo(name: "loadvm", params: "tag", help: "restore a VM snapshot from its tag"),
+        CommandInfo(name: "migrate", params: "[-d] uri",
+                    help: "migrate to URI (using -d to not wait for completion)"),
+        CommandInfo(name: "migrate_cancel", params: "", help: "cancel the current VM migration"),
+        CommandInfo(name: "migrate_incoming", params: "uri", help: "Continue an incoming migration from an -incoming defer"),
+        CommandInfo(name: "migrate_set_capability", params: "capability state", help: "Enable/Disable the usage of a capability for migration"),
+        CommandInfo(name: "migrate_set_parameter", params: "parameter value", help: "Set the parameter for migration"),
         CommandInfo(name: "q|quit", params: "", help: "quit the emulator"),
+        CommandInfo(name: "savevm", params: "tag", help: "save a VM snapshot. If no tag is provided, a new snapshot is created"),
         CommandInfo(name: "stop|s", params: "", help: "stop emulation"),
         CommandInfo(name: "system_powerdown", params: "", help: "send system power down event"),
         CommandInfo(name: "system_reset", params: "", help: "reset the system"),
@@ -283,11 +292,15 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "chardev", params: "", help: "show the character devices"),
         CommandInfo(name: "cpus", params: "", help: "show infos for each CPU"),
         CommandInfo(name: "jit", params: "", help: "show dynamic compiler info"),
+        CommandInfo(name: "migrate", params: "", help: "show migration status"),
+        CommandInfo(name: "migrate_capabilities", params: "", help: "show current migration capabilities"),
+        CommandInfo(name: "migrate_parameters", params: "", help: "show current migration parameters"),
         CommandInfo(name: "mtree", params: "[-f][-d][-o][-D]",
                     help: "show memory tree (-f: dump flat view for address spaces;-d: dump dispatch tree, valid with -f only);-o: dump region owners/parents;-D: dump disassembly"),
         CommandInfo(name: "name", params: "", help: "show the current VM name"),
         CommandInfo(name: "qtree", params: "", help: "show device tree"),
         CommandInfo(name: "registers", params: "[-a]", help: "show the cpu registers (-a: all - show register info for all cpus)"),
+        CommandInfo(name: "snapshots", params: "", help: "show the currently saved VM snapshots"),
         CommandInfo(name: "status", params: "", help: "show the current VM status (running|paused)"),
         CommandInfo(name: "version", params: "", help: "show the version of QEMU"),
     ]
@@ -309,7 +322,7 @@ public struct HumanMonitor: Sendable {
         c == " " || c == "\t" || c == "\n" || c == "\r" || c == "\u{0B}" || c == "\u{0C}"
     }
 
-    private static func trimmed(_ s: String) -> String {
+    static func trimmed(_ s: String) -> String {
         let scalars = Array(s.unicodeScalars)
         var a = 0
         var b = scalars.count
@@ -328,7 +341,7 @@ public struct HumanMonitor: Sendable {
 
     /// monitor_parse_arguments' complaint, then handle_hmp_command's pointer to the help of
     /// what was typed (`typed`: "stop", "s", "info status").
-    private func extraneous(_ name: String, _ rest: String, typed: String) -> String? {
+    func extraneous(_ name: String, _ rest: String, typed: String) -> String? {
         Self.trimmed(rest).isEmpty
             ? nil : "\(name): extraneous characters at the end of line\nTry \"help \(typed)\" for more information\n"
     }
@@ -359,6 +372,9 @@ public struct HumanMonitor: Sendable {
             } catch {
                 return error.message + "\n"
             }
+        case "migrate", "migrate_cancel", "migrate_incoming", "migrate_set_capability", "migrate_set_parameter", "savevm",
+             "loadvm", "delvm":
+            return migrationCommand(command.name, Self.trimmed(rest))
         case "x", "xp":
             do {
                 let dump = try MemoryDump.parse(arguments: rest, physical: command.name == "xp", name: command.name,
@@ -424,6 +440,8 @@ public struct HumanMonitor: Sendable {
             return target.chardevs.map { "\($0.label): filename=\($0.filename)\n" }.joined()
         case "block":
             return infoBlock(args)
+        case "migrate", "migrate_capabilities", "migrate_parameters", "snapshots":
+            return extraneous(sub, args, typed: "info \(sub)") ?? migrationInfo(sub)
         default:
             return passThrough("info " + Self.trimmed(rest), unknown: "info \(sub)")
         }

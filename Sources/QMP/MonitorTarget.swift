@@ -46,6 +46,9 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// (nil: the monitor reports the vCPU count for the running machine type, 1 for others).
     func maxCPUs(machine name: String) -> Int?
 
+    /// Snapshots and migration, where the target supports them. Has a default (nil).
+    var migration: (any MigrationControl)? { get }
+
     /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
     func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
 }
@@ -101,6 +104,13 @@ public enum MonitorEvent: Sendable, Equatable {
     case reset(guest: Bool, reason: String)
     case shutdown(guest: Bool, reason: String)
     case powerdown
+    /// MIGRATION: the migration's status changed ("setup", "active", "device", "completed",
+    /// "failed", "cancelling", "cancelled"), on both ends.
+    case migration(status: String)
+    /// MIGRATION_PASS: a pre-copy pass over dirty RAM began.
+    case migrationPass(Int)
+    /// JOB_STATUS_CHANGE of a snapshot job.
+    case jobStatusChange(id: String, status: String)
 }
 
 // Defaults for the requirements added with the QMP/HMP codecs, so a target need not
@@ -110,4 +120,5 @@ extension MonitorTarget {
     public func maxCPUs(machine name: String) -> Int? { nil }
     public var targetArch: String { cpus.first?.target ?? "" }
     public var kvmEnabled: Bool { false }
+    public var migration: (any MigrationControl)? { nil }
 }

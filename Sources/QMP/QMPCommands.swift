@@ -7,13 +7,15 @@ enum QMPCommands {
         case bool
         /// An array of strings from an enum (qapi `['QMPCapability']`).
         case enumList([String])
+        /// An array of objects, checked by the command itself.
+        case objectList
 
         var expected: String {
             switch self {
             case .string: return "string"
             case .int: return "integer"
             case .bool: return "boolean"
-            case .enumList: return "array"
+            case .enumList, .objectList: return "array"
             }
         }
     }
@@ -37,8 +39,12 @@ enum QMPCommands {
                     throw .generic("Parameter '\(p.name)' is missing")
                 }
                 switch (p.type, value) {
-                case (.string, .string), (.bool, .bool), (.int, .int):
+                case (.string, .string), (.bool, .bool), (.int, .int), (.int, .uint):
                     break
+                case (.objectList, .array(let items)):
+                    if let i = items.firstIndex(where: { $0.objectValue == nil }) {
+                        throw .generic("Invalid parameter type for '\(p.name)[\(i)]', expected: object")
+                    }
                 case (.enumList(let allowed), .array(let items)):
                     for (i, item) in items.enumerated() {
                         guard case .string(let s) = item else {
@@ -81,7 +87,7 @@ enum QMPCommands {
             Parameter(name: "command-line", type: .string, optional: false),
             Parameter(name: "cpu-index", type: .int, optional: true),
         ]),
-    ]
+    ] + MigrationCommands.all
 
     static func find(_ name: String) -> Command? { all.first { $0.name == name } }
 

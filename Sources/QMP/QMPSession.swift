@@ -119,6 +119,15 @@ public struct QMPSession: Sendable {
         case .shutdown(let guest, let reason):
             message.set("event", "SHUTDOWN")
             message.set("data", ["guest": .bool(guest), "reason": .string(reason)])
+        case .migration(let status):
+            message.set("event", "MIGRATION")
+            message.set("data", ["status": .string(status)])
+        case .migrationPass(let pass):
+            message.set("event", "MIGRATION_PASS")
+            message.set("data", ["pass": .int(Int64(pass))])
+        case .jobStatusChange(let id, let status):
+            message.set("event", "JOB_STATUS_CHANGE")
+            message.set("data", ["status": .string(status), "id": .string(id)])
         }
         return line(.object(message))
     }
@@ -233,6 +242,8 @@ public struct QMPSession: Sendable {
         case "quit":
             quit = true
             return [:]
+        case _ where MigrationCommands.all.contains(where: { $0.name == name }):
+            return try MigrationCommands.run(name, args, target: target)
         default:
             return QMPCommands.query(name, target: target, version: version)
         }
@@ -250,10 +261,14 @@ public struct QMPTimestamp: Sendable, Equatable {
 }
 
 /// A QMP error: QEMU's ErrorClass name and the human-readable description.
-struct QMPError: Error, Equatable, Sendable {
+public struct QMPError: Error, Equatable, Sendable {
     static let commandNotFoundClass = "CommandNotFound"
-    var errorClass: String
-    var desc: String
-    static func generic(_ desc: String) -> QMPError { QMPError(errorClass: "GenericError", desc: desc) }
+    public var errorClass: String
+    public var desc: String
+    public init(errorClass: String, desc: String) {
+        self.errorClass = errorClass
+        self.desc = desc
+    }
+    public static func generic(_ desc: String) -> QMPError { QMPError(errorClass: "GenericError", desc: desc) }
     static func commandNotFound(_ desc: String) -> QMPError { QMPError(errorClass: commandNotFoundClass, desc: desc) }
 }

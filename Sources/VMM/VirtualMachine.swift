@@ -38,6 +38,8 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         var stepPending: Int?
         /// `run` returned: requests are no longer served.
         var finished = false
+        /// `cont` arrived while an incoming migration loads: run once it has.
+        var startAfterIncoming = false
     }
 
     let setup: Setup
@@ -45,11 +47,17 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     /// Wakes the vCPU thread while the machine is stopped.
     private let wake = DispatchSemaphore(value: 0)
 
+    /// Snapshots and live migration (DESIGN.md §5).
+    let migrationManager = MigrationManager()
+
     public init(_ setup: Setup) {
         self.setup = setup
         // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
-        // (not "paused") until the first `cont`.
-        state = Mutex(State(runState: "prelaunch", paused: setup.startPaused))
+        // (not "paused") until the first `cont`. With -incoming it waits, stopped, in
+        // "inmigrate" until the stream is loaded.
+        state = Mutex(State(runState: setup.incoming == nil ? "prelaunch" : "inmigrate",
+                            paused: setup.startPaused || setup.incoming != nil))
+        migrationManager.host = self
     }
 
     // MARK: - The vCPU loop
@@ -69,6 +77,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
             }
             if let board { for request in requests { request(board) } }
         }
+        var incoming = setup.incoming
         while true {
             let board = try setup.makeBoard()
             defer { board.close() }  // its hart threads end with it (reset, or the end of the run)
@@ -77,8 +86,12 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                 s.hostReset = false
                 // QEMU's main_loop_should_exit: a machine (re)built while stopped (-S, or a
                 // reset while paused) is in "prelaunch" until `cont`.
-                s.runState = s.paused ? "prelaunch" : "running"
+                if s.runState != "inmigrate" { s.runState = s.paused ? "prelaunch" : "running" }
                 return s.debugPoints
+            }
+            if let uri = incoming {
+                incoming = nil
+                migrationManager.startIncoming(uri)
             }
             for point in points { Self.apply(point, insert: true, to: board) }
             slices: while true {
@@ -144,7 +157,10 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         return result.withLock { $0 }
     }
 
-    private func emit(_ event: MonitorEvent) {
+    /// Wakes the vCPU thread if it waits while the machine is stopped.
+    func wakeVCPUThread() { wake.signal() }
+
+    func emit(_ event: MonitorEvent) {
         for listener in state.withLock({ $0.listeners }) { listener(event) }
     }
 
@@ -208,6 +224,11 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     public func cont() {
         let changed = state.withLock { s -> Bool in
+            if s.runState == "inmigrate" {
+                // QEMU's autostart: the machine runs once the incoming stream is loaded.
+                s.startAfterIncoming = true
+                return false
+            }
             guard s.paused, s.runState != "shutdown" else { return false }
             s.paused = false
             s.runState = "running"

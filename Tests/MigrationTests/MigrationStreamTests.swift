@@ -19,9 +19,9 @@ import Testing
         try writer.writeHeader(description)
         var page = [UInt8](repeating: 0, count: 4096)
         for i in 0..<4096 { page[i] = UInt8(truncatingIfNeeded: i * 7 + 1) }
-        try page.withUnsafeBytes { b in try writer.writePage(at: GuestAddress(0x8000_1000), bytes: b) }
+        _ = try page.withUnsafeBytes { b in try writer.writePage(at: GuestAddress(0x8000_1000), bytes: b) }
         let zero = [UInt8](repeating: 0, count: 4096)
-        try zero.withUnsafeBytes { b in try writer.writePage(at: GuestAddress(0x8000_2000), bytes: b) }
+        _ = try zero.withUnsafeBytes { b in try writer.writePage(at: GuestAddress(0x8000_2000), bytes: b) }
         try writer.writePassEnd(1)
         try writer.writeComponent(SavedComponent(name: "clock", version: 1, payload: Array("{\"ns\":5}".utf8)))
         try writer.writeComponent(SavedComponent(name: "cpu0", version: 3, payload: [1, 2, 3]))

@@ -1,0 +1,101 @@
+/// The QMP commands of snapshots and migration (qapi/migration.json, QEMU 7.2), on a
+/// target's `MigrationControl`.
+enum MigrationCommands {
+    typealias Command = QMPCommands.Command
+    typealias Parameter = QMPCommands.Parameter
+
+    /// `migrate-set-parameters` members swemu takes (the rest of QEMU's are refused as unexpected).
+    static let parameterNames = ["downtime-limit", "max-bandwidth", "cpu-throttle-initial", "cpu-throttle-increment"]
+
+    static let all: [Command] = [
+        Command(name: "migrate", parameters: [
+            Parameter(name: "uri", type: .string, optional: false),
+            Parameter(name: "blk", type: .bool, optional: true),
+            Parameter(name: "inc", type: .bool, optional: true),
+            Parameter(name: "detach", type: .bool, optional: true),
+            Parameter(name: "resume", type: .bool, optional: true),
+        ]),
+        Command(name: "migrate_cancel", parameters: []),
+        Command(name: "migrate-incoming", parameters: [Parameter(name: "uri", type: .string, optional: false)]),
+        Command(name: "query-migrate", parameters: []),
+        Command(name: "migrate-set-parameters", parameters: parameterNames.map { Parameter(name: $0, type: .int, optional: true) }),
+        Command(name: "query-migrate-parameters", parameters: []),
+        Command(name: "migrate-set-capabilities", parameters: [Parameter(name: "capabilities", type: .objectList, optional: false)]),
+        Command(name: "query-migrate-capabilities", parameters: []),
+    ]
+
+    static func run(_ name: String, _ args: JSONObject, target: any MonitorTarget) throws(QMPError) -> JSONValue {
+        guard let control = target.migration else {
+            throw .generic("this machine (\(target.machineType)) cannot be migrated or snapshotted yet")
+        }
+        switch name {
+        case "migrate":
+            if args["blk"]?.boolValue == true || args["inc"]?.boolValue == true {
+                throw .generic("block migration is not supported: put the disks on storage both hosts see")
+            }
+            if args["resume"]?.boolValue == true { throw .generic("postcopy is not supported, so there is nothing to resume") }
+            try control.migrate(uri: args["uri"]?.stringValue ?? "")
+            return [:]
+        case "migrate_cancel":
+            control.migrateCancel()
+            return [:]
+        case "migrate-incoming":
+            try control.migrateIncoming(uri: args["uri"]?.stringValue ?? "")
+            return [:]
+        case "query-migrate":
+            return info(control.migrationInfo)
+        case "migrate-set-parameters":
+            var p = control.migrationParameters
+            func value(_ key: String) throws(QMPError) -> UInt64? {
+                guard let v = args[key]?.int64Value else { return nil }
+                guard v >= 0 else { throw .generic("Parameter '\(key)' expects a non-negative integer") }
+                return UInt64(v)
+            }
+            if let v = try value("downtime-limit") { p.downtimeLimitMs = v }
+            if let v = try value("max-bandwidth") { p.maxBandwidth = v }
+            if let v = try value("cpu-throttle-initial") { p.cpuThrottleInitial = v }
+            if let v = try value("cpu-throttle-increment") { p.cpuThrottleIncrement = v }
+            try control.setMigrationParameters(p)
+            return [:]
+        case "query-migrate-parameters":
+            let p = control.migrationParameters
+            return [
+                "downtime-limit": .uint(p.downtimeLimitMs), "max-bandwidth": .uint(p.maxBandwidth),
+                "cpu-throttle-initial": .uint(p.cpuThrottleInitial), "cpu-throttle-increment": .uint(p.cpuThrottleIncrement),
+            ]
+        case "migrate-set-capabilities":
+            for (i, item) in (args["capabilities"]?.arrayValue ?? []).enumerated() {
+                guard let object = item.objectValue, let capability = object["capability"]?.stringValue,
+                      let state = object["state"]?.boolValue else {
+                    throw .generic("Parameter 'capabilities[\(i)]' expects {'capability': NAME, 'state': BOOL}")
+                }
+                try control.setMigrationCapability(capability, state)
+            }
+            return [:]
+        case "query-migrate-capabilities":
+            return .array(control.migrationCapabilities.map { ["capability": .string($0.name), "state": .bool($0.state)] })
+        default:
+            return [:]
+        }
+    }
+
+    /// MigrationInfo as QEMU 7.2 returns it: `{}` before any migration.
+    static func info(_ info: MigrationInfo) -> JSONValue {
+        guard let status = info.status else { return [:] }
+        var object: JSONObject = ["status": .string(status)]
+        if let v = info.expectedDowntimeMs, status == "active" { object.set("expected-downtime", .int(v)) }
+        if let v = info.setupTimeMs { object.set("setup-time", .int(v)) }
+        if let v = info.totalTimeMs { object.set("total-time", .int(v)) }
+        if let v = info.downtimeMs { object.set("downtime", .int(v)) }
+        if let ram = info.ram {
+            object.set("ram", [
+                "total": .uint(ram.total), "remaining": .uint(ram.remaining), "transferred": .uint(ram.transferred),
+                "duplicate": .uint(ram.duplicate), "normal": .uint(ram.normal), "normal-bytes": .uint(ram.normalBytes),
+                "dirty-pages-rate": .uint(ram.dirtyPagesRate), "mbps": .double(ram.mbps), "dirty-sync-count": .uint(ram.dirtySyncCount),
+                "page-size": .uint(ram.pageSize), "skipped": 0, "multifd-bytes": 0, "postcopy-requests": 0,
+            ])
+        }
+        if let error = info.errorDescription, status == "failed" { object.set("error-desc", .string(error)) }
+        return .object(object)
+    }
+}

@@ -1,0 +1,55 @@
+import Glibc
+import Machines
+import Migration
+import QMP
+import SystemSupport
+
+/// The RISC-V VMM as the migration code sees it (DESIGN.md §5).
+extension VirtualMachine: MigrationHost {
+    public var migration: (any MigrationControl)? { migrationManager }
+
+    func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
+        perform { board in body(board) }
+    }
+
+    func stopForMigration() -> Bool {
+        let wasRunning = pause()
+        // QEMU's RUN_STATE_FINISH_MIGRATE while the last pass and the device states go.
+        state.withLock { $0.runState = "finish-migrate" }
+        return wasRunning
+    }
+
+    func resumeAfterMigration() {
+        state.withLock { $0.runState = "paused" }
+        cont()
+    }
+
+    func migrationCompleted() {
+        state.withLock { $0.runState = "postmigrate" }
+    }
+
+    func incomingCompleted() {
+        let start = state.withLock { s -> Bool in
+            s.runState = setup.startPaused ? "paused" : "prelaunch"
+            return !setup.startPaused || s.startAfterIncoming
+        }
+        if start { cont() }
+    }
+
+    func incomingFailed(_ error: SystemError) {
+        // QEMU: "load of migration failed", and the process ends with status 1.
+        let message = "swemu: load of migration failed: \(error)\n"
+        _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
+        let board = state.withLock { s -> RISCVBoard? in
+            if s.exitCode == nil { s.exitCode = 1 }
+            s.runState = "shutdown"
+            return s.board
+        }
+        board?.interrupt()
+        wakeVCPUThread()
+    }
+
+    func setThrottle(percent: Int) {
+        state.withLock { $0.board }?.setThrottle(percent: percent)
+    }
+}
