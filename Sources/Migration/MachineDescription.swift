@@ -43,10 +43,17 @@ public struct MachineDescription: Codable, Equatable, Sendable {
         }
         if cpus != here.cpus { result.append("CPUs: the stream has \(cpus), this machine \(here.cpus) (-smp)") }
         if ram != here.ram {
-            func text(_ regions: [RAMRegion]) -> String {
-                regions.map { "\(Self.size($0.size)) at 0x\(String($0.base, radix: 16))" }.joined(separator: ", ")
+            if ram.map(\.base) == here.ram.map(\.base) {
+                // The same layout: name each region whose size differs.
+                for (theirs, ours) in zip(ram, here.ram) where theirs.size != ours.size {
+                    result.append("RAM at 0x\(String(ours.base, radix: 16)): the stream has \(Self.size(theirs.size)), this machine \(Self.size(ours.size)) (-m)")
+                }
+            } else {
+                func text(_ regions: [RAMRegion]) -> String {
+                    regions.map { "\(Self.size($0.size)) at 0x\(String($0.base, radix: 16))" }.joined(separator: ", ")
+                }
+                result.append("RAM: the stream has \(text(ram)), this machine \(text(here.ram)) (-m)")
             }
-            result.append("RAM: the stream has \(text(ram)), this machine \(text(here.ram)) (-m)")
         }
         if components != here.components {
             let missing = components.filter { !here.components.contains($0) }

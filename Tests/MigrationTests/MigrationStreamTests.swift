@@ -113,7 +113,7 @@ import Testing
         let differences = Self.description.differences(from: other)
         #expect(differences == [
             "CPUs: the stream has 2, this machine 1 (-smp)",
-            "RAM: the stream has 64 MiB at 0x80000000, this machine 128 MiB at 0x80000000 (-m)",
+            "RAM at 0x80000000: the stream has 64 MiB, this machine 128 MiB (-m)",
             "devices: the stream has cpu1 which this machine lacks",
         ])
     }

@@ -1,0 +1,297 @@
+"""Migrates running swemu machines between processes and checks that nothing is lost.
+
+Usage: migration_machine.py SWEMU ELF WORKDIR SCENARIO. Runs the migrate_counter guest program
+(it prints "count N" every 10 ms of guest time, sleeping on its timer between counts, and checks
+a RAM buffer it rewrites every count) in a source swemu, moves it the way SCENARIO says, and
+checks the output goes on in the destination with no gap and no repeat, the timers keep firing,
+and the guest's own checks hold. Prints "ok ..."/"FAIL ..." per check; exits non-zero on a
+failure. Run by MachinesTests/MigrationTests.
+"""
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+from qemu.qmp import QMPClient
+
+SWEMU, ELF, WORK, SCENARIO = sys.argv[1:5]
+failures = []
+
+
+def check(condition, what):
+    print(("ok " if condition else "FAIL ") + what, flush=True)
+    if not condition:
+        failures.append(what)
+
+
+def counts(path):
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return [], ""
+    return [int(n) for n in re.findall(r"^count (\d+)\r?$", text, re.M)], text
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Machine:
+    """A swemu process running migrate_counter, with its QMP socket and serial log."""
+
+    def __init__(self, name, extra=(), smp="2", memory="64M"):
+        self.name = name
+        self.qmp_path = os.path.join(WORK, f"{name}.qmp")
+        self.serial = os.path.join(WORK, f"{name}.serial")
+        self.stderr_path = os.path.join(WORK, f"{name}.stderr")
+        args = [SWEMU, "-M", "virt", "-bios", "none", "-kernel", ELF, "-smp", smp, "-m", memory, "-display", "none",
+                "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off", *extra]
+        self.stderr = open(self.stderr_path, "wb")
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        self.qmp = None
+
+    async def connect(self):
+        for _ in range(400):
+            self.qmp = QMPClient(self.name)
+            try:
+                await self.qmp.connect(self.qmp_path)
+                return
+            except Exception:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} ended: {self.error_text()}")
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"cannot connect to {self.name}'s QMP")
+
+    async def execute(self, command, arguments=None):
+        return await self.qmp.execute(command, arguments)
+
+    async def wait_counts(self, at_least, timeout=30):
+        for _ in range(int(timeout / 0.02)):
+            found, _ = counts(self.serial)
+            if found and found[-1] >= at_least:
+                return found
+            await asyncio.sleep(0.02)
+        return counts(self.serial)[0]
+
+    async def wait_status(self, wanted, timeout=60):
+        status = None
+        for _ in range(int(timeout / 0.02)):
+            status = await self.execute("query-migrate")
+            if status.get("status") in wanted:
+                return status
+            await asyncio.sleep(0.02)
+        return status
+
+    def error_text(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_exit(self, timeout=30):
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    async def close(self):
+        if self.qmp is not None:
+            try:
+                await self.qmp.disconnect()
+            except Exception:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
+
+
+def check_continuity(source, destination, at_least=40):
+    """The destination's counts start right after the source's last and go on one by one."""
+    before, source_text = counts(source.serial)
+    after, destination_text = counts(destination.serial)
+    check(bool(before) and bool(after), f"both sides printed counts (source up to {before[-1:]}, destination {after[:1]}..{after[-1:]})")
+    if before and after:
+        check(after[0] == before[-1] + 1, f"no gap, no repeat: source ended at {before[-1]}, destination began at {after[0]}")
+        check(after == list(range(after[0], after[0] + len(after))), "the destination's counts go up one by one")
+        check(len(after) >= at_least, f"the destination's timers keep firing ({len(after)} counts)")
+    for text, side in ((source_text, "source"), (destination_text, "destination")):
+        check("BAD" not in text and "clock jumped" not in text and "stalled" not in text,
+              f"{side}: the guest's checks hold (buffer checksums, state, clock, hart 1)")
+
+
+async def migrate_live(uri_for_destination, uri_for_source, smp="2"):
+    destination = Machine("destination", ["-incoming", uri_for_destination], smp=smp)
+    source = Machine("source", smp=smp)
+    try:
+        await source.connect()
+        await destination.connect()
+        status = await destination.execute("query-status")
+        check(status["status"] == "inmigrate", f"the destination waits in inmigrate: {status}")
+        await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+        await source.wait_counts(20)
+        await source.execute("migrate", {"uri": uri_for_source})
+        info = await source.wait_status(("completed", "failed", "cancelled"))
+        check(info.get("status") == "completed", f"the migration completed: {info}")
+        check(info.get("ram", {}).get("total", 0) >= 64 << 20, "query-migrate reports the RAM size (64 MiB and the boot ROM)")
+        check("downtime" in info and "total-time" in info, "query-migrate reports downtime and total time")
+        status = await source.execute("query-status")
+        check(status["status"] == "postmigrate", f"the source ends in postmigrate: {status}")
+        stopped_at = counts(source.serial)[0][-1:]
+        await destination.wait_counts((stopped_at[0] if stopped_at else 0) + 60)
+        status = await destination.execute("query-status")
+        check(status["status"] == "running", f"the destination runs: {status}")
+        await asyncio.sleep(0.2)
+        check(counts(source.serial)[0][-1:] == stopped_at, "the source prints nothing after the switch-over")
+        check_continuity(source, destination)
+    finally:
+        await source.close()
+        await destination.close()
+
+
+async def migrate_through(uri):
+    """Saves a running machine to a file or command, then loads it in a new process."""
+    source = Machine("source")
+    try:
+        await source.connect()
+        await source.wait_counts(20)
+        await source.execute("migrate", {"uri": uri[0]})
+        info = await source.wait_status(("completed", "failed"))
+        check(info.get("status") == "completed", f"saved through {uri[0]}: {info}")
+    finally:
+        await source.close()
+    destination = Machine("destination", ["-incoming", uri[1]])
+    try:
+        await destination.connect()
+        await destination.wait_counts(counts(source.serial)[0][-1] + 60)
+        check_continuity(source, destination)
+    finally:
+        await destination.close()
+
+
+async def refused(stream_bytes, extra, expected, name):
+    path = os.path.join(WORK, f"{name}.stream")
+    with open(path, "wb") as f:
+        f.write(stream_bytes)
+    destination = Machine(f"refuse-{name}", ["-incoming", f"file:{path}", *extra])
+    status = destination.wait_exit(60)
+    text = destination.error_text()
+    check(status == 1, f"{name}: the destination ends with status 1 (got {status})")
+    check(expected in text, f"{name}: it says what is wrong ({text.strip()!r}, expected {expected!r})")
+    check(counts(destination.serial)[0] == [], f"{name}: the refused machine never ran")
+    await destination.close()
+
+
+async def faults():
+    # A good stream to corrupt.
+    source = Machine("source")
+    path = os.path.join(WORK, "good.stream")
+    try:
+        await source.connect()
+        await source.wait_counts(10)
+        await source.execute("stop")
+        await source.execute("migrate", {"uri": f"file:{path}"})
+        info = await source.wait_status(("completed", "failed"))
+        check(info.get("status") == "completed", f"a stopped machine saves to a file: {info}")
+    finally:
+        await source.close()
+    with open(path, "rb") as f:
+        good = f.read()
+    await refused(good[: len(good) // 2], [], "ends early", "truncated")
+    flipped = bytearray(good)
+    flipped[len(good) // 3] ^= 0x10
+    await refused(bytes(flipped), [], "migration stream", "bit-flipped")
+    await refused(b"QEVM\x00\x00\x00\x03" + bytes(100), [], "QEMU migration stream", "qemu-stream")
+    await refused(os.urandom(4096), [], "not a swemu migration stream", "random-bytes")
+    await refused(good, ["-m", "128M"], "RAM at 0x80000000: the stream has 64 MiB, this machine 128 MiB", "ram-mismatch")
+    await refused(good, ["-smp", "1"], "CPUs: the stream has 2, this machine 1", "smp-mismatch")
+
+    # The destination dies mid-transfer: the source runs on, with MIGRATION failed.
+    sock = os.path.join(WORK, "kill.sock")
+    destination = Machine("victim", ["-incoming", f"unix:{sock}"])
+    source = Machine("survivor")
+    try:
+        await source.connect()
+        await destination.connect()
+        await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+        # Slow enough to be killed mid-way: 1 MiB/s for 64 MiB of RAM (mostly zero pages,
+        # which are small, but the buffer pages are 4 KiB each).
+        await source.execute("migrate-set-parameters", {"max-bandwidth": 1 << 20})
+        await source.wait_counts(10)
+        await source.execute("migrate", {"uri": f"unix:{sock}"})
+        await asyncio.sleep(0.3)
+        destination.process.kill()
+        info = await source.wait_status(("failed", "completed"))
+        check(info.get("status") == "failed" and info.get("error-desc"), f"killing the destination fails the migration: {info}")
+        status = await source.execute("query-status")
+        check(status["status"] == "running", f"the source runs on: {status}")
+        n = counts(source.serial)[0][-1]
+        await source.wait_counts(n + 20)
+        check(counts(source.serial)[0][-1] >= n + 20, "the source keeps counting after the failure")
+
+        # migrate_cancel mid-transfer, to a destination that stays.
+        sock2 = os.path.join(WORK, "cancel.sock")
+        patient = Machine("patient", ["-incoming", f"unix:{sock2}"])
+        await patient.connect()
+        await source.execute("migrate", {"uri": f"unix:{sock2}"})
+        await asyncio.sleep(0.3)
+        await source.execute("migrate_cancel")
+        info = await source.wait_status(("cancelled", "failed", "completed"))
+        check(info.get("status") == "cancelled", f"migrate_cancel cancels: {info}")
+        status = await source.execute("query-status")
+        check(status["status"] == "running", f"the source runs on after the cancel: {status}")
+        check(patient.wait_exit(30) == 1, "the abandoned destination ends with status 1")
+        await patient.close()
+        _, text = counts(source.serial)
+        check("BAD" not in text, "the source's checks hold after the failures")
+    finally:
+        await source.close()
+        await destination.close()
+
+
+async def main():
+    if SCENARIO == "unix":
+        sock = os.path.join(WORK, "migrate.sock")
+        await migrate_live(f"unix:{sock}", f"unix:{sock}")
+    elif SCENARIO == "tcp":
+        port = free_port()
+        await migrate_live(f"tcp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}", smp="1")
+    elif SCENARIO == "file":
+        path = os.path.join(WORK, "machine.state")
+        await migrate_through((f"file:{path}", f"file:{path}"))
+    elif SCENARIO == "exec":
+        path = os.path.join(WORK, "machine.state.gz")
+        await migrate_through((f"exec:gzip -c > {path}", f"exec:gzip -dc {path}"))
+    elif SCENARIO == "defer":
+        sock = os.path.join(WORK, "defer.sock")
+        destination = Machine("destination", ["-incoming", "defer"])
+        source = Machine("source")
+        try:
+            await destination.connect()
+            await source.connect()
+            await destination.execute("migrate-incoming", {"uri": f"unix:{sock}"})
+            await source.wait_counts(20)
+            for _ in range(100):
+                if os.path.exists(sock):
+                    break
+                await asyncio.sleep(0.02)
+            await source.execute("migrate", {"uri": f"unix:{sock}"})
+            info = await source.wait_status(("completed", "failed"))
+            check(info.get("status") == "completed", f"-incoming defer + migrate-incoming: {info}")
+            await destination.wait_counts(counts(source.serial)[0][-1] + 60)
+            check_continuity(source, destination)
+        finally:
+            await source.close()
+            await destination.close()
+    elif SCENARIO == "faults":
+        await faults()
+    else:
+        check(False, f"unknown scenario {SCENARIO}")
+    sys.exit(1 if failures else 0)
+
+
+asyncio.run(main())
