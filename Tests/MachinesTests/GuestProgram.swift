@@ -64,10 +64,14 @@ enum GuestProgram {
 
     /// Runs a program to completion (bounded by `timeout` seconds) and returns its exit status
     /// and combined output.
-    static func run(_ path: String, _ arguments: [String], timeout: Double = 120) throws -> (status: Int32, output: String) {
+    static func run(_ path: String, _ arguments: [String], timeout: Double = 120,
+                    environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
