@@ -60,6 +60,9 @@ let package = Package(
         .executableTarget(name: "swemu-img", dependencies: ["CLI"], swiftSettings: strict),
         // libFuzzer target for the qcow2 parsers (scripts/fuzz-qcow2); replays inputs when built normally.
         .executableTarget(name: "swemu-fuzz-qcow2", dependencies: ["Block", "DeviceModel", "SystemSupport"], swiftSettings: strict),
+        // libFuzzer target for the migration stream loaded into a real board (scripts/fuzz-migration).
+        .executableTarget(name: "swemu-fuzz-migration", dependencies: ["GuestMemory", "Machines", "Migration", "SystemSupport"],
+                          swiftSettings: strict),
 
         // What several test targets share (Tests/TestSupport): the one Python the tests run, and the
         // trait that lets at most one Linux guest boot at a time across all the test modules.

@@ -330,43 +330,12 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
         }
     }
 
-    /// Loads a whole stream into the parked machine: header checked against this machine,
-    /// pages into RAM, then the components. Shared by `-incoming` and `loadvm`.
+    /// Loads a whole stream into the stopped machine: pages while it stays stopped, then the
+    /// components with every vCPU parked. Shared by `-incoming` and `loadvm`.
     func load(from reader: MigrationStreamReader, host: any MigrationHost, passLoaded: () -> Void = {}) throws(SystemError) {
-        let description = try reader.readHeader()
         guard let (here, memory) = host.parked({ ($0.migrationDescription, $0.memory) }) else { throw .badInput("the machine ended") }
-        let differences = description.differences(from: here)
-        guard differences.isEmpty else {
-            throw .badInput("the saved machine is not this one: " + differences.joined(separator: "; "))
-        }
-        var components: [SavedComponent] = []
-        loop: while true {
-            switch try reader.next() {
-            case let .page(address, zero, bytes):
-                guard memory.isRAM(address, count: UInt64(MigrationStream.pageSize)) else {
-                    throw .badInput("migration stream: a page at \(address), which is not RAM of this machine, at byte \(reader.offset)")
-                }
-                do {
-                    try memory.withHostBytes(at: address, count: MigrationStream.pageSize) { page in
-                        // memset/memcpy: this loop must not depend on the optimiser (debug builds run it too).
-                        if zero { memset(page.baseAddress!, 0, page.count) } else { memcpy(page.baseAddress!, bytes.baseAddress!, page.count) }
-                    }
-                } catch {
-                    throw .badInput("migration stream: page \(address) could not be written: \(error)")
-                }
-            case .passEnd:
-                passLoaded()
-            case .component(let component):
-                guard components.count < here.components.count else {
-                    throw .badInput("migration stream: more components than this machine has, at byte \(reader.offset)")
-                }
-                components.append(component)
-            case .end:
-                break loop
-            }
-        }
-        let loaded = components
-        guard let result = host.parked({ m in Result { () throws(SystemError) in try m.restoreComponents(loaded) } }) else {
+        let components = try MigrationLoader.load(from: reader, into: here, memory: memory, passLoaded: passLoaded)
+        guard let result = host.parked({ m in Result { () throws(SystemError) in try m.restoreComponents(components) } }) else {
             throw .badInput("the machine ended")
         }
         try result.get()
