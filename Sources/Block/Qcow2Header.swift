@@ -257,6 +257,19 @@ package struct Qcow2Snapshot: Equatable, Sendable {
     /// The disk size at the time of the snapshot, from the extra data (v3), if recorded.
     package var diskSize: UInt64? { extraData.count >= 16 ? extraData.be64(8) : nil }
 
+    /// The size of the saved VM state: qcow2.txt's vm_state_size_large when the extra data
+    /// holds it (the 32-bit vm_state_size is 0 for states of 4 GiB and more), else
+    /// vm_state_size. 0: a disk-only snapshot.
+    package var vmStateBytes: UInt64 { extraData.count >= 8 ? extraData.be64(0) : UInt64(vmStateSize) }
+
+    /// The instruction count at the snapshot (qcow2.txt extra data "icount"); nil when not
+    /// recorded, or recorded as -1 (QEMU's "not in icount mode").
+    package var icount: UInt64? {
+        guard extraData.count >= 24 else { return nil }
+        let value = extraData.be64(16)
+        return value == .max ? nil : value
+    }
+
     /// Parses `count` entries from `bytes` (the table read from the file).
     package static func parseTable(_ bytes: [UInt8], count: Int, name: String) throws(SystemError) -> [Qcow2Snapshot] {
         var result: [Qcow2Snapshot] = []

@@ -61,6 +61,8 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     private var corrupt = false
     /// The file's length when opened: clusters below it may be in use.
     private let openedLength: UInt64
+    /// A `savevm` is writing the vmstate area (one at a time: they would share it).
+    var savingVMState = false
 
     package var label: String { "qcow2:\(file.path)" }
     package var size: UInt64 { lock.withLock { _ in header.size } }
@@ -191,7 +193,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         }
     }
 
-    private func checkNotCorrupt() throws(SystemError) {
+    func checkNotCorrupt() throws(SystemError) {
         guard !corrupt else { throw .badInput("\(file.path): the image is marked corrupt and refuses writes: repair it with 'swemu-img check -r all'") }
     }
 

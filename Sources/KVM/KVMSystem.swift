@@ -106,6 +106,24 @@ public final class KVMSystem: Sendable {
         }
     }
 
+    /// KVM_GET_MSR_INDEX_LIST: the MSRs this KVM saves and restores for a vCPU (api.rst 4.3).
+    /// The list grows until the kernel stops answering E2BIG.
+    package func msrIndexList() throws(SystemError) -> [UInt32] {
+        var capacity = 256
+        while true {
+            // struct kvm_msr_list { __u32 nmsrs; __u32 indices[]; }
+            var words = [UInt32](repeating: 0, count: 1 + capacity)
+            words[0] = UInt32(capacity)
+            let rc = words.withUnsafeMutableBytes { clx_ioctl_ptr(fd, clx_KVM_GET_MSR_INDEX_LIST, $0.baseAddress!) }
+            if rc >= 0 { return Array(words[1..<(1 + min(capacity, Int(words[0])))]) }
+            let err = Errno.current
+            guard err == Errno(rawValue: E2BIG), capacity < 1 << 16 else {
+                throw SystemError(.syscall, "KVM_GET_MSR_INDEX_LIST", errno: err)
+            }
+            capacity = max(capacity * 2, Int(words[0]))
+        }
+    }
+
     /// KVM_CREATE_VM with the default machine type.
     public func createVM() throws(SystemError) -> KVMVirtualMachine {
         let vmfd = try syscall("KVM_CREATE_VM") { clx_ioctl_int(fd, clx_KVM_CREATE_VM, 0) }

@@ -46,8 +46,10 @@ public final class KVMVcpu: @unchecked Sendable {
     private let threadIDStorage = Atomic<Int>(0)
     /// The signal that kicks a vCPU thread out of KVM_RUN.
     public static let kickSignal = SIGUSR2
+    /// Which parts of the saved state this host's KVM reads and writes (KVMVcpu+State.swift).
+    let capabilities: StateCapabilities
 
-    init(fd: consuming FileDescriptor, id: Int, mapSize: Int) throws(SystemError) {
+    init(fd: consuming FileDescriptor, id: Int, mapSize: Int, capabilities: StateCapabilities) throws(SystemError) {
         let raw = mmap(nil, mapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
         guard let raw, clx_is_map_failed(raw) == 0 else {
             throw SystemError(.syscall, "cannot map kvm_run of vCPU \(id)", errno: .current)
@@ -55,13 +57,28 @@ public final class KVMVcpu: @unchecked Sendable {
         self.fd = fd
         self.id = id
         self.mapSize = mapSize
+        self.capabilities = capabilities
         run = raw.bindMemory(to: kvm_run.self, capacity: 1)
     }
 
     deinit { munmap(run, mapSize) }
 
-    func ioctl(_ request: UInt, _ what: @autoclosure () -> String, _ arg: UnsafeMutableRawPointer) throws(SystemError) {
-        _ = try syscall("\(what()) (vCPU \(id))") { clx_ioctl_ptr(fd.rawValue, request, arg) }
+    /// One vCPU ioctl with a pointer argument; returns its non-negative result (KVM_GET_MSRS and
+    /// KVM_SET_MSRS answer how many entries they processed).
+    @discardableResult
+    func ioctl(_ request: UInt, _ what: @autoclosure () -> String, _ arg: UnsafeMutableRawPointer) throws(SystemError) -> Int32 {
+        try syscall("\(what()) (vCPU \(id))") { clx_ioctl_ptr(fd.rawValue, request, arg) }
+    }
+
+    /// One vCPU ioctl whose result the caller checks (negative: failed, `errno` says why).
+    func rawIoctl(_ request: UInt, _ arg: UnsafeMutableRawPointer) -> Int32 {
+        clx_ioctl_ptr(fd.rawValue, request, arg)
+    }
+
+    /// One vCPU ioctl with an integer argument (KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ).
+    @discardableResult
+    func ioctl(_ request: UInt, _ what: @autoclosure () -> String, value: UInt) throws(SystemError) -> Int32 {
+        try syscall("\(what()) (vCPU \(id))") { clx_ioctl_int(fd.rawValue, request, value) }
     }
 
     // MARK: - Running
@@ -83,6 +100,16 @@ public final class KVMVcpu: @unchecked Sendable {
         run.pointer(to: \.immediate_exit)!.pointee = 1
         let t = thread.load(ordering: .sequentiallyConsistent)
         if t != 0 { _ = pthread_kill(pthread_t(t), KVMVcpu.kickSignal) }
+    }
+
+    /// Makes the next KVM_RUN only finish the operation of the last exit and return
+    /// `.interrupted` before the guest runs another instruction. An `in`, an MMIO read or a
+    /// string instruction is complete, and the guest state consistent, only after userspace has
+    /// re-entered KVM_RUN; that pending part is in no state userspace can read (api.rst 5,
+    /// the note under KVM_EXIT_IO / KVM_EXIT_MMIO), so a vCPU must do this before it is saved.
+    package func requestCompletionOnly() {
+        // SAFETY: as in kick(); called on the vCPU thread itself, outside KVM_RUN.
+        run.pointer(to: \.immediate_exit)!.pointee = 1
     }
 
     /// KVM_RUN once; returns why the guest stopped.

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import Synchronization
 import SystemSupport
 
 /// A VM fd (api.rst §4, "vm ioctl"): memory slots, the in-kernel interrupt controllers and
@@ -7,6 +8,10 @@ import SystemSupport
 public final class KVMVirtualMachine: Sendable {
     private let fd: FileDescriptor
     public let system: KVMSystem
+    /// Whether `createIRQChip()` and `createPIT()` made the in-kernel devices, whose state then
+    /// travels in `State` (KVMVirtualMachine+State.swift).
+    let hasIRQChip = Atomic<Bool>(false)
+    let hasPIT = Atomic<Bool>(false)
 
     init(fd: consuming FileDescriptor, system: KVMSystem) {
         self.fd = fd
@@ -36,6 +41,7 @@ public final class KVMVirtualMachine: Sendable {
     /// KVM_CREATE_IRQCHIP: the in-kernel 8259 PICs, IOAPIC (24 pins, GSI = pin) and local APICs.
     public func createIRQChip() throws(SystemError) {
         _ = try syscall("KVM_CREATE_IRQCHIP") { clx_ioctl_int(fd.rawValue, clx_KVM_CREATE_IRQCHIP, 0) }
+        hasIRQChip.store(true, ordering: .sequentiallyConsistent)
     }
 
     /// KVM_CREATE_PIT2: the in-kernel 8254 timer on ports 0x40-0x43, its speaker port a dummy
@@ -44,6 +50,7 @@ public final class KVMVirtualMachine: Sendable {
         var config = kvm_pit_config()
         config.flags = UInt32(KVM_PIT_SPEAKER_DUMMY)
         _ = try syscall("KVM_CREATE_PIT2") { clx_ioctl_ptr(fd.rawValue, clx_KVM_CREATE_PIT2, &config) }
+        hasPIT.store(true, ordering: .sequentiallyConsistent)
     }
 
     /// KVM_IRQFD: a write to eventfd `eventFD` raises GSI `gsi` in the kernel, with no exit to
@@ -68,9 +75,15 @@ public final class KVMVirtualMachine: Sendable {
         _ = try syscall("KVM_IOEVENTFD at 0x\(String(address, radix: 16))") { clx_ioctl_ptr(fd.rawValue, clx_KVM_IOEVENTFD, &request) }
     }
 
+    /// One VM ioctl with a pointer argument.
+    func ioctl(_ request: UInt, _ what: @autoclosure () -> String, _ arg: UnsafeMutableRawPointer) throws(SystemError) {
+        _ = try syscall(what()) { clx_ioctl_ptr(fd.rawValue, request, arg) }
+    }
+
     /// KVM_CREATE_VCPU with APIC id `id`, and its `kvm_run` mapping.
     public func createVCPU(id: Int) throws(SystemError) -> KVMVcpu {
         let vcpufd = try syscall("KVM_CREATE_VCPU \(id)") { clx_ioctl_int(fd.rawValue, clx_KVM_CREATE_VCPU, UInt(id)) }
-        return try KVMVcpu(fd: FileDescriptor(owning: vcpufd), id: id, mapSize: system.vcpuMapSize)
+        return try KVMVcpu(fd: FileDescriptor(owning: vcpufd), id: id, mapSize: system.vcpuMapSize,
+                           capabilities: KVMVcpu.StateCapabilities(system, localAPIC: hasIRQChip.load(ordering: .sequentiallyConsistent)))
     }
 }

@@ -109,6 +109,10 @@ public final class X86MicroVM: @unchecked Sendable {
     let ports: AddressSpace
     let mmio: AddressSpace
     public let vcpus: [KVMVcpu]
+    /// The devices whose state travels in `State` (X86MicroVM+State.swift): COM1 and the
+    /// virtio-mmio transports, in slot order.
+    let uart: UART16550
+    let virtioTransports: [VirtioMMIO]
     /// The temporary overlays of `-snapshot` disks, for Ctrl-A s (commit).
     package let snapshotOverlays: [SnapshotOverlay]
     /// irqfds, which must live as long as the VM.
@@ -116,7 +120,7 @@ public final class X86MicroVM: @unchecked Sendable {
     /// ioeventfds, registered with `eventLoop` until the board ends.
     private let notifyFDs: [Wakeup]
     private let eventLoop: EventLoop?
-    private let events: Events
+    let events: Events
     /// One per vCPU: wakes it from `pause()`.
     private let resumeWakeups: [Wakeup]
 
@@ -128,6 +132,9 @@ public final class X86MicroVM: @unchecked Sendable {
         /// `pause()` asked the vCPUs to park; each parked one counts itself in `parked`.
         let paused = Atomic<Bool>(false)
         let parked = Atomic<Int>(0)
+        /// vCPU threads started by `run()` and not yet ended: the machine is at rest when all of
+        /// them are parked (or none runs).
+        let liveVCPUs = Atomic<Int>(0)
         /// While paused, the one vCPU `step(vcpu:)` lets run (-1: none).
         let soloVCPU = Atomic<Int>(-1)
         /// Told on the vCPU thread of each KVM_EXIT_DEBUG (`setDebugHandler`).
@@ -199,6 +206,7 @@ public final class X86MicroVM: @unchecked Sendable {
             throw .configuration("at most \(Layout.virtioSlots) virtio devices fit on -M microvm (\(config.virtio.count) given)")
         }
         var virtioSlots: [ACPITables.VirtioSlot] = []
+        var virtioTransports: [VirtioMMIO] = []
         var snapshotOverlays: [SnapshotOverlay] = []
         var notifyFDs: [Wakeup] = []
         for (index, spec) in config.virtio.enumerated() {
@@ -207,6 +215,7 @@ public final class X86MicroVM: @unchecked Sendable {
             let device = try spec.makeDevice(overlays: &snapshotOverlays)
             let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory, irq: try irqLine(gsi))
             try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)
+            virtioTransports.append(transport)
             if let loop = config.eventLoop {
                 // virtio-mmio QueueNotify (offset 0x50) takes the queue index: one eventfd per
                 // queue, matched on the value, so each wakes only its own queue's work.
@@ -245,6 +254,8 @@ public final class X86MicroVM: @unchecked Sendable {
         self.irqFDs = irqFDs
         self.notifyFDs = notifyFDs
         self.snapshotOverlays = snapshotOverlays
+        self.uart = uart
+        self.virtioTransports = virtioTransports
 
         let acpiTables = ACPITables(cpus: config.cpus, virtio: virtioSlots, at: Layout.acpi)
         let entry = try X86MicroVM.load(config, memory: memory, acpi: acpiTables)
@@ -452,12 +463,16 @@ public final class X86MicroVM: @unchecked Sendable {
     /// `requestPowerOff` is called; returns why. The board cannot run twice: a reset builds a
     /// new one.
     public func run(startPaused: Bool = false) throws(SystemError) -> Exit {
+        // Decided before it started (a restore that failed half-way): no guest code runs.
+        if let exit = events.exit.withLock({ $0 }) { return exit }
         events.paused.store(startPaused, ordering: .sequentiallyConsistent)
         let finished = Atomic<Int>(0)
         for vcpu in vcpus {
+            events.liveVCPUs.add(1, ordering: .sequentiallyConsistent)
             try HostThread.spawn(name: "CPU \(vcpu.id)/KVM") { [self] in
                 vcpu.bindToCurrentThread()
                 runLoop(vcpu)
+                events.liveVCPUs.subtract(1, ordering: .sequentiallyConsistent)
                 finished.add(1, ordering: .sequentiallyConsistent)
                 events.vcpuChanged.signal()
             }
@@ -522,13 +537,23 @@ public final class X86MicroVM: @unchecked Sendable {
 
     /// One vCPU thread: KVM_RUN and the exits the kernel leaves to us.
     private func runLoop(_ vcpu: KVMVcpu) {
+        // The last exit was port or MMIO I/O, whose instruction KVM finishes only at the next KVM_RUN.
+        var exitPending = false
         while !events.stopping.load(ordering: .sequentiallyConsistent) {
             if events.paused.load(ordering: .sequentiallyConsistent) && events.soloVCPU.load(ordering: .sequentiallyConsistent) != vcpu.id {
-                events.parked.add(1, ordering: .sequentiallyConsistent)
-                events.vcpuChanged.signal()
-                resumeWakeups[vcpu.id].wait(timeoutNanoseconds: -1)
-                events.parked.subtract(1, ordering: .sequentiallyConsistent)
-                continue
+                if exitPending {
+                    // Park only with the instruction complete, so that the state saved while
+                    // parked is whole: this KVM_RUN finishes it (an `in`'s value into RAX, RIP
+                    // past it) and returns .interrupted before the next instruction (api.rst 5).
+                    // A string instruction may exit again; that exit is handled as any other.
+                    vcpu.requestCompletionOnly()
+                } else {
+                    events.parked.add(1, ordering: .sequentiallyConsistent)
+                    events.vcpuChanged.signal()
+                    resumeWakeups[vcpu.id].wait(timeoutNanoseconds: -1)
+                    events.parked.subtract(1, ordering: .sequentiallyConsistent)
+                    continue
+                }
             }
             let exit: KVMExit
             do {
@@ -537,8 +562,10 @@ public final class X86MicroVM: @unchecked Sendable {
                 events.end(.failed("vCPU \(vcpu.id): \(error)"))
                 return
             }
+            exitPending = false
             switch exit {
             case let .io(port, size, count, isWrite):
+                exitPending = true
                 for i in 0..<count {
                     if isWrite {
                         ports.write(at: GuestAddress(UInt64(port)), value: vcpu.ioValue(at: i, size: size), size: size)
@@ -548,6 +575,7 @@ public final class X86MicroVM: @unchecked Sendable {
                     }
                 }
             case let .mmio(address, size, isWrite, value):
+                exitPending = true
                 if isWrite {
                     mmio.write(at: GuestAddress(address), value: value, size: size)
                 } else {

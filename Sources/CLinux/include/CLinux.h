@@ -131,6 +131,26 @@ static const unsigned long clx_KVM_SET_MSRS = KVM_SET_MSRS;
 static const unsigned long clx_KVM_SET_CPUID2 = KVM_SET_CPUID2;
 static const unsigned long clx_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long clx_KVM_SET_LAPIC = KVM_SET_LAPIC;
+// Saved state (KVMVcpu+State.swift, KVMVirtualMachine+State.swift).
+static const unsigned long clx_KVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+static const unsigned long clx_KVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long clx_KVM_GET_CPUID2 = KVM_GET_CPUID2;
+static const unsigned long clx_KVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long clx_KVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long clx_KVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long clx_KVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+static const unsigned long clx_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+static const unsigned long clx_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long clx_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long clx_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long clx_KVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long clx_KVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
+static const unsigned long clx_KVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long clx_KVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long clx_KVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long clx_KVM_SET_PIT2 = KVM_SET_PIT2;
+static const unsigned long clx_KVM_GET_CLOCK = KVM_GET_CLOCK;
+static const unsigned long clx_KVM_SET_CLOCK = KVM_SET_CLOCK;
 
 /// Installs a handler that does nothing for `signal`, without SA_RESTART, and unblocks it in
 /// the calling thread, so a vCPU thread blocked in KVM_RUN returns EINTR when another thread
