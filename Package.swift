@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport", "TestSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev", "RISCVJIT"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev", "RISCVJIT", "VMM"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines", "TestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),

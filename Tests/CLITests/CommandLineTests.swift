@@ -3,6 +3,7 @@ import Testing
 import Block
 @testable import CLI
 import Chardev
+import VMM
 
 /// The command line as a QEMU user meets it: help texts, accepted options, and one clear line
 /// for every mistake or not-yet-available feature.
@@ -107,7 +108,22 @@ import Chardev
             .contains("'jit' is a property of the tcg accelerator"))
     }
 
-    @Test(arguments: ["-netdev", "-loadvm", "-incoming"])
+    /// -incoming takes QEMU's URI forms and says which when it is given something else.
+    @Test func incomingURIs() throws {
+        #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "tcp:127.0.0.1:4444"]).incoming == .tcp(host: "127.0.0.1", port: 4444))
+        #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "tcp:[::1]:5"]).incoming == .tcp(host: "::1", port: 5))
+        #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "tcp::4444"]).incoming == .tcp(host: "", port: 4444))
+        #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "unix:/tmp/s"]).incoming == .unix("/tmp/s"))
+        #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "file:/tmp/f"]).incoming == .file("/tmp/f"))
+        #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "exec:cat f"]).incoming == .exec("cat f"))
+        #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "defer"]).incoming == .deferred)
+        #expect(error(["-M", "virt", "-kernel", "k", "-incoming", "x"])
+            == "swemu-system-riscv64: -incoming: migration URI 'x' is not one of tcp:HOST:PORT, unix:PATH, file:PATH or exec:COMMAND or defer")
+        #expect(error(["-M", "virt", "-kernel", "k", "-incoming", "tcp:h:99999"]).contains("a port number from 0 to 65535"))
+        #expect(error(["-M", "virt", "-kernel", "k", "-incoming", "rdma:h:1"]).contains("unknown transport 'rdma'"))
+    }
+
+    @Test(arguments: ["-netdev", "-loadvm"])
     func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
         let line = error(["-M", "none", option, "x"])
         #expect(line.hasPrefix("swemu-system-riscv64: \(option): "))

@@ -182,7 +182,8 @@ private let esc = "\u{1B}"
     @Test func help() {
         var m = HumanMonitor(target: FakeTarget())
         let all = output(&m, "help")
-        #expect(all.hasPrefix("cont|c  -- resume emulation\r\ncpu index -- set the default CPU\r\nhelp|? [cmd] -- show the help\r\n"))
+        #expect(all.hasPrefix("cont|c  -- resume emulation\r\ncpu index -- set the default CPU\r\ndelvm tag -- delete a VM snapshot from its tag\r\nhelp|? [cmd] -- show the help\r\n"))
+        #expect(all.contains("migrate [-d] uri -- migrate to URI (using -d to not wait for completion)\r\n"))
         #expect(all.contains("x /fmt addr -- virtual memory dump starting at 'addr'\r\n"))
         #expect(all.hasSuffix("xp /fmt addr -- physical memory dump starting at 'addr'\r\n"))
         #expect(output(&m, "?") == all)
