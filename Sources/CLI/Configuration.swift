@@ -43,6 +43,8 @@ struct SystemConfiguration: Sendable {
     var noDefaultMonitor = false
     /// `-S`: start with the CPU stopped.
     var startPaused = false
+    /// `-loadvm`: start from this snapshot of the qcow2 disks.
+    var loadvm: String?
     /// `-incoming`: wait for a migration stream instead of booting.
     var incoming: MigrationURI?
     /// `-gdb DEV` / `-s`: where the GDB stub listens.
@@ -76,7 +78,6 @@ enum Action: Sendable {
 /// refused with one line (never silently ignored) until the work that brings it lands.
 private let notYetAvailable: [String: String] = [
     "netdev": "network backends are not available in this build yet",
-    "loadvm": "snapshots are not available in this build yet",
 ]
 
 struct ConfigurationBuilder {
@@ -183,6 +184,8 @@ struct ConfigurationBuilder {
                 config.monitors.append(MonitorSpec(target: .chardev(id: id), mode: mode))
             case "S":
                 config.startPaused = true
+            case "loadvm":
+                config.loadvm = value
             case "incoming":
                 config.incoming = try wrap(flag) { () throws(SystemError) in try MigrationURI.parse(value, incoming: true) }
             case "s":

@@ -142,35 +142,8 @@ public enum ImageTool {
         return UInt64(value * Double(multiplier))
     }
 
-    /// QEMU's `size_to_str`: three significant digits in the largest fitting binary unit.
-    static func humanSize(_ bytes: UInt64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-        var index = 0
-        var value = Double(bytes)
-        while index < units.count - 1 && value >= 1000 {
-            value /= 1024
-            index += 1
-        }
-        return "\(threeSignificant(value)) \(units[index])"
-    }
-
-    /// printf's `%0.3g` for 0 <= value < 1000.
-    static func threeSignificant(_ value: Double) -> String {
-        let decimals = value >= 100 ? 0 : value >= 10 ? 1 : 2
-        var scale = 1.0
-        for _ in 0..<decimals { scale *= 10 }
-        let rounded = (value * scale).rounded() / scale
-        if rounded >= 1000 { return "1e+03" }
-        var text = decimals == 0 ? String(Int(rounded)) : String(rounded)
-        if decimals > 0 {
-            let parts = text.split(separator: ".")
-            var fraction = parts.count > 1 ? String(parts[1]) : ""
-            fraction = String(fraction.prefix(decimals))
-            while fraction.hasSuffix("0") { fraction.removeLast() }
-            text = fraction.isEmpty ? String(parts[0]) : "\(parts[0]).\(fraction)"
-        }
-        return text
-    }
+    /// QEMU's `size_to_str` (Block's `SizeText`).
+    static func humanSize(_ bytes: UInt64) -> String { SizeText.human(bytes) }
 
     static func open(_ path: String, format: String?, readOnly: Bool, backing: Bool = true) throws(SystemError) -> any BlockBackend {
         let format = try DiskImage.probedFormat(format, path: path)
@@ -349,10 +322,12 @@ public enum ImageTool {
             let h = q.header
             if !q.snapshots.isEmpty {
                 let list = q.snapshots.map { s in
-                    jsonObject([("icount", "0"), ("vm-clock-nsec", String(s.vmClockNanoseconds % 1_000_000_000)), ("name", jsonString(s.name)),
-                                ("date-sec", String(s.dateSeconds)), ("date-nsec", String(s.dateNanoseconds)),
-                                ("vm-clock-sec", String(s.vmClockNanoseconds / 1_000_000_000)), ("id", jsonString(s.id)),
-                                ("vm-state-size", String(s.vmStateSize))], indent: indent + 2)
+                    // QEMU omits icount when the snapshot has none (-1).
+                    jsonObject((s.icount.map { [("icount", String($0))] } ?? []) + [
+                        ("vm-clock-nsec", String(s.vmClockNanoseconds % 1_000_000_000)), ("name", jsonString(s.name)),
+                        ("date-sec", String(s.dateSeconds)), ("date-nsec", String(s.dateNanoseconds)),
+                        ("vm-clock-sec", String(s.vmClockNanoseconds / 1_000_000_000)), ("id", jsonString(s.id)),
+                        ("vm-state-size", String(s.vmStateBytes))], indent: indent + 2)
                 }
                 let pad = String(repeating: "    ", count: indent + 2)
                 fields.append(("snapshots", "[\n" + list.map { pad + $0 }.joined(separator: ",\n") + "\n" + String(repeating: "    ", count: indent + 1) + "]"))
@@ -385,28 +360,10 @@ public enum ImageTool {
         return String(repeating: "    ", count: indent) + jsonObject(fields, indent: indent)
     }
 
-    static func snapshotTable(_ snapshots: [Qcow2Snapshot]) -> String {
-        var s = "ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT\n"
-        for snap in snapshots {
-            var t = time_t(snap.dateSeconds)
-            var tm = tm()
-            localtime_r(&t, &tm)
-            let date = "\(tm.tm_year + 1900)-\(pad2(tm.tm_mon + 1))-\(pad2(tm.tm_mday)) \(pad2(tm.tm_hour)):\(pad2(tm.tm_min)):\(pad2(tm.tm_sec))"
-            let ns = snap.vmClockNanoseconds
-            let secs = ns / 1_000_000_000
-            let clock = "\(pad2(Int32(secs / 3600))):\(pad2(Int32(secs / 60 % 60))):\(pad2(Int32(secs % 60))).\(pad3(Int(ns / 1_000_000 % 1000)))"
-            // QEMU's columns: "%-9s %-16s %8s%20s%13s%11s".
-            s += padRight(snap.id, 9) + " " + padRight(snap.name, 16) + " " + padLeft(humanSize(UInt64(snap.vmStateSize)), 8)
-                + padLeft(date, 20) + padLeft(clock, 13) + padLeft("0", 11) + "\n"
-        }
-        return s
-    }
+    static func snapshotTable(_ snapshots: [Qcow2Snapshot]) -> String { Qcow2Snapshot.table(snapshots) }
 
-    static func pad2(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-    static func pad3(_ v: Int) -> String { String(repeating: "0", count: max(0, 3 - String(v).count)) + String(v) }
-    /// printf's `%-Ns` and `%Ns`.
-    static func padRight(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
-    static func padLeft(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
+    static func padRight(_ s: String, _ n: Int) -> String { SizeText.padRight(s, n) }
+    static func padLeft(_ s: String, _ n: Int) -> String { SizeText.padLeft(s, n) }
 }
 
 /// Writes `text` to `fd` whole (stdout/stderr of the CLI tools).

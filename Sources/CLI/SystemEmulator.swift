@@ -86,6 +86,7 @@ public enum SystemEmulator {
                 chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
             setup.incoming = config.incoming
+            setup.loadvm = config.loadvm
             let vm = VirtualMachine(setup)
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
@@ -118,6 +119,7 @@ public enum SystemEmulator {
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
+            if config.loadvm != nil { throw .unsupported("-loadvm: snapshots of -M microvm (KVM) machines are not available yet; the RISC-V machines have them") }
             if config.incoming != nil { throw .unsupported("-incoming: migration of -M microvm (KVM) machines is not available yet; the RISC-V machines migrate") }
             let vm = KVMMachine(setup)
             let servers = monitorServers(console, target: vm)

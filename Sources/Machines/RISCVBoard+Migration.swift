@@ -1,3 +1,4 @@
+import Block
 import DeviceModel
 import Devices
 import GuestMemory
@@ -75,6 +76,8 @@ extension RISCVBoard: MigratableMachine {
         kind == .spike ? "-M spike cannot be saved or migrated (its HTIF console has no saved state); use -M virt" : nil
     }
 
+    public var clockNanoseconds: Int64 { clock.nanoseconds }
+
     public func quiesceForSave() {
         for transport in transports { transport.device.quiesce() }
     }
@@ -94,6 +97,11 @@ extension RISCVBoard: MigratableMachine {
             throw .badInput("the saved components (\(saved.map(\.name).joined(separator: ", "))) are not this machine's (\(list.map(\.name).joined(separator: ", ")))")
         }
         for (component, state) in zip(list, saved) { try component.restore(state) }
+    }
+
+    /// The virtio-blk disks' backends, in command-line order (snapshots live in qcow2 ones).
+    package var disks: [any BlockBackend] {
+        transports.compactMap { ($0.device as? VirtioBlock)?.backend }
     }
 
     public func dropWriteTranslations() {

@@ -115,6 +115,8 @@ public protocol MigratableMachine: AnyObject, Sendable {
     /// The header the stream carries.
     var migrationDescription: MachineDescription { get }
     var memory: GuestMemory { get }
+    /// Guest time (the `VirtualClock`), for a snapshot's `vm_clock_nsec`.
+    var clockNanoseconds: Int64 { get }
     /// Why this machine cannot be saved, if it cannot (nil: it can).
     var migrationBlocker: String? { get }
     /// Finishes in-flight device work so the components' states are complete. vCPUs parked.

@@ -22,6 +22,20 @@ enum MigrationCommands {
         Command(name: "query-migrate-parameters", parameters: []),
         Command(name: "migrate-set-capabilities", parameters: [Parameter(name: "capabilities", type: .objectList, optional: false)]),
         Command(name: "query-migrate-capabilities", parameters: []),
+        Command(name: "snapshot-save", parameters: [
+            Parameter(name: "job-id", type: .string, optional: false), Parameter(name: "tag", type: .string, optional: false),
+            Parameter(name: "vmstate", type: .string, optional: false), Parameter(name: "devices", type: .stringList, optional: false),
+        ]),
+        Command(name: "snapshot-load", parameters: [
+            Parameter(name: "job-id", type: .string, optional: false), Parameter(name: "tag", type: .string, optional: false),
+            Parameter(name: "vmstate", type: .string, optional: false), Parameter(name: "devices", type: .stringList, optional: false),
+        ]),
+        Command(name: "snapshot-delete", parameters: [
+            Parameter(name: "job-id", type: .string, optional: false), Parameter(name: "tag", type: .string, optional: false),
+            Parameter(name: "devices", type: .stringList, optional: false),
+        ]),
+        Command(name: "query-jobs", parameters: []),
+        Command(name: "job-dismiss", parameters: [Parameter(name: "id", type: .string, optional: false)]),
     ]
 
     static func run(_ name: String, _ args: JSONObject, target: any MonitorTarget) throws(QMPError) -> JSONValue {
@@ -74,6 +88,22 @@ enum MigrationCommands {
             return [:]
         case "query-migrate-capabilities":
             return .array(control.migrationCapabilities.map { ["capability": .string($0.name), "state": .bool($0.state)] })
+        case "snapshot-save", "snapshot-load", "snapshot-delete":
+            let kind = SnapshotJob.Kind(rawValue: name)!  // the three names above
+            try control.startSnapshotJob(kind, id: args["job-id"]?.stringValue ?? "", tag: args["tag"]?.stringValue ?? "",
+                                         vmstate: args["vmstate"]?.stringValue,
+                                         devices: args["devices"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+            return [:]
+        case "query-jobs":
+            return .array(control.jobs.map { job in
+                var info: JSONObject = ["id": .string(job.id), "type": .string(job.kind.rawValue), "status": .string(job.status),
+                                        "current-progress": 1, "total-progress": 1]
+                if let error = job.error { info.set("error", .string(error)) }
+                return .object(info)
+            })
+        case "job-dismiss":
+            try control.dismissJob(id: args["id"]?.stringValue ?? "")
+            return [:]
         default:
             return [:]
         }

@@ -26,6 +26,28 @@ public protocol MigrationControl: AnyObject, Sendable {
     func deleteSnapshot(name: String) throws(QMPError)
     /// `info snapshots`, as QEMU prints it.
     func snapshotList() -> String
+    /// QMP `snapshot-save` / `-load` / `-delete` jobs, `query-jobs`, `job-dismiss`.
+    func startSnapshotJob(_ kind: SnapshotJob.Kind, id: String, tag: String, vmstate: String?, devices: [String]) throws(QMPError)
+    var jobs: [SnapshotJob] { get }
+    func dismissJob(id: String) throws(QMPError)
+}
+
+/// A snapshot job as `query-jobs` reports it (JobInfo).
+public struct SnapshotJob: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        case save = "snapshot-save", load = "snapshot-load", delete = "snapshot-delete"
+    }
+    public var id: String
+    public var kind: Kind
+    /// JobStatus: "created", "running", "waiting", "pending", "aborting", "concluded".
+    public var status: String
+    public var error: String?
+    public init(id: String, kind: Kind, status: String, error: String? = nil) {
+        self.id = id
+        self.kind = kind
+        self.status = status
+        self.error = error
+    }
 }
 
 /// `MigrationInfo` (qapi/migration.json), the members swemu reports.

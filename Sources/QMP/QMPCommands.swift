@@ -9,13 +9,15 @@ enum QMPCommands {
         case enumList([String])
         /// An array of objects, checked by the command itself.
         case objectList
+        /// An array of strings.
+        case stringList
 
         var expected: String {
             switch self {
             case .string: return "string"
             case .int: return "integer"
             case .bool: return "boolean"
-            case .enumList, .objectList: return "array"
+            case .enumList, .objectList, .stringList: return "array"
             }
         }
     }
@@ -41,6 +43,10 @@ enum QMPCommands {
                 switch (p.type, value) {
                 case (.string, .string), (.bool, .bool), (.int, .int), (.int, .uint):
                     break
+                case (.stringList, .array(let items)):
+                    if let i = items.firstIndex(where: { $0.stringValue == nil }) {
+                        throw .generic("Invalid parameter type for '\(p.name)[\(i)]', expected: string")
+                    }
                 case (.objectList, .array(let items)):
                     if let i = items.firstIndex(where: { $0.objectValue == nil }) {
                         throw .generic("Invalid parameter type for '\(p.name)[\(i)]', expected: object")

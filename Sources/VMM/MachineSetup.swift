@@ -16,6 +16,8 @@ public struct MachineSetup<Board>: Sendable {
     public var blockDevices: [MonitorBlockDevice]
     /// The CPUs every board `makeBoard` builds has (`-smp`).
     public var cpus: Int
+    /// `-loadvm`: the machine starts from this snapshot of its qcow2 disks.
+    public var loadvm: String?
     /// `-incoming`: the machine waits, stopped, for a migration stream from here.
     public var incoming: MigrationURI?
     /// Builds the machine; called again for every reset.

@@ -1,3 +1,4 @@
+import Block
 import DeviceModel
 import Dispatch
 import Glibc
@@ -23,6 +24,13 @@ protocol MigrationHost: AnyObject, Sendable {
     /// The incoming stream was refused: swemu ends with this message, as QEMU's
     /// "load of migration failed".
     func incomingFailed(_ error: SystemError)
+    /// Stops the machine for `savevm`/`loadvm` (QEMU's RUN_STATE_SAVE_VM / RESTORE_VM);
+    /// returns whether it was running.
+    func stopForSnapshot() -> Bool
+    /// Runs the machine again after a snapshot operation that stopped it.
+    func resumeAfterSnapshot()
+    /// The machine's disks, with the names the monitors use.
+    var disks: [(device: String, backend: any BlockBackend)] { get }
     /// Slows the vCPUs to this percent of their time asleep (auto-converge); 0 runs them free.
     func setThrottle(percent: Int)
     func emit(_ event: MonitorEvent)
@@ -41,6 +49,9 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
         var running = false
         /// `-incoming defer` waits for `migrate-incoming`.
         var awaitingIncoming = false
+        /// Snapshot jobs until dismissed, and their order.
+        var jobs: [String: SnapshotJob] = [:]
+        var jobOrder: [String] = []
     }
     let state = Mutex(State())
     private let cancelled = Atomic<Bool>(false)
@@ -123,10 +134,6 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
         guard ok else { throw .generic("There's a migration process in progress") }
     }
 
-    func saveSnapshot(name: String) throws(QMPError) { throw .generic("No block device can accept snapshots") }
-    func loadSnapshot(name: String) throws(QMPError) { throw .generic("No block device supports snapshots") }
-    func deleteSnapshot(name: String) throws(QMPError) { throw .generic("No block device supports snapshots") }
-    func snapshotList() -> String { "There is no suitable snapshot available\n" }
 
     // MARK: Status
 

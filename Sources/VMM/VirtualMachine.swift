@@ -56,7 +56,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         // (not "paused") until the first `cont`. With -incoming it waits, stopped, in
         // "inmigrate" until the stream is loaded.
         state = Mutex(State(runState: setup.incoming == nil ? "prelaunch" : "inmigrate",
-                            paused: setup.startPaused || setup.incoming != nil))
+                            paused: setup.startPaused || setup.incoming != nil || setup.loadvm != nil))
         migrationManager.host = self
     }
 
@@ -78,6 +78,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
             if let board { for request in requests { request(board) } }
         }
         var incoming = setup.incoming
+        var loadvm = setup.loadvm
         while true {
             let board = try setup.makeBoard()
             defer { board.close() }  // its hart threads end with it (reset, or the end of the run)
@@ -92,6 +93,10 @@ public final class VirtualMachine: MonitorTarget, Sendable {
             if let uri = incoming {
                 incoming = nil
                 migrationManager.startIncoming(uri)
+            }
+            if let name = loadvm {
+                loadvm = nil
+                startFromSnapshot(name)
             }
             for point in points { Self.apply(point, insert: true, to: board) }
             slices: while true {

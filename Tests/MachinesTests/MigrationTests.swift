@@ -7,7 +7,8 @@ import TestSupport
 /// migrate_counter guest prints a count every 10 ms, sleeping on its timer, and checks a RAM
 /// buffer it rewrites every count; after the move its output must go on in the destination with
 /// no gap and no repeat, and its checks hold. Faults (corrupt, foreign and mismatched streams, a
-/// destination killed mid-transfer, migrate_cancel) leave the source running.
+/// destination killed mid-transfer, migrate_cancel) leave the source running. Snapshots in
+/// qcow2 disks go back to the saved point the same way.
 @Suite(.serialized) struct MigrationTests {
     static var missing: String? { MonitorTests.missing }
 
@@ -28,6 +29,12 @@ import TestSupport
 
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func badStreamsAndFailuresLeaveTheSourceRunning() throws { try Self.run("faults") }
+
+    /// savevm/loadvm/delvm/info snapshots, the QMP snapshot jobs with their JOB_STATUS_CHANGE
+    /// events, -loadvm at start, qemu-img's view of the image (VM SIZE, check clean), and the
+    /// refusals: unknown and disk-only snapshots, a writable raw disk beside the qcow2 one.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func snapshotsSaveLoadAndDelete() throws { try Self.run("snapshots-jit") }
 
     /// The guest script on the disk: a file written before, 400 counts 10 ms apart (busybox
     /// usleep) with a tmpfs buffer's checksum checked every 20, a file written after; the

@@ -287,6 +287,115 @@ async def migrate_linux():
         await destination.close()
 
 
+def qemu_img(*args):
+    return subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+
+
+async def hmp(machine, line):
+    return await machine.execute("human-monitor-command", {"command-line": line})
+
+
+async def snapshots():
+    """savevm/loadvm/delvm and the QMP snapshot jobs on a qcow2 disk; -loadvm at start."""
+    disk = os.path.join(WORK, "disk.qcow2")
+    check(qemu_img("create", "-q", "-f", "qcow2", disk, "64M").returncode == 0, "qemu-img creates the disk")
+    drive = ["-drive", f"file={disk},if=virtio,format=qcow2"]
+    first = Machine("first", drive)
+    try:
+        await first.connect()
+        await first.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
+        await first.wait_counts(20)
+        await first.execute("stop")
+        saved_at = counts(first.serial)[0][-1]
+        check(await hmp(first, "savevm one") == "", "savevm one")
+        await first.execute("cont")
+        await first.wait_counts(saved_at + 50)
+        listing = await hmp(first, "info snapshots")
+        check("List of snapshots present on all disks:" in listing and "one" in listing and "MiB" in listing,
+              f"info snapshots lists it with its VM size: {listing!r}")
+        # loadvm in the running machine goes back to the saved point.
+        before = len(counts(first.serial)[0])
+        check(await hmp(first, "loadvm one") == "", "loadvm one")
+        await first.wait_counts(0)
+        for _ in range(200):
+            after = counts(first.serial)[0]
+            if len(after) > before + 5:
+                break
+            await asyncio.sleep(0.02)
+        resumed = counts(first.serial)[0][before:]
+        check(bool(resumed) and resumed[0] == saved_at + 1, f"after loadvm the counts go on from the snapshot ({saved_at} then {resumed[:3]})")
+        check(await hmp(first, "loadvm nope") == "Error: Snapshot 'nope' does not exist in device 'virtio0'\r\n",
+              "loadvm of an unknown snapshot says so")
+
+        # The QMP jobs, with QEMU's JOB_STATUS_CHANGE sequence.
+        statuses = []
+
+        async def watch():
+            async for event in first.qmp.events:
+                if event["event"] == "JOB_STATUS_CHANGE":
+                    statuses.append(event["data"]["status"])
+                    if event["data"]["status"] == "concluded":
+                        return
+        watcher = asyncio.create_task(watch())
+        await first.execute("snapshot-save", {"job-id": "s2", "tag": "two", "vmstate": "virtio0", "devices": ["virtio0"]})
+        await asyncio.wait_for(watcher, 60)
+        check(statuses == ["created", "running", "waiting", "pending", "concluded"], f"snapshot-save job events: {statuses}")
+        jobs = await first.execute("query-jobs")
+        check(jobs == [{"id": "s2", "type": "snapshot-save", "status": "concluded", "current-progress": 1, "total-progress": 1}],
+              f"query-jobs: {jobs}")
+        await first.execute("job-dismiss", {"id": "s2"})
+        check(await first.execute("query-jobs") == [], "job-dismiss removes it")
+        statuses.clear()
+        watcher = asyncio.create_task(watch())
+        await first.execute("snapshot-load", {"job-id": "l1", "tag": "nope", "vmstate": "virtio0", "devices": ["virtio0"]})
+        await asyncio.wait_for(watcher, 60)
+        jobs = await first.execute("query-jobs")
+        check(statuses[-2:] == ["aborting", "concluded"] and "does not exist" in jobs[0].get("error", ""),
+              f"a failing job aborts with its error: {statuses} {jobs}")
+    finally:
+        await first.close()
+    listing = qemu_img("snapshot", "-l", disk).stdout
+    check(re.search(r"\bone\s+\d+(\.\d+)? MiB", listing) is not None and "two" in listing,
+          f"qemu-img snapshot -l shows both with their VM size: {listing}")
+    checked = qemu_img("check", disk)
+    check(checked.returncode == 0, f"qemu-img check is clean: {checked.stdout}{checked.stderr}")
+
+    # -loadvm at start: the counts go on from the snapshot.
+    second = Machine("second", [*drive, "-loadvm", "one"])
+    try:
+        await second.connect()
+        found = await second.wait_counts(saved_at + 40)
+        check(bool(found) and found[0] == saved_at + 1, f"-loadvm one starts at count {saved_at + 1} ({found[:2]})")
+        check(found == list(range(found[0], found[0] + len(found))), "and counts on one by one")
+        _, text = counts(second.serial)
+        check("BAD" not in text and "clock jumped" not in text, "the guest's checks hold after -loadvm")
+        check(await hmp(second, "delvm two") == "", "delvm two")
+        check("two" not in qemu_img("snapshot", "-l", "-U", disk).stdout, "delvm removed it from the image")
+    finally:
+        await second.close()
+    bad = Machine("bad", [*drive, "-loadvm", "missing"])
+    status = bad.wait_exit(60)
+    check(status == 1 and "does not exist" in bad.error_text(), f"-loadvm of a missing snapshot ends with 1 and says why: {status} {bad.error_text()!r}")
+    await bad.close()
+    # A disk-only snapshot (qemu-img's) has no machine to load.
+    qemu_img("snapshot", "-c", "diskonly", disk)
+    bad = Machine("diskonly", [*drive, "-loadvm", "diskonly"])
+    status = bad.wait_exit(60)
+    check(status == 1 and "no VM state" in bad.error_text(), f"a disk-only snapshot is refused: {bad.error_text()!r}")
+    await bad.close()
+    # A writable raw disk cannot follow the machine back: savevm refuses, as QEMU does.
+    raw = os.path.join(WORK, "disk.raw")
+    with open(raw, "wb") as f:
+        f.truncate(1 << 20)
+    third = Machine("third", [*drive, "-drive", f"file={raw},if=virtio,format=raw"])
+    try:
+        await third.connect()
+        answer = await hmp(third, "savevm x")
+        check("Device 'virtio1' is writable but does not support snapshots" in answer, f"savevm with a raw disk: {answer!r}")
+    finally:
+        await third.close()
+
+
 async def main():
     if SCENARIO == "unix":
         sock = os.path.join(WORK, "migrate.sock")
@@ -323,6 +432,8 @@ async def main():
             await destination.close()
     elif SCENARIO == "faults":
         await faults()
+    elif SCENARIO == "snapshots":
+        await snapshots()
     elif SCENARIO == "linux":
         await migrate_linux()
     else:
