@@ -59,9 +59,11 @@ let package = Package(
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-img", dependencies: ["CLI"], swiftSettings: strict),
         // libFuzzer target for the qcow2 parsers (scripts/fuzz-qcow2); replays inputs when built normally.
-        .executableTarget(name: "swemu-fuzz-qcow2", dependencies: ["Block", "DeviceModel", "SystemSupport"], swiftSettings: strict),
+        // What the libFuzzer targets share: the driver hookup and the replay mode.
+        .target(name: "FuzzSupport", dependencies: ["SystemSupport"], swiftSettings: strict),
+        .executableTarget(name: "swemu-fuzz-qcow2", dependencies: ["Block", "DeviceModel", "FuzzSupport", "SystemSupport"], swiftSettings: strict),
         // libFuzzer target for the migration stream loaded into a real board (scripts/fuzz-migration).
-        .executableTarget(name: "swemu-fuzz-migration", dependencies: ["GuestMemory", "Machines", "Migration", "SystemSupport"],
+        .executableTarget(name: "swemu-fuzz-migration", dependencies: ["FuzzSupport", "GuestMemory", "Machines", "Migration", "SystemSupport"],
                           swiftSettings: strict),
 
         // What several test targets share (Tests/TestSupport): the one Python the tests run, and the

@@ -15,8 +15,9 @@ protocol MigrationHost: AnyObject, Sendable {
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T?
     /// Stops the machine for the last pass; returns whether it was running.
     func stopForMigration() -> Bool
-    /// A migration that stopped the machine failed or was cancelled: it runs again.
-    func resumeAfterMigration()
+    /// A migration that had stopped the machine for its last pass failed or was cancelled: the
+    /// machine runs again if it was running, else it is back in "paused".
+    func resumeAfterMigration(wasRunning: Bool)
     /// The migration completed: the machine stays stopped, in "postmigrate".
     func migrationCompleted()
     /// The incoming machine is loaded: it runs (or stays stopped with -S).
@@ -288,7 +289,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
             channel?.abort()
             host.setThrottle(percent: 0)
             if tracking { _ = host.parked { $0.memory.setDirtyTracking(false) } }
-            if stoppedAt != nil && wasRunning { host.resumeAfterMigration() }
+            if stoppedAt != nil { host.resumeAfterMigration(wasRunning: wasRunning) }
             fail(error.message)
         }
     }

@@ -21,9 +21,9 @@ extension VirtualMachine: MigrationHost {
         return wasRunning
     }
 
-    func resumeAfterMigration() {
+    func resumeAfterMigration(wasRunning: Bool) {
         state.withLock { $0.runState = "paused" }
-        cont()
+        if wasRunning { cont() }
     }
 
     func migrationCompleted() {

@@ -1,3 +1,4 @@
+import FuzzSupport
 import Glibc
 import GuestMemory
 import Machines
@@ -76,14 +77,6 @@ func makeSeed(_ path: String) throws(SystemError) {
     try writer.flush()
 }
 
-typealias FuzzCallback = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-typealias RunDriver = @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>, FuzzCallback) -> Int32
-
-let callback: FuzzCallback = { data, size in
-    runOne(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.count == 2, arguments[0] == "--make-seed" {
     do throws(SystemError) { try makeSeed(arguments[1]) } catch { fatalError("\(error)") }
@@ -91,40 +84,4 @@ if arguments.count == 2, arguments[0] == "--make-seed" {
     exit(0)
 }
 
-// libFuzzer's driver, present only when the fuzzer runtime is linked in (and exported).
-if let symbol = dlsym(dlopen(nil, RTLD_NOW), "LLVMFuzzerRunDriver") {
-    // SAFETY: the symbol is libFuzzer's `int LLVMFuzzerRunDriver(int *argc, char ***argv,
-    // int (*UserCb)(const uint8_t *Data, size_t Size))`, which `RunDriver` spells out.
-    let driver = unsafeBitCast(symbol, to: RunDriver.self)
-    var argc = CommandLine.argc
-    var argv = CommandLine.unsafeArgv
-    let status = driver(&argc, &argv, callback)
-    unlink(program)
-    exit(status)
-}
-
-// Replay mode.
-var inputs: [String] = []
-for argument in arguments where !argument.hasPrefix("-") {
-    var st = stat()
-    guard stat(argument, &st) == 0 else { fatalError("\(argument): no such file") }
-    if st.st_mode & S_IFMT == S_IFDIR, let dir = opendir(argument) {
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { inputs.append(argument + "/" + name) }
-        }
-        closedir(dir)
-    } else {
-        inputs.append(argument)
-    }
-}
-for input in inputs.sorted() {
-    do throws(SystemError) {
-        let bytes = try FileDescriptor.readWholeFile(input, limit: 64 << 20)
-        bytes.withUnsafeBytes { runOne($0) }
-    } catch {
-        fatalError("\(input): \(error)")
-    }
-}
-unlink(program)
-print("swemu-fuzz-migration: replayed \(inputs.count) inputs (libFuzzer not linked in; scripts/fuzz-migration builds the fuzzer)")
+fuzzMain(name: "swemu-fuzz-migration", cleanup: { unlink(program) }) { runOne($0) }

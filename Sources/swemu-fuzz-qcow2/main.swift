@@ -1,5 +1,6 @@
 import Block
 import DeviceModel
+import FuzzSupport
 import Glibc
 import SystemSupport
 
@@ -8,10 +9,7 @@ import SystemSupport
 // file: it is opened read-only, read (every L1/L2 lookup, compressed clusters) and checked
 // (every table and refcount), then opened for writing and written, zeroed, discarded,
 // snapshotted and repaired. Any outcome but a clean error or success is a bug.
-//
-// Built normally (no libFuzzer linked in) the program replays inputs instead: each argument
-// is a file, or a directory of files, run once through the same harness. That keeps this
-// target building with the rest of the package and lets a crash input be replayed anywhere.
+// Built normally the program replays inputs instead (FuzzSupport's `fuzzMain`).
 
 /// The scratch file inputs are written to (tmpfs when available).
 let scratch = (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + "/swemu-fuzz-qcow2-\(getpid()).img"
@@ -59,48 +57,4 @@ func runOne(_ data: UnsafeRawBufferPointer) {
     }
 }
 
-typealias FuzzCallback = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-typealias RunDriver = @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>, FuzzCallback) -> Int32
-
-let callback: FuzzCallback = { data, size in
-    runOne(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-
-// libFuzzer's driver, present only when the fuzzer runtime is linked in (and exported).
-if let symbol = dlsym(dlopen(nil, RTLD_NOW), "LLVMFuzzerRunDriver") {
-    // SAFETY: the symbol is libFuzzer's `int LLVMFuzzerRunDriver(int *argc, char ***argv,
-    // int (*UserCb)(const uint8_t *Data, size_t Size))`, which `RunDriver` spells out.
-    let driver = unsafeBitCast(symbol, to: RunDriver.self)
-    var argc = CommandLine.argc
-    var argv = CommandLine.unsafeArgv
-    let status = driver(&argc, &argv, callback)
-    unlink(scratch)
-    exit(status)
-}
-
-// Replay mode.
-var inputs: [String] = []
-for argument in CommandLine.arguments.dropFirst() where !argument.hasPrefix("-") {
-    var st = stat()
-    guard stat(argument, &st) == 0 else { fatalError("\(argument): no such file") }
-    if st.st_mode & S_IFMT == S_IFDIR, let dir = opendir(argument) {
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { inputs.append(argument + "/" + name) }
-        }
-        closedir(dir)
-    } else {
-        inputs.append(argument)
-    }
-}
-for input in inputs.sorted() {
-    do throws(SystemError) {
-        let bytes = try FileDescriptor.readWholeFile(input, limit: 64 << 20)
-        bytes.withUnsafeBytes { runOne($0) }
-    } catch {
-        fatalError("\(input): \(error)")
-    }
-}
-unlink(scratch)
-print("swemu-fuzz-qcow2: replayed \(inputs.count) inputs (libFuzzer not linked in; scripts/fuzz-qcow2 builds the fuzzer)")
+fuzzMain(name: "swemu-fuzz-qcow2", cleanup: { unlink(scratch) }) { runOne($0) }
