@@ -67,8 +67,13 @@ public final class MigrationStreamWriter {
             append(UInt8(0))
         } else {
             append(UInt8(1))
+            // The CRC is taken over the copy: the guest may be writing the page meanwhile (a
+            // pre-copy pass reads running RAM), and the stream must agree with itself.
+            let start = buffer.count
             buffer.append(contentsOf: bytes)
-            crc = crc32(crc, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(bytes.count))
+            buffer.withUnsafeBufferPointer { copy in
+                crc = crc32(crc, copy.baseAddress! + start, UInt32(bytes.count))
+            }
             bytesWritten += UInt64(bytes.count)
         }
         try flushIfFull()
