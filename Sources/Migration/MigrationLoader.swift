@@ -22,9 +22,19 @@ public enum MigrationLoader {
                     throw .badInput("migration stream: a page at \(address), which is not RAM of this machine, at byte \(reader.offset)")
                 }
                 do {
-                    try memory.withHostBytes(at: address, count: MigrationStream.pageSize) { page in
-                        // memset/memcpy: this loop must not depend on the optimiser (debug builds run it too).
-                        if zero { memset(page.baseAddress!, 0, page.count) } else { memcpy(page.baseAddress!, bytes.baseAddress!, page.count) }
+                    // A zero page is written only when it is not zero already: a fresh
+                    // destination's RAM is untouched, and reading it commits nothing.
+                    var unchanged = false
+                    if zero {
+                        unchanged = try memory.withHostBytes(at: address, count: MigrationStream.pageSize, writing: false) {
+                            MigrationStreamWriter.isZero(UnsafeRawBufferPointer($0))
+                        }
+                    }
+                    if !unchanged {
+                        try memory.withHostBytes(at: address, count: MigrationStream.pageSize) { page in
+                            // memset/memcpy: this loop must not depend on the optimiser (debug builds run it too).
+                            if zero { memset(page.baseAddress!, 0, page.count) } else { memcpy(page.baseAddress!, bytes.baseAddress!, page.count) }
+                        }
                     }
                 } catch {
                     throw .badInput("migration stream: page \(address) could not be written: \(error)")

@@ -36,6 +36,10 @@ public final class MigrationStreamWriter {
     private let sink: (UnsafeRawBufferPointer) throws(SystemError) -> Void
     private var buffer: [UInt8] = []
     private var crc: UInt = crc32(0, nil, 0)
+    /// The CRC covers the buffer's bytes before this index; it is brought up to date in bulk
+    /// (before a checksum is written and before the buffer goes to the sink), over the bytes
+    /// as buffered: a page copied from running RAM is summed as it was copied.
+    private var crcUpTo = 0
     /// Bytes handed to the sink so far and still buffered.
     public private(set) var bytesWritten: UInt64 = 0
     static let bufferSize = 1 << 20
@@ -67,13 +71,7 @@ public final class MigrationStreamWriter {
             append(UInt8(0))
         } else {
             append(UInt8(1))
-            // The CRC is taken over the copy: the guest may be writing the page meanwhile (a
-            // pre-copy pass reads running RAM), and the stream must agree with itself.
-            let start = buffer.count
             buffer.append(contentsOf: bytes)
-            buffer.withUnsafeBufferPointer { copy in
-                crc = crc32(crc, copy.baseAddress! + start, UInt32(bytes.count))
-            }
             bytesWritten += UInt64(bytes.count)
         }
         try flushIfFull()
@@ -108,6 +106,8 @@ public final class MigrationStreamWriter {
     /// Hands everything buffered to the sink.
     public func flush() throws(SystemError) {
         guard !buffer.isEmpty else { return }
+        updateCRC()
+        crcUpTo = 0
         let bytes = buffer
         buffer.removeAll(keepingCapacity: true)
         try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try sink(b) } }.get()
@@ -127,23 +127,24 @@ public final class MigrationStreamWriter {
 
     private func append(_ bytes: [UInt8]) {
         buffer.append(contentsOf: bytes)
-        updateCRC(bytes)
         bytesWritten += UInt64(bytes.count)
     }
 
     private func append<T: FixedWidthInteger>(_ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { append(Array($0)) }
+        withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
+        bytesWritten += UInt64(MemoryLayout<T>.size)
     }
 
-    private func updateCRC(_ bytes: [UInt8]) {
-        bytes.withUnsafeBufferPointer { crc = crc32(crc, $0.baseAddress, UInt32($0.count)) }
+    /// Brings the CRC up to the end of the buffer.
+    private func updateCRC() {
+        guard buffer.count > crcUpTo else { return }
+        buffer.withUnsafeBufferPointer { b in crc = crc32(crc, b.baseAddress! + crcUpTo, UInt32(b.count - crcUpTo)) }
+        crcUpTo = buffer.count
     }
 
     private func appendCRC() {
-        let value = UInt32(truncatingIfNeeded: crc)
-        withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
-        updateCRC(withUnsafeBytes(of: value.littleEndian) { Array($0) })
-        bytesWritten += 4
+        updateCRC()
+        append(UInt32(truncatingIfNeeded: crc))
     }
 }
 

@@ -96,6 +96,7 @@ extension HumanMonitor {
             if let v = info.expectedDowntimeMs, status == "active" { text += "expected downtime: \(v) ms\n" }
             if let v = info.downtimeMs { text += "downtime: \(v) ms\n" }
             if let v = info.setupTimeMs { text += "setup: \(v) ms\n" }
+            if let v = info.cpuThrottlePercentage, status == "active" { text += "cpu throttle percentage: \(v)\n" }
             if let ram = info.ram {
                 text += "transferred ram: \(ram.transferred >> 10) kbytes\n"
                 let hundredths = Int((ram.mbps * 100).rounded())

@@ -125,6 +125,7 @@ enum MigrationCommands {
                 "page-size": .uint(ram.pageSize), "skipped": 0, "multifd-bytes": 0, "postcopy-requests": 0,
             ])
         }
+        if let v = info.cpuThrottlePercentage, status == "active" { object.set("cpu-throttle-percentage", .int(Int64(v))) }
         if let error = info.errorDescription, status == "failed" { object.set("error-desc", .string(error)) }
         return .object(object)
     }

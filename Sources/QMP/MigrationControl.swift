@@ -77,6 +77,8 @@ public struct MigrationInfo: Sendable, Equatable {
     public var expectedDowntimeMs: Int64?
     public var ram: RAM?
     public var errorDescription: String?
+    /// Auto-converge's current throttle, while it throttles.
+    public var cpuThrottlePercentage: Int?
     public init() {}
 }
 

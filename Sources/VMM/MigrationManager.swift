@@ -260,6 +260,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
                 if autoConverge && pass >= 2 && Double(dirtyNow) > Double(sent) / 2 {
                     throttle = throttle == 0 ? initial : min(99, throttle + increment)
                     host.setThrottle(percent: throttle)
+                    state.withLock { $0.info.cpuThrottlePercentage = throttle }
                 }
             }
             host.setThrottle(percent: 0)

@@ -28,7 +28,7 @@ import TestSupport
     func migratesWithNothingLost(_ transport: String) throws { try Self.run(transport) }
 
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
-    func badStreamsAndFailuresLeaveTheSourceRunning() throws { try Self.run("faults") }
+    func badStreamsAndFailuresLeaveTheSourceRunning() throws { try Self.run("faults-jit") }
 
     /// savevm/loadvm/delvm/info snapshots, the QMP snapshot jobs with their JOB_STATUS_CHANGE
     /// events, -loadvm at start, qemu-img's view of the image (VM SIZE, check clean), and the

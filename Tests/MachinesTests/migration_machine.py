@@ -250,6 +250,32 @@ async def faults():
         check(status["status"] == "running", f"the source runs on after the cancel: {status}")
         check(patient.wait_exit(30) == 1, "the abandoned destination ends with status 1")
         await patient.close()
+        # Auto-converge: a downtime limit no pass can meet makes it throttle the vCPUs, more
+        # each pass; cancelling lets them run free again.
+        sock3 = os.path.join(WORK, "throttle.sock")
+        slow = Machine("slow", ["-incoming", f"unix:{sock3}"])
+        await slow.connect()
+        await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "auto-converge", "state": True}]})
+        await source.execute("migrate-set-parameters", {"max-bandwidth": 256 << 20, "downtime-limit": 0})
+        await source.execute("migrate", {"uri": f"unix:{sock3}"})
+        throttles = []
+        for _ in range(1500):
+            info = await source.execute("query-migrate")
+            if "cpu-throttle-percentage" in info:
+                throttles.append(info["cpu-throttle-percentage"])
+                if throttles[-1] >= 40:
+                    break
+            await asyncio.sleep(0.02)
+        check(bool(throttles) and throttles[0] == 20 and throttles[-1] >= 40,
+              f"auto-converge throttles from 20 % up by 10 % a pass: {sorted(set(throttles))}")
+        await source.execute("migrate_cancel")
+        info = await source.wait_status(("cancelled", "failed", "completed"))
+        check(info.get("status") == "cancelled", f"cancelled while throttled: {info.get('status')}")
+        n = counts(source.serial)[0][-1]
+        await asyncio.sleep(1)
+        check(counts(source.serial)[0][-1] >= n + 70, "the vCPUs run at full speed again after the cancel (~100 counts a second)")
+        slow.wait_exit(30)
+        await slow.close()
         _, text = counts(source.serial)
         check("BAD" not in text, "the source's checks hold after the failures")
     finally:
