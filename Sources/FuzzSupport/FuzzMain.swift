@@ -57,5 +57,7 @@ public func fuzzMain(name: String, cleanup: @escaping () -> Void = {}, _ runOne:
 
 /// The harness the C callback calls.
 enum FuzzTarget {
+    // SAFETY: set once by `fuzzMain` before the driver starts; libFuzzer calls back on the
+    // thread that called it, one input at a time.
     nonisolated(unsafe) static var runOne: ((UnsafeRawBufferPointer) -> Void)?
 }

@@ -116,6 +116,7 @@ final class MigrationChannel: @unchecked Sendable {
     }
 
     func writeAll(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
+        // SAFETY: `done < bytes.count`, so every pointer handed to write(2) stays inside `bytes`.
         var done = 0
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
