@@ -36,12 +36,16 @@ public final class GuestRAM: Sendable {
             throw .configuration("RAM of \(size) bytes at \(base) passes the end of the address space")
         }
         self.range = range
-        mapping = try MappedRegion(count: Int(size), alignment: GuestRAM.hostAlignment)
+        mapping = try MappedRegion(count: Int(size), alignment: GuestRAM.hostAlignment, memfd: "swemu-ram@\(String(base.rawValue, radix: 16))")
         codePages = try CodePages(size: size)
         dirty = try DirtyBitmap(pages: Int(size / 4096))
     }
 
     public var size: UInt64 { range.size }
+
+    /// The memfd holding this RAM (DESIGN.md §3): its bytes are the guest's, shareable with
+    /// another process or dumped without a copy through the mapping.
+    package var memfd: Int32 { mapping.memfd }
 
     /// Host pointer to `count` bytes at `address`, or nil when they are not all in this region.
     /// Callers use it only inside a scoped accessor below or in a hot path that documents why.

@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import GuestMemory
 
@@ -99,3 +100,19 @@ import Testing
         #expect(Int(bitPattern: p) % GuestRAM.hostAlignment == 0)
     }
 }
+
+@Suite struct GuestRAMBackingTests {
+    /// Guest RAM is a memfd mapped shared: what the guest writes is in the file.
+    @Test func ramIsAMemfd() throws {
+        let memory = try GuestMemory(base: GuestAddress(0x8000_0000), size: 1 << 20)
+        let region = try #require(memory.regions.first)
+        #expect(region.memfd >= 0)
+        try memory.write(UInt64(0x1122_3344_5566_7788), at: GuestAddress(0x8000_1008))
+        var value: UInt64 = 0
+        #expect(pread(region.memfd, &value, 8, 0x1008) == 8)
+        #expect(value == 0x1122_3344_5566_7788)
+        var st = stat()
+        #expect(fstat(region.memfd, &st) == 0 && st.st_size == 1 << 20)
+    }
+}
+

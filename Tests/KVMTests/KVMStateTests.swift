@@ -178,8 +178,10 @@ import Testing
         try #require(serial.waitForLines(Int(counted) + 25, timeout: 60), "\(serial.lastLines)")
         let after = String(serial.text.dropFirst(mark))
         let next = after.split(separator: "\n").first { $0.hasPrefix("n=") }
-        #expect(next?.hasPrefix("n=0x\(String(counted + 1, radix: 16)) m=0x\(String(counted + 1, radix: 16)) ") == true,
-                "saved at line \(counted), went on with \(String(describing: next))")
+        // r12 counts the line about to be printed or being printed: the guest goes on with
+        // that line (paused before it reached the UART) or the next one.
+        let expected = [counted, counted + 1].map { "n=0x\(String($0, radix: 16)) m=0x\(String($0, radix: 16)) " }
+        #expect(expected.contains { next?.hasPrefix($0) == true }, "saved at line \(counted), went on with \(String(describing: next))")
     }
 
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
