@@ -118,7 +118,7 @@ public enum SystemEmulator {
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
-            if config.incoming != nil { throw .unsupported("-incoming: migration of -M microvm (KVM) machines is not available yet; the RISC-V machines migrate") }
+            setup.incoming = config.incoming
             let vm = KVMMachine(setup)
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }

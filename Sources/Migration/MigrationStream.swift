@@ -67,8 +67,11 @@ public final class MigrationStreamWriter {
             append(UInt8(0))
         } else {
             append(UInt8(1))
+            // The checksum covers the copy, not `bytes` again: a vCPU that runs meanwhile (KVM,
+            // a pre-copy pass) may change the page between two reads of it.
+            let start = buffer.count
             buffer.append(contentsOf: bytes)
-            crc = crc32(crc, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(bytes.count))
+            buffer.withUnsafeBufferPointer { crc = crc32(crc, $0.baseAddress! + start, UInt32(bytes.count)) }
             bytesWritten += UInt64(bytes.count)
         }
         try flushIfFull()

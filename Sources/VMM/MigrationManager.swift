@@ -27,6 +27,14 @@ protocol MigrationHost: AnyObject, Sendable {
     func setThrottle(percent: Int)
     func emit(_ event: MonitorEvent)
     var isRunning: Bool { get }
+    /// Merges the pages the accelerator logged by itself (KVM's dirty log) into the RAM's
+    /// dirty bitmap, with the vCPUs running, so the estimate of what remains counts them.
+    func collectDirtyPages()
+}
+
+extension MigrationHost {
+    /// The RISC-V harts mark the bitmap as they write: nothing to collect.
+    func collectDirtyPages() {}
 }
 
 /// Live migration and snapshots of one machine, both directions (DESIGN.md §5): the monitor
@@ -222,6 +230,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
                 let seconds = max(Double(VirtualClock.hostMonotonicNanoseconds() - passStart) / 1e9, 0.001)
                 let sent = writer.bytesWritten - before
                 if !pages.isEmpty { bandwidth = Double(sent) / seconds }
+                host.collectDirtyPages()
                 let dirtyNow = UInt64(memory.dirtyPageCount) * UInt64(MigrationStream.pageSize)
                 let expectedMs = bandwidth > 0 ? Int64(Double(dirtyNow) / bandwidth * 1000) : 0
                 state.withLock { s in
