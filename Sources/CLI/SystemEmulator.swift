@@ -119,8 +119,8 @@ public enum SystemEmulator {
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
-            if config.loadvm != nil { throw .unsupported("-loadvm: snapshots of -M microvm (KVM) machines are not available yet; the RISC-V machines have them") }
-            if config.incoming != nil { throw .unsupported("-incoming: migration of -M microvm (KVM) machines is not available yet; the RISC-V machines migrate") }
+            setup.incoming = config.incoming
+            setup.loadvm = config.loadvm
             let vm = KVMMachine(setup)
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }

@@ -32,6 +32,14 @@ import SystemSupport
 /// 11. KVM_SET_VCPU_EVENTS last: pending and injected exceptions, NMIs, the interrupt shadow and
 ///     SIPI vector, which the writes above may have reset.
 ///
+/// The TSC: with VT-x or AMD-V, restoring IA32_TSC makes the guest's TSC go on from the saved
+/// value, so the time between the save and the restore does not show. PVM (kvm_pvm) ignores
+/// the write (checked: a value 100 s back reads back as the host's TSC, and the guest's
+/// user-mode `rdtsc`, run natively, returns the host's TSC): there the guest's TSC is the
+/// host's, it goes on across a migration between two processes of one host, and the guest sees
+/// the real time the machine spent stopped (a live migration's downtime; a saved file's time on
+/// disk). kvmclock, restored by KVM_SET_CLOCK, does go on from its saved value.
+///
 /// A vCPU is saved only at rest: outside KVM_RUN, with no exit half handled (an `in` or MMIO
 /// read is complete only once KVM_RUN was entered again: `requestCompletionOnly()`).
 extension KVMVcpu {

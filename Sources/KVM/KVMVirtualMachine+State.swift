@@ -66,6 +66,13 @@ extension KVMVirtualMachine {
                      clock: Clock(nanoseconds: clock.clock, flags: clock.flags, realtime: clock.realtime, hostTSC: clock.host_tsc))
     }
 
+    /// kvmclock now, in nanoseconds (KVM_GET_CLOCK), for a snapshot's VM clock; 0 when KVM
+    /// cannot say.
+    package var clockNanoseconds: UInt64 {
+        var clock = kvm_clock_data()
+        return (try? ioctl(clx_KVM_GET_CLOCK, "KVM_GET_CLOCK", &clock)) != nil ? clock.clock : 0
+    }
+
     private func irqchip(_ id: UInt32) throws(SystemError) -> kvm_irqchip {
         var chip = kvm_irqchip()
         chip.chip_id = id

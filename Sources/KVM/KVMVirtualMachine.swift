@@ -19,11 +19,15 @@ public final class KVMVirtualMachine: Sendable {
     }
 
     /// KVM_SET_USER_MEMORY_REGION: guest-physical `[guestAddress, +size)` is backed by host
-    /// memory at `host`, which must stay mapped as long as the VM lives.
-    public func setMemoryRegion(slot: UInt32, guestAddress: UInt64, size: UInt64, host: UnsafeMutableRawPointer) throws(SystemError) {
-        var region = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: guestAddress, memory_size: size,
+    /// memory at `host`, which must stay mapped as long as the VM lives. Called again for the
+    /// same slot with the same range, it changes only the flags: `logDirtyPages` turns
+    /// KVM_MEM_LOG_DIRTY_PAGES on or off (api.rst 4.35; KVMVirtualMachine+DirtyLog.swift).
+    public func setMemoryRegion(slot: UInt32, guestAddress: UInt64, size: UInt64, host: UnsafeMutableRawPointer,
+                                logDirtyPages: Bool = false) throws(SystemError) {
+        var region = kvm_userspace_memory_region(slot: slot, flags: logDirtyPages ? clx_KVM_MEM_LOG_DIRTY_PAGES : 0,
+                                                 guest_phys_addr: guestAddress, memory_size: size,
                                                  userspace_addr: UInt64(UInt(bitPattern: host)))
-        _ = try syscall("KVM_SET_USER_MEMORY_REGION slot \(slot) at 0x\(String(guestAddress, radix: 16))") {
+        _ = try syscall("KVM_SET_USER_MEMORY_REGION slot \(slot) at 0x\(String(guestAddress, radix: 16))\(logDirtyPages ? " (dirty log on)" : "")") {
             clx_ioctl_ptr(fd.rawValue, clx_KVM_SET_USER_MEMORY_REGION, &region)
         }
     }

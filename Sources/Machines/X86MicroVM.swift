@@ -104,7 +104,7 @@ public final class X86MicroVM: @unchecked Sendable {
 
     /// The VM and the RAM its memory slots point into live exactly as long as the board.
     let vm: KVMVirtualMachine
-    let memory: GuestMemory
+    public let memory: GuestMemory
     /// The port-I/O bus (UART, i8042, exit port, ACPI PM) and the MMIO bus (virtio, boot marker).
     let ports: AddressSpace
     let mmio: AddressSpace
@@ -123,6 +123,8 @@ public final class X86MicroVM: @unchecked Sendable {
     let events: Events
     /// One per vCPU: wakes it from `pause()`.
     private let resumeWakeups: [Wakeup]
+    /// Whether the RAM slots log dirty pages, for migration (X86MicroVM+Migration.swift).
+    let dirtyLog = Mutex(DirtyLogState())
 
     /// How the run ends: the first event wins; `wakeup` tells the thread in `run()`.
     final class Events: Sendable {

@@ -69,11 +69,7 @@ extension KVMMachine: GDBTarget {
     /// Runs `body` with every vCPU parked: the debugger normally asks while the machine is
     /// stopped; if it runs (a `monitor` command meanwhile), it is paused for `body` and resumed.
     private func withParkedVCPUs<T>(_ body: (X86MicroVM) throws -> T?) -> T? {
-        let (board, running) = state.withLock { ($0.board, !$0.paused) }
-        guard let board else { return nil }
-        board.pause()
-        defer { if running { board.resume() } }
-        return (try? body(board)) ?? nil
+        withParkedBoard { board in (try? body(board)) ?? nil } ?? nil
     }
 
     private func withVCPU<T>(_ thread: Int, _ body: (X86MicroVM, KVMVcpu) throws -> T?) -> T? {

@@ -19,23 +19,36 @@ public final class KVMMachine: MonitorTarget, Sendable {
         var exitCode: Int32?
         var hostReset = false
         var listeners: [@Sendable (MonitorEvent) -> Void] = []
+        /// `withParkedBoard` calls in progress (the migration thread, the monitor, the
+        /// debugger): while any runs, `cont` leaves the vCPUs parked and the last one to finish
+        /// lets them run.
+        var parkers = 0
+        /// `cont` arrived while an incoming migration loads: run once it has.
+        var startAfterIncoming = false
     }
 
-    private let setup: Setup
+    let setup: Setup
     let state: Mutex<State>
     /// The GDB stub's breakpoints, watchpoints and stop listener (KVMMachine+GDB.swift).
     let debugger = KVMDebugger()
+    /// Live migration and saving to streams (DESIGN.md §5; KVMMachine+Migration.swift).
+    let migrationManager = MigrationManager()
 
     public init(_ setup: Setup) {
         self.setup = setup
         // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
-        // (not "paused") until the first `cont`.
-        state = Mutex(State(runState: "prelaunch", paused: setup.startPaused))
+        // (not "paused") until the first `cont`. With -incoming it waits, stopped, in
+        // "inmigrate" until the stream is loaded.
+        state = Mutex(State(runState: setup.incoming == nil ? "prelaunch" : "inmigrate",
+                            paused: setup.startPaused || setup.incoming != nil || setup.loadvm != nil))
+        migrationManager.host = self
     }
 
     /// Runs the machine until it ends; returns the process exit status. A triple fault or
     /// KVM internal error is thrown with the board's message and register dump.
     public func run() throws(SystemError) -> Int32 {
+        var incoming = setup.incoming
+        var loadvm = setup.loadvm
         while true {
             if let code = state.withLock({ $0.exitCode }) { return code }
             let board = try setup.makeBoard()
@@ -45,8 +58,18 @@ public final class KVMMachine: MonitorTarget, Sendable {
                 s.hostReset = false
                 // QEMU's main_loop_should_exit: a machine (re)built while stopped (-S, or a
                 // reset while paused) is in "prelaunch" until `cont`.
-                s.runState = s.paused ? "prelaunch" : "running"
+                if s.runState != "inmigrate" { s.runState = s.paused ? "prelaunch" : "running" }
                 return s.paused
+            }
+            // The stream loads on the migration thread into this board, whose vCPUs park
+            // before they first enter the guest (it starts paused) until the load completes.
+            if let uri = incoming {
+                incoming = nil
+                migrationManager.startIncoming(uri)
+            }
+            if let name = loadvm {
+                loadvm = nil
+                migrationManager.startFromSnapshot(name)
             }
             let exit = try board.run(startPaused: paused)
             let (quitCode, hostReset) = state.withLock { s in
@@ -113,14 +136,20 @@ public final class KVMMachine: MonitorTarget, Sendable {
     }
 
     public func cont() {
-        let board = state.withLock { s -> X86MicroVM? in
-            guard s.paused, s.runState != "shutdown" else { return nil }
+        let (changed, board) = state.withLock { s -> (Bool, X86MicroVM?) in
+            if s.runState == "inmigrate" {
+                // QEMU's autostart: the machine runs once the incoming stream is loaded.
+                s.startAfterIncoming = true
+                return (false, nil)
+            }
+            guard s.paused, s.runState != "shutdown" else { return (false, nil) }
             s.paused = false
             s.runState = "running"
-            return s.board
+            // While the migration code has the vCPUs parked, it lets them run when it is done.
+            return (true, s.parkers == 0 ? s.board : nil)
         }
-        guard let board else { return }
-        board.resume()
+        guard changed else { return }
+        board?.resume()
         emit(.resume)
     }
 
@@ -152,20 +181,40 @@ public final class KVMMachine: MonitorTarget, Sendable {
         board?.requestPowerOff(exitCode: 0)
     }
 
+    /// Runs `body` on the current board with every vCPU parked; nil when there is none (or
+    /// the machine is ending). Callers may overlap (the monitor, the debugger, the migration
+    /// thread): the vCPUs run again only when the last one is done, and only if the machine
+    /// is not stopped (`stop`, a migration's switch-over) by then.
+    func withParkedBoard<T>(_ body: (X86MicroVM) throws -> T) rethrows -> T? {
+        let board = state.withLock { s -> X86MicroVM? in
+            guard let board = s.board, s.exitCode == nil else { return nil }
+            s.parkers += 1
+            return board
+        }
+        guard let board else { return nil }
+        defer {
+            let resume = state.withLock { s -> Bool in
+                s.parkers -= 1
+                return s.parkers == 0 && !s.paused && s.board === board
+            }
+            if resume { board.resume() }
+        }
+        board.pause()
+        return try body(board)
+    }
+
     /// Ctrl-A s: writes the `-snapshot` overlays back into their images, with the vCPUs parked
     /// so no request is half done; one line per disk.
     public func commitSnapshots() -> String {
-        let (board, running) = state.withLock { ($0.board, $0.runState == "running") }
-        guard let board else { return "" }
-        if running { board.pause() }
-        defer { if running { board.resume() } }
-        return board.snapshotOverlays.map { overlay in
-            do {
-                return "\(overlay.label): \(try overlay.commit()) changed clusters written back"
-            } catch {
-                return "\(overlay.label): commit failed: \(error)"
-            }
-        }.joined(separator: "\n")
+        withParkedBoard { board in
+            board.snapshotOverlays.map { overlay in
+                do {
+                    return "\(overlay.label): \(try overlay.commit()) changed clusters written back"
+                } catch {
+                    return "\(overlay.label): commit failed: \(error)"
+                }
+            }.joined(separator: "\n")
+        } ?? ""
     }
 
     public func humanCommand(_ line: String) -> String? { humanCommand(line, cpuIndex: 0) }
@@ -173,12 +222,11 @@ public final class KVMMachine: MonitorTarget, Sendable {
     public func humanCommand(_ line: String, cpuIndex: Int) -> String? {
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
         guard words.count >= 2, words[0] == "info", words[1] == "registers" else { return nil }
-        let (board, running) = state.withLock { ($0.board, $0.runState == "running") }
-        guard let board, board.vcpus.indices.contains(cpuIndex) else { return "no such CPU\n" }
         // KVM_GET_REGS waits for KVM_RUN to return, so the vCPUs park while it reads.
-        if running { board.pause() }
-        let dump = board.vcpus[cpuIndex].registerDump()
-        if running { board.resume() }
+        let dump = withParkedBoard { board in
+            board.vcpus.indices.contains(cpuIndex) ? board.vcpus[cpuIndex].registerDump() : nil
+        }
+        guard let dump, let dump else { return "no such CPU\n" }
         return dump + "\n"
     }
 }

@@ -22,9 +22,9 @@ protocol MigrationHost: AnyObject, Sendable {
     func migrationCompleted()
     /// The incoming machine is loaded: it runs (or stays stopped with -S).
     func incomingCompleted()
-    /// The incoming stream was refused: swemu ends with this message, as QEMU's
-    /// "load of migration failed".
-    func incomingFailed(_ error: SystemError)
+    /// The machine must not run (a refused incoming stream, a `-loadvm` that failed): swemu
+    /// prints `message` and ends with status 1, as QEMU does.
+    func failAtStart(_ message: String)
     /// Stops the machine for `savevm`/`loadvm` (QEMU's RUN_STATE_SAVE_VM / RESTORE_VM);
     /// returns whether it was running.
     func stopForSnapshot() -> Bool
@@ -36,6 +36,17 @@ protocol MigrationHost: AnyObject, Sendable {
     func setThrottle(percent: Int)
     func emit(_ event: MonitorEvent)
     var isRunning: Bool { get }
+    /// Merges the pages the accelerator logged by itself (KVM's dirty log) into the RAM's
+    /// dirty bitmap, with the vCPUs running, so the estimate of what remains counts them.
+    func collectDirtyPages()
+}
+
+extension MigrationHost {
+    /// The RISC-V harts mark the bitmap as they write: nothing to collect.
+    func collectDirtyPages() {}
+
+    /// QEMU's "load of migration failed", and the process ends with status 1.
+    func incomingFailed(_ error: SystemError) { failAtStart("swemu: load of migration failed: \(error)\n") }
 }
 
 /// Live migration and snapshots of one machine, both directions (DESIGN.md §5): the monitor
@@ -230,6 +241,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
                 let seconds = max(Double(VirtualClock.hostMonotonicNanoseconds() - passStart) / 1e9, 0.001)
                 let sent = writer.bytesWritten - before
                 if !pages.isEmpty { bandwidth = Double(sent) / seconds }
+                host.collectDirtyPages()
                 let dirtyNow = UInt64(memory.dirtyPageCount) * UInt64(MigrationStream.pageSize)
                 let expectedMs = bandwidth > 0 ? Int64(Double(dirtyNow) / bandwidth * 1000) : 0
                 state.withLock { s in
@@ -296,6 +308,26 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
     }
 
     // MARK: Destination
+
+    /// `-loadvm NAME`: loads the snapshot into the stopped machine on a thread of its own (the
+    /// load parks the vCPUs through the VMM), then runs it unless -S. A snapshot that cannot
+    /// be loaded ends swemu with status 1.
+    func startFromSnapshot(_ name: String) {
+        guard let host else { return }
+        do {
+            try HostThread.spawn(name: "loadvm") { [self] in
+                do throws(QMPError) {
+                    try loadSnapshot(name: name)
+                } catch {
+                    host.failAtStart("swemu: -loadvm \(name): \(error.desc)\n")
+                    return
+                }
+                host.incomingCompleted()
+            }
+        } catch {
+            host.failAtStart("swemu: -loadvm \(name): \(error)\n")
+        }
+    }
 
     /// `-incoming URI` (or `migrate-incoming`): waits for the stream on its own thread, loads
     /// it into the stopped machine, then runs it. `defer` waits for `migrate-incoming`.

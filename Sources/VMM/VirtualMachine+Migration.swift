@@ -38,32 +38,7 @@ extension VirtualMachine: MigrationHost {
         if start { cont() }
     }
 
-    func incomingFailed(_ error: SystemError) {
-        // QEMU: "load of migration failed", and the process ends with status 1.
-        fail("swemu: load of migration failed: \(error)\n")
-    }
-
-    /// `-loadvm NAME`: loads the snapshot into the stopped machine (on a thread of its own:
-    /// the load parks the vCPU thread through the command channel), then runs it unless -S.
-    /// A snapshot that cannot be loaded ends swemu with QEMU's status 1.
-    func startFromSnapshot(_ name: String) {
-        do {
-            try HostThread.spawn(name: "loadvm") { [self] in
-                do throws(QMPError) {
-                    try migrationManager.loadSnapshot(name: name)
-                } catch {
-                    fail("swemu: -loadvm \(name): \(error.desc)\n")
-                    return
-                }
-                if !setup.startPaused { cont() }
-            }
-        } catch {
-            fail("swemu: -loadvm \(name): \(error)\n")
-        }
-    }
-
-    /// Ends the run with status 1 after printing `message` (a machine that must not run).
-    private func fail(_ message: String) {
+    func failAtStart(_ message: String) {
         _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
         let board = state.withLock { s -> RISCVBoard? in
             if s.exitCode == nil { s.exitCode = 1 }

@@ -96,7 +96,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
             }
             if let name = loadvm {
                 loadvm = nil
-                startFromSnapshot(name)
+                migrationManager.startFromSnapshot(name)
             }
             for point in points { Self.apply(point, insert: true, to: board) }
             slices: while true {

@@ -151,6 +151,9 @@ static const unsigned long clx_KVM_GET_PIT2 = KVM_GET_PIT2;
 static const unsigned long clx_KVM_SET_PIT2 = KVM_SET_PIT2;
 static const unsigned long clx_KVM_GET_CLOCK = KVM_GET_CLOCK;
 static const unsigned long clx_KVM_SET_CLOCK = KVM_SET_CLOCK;
+// Dirty page logging for live migration (KVMVirtualMachine+DirtyLog.swift).
+static const unsigned long clx_KVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
+static const uint32_t clx_KVM_MEM_LOG_DIRTY_PAGES = KVM_MEM_LOG_DIRTY_PAGES;
 
 /// Installs a handler that does nothing for `signal`, without SA_RESTART, and unblocks it in
 /// the calling thread, so a vCPU thread blocked in KVM_RUN returns EINTR when another thread

@@ -1,0 +1,92 @@
+import DeviceModel
+import Glibc
+import Machines
+import Migration
+import QMP
+import SystemSupport
+
+/// The KVM VMM as the migration code sees it (DESIGN.md §5), as VirtualMachine+Migration.swift
+/// is the RISC-V one's: QMP/HMP `migrate`, `query-migrate` and `-incoming` for
+/// `-M microvm -accel kvm`.
+///
+/// Dirty pages: KVM logs the vCPUs' writes, not this process, so each `parked` merges KVM's
+/// log into the RAM's dirty bitmap before its body (the migration code takes the dirty pages
+/// there, and the last look, with the machine stopped, misses nothing) and after it (the body
+/// may have started or stopped tracking: KVM's logging follows); `collectDirtyPages` merges it
+/// after each pass, so the estimate of what remains counts the vCPUs' writes.
+extension KVMMachine: MigrationHost {
+    public var migration: (any MigrationControl)? { migrationManager }
+
+    func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
+        withParkedBoard { board in
+            board.syncDirtyLog()
+            defer { board.syncDirtyLog() }
+            return body(board)
+        }
+    }
+
+    /// KVM_GET_DIRTY_LOG needs no parked vCPUs: what they write meanwhile is in this look
+    /// or the next.
+    func collectDirtyPages() {
+        state.withLock { $0.board }?.syncDirtyLog()
+    }
+
+    func stopForMigration() -> Bool {
+        let (board, wasRunning) = state.withLock { s -> (X86MicroVM?, Bool) in
+            let wasRunning = !s.paused && s.runState == "running"
+            s.paused = true
+            // QEMU's RUN_STATE_FINISH_MIGRATE while the last pass and the device states go.
+            s.runState = "finish-migrate"
+            return (s.board, wasRunning)
+        }
+        board?.pause()
+        if wasRunning { emit(.stop) }
+        return wasRunning
+    }
+
+    func resumeAfterMigration(wasRunning: Bool) {
+        state.withLock { $0.runState = "paused" }
+        if wasRunning { cont() }
+    }
+
+    func stopForSnapshot() -> Bool {
+        let wasRunning = runState == "running"
+        stop()
+        return wasRunning
+    }
+
+    func resumeAfterSnapshot() { cont() }
+
+    var disks: [(device: String, backend: any BlockBackend)] {
+        let names = setup.blockDevices.map(\.device)
+        let backends = state.withLock { $0.board }?.disks ?? []
+        return backends.enumerated().map { index, backend in (index < names.count ? names[index] : "virtio\(index)", backend) }
+    }
+
+    func migrationCompleted() {
+        state.withLock { $0.runState = "postmigrate" }
+    }
+
+    func incomingCompleted() {
+        let start = state.withLock { s -> Bool in
+            s.runState = setup.startPaused ? "paused" : "prelaunch"
+            return !setup.startPaused || s.startAfterIncoming
+        }
+        if start { cont() }
+    }
+
+    func failAtStart(_ message: String) {
+        _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
+        let board = state.withLock { s -> X86MicroVM? in
+            if s.exitCode == nil { s.exitCode = 1 }
+            s.runState = "shutdown"
+            return s.board
+        }
+        board?.requestPowerOff(exitCode: 1)
+    }
+
+    /// Auto-converge has nothing to slow here: KVM runs the vCPUs, and swemu does not take
+    /// their time away (QEMU throttles KVM vCPUs by making them sleep in its own loop, which
+    /// PVM's cost per exit would make coarse). Migrations converge on the downtime limit alone.
+    func setThrottle(percent: Int) {}
+}
