@@ -40,7 +40,7 @@ import TestSupport
         #expect(!result.output.contains("FAIL"), "\(result.output)")
     }
 
-    @Test(.enabled(if: scriptMissing == nil, "\(scriptMissing ?? "")"), arguments: ["unix", "file", "faults"])
+    @Test(.enabled(if: scriptMissing == nil, "\(scriptMissing ?? "")"), arguments: ["unix", "file", "faults", "snapshots"])
     func migratesWithNothingLost(_ scenario: String) throws { try Self.run(scenario) }
 
     @Test(.enabled(if: scriptMissing == nil && FileManager.default.isExecutableFile(atPath: riscvBinary),
