@@ -18,7 +18,9 @@ extension KVMMachine: MigrationHost {
     public var migration: (any MigrationControl)? { migrationManager }
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
-        withParkedBoard { board in
+        // An incoming migration may be loaded before the first board is built: wait for it.
+        while state.withLock({ $0.board == nil && $0.exitCode == nil }) { usleep(5_000) }
+        return withParkedBoard { board in
             board.syncDirtyLog()
             defer { board.syncDirtyLog() }
             return body(board)

@@ -42,6 +42,8 @@ public final class KVMMachine: MonitorTarget, Sendable {
         state = Mutex(State(runState: setup.incoming == nil ? "prelaunch" : "inmigrate",
                             paused: setup.startPaused || setup.incoming != nil || setup.loadvm != nil))
         migrationManager.host = self
+        // `migrate-incoming` is taken from the start, before the board is built.
+        if setup.incoming == .deferred { migrationManager.startIncoming(.deferred) }
     }
 
     /// Runs the machine until it ends; returns the process exit status. A triple fault or
@@ -63,7 +65,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
             }
             // The stream loads on the migration thread into this board, whose vCPUs park
             // before they first enter the guest (it starts paused) until the load completes.
-            if let uri = incoming {
+            if let uri = incoming, uri != .deferred {
                 incoming = nil
                 migrationManager.startIncoming(uri)
             }

@@ -70,23 +70,28 @@ final class MigrationChannel: @unchecked Sendable {
     deinit { if fd >= 0 { Glibc.close(fd) } }
 
     /// Opens the channel: connects (outgoing) or listens and takes one connection (incoming).
-    static func open(_ uri: MigrationURI, outgoing: Bool, cancelled: () -> Bool) throws(SystemError) -> MigrationChannel {
+    /// `listening` is called once an incoming channel can be connected to (before the wait).
+    static func open(_ uri: MigrationURI, outgoing: Bool, listening: () -> Void = {}, cancelled: () -> Bool) throws(SystemError) -> MigrationChannel {
         // A destination that goes away must be an error on write, not a signal that ends swemu.
         signal(SIGPIPE, SIG_IGN)
         switch uri {
         case .tcp(let host, let port):
             if outgoing { return MigrationChannel(fd: try StreamSockets.connect(host: host, port: port).release(), child: nil, uri: uri) }
             let listener = try StreamSockets.listen(host: host, port: port)
+            listening()
             return MigrationChannel(fd: try StreamSockets.accept(listener, cancelled: cancelled).release(), child: nil, uri: uri)
         case .unix(let path):
             if outgoing { return MigrationChannel(fd: try StreamSockets.connect(unixPath: path).release(), child: nil, uri: uri) }
             let listener = try StreamSockets.listen(unixPath: path)
             defer { unlink(path) }
+            listening()
             return MigrationChannel(fd: try StreamSockets.accept(listener, cancelled: cancelled).release(), child: nil, uri: uri)
         case .file(let path):
+            if !outgoing { listening() }
             let flags = outgoing ? O_WRONLY | O_CREAT | O_TRUNC : O_RDONLY
             return MigrationChannel(fd: try FileDescriptor.open(path, flags, mode: 0o600).release(), child: nil, uri: uri)
         case .exec(let command):
+            if !outgoing { listening() }
             return try spawn(command, outgoing: outgoing, uri: uri)
         case .deferred:
             throw .configuration("'defer' is not a migration URI to open")

@@ -340,7 +340,6 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
             s.running = true
             s.info = MigrationInfo()
         }
-        setStatus("setup")
         guard let host else { return }
         do {
             try HostThread.spawn(name: "migration-in") { [self] in runIncoming(uri, host: host) }
@@ -352,7 +351,9 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
     private func runIncoming(_ uri: MigrationURI, host: any MigrationHost) {
         let start = VirtualClock.hostMonotonicNanoseconds()
         do throws(SystemError) {
-            let channel = try MigrationChannel.open(uri, outgoing: false) { false }
+            // "setup" once the destination listens (or has its file or command): a source may
+            // connect from then on.
+            let channel = try MigrationChannel.open(uri, outgoing: false, listening: { self.setStatus("setup") }) { false }
             setStatus("active")
             let reader = MigrationStreamReader { (buffer) throws(SystemError) -> Int in try channel.read(into: buffer) }
             try load(from: reader, host: host) { if channel.acknowledges { channel.send(.pass) } }

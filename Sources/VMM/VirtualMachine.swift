@@ -24,7 +24,9 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     struct State {
         var runState = "prelaunch"
         var paused: Bool
-        var requests: [@Sendable (RISCVBoard) -> Void] = []
+        /// Served on the vCPU thread; given nil when the run ended without a board (a request
+        /// queued before the first board, whose building failed), so its caller still returns.
+        var requests: [@Sendable (RISCVBoard?) -> Void] = []
         var hostReset = false
         var exitCode: Int32?
         var board: RISCVBoard?
@@ -58,6 +60,8 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         state = Mutex(State(runState: setup.incoming == nil ? "prelaunch" : "inmigrate",
                             paused: setup.startPaused || setup.incoming != nil || setup.loadvm != nil))
         migrationManager.host = self
+        // `migrate-incoming` is taken from the start, before the board is built.
+        if setup.incoming == .deferred { migrationManager.startIncoming(.deferred) }
     }
 
     // MARK: - The vCPU loop
@@ -75,7 +79,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                 }
                 return (s.requests, s.board)
             }
-            if let board { for request in requests { request(board) } }
+            for request in requests { request(board) }
         }
         var incoming = setup.incoming
         var loadvm = setup.loadvm
@@ -90,7 +94,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                 if s.runState != "inmigrate" { s.runState = s.paused ? "prelaunch" : "running" }
                 return s.debugPoints
             }
-            if let uri = incoming {
+            if let uri = incoming, uri != .deferred {
                 incoming = nil
                 migrationManager.startIncoming(uri)
             }
@@ -147,16 +151,18 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     func perform<T: Sendable>(_ body: @escaping @Sendable (RISCVBoard) -> T) -> T? {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<T?>(nil)
-        let board = state.withLock { s -> RISCVBoard? in
-            guard !s.finished else { return nil }
+        // Queued even before the first board exists (an incoming migration may be loaded that
+        // early): the vCPU loop serves requests as soon as it has a board.
+        let (queued, board) = state.withLock { s -> (Bool, RISCVBoard?) in
+            guard !s.finished else { return (false, nil) }
             s.requests.append { board in
-                result.withLock { $0 = body(board) }
+                if let board { result.withLock { $0 = body(board) } }
                 done.signal()
             }
-            return s.board
+            return (true, s.board)
         }
-        guard let board else { return nil }
-        board.interrupt()
+        guard queued else { return nil }
+        board?.interrupt()
         wake.signal()
         done.wait()
         return result.withLock { $0 }

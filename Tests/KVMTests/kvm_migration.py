@@ -23,138 +23,20 @@ import re
 import subprocess
 import sys
 
-from qemu.qmp import QMPClient
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Python"))
+from swemu_machine import (Machine as Process, check, check_continuity, counts, failures,  # noqa: E402
+                           wait_listening, timing)
 
 SWEMU, ELF, WORK, SCENARIO = sys.argv[1:5]
 SWEMU_RISCV = sys.argv[5] if len(sys.argv) > 5 else None
-failures = []
 # kvm_pvm serves /dev/kvm unless VT-x or AMD-V does (KVMFlavour.detect).
 PVM = not any(os.path.exists(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd")) and os.path.exists("/sys/module/kvm_pvm")
 
 
-def check(condition, what):
-    print(("ok " if condition else "FAIL ") + what, flush=True)
-    if not condition:
-        failures.append(what)
-
-
-def counts(path):
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return [], ""
-    return [int(n) for n in re.findall(r"^count (\d+)\r?$", text, re.M)], text
-
-
-class Machine:
-    """A swemu process (x86-64 microvm on KVM unless `command` says otherwise), with its QMP
-    socket and serial log."""
-
-    def __init__(self, name, extra=(), smp="2", memory="128M", command=None):
-        self.name = name
-        self.qmp_path = os.path.join(WORK, f"{name}.qmp")
-        self.serial = os.path.join(WORK, f"{name}.serial")
-        self.stderr_path = os.path.join(WORK, f"{name}.stderr")
-        command = command or [SWEMU, "-M", "microvm", "-accel", "kvm", "-kernel", ELF]
-        args = [*command, "-smp", smp, "-m", memory, "-display", "none",
-                "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off", *extra]
-        self.stderr = open(self.stderr_path, "wb")
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
-        self.qmp = None
-
-    async def connect(self):
-        for _ in range(400):
-            self.qmp = QMPClient(self.name)
-            try:
-                await self.qmp.connect(self.qmp_path)
-                return
-            except Exception:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} ended: {self.error_text()}")
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"cannot connect to {self.name}'s QMP")
-
-    async def execute(self, command, arguments=None):
-        return await self.qmp.execute(command, arguments)
-
-    async def hmp(self, line):
-        return await self.execute("human-monitor-command", {"command-line": line})
-
-    async def wait_counts(self, at_least, timeout=60):
-        for _ in range(int(timeout / 0.02)):
-            found, _ = counts(self.serial)
-            if found and found[-1] >= at_least:
-                return found
-            await asyncio.sleep(0.02)
-        return counts(self.serial)[0]
-
-    async def wait_status(self, wanted, timeout=120, passes=0):
-        status = None
-        for _ in range(int(timeout / 0.02)):
-            status = await self.execute("query-migrate")
-            if status.get("status") in wanted and status.get("ram", {}).get("dirty-sync-count", 0) >= passes:
-                return status
-            await asyncio.sleep(0.02)
-        return status
-
-    def ended(self):
-        """True (and a FAIL with its log) when the process has ended."""
-        if self.process.poll() is None:
-            return False
-        check(False, f"{self.name} ended with status {self.process.returncode}: {self.error_text().strip()[-400:]!r}; "
-                     f"serial: {counts(self.serial)[1][-300:]!r}")
-        return True
-
-    def error_text(self):
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def wait_exit(self, timeout=60):
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    async def close(self):
-        if self.qmp is not None:
-            try:
-                await self.qmp.disconnect()
-            except Exception:
-                pass
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.stderr.close()
-
-
-def check_continuity(source, destination, at_least=40):
-    """One output, as if nothing had happened: the destination's counts start right after the
-    source's last and go on one by one. The line the switch-over cut ("count " printed by the
-    source, the number by the destination: two guest calls) is finished by the destination, so
-    the two logs are read as one."""
-    before, source_text = counts(source.serial)
-    _, destination_text = counts(destination.serial)
-    whole = [int(n) for n in re.findall(r"^count (\d+)\r?$", source_text + destination_text, re.M)]
-    after = whole[len(before):]
-    check(bool(before) and bool(after), f"both sides printed counts (source up to {before[-1:]}, destination {after[:1]}..{after[-1:]})")
-    if before and after:
-        check(after[0] == before[-1] + 1, f"no gap, no repeat: source ended at {before[-1]}, destination began at {after[0]}")
-        check(whole == list(range(1, len(whole) + 1)), "the counts go up one by one, source then destination")
-        check(len(after) >= at_least, f"the destination's timers keep firing ({len(after)} counts)")
-    check("migrate_counter start" not in destination_text, "the destination did not start the program again")
-    for text, side in ((source_text, "source"), (destination_text, "destination")):
-        check("BAD" not in text and "clock jumped" not in text,
-              f"{side}: the guest's checks hold (buffer checksums, state, clock): "
-              + repr([line for line in text.splitlines() if "BAD" in line or "clock" in line or "word" in line][:4]))
-
-
-def timing(what, info):
-    ram = info.get("ram", {})
-    print(f"timing {what}: total {info.get('total-time')} ms, downtime {info.get('downtime')} ms, "
-          f"setup {info.get('setup-time')} ms, {ram.get('dirty-sync-count')} passes, "
-          f"{ram.get('transferred', 0) / 2**20:.1f} MiB sent, {ram.get('normal')} normal + {ram.get('duplicate')} zero pages",
-          flush=True)
+def Machine(name, extra=(), smp="2", memory="128M", command=None):
+    """migrate_counter on the x86-64 microvm on KVM, unless `command` says otherwise."""
+    return Process(WORK, name, command or [SWEMU, "-M", "microvm", "-accel", "kvm", "-kernel", ELF],
+                   extra=extra, smp=smp, memory=memory)
 
 
 async def migrate_unix():
@@ -166,6 +48,7 @@ async def migrate_unix():
         await destination.connect()
         status = await destination.execute("query-status")
         check(status["status"] == "inmigrate", f"the destination waits in inmigrate: {status}")
+        await wait_listening(destination)
         await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
         # At 64 MiB/s a pass takes the time of several counts, so the guest's buffer (4 MiB,
         # rewritten after every count) is dirty again after each one, and 1 ms of downtime is
@@ -175,9 +58,13 @@ async def migrate_unix():
         await source.wait_counts(20)
         await source.execute("migrate", {"uri": f"unix:{sock}"})
         info = await source.wait_status(("active", "completed", "failed"), passes=6)
-        check(info.get("status") == "active", f"the migration iterates while the guest runs: {info}")
-        status = await source.execute("query-status")
-        check(status["status"] == "running", f"the source runs during the passes: {status}")
+        # A pass in which the guest wrote nothing (a loaded host may not run it) leaves nothing
+        # to send, which fits any limit: the migration may then finish early, after its passes.
+        check(info.get("status") != "failed" and info.get("ram", {}).get("dirty-sync-count", 0) >= 6,
+              f"the migration iterates while the guest runs: {info}")
+        if info.get("status") == "active":
+            status = await source.execute("query-status")
+            check(status["status"] == "running", f"the source runs during the passes: {status}")
         await source.execute("migrate-set-parameters", {"downtime-limit": 300})
         info = await source.wait_status(("completed", "failed", "cancelled"))
         check(info.get("status") == "completed", f"the migration completed: {info}")
@@ -231,7 +118,9 @@ async def migrate_file():
         await destination.connect()
         await destination.wait_counts(counts(source.serial)[0][-1] + 60)
         destination.ended()
-        check_continuity(source, destination)
+        # On PVM the time between the save and the load shows (a loaded machine can exceed the
+        # guest's 0.5 s check): the clock check is for VT-x/AMD-V.
+        check_continuity(source, destination, clock_may_jump=PVM)
     finally:
         await destination.close()
 
@@ -292,6 +181,7 @@ async def faults():
     try:
         await source.connect()
         await victim.connect()
+        await wait_listening(victim)
         # Slow enough to be stopped mid-way: 1 MiB/s, and the 4 MiB buffer is dirty every pass.
         await source.execute("migrate-set-parameters", {"max-bandwidth": 1 << 20})
         await source.wait_counts(10)
@@ -309,10 +199,7 @@ async def faults():
         sock2 = os.path.join(WORK, "cancel.sock")
         patient = Machine("patient", ["-incoming", f"unix:{sock2}"])
         await patient.connect()
-        for _ in range(500):  # it listens once its board is built, a little after QMP answers
-            if os.path.exists(sock2):
-                break
-            await asyncio.sleep(0.02)
+        await wait_listening(patient)  # it listens once its board is built, a little after QMP answers
         await source.execute("migrate", {"uri": f"unix:{sock2}"})
         await asyncio.sleep(0.5)
         await source.execute("migrate_cancel")
@@ -342,14 +229,8 @@ async def faults():
         await destination.connect()
         await destination.wait_counts(counts(source.serial)[0][-1] + 40)
         destination.ended()
-        # Stopped by `stop` before it was saved: the stop's time shows on PVM (see migrate_file),
-        # so only the counts and the buffer are checked here.
-        before, source_text = counts(source.serial)
-        whole = [int(n) for n in re.findall(r"^count (\d+)\r?$", source_text + counts(destination.serial)[1], re.M)]
-        after = whole[len(before):]
-        check(bool(after) and after[0] == before[-1] + 1 and len(after) >= 40,
-              f"the stream saved after the failures goes on: source ended at {before[-1:]}, destination {after[:1]}..{after[-1:]}")
-        check("BAD" not in counts(destination.serial)[1], "the destination's checks hold")
+        # Stopped by `stop` before it was saved: the stop's time shows on PVM (see migrate_file).
+        check_continuity(source, destination, clock_may_jump=PVM)
     finally:
         await destination.close()
 

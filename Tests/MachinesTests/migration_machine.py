@@ -10,122 +10,22 @@ failure. Run by MachinesTests/MigrationTests.
 import asyncio
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 
-from qemu.qmp import QMPClient
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Python"))
+from swemu_machine import Machine as Process, check, check_continuity, counts, failures, free_port, wait_listening  # noqa: E402
 
 SWEMU, ELF, WORK, SCENARIO = sys.argv[1:5]
 # "unix-jit": the same as "unix" with both machines on the JIT.
 ENGINE = ["-accel", "tcg,jit=on"] if SCENARIO.endswith("-jit") else ["-accel", "tcg,jit=off"]
 SCENARIO = SCENARIO.removesuffix("-jit")
-failures = []
 
 
-def check(condition, what):
-    print(("ok " if condition else "FAIL ") + what, flush=True)
-    if not condition:
-        failures.append(what)
-
-
-def counts(path):
-    try:
-        with open(path, "rb") as f:
-            text = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return [], ""
-    return [int(n) for n in re.findall(r"^count (\d+)\r?$", text, re.M)], text
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Machine:
-    """A swemu process running migrate_counter, with its QMP socket and serial log."""
-
-    def __init__(self, name, extra=(), smp="2", memory="64M", program=None):
-        self.name = name
-        self.qmp_path = os.path.join(WORK, f"{name}.qmp")
-        self.serial = os.path.join(WORK, f"{name}.serial")
-        self.stderr_path = os.path.join(WORK, f"{name}.stderr")
-        program = program or ["-bios", "none", "-kernel", ELF]
-        args = [SWEMU, "-M", "virt", *program, "-smp", smp, "-m", memory, "-display", "none",
-                "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off", *ENGINE, *extra]
-        self.stderr = open(self.stderr_path, "wb")
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
-        self.qmp = None
-
-    async def connect(self):
-        for _ in range(400):
-            self.qmp = QMPClient(self.name)
-            try:
-                await self.qmp.connect(self.qmp_path)
-                return
-            except Exception:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} ended: {self.error_text()}")
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"cannot connect to {self.name}'s QMP")
-
-    async def execute(self, command, arguments=None):
-        return await self.qmp.execute(command, arguments)
-
-    async def wait_counts(self, at_least, timeout=30):
-        for _ in range(int(timeout / 0.02)):
-            found, _ = counts(self.serial)
-            if found and found[-1] >= at_least:
-                return found
-            await asyncio.sleep(0.02)
-        return counts(self.serial)[0]
-
-    async def wait_status(self, wanted, timeout=60):
-        status = None
-        for _ in range(int(timeout / 0.02)):
-            status = await self.execute("query-migrate")
-            if status.get("status") in wanted:
-                return status
-            await asyncio.sleep(0.02)
-        return status
-
-    def error_text(self):
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def wait_exit(self, timeout=30):
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    async def close(self):
-        if self.qmp is not None:
-            try:
-                await self.qmp.disconnect()
-            except Exception:
-                pass
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.stderr.close()
-
-
-def check_continuity(source, destination, at_least=40):
-    """The destination's counts start right after the source's last and go on one by one."""
-    before, source_text = counts(source.serial)
-    after, destination_text = counts(destination.serial)
-    check(bool(before) and bool(after), f"both sides printed counts (source up to {before[-1:]}, destination {after[:1]}..{after[-1:]})")
-    if before and after:
-        check(after[0] == before[-1] + 1, f"no gap, no repeat: source ended at {before[-1]}, destination began at {after[0]}")
-        check(after == list(range(after[0], after[0] + len(after))), "the destination's counts go up one by one")
-        check(len(after) >= at_least, f"the destination's timers keep firing ({len(after)} counts)")
-    for text, side in ((source_text, "source"), (destination_text, "destination")):
-        check("BAD" not in text and "clock jumped" not in text and "stalled" not in text,
-              f"{side}: the guest's checks hold (buffer checksums, state, clock, hart 1)")
+def Machine(name, extra=(), smp="2", memory="64M", program=None):
+    """migrate_counter (or `program`) on -M virt, on the engine the scenario names."""
+    return Process(WORK, name, [SWEMU, "-M", "virt", *(program or ["-bios", "none", "-kernel", ELF]), *ENGINE],
+                   extra=extra, smp=smp, memory=memory)
 
 
 async def migrate_live(uri_for_destination, uri_for_source, smp="2"):
@@ -136,6 +36,7 @@ async def migrate_live(uri_for_destination, uri_for_source, smp="2"):
         await destination.connect()
         status = await destination.execute("query-status")
         check(status["status"] == "inmigrate", f"the destination waits in inmigrate: {status}")
+        await wait_listening(destination)
         await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
         await source.wait_counts(20)
         await source.execute("migrate", {"uri": uri_for_source})
@@ -221,6 +122,7 @@ async def faults():
     try:
         await source.connect()
         await destination.connect()
+        await wait_listening(destination)
         await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
         # Slow enough to be killed mid-way: 1 MiB/s for 64 MiB of RAM (mostly zero pages,
         # which are small, but the buffer pages are 4 KiB each).
@@ -241,6 +143,7 @@ async def faults():
         sock2 = os.path.join(WORK, "cancel.sock")
         patient = Machine("patient", ["-incoming", f"unix:{sock2}"])
         await patient.connect()
+        await wait_listening(patient)
         await source.execute("migrate", {"uri": f"unix:{sock2}"})
         await asyncio.sleep(0.3)
         await source.execute("migrate_cancel")
@@ -255,6 +158,7 @@ async def faults():
         sock3 = os.path.join(WORK, "throttle.sock")
         slow = Machine("slow", ["-incoming", f"unix:{sock3}"])
         await slow.connect()
+        await wait_listening(slow)
         await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "auto-converge", "state": True}]})
         await source.execute("migrate-set-parameters", {"max-bandwidth": 256 << 20, "downtime-limit": 0})
         await source.execute("migrate", {"uri": f"unix:{sock3}"})
@@ -296,6 +200,7 @@ async def migrate_linux():
     try:
         await source.connect()
         await destination.connect()
+        await wait_listening(destination)
         found = await source.wait_counts(30, timeout=240)
         check(bool(found) and found[-1] >= 30, f"the source booted and counts ({found[-1:]})")
         await source.execute("migrate", {"uri": f"unix:{sock}"})
@@ -444,10 +349,7 @@ async def main():
             await source.connect()
             await destination.execute("migrate-incoming", {"uri": f"unix:{sock}"})
             await source.wait_counts(20)
-            for _ in range(100):
-                if os.path.exists(sock):
-                    break
-                await asyncio.sleep(0.02)
+            await wait_listening(destination)
             await source.execute("migrate", {"uri": f"unix:{sock}"})
             info = await source.wait_status(("completed", "failed"))
             check(info.get("status") == "completed", f"-incoming defer + migrate-incoming: {info}")
