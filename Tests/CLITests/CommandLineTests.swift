@@ -123,7 +123,11 @@ import VMM
         #expect(error(["-M", "virt", "-kernel", "k", "-incoming", "rdma:h:1"]).contains("unknown transport 'rdma'"))
     }
 
-    @Test(arguments: ["-netdev", "-loadvm"])
+    @Test func loadvmNamesTheSnapshot() throws {
+        #expect(try config(["-M", "virt", "-kernel", "k", "-loadvm", "before-upgrade"]).loadvm == "before-upgrade")
+    }
+
+    @Test(arguments: ["-netdev"])
     func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
         let line = error(["-M", "none", option, "x"])
         #expect(line.hasPrefix("swemu-system-riscv64: \(option): "))
