@@ -85,7 +85,7 @@ enum OptionTable {
         OptionSpec(names: ["loadvm"], argument: "tag|id", help: "start right away with a saved state (loadvm in monitor)",
                    section: .debug),
         OptionSpec(names: ["incoming"], argument: "uri",
-                   help: "wait on uri for incoming migration (tcp:[host]:port[,to=maxport][,ipv4=on|off][,ipv6=on|off], unix:socketpath, defer)",
+                   help: "wait on uri for incoming migration (tcp:[host]:port, unix:socketpath, file:path, exec:command, defer)",
                    section: .debug),
     ]
 
