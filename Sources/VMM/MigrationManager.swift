@@ -210,15 +210,22 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
             var pass: UInt32 = 0
             var bandwidth: Double = 0  // bytes per second
             var throttle = 0
+            var finalComponents: Result<[SavedComponent], SystemError>?
             while true {
                 pass += 1
                 let stopped = stoppedAt != nil
-                guard let pages = host.parked({ m -> [GuestAddress] in
+                // The last look, with the machine stopped, takes the dirty pages and the
+                // components' states at the same instant, so the two agree.
+                guard let (pages, saved) = host.parked({ m -> ([GuestAddress], Result<[SavedComponent], SystemError>?) in
                     if stopped { m.quiesceForSave() }
                     let pages = m.memory.takeDirtyPages()
                     m.dropWriteTranslations()
-                    return pages
+                    guard stopped else { return (pages, nil) }
+                    m.memory.setDirtyTracking(false)
+                    return (pages, Result { () throws(SystemError) in try m.saveComponents() })
                 }) else { throw .badInput("the machine ended") }
+                if stopped { tracking = false }
+                finalComponents = saved
                 if state.withLock({ $0.capabilities["events"] ?? false }) { host.emit(.migrationPass(Int(pass))) }
                 let passStart = VirtualClock.hostMonotonicNanoseconds()
                 let before = writer.bytesWritten
@@ -276,11 +283,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
                 }
             }
             host.setThrottle(percent: 0)
-            guard let components = host.parked({ m -> Result<[SavedComponent], SystemError> in
-                m.memory.setDirtyTracking(false)
-                return Result { () throws(SystemError) in try m.saveComponents() }
-            }) else { throw .badInput("the machine ended") }
-            tracking = false
+            guard let components = finalComponents else { throw .badInput("the machine's state was not taken") }
             for component in try components.get() { try writer.writeComponent(component) }
             try writer.writeEnd()
             try writer.flush()
