@@ -50,15 +50,17 @@ package enum DiskImage {
 
     /// Opens `path` as `format` (probed when nil). `chain` holds the real paths of the images
     /// above it in a backing chain (loop detection).
+    /// `inactive`: a qcow2 image is opened without writing anything (an incoming migration's
+    /// destination, while the source still owns the file; `Qcow2Image.activate()` takes it).
     package static func open(path: String, format: String?, readOnly: Bool, cache: BlockCacheMode = .writeback,
-                             chain: [String] = []) throws(SystemError) -> any BlockBackend {
+                             chain: [String] = [], inactive: Bool = false) throws(SystemError) -> any BlockBackend {
         let format = try probedFormat(format, path: path)
         let image: any BlockBackend
         switch format {
         case "raw":
             image = try RawImage(path: path, readOnly: readOnly, direct: cache.direct)
         case "qcow2":
-            image = try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), cache: cache)
+            image = try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), cache: cache, inactive: inactive)
         default:
             throw .configuration("'\(path)': unknown image format '\(format)'; accepted: \(formats.joined(separator: ", "))")
         }

@@ -60,9 +60,14 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// Set by `signalCorruption`: writes are refused from then on.
     private var corrupt = false
     /// The file's length when opened: clusters below it may be in use.
-    private let openedLength: UInt64
+    private var openedLength: UInt64
     /// A `savevm` is writing the vmstate area (one at a time: they would share it).
     var savingVMState = false
+    /// Another process owns the image's metadata now or until `activate()` (QEMU's
+    /// BDRV_O_INACTIVE, for live migration): an incoming destination opens its disks inactive
+    /// while the source still writes them, and the source makes them inactive before it hands
+    /// the machine over. Inactive, the image writes nothing, not even its header on close.
+    private var inactive = false
 
     package var label: String { "qcow2:\(file.path)" }
     package var size: UInt64 { lock.withLock { _ in header.size } }
@@ -79,7 +84,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// bit (v3) until `close()`, and clears the autoclear features this build does not keep up
     /// to date (qcow2.txt: "autoclear_features").
     package init(path: String, readOnly: Bool, backingMode: BackingMode = .open(chain: []), cache: BlockCacheMode = .writeback,
-                 forRepair: Bool = false) throws(SystemError)
+                 forRepair: Bool = false, inactive: Bool = false) throws(SystemError)
     {
         file = try ImageFile(path: path, readOnly: readOnly, direct: cache.direct)
         self.readOnly = readOnly
@@ -114,6 +119,12 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             backing = nil
         }
         guard !readOnly else { return }
+        if inactive {
+            // The metadata is read again by `activate()`; nothing is written until then.
+            self.inactive = true
+            OpenImages.register(self)
+            return
+        }
         guard forRepair || header.incompatibleFeatures & Qcow2Header.corruptBit == 0 else {
             throw .badInput("\(path): the qcow2 image is marked corrupt; open it read-only (readonly=on) or repair it with 'swemu-img check -r all'")
         }
@@ -142,7 +153,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         try lock.withLock { (_: inout Void) throws(SystemError) in
             guard !closed else { return }
             closed = true
-            guard !readOnly else { return }
+            guard !readOnly, !inactive else { return }
             // The data and metadata reach the disk before the header says the image is clean
             // (not under cache=unsafe, which promises nothing across a host crash).
             if !ignoreFlush { try file.sync() }
@@ -194,12 +205,74 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     }
 
     func checkNotCorrupt() throws(SystemError) {
+        guard !inactive else {
+            throw .badInput("\(file.path): the image is inactive (its machine migrated to another process, or has not yet been handed over); it refuses writes")
+        }
         guard !corrupt else { throw .badInput("\(file.path): the image is marked corrupt and refuses writes: repair it with 'swemu-img check -r all'") }
     }
 
     package func flush() throws(SystemError) {
         guard !readOnly, !ignoreFlush else { return }
         try file.sync()
+    }
+
+    /// Makes the image inactive: everything written is made durable and the cached metadata
+    /// is dropped; from now on another process may own the file (a migration's destination).
+    package func inactivate() throws(SystemError) {
+        try lock.withLock { (_: inout Void) throws(SystemError) in
+            guard !inactive, !readOnly else { return }
+            try file.sync()
+            inactive = true
+            dropCachedMetadataLocked()
+        }
+    }
+
+    /// Takes the image back (a migration's destination once it runs the machine, or a source
+    /// whose migration failed): the header, tables and snapshot list are read again, as
+    /// another process may have changed them, and the dirty bit is set as at open.
+    package func activate() throws(SystemError) {
+        try lock.withLock { (_: inout Void) throws(SystemError) in
+            guard inactive else { return }
+            let length = try file.length()
+            let first = try file.readBytes(at: 0, count: Int(min(length, 2 << 20)))
+            let fresh = try Qcow2Header(parsing: first, fileLength: length, name: file.path)
+            guard fresh.clusterSize == clusterSize, fresh.refcountOrder == header.refcountOrder else {
+                throw .badInput("\(file.path): the image's cluster size or refcount width changed while it was inactive")
+            }
+            guard fresh.incompatibleFeatures & Qcow2Header.corruptBit == 0 else {
+                throw .badInput("\(file.path): the qcow2 image was marked corrupt while inactive; repair it with 'swemu-img check -r all'")
+            }
+            header = fresh
+            l1 = try Qcow2Image.readTable(file, at: header.l1TableOffset, count: Int(header.l1Size))
+            refcountTable = try Qcow2Image.readTable(file, at: header.refcountTableOffset,
+                                                     count: Int(UInt64(header.refcountTableClusters) * clusterSize / 8))
+            let cs = clusterSize
+            refcountBlockClusters = Set(refcountTable.lazy.map { $0 & Qcow2Image.refcountTableMask }.filter { $0 != 0 }.map { $0 / cs })
+            snapshots = []
+            if header.nbSnapshots > 0 {
+                let limit = min(UInt64(Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))), Qcow2Header.maxSnapshotTableBytes)
+                let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(min(limit, length - header.snapshotsOffset)))
+                snapshots = try Qcow2Snapshot.parseTable(bytes, count: Int(header.nbSnapshots), name: file.path)
+            }
+            fileEnd = (length + clusterSize - 1) / clusterSize * clusterSize
+            openedLength = length
+            dropCachedMetadataLocked()
+            inactive = false
+            if header.version == 3 && header.incompatibleFeatures & Qcow2Header.dirtyBit == 0 {
+                header.incompatibleFeatures |= Qcow2Header.dirtyBit
+                try file.writeBytes(at: Qcow2Header.incompatibleFeaturesOffset, .be64(header.incompatibleFeatures))
+                try file.sync()
+            }
+        }
+    }
+
+    /// Forgets every table and allocation hint read from the file.
+    private func dropCachedMetadataLocked() {
+        l2Cache = TableCache<[UInt64]>()
+        refcountBlockCache = TableCache<[UInt8]>()
+        decompressed = nil
+        freeHint = 0
+        compressedCursor = 0
     }
 
     package func discard(at offset: UInt64, count: UInt64) throws(SystemError) {

@@ -61,6 +61,9 @@ public enum SystemEmulator {
             let virtio = try virtioDevices(config, console: console)
             let firmware = try firmware(config)
             let serial = console.serials.first ?? nil
+            // An incoming machine's qcow2 disks stay inactive until it is loaded (the source
+            // still writes them); a reset after that builds them active.
+            let incomingDisks = IncomingDisks(pending: config.incoming != nil)
             let makeBoard: @Sendable () throws(SystemError) -> RISCVBoard = { () throws(SystemError) in
                 var boardConfig = RISCVBoard.Configuration(
                     kind: config.machine.name == "spike" ? .spike : .virt, ramSize: config.ramSize, firmware: firmware,
@@ -70,6 +73,7 @@ public enum SystemEmulator {
                         ? .jit(codeBufferSize: config.tbSizeMiB.map { $0 << 20 } ?? RISCVBoard.EngineKind.defaultCodeBufferSize)
                         : .interpreter)
                 boardConfig.virtio = virtio
+                boardConfig.disksInactive = incomingDisks.inactive
                 return try RISCVBoard(boardConfig)
             }
             if let dump = config.dumpDTB {
@@ -86,6 +90,7 @@ public enum SystemEmulator {
                 chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
             setup.incoming = config.incoming
+            setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
             let vm = VirtualMachine(setup)
             let servers = monitorServers(console, target: vm)
@@ -101,11 +106,13 @@ public enum SystemEmulator {
             if let note = X86MicroVM.hostNote() { console.notice(note) }
             let virtio = try virtioDevices(config, console: console)
             let serial = console.serials.first ?? nil
+            let incomingDisks = IncomingDisks(pending: config.incoming != nil)
             let makeBoard: @Sendable () throws(SystemError) -> X86MicroVM = { () throws(SystemError) in
                 guard let kernel = config.kernel else { throw .configuration("-kernel is missing") }  // checked by the builder
                 var boardConfig = X86MicroVM.Configuration(ramSize: config.ramSize, cpus: config.cpus, kernel: kernel,
                                                            initrd: config.initrd, append: config.append, serial: serial)
                 boardConfig.virtio = virtio
+                boardConfig.disksInactive = incomingDisks.inactive
                 boardConfig.eventLoop = loop
                 boardConfig.onBootMarker = { nanoseconds in
                     let ms = Double(nanoseconds / 1000) / 1000
@@ -120,6 +127,7 @@ public enum SystemEmulator {
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
             setup.incoming = config.incoming
+            setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
             let vm = KVMMachine(setup)
             let servers = monitorServers(console, target: vm)

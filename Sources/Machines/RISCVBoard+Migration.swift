@@ -104,6 +104,13 @@ extension RISCVBoard: MigratableMachine {
         transports.compactMap { ($0.device as? VirtioBlock)?.backend }
     }
 
+    public func setDisksActive(_ active: Bool) throws(SystemError) {
+        for disk in disks {
+            guard let image = DiskImage.qcow2(disk) else { continue }
+            if active { try image.activate() } else { try image.inactivate() }
+        }
+    }
+
     public func dropWriteTranslations() {
         for hart in harts { hart.dropWriteTranslations() }
     }

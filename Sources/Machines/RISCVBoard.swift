@@ -92,6 +92,9 @@ public final class RISCVBoard: @unchecked Sendable {
         public var harts: Int
         /// What runs the harts: the interpreter or the JIT (`-accel tcg,jit=on|off`).
         public var engine: EngineKind
+        /// qcow2 disks open inactive: an incoming migration's destination, until the machine
+        /// is handed over (`MigratableMachine.setDisksActive`).
+        public var disksInactive = false
         public init(kind: Kind, ramSize: UInt64, firmware: Firmware = .none, kernel: String?, initrd: String? = nil,
                     append: String? = nil, dtb: String? = nil, serial: (any CharBackend)?, harts: Int = 1,
                     engine: EngineKind = .interpreter) {
@@ -207,7 +210,7 @@ public final class RISCVBoard: @unchecked Sendable {
             for (index, spec) in config.virtio.enumerated() {
                 let slot = Layout.virtioSlots - 1 - index
                 let base = Layout.virtio + UInt64(slot) * Layout.virtioStride
-                let device = try spec.makeDevice(overlays: &snapshotOverlays)
+                let device = try spec.makeDevice(overlays: &snapshotOverlays, disksInactive: config.disksInactive)
                 let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory,
                                            irq: plic.sourceLine(Layout.virtioFirstIRQ + slot))
                 try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)

@@ -7,7 +7,8 @@ import VirtIO
 extension RISCVBoard.VirtioDeviceSpec {
     /// The device this spec asks for, with its backend opened; a `-snapshot` disk's overlay is
     /// appended to `overlays` (for Ctrl-A s). Shared by every board with virtio-mmio.
-    func makeDevice(overlays: inout [SnapshotOverlay]) throws(SystemError) -> any VirtioDevice {
+    /// `disksInactive`: qcow2 disks open inactive (an incoming migration's destination).
+    func makeDevice(overlays: inout [SnapshotOverlay], disksInactive: Bool = false) throws(SystemError) -> any VirtioDevice {
         switch self {
         case let .block(path, format, readOnly, snapshot, cache, serial):
             let backend: any BlockBackend
@@ -16,7 +17,7 @@ extension RISCVBoard.VirtioDeviceSpec {
                 overlays.append(overlay)
                 backend = overlay
             } else {
-                backend = try DiskImage.open(path: path, format: format, readOnly: readOnly, cache: cache)
+                backend = try DiskImage.open(path: path, format: format, readOnly: readOnly, cache: cache, inactive: disksInactive)
             }
             // Requests run on the disk's I/O thread, so the vCPU that notified goes back to the guest.
             return try VirtioBlock.withIOThread(backend: backend, serial: serial)

@@ -1,3 +1,4 @@
+import Block
 import DeviceModel
 import Devices
 import GuestMemory
@@ -40,6 +41,13 @@ extension X86MicroVM: MigratableMachine {
     /// The virtio-blk disks' backends, in command-line order (snapshots live in qcow2 ones).
     package var disks: [any BlockBackend] {
         virtioTransports.compactMap { ($0.device as? VirtioBlock)?.backend }
+    }
+
+    public func setDisksActive(_ active: Bool) throws(SystemError) {
+        for disk in disks {
+            guard let image = DiskImage.qcow2(disk) else { continue }
+            if active { try image.activate() } else { try image.inactivate() }
+        }
     }
 
     /// Component names in save order: the vCPUs, the VM (PICs, IOAPIC, PIT, kvmclock), COM1,

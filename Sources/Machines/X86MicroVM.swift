@@ -75,6 +75,9 @@ public final class X86MicroVM: @unchecked Sendable {
         public var initrd: String?
         public var append: String?
         public var virtio: [RISCVBoard.VirtioDeviceSpec] = []
+        /// qcow2 disks open inactive: an incoming migration's destination, until the machine
+        /// is handed over (`MigratableMachine.setDisksActive`).
+        public var disksInactive = false
         public var serial: (any CharBackend)?
         /// Serves ioeventfd notifications (virtio queue work off the vCPU threads); without
         /// one, notifications arrive as MMIO exits on the vCPU that wrote them.
@@ -214,7 +217,7 @@ public final class X86MicroVM: @unchecked Sendable {
         for (index, spec) in config.virtio.enumerated() {
             let base = Layout.virtio + UInt64(index) * Layout.virtioStride
             let gsi = Layout.virtioFirstIRQ + UInt32(index)
-            let device = try spec.makeDevice(overlays: &snapshotOverlays)
+            let device = try spec.makeDevice(overlays: &snapshotOverlays, disksInactive: config.disksInactive)
             let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory, irq: try irqLine(gsi))
             try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)
             virtioTransports.append(transport)

@@ -126,6 +126,10 @@ public protocol MigratableMachine: AnyObject, Sendable {
     /// Loads the components (all checked before any is applied where the component allows).
     /// vCPUs parked, RAM already loaded.
     func restoreComponents(_ components: [SavedComponent]) throws(SystemError)
+    /// Hands the disks' metadata over (false: flushed, then left to another process; the
+    /// source before the switch-over) or takes it back (true: read again; the destination
+    /// once loaded, or a source whose migration failed). vCPUs parked, devices quiesced.
+    func setDisksActive(_ active: Bool) throws(SystemError)
     /// Makes every vCPU drop its write translations (after dirty tracking starts or its bits
     /// are taken), so its next store to each page is seen. vCPUs parked.
     func dropWriteTranslations()

@@ -70,6 +70,7 @@ extension KVMMachine: MigrationHost {
     }
 
     func incomingCompleted() {
+        setup.incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
         let start = state.withLock { s -> Bool in
             s.runState = setup.startPaused ? "paused" : "prelaunch"
             return !setup.startPaused || s.startAfterIncoming

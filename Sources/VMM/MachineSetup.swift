@@ -1,5 +1,13 @@
 import QMP
+import Synchronization
 import SystemSupport
+
+/// See `MachineSetup.incomingDisks`.
+public final class IncomingDisks: Sendable {
+    let pending: Atomic<Bool>
+    public init(pending: Bool) { self.pending = Atomic(pending) }
+    public var inactive: Bool { pending.load(ordering: .sequentiallyConsistent) }
+}
 
 /// What a VMM (`VirtualMachine`, `KVMMachine`) is given to run a machine: how to build its
 /// board (again on every reset) and what the monitors report about it.
@@ -20,6 +28,10 @@ public struct MachineSetup<Board>: Sendable {
     public var loadvm: String?
     /// `-incoming`: the machine waits, stopped, for a migration stream from here.
     public var incoming: MigrationURI?
+    /// Whether boards are built with their qcow2 disks inactive: from `-incoming` until the
+    /// machine is loaded (a reset after that builds them active). `makeBoard` reads it; the
+    /// VMM clears it when the incoming machine is loaded.
+    public var incomingDisks = IncomingDisks(pending: false)
     /// Builds the machine; called again for every reset.
     public var makeBoard: @Sendable () throws(SystemError) -> Board
 

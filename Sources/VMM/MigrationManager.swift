@@ -182,6 +182,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
         var stoppedAt: Int64?
         var wasRunning = false
         var tracking = false
+        var disksHandedOver = false
         do throws(SystemError) {
             let opened = try MigrationChannel.open(uri, outgoing: true) { self.isCancelled }
             channel = opened
@@ -216,15 +217,23 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
                 let stopped = stoppedAt != nil
                 // The last look, with the machine stopped, takes the dirty pages and the
                 // components' states at the same instant, so the two agree.
+                // The disks are flushed and handed over there too: the destination reads their
+                // metadata afresh once it has loaded the machine.
                 guard let (pages, saved) = host.parked({ m -> ([GuestAddress], Result<[SavedComponent], SystemError>?) in
                     if stopped { m.quiesceForSave() }
                     let pages = m.memory.takeDirtyPages()
                     m.dropWriteTranslations()
                     guard stopped else { return (pages, nil) }
                     m.memory.setDirtyTracking(false)
-                    return (pages, Result { () throws(SystemError) in try m.saveComponents() })
+                    return (pages, Result { () throws(SystemError) in
+                        try m.setDisksActive(false)
+                        return try m.saveComponents()
+                    })
                 }) else { throw .badInput("the machine ended") }
-                if stopped { tracking = false }
+                if stopped {
+                    tracking = false
+                    disksHandedOver = true
+                }
                 finalComponents = saved
                 if state.withLock({ $0.capabilities["events"] ?? false }) { host.emit(.migrationPass(Int(pass))) }
                 let passStart = VirtualClock.hostMonotonicNanoseconds()
@@ -305,6 +314,8 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
             channel?.abort()
             host.setThrottle(percent: 0)
             if tracking { _ = host.parked { $0.memory.setDirtyTracking(false) } }
+            // The source keeps the machine: it takes its disks back (read afresh).
+            if disksHandedOver { _ = host.parked { try? $0.setDisksActive(true) } }
             if stoppedAt != nil { host.resumeAfterMigration(wasRunning: wasRunning) }
             fail(error.message)
         }
@@ -380,7 +391,11 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
     func load(from reader: MigrationStreamReader, host: any MigrationHost, passLoaded: () -> Void = {}) throws(SystemError) {
         guard let (here, memory) = host.parked({ ($0.migrationDescription, $0.memory) }) else { throw .badInput("the machine ended") }
         let components = try MigrationLoader.load(from: reader, into: here, memory: memory, passLoaded: passLoaded)
-        guard let result = host.parked({ m in Result { () throws(SystemError) in try m.restoreComponents(components) } }) else {
+        // The disks become this machine's once it is loaded (their metadata read afresh).
+        guard let result = host.parked({ m in Result { () throws(SystemError) in
+            try m.restoreComponents(components)
+            try m.setDisksActive(true)
+        } }) else {
             throw .badInput("the machine ended")
         }
         try result.get()

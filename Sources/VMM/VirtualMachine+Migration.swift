@@ -31,6 +31,7 @@ extension VirtualMachine: MigrationHost {
     }
 
     func incomingCompleted() {
+        setup.incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
         let start = state.withLock { s -> Bool in
             s.runState = setup.startPaused ? "paused" : "prelaunch"
             return !setup.startPaused || s.startAfterIncoming

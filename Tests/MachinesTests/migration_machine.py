@@ -192,8 +192,9 @@ async def migrate_linux():
     counts with sleeps while checking a RAM buffer's checksum, writes another file; the machine
     moves mid-count and the script finishes on the destination."""
     kernel, initrd, disk = os.environ["MIGRATE_KERNEL"], os.environ["MIGRATE_INITRD"], os.environ["MIGRATE_DISK"]
+    disk_format = os.environ.get("MIGRATE_DISK_FORMAT", "raw")
     program = ["-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 quiet swemu.test=/mnt/migrate.sh",
-               "-drive", f"file={disk},format=raw,if=virtio"]
+               "-drive", f"file={disk},format={disk_format},if=virtio"]
     sock = os.path.join(WORK, "linux.sock")
     destination = Machine("destination", ["-incoming", f"unix:{sock}"], memory="512M", program=program)
     source = Machine("source", memory="512M", program=program)
@@ -208,6 +209,10 @@ async def migrate_linux():
         check(info.get("status") == "completed", f"Linux migrated: {info}")
         print(f"linux migration: total {info.get('total-time')} ms, downtime {info.get('downtime')} ms, "
               f"{info.get('ram', {}).get('transferred', 0) >> 20} MiB sent", flush=True)
+        # The source gives the disk up: quitting it now must not write to the image the
+        # destination owns (with qcow2, not even the header's dirty bit).
+        await source.execute("quit")
+        check(source.wait_exit(30) == 0, "the source quits after the switch-over")
         status = destination.wait_exit(240)
         check(status == 0, f"the guest's script finished on the destination and powered off (status {status})")
         _, text = counts(destination.serial)
