@@ -258,8 +258,12 @@ async def snapshots():
             if len(after) > before + 5:
                 break
             await asyncio.sleep(0.02)
+        # Counts printed between the look above and the load come first; then the rewind.
         resumed = counts(first.serial)[0][before:]
-        check(bool(resumed) and resumed[0] == saved_at + 1, f"after loadvm the counts go on from the snapshot ({saved_at} then {resumed[:3]})")
+        while resumed and resumed[0] > saved_at + 1:
+            resumed = resumed[1:]
+        check(bool(resumed) and resumed[:3] == [saved_at + 1, saved_at + 2, saved_at + 3],
+              f"after loadvm the counts go on from the snapshot ({saved_at} then {counts(first.serial)[0][before:before + 4]})")
         check(await hmp(first, "loadvm nope") == "Error: Snapshot 'nope' does not exist in device 'virtio0'\r\n",
               "loadvm of an unknown snapshot says so")
 
