@@ -99,7 +99,7 @@ public enum SystemEmulator {
                 debugger?.close()
                 withExtendedLifetime(servers) {}
             }
-            quit.onFire { vm.quitFromConsole() }
+            quit.onFire { vm.execute(.quit(reason: "host-ui")) }
             commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         case "microvm":
@@ -136,7 +136,7 @@ public enum SystemEmulator {
                 debugger?.close()
                 withExtendedLifetime(servers) {}
             }
-            quit.onFire { vm.quitFromConsole() }
+            quit.onFire { vm.execute(.quit(reason: "host-ui")) }
             commit.onFire { reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         default:

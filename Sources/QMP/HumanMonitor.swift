@@ -387,10 +387,10 @@ public struct HumanMonitor: Sendable {
         default:
             if let e = extraneous(command.name, rest, typed: name) { return e }
             switch command.name {
-            case "stop|s": target.stop()
-            case "cont|c": target.cont()
-            case "system_reset": target.systemReset()
-            case "system_powerdown": target.systemPowerdown()
+            case "stop|s": target.execute(.stop)
+            case "cont|c": target.execute(.cont)
+            case "system_reset": target.execute(.systemReset)
+            case "system_powerdown": target.execute(.systemPowerdown)
             case "q|quit": quit = true
             default: break
             }

@@ -122,7 +122,7 @@ public final class QMPServer: CharFrontend {
                 s.negotiated = session.isNegotiated
                 backend.write(reply.bytes)
             }
-            if reply.quitRequested { target.quit() }
+            if reply.quitRequested { target.execute(.quit(reason: "host-qmp-quit")) }
         }
         state.withLock { s in
             guard s.generation == generation else { return }
@@ -261,6 +261,6 @@ public final class HumanMonitorServer: CharFrontend {
             s.monitor = monitor
             s.busy = false
         }
-        if out.quitRequested { target.quit() }
+        if out.quitRequested { target.execute(.quit(reason: "host-qmp-quit")) }
     }
 }

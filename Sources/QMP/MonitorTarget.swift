@@ -24,15 +24,10 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// `query-chardev`: (label, filename) of each chardev.
     var chardevs: [(label: String, filename: String)] { get }
 
-    /// `stop` / `cont`. Idempotent.
-    func stop()
-    func cont()
-    /// `system_reset`: the machine restarts (emits RESET).
-    func systemReset()
-    /// `system_powerdown`: asks the guest to power off through what the board offers.
-    func systemPowerdown()
-    /// `quit`: swemu ends (emits SHUTDOWN with guest=false, reason "host-qmp-quit").
-    func quit()
+    /// Carries out a command (QMP's and the human monitor's `stop`, `cont`, `system_reset`,
+    /// `system_powerdown`, `quit`; the console's Ctrl-A x; signals) and returns once the
+    /// machine has acted on it.
+    func execute(_ command: VMCommand)
 
     /// Human-monitor commands that read machine state: `info registers`, `info mtree`, ...
     /// Returns the text QEMU would print, or nil if this target does not know the command.
@@ -51,6 +46,23 @@ public protocol MonitorTarget: AnyObject, Sendable {
 
     /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
     func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
+}
+
+/// The commands every control path sends a machine (DESIGN.md §3, "The machine core"): QMP,
+/// the human monitor, the console's keys and signals all speak these, and each VMM carries
+/// them out the one way, whatever sent them.
+public enum VMCommand: Sendable, Equatable {
+    /// Stop the vCPUs (STOP). Idempotent.
+    case stop
+    /// Run them again (RESUME); during an incoming migration, run once it is loaded.
+    case cont
+    /// The machine restarts (RESET).
+    case systemReset
+    /// Ask the guest to power off through what the board offers (POWERDOWN).
+    case systemPowerdown
+    /// swemu ends (SHUTDOWN with guest=false); `reason` is QEMU's ShutdownCause:
+    /// "host-qmp-quit", "host-ui" (Ctrl-A x), "host-signal".
+    case quit(reason: String)
 }
 
 public struct MonitorCPU: Sendable, Equatable {

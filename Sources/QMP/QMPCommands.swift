@@ -148,16 +148,16 @@ enum QMPCommands {
                 return .object(info)
             })
         case "stop":
-            target.stop()
+            target.execute(.stop)
             return [:]
         case "cont":
-            target.cont()
+            target.execute(.cont)
             return [:]
         case "system_reset":
-            target.systemReset()
+            target.execute(.systemReset)
             return [:]
         case "system_powerdown":
-            target.systemPowerdown()
+            target.execute(.systemPowerdown)
             return [:]
         default:
             return [:]

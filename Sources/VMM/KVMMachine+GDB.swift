@@ -243,8 +243,8 @@ extension KVMMachine: GDBTarget {
             event = .stepped(thread: thread)
         }
         state.withLock { s in
-            s.paused = true
-            s.runState = "debug"
+            s.life.paused = true
+            s.life.runState = "debug"
         }
         emit(.stop)
         debugger.report(event)
@@ -255,7 +255,7 @@ extension KVMMachine: GDBTarget {
     public func attach(listener: @escaping @Sendable (GDBStopEvent) -> Void) {
         debugger.state.withLock { $0.listener = listener }
         // A debugger that connects before the board exists (no -S) finds it stopped too.
-        state.withLock { s in if s.runState == "prelaunch" { s.paused = true } }
+        state.withLock { s in if s.life.runState == "prelaunch" { s.life.paused = true } }
         stop()
     }
 
@@ -269,8 +269,8 @@ extension KVMMachine: GDBTarget {
         }
         guard let index else { return cont() }
         let board = state.withLock { s -> X86MicroVM? in
-            s.paused = false
-            s.runState = "running"
+            s.life.paused = false
+            s.life.runState = "running"
             return s.board
         }
         emit(.resume)
@@ -296,12 +296,12 @@ extension KVMMachine: GDBTarget {
         cont()
     }
 
-    public func kill() { quit() }
+    public func kill() { execute(.quit(reason: "host-qmp-quit")) }
 
     public func monitorCommand(_ line: String) -> String {
         var monitor = HumanMonitor(target: self)
         let output = monitor.execute(line)
-        if output.quitRequested { quit() }
+        if output.quitRequested { execute(.quit(reason: "host-qmp-quit")) }
         return output.text.replacing("\r\n", with: "\n")
     }
 }

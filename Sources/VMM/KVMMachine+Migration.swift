@@ -19,7 +19,7 @@ extension KVMMachine: MigrationHost {
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
         // An incoming migration may be loaded before the first board is built: wait for it.
-        while state.withLock({ $0.board == nil && $0.exitCode == nil }) { usleep(5_000) }
+        while state.withLock({ $0.board == nil && $0.life.exitCode == nil }) { usleep(5_000) }
         return withParkedBoard { board in
             board.syncDirtyLog()
             defer { board.syncDirtyLog() }
@@ -35,11 +35,8 @@ extension KVMMachine: MigrationHost {
 
     func stopForMigration() -> Bool {
         let (board, wasRunning) = state.withLock { s -> (X86MicroVM?, Bool) in
-            let wasRunning = !s.paused && s.runState == "running"
-            s.paused = true
             // QEMU's RUN_STATE_FINISH_MIGRATE while the last pass and the device states go.
-            s.runState = "finish-migrate"
-            return (s.board, wasRunning)
+            (s.board, s.life.finishMigrate())
         }
         board?.pause()
         if wasRunning { emit(.stop) }
@@ -47,7 +44,7 @@ extension KVMMachine: MigrationHost {
     }
 
     func resumeAfterMigration(wasRunning: Bool) {
-        state.withLock { $0.runState = "paused" }
+        state.withLock { $0.life.runState = "paused" }
         if wasRunning { cont() }
     }
 
@@ -66,14 +63,13 @@ extension KVMMachine: MigrationHost {
     }
 
     func migrationCompleted() {
-        state.withLock { $0.runState = "postmigrate" }
+        state.withLock { $0.life.runState = "postmigrate" }
     }
 
     func incomingCompleted() {
         setup.incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
         let start = state.withLock { s -> Bool in
-            s.runState = setup.startPaused ? "paused" : "prelaunch"
-            return !setup.startPaused || s.startAfterIncoming
+            s.life.incomingLoaded(startPaused: setup.startPaused)
         }
         if start { cont() }
     }
@@ -81,8 +77,7 @@ extension KVMMachine: MigrationHost {
     func failAtStart(_ message: String) {
         _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
         let board = state.withLock { s -> X86MicroVM? in
-            if s.exitCode == nil { s.exitCode = 1 }
-            s.runState = "shutdown"
+            s.life.end(code: 1)
             return s.board
         }
         board?.requestPowerOff(exitCode: 1)

@@ -12,19 +12,13 @@ public final class KVMMachine: MonitorTarget, Sendable {
     public typealias Setup = MachineSetup<X86MicroVM>
 
     struct State {
-        var runState = "prelaunch"
-        var paused: Bool
+        var life: Lifecycle
         var board: X86MicroVM?
-        /// Set by `quit`: the run ends with this status whatever the guest does.
-        var exitCode: Int32?
-        var hostReset = false
         var listeners: [@Sendable (MonitorEvent) -> Void] = []
         /// `withParkedBoard` calls in progress (the migration thread, the monitor, the
         /// debugger): while any runs, `cont` leaves the vCPUs parked and the last one to finish
         /// lets them run.
         var parkers = 0
-        /// `cont` arrived while an incoming migration loads: run once it has.
-        var startAfterIncoming = false
     }
 
     let setup: Setup
@@ -36,11 +30,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
 
     public init(_ setup: Setup) {
         self.setup = setup
-        // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
-        // (not "paused") until the first `cont`. With -incoming it waits, stopped, in
-        // "inmigrate" until the stream is loaded.
-        state = Mutex(State(runState: setup.incoming == nil ? "prelaunch" : "inmigrate",
-                            paused: setup.startPaused || setup.incoming != nil || setup.loadvm != nil))
+        state = Mutex(State(life: Lifecycle(setup)))
         migrationManager.host = self
         // `migrate-incoming` is taken from the start, before the board is built.
         if setup.incoming == .deferred { migrationManager.startIncoming(.deferred) }
@@ -52,16 +42,13 @@ public final class KVMMachine: MonitorTarget, Sendable {
         var incoming = setup.incoming
         var loadvm = setup.loadvm
         while true {
-            if let code = state.withLock({ $0.exitCode }) { return code }
+            if let code = state.withLock({ $0.life.exitCode }) { return code }
             let board = try setup.makeBoard()
             prepareForDebugger(board)
             let paused = state.withLock { s in
                 s.board = board
-                s.hostReset = false
-                // QEMU's main_loop_should_exit: a machine (re)built while stopped (-S, or a
-                // reset while paused) is in "prelaunch" until `cont`.
-                if s.runState != "inmigrate" { s.runState = s.paused ? "prelaunch" : "running" }
-                return s.paused
+                s.life.boardBuilt()
+                return s.life.paused
             }
             // The stream loads on the migration thread into this board, whose vCPUs park
             // before they first enter the guest (it starts paused) until the load completes.
@@ -76,13 +63,13 @@ public final class KVMMachine: MonitorTarget, Sendable {
             let exit = try board.run(startPaused: paused)
             let (quitCode, hostReset) = state.withLock { s in
                 s.board = nil
-                return (s.exitCode, s.hostReset)
+                return (s.life.exitCode, s.life.hostReset)
             }
             if let quitCode { return quitCode }
             switch exit {
             case .powerOff(let code):
                 emit(.shutdown(guest: true, reason: "guest-shutdown"))
-                state.withLock { $0.runState = "shutdown" }
+                state.withLock { $0.life.runState = "shutdown" }
                 debugger.report(.exited(code: code))
                 return code
             case .reset:
@@ -105,7 +92,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
 
     // MARK: - MonitorTarget
 
-    public var runState: String { state.withLock { $0.runState } }
+    public var runState: String { state.withLock { $0.life.runState } }
     public var isRunning: Bool { runState == "running" }
     public var guestName: String? { setup.name }
     public var machineType: String { setup.machineType }
@@ -125,28 +112,18 @@ public final class KVMMachine: MonitorTarget, Sendable {
         state.withLock { $0.listeners.append(listener) }
     }
 
-    public func stop() {
+    func stop() {
         let board = state.withLock { s -> X86MicroVM? in
-            guard !s.paused, s.runState == "running" else { return nil }
-            s.paused = true
-            s.runState = "paused"
-            return s.board
+            s.life.stop() ? s.board : nil
         }
         guard let board else { return }
         board.pause()
         emit(.stop)
     }
 
-    public func cont() {
+    func cont() {
         let (changed, board) = state.withLock { s -> (Bool, X86MicroVM?) in
-            if s.runState == "inmigrate" {
-                // QEMU's autostart: the machine runs once the incoming stream is loaded.
-                s.startAfterIncoming = true
-                return (false, nil)
-            }
-            guard s.paused, s.runState != "shutdown" else { return (false, nil) }
-            s.paused = false
-            s.runState = "running"
+            guard s.life.cont() else { return (false, nil) }
             // While the migration code has the vCPUs parked, it lets them run when it is done.
             return (true, s.parkers == 0 ? s.board : nil)
         }
@@ -155,9 +132,9 @@ public final class KVMMachine: MonitorTarget, Sendable {
         emit(.resume)
     }
 
-    public func systemReset() {
+    func systemReset() {
         let board = state.withLock { s -> X86MicroVM? in
-            s.hostReset = true
+            s.life.hostReset = true
             return s.board
         }
         emit(.reset(guest: false, reason: "host-qmp-system-reset"))
@@ -166,17 +143,21 @@ public final class KVMMachine: MonitorTarget, Sendable {
 
     /// The microvm has no ACPI power button yet: POWERDOWN is announced and the guest runs on,
     /// as on the RISC-V board.
-    public func systemPowerdown() { emit(.powerdown) }
+    func systemPowerdown() { emit(.powerdown) }
 
-    public func quit() { end(reason: "host-qmp-quit") }
-
-    /// Ctrl-A x, or a signal: the same as `quit`, with QEMU's reason for it.
-    public func quitFromConsole() { end(reason: "host-ui") }
+    public func execute(_ command: VMCommand) {
+        switch command {
+        case .stop: stop()
+        case .cont: cont()
+        case .systemReset: systemReset()
+        case .systemPowerdown: systemPowerdown()
+        case .quit(let reason): end(reason: reason)
+        }
+    }
 
     private func end(reason: String) {
         let board = state.withLock { s -> X86MicroVM? in
-            if s.exitCode == nil { s.exitCode = 0 }
-            s.runState = "shutdown"
+            s.life.end(code: 0)
             return s.board
         }
         emit(.shutdown(guest: false, reason: reason))
@@ -189,7 +170,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
     /// is not stopped (`stop`, a migration's switch-over) by then.
     func withParkedBoard<T>(_ body: (X86MicroVM) throws -> T) rethrows -> T? {
         let board = state.withLock { s -> X86MicroVM? in
-            guard let board = s.board, s.exitCode == nil else { return nil }
+            guard let board = s.board, s.life.exitCode == nil else { return nil }
             s.parkers += 1
             return board
         }
@@ -197,7 +178,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
         defer {
             let resume = state.withLock { s -> Bool in
                 s.parkers -= 1
-                return s.parkers == 0 && !s.paused && s.board === board
+                return s.parkers == 0 && !s.life.paused && s.board === board
             }
             if resume { board.resume() }
         }

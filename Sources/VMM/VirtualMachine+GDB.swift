@@ -130,12 +130,12 @@ extension VirtualMachine: GDBTarget {
         cont()
     }
 
-    public func kill() { quit() }
+    public func kill() { execute(.quit(reason: "host-qmp-quit")) }
 
     public func monitorCommand(_ line: String) -> String {
         var monitor = HumanMonitor(target: self)
         let output = monitor.execute(line)
-        if output.quitRequested { quit() }
+        if output.quitRequested { execute(.quit(reason: "host-qmp-quit")) }
         return output.text.replacing("\r\n", with: "\n")
     }
 }

@@ -17,24 +17,23 @@ extension VirtualMachine: MigrationHost {
     func stopForMigration() -> Bool {
         let wasRunning = pause()
         // QEMU's RUN_STATE_FINISH_MIGRATE while the last pass and the device states go.
-        state.withLock { $0.runState = "finish-migrate" }
+        state.withLock { $0.life.runState = "finish-migrate" }
         return wasRunning
     }
 
     func resumeAfterMigration(wasRunning: Bool) {
-        state.withLock { $0.runState = "paused" }
+        state.withLock { $0.life.runState = "paused" }
         if wasRunning { cont() }
     }
 
     func migrationCompleted() {
-        state.withLock { $0.runState = "postmigrate" }
+        state.withLock { $0.life.runState = "postmigrate" }
     }
 
     func incomingCompleted() {
         setup.incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
         let start = state.withLock { s -> Bool in
-            s.runState = setup.startPaused ? "paused" : "prelaunch"
-            return !setup.startPaused || s.startAfterIncoming
+            s.life.incomingLoaded(startPaused: setup.startPaused)
         }
         if start { cont() }
     }
@@ -42,8 +41,7 @@ extension VirtualMachine: MigrationHost {
     func failAtStart(_ message: String) {
         _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
         let board = state.withLock { s -> RISCVBoard? in
-            if s.exitCode == nil { s.exitCode = 1 }
-            s.runState = "shutdown"
+            s.life.end(code: 1)
             return s.board
         }
         board?.interrupt()

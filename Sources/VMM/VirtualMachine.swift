@@ -22,13 +22,10 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public typealias Setup = MachineSetup<RISCVBoard>
 
     struct State {
-        var runState = "prelaunch"
-        var paused: Bool
+        var life: Lifecycle
         /// Served on the vCPU thread; given nil when the run ended without a board (a request
         /// queued before the first board, whose building failed), so its caller still returns.
         var requests: [@Sendable (RISCVBoard?) -> Void] = []
-        var hostReset = false
-        var exitCode: Int32?
         var board: RISCVBoard?
         var listeners: [@Sendable (MonitorEvent) -> Void] = []
         var threadID = 0
@@ -40,8 +37,6 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         var stepPending: Int?
         /// `run` returned: requests are no longer served.
         var finished = false
-        /// `cont` arrived while an incoming migration loads: run once it has.
-        var startAfterIncoming = false
     }
 
     let setup: Setup
@@ -54,11 +49,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     public init(_ setup: Setup) {
         self.setup = setup
-        // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
-        // (not "paused") until the first `cont`. With -incoming it waits, stopped, in
-        // "inmigrate" until the stream is loaded.
-        state = Mutex(State(runState: setup.incoming == nil ? "prelaunch" : "inmigrate",
-                            paused: setup.startPaused || setup.incoming != nil || setup.loadvm != nil))
+        state = Mutex(State(life: Lifecycle(setup)))
         migrationManager.host = self
         // `migrate-incoming` is taken from the start, before the board is built.
         if setup.incoming == .deferred { migrationManager.startIncoming(.deferred) }
@@ -88,10 +79,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
             defer { board.close() }  // its hart threads end with it (reset, or the end of the run)
             let points = state.withLock { s in
                 s.board = board
-                s.hostReset = false
-                // QEMU's main_loop_should_exit: a machine (re)built while stopped (-S, or a
-                // reset while paused) is in "prelaunch" until `cont`.
-                if s.runState != "inmigrate" { s.runState = s.paused ? "prelaunch" : "running" }
+                s.life.boardBuilt()
                 return s.debugPoints
             }
             if let uri = incoming, uri != .deferred {
@@ -110,7 +98,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                 }
                 for request in requests { request(board) }
                 // Read after the requests ran: one of them may just have stopped the machine.
-                let (exitCode, reset, paused) = state.withLock { s in (s.exitCode, s.hostReset, s.paused) }
+                let (exitCode, reset, paused) = state.withLock { s in (s.life.exitCode, s.life.hostReset, s.life.paused) }
                 if let exitCode { return exitCode }
                 if reset { break slices }
                 if paused {
@@ -132,7 +120,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                     debugStop(Self.stopEvent(stop, hart: hart))
                 case .powerOff(let code):
                     emit(.shutdown(guest: true, reason: "guest-shutdown"))
-                    state.withLock { $0.runState = "shutdown" }
+                    state.withLock { $0.life.runState = "shutdown" }
                     emitDebug(.exited(code: code))
                     return code
                 case .reset:
@@ -184,8 +172,8 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     /// debugger (QEMU's RUN_STATE_DEBUG).
     private func debugStop(_ event: GDBStopEvent) {
         state.withLock { s in
-            s.paused = true
-            s.runState = "debug"
+            s.life.paused = true
+            s.life.runState = "debug"
         }
         emit(.stop)
         emitDebug(event)
@@ -193,7 +181,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     // MARK: - MonitorTarget
 
-    public var runState: String { state.withLock { $0.runState } }
+    public var runState: String { state.withLock { $0.life.runState } }
     public var isRunning: Bool { runState == "running" }
     public var guestName: String? { setup.name }
     public var machineType: String { setup.machineType }
@@ -214,18 +202,13 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         state.withLock { $0.listeners.append(listener) }
     }
 
-    public func stop() { pause() }
+    func stop() { pause() }
 
     /// Stops a running machine; false if it was not running.
     @discardableResult
     func pause() -> Bool {
         let changed = perform { _ in
-            self.state.withLock { s -> Bool in
-                guard !s.paused else { return false }
-                s.paused = true
-                s.runState = "paused"
-                return true
-            }
+            self.state.withLock { $0.life.stop() }
         }
         guard changed == true else { return false }
         emit(.stop)
@@ -233,27 +216,17 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         return true
     }
 
-    public func cont() {
-        let changed = state.withLock { s -> Bool in
-            if s.runState == "inmigrate" {
-                // QEMU's autostart: the machine runs once the incoming stream is loaded.
-                s.startAfterIncoming = true
-                return false
-            }
-            guard s.paused, s.runState != "shutdown" else { return false }
-            s.paused = false
-            s.runState = "running"
-            return true
-        }
+    func cont() {
+        let changed = state.withLock { $0.life.cont() }
         if changed {
             wake.signal()
             emit(.resume)
         }
     }
 
-    public func systemReset() {
+    func systemReset() {
         let board = state.withLock { s -> RISCVBoard? in
-            s.hostReset = true
+            s.life.hostReset = true
             return s.board
         }
         emit(.reset(guest: false, reason: "host-qmp-system-reset"))
@@ -263,19 +236,23 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     /// The RISC-V virt board has no power button for the guest to see (QEMU's neither):
     /// POWERDOWN is announced and the guest runs on.
-    public func systemPowerdown() {
+    func systemPowerdown() {
         emit(.powerdown)
     }
 
-    public func quit() { end(reason: "host-qmp-quit") }
-
-    /// Ctrl-A x, or a signal: the same as `quit`, with QEMU's reason for it.
-    public func quitFromConsole() { end(reason: "host-ui") }
+    public func execute(_ command: VMCommand) {
+        switch command {
+        case .stop: stop()
+        case .cont: cont()
+        case .systemReset: systemReset()
+        case .systemPowerdown: systemPowerdown()
+        case .quit(let reason): end(reason: reason)
+        }
+    }
 
     private func end(reason: String) {
         let board = state.withLock { s -> RISCVBoard? in
-            if s.exitCode == nil { s.exitCode = 0 }
-            s.runState = "shutdown"
+            s.life.end(code: 0)
             return s.board
         }
         emit(.shutdown(guest: false, reason: reason))

@@ -76,6 +76,16 @@ final class FakeTarget: MonitorTarget {
         emit(.reset(guest: false, reason: "host-qmp-system-reset"))
     }
     func systemPowerdown() { record("system_powerdown") }
+    func execute(_ command: VMCommand) {
+        switch command {
+        case .stop: stop()
+        case .cont: cont()
+        case .systemReset: systemReset()
+        case .systemPowerdown: systemPowerdown()
+        case .quit: quit()
+        }
+    }
+
     func quit() {
         let hook = state.withLock { s -> (@Sendable () -> Void)? in
             s.calls.append("quit")

@@ -1,0 +1,77 @@
+/// The run state of a machine (DESIGN.md §3, "The machine core"): QEMU's RunState, whether
+/// the vCPUs are held, and how the run ends, with the transitions every VMM shares, so
+/// `VirtualMachine` (RISC-V) and `KVMMachine` carry out each `VMCommand` and each snapshot or
+/// migration step alike. Each VMM keeps one inside its locked state and does its own board
+/// work (waking or parking vCPUs) around the transition.
+struct Lifecycle {
+    /// QEMU's RunState names: "prelaunch", "running", "paused", "debug", "inmigrate",
+    /// "finish-migrate", "postmigrate", "shutdown".
+    var runState: String
+    /// The vCPUs are held (stopped, or not started yet).
+    var paused: Bool
+    /// Set when the run must end with this status whatever the guest does (quit, a refused
+    /// incoming stream).
+    var exitCode: Int32?
+    /// The host asked for a reset (`system_reset`): the board is built again.
+    var hostReset = false
+    /// `cont` arrived during an incoming migration: run once it is loaded (QEMU's autostart).
+    var startAfterIncoming = false
+
+    init<Board>(_ setup: MachineSetup<Board>) {
+        // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
+        // (not "paused") until the first `cont`; with -incoming it waits, stopped, in
+        // "inmigrate" until the stream is loaded; with -loadvm it starts once loaded.
+        runState = setup.incoming == nil ? "prelaunch" : "inmigrate"
+        paused = setup.startPaused || setup.incoming != nil || setup.loadvm != nil
+    }
+
+    var isRunning: Bool { runState == "running" }
+
+    /// A board was (re)built. QEMU's main_loop_should_exit: a machine built while stopped
+    /// (-S, or a reset while paused) is in "prelaunch" until `cont`.
+    mutating func boardBuilt() {
+        hostReset = false
+        if runState != "inmigrate" { runState = paused ? "prelaunch" : "running" }
+    }
+
+    /// `stop` (or a debugger's stop, `as: "debug"`); false when already stopped.
+    mutating func stop(as state: String = "paused") -> Bool {
+        guard !paused else { return false }
+        paused = true
+        runState = state
+        return true
+    }
+
+    /// `cont`; false when there is nothing to resume (running, ended, or loading an incoming
+    /// machine, which then runs once loaded).
+    mutating func cont() -> Bool {
+        if runState == "inmigrate" {
+            startAfterIncoming = true
+            return false
+        }
+        guard paused, runState != "shutdown" else { return false }
+        paused = false
+        runState = "running"
+        return true
+    }
+
+    /// The run ends with `code` (the first decision wins).
+    mutating func end(code: Int32) {
+        if exitCode == nil { exitCode = code }
+        runState = "shutdown"
+    }
+
+    /// A migration stops the machine for its last pass; returns whether it was running.
+    mutating func finishMigrate() -> Bool {
+        let wasRunning = !paused
+        paused = true
+        runState = "finish-migrate"
+        return wasRunning
+    }
+
+    /// The incoming machine is loaded; returns whether it should run now.
+    mutating func incomingLoaded(startPaused: Bool) -> Bool {
+        runState = startPaused ? "paused" : "prelaunch"
+        return !startPaused || startAfterIncoming
+    }
+}
