@@ -14,7 +14,11 @@ import SystemSupport
 /// there, and the last look, with the machine stopped, misses nothing) and after it (the body
 /// may have started or stopped tracking: KVM's logging follows); `collectDirtyPages` merges it
 /// after each pass, so the estimate of what remains counts the vCPUs' writes.
-extension KVMMachine: MigrationHost {
+extension KVMMachine: MigrationHost, LifecycleOwner {
+    func withLifecycle<T>(_ body: (inout Lifecycle) -> T) -> T { state.withLock { body(&$0.life) } }
+    var startsPaused: Bool { setup.startPaused }
+    var incomingDisks: IncomingDisks { setup.incomingDisks }
+
     public var migration: (any MigrationControl)? { migrationManager }
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
@@ -43,11 +47,6 @@ extension KVMMachine: MigrationHost {
         return wasRunning
     }
 
-    func resumeAfterMigration(wasRunning: Bool) {
-        state.withLock { $0.life.runState = "paused" }
-        if wasRunning { cont() }
-    }
-
     func stopForSnapshot() -> Bool {
         let wasRunning = runState == "running"
         stop()
@@ -57,21 +56,7 @@ extension KVMMachine: MigrationHost {
     func resumeAfterSnapshot() { cont() }
 
     var disks: [(device: String, backend: any BlockBackend)] {
-        let names = setup.blockDevices.map(\.device)
-        let backends = state.withLock { $0.board }?.disks ?? []
-        return backends.enumerated().map { index, backend in (index < names.count ? names[index] : "virtio\(index)", backend) }
-    }
-
-    func migrationCompleted() {
-        state.withLock { $0.life.runState = "postmigrate" }
-    }
-
-    func incomingCompleted() {
-        setup.incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
-        let start = state.withLock { s -> Bool in
-            s.life.incomingLoaded(startPaused: setup.startPaused)
-        }
-        if start { cont() }
+        setup.named(state.withLock { $0.board }?.disks ?? [])
     }
 
     func failAtStart(_ message: String) {

@@ -3,6 +3,33 @@
 /// `VirtualMachine` (RISC-V) and `KVMMachine` carry out each `VMCommand` and each snapshot or
 /// migration step alike. Each VMM keeps one inside its locked state and does its own board
 /// work (waking or parking vCPUs) around the transition.
+/// A VMM as the shared steps below see it: its lifecycle, under its own lock.
+protocol LifecycleOwner: AnyObject {
+    /// Runs `body` on the lifecycle under the VMM's lock.
+    func withLifecycle<T>(_ body: (inout Lifecycle) -> T) -> T
+    var startsPaused: Bool { get }
+    var incomingDisks: IncomingDisks { get }
+    func cont()
+}
+
+/// The migration steps both VMMs take alike (`MigrationHost`).
+extension LifecycleOwner {
+    func migrationCompleted() {
+        withLifecycle { $0.runState = "postmigrate" }
+    }
+
+    func resumeAfterMigration(wasRunning: Bool) {
+        withLifecycle { $0.runState = "paused" }
+        if wasRunning { cont() }
+    }
+
+    func incomingCompleted() {
+        incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
+        let paused = startsPaused
+        if withLifecycle({ $0.incomingLoaded(startPaused: paused) }) { cont() }
+    }
+}
+
 struct Lifecycle {
     /// QEMU's RunState names: "prelaunch", "running", "paused", "debug", "inmigrate",
     /// "finish-migrate", "postmigrate", "shutdown".

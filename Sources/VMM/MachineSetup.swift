@@ -1,3 +1,4 @@
+import DeviceModel
 import QMP
 import Synchronization
 import SystemSupport
@@ -32,6 +33,13 @@ public struct MachineSetup<Board>: Sendable {
     /// machine is loaded (a reset after that builds them active). `makeBoard` reads it; the
     /// VMM clears it when the incoming machine is loaded.
     public var incomingDisks = IncomingDisks(pending: false)
+    /// The board's disks with the names the monitors use (`-drive id=`, else "virtioN").
+    func named(_ backends: [any BlockBackend]) -> [(device: String, backend: any BlockBackend)] {
+        backends.enumerated().map { index, backend in
+            (index < blockDevices.count ? blockDevices[index].device : "virtio\(index)", backend)
+        }
+    }
+
     /// Builds the machine; called again for every reset.
     public var makeBoard: @Sendable () throws(SystemError) -> Board
 

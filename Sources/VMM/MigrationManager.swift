@@ -308,8 +308,9 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
                 s.info.ram?.transferred = writer.bytesWritten
                 s.info.ram?.remaining = 0
             }
-            setStatus("completed")
+            // postmigrate before "completed": whoever sees the one sees the other.
             host.migrationCompleted()
+            setStatus("completed")
         } catch {
             channel?.abort()
             host.setThrottle(percent: 0)

@@ -7,7 +7,11 @@ import QMP
 import SystemSupport
 
 /// The RISC-V VMM as the migration code sees it (DESIGN.md §5).
-extension VirtualMachine: MigrationHost {
+extension VirtualMachine: MigrationHost, LifecycleOwner {
+    func withLifecycle<T>(_ body: (inout Lifecycle) -> T) -> T { state.withLock { body(&$0.life) } }
+    var startsPaused: Bool { setup.startPaused }
+    var incomingDisks: IncomingDisks { setup.incomingDisks }
+
     public var migration: (any MigrationControl)? { migrationManager }
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
@@ -19,23 +23,6 @@ extension VirtualMachine: MigrationHost {
         // QEMU's RUN_STATE_FINISH_MIGRATE while the last pass and the device states go.
         state.withLock { $0.life.runState = "finish-migrate" }
         return wasRunning
-    }
-
-    func resumeAfterMigration(wasRunning: Bool) {
-        state.withLock { $0.life.runState = "paused" }
-        if wasRunning { cont() }
-    }
-
-    func migrationCompleted() {
-        state.withLock { $0.life.runState = "postmigrate" }
-    }
-
-    func incomingCompleted() {
-        setup.incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
-        let start = state.withLock { s -> Bool in
-            s.life.incomingLoaded(startPaused: setup.startPaused)
-        }
-        if start { cont() }
     }
 
     func failAtStart(_ message: String) {
@@ -53,9 +40,7 @@ extension VirtualMachine: MigrationHost {
     func resumeAfterSnapshot() { cont() }
 
     var disks: [(device: String, backend: any BlockBackend)] {
-        let names = setup.blockDevices.map(\.device)
-        let backends = perform { board in board.disks } ?? []
-        return backends.enumerated().map { index, backend in (index < names.count ? names[index] : "virtio\(index)", backend) }
+        setup.named(perform { board in board.disks } ?? [])
     }
 
     func setThrottle(percent: Int) {
