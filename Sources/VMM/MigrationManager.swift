@@ -186,7 +186,8 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
         do throws(SystemError) {
             let opened = try MigrationChannel.open(uri, outgoing: true) { self.isCancelled }
             channel = opened
-            let limiter = BandwidthLimiter(bytesPerSecond: state.withLock { $0.parameters.maxBandwidth })
+            // max-bandwidth is read again as the stream goes: a change applies at once.
+            let limiter = BandwidthLimiter { [self] in state.withLock { $0.parameters.maxBandwidth } }
             let writer = MigrationStreamWriter { [self] (bytes) throws(SystemError) in
                 if isCancelled { throw .badInput("cancelled") }
                 limiter.consume(bytes.count)
@@ -406,15 +407,24 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
 /// `max-bandwidth`: sleeps the sender so it averages at most this many bytes per second.
 final class BandwidthLimiter: @unchecked Sendable {
     // SAFETY: used only by the migration thread.
-    private let rate: Double
-    private let start = VirtualClock.hostMonotonicNanoseconds()
+    private let rate: () -> UInt64
+    /// Where the current rate's accounting started, and what was sent since.
+    private var start = VirtualClock.hostMonotonicNanoseconds()
     private var sent: Double = 0
+    private var current: UInt64 = 0
 
-    init(bytesPerSecond: UInt64) { rate = Double(max(bytesPerSecond, 1)) }
+    init(bytesPerSecond rate: @escaping () -> UInt64) { self.rate = rate }
 
     func consume(_ bytes: Int) {
+        let now = rate()
+        if now != current {
+            // A new rate counts from here.
+            current = now
+            start = VirtualClock.hostMonotonicNanoseconds()
+            sent = 0
+        }
         sent += Double(bytes)
-        let due = sent / rate * 1e9
+        let due = sent / Double(max(current, 1)) * 1e9
         let elapsed = Double(VirtualClock.hostMonotonicNanoseconds() - start)
         if due > elapsed + 1e6 { usleep(UInt32(min((due - elapsed) / 1000, 1e6))) }
     }

@@ -50,11 +50,11 @@ async def migrate_unix():
         check(status["status"] == "inmigrate", f"the destination waits in inmigrate: {status}")
         await wait_listening(destination)
         await source.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
-        # At 64 MiB/s a pass takes the time of several counts, so the guest's buffer (4 MiB,
+        # At 8 MiB/s a pass takes the time of many counts, so the guest's buffer (4 MiB,
         # rewritten after every count) is dirty again after each one, and 1 ms of downtime is
         # less than it takes to send: the source goes on sending dirty pages, pass after pass,
-        # while the guest runs, until the limit is raised.
-        await source.execute("migrate-set-parameters", {"downtime-limit": 1, "max-bandwidth": 64 << 20})
+        # while the guest runs, until the limit (and the bandwidth) is raised.
+        await source.execute("migrate-set-parameters", {"downtime-limit": 1, "max-bandwidth": 8 << 20})
         await source.wait_counts(20)
         await source.execute("migrate", {"uri": f"unix:{sock}"})
         info = await source.wait_status(("active", "completed", "failed"), passes=6)
@@ -65,7 +65,7 @@ async def migrate_unix():
         if info.get("status") == "active":
             status = await source.execute("query-status")
             check(status["status"] == "running", f"the source runs during the passes: {status}")
-        await source.execute("migrate-set-parameters", {"downtime-limit": 300})
+        await source.execute("migrate-set-parameters", {"downtime-limit": 300, "max-bandwidth": 10 << 30})
         info = await source.wait_status(("completed", "failed", "cancelled"))
         check(info.get("status") == "completed", f"the migration completed: {info}")
         timing("unix", info)
