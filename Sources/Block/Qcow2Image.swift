@@ -98,19 +98,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         refcountBlockEntries = (clusterSize * 8) >> UInt64(header.refcountOrder)
         fileEnd = (length + clusterSize - 1) / clusterSize * clusterSize
         openedLength = length
-        l1 = try Qcow2Image.readTable(file, at: header.l1TableOffset, count: Int(header.l1Size))
-        refcountTable = try Qcow2Image.readTable(file, at: header.refcountTableOffset,
-                                                 count: Int(UInt64(header.refcountTableClusters) * clusterSize / 8))
-        let cs = clusterSize
-        refcountBlockClusters = Set(refcountTable.lazy.map { $0 & Qcow2Image.refcountTableMask }.filter { $0 != 0 }.map { $0 / cs })
-        snapshots = []
-        if header.nbSnapshots > 0 {
-            // QEMU's limit on the table (QCOW_MAX_SNAPSHOTS_SIZE): a larger one is refused by
-            // the parser as truncated, never read whole.
-            let limit = min(UInt64(Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))), Qcow2Header.maxSnapshotTableBytes)
-            let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(min(limit, length - header.snapshotsOffset)))
-            snapshots = try Qcow2Snapshot.parseTable(bytes, count: Int(header.nbSnapshots), name: path)
-        }
+        (l1, refcountTable, refcountBlockClusters, snapshots) = try Qcow2Image.readMetadata(file, header, length: length)
         if case .open(let chain) = backingMode, let name = header.backingFile {
             // The chain shares the cache mode's O_DIRECT, as in QEMU; it is only read.
             backing = try Qcow2Image.openBacking(name, format: header.backingFormat, of: path, chain: chain,
@@ -163,6 +151,25 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
                 if !ignoreFlush { try file.sync() }
             }
         }
+    }
+
+    /// The tables `header` points to: L1, the refcount table (and the clusters of its blocks)
+    /// and the snapshot table. At open, and again when an inactive image is taken back.
+    static func readMetadata(_ file: ImageFile, _ header: Qcow2Header, length: UInt64) throws(SystemError)
+        -> (l1: [UInt64], refcountTable: [UInt64], refcountBlockClusters: Set<UInt64>, snapshots: [Qcow2Snapshot]) {
+        let l1 = try readTable(file, at: header.l1TableOffset, count: Int(header.l1Size))
+        let cs = header.clusterSize
+        let refcountTable = try readTable(file, at: header.refcountTableOffset, count: Int(UInt64(header.refcountTableClusters) * cs / 8))
+        let refcountBlockClusters = Set(refcountTable.lazy.map { $0 & Qcow2Image.refcountTableMask }.filter { $0 != 0 }.map { $0 / cs })
+        var snapshots: [Qcow2Snapshot] = []
+        if header.nbSnapshots > 0 {
+            // QEMU's limit on the table (QCOW_MAX_SNAPSHOTS_SIZE): a larger one is refused by
+            // the parser as truncated, never read whole.
+            let limit = min(UInt64(Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))), Qcow2Header.maxSnapshotTableBytes)
+            let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(min(limit, length - header.snapshotsOffset)))
+            snapshots = try Qcow2Snapshot.parseTable(bytes, count: Int(header.nbSnapshots), name: file.path)
+        }
+        return (l1, refcountTable, refcountBlockClusters, snapshots)
     }
 
     static func readTable(_ file: ImageFile, at offset: UInt64, count: Int) throws(SystemError) -> [UInt64] {
@@ -243,17 +250,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
                 throw .badInput("\(file.path): the qcow2 image was marked corrupt while inactive; repair it with 'swemu-img check -r all'")
             }
             header = fresh
-            l1 = try Qcow2Image.readTable(file, at: header.l1TableOffset, count: Int(header.l1Size))
-            refcountTable = try Qcow2Image.readTable(file, at: header.refcountTableOffset,
-                                                     count: Int(UInt64(header.refcountTableClusters) * clusterSize / 8))
-            let cs = clusterSize
-            refcountBlockClusters = Set(refcountTable.lazy.map { $0 & Qcow2Image.refcountTableMask }.filter { $0 != 0 }.map { $0 / cs })
-            snapshots = []
-            if header.nbSnapshots > 0 {
-                let limit = min(UInt64(Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))), Qcow2Header.maxSnapshotTableBytes)
-                let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(min(limit, length - header.snapshotsOffset)))
-                snapshots = try Qcow2Snapshot.parseTable(bytes, count: Int(header.nbSnapshots), name: file.path)
-            }
+            (l1, refcountTable, refcountBlockClusters, snapshots) = try Qcow2Image.readMetadata(file, header, length: length)
             fileEnd = (length + clusterSize - 1) / clusterSize * clusterSize
             openedLength = length
             dropCachedMetadataLocked()
