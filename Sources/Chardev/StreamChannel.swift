@@ -137,6 +137,9 @@ final class StreamChannel: Sendable {
     /// Stops input and output and closes (or releases) the descriptor. Idempotent.
     func close() {
         state.withLock { s in
+            // What the peer has not taken yet gets one last try without blocking (the last
+            // monitor event before swemu exits, say); the rest is dropped.
+            if let fd = s.fd.rawValue, s.outputStart < s.output.count { _ = send(fd, s.output[s.outputStart...]) }
             if s.registered, let fd = s.fd.rawValue { loop.unregister(fd: fd) }
             s.registered = false
             s.output = []

@@ -156,11 +156,11 @@ public final class KVMMachine: MonitorTarget, Sendable {
     }
 
     private func end(reason: String) {
+        if state.withLock({ $0.life.announceEnd() }) { emit(.shutdown(guest: false, reason: reason)) }
         let board = state.withLock { s -> X86MicroVM? in
             s.life.end(code: 0)
             return s.board
         }
-        emit(.shutdown(guest: false, reason: reason))
         board?.requestPowerOff(exitCode: 0)
     }
 

@@ -43,6 +43,8 @@ struct Lifecycle {
     var hostReset = false
     /// `cont` arrived during an incoming migration: run once it is loaded (QEMU's autostart).
     var startAfterIncoming = false
+    /// The host asked the run to end (`quit`, a signal) and its SHUTDOWN event is announced.
+    var endAnnounced = false
 
     init<Board>(_ setup: MachineSetup<Board>) {
         // With -S the machine is stopped from the start and, as QEMU's, reports "prelaunch"
@@ -80,6 +82,15 @@ struct Lifecycle {
         paused = false
         runState = "running"
         return true
+    }
+
+    /// The host asks the run to end: true the first time, when the caller announces SHUTDOWN.
+    /// The event goes out before `end(code:)` lets the vCPU loop leave (as QEMU's
+    /// main_loop_should_exit sends it before leaving its loop), so a monitor client always
+    /// reads it before swemu closes the connection.
+    mutating func announceEnd() -> Bool {
+        defer { endAnnounced = true }
+        return !endAnnounced && exitCode == nil
     }
 
     /// The run ends with `code` (the first decision wins).

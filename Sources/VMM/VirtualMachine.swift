@@ -251,11 +251,11 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     }
 
     private func end(reason: String) {
+        if state.withLock({ $0.life.announceEnd() }) { emit(.shutdown(guest: false, reason: reason)) }
         let board = state.withLock { s -> RISCVBoard? in
             s.life.end(code: 0)
             return s.board
         }
-        emit(.shutdown(guest: false, reason: reason))
         board?.interrupt()
         wake.signal()
     }
