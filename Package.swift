@@ -22,6 +22,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Capstone (Debian's libcapstone-dev): disassembles the JIT's host code for -d out_asm.
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
+        // libslirp (Debian's libslirp-dev): user-mode networking (-netdev user), as QEMU's.
+        .systemLibrary(name: "CSlirp", providers: [.apt(["libslirp-dev"])]),
         .target(name: "SystemSupport", dependencies: ["CLinux"], swiftSettings: strict),
         .target(name: "GuestMemory", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
@@ -29,6 +31,8 @@ let package = Package(
         .target(name: "VirtIO", dependencies: ["DeviceModel", "GuestMemory", "SystemSupport"], swiftSettings: strict),
         .target(name: "Block", dependencies: ["CZlib", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .target(name: "Devices", dependencies: ["DeviceModel", "SystemSupport", "VirtIO"], swiftSettings: strict),
+        // Network backends (-netdev user|tap|stream|dgram|socket, filter-dump): the host side of a NIC.
+        .target(name: "Net", dependencies: ["CLinux", "CSlirp", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         // IEEE 754-2008 binary32/binary64 arithmetic in software, with RISC-V's NaN rules:
         // exact rounding in all five modes and exact exception flags, which the host FPU cannot
         // give for every operation (DESIGN.md §2: the FPU of the RISCV module).
@@ -52,7 +56,7 @@ let package = Package(
         // Runs a board's vCPUs and serves the command channel the monitors and debuggers use.
         .target(name: "VMM", dependencies: ["Block", "CLinux", "Chardev", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "Migration", "QMP", "RISCV", "RISCVJIT", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "QMP", "RISCVJIT",
+        .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "Net", "QMP", "RISCVJIT",
                                             "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
@@ -82,15 +86,16 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "RISCVJITTests", dependencies: ["RISCVJIT", "RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel", "Loader", "TestSupport"], exclude: ["qmp_machine.py", "gdb_raw_client.py", "monitor_interop.py", "migration_machine.py"],
+        .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel", "Loader", "TestSupport"], exclude: ["qmp_machine.py", "gdb_raw_client.py", "monitor_interop.py", "migration_machine.py", "network_machine.py"],
                     swiftSettings: strict),
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport", "TestSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev", "RISCVJIT", "VMM"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev", "DeviceModel", "RISCVJIT", "VMM"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines", "TestSupport"], exclude: ["kvm_migration.py"],
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
+        .testTarget(name: "NetTests", dependencies: ["Net", "DeviceModel", "SystemSupport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "GuestMemory", "SystemSupport"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

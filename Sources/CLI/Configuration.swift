@@ -37,6 +37,20 @@ struct SystemConfiguration: Sendable {
     var drives: [DriveSpec] = []
     /// `-device` definitions, in order.
     var devices: [DeviceSpec] = []
+    /// `-netdev` backends and those `-nic` makes, in order (ids are unique).
+    var netdevs: [NetdevSpec] = []
+    /// `-nic` NICs, in order; `-device virtio-net-device` ones are in `devices`.
+    var nicShorthands: [NICSpec] = []
+    /// `-object filter-dump`.
+    var dumpFilters: [DumpFilterSpec] = []
+
+    /// Every NIC in the order QEMU numbers them for default MACs: `-nic` ones (the board
+    /// makes them) before `-device` ones.
+    var nics: [NICSpec] {
+        nicShorthands + devices.compactMap { device in
+            if case .virtioNet(let nic) = device.driver { nic } else { nil }
+        }
+    }
     /// Monitors: `-monitor`, `-qmp`, `-mon`, and the one `-nographic` muxes on stdio.
     var monitors: [MonitorSpec] = []
     /// `-monitor none` was given: no default monitor on the console.
@@ -74,11 +88,6 @@ enum Action: Sendable {
     case print(String)
 }
 
-/// Options whose feature this build does not have yet, and what to say instead. Each is
-/// refused with one line (never silently ignored) until the work that brings it lands.
-private let notYetAvailable: [String: String] = [
-    "netdev": "network backends are not available in this build yet",
-]
 
 struct ConfigurationBuilder {
     let target: EmulatorTarget
@@ -98,7 +107,6 @@ struct ConfigurationBuilder {
         for option in options {
             let value = option.value ?? ""
             let flag = "-" + option.name
-            if let reason = notYetAvailable[option.name] { throw CLIError(option: flag, reason) }
             switch option.name {
             case "machine":
                 if value == "help" { return .print(HelpText.machines(target)) }
@@ -197,6 +205,19 @@ struct ConfigurationBuilder {
             case "device":
                 if value == "help" { return .print(HelpText.devices(target)) }
                 config.devices.append(try wrap(flag) { () throws(SystemError) in try DeviceSpec(parsing: value) })
+            case "netdev":
+                if value == "help" { return .print(NetdevSpec.helpText) }
+                config.netdevs.append(try wrap(flag) { () throws(SystemError) in try NetdevSpec(parsing: value) })
+            case "nic":
+                if value == "help" { return .print(NetdevSpec.helpText) }
+                if value.hasSuffix("model=help") { return .print(HelpText.nicModels()) }
+                let index = config.nicShorthands.count
+                if let (nic, netdev) = try wrap(flag, { () throws(SystemError) in try NICSpec.parseShorthand(value, index: index) }) {
+                    config.nicShorthands.append(nic)
+                    config.netdevs.append(netdev)
+                }
+            case "object":
+                config.dumpFilters.append(try wrap(flag) { () throws(SystemError) in try DumpFilterSpec(parsing: value) })
             case "d":
                 if value == "help" { return .print(HelpText.logItems()) }
                 config.debugItems = try debugItems(value, option: flag)
@@ -205,7 +226,7 @@ struct ConfigurationBuilder {
             case "perfmap":
                 config.perfMap = true
             default:
-                // Every option in the table is handled above or refused as not yet available.
+                // Every option in the table is handled above.
                 throw CLIError(option: flag, "is not handled by this build")
             }
         }
@@ -357,12 +378,45 @@ struct ConfigurationBuilder {
                 guard config.chardevs.contains(where: { $0.id == chardev }) else {
                     throw CLIError(option: "-device", "virtconsole: chardev '\(chardev)' is not defined (define it with -chardev ...,id=\(chardev))")
                 }
-            case .virtioRNG:
+            case .virtioRNG, .virtioNet:
                 break
             }
         }
+        try checkNetwork(config)
         for drive in config.drives where drive.interface == .none && !usedDrives.contains(drive.id ?? "") {
             throw CLIError(option: "-drive", "drive '\(drive.id ?? "")' has if=none but no -device virtio-blk-device,drive=\(drive.id ?? "") uses it")
+        }
+    }
+
+    /// Netdev ids are unique; each NIC's netdev exists and serves that NIC only; filters name
+    /// a netdev that exists.
+    private func checkNetwork(_ config: SystemConfiguration) throws(CLIError) {
+        if config.machine.name != "virt" && config.machine.name != "microvm" {
+            if let netdev = config.netdevs.first {
+                throw CLIError(option: netdev.id.hasPrefix("__org.qemu.") ? "-nic" : "-netdev",
+                               "machine '\(config.machine.name)' has no network interfaces; use -M virt")
+            }
+        }
+        var ids = Set<String>()
+        for netdev in config.netdevs where !ids.insert(netdev.id).inserted {
+            throw CLIError(option: "-netdev", "Duplicate ID '\(netdev.id)' for netdev")
+        }
+        var used = Set<String>()
+        for nic in config.nics {
+            guard let netdev = nic.netdev else { continue }
+            guard ids.contains(netdev) else {
+                throw CLIError(option: "-device", "virtio-net-device: netdev '\(netdev)' is not defined (define it with -netdev TYPE,id=\(netdev))")
+            }
+            guard used.insert(netdev).inserted else {
+                throw CLIError(option: "-device", "virtio-net-device: netdev '\(netdev)' is already in use by another NIC")
+            }
+        }
+        var filterIDs = Set<String>()
+        for filter in config.dumpFilters {
+            guard filterIDs.insert(filter.id).inserted else { throw CLIError(option: "-object", "duplicate object id '\(filter.id)'") }
+            guard ids.contains(filter.netdev) else {
+                throw CLIError(option: "-object", "filter-dump: netdev '\(filter.netdev)' is not defined")
+            }
         }
     }
 

@@ -66,6 +66,7 @@ struct DeviceSpec: Sendable, Equatable {
         case virtioRNG
         case virtioSerial
         case virtconsole(chardev: String)
+        case virtioNet(NICSpec)
     }
 
     /// `-device help`: (name, bus, description), as QEMU lists them.
@@ -74,6 +75,7 @@ struct DeviceSpec: Sendable, Equatable {
         ("virtio-rng-device", "Misc devices", "virtio entropy source, fed from the host's getrandom(2)"),
         ("virtio-serial-device", "Input devices", "virtio serial bus for virtconsole"),
         ("virtconsole", "Display devices", "virtio console port on a chardev (chardev=ID)"),
+        ("virtio-net-device", "Network devices", "virtio network adapter (netdev=ID of a -netdev, mac=52:54:00:12:34:56)"),
     ]
 
     var driver: Driver
@@ -96,6 +98,10 @@ struct DeviceSpec: Sendable, Equatable {
             let v = try opts.validate(accepted: ["chardev", "id", "name"], context: "device '\(name)'")
             guard let chardev = v.string("chardev") else { throw .configuration("-device virtconsole: chardev=ID is required") }
             driver = .virtconsole(chardev: chardev)
+        case "virtio-net-device":
+            let v = try opts.validate(accepted: ["netdev", "mac", "id"], context: "device '\(name)'")
+            if let id = v.string("id") { try NetdevSpec.checkIdentifier(id, option: "-device") }
+            driver = .virtioNet(NICSpec(netdev: v.string("netdev"), mac: try NICSpec.mac(v.string("mac"), option: "-device"), id: v.string("id")))
         default:
             let names = DeviceSpec.catalog.map(\.name).joined(separator: ", ")
             throw .configuration("-device: '\(name)' is not a device swemu provides; available: \(names) (see -device help)")

@@ -89,6 +89,11 @@ enum HelpText {
         return out
     }
 
+    /// `-nic model=help` (qemu_show_nic_models).
+    static func nicModels() -> String {
+        "Supported NIC models:\n" + NICSpec.models.map { $0 + "\n" }.joined()
+    }
+
     static func logItems() -> String {
         var out = "Log items (comma separated):\n"
         for item in DebugLog.items {

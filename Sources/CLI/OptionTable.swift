@@ -60,8 +60,13 @@ enum OptionTable {
         OptionSpec(names: ["nographic"], argument: nil,
                    help: "disable graphical output and redirect serial I/Os to console", section: .display),
 
-        OptionSpec(names: ["netdev"], argument: "user|tap|socket,id=str[,...]",
-                   help: "configure a network backend", section: .network),
+        OptionSpec(names: ["netdev"], argument: "user|tap|stream|dgram|socket,id=str[,...]",
+                   help: "configure a network backend (user: hostfwd=, net=, restrict=; tap: ifname= or fd=; stream/dgram: addr./local./remote.)",
+                   section: .network),
+        OptionSpec(names: ["nic"], argument: "user|tap|stream|dgram|socket|none[,mac=macaddr][,model=virtio-net-device][,...]",
+                   help: "a NIC and its backend in one option (shorthand for -netdev plus -device)", section: .network),
+        OptionSpec(names: ["object"], argument: "filter-dump,id=str,netdev=id,file=path[,maxlen=len]",
+                   help: "dump the netdev's traffic to a pcap file", section: .network),
 
         OptionSpec(names: ["kernel"], argument: "bzImage", help: "use 'bzImage' as kernel image", section: .boot),
         OptionSpec(names: ["append"], argument: "cmdline", help: "use 'cmdline' as kernel command line", section: .boot),

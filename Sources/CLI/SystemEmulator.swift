@@ -55,10 +55,16 @@ public enum SystemEmulator {
         let console = try Console(config: config, loop: loop, quit: { quit.fire() }, commit: { commit.fire() })
         defer { console.close() }
         try loop.start()
+        // Backends live as long as the process, across guest reboots; the NICs hold the
+        // network back until the machine runs.
+        let network = try Network(config: config, loop: loop,
+                                  running: !(config.startPaused || config.incoming != nil || config.loadvm != nil))
+        defer { network.close() }
+        for id in network.unusedNetdevs { console.notice("warning: netdev \(id) has no peer") }
 
         switch config.machine.name {
         case "virt", "spike":
-            let virtio = try virtioDevices(config, console: console)
+            let virtio = try virtioDevices(config, console: console, network: network)
             let firmware = try firmware(config)
             let serial = console.serials.first ?? nil
             // An incoming machine's qcow2 disks stay inactive until it is loaded (the source
@@ -92,7 +98,9 @@ public enum SystemEmulator {
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
+            setup.network = network
             let vm = VirtualMachine(setup)
+            vm.addEventListener { network.machineEvent($0) }
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
             defer {
@@ -104,7 +112,7 @@ public enum SystemEmulator {
             return try vm.run()
         case "microvm":
             if let note = X86MicroVM.hostNote() { console.notice(note) }
-            let virtio = try virtioDevices(config, console: console)
+            let virtio = try virtioDevices(config, console: console, network: network)
             let serial = console.serials.first ?? nil
             let incomingDisks = IncomingDisks(pending: config.incoming != nil)
             let makeBoard: @Sendable () throws(SystemError) -> X86MicroVM = { () throws(SystemError) in
@@ -129,7 +137,9 @@ public enum SystemEmulator {
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
+            setup.network = network
             let vm = KVMMachine(setup)
+            vm.addEventListener { network.machineEvent($0) }
             let servers = monitorServers(console, target: vm)
             let debugger = console.gdb.map { GDBServer(backend: $0, target: vm) }
             defer {
@@ -192,8 +202,9 @@ func defaultFirmwarePaths() -> [String] {
 extension SystemEmulator {
     /// The virtio devices `-drive if=virtio` and `-device` ask for: drives first, then devices,
     /// each in command-line order.
-    static func virtioDevices(_ config: SystemConfiguration, console: Console) throws(SystemError) -> [RISCVBoard.VirtioDeviceSpec] {
+    static func virtioDevices(_ config: SystemConfiguration, console: Console, network: Network) throws(SystemError) -> [RISCVBoard.VirtioDeviceSpec] {
         var specs: [RISCVBoard.VirtioDeviceSpec] = []
+        var nextDeviceNIC = 0
         var formats: [String] = []
         for drive in config.drives {
             let (format, warning) = try drive.probe()
@@ -217,8 +228,13 @@ extension SystemEmulator {
                 break
             case .virtconsole(let id):
                 specs.append(.console(try console.claim(chardev: id, for: "virtconsole\(index)")))
+            case .virtioNet:
+                // The NICs come in `config.nics` order: `-nic` ones first (appended below).
+                specs.append(.net(network.interfaces[config.nicShorthands.count + nextDeviceNIC]))
+                nextDeviceNIC += 1
             }
         }
+        specs += network.interfaces.prefix(config.nicShorthands.count).map { .net($0) }
         return specs
     }
 

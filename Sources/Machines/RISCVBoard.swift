@@ -59,6 +59,8 @@ public final class RISCVBoard: @unchecked Sendable {
         case block(path: String, format: String, readOnly: Bool, snapshot: Bool, cache: BlockCacheMode, serial: String)
         case rng
         case console((any CharBackend)?)
+        /// virtio-net; the NIC outlives the board (its backend, MAC and link state).
+        case net(NetworkInterface)
     }
 
     /// The execution engine each hart runs (DESIGN.md §3: the engine seam).

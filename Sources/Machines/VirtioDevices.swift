@@ -25,6 +25,8 @@ extension RISCVBoard.VirtioDeviceSpec {
             return VirtioRNG()
         case .console(let backend):
             return VirtioConsole(backend: backend)
+        case .net(let interface):
+            return interface.makeDevice()
         }
     }
 }

@@ -268,6 +268,10 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "cpu", params: "index", help: "set the default CPU"),
         CommandInfo(name: "delvm", params: "tag", help: "delete a VM snapshot from its tag"),
         CommandInfo(name: "help|?", params: "[cmd]", help: "show the help"),
+        CommandInfo(name: "hostfwd_add", params: "[netdev_id] [tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport",
+                    help: "redirect TCP or UDP connections from host to guest (requires -net user)"),
+        CommandInfo(name: "hostfwd_remove", params: "[netdev_id] [tcp|udp]:[hostaddr]:hostport",
+                    help: "remove host-to-guest TCP or UDP redirection"),
         CommandInfo(name: "info", params: "[subcommand]", help: "show various information about the system state"),
         CommandInfo(name: "loadvm", params: "tag", help: "restore a VM snapshot from its tag"),
         CommandInfo(name: "migrate", params: "[-d] uri",
@@ -278,6 +282,7 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "migrate_set_parameter", params: "parameter value", help: "Set the parameter for migration"),
         CommandInfo(name: "q|quit", params: "", help: "quit the emulator"),
         CommandInfo(name: "savevm", params: "tag", help: "save a VM snapshot. If no tag is provided, a new snapshot is created"),
+        CommandInfo(name: "set_link", params: "name on|off", help: "change the link status of a network adapter"),
         CommandInfo(name: "stop|s", params: "", help: "stop emulation"),
         CommandInfo(name: "system_powerdown", params: "", help: "send system power down event"),
         CommandInfo(name: "system_reset", params: "", help: "reset the system"),
@@ -298,10 +303,12 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "mtree", params: "[-f][-d][-o][-D]",
                     help: "show memory tree (-f: dump flat view for address spaces;-d: dump dispatch tree, valid with -f only);-o: dump region owners/parents;-D: dump disassembly"),
         CommandInfo(name: "name", params: "", help: "show the current VM name"),
+        CommandInfo(name: "network", params: "", help: "show the network state"),
         CommandInfo(name: "qtree", params: "", help: "show device tree"),
         CommandInfo(name: "registers", params: "[-a]", help: "show the cpu registers (-a: all - show register info for all cpus)"),
         CommandInfo(name: "snapshots", params: "", help: "show the currently saved VM snapshots"),
         CommandInfo(name: "status", params: "", help: "show the current VM status (running|paused)"),
+        CommandInfo(name: "usernet", params: "", help: "show user network stack connection states"),
         CommandInfo(name: "version", params: "", help: "show the version of QEMU"),
     ]
 
@@ -375,6 +382,8 @@ public struct HumanMonitor: Sendable {
         case "migrate", "migrate_cancel", "migrate_incoming", "migrate_set_capability", "migrate_set_parameter", "savevm",
              "loadvm", "delvm":
             return migrationCommand(command.name, Self.trimmed(rest))
+        case "set_link", "hostfwd_add", "hostfwd_remove":
+            return networkCommand(command.name, Self.trimmed(rest))
         case "x", "xp":
             do {
                 let dump = try MemoryDump.parse(arguments: rest, physical: command.name == "xp", name: command.name,
@@ -442,6 +451,8 @@ public struct HumanMonitor: Sendable {
             return infoBlock(args)
         case "migrate", "migrate_capabilities", "migrate_parameters", "snapshots":
             return extraneous(sub, args, typed: "info \(sub)") ?? migrationInfo(sub)
+        case "network", "usernet":
+            return extraneous(sub, args, typed: "info \(sub)") ?? networkInfo(sub)
         default:
             return passThrough("info " + Self.trimmed(rest), unknown: "info \(sub)")
         }

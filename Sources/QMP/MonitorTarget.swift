@@ -44,6 +44,9 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// Snapshots and migration, where the target supports them. Has a default (nil).
     var migration: (any MigrationControl)? { get }
 
+    /// The NICs and network backends, where the machine has any. Has a default (nil).
+    var network: (any NetworkControl)? { get }
+
     /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
     func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
 }
@@ -133,4 +136,5 @@ extension MonitorTarget {
     public var targetArch: String { cpus.first?.target ?? "" }
     public var kvmEnabled: Bool { false }
     public var migration: (any MigrationControl)? { nil }
+    public var network: (any NetworkControl)? { nil }
 }

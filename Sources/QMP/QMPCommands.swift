@@ -93,7 +93,7 @@ enum QMPCommands {
             Parameter(name: "command-line", type: .string, optional: false),
             Parameter(name: "cpu-index", type: .int, optional: true),
         ]),
-    ] + MigrationCommands.all
+    ] + MigrationCommands.all + NetworkCommands.all
 
     static func find(_ name: String) -> Command? { all.first { $0.name == name } }
 

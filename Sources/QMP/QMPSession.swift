@@ -244,6 +244,8 @@ public struct QMPSession: Sendable {
             return [:]
         case _ where MigrationCommands.all.contains(where: { $0.name == name }):
             return try MigrationCommands.run(name, args, target: target)
+        case _ where NetworkCommands.all.contains(where: { $0.name == name }):
+            return try NetworkCommands.run(name, args, target: target)
         default:
             return QMPCommands.query(name, target: target, version: version)
         }

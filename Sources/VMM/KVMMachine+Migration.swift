@@ -20,6 +20,7 @@ extension KVMMachine: MigrationHost, LifecycleOwner {
     var incomingDisks: IncomingDisks { setup.incomingDisks }
 
     public var migration: (any MigrationControl)? { migrationManager }
+    public var network: (any NetworkControl)? { setup.network }
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
         // An incoming migration may be loaded before the first board is built: wait for it.

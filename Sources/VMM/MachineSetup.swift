@@ -33,6 +33,9 @@ public struct MachineSetup<Board>: Sendable {
     /// machine is loaded (a reset after that builds them active). `makeBoard` reads it; the
     /// VMM clears it when the incoming machine is loaded.
     public var incomingDisks = IncomingDisks(pending: false)
+    /// The NICs and network backends (`-netdev`, `-nic`), for the monitors; they outlive the
+    /// boards `makeBoard` builds.
+    public var network: (any NetworkControl)?
     /// The board's disks with the names the monitors use (`-drive id=`, else "virtioN").
     func named(_ backends: [any BlockBackend]) -> [(device: String, backend: any BlockBackend)] {
         backends.enumerated().map { index, backend in

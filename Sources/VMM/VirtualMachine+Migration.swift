@@ -13,6 +13,7 @@ extension VirtualMachine: MigrationHost, LifecycleOwner {
     var incomingDisks: IncomingDisks { setup.incomingDisks }
 
     public var migration: (any MigrationControl)? { migrationManager }
+    public var network: (any NetworkControl)? { setup.network }
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
         perform { board in body(board) }

@@ -3,6 +3,7 @@ import Testing
 import Block
 @testable import CLI
 import Chardev
+import DeviceModel
 import VMM
 
 /// The command line as a QEMU user meets it: help texts, accepted options, and one clear line
@@ -127,11 +128,41 @@ import VMM
         #expect(try config(["-M", "virt", "-kernel", "k", "-loadvm", "before-upgrade"]).loadvm == "before-upgrade")
     }
 
-    @Test(arguments: ["-netdev"])
-    func optionsNotYetAvailableAreRefusedNotIgnored(option: String) {
-        let line = error(["-M", "none", option, "x"])
-        #expect(line.hasPrefix("swemu-system-riscv64: \(option): "))
-        #expect(line.contains("not available in this build yet"))
+    /// -netdev, -nic, -device virtio-net-device and -object filter-dump as QEMU takes them, and
+    /// one clear line for each mistake.
+    @Test func networkOptions() throws {
+        let base = ["-M", "virt", "-kernel", "k"]
+        let c = try config(base + ["-netdev", "user,id=n0,hostfwd=tcp::2222-:22,hostfwd=udp::5353-:53",
+                                   "-device", "virtio-net-device,netdev=n0,mac=52:54:00:aa:bb:cc,id=nic0",
+                                   "-nic", "user,model=virtio-net-device", "-object", "filter-dump,id=f0,netdev=n0,file=/tmp/x.pcap"])
+        #expect(c.netdevs.map(\.id) == ["n0", "__org.qemu.nic0"])
+        #expect(c.netdevs[0].options.strings("hostfwd") == ["tcp::2222-:22", "udp::5353-:53"])
+        // -nic NICs come first, as QEMU numbers them for default MACs.
+        #expect(c.nics == [NICSpec(netdev: "__org.qemu.nic0", mac: nil, id: nil),
+                           NICSpec(netdev: "n0", mac: MACAddress([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]), id: "nic0")])
+        #expect(c.dumpFilters == [try DumpFilterSpec(parsing: "filter-dump,id=f0,netdev=n0,file=/tmp/x.pcap")])
+        #expect(try config(base + ["-nic", "none"]).netdevs.isEmpty)
+        #expect(try printed(["-netdev", "help"]).hasPrefix("Available netdev backend types:\nsocket\nstream\ndgram\nuser\ntap\n"))
+        #expect(try printed(["-nic", "model=help"]) == "Supported NIC models:\nvirtio-net-device\n")
+        let refused: [([String], String)] = [
+            (["-netdev", "bogus,id=x"], "-netdev: 'bogus' is not a network backend swemu provides; available: socket, stream, dgram, user, tap (see -netdev help)"),
+            (["-netdev", "user"], "-netdev: Parameter 'id' is missing"),
+            (["-netdev", "user,id=1x"], "-netdev: Parameter 'id' expects an identifier (a letter, then letters, digits, '-', '.', '_'), not '1x'"),
+            (["-netdev", "user,id=a", "-netdev", "tap,id=a"], "-netdev: Duplicate ID 'a' for netdev"),
+            (["-device", "virtio-net-device,netdev=n9"], "-device: virtio-net-device: netdev 'n9' is not defined (define it with -netdev TYPE,id=n9)"),
+            (["-netdev", "user,id=a", "-device", "virtio-net-device,netdev=a", "-device", "virtio-net-device,netdev=a"],
+             "-device: virtio-net-device: netdev 'a' is already in use by another NIC"),
+            (["-device", "virtio-net-device,mac=52:54:00:12:34"], "-device: Property 'mac' expects a MAC address like 52:54:00:12:34:56, not '52:54:00:12:34'"),
+            (["-device", "virtio-net-device,mac=01:00:5e:00:00:01"], "-device: mac=01:00:5e:00:00:01 is a multicast address; a NIC needs a unicast one"),
+            (["-nic", "user,model=e1000"], "-nic: model=e1000 is not a NIC swemu provides; available: virtio-net-device"),
+            (["-object", "memory-backend-ram,id=m0"], "-object: type 'memory-backend-ram' is not available in this build; available: filter-dump"),
+            (["-object", "filter-dump,id=f,netdev=zz,file=x"], "-object: filter-dump: netdev 'zz' is not defined"),
+        ]
+        for (arguments, message) in refused {
+            #expect(error(base + arguments) == "swemu-system-riscv64: " + message)
+        }
+        #expect(error(["-M", "spike", "-bios", "none", "-kernel", "k", "-netdev", "user,id=n"])
+            == "swemu-system-riscv64: -netdev: machine 'spike' has no network interfaces; use -M virt")
     }
 
     /// -s is -gdb tcp::1234; tcp: and unix: get server=on,wait=off as QEMU's gdbserver_start

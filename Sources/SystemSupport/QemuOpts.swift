@@ -1,5 +1,3 @@
-import SystemSupport
-
 /// A QEMU option string: `[implied,]key=value,key2=value2,flag` (QEMU's QemuOpts syntax,
 /// `docs/system/invocation` "-chardev", util/qemu-option.c).
 ///
@@ -31,12 +29,16 @@ public struct QemuOpts: Equatable, Sendable {
     public var impliedKey: String?
     /// Entries in the order given; the implied value, if any, first under `impliedKey`.
     public private(set) var entries: [Entry]
+    /// Keys that may be given more than once (QEMU's list-valued options, such as
+    /// `-netdev user`'s `hostfwd=`); read them with `strings(_:)`.
+    public let repeatable: Set<String>
 
     /// Parses `text`. Empty elements (`a=1,,` at the start of a key, a trailing `,`) and
     /// empty keys (`=x`) are refused.
-    public init(parsing text: String, impliedKey: String? = nil, option: String) throws(SystemError) {
+    public init(parsing text: String, impliedKey: String? = nil, option: String, repeatable: Set<String> = []) throws(SystemError) {
         self.option = option
         self.impliedKey = impliedKey
+        self.repeatable = repeatable
         entries = []
         let chars = Array(text)
         if chars.isEmpty {
@@ -89,9 +91,10 @@ public struct QemuOpts: Equatable, Sendable {
     }
 
     /// Builds options from entries (tests, defaults), checking duplicates.
-    public init(option: String, impliedKey: String? = nil, entries: [Entry]) throws(SystemError) {
+    public init(option: String, impliedKey: String? = nil, entries: [Entry], repeatable: Set<String> = []) throws(SystemError) {
         self.option = option
         self.impliedKey = impliedKey
+        self.repeatable = repeatable
         self.entries = entries
         try checkDuplicates()
     }
@@ -118,7 +121,7 @@ public struct QemuOpts: Equatable, Sendable {
 
     private func checkDuplicates() throws(SystemError) {
         var seen = Set<String>()
-        for entry in entries where !seen.insert(entry.key).inserted {
+        for entry in entries where !repeatable.contains(entry.key) && !seen.insert(entry.key).inserted {
             throw SystemError(.configuration, "\(option): option '\(entry.key)' is given more than once")
         }
     }
@@ -156,7 +159,7 @@ public struct QemuOpts: Equatable, Sendable {
                 throw unknown(entry.key, accepted, context)
             }
         }
-        return try QemuOpts(option: option, impliedKey: impliedKey, entries: resolved)
+        return try QemuOpts(option: option, impliedKey: impliedKey, entries: resolved, repeatable: repeatable)
     }
 
     private func unknown(_ key: String, _ accepted: [String], _ context: String?) -> SystemError {
@@ -171,6 +174,11 @@ public struct QemuOpts: Equatable, Sendable {
     public func string(_ key: String) -> String? {
         guard let entry = entries.first(where: { $0.key == key }) else { return nil }
         return entry.value ?? "on"
+    }
+
+    /// Every value of a `repeatable` key, in the order given.
+    public func strings(_ key: String) -> [String] {
+        entries.filter { $0.key == key }.map { $0.value ?? "on" }
     }
 
     /// QEMU booleans: on/off, yes/no, true/false (any case). nil when absent.

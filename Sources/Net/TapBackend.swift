@@ -1,0 +1,244 @@
+import CLinux
+import DeviceModel
+import Glibc
+import Synchronization
+import SystemSupport
+
+/// `-netdev tap` (QEMU 7.2 net/tap.c, net/tap-linux.c): the guest's frames go to a Linux TAP
+/// interface, whose frames come back.
+///
+///     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no
+///     -netdev tap,id=n0,fd=3            (an inherited descriptor already attached to a tap)
+///
+/// `ifname=` opens /dev/net/tun and attaches with TUNSETIFF (IFF_TAP | IFF_NO_PI), creating
+/// the interface if it does not exist (that needs CAP_NET_ADMIN) or attaching to an existing
+/// persistent one (its owner may). Nothing is configured: the interface stays down until the
+/// user, the script or a test brings it up. An interface we created disappears when we close.
+///
+/// Scripts, as QEMU: `script=FILE` runs FILE with the interface name as its one argument
+/// after the interface exists, and a failing script (non-zero status) fails the backend;
+/// `downscript=FILE` runs the same way at `close()`. `no` (or empty) runs nothing. When the
+/// option is omitted QEMU runs /etc/qemu-ifup (and /etc/qemu-ifdown) and fails if it cannot;
+/// swemu runs them only when they exist and are executable, and otherwise nothing. Scripts
+/// run in the network namespace of the thread that creates (closes) the backend.
+///
+/// `vnet_hdr=on` is refused: the virtio-net device passes plain frames, so a virtio-net
+/// header would only be stripped again (the path to offloads is: device passes its header
+/// through `NetBackend`, the tap opens with IFF_VNET_HDR and TUNSETOFFLOAD). An inherited
+/// `fd=` must have been attached with IFF_TAP | IFF_NO_PI, as QEMU requires; one attached with
+/// IFF_VNET_HDR (libvirt does that) still works: offloads are switched off (TUNSETOFFLOAD 0)
+/// and the header is stripped on read and sent as zeros.
+public final class TapBackend: NetBackend {
+    // linux/if_tun.h. Request numbers are _IOW/_IOR('T', nr, 4 bytes):
+    // dir << 30 | size << 16 | type << 8 | nr, with write = 1, read = 2.
+    /// TUNSETIFF = _IOW('T', 202, int)
+    static let TUNSETIFF: UInt = 1 << 30 | 4 << 16 | 0x54 << 8 | 202
+    /// TUNGETIFF = _IOR('T', 210, unsigned int)
+    static let TUNGETIFF: UInt = 2 << 30 | 4 << 16 | 0x54 << 8 | 210
+    /// TUNSETOFFLOAD = _IOW('T', 208, unsigned int)
+    static let TUNSETOFFLOAD: UInt = 1 << 30 | 4 << 16 | 0x54 << 8 | 208
+    /// TUNGETVNETHDRSZ = _IOR('T', 215, int)
+    static let TUNGETVNETHDRSZ: UInt = 2 << 30 | 4 << 16 | 0x54 << 8 | 215
+    static let IFF_TAP: Int16 = 0x0002
+    static let IFF_NO_PI: Int16 = 0x1000
+    static let IFF_VNET_HDR: Int16 = 0x4000
+    static let defaultScript = "/etc/qemu-ifup"
+    static let defaultDownscript = "/etc/qemu-ifdown"
+
+    enum Config: Equatable, Sendable {
+        /// `ifname` nil: the kernel picks tapN. Scripts: nil runs nothing.
+        case named(ifname: String?, script: String?, downscript: String?)
+        case descriptor(Int32)
+    }
+
+    public let id: String
+    public let info: String
+    /// The interface's name ("tap0"), as the kernel reports it.
+    public let interfaceName: String
+
+    private let slot = FrontendSlot()
+    private let channel: FrameChannel
+    /// Run once at the first `close()`.
+    private let downscript: Mutex<String?>
+
+    public convenience init(id: String, options: QemuOpts, loop: EventLoop) throws(SystemError) {
+        try self.init(id: id, config: try Self.parse(options), loop: loop)
+    }
+
+    init(id: String, config: Config, loop: EventLoop) throws(SystemError) {
+        self.id = id
+        let what = "-netdev tap"
+        let fd: FileDescriptor
+        let prefix: Int
+        switch config {
+        case .named(let ifname, let script, let down):
+            let opened = try Self.create(ifname: ifname, what: what)
+            interfaceName = opened.name
+            fd = opened.fd
+            prefix = 0
+            info = "ifname=\(opened.name),script=\(script ?? "no"),downscript=\(down ?? "no")"
+            if let script {
+                try Self.runScript(script, interface: opened.name, what: what)
+            }
+            downscript = Mutex(down)
+        case .descriptor(let n):
+            let attached = try Self.inspect(n, what: what)
+            interfaceName = attached.name
+            prefix = attached.prefix
+            fd = FileDescriptor(owning: n)
+            info = "fd=\(n)"
+            downscript = Mutex(nil)
+        }
+        let slot = slot
+        channel = FrameChannel(fd: fd, wire: .tap(prefix: prefix), name: "netdev \(id)", loop: loop, slot: slot) { channel, why in
+            DebugLog.log(.guestErrors, "netdev \(id): tap \(why); no more frames")
+            channel.close()
+        }
+        do {
+            try channel.start()
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    static let acceptedKeys = ["id", "ifname", "fd", "script", "downscript", "vnet_hdr"]
+
+    static func parse(_ options: QemuOpts) throws(SystemError) -> Config {
+        let what = "-netdev tap"
+        let options = try options.validate(accepted: acceptedKeys, booleans: ["vnet_hdr"], context: "netdev 'tap'")
+        if try options.bool("vnet_hdr") == true {
+            throw SystemError(.unsupported, "\(what): vnet_hdr=on is not supported: the virtio-net device passes plain frames (use vnet_hdr=off)")
+        }
+        if let text = options.string("fd") {
+            for key in ["ifname", "script", "downscript", "vnet_hdr"] where options.contains(key) {
+                throw SystemError(.configuration, "\(what): ifname=, script=, downscript= and vnet_hdr= are invalid with fd= (\(key)= was given)")
+            }
+            return .descriptor(try NetSocketAddress.parseDescriptor(text, what: "\(what): fd"))
+        }
+        var ifname = options.string("ifname")
+        if let name = ifname {
+            if name.isEmpty { ifname = nil }
+            guard name.utf8.count < Int(IFNAMSIZ) else {
+                throw SystemError(.configuration, "\(what): interface name '\(name)' is too long: at most \(Int(IFNAMSIZ) - 1) bytes")
+            }
+            guard !name.contains("/"), !name.contains(" "), name != ".", name != ".." else {
+                throw SystemError(.configuration, "\(what): '\(name)' is not a valid interface name")
+            }
+        }
+        return .named(ifname: ifname, script: script(options.string("script"), default: defaultScript),
+                      downscript: script(options.string("downscript"), default: defaultDownscript))
+    }
+
+    /// `no` and empty run nothing; omitted: the default only where it exists (see the type).
+    private static func script(_ value: String?, default path: String) -> String? {
+        guard let value else { return access(path, X_OK) == 0 ? path : nil }
+        return value.isEmpty || value == "no" ? nil : value
+    }
+
+    // MARK: NetBackend
+
+    package var counters: NetCounters { channel.counters }
+
+    public func attach(_ frontend: (any NetFrontend)?) {
+        slot.set(frontend)
+        if frontend != nil { channel.resumeReceive() }
+    }
+
+    public func send(_ frame: [UInt8]) -> Bool { channel.send(frame) }
+
+    public func frontendReady() { channel.resumeReceive() }
+
+    public func close() {
+        channel.close()
+        if let script = downscript.withLock({ s in defer { s = nil }; return s }) {
+            do {
+                try Self.runScript(script, interface: interfaceName, what: "-netdev tap")
+            } catch {
+                DebugLog.log(.guestErrors, "netdev \(id): \(error)")
+            }
+        }
+    }
+
+    // MARK: the device
+
+    private struct Opened: ~Copyable {
+        var fd: FileDescriptor
+        var name: String
+    }
+
+    /// QEMU tap_open (net/tap-linux.c): /dev/net/tun, TUNSETIFF with IFF_TAP | IFF_NO_PI.
+    private static func create(ifname: String?, what: String) throws(SystemError) -> Opened {
+        let fd = try FileDescriptor.open("/dev/net/tun", O_RDWR | O_NONBLOCK)
+        var request = ifreq()
+        request.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI
+        setName(ifname ?? "tap%d", in: &request)
+        let rc = clx_ioctl_ptr(fd.rawValue, TUNSETIFF, &request)
+        guard rc >= 0 else {
+            throw SystemError(.syscall, "\(what): could not configure /dev/net/tun (\(ifname ?? "tap%d"))", errno: Errno.current)
+        }
+        return Opened(fd: fd, name: name(of: &request))
+    }
+
+    /// The interface behind an inherited descriptor, and the bytes its frames carry first.
+    private static func inspect(_ fd: Int32, what: String) throws(SystemError) -> (name: String, prefix: Int) {
+        var request = ifreq()
+        guard clx_ioctl_ptr(fd, TUNGETIFF, &request) >= 0 else {
+            throw SystemError(.configuration, "\(what): fd=\(fd) is not a tap device: TUNGETIFF failed", errno: Errno.current)
+        }
+        let flags = request.ifr_ifru.ifru_flags
+        guard flags & IFF_TAP != 0 else {
+            throw SystemError(.configuration, "\(what): fd=\(fd) is a tun (IP-level) device, not a tap (Ethernet) device")
+        }
+        // IFF_NO_PI is assumed, as QEMU assumes it: TUNGETIFF cannot tell, because it reports
+        // IFF_NOFILTER in the same bit (0x1000) whenever no socket filter is attached.
+        var prefix = 0
+        if flags & IFF_VNET_HDR != 0 {
+            // No offloads: then the kernel sends whole frames with a header of zeros.
+            _ = clx_ioctl_int(fd, TUNSETOFFLOAD, 0)
+            var size: Int32 = 10  // sizeof(struct virtio_net_hdr), the kernel's default
+            _ = clx_ioctl_ptr(fd, TUNGETVNETHDRSZ, &size)
+            prefix += Int(max(size, 10))
+        }
+        _ = clx_set_cloexec(fd)
+        _ = clx_fcntl_setfl(fd, clx_fcntl_getfl(fd) | O_NONBLOCK)
+        return (name(of: &request), prefix)
+    }
+
+    private static func setName(_ name: String, in request: inout ifreq) {
+        let bytes = Array(name.utf8.prefix(Int(IFNAMSIZ) - 1))
+        // SAFETY: ifrn_name is a fixed C array of IFNAMSIZ bytes inside `request`; at most
+        // IFNAMSIZ - 1 bytes are copied, leaving the NUL that ifreq() zeroed.
+        withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { $0.copyBytes(from: bytes) }
+    }
+
+    private static func name(of request: inout ifreq) -> String {
+        // SAFETY: reads the IFNAMSIZ bytes of ifrn_name inside `request`, up to its NUL.
+        withUnsafeBytes(of: &request.ifr_ifrn.ifrn_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    /// QEMU launch_script: runs `path INTERFACE` and waits; non-zero status is an error.
+    static func runScript(_ path: String, interface: String, what: String) throws(SystemError) {
+        var pid = pid_t()
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), strdup(interface), nil]
+        defer { for arg in argv { free(arg) } }
+        // SAFETY: argv is a NUL-terminated array of strdup'd C strings alive until the defer;
+        // environ is the process environment, as posix_spawn expects.
+        let rc = argv.withUnsafeBufferPointer { posix_spawn(&pid, path, nil, nil, $0.baseAddress!, environ) }
+        guard rc == 0 else {
+            throw SystemError(.configuration, "\(what): could not launch network script \(path)", errno: Errno(rawValue: rc))
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard Errno.current == .interrupted else {
+                throw SystemError(.syscall, "\(what): waiting for network script \(path)", errno: Errno.current)
+            }
+        }
+        // WIFEXITED && WEXITSTATUS == 0, spelled out (the macros do not import).
+        guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
+            throw SystemError(.configuration, "\(what): network script \(path) failed with status \(status)")
+        }
+    }
+}

@@ -1,0 +1,307 @@
+import CLinux
+import DeviceModel
+import Glibc
+@testable import Net
+import Synchronization
+import SystemSupport
+import Testing
+
+/// Network namespaces for the tap tests: a tap is created in the namespace of the thread that
+/// opens /dev/net/tun, so each test moves a fresh thread of its own into a new namespace
+/// (unshare(CLONE_NEWNET) changes only the calling thread) and builds everything there. Nothing
+/// is ever created in the host's namespace; the namespace goes away with its last descriptor.
+enum NetNamespace {
+    private typealias Unshare = @convention(c) (Int32) -> Int32
+    private static let CLONE_NEWNET: Int32 = 0x4000_0000
+
+    private static let unshare: Unshare? = {
+        guard let me = dlopen(nil, RTLD_NOW), let symbol = dlsym(me, "unshare") else { return nil }
+        // SAFETY: glibc's unshare has exactly this C signature: int unshare(int flags).
+        return unsafeBitCast(symbol, to: Unshare.self)
+    }()
+
+    /// Why the tap tests cannot run here, or nil.
+    static let unavailable: String? = {
+        if geteuid() != 0 { return "the tap tests need root (CAP_NET_ADMIN) to create a network namespace and a tap" }
+        if access("/dev/net/tun", R_OK | W_OK) != 0 { return "/dev/net/tun is missing or not accessible" }
+        guard unshare != nil else { return "unshare(2) is not available" }
+        let probe: Result<Bool, SystemError>? = try? run { () throws(SystemError) in true }
+        if case .failure(let error)? = probe { return "cannot create a network namespace: \(error)" }
+        if probe == nil { return "cannot create a network namespace" }
+        return nil
+    }()
+
+    /// Runs `body` on a new thread in a new network namespace and returns its result.
+    static func run<R: Sendable>(_ body: @escaping @Sendable () throws(SystemError) -> R) throws -> Result<R, SystemError> {
+        let result = Mutex<Result<R, SystemError>?>(nil)
+        try HostThread.spawn(name: "netns-test") {
+            guard let unshare, unshare(CLONE_NEWNET) == 0 else {
+                let err = Errno.current
+                result.withLock { $0 = .failure(SystemError(.syscall, "unshare(CLONE_NEWNET)", errno: err)) }
+                return
+            }
+            let value = Result { () throws(SystemError) in try body() }
+            result.withLock { $0 = value }
+        }
+        _ = NetTestKit.eventually(10) { result.withLock { $0 != nil } }
+        guard let value = result.withLock({ $0 }) else { throw SystemError(.syscall, "the namespace thread did not finish") }
+        return value
+    }
+
+    /// Brings `name` up with `address`/24 (an AF_INET socket of this thread's namespace) and
+    /// returns its MAC address.
+    static func configure(_ name: String, address: [UInt8]) throws(SystemError) -> [UInt8] {
+        let s = FileDescriptor(owning: socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0))
+        func request() -> ifreq {
+            var r = ifreq()
+            let bytes = Array(name.utf8)
+            // SAFETY: the name (under IFNAMSIZ bytes, checked by the backend) fits ifrn_name.
+            withUnsafeMutableBytes(of: &r.ifr_ifrn.ifrn_name) { $0.copyBytes(from: bytes) }
+            return r
+        }
+        func ioctl(_ what: String, _ number: Int32, _ r: inout ifreq) throws(SystemError) {
+            _ = try syscall(what) { clx_ioctl_ptr(s.rawValue, UInt(number), &r) }
+        }
+        func inet(_ bytes: [UInt8]) -> ifreq {
+            var r = request()
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            // SAFETY: four bytes into the 4-byte in_addr, and the 16-byte sockaddr_in into
+            // ifr_ifru, whose ifru_addr member is a 16-byte sockaddr.
+            withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: bytes) }
+            withUnsafeMutableBytes(of: &r.ifr_ifru) { $0.copyBytes(from: withUnsafeBytes(of: &sin) { Array($0) }) }
+            return r
+        }
+        var r = inet(address)
+        try ioctl("SIOCSIFADDR", Int32(SIOCSIFADDR), &r)
+        r = inet([255, 255, 255, 0])
+        try ioctl("SIOCSIFNETMASK", Int32(SIOCSIFNETMASK), &r)
+        r = request()
+        try ioctl("SIOCGIFFLAGS", Int32(SIOCGIFFLAGS), &r)
+        r.ifr_ifru.ifru_flags |= Int16(IFF_UP)
+        try ioctl("SIOCSIFFLAGS", Int32(SIOCSIFFLAGS), &r)
+        r = request()
+        try ioctl("SIOCGIFHWADDR", Int32(SIOCGIFHWADDR), &r)
+        return withUnsafeBytes(of: &r.ifr_ifru.ifru_hwaddr.sa_data) { Array($0.prefix(6)) }
+    }
+
+    /// Brings `name` up (the loopback of a new namespace starts down).
+    static func bringUp(_ name: String) throws(SystemError) {
+        let s = FileDescriptor(owning: socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0))
+        var r = ifreq()
+        let bytes = Array(name.utf8)
+        // SAFETY: the name (under IFNAMSIZ bytes) fits ifrn_name.
+        withUnsafeMutableBytes(of: &r.ifr_ifrn.ifrn_name) { $0.copyBytes(from: bytes) }
+        _ = try syscall("SIOCGIFFLAGS") { clx_ioctl_ptr(s.rawValue, UInt(SIOCGIFFLAGS), &r) }
+        r.ifr_ifru.ifru_flags |= Int16(IFF_UP)
+        _ = try syscall("SIOCSIFFLAGS") { clx_ioctl_ptr(s.rawValue, UInt(SIOCSIFFLAGS), &r) }
+    }
+
+    /// A non-blocking UDP socket bound to `address`:`port` in this thread's namespace.
+    static func udpSocket(_ address: [UInt8], port: UInt16) throws(SystemError) -> Int32 {
+        let fd = try syscall("socket") { socket(AF_INET, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue), 0) }
+        let sa = SockAddr.ipv4(in_addr(s_addr: UInt32(address[0]) | UInt32(address[1]) << 8 | UInt32(address[2]) << 16 | UInt32(address[3]) << 24), port: port)
+        try NetSockets.bind(fd, sa, what: "bind")
+        return fd
+    }
+}
+
+/// Minimal Ethernet/IPv4/UDP/ARP frames for the tap tests.
+enum TapFrames {
+    static let guestMAC: [UInt8] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
+
+    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt16 {
+        var sum: UInt32 = 0
+        var i = bytes.startIndex
+        while i + 1 < bytes.endIndex {
+            sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1])
+            i += 2
+        }
+        if i < bytes.endIndex { sum += UInt32(bytes[i]) << 8 }
+        while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
+        return ~UInt16(sum)
+    }
+
+    /// Ethernet + IPv4 + UDP (no UDP checksum) from `source` to `destination`.
+    static func udp(to mac: [UInt8], from source: [UInt8], _ sourcePort: UInt16, to destination: [UInt8], _ port: UInt16, payload: [UInt8]) -> [UInt8] {
+        let udpLength = 8 + payload.count
+        let ipLength = 20 + udpLength
+        var ip: [UInt8] = [0x45, 0, UInt8(ipLength >> 8), UInt8(ipLength & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0] + source + destination
+        let sum = checksum(ip[...])
+        ip[10] = UInt8(sum >> 8)
+        ip[11] = UInt8(sum & 0xff)
+        let udp: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), UInt8(port >> 8), UInt8(port & 0xff),
+                            UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0]
+        return mac + guestMAC + [0x08, 0x00] + ip + udp + payload
+    }
+
+    /// Whether `frame` is an ARP request from `sender` for `target`.
+    static func isARPRequest(_ frame: [UInt8], from sender: [UInt8], for target: [UInt8]) -> Bool {
+        frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x06 && frame[20] == 0 && frame[21] == 1
+            && Array(frame[28..<32]) == sender && Array(frame[38..<42]) == target
+    }
+}
+
+@Suite("Tap network backend", .disabled(if: NetNamespace.unavailable != nil, Comment(rawValue: NetNamespace.unavailable ?? "")))
+struct TapBackendTests {
+    static let host: [UInt8] = [10, 99, 0, 1]
+    static let guest: [UInt8] = [10, 99, 0, 2]
+
+    struct Setup: Sendable {
+        var backend: TapBackend
+        var udp: Int32
+        var mac: [UInt8]
+    }
+
+    /// In a new namespace: the backend (`ifname=` or an inherited `fd=` opened with a
+    /// virtio-net header), the interface up as 10.99.0.1/24, a UDP socket.
+    private static func setUp(_ mode: String, loop: EventLoop, extra: String = "") throws -> Setup {
+        let name = "swt\(UInt32.random(in: 0...0xffffff))"
+        return try NetNamespace.run { () throws(SystemError) in
+            let backend: TapBackend
+            if mode == "ifname" {
+                let options = try QemuOpts(parsing: "tap,id=t,ifname=\(name),script=no,downscript=no\(extra)", impliedKey: "type", option: "-netdev")
+                backend = try TapBackend(id: "t", options: options, loop: loop)
+            } else {
+                let fd = try FileDescriptor.open("/dev/net/tun", O_RDWR)
+                var request = ifreq()
+                request.ifr_ifru.ifru_flags = TapBackend.IFF_TAP | TapBackend.IFF_NO_PI | TapBackend.IFF_VNET_HDR
+                let bytes = Array(name.utf8)
+                // SAFETY: the name is under IFNAMSIZ bytes; ifrn_name holds IFNAMSIZ.
+                withUnsafeMutableBytes(of: &request.ifr_ifrn.ifrn_name) { $0.copyBytes(from: bytes) }
+                _ = try syscall("TUNSETIFF") { clx_ioctl_ptr(fd.rawValue, TapBackend.TUNSETIFF, &request) }
+                let number = fd.release()
+                let options = try QemuOpts(parsing: "tap,id=t,fd=\(number)", impliedKey: "type", option: "-netdev")
+                backend = try TapBackend(id: "t", options: options, loop: loop)
+            }
+            let mac = try NetNamespace.configure(backend.interfaceName, address: host)
+            return Setup(backend: backend, udp: try NetNamespace.udpSocket(host, port: 7777), mac: mac)
+        }.get()
+    }
+
+    @Test("frames cross a tap in a namespace of our own, both ways", arguments: ["ifname", "fd"])
+    func crossing(mode: String) throws {
+        try NetTestKit.withLoop { loop in
+            let setup = try Self.setUp(mode, loop: loop)
+            defer {
+                setup.backend.close()
+                Glibc.close(setup.udp)
+            }
+            let nic = FakeNIC()
+            setup.backend.attach(nic)
+            #expect(setup.backend.info == (mode == "ifname" ? "ifname=\(setup.backend.interfaceName),script=no,downscript=no" : setup.backend.info))
+
+            // Host → guest: the kernel asks (ARP) who has 10.99.0.2.
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = UInt16(9).bigEndian
+            withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: Self.guest) }
+            let payload = Array("ping".utf8)
+            // SAFETY: sin is a whole sockaddr_in, read by sendto during the call.
+            _ = withUnsafePointer(to: &sin) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(setup.udp, payload, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            #expect(NetTestKit.eventually { nic.frames.contains { TapFrames.isARPRequest($0, from: Self.host, for: Self.guest) } },
+                    "the ARP request reaches the NIC: \(nic.frames.map(\.count))")
+
+            // Guest → host: a UDP datagram to the host's socket.
+            let message = Array("hello from the guest".utf8)
+            #expect(setup.backend.send(TapFrames.udp(to: setup.mac, from: Self.guest, 4000, to: Self.host, 7777, payload: message)))
+            var received: [UInt8] = []
+            _ = NetTestKit.eventually {
+                var buffer = [UInt8](repeating: 0, count: 2048)
+                let n = recv(setup.udp, &buffer, buffer.count, 0)
+                if n > 0 { received = Array(buffer[0..<n]) }
+                return n > 0
+            }
+            #expect(received == message)
+            #expect(setup.backend.counters.transmitDropped == 0)
+        }
+    }
+
+    @Test("script= runs with the interface name; the backend owns nothing of the host's")
+    func script() throws {
+        let out = NetTestKit.temporaryPath("ifup.out")
+        let script = NetTestKit.temporaryPath("ifup.sh")
+        defer {
+            unlink(out)
+            unlink(script)
+        }
+        let text = "#!/bin/sh\necho \"$1\" > \(out)\n"
+        let fd = open(script, O_WRONLY | O_CREAT | O_TRUNC, 0o755)
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        Glibc.close(fd)
+        try NetTestKit.withLoop { loop in
+            let name = "swt\(UInt32.random(in: 0...0xffffff))"
+            let backend = try NetNamespace.run { () throws(SystemError) in
+                try TapBackend(id: "t", options: QemuOpts(parsing: "tap,id=t,ifname=\(name),script=\(script),downscript=no", impliedKey: "type", option: "-netdev"), loop: loop)
+            }.get()
+            defer { backend.close() }
+            let written = (try? FileDescriptor.readWholeFile(out, limit: 100)) ?? []
+            #expect(String(decoding: written, as: UTF8.self) == "\(name)\n")
+            #expect(backend.info == "ifname=\(name),script=\(script),downscript=no")
+
+            // A failing script fails the backend, with QEMU's message.
+            let failing = NetTestKit.temporaryPath("nope.sh")
+            let failure = try NetNamespace.run { () throws(SystemError) in
+                try TapBackend(id: "t", options: QemuOpts(parsing: "tap,id=t,ifname=\(name)x,script=\(failing)", impliedKey: "type", option: "-netdev"), loop: loop)
+            }
+            guard case .failure(let error) = failure else {
+                Issue.record("a missing script must fail")
+                return
+            }
+            #expect("\(error)".hasPrefix("-netdev tap: network script \(failing) failed with status") || "\(error)".hasPrefix("-netdev tap: could not launch network script \(failing)"))
+        }
+    }
+}
+
+@Suite("Tap backend errors")
+struct TapErrorTests {
+    @Test("fd= with a descriptor that is not a tap is refused clearly")
+    func notATap() throws {
+        let fd = open("/dev/null", O_RDWR)
+        defer { Glibc.close(fd) }
+        try NetTestKit.withLoop { loop in
+            #expect(NetTestKit.failure("tap,id=t,fd=\(fd)", loop: loop)
+                    == "-netdev tap: fd=\(fd) is not a tap device: TUNGETIFF failed: Inappropriate ioctl for device")
+        }
+    }
+
+    @Test("an interface name over 15 bytes is refused before anything is opened")
+    func longName() throws {
+        try NetTestKit.withLoop { loop in
+            #expect(NetTestKit.failure("tap,id=t,ifname=0123456789abcdef,script=no", loop: loop)
+                    == "-netdev tap: interface name '0123456789abcdef' is too long: at most 15 bytes")
+        }
+    }
+}
+
+/// Multicast needs a namespace of its own too: on the host's, the group's traffic would leave
+/// through the default interface.
+@Suite("Multicast dgram", .disabled(if: NetNamespace.unavailable != nil, Comment(rawValue: NetNamespace.unavailable ?? "")))
+struct MulticastTests {
+    @Test("dgram and socket mcast= share a group on the loopback of a new namespace")
+    func multicast() throws {
+        try NetTestKit.withLoop { loop in
+            let port = UInt16.random(in: 20000...40000)
+            let (a, b) = try NetNamespace.run { () throws(SystemError) in
+                try NetNamespace.bringUp("lo")
+                let a = try DgramBackend(id: "a", options: QemuOpts(parsing: "dgram,id=a,remote.type=inet,remote.host=230.0.0.1,remote.port=\(port),local.type=inet,local.host=127.0.0.1,local.port=0", impliedKey: "type", option: "-netdev"), loop: loop)
+                let b = try NetBackends.makeSocketFamily(type: "socket", id: "b", options: QemuOpts(parsing: "socket,id=b,mcast=230.0.0.1:\(port),localaddr=127.0.0.1", impliedKey: "type", option: "-netdev"), loop: loop)
+                return (a, b)
+            }.get()
+            defer {
+                a.close()
+                b.close()
+            }
+            #expect(a.info == "mcast=230.0.0.1:\(port)")
+            let nicA = FakeNIC(), nicB = FakeNIC()
+            a.attach(nicA)
+            b.attach(nicB)
+            let frame = NetTestKit.frame(size: 1514, tag: 42)
+            #expect(a.send(frame))
+            #expect(nicB.waitFrames(1) == [frame], "the other member hears it")
+            #expect(nicA.waitFrames(1) == [frame], "loopback on: the sender hears itself, as in QEMU")
+        }
+    }
+}
