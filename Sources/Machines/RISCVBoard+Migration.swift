@@ -24,6 +24,16 @@ struct BoardComponent: Sendable {
             }
         })
     }
+
+    /// The state virtio devices keep beyond their queues (virtio-net's MAC and receive filter),
+    /// one component per such device, named after its transport. Restored after the
+    /// transports: a transport's restore resets its device.
+    static func virtioDevices(_ transports: [VirtioMMIO]) -> [BoardComponent] {
+        transports.compactMap { transport in
+            guard let net = transport.device as? VirtioNet else { return nil }
+            return .device("\(transport.name)/net", net, version: VirtioNet.State.currentVersion)
+        }
+    }
 }
 
 /// The clock's saved state: guest time, so the guest sees no jump and its timers (compare
@@ -60,7 +70,7 @@ extension RISCVBoard: MigratableMachine {
         for transport in transports {
             list.append(.device(transport.name, transport, version: VirtioMMIO.State.currentVersion))
         }
-        return list
+        return list + BoardComponent.virtioDevices(transports)
     }
 
     public var migrationDescription: MachineDescription {

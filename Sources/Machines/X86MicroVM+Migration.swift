@@ -54,6 +54,7 @@ extension X86MicroVM: MigratableMachine {
     /// the virtio-mmio transports in slot order, the board.
     var componentNames: [String] {
         vcpus.map { "cpu\($0.id)" } + ["vm", uart.name] + virtioTransports.map(\.name) + ["board"]
+            + BoardComponent.virtioDevices(virtioTransports).map(\.name)
     }
 
     public var migrationDescription: MachineDescription {
@@ -84,6 +85,7 @@ extension X86MicroVM: MigratableMachine {
         }
         saved.append(try SavedComponent(name: "board", version: MicroVMBoardState.currentVersion,
                                         state: MicroVMBoardState(version: MicroVMBoardState.currentVersion, bootMarkerSeen: state.bootMarkerSeen)))
+        for device in BoardComponent.virtioDevices(virtioTransports) { saved.append(try device.save()) }
         return saved
     }
 
@@ -106,11 +108,13 @@ extension X86MicroVM: MigratableMachine {
         for component in rest.prefix(virtioTransports.count) {
             virtio.append(try component.decode(VirtioMMIO.State.self, version: VirtioMMIO.State.currentVersion))
         }
-        let board = try rest.last!.decode(MicroVMBoardState.self, version: MicroVMBoardState.currentVersion)  // names matched: it is there
+        rest = rest.dropFirst(virtioTransports.count)
+        let board = try rest.removeFirst().decode(MicroVMBoardState.self, version: MicroVMBoardState.currentVersion)  // names matched: it is there
         guard board.version == MicroVMBoardState.currentVersion else {
             throw .badInput("board: state version \(board.version) is not supported (this build reads version \(MicroVMBoardState.currentVersion))")
         }
         try restore(State(vcpus: vcpuStates, vm: vmState, serial: serial, virtio: virtio, bootMarkerSeen: board.bootMarkerSeen))
+        for (device, state) in zip(BoardComponent.virtioDevices(virtioTransports), rest) { try device.restore(state) }
     }
 
     public func dropWriteTranslations() { syncDirtyLog() }

@@ -45,6 +45,11 @@ import TestSupport
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"), .oneLinuxBootAtATime, arguments: ["stream", "dgram", "socket"])
     func twoGuestsLinkedDirectly(_ link: String) throws { try Self.run(link, in: ["-n"]) }
 
+    /// A guest with a NIC migrates; the NIC's state (receive filter) goes with it and the
+    /// guest's network works at the destination.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"), .oneLinuxBootAtATime)
+    func aGuestWithANICMigrates() throws { try Self.run("migrate", in: ["-n"]) }
+
     /// -netdev tap in a network namespace of the test's own.
     @Test(.enabled(if: missing == nil && FileManager.default.fileExists(atPath: "/dev/net/tun"),
                     "\(missing ?? "needs /dev/net/tun to create a TAP device")"), .oneLinuxBootAtATime)

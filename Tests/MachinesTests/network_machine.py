@@ -18,6 +18,8 @@ them and prints "ok ..." or "FAIL ..." lines, exiting non-zero on a failure. Sce
           query reaches a real resolver.
 - stream, dgram, socket: two guests linked directly (-netdev stream / dgram / the older socket
           listen=/connect=) ping each other and fetch a file from each other, checksums equal.
+- migrate: a guest on user networking moves to another process; the NIC's state goes with it
+          and the guest fetches through the destination's network.
 - tap:    -netdev tap in a network namespace of its own (`unshare -n`): the guest pings the
           host side of the tap and fetches a file from an HTTP server bound there.
 """
@@ -92,6 +94,23 @@ echo "FETCHED=$(sha256sum /tmp/peer.bin | cut -d ' ' -f 1)"
 echo "PAIR-DONE"
 # The peer may still be fetching this guest's file: the host ends both machines once both are done.
 sleep 600
+"""
+
+# Moved to another process mid-way: what the guest set up (address, routes, the NIC's receive
+# filter) goes on working at the destination.
+MIGRATE_SCRIPT = """
+. /mnt/params
+ip link set eth0 up || exit 10
+udhcpc -i eth0 -n -q -t 10 -T 1 -s /mnt/dhcp.sh >/dev/null 2>&1 || exit 11
+wget -q -O /tmp/before "http://10.0.2.2:$HTTP_PORT/payload" || exit 12
+echo "BEFORE=$(sha256sum /tmp/before | cut -d ' ' -f 1)"
+echo "READY-TO-MOVE"
+n=0
+until wget -q -O /tmp/after "http://10.0.2.2:$HTTP_PORT/moved" 2>/dev/null; do
+    n=$((n + 1)); [ $n -gt 600 ] && exit 13
+    usleep 100000
+done
+echo "AFTER=$(sha256sum /tmp/after | cut -d ' ' -f 1)"
 """
 
 TAP_SCRIPT = """
@@ -373,6 +392,47 @@ async def pair(kind):
             await machine.close()
 
 
+async def migrate():
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    payload, moved = os.urandom(100_000), os.urandom(120_000)
+    files = {"/payload": payload, "/moved": None}
+    port = serve_http("127.0.0.1", files).server_address[1]
+    disk = make_disk("migrate", {"net.sh": MIGRATE_SCRIPT.encode(), "dhcp.sh": DHCP_SCRIPT.encode(),
+                                 "params": f"HTTP_PORT={port}\n".encode()})
+    nic = ["-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0,id=nic0"]
+    channel = os.path.join(WORK, "migrate.sock")
+    source = guest("source", disk, nic)
+    destination = None
+    try:
+        await source.connect()
+        if not await wait_for(source, "READY-TO-MOVE"):
+            return
+        check(value(source, "BEFORE") == sha(payload), "the source fetched the host's file")
+        filter_before = await source.execute("query-rx-filter", {"name": "nic0"})
+        destination = guest("destination", disk, nic + ["-incoming", f"unix:{channel}"])
+        await destination.connect()
+        for _ in range(200):
+            if (await destination.execute("query-migrate")).get("status") == "setup":
+                break
+            await asyncio.sleep(0.05)
+        await source.execute("migrate", {"uri": f"unix:{channel}"})
+        for _ in range(1200):
+            status = (await source.execute("query-migrate")).get("status")
+            if status in ("completed", "failed"):
+                break
+            await asyncio.sleep(0.05)
+        check(status == "completed", f"the migration completed ({status})")
+        check(await destination.execute("query-rx-filter", {"name": "nic0"}) == filter_before,
+              "the destination's NIC kept the receive filter the guest set")
+        files["/moved"] = moved
+        await wait_exit_zero(destination)
+        check(value(destination, "AFTER") == sha(moved), "after the move the guest fetched through the destination's user network")
+    finally:
+        for machine in (source, destination):
+            if machine is not None:
+                await machine.close()
+
+
 async def tap():
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     payload = os.urandom(250_000)
@@ -397,6 +457,8 @@ async def main():
         await user()
     elif SCENARIO == "tap":
         await tap()
+    elif SCENARIO == "migrate":
+        await migrate()
     else:
         await pair(SCENARIO)
 
