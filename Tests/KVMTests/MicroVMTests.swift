@@ -104,6 +104,16 @@ import TestSupport
         #expect(run.output.contains("interrupts: 0x2\n"), "\(run.output)")
     }
 
+    /// virtio-net on the microvm, end to end with user networking: the guest's ARP request for
+    /// 10.0.2.2 reaches libslirp and its reply comes back into the guest's receive buffer.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func virtioNetCarriesAnARPExchangeWithUserNetworking() throws {
+        let run = try X86GuestProgram.run("virtio_net", ["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-device,netdev=n0"],
+                                          timeout: 30)
+        #expect(run.status == 1, "\(run.output)")  // exit code 0
+        #expect(run.output.contains("arp reply from 10.0.2.2\n"), "\(run.output)")
+    }
+
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func everyVCPUOfSMP4RunsAndPrintsItsAPICID() throws {
         let run = try X86GuestProgram.run("smp", ["-smp", "4"])
