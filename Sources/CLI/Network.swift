@@ -19,11 +19,12 @@ final class Network: NetworkControl {
     private let backends: [Backend]
     /// In `SystemConfiguration.nics` order.
     let interfaces: [NetworkInterface]
+    private let filters: [DumpFilterSpec]
 
     /// `running`: whether the machine runs from the start (see `NetworkInterface`).
     init(config: SystemConfiguration, loop: EventLoop, running: Bool) throws(SystemError) {
         var backends: [Backend] = []
-        do {
+        do throws(SystemError) {
             for spec in config.netdevs {
                 let user: SlirpBackend?
                 var backend: any NetBackend
@@ -36,7 +37,12 @@ final class Network: NetworkControl {
                     backend = try NetBackends.makeSocketFamily(type: spec.type, id: spec.id, options: spec.options, loop: loop)
                 }
                 for filter in config.dumpFilters where filter.netdev == spec.id {
-                    backend = try PcapDump.wrap(backend, file: filter.file, maxlen: filter.maxlen)
+                    do throws(SystemError) {
+                        backend = try PcapDump.wrap(backend, file: filter.file, maxlen: filter.maxlen)
+                    } catch {
+                        backend.close()
+                        throw error
+                    }
                 }
                 backends.append(Backend(spec: spec, backend: backend, user: user))
             }
@@ -46,14 +52,22 @@ final class Network: NetworkControl {
         }
         self.backends = backends
         var models: [String: Int] = [:]
-        interfaces = config.nics.enumerated().map { index, nic in
+        // QEMU's qemu_macaddr_default_if_unset: the first of 52:54:00:12:34:56, :57, ... that
+        // no NIC uses, given addresses included.
+        var used = Set(config.nics.compactMap(\.mac))
+        var interfaces: [NetworkInterface] = []
+        for nic in config.nics {
             // QEMU names an unnamed NIC after its model and how many of that model came before.
             let model = NICSpec.models[0]
             let name = nic.id ?? "\(model).\(models[model, default: 0])"
             if nic.id == nil { models[model, default: 0] += 1 }
-            return NetworkInterface(name: name, netdev: nic.netdev, backend: backends.first { $0.spec.id == nic.netdev }?.backend,
-                                    mac: nic.mac ?? .qemuDefault(index: index), running: running)
+            let mac = nic.mac ?? (0..<256).lazy.map(MACAddress.qemuDefault(index:)).first { !used.contains($0) } ?? .qemuDefault(index: 0)
+            used.insert(mac)
+            interfaces.append(NetworkInterface(name: name, netdev: nic.netdev, backend: backends.first { $0.spec.id == nic.netdev }?.backend,
+                                               mac: mac, running: running))
         }
+        self.interfaces = interfaces
+        filters = config.dumpFilters
     }
 
     /// Netdevs no NIC uses: QEMU warns about each ("netdev n0 has no peer").
@@ -67,15 +81,21 @@ final class Network: NetworkControl {
 
     // MARK: NetworkControl
 
-    /// hmp_info_network: each NIC, its backend under it (" \ "), then the backends no NIC uses.
+    /// hmp_info_network: each NIC, its backend under it (" \ "), then the backends no NIC uses;
+    /// a backend's filters under it (print_net_client).
     var networkInfo: String {
         func line(_ backend: Backend) -> String {
-            "\(backend.spec.id): index=0,type=\(backend.spec.type),\(backend.backend.info)\n"
+            var text = "\(backend.spec.id): index=0,type=\(backend.spec.type),\(backend.backend.info)\n"
+            let mine = filters.filter { $0.netdev == backend.spec.id }
+            if !mine.isEmpty { text += "filters:\n" }
+            for filter in mine {
+                text += "  - \(filter.id): type=filter-dump,netdev=\(filter.netdev),queue=all,status=on,file=\(filter.file),maxlen=\(filter.maxlen)\n"
+            }
+            return text
         }
         var text = ""
         for interface in interfaces {
-            text += "\(interface.name): index=0,type=nic,model=\(NICSpec.models[0]),macaddr=\(interface.device?.mac ?? interface.mac)"
-            text += interface.linkUp ? "\n" : ",link=down\n"
+            text += "\(interface.name): index=0,type=nic,model=\(NICSpec.models[0]),macaddr=\(interface.device?.mac ?? interface.mac)\n"
             if let backend = backends.first(where: { $0.spec.id == interface.netdev }) { text += " \\ " + line(backend) }
         }
         for backend in backends where !interfaces.contains(where: { $0.netdev == backend.spec.id }) { text += line(backend) }
@@ -114,7 +134,9 @@ final class Network: NetworkControl {
         let (stack, refusal) = userStack(netdev)
         guard let stack else { return refusal }
         do throws(SystemError) {
-            let removed = try stack.removeHostForward(HostForward.parseRemoval(rule))
+            let removal: HostForward.Removal
+            do throws(SystemError) { removal = try HostForward.parseRemoval(rule) } catch { return "invalid format\n" }  // QEMU's words
+            let removed = try stack.removeHostForward(removal)
             return "host forwarding rule for \(rule) \(removed ? "removed" : "not found")\n"
         } catch {
             return error.message + "\n"
@@ -150,7 +172,7 @@ final class Network: NetworkControl {
             guard let filter = interface.device?.saveState() else { return nil }
             func text(_ bytes: [UInt8]) -> String { MACAddress(bytes).description }
             return RxFilterInfo(name: interface.name, promiscuous: filter.promiscuous,
-                                multicast: filter.allMulticast ? "all" : "normal", unicast: filter.promiscuous ? "all" : "normal",
+                                multicast: filter.allMulticast ? "all" : "normal", unicast: "normal",
                                 broadcastAllowed: true, multicastOverflow: filter.multicastOverflow,
                                 unicastOverflow: filter.unicastOverflow, mainMAC: text(filter.mac),
                                 unicastTable: filter.unicastTable.map(text), multicastTable: filter.multicastTable.map(text))

@@ -15,8 +15,10 @@
 ///
 /// **Threads.** `send` and `frontendReady` come from vCPU threads (the guest notifying its
 /// queues) and from whatever thread completes device work; `receive` and `backendReady` come
-/// from the backend's I/O thread. Both sides are thread-safe; neither calls the other while
-/// holding a lock the other might need.
+/// from the backend's I/O thread. Both sides are thread-safe. Neither calls back into the
+/// other from within a call it is serving: `send` and `frontendReady` never call `receive` or
+/// `backendReady` on the calling thread (they queue the work for the backend's thread), since
+/// the frontend may hold its own locks around them.
 public protocol NetFrontend: AnyObject, Sendable {
     /// Offers one frame to the guest; false: no room now (see the protocol comment).
     func receive(_ frame: [UInt8]) -> Bool

@@ -35,17 +35,29 @@ public final class NetworkInterface: Sendable {
     /// The device for a new board: it takes the backend over from the previous board's device
     /// and starts with the link state the monitor last set.
     package func makeDevice() -> VirtioNet {
-        let (up, running) = state.withLock { ($0.linkUp, $0.running) }
-        let device = VirtioNet(backend: backend, mac: mac, running: running)
-        state.withLock { $0.device = device }
+        // Built held back; let go below only if the machine runs once the device is in place,
+        // so a `setRunning(false)` meanwhile is not lost.
+        let device = VirtioNet(backend: backend, mac: mac, running: false)
+        let (up, running) = state.withLock { s in
+            // The link the last board's guest saw (a restore may have changed it) carries over.
+            if let old = s.device { s.linkUp = old.linkUp }
+            s.device = device
+            return (s.linkUp, s.running)
+        }
         if !up { device.setLinkUp(false) }
+        if running { device.setRunning(true) }
         return device
     }
 
     /// The device of the running board, if one was built.
     package var device: VirtioNet? { state.withLock { $0.device } }
 
-    public var linkUp: Bool { state.withLock { $0.linkUp } }
+    /// The link as the guest sees it: the device's (a restored machine brings its own), else
+    /// what the monitor last set.
+    public var linkUp: Bool {
+        let (device, up) = state.withLock { ($0.device, $0.linkUp) }
+        return device?.linkUp ?? up
+    }
 
     /// The machine stopped or runs again (the VMM's STOP and RESUME): see `VirtioNet.setRunning`.
     public func setRunning(_ running: Bool) {
@@ -59,7 +71,7 @@ public final class NetworkInterface: Sendable {
     /// `set_link`: the guest sees the link status change (VIRTIO_NET_S_LINK_UP) and frames stop
     /// both ways while it is down.
     public func setLink(up: Bool) {
-        let device = state.withLock { s in
+        let device = state.withLock { s -> VirtioNet? in
             s.linkUp = up
             return s.device
         }

@@ -204,9 +204,9 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     /// into the guest (a frame received, transmitq drained after `backendReady`), so stopping
     /// waits for that work and none starts until the machine runs again.
     private let running: Mutex<Bool>
-    /// The backend was held back while the machine was stopped: receive (`frontendReady`)
-    /// or transmit (`backendReady`) work to pick up when it runs again.
-    private let heldWhileStopped = Mutex((receive: false, transmit: false))
+    /// A frame was refused while the machine was stopped: the backend hears `frontendReady`
+    /// when it runs again. (Transmit needs no mark: running again always drains transmitq.)
+    private let receiveHeldWhileStopped = Mutex(false)
     /// The `-device ...,mac=` address: what a reset goes back to.
     package let configuredMAC: MACAddress
     private let shared: Mutex<Shared>
@@ -278,6 +278,12 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         }
         // Frames held back while the device was not live may be tried again.
         if wake { backend?.frontendReady() }
+        // A ring restored from a snapshot or a migration may hold frames the source's busy
+        // backend never took, and a driver using VIRTIO_F_EVENT_IDX will not notify for them
+        // again: send them (when the machine runs; else when it does, `setRunning`).
+        running.withLock { running in
+            if running { transmit(transport) }
+        }
     }
 
     /// The driver reset the device (§2.4): receive stops until DRIVER_OK, and the filter and
@@ -289,6 +295,9 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             s.features = []
             s.filter = Filter(mac: configuredMAC)
         }
+        // A backend thread may be writing a frame into buffers the driver now takes back:
+        // wait for it (taking the lock it delivers under), so nothing lands after the reset.
+        running.withLock { _ in }
     }
 
     /// Nothing to finish: a transmitted frame goes to the backend (which takes every frame it is
@@ -322,12 +331,14 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     package func setRunning(_ running: Bool) {
         self.running.withLock { $0 = running }
         guard running else { return }
-        let held = heldWhileStopped.withLock { held in
-            defer { held = (false, false) }
+        let held = receiveHeldWhileStopped.withLock { held in
+            defer { held = false }
             return held
         }
-        if held.receive { backend?.frontendReady() }
-        if held.transmit, let transport = shared.withLock({ $0.transport }) { transmit(transport) }
+        if held { backend?.frontendReady() }
+        // Also without a `backendReady` while stopped: after a restore the ring may hold frames
+        // nobody will notify about again (see `activate`).
+        if let transport = shared.withLock({ $0.transport }) { transmit(transport) }
     }
 
     // MARK: Transmit
@@ -366,7 +377,10 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     /// Sends the chains of transmitq until it is empty or the backend refuses more; true when
     /// the backend refused.
     private func drain(_ transport: any VirtioTransport, linkUp: Bool, counting pass: inout Statistics) -> Bool {
-        defer { transport.notifyIfNeeded(queue: VirtioNet.transmitQueue) }
+        // Only after returning buffers: a pass that found none (after a restore, on resume)
+        // must not interrupt the guest.
+        var pushed = false
+        defer { if pushed { transport.notifyIfNeeded(queue: VirtioNet.transmitQueue) } }
         while let chain = transport.popAvailable(queue: VirtioNet.transmitQueue) {
             let frame: [UInt8]?
             do {
@@ -384,6 +398,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
                 pass.txDropped += 1
             }
             transport.pushUsed(chain, written: 0)
+            pushed = true
             if !accepted { return true }
         }
         return false
@@ -438,7 +453,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     package func receive(_ frame: [UInt8]) -> Bool {
         running.withLock { running in
             guard running else {
-                heldWhileStopped.withLock { $0.receive = true }
+                receiveHeldWhileStopped.withLock { $0 = true }
                 return false
             }
             return receiveWhileRunning(frame)
@@ -503,16 +518,22 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         packet += frame
         var chains: [(chain: DescriptorChain, written: Int)] = []
         var offset = 0
+        // All of a frame's buffers go back together (§5.1.6.4.2: the driver must not see a
+        // first buffer whose num_buffers names buffers not yet used).
         defer {
-            for (chain, written) in chains { transport.pushUsed(chain, written: written) }
+            transport.pushUsed(chains)
             transport.notifyIfNeeded(queue: VirtioNet.receiveQueue)
         }
         do throws(VirtioError) {
             while offset < packet.count {
                 guard let chain = transport.popAvailable(queue: VirtioNet.receiveQueue) else {
-                    // A reset, or a guest that rewrote descriptors after we counted them.
-                    DebugLog.log(.guestErrors,
-                                 "virtio-net: receive buffers vanished with \(packet.count - offset) bytes of a frame left; frame dropped")
+                    // A reset (then nothing is pushed anyway), or a guest that took back
+                    // buffers after we counted them: a broken ring, as QEMU says too.
+                    if !chains.isEmpty {
+                        transport.deviceError(.malformedRequest(
+                            "virtio-net receive buffers vanished with \(packet.count - offset) bytes of a frame left"))
+                    }
+                    chains = []
                     return false
                 }
                 if chains.isEmpty && chain.writableLength < (mergeable ? VirtioNet.headerSize : packet.count) {
@@ -536,6 +557,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             try chains[0].chain.writeBytes(le16(UInt16(chains.count)), at: VirtioNet.numBuffersOffset)
         } catch {
             transport.deviceError(error)
+            chains = []
             return false
         }
         return true
@@ -550,7 +572,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         }
         guard let transport else { return }
         running.withLock { running in
-            if running { transmit(transport) } else { heldWhileStopped.withLock { $0.transmit = true } }
+            if running { transmit(transport) }
         }
     }
 

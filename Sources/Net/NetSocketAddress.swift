@@ -290,7 +290,10 @@ enum NetSockets {
     }
 
     /// Accepts one pending connection, non-blocking and close-on-exec; nil when none waits.
-    static func accept(_ listener: Int32) -> FileDescriptor? {
+    /// The next connection of `listener`; nil when there is none now (EAGAIN, or one reset
+    /// before it was taken). Throws when the process cannot take one (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM): the connection stays in the backlog and would wake the loop forever.
+    static func accept(_ listener: Int32) throws(SystemError) -> FileDescriptor? {
         while true {
             let fd = Glibc.accept(listener, nil, nil)
             if fd >= 0 {
@@ -298,9 +301,12 @@ enum NetSockets {
                 _ = clx_fcntl_setfl(fd, clx_fcntl_getfl(fd) | O_NONBLOCK)
                 return FileDescriptor(owning: fd)
             }
-            if Errno.current == .interrupted { continue }
-            // EAGAIN, or a connection reset before we took it (ECONNABORTED): nothing to do.
-            return nil
+            let error = Errno.current
+            switch error {
+            case .interrupted: continue
+            case .wouldBlock, Errno(rawValue: ECONNABORTED), Errno(rawValue: EPROTO): return nil
+            default: throw SystemError(.badInput, "accept", errno: error)
+            }
         }
     }
 }

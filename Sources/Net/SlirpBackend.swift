@@ -460,10 +460,12 @@ private final class SlirpCore: @unchecked Sendable {
     }
 
     /// Guest bytes for a `tcp:` guestfwd. Like QEMU's qemu_chr_fe_write_all this blocks the
-    /// network thread while the host peer is slow, but only up to a second per wait; what the
-    /// host does not take by then is dropped (logged), so a stuck peer cannot hang the stack.
+    /// network thread while the host peer is slow, but for one second at most per write, all
+    /// waits together; what the host has not taken by then is dropped (logged), so a stuck or
+    /// trickling peer cannot hang the stack.
     private static func writeToHost(_ link: SlirpGuestLink, _ bytes: UnsafeRawBufferPointer) -> Int {
         var done = 0
+        let deadline = VirtualClock.hostMonotonicNanoseconds() + 1_000_000_000
         while link.open && done < bytes.count {
             // SAFETY: `done < bytes.count`, so the buffer is not empty (has a base address)
             // and the range written from lies inside it.
@@ -473,9 +475,10 @@ private final class SlirpCore: @unchecked Sendable {
                 continue
             }
             if n < 0 && (errno == EINTR) { continue }
-            if n < 0 && errno == EAGAIN {
+            let left = (deadline - VirtualClock.hostMonotonicNanoseconds()) / 1_000_000
+            if n < 0 && errno == EAGAIN && left > 0 {
                 var p = pollfd(fd: link.fd, events: Int16(POLLOUT), revents: 0)
-                if poll(&p, 1, 1000) > 0 { continue }
+                if poll(&p, 1, Int32(left)) > 0 { continue }
             }
             DebugLog.log(.guestErrors, "\(link.label): the host side does not take data; dropped \(bytes.count - done) bytes")
             break

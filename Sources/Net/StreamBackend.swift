@@ -1,5 +1,6 @@
 import CLinux
 import DeviceModel
+import Dispatch
 import Glibc
 import Synchronization
 import SystemSupport
@@ -215,12 +216,35 @@ public final class StreamBackend: NetBackend {
 
     /// Loop thread: a peer is waiting in the backlog.
     private func acceptPeer() {
+        var failure: SystemError?
         let accepted = state.withLock { s -> FileDescriptor? in
             guard !s.closed, s.channel == nil, let raw = s.listener?.rawValue else { return nil }
-            return NetSockets.accept(raw)
+            do throws(SystemError) {
+                return try NetSockets.accept(raw)
+            } catch {
+                // Out of descriptors (say): the peer stays in the backlog. Stop watching for a
+                // second, or the loop would wake for it without end.
+                if s.listenerWatched { loop.unregister(fd: raw) }
+                s.listenerWatched = false
+                failure = error
+                return nil
+            }
         }
-        guard let accepted else { return }
-        try? adopt(accepted)
+        if let accepted {
+            try? adopt(accepted)
+        } else if let failure {
+            DebugLog.log(.guestErrors, "netdev \(id): cannot accept a connection (\(failure)); trying again in a second")
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1) { [weak self] in self?.watchAgain() }
+        }
+    }
+
+    /// The listener is watched again after `acceptPeer` gave up for a while (if no peer came
+    /// meanwhile: then it waits for that one to leave).
+    private func watchAgain() {
+        state.withLock { s in
+            guard s.channel == nil else { return }
+            try? watchListener(&s)
+        }
     }
 
     // MARK: client

@@ -152,7 +152,8 @@ public final class TapBackend: NetBackend {
     public func frontendReady() { channel.resumeReceive() }
 
     public func close() {
-        channel.close()
+        // The down script first, while the descriptor still holds the interface (QEMU's
+        // tap_cleanup): a tap that is not persistent vanishes with its last descriptor.
         if let script = downscript.withLock({ s in defer { s = nil }; return s }) {
             do {
                 try Self.runScript(script, interface: interfaceName, what: "-netdev tap")
@@ -160,6 +161,7 @@ public final class TapBackend: NetBackend {
                 DebugLog.log(.guestErrors, "netdev \(id): \(error)")
             }
         }
+        channel.close()
     }
 
     // MARK: the device

@@ -50,7 +50,8 @@ public struct RxFilterInfo: Sendable, Equatable {
     var json: JSONValue {
         [
             "name": .string(name), "promiscuous": .bool(promiscuous), "multicast": .string(multicast),
-            "unicast": .string(unicast), "vlan": "none", "broadcast-allowed": .bool(broadcastAllowed),
+            // Without VIRTIO_NET_F_CTRL_VLAN every VLAN passes (QEMU: RX_STATE_ALL).
+            "unicast": .string(unicast), "vlan": "all", "broadcast-allowed": .bool(broadcastAllowed),
             "multicast-overflow": .bool(multicastOverflow), "unicast-overflow": .bool(unicastOverflow),
             "main-mac": .string(mainMAC), "vlan-table": .array([]),
             "unicast-table": .array(unicastTable.map { .string($0) }),

@@ -48,13 +48,12 @@ extension KVMMachine: MigrationHost, LifecycleOwner {
         return wasRunning
     }
 
-    func stopForSnapshot() -> Bool {
+    func stopForSnapshot(loading: Bool) -> Bool {
         let wasRunning = runState == "running"
         stop()
+        state.withLock { $0.life.runState = loading ? "restore-vm" : "save-vm" }
         return wasRunning
     }
-
-    func resumeAfterSnapshot() { cont() }
 
     var disks: [(device: String, backend: any BlockBackend)] {
         setup.named(state.withLock { $0.board }?.disks ?? [])

@@ -113,11 +113,13 @@ public final class KVMMachine: MonitorTarget, Sendable {
     }
 
     func stop() {
-        let board = state.withLock { s -> X86MicroVM? in
-            s.life.stop() ? s.board : nil
+        let (changed, board) = state.withLock { s -> (Bool, X86MicroVM?) in
+            (s.life.stop(), s.board)
         }
-        guard let board else { return }
-        board.pause()
+        guard changed else { return }
+        // Between two boards (a reboot) there is nothing to park, but the machine is stopped
+        // all the same: listeners (the NICs) must hear it.
+        board?.pause()
         emit(.stop)
     }
 

@@ -23,6 +23,8 @@ extension LifecycleOwner {
         if wasRunning { cont() }
     }
 
+    func resumeAfterSnapshot(wasRunning: Bool) { resumeAfterMigration(wasRunning: wasRunning) }
+
     func incomingCompleted() {
         incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
         let paused = startsPaused
@@ -72,13 +74,14 @@ struct Lifecycle {
     }
 
     /// `cont`; false when there is nothing to resume (running, ended, or loading an incoming
-    /// machine, which then runs once loaded).
+    /// machine, which then runs once loaded) or the machine must stay stopped until a
+    /// migration's last pass or a snapshot is done (QEMU's qmp_cont refuses there too).
     mutating func cont() -> Bool {
         if runState == "inmigrate" {
             startAfterIncoming = true
             return false
         }
-        guard paused, runState != "shutdown" else { return false }
+        guard paused, !["shutdown", "finish-migrate", "save-vm", "restore-vm"].contains(runState) else { return false }
         paused = false
         runState = "running"
         return true

@@ -25,11 +25,12 @@ protocol MigrationHost: AnyObject, Sendable {
     /// The machine must not run (a refused incoming stream, a `-loadvm` that failed): swemu
     /// prints `message` and ends with status 1, as QEMU does.
     func failAtStart(_ message: String)
-    /// Stops the machine for `savevm`/`loadvm` (QEMU's RUN_STATE_SAVE_VM / RESTORE_VM);
-    /// returns whether it was running.
-    func stopForSnapshot() -> Bool
-    /// Runs the machine again after a snapshot operation that stopped it.
-    func resumeAfterSnapshot()
+    /// Stops the machine for `savevm` (`loading`: `loadvm`), in QEMU's RUN_STATE_SAVE_VM /
+    /// RESTORE_VM until `resumeAfterSnapshot`; returns whether it was running.
+    func stopForSnapshot(loading: Bool) -> Bool
+    /// The snapshot operation is over: the machine runs again if it was running, else it is
+    /// back in "paused".
+    func resumeAfterSnapshot(wasRunning: Bool)
     /// The machine's disks, with the names the monitors use.
     var disks: [(device: String, backend: any BlockBackend)] { get }
     /// Slows the vCPUs to this percent of their time asleep (auto-converge); 0 runs them free.

@@ -57,8 +57,8 @@ extension MigrationManager {
         guard !state.withLock({ $0.running }) else { throw .generic("There's a migration process in progress") }
         if let blocker = host.parked({ $0.migrationBlocker }) ?? nil { throw .generic(blocker) }
         let disks = try snapshotDisks(host, devices: devices, vmstate: vmstate)
-        let wasRunning = host.stopForSnapshot()
-        defer { if wasRunning { host.resumeAfterSnapshot() } }
+        let wasRunning = host.stopForSnapshot(loading: false)
+        defer { host.resumeAfterSnapshot(wasRunning: wasRunning) }
         guard let (description, memory, clock, saved) = host.parked({ m -> (MachineDescription, GuestMemory, Int64, Result<[SavedComponent], SystemError>) in
             m.quiesceForSave()
             return (m.migrationDescription, m.memory, m.clockNanoseconds, Result { () throws(SystemError) in try m.saveComponents() })
@@ -110,7 +110,7 @@ extension MigrationManager {
             let state = try vmstate.image.openVMState(snapshot: name)
             return MigrationStreamReader { (buffer) throws(SystemError) -> Int in try state.read(into: buffer) }
         }
-        let wasRunning = host.stopForSnapshot()
+        let wasRunning = host.stopForSnapshot(loading: true)
         // First the whole stream is read and checked (header against this machine, every
         // record, the checksums) without touching anything: a bad state leaves the machine as
         // it was.
@@ -124,7 +124,7 @@ extension MigrationManager {
             }
             while true { if case .end = try check.next() { break } }
         } catch {
-            if wasRunning { host.resumeAfterSnapshot() }
+            host.resumeAfterSnapshot(wasRunning: wasRunning)
             throw .generic("Error while loading VM state of snapshot '\(name)' from '\(vmstate.device)': \(error.message)")
         }
         // Then the disks go back and the machine is loaded. A failure now leaves a machine
@@ -133,9 +133,10 @@ extension MigrationManager {
             for disk in disks { try disk.image.applySnapshot(name) }
             try load(from: reader(), host: host)
         } catch {
+            host.resumeAfterSnapshot(wasRunning: false)
             throw .generic("Error while loading snapshot '\(name)' (the machine stays stopped: load another snapshot or reset it): \(error.message)")
         }
-        if wasRunning { host.resumeAfterSnapshot() }
+        host.resumeAfterSnapshot(wasRunning: wasRunning)
     }
 
     func deleteSnapshot(name: String, devices: [String]?) throws(QMPError) {

@@ -36,9 +36,11 @@ extension VirtualMachine: MigrationHost, LifecycleOwner {
         wakeVCPUThread()
     }
 
-    func stopForSnapshot() -> Bool { pause() }
-
-    func resumeAfterSnapshot() { cont() }
+    func stopForSnapshot(loading: Bool) -> Bool {
+        let wasRunning = pause()
+        state.withLock { $0.life.runState = loading ? "restore-vm" : "save-vm" }
+        return wasRunning
+    }
 
     var disks: [(device: String, backend: any BlockBackend)] {
         setup.named(perform { board in board.disks } ?? [])

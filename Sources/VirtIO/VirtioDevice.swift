@@ -55,11 +55,15 @@ package protocol VirtioTransport: AnyObject, Sendable {
     /// NEEDS_RESET (and gives nil) here: the device sees only valid chains.
     func popAvailable(queue: Int) -> DescriptorChain?
     /// Writable bytes of the chains available on `queue` without taking them, counting at
-    /// most `limit` (flow control for host input: how much could be delivered now).
+    /// most `limit` (flow control for host input: how much could be delivered now). When
+    /// there are fewer than `limit`, the driver is asked to notify at its next buffer.
     func availableWritableBytes(queue: Int, limit: Int) -> Int
     /// Returns `chain` to the driver: `written` bytes of its writable buffers hold data. No
     /// notification yet; call `notifyIfNeeded(queue:)` after a batch.
     func pushUsed(_ chain: DescriptorChain, written: Int)
+    /// Returns chains of one queue to the driver together: it sees all of them or none (a
+    /// frame over several buffers, §5.1.6.4.2).
+    func pushUsed(_ chains: [(chain: DescriptorChain, written: Int)])
     /// Sends a used buffer notification for `queue` if the driver wants one (§2.7.7).
     func notifyIfNeeded(queue: Int)
     /// `pushUsed` then `notifyIfNeeded`.

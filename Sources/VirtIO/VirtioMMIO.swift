@@ -512,23 +512,29 @@ final class MMIOTransport: VirtioTransport {
 
     func availableWritableBytes(queue: Int, limit: Int) -> Int {
         var effects = Effects()
-        let chains = state.withLock { (s: inout Registers) -> [DescriptorChain] in
-            guard s.live, s.queues.indices.contains(queue) else { return [] }
+        let total = state.withLock { (s: inout Registers) -> Int in
+            guard s.live, s.queues.indices.contains(queue) else { return 0 }
             do throws(VirtioError) {
-                return try s.queues[queue].peekAvailable(limit: 64)
+                var total = 0
+                for chain in try s.queues[queue].peekAvailable(limit: 64) where total < limit { total += chain.writableLength }
+                // Short of what the device wants: it waits for the driver's next buffers.
+                if total < limit { try s.queues[queue].requestAvailableNotification() }
+                return total
             } catch {
                 effects = fail(&s, error)
-                return []
+                return 0
             }
         }
         perform(effects)
-        var total = 0
-        for chain in chains where total < limit { total += chain.writableLength }
         return min(total, limit)
     }
 
     func pushUsed(_ chain: DescriptorChain, written: Int) {
-        let effects = state.withLock { s in push(chain, written: written, &s) ?? Effects() }
+        pushUsed([(chain, written)])
+    }
+
+    func pushUsed(_ chains: [(chain: DescriptorChain, written: Int)]) {
+        let effects = state.withLock { s in push(chains, &s) ?? Effects() }
         perform(effects)
     }
 
@@ -540,22 +546,27 @@ final class MMIOTransport: VirtioTransport {
     func complete(_ chain: DescriptorChain, written: Int) {
         let effects = state.withLock { s in
             // A chain of an old generation is dropped, and then there is nothing to notify.
-            push(chain, written: written, &s) ?? notify(chain.queueIndex, &s)
+            push([(chain, written)], &s) ?? notify(chain.queueIndex, &s)
         }
         perform(effects)
     }
 
-    /// Pushes a used element; effects only when something went wrong (nil: pushed or dropped).
-    private func push(_ chain: DescriptorChain, written: Int, _ s: inout Registers) -> Effects? {
-        let q = chain.queueIndex
-        guard s.live, s.queues.indices.contains(q), s.queues[q].ready, s.queues[q].generation == chain.generation else {
-            // The driver reset the device or the queue since the chain was popped: the
+    /// Pushes used elements of one queue, published together; effects only when something
+    /// went wrong (nil: pushed or dropped).
+    private func push(_ chains: [(chain: DescriptorChain, written: Int)], _ s: inout Registers) -> Effects? {
+        guard let q = chains.first?.chain.queueIndex else { return nil }
+        precondition(chains.allSatisfy { $0.chain.queueIndex == q }, "used elements of one queue at a time")
+        guard s.live, s.queues.indices.contains(q), s.queues[q].ready,
+              chains.allSatisfy({ $0.chain.generation == s.queues[q].generation }) else {
+            // The driver reset the device or the queue since the chains were popped: the
             // buffers are no longer the device's to return.
             return Effects()
         }
-        let length = UInt32(clamping: min(max(written, 0), chain.writableLength))
+        let elements = chains.map { chain, written in
+            (head: chain.head, length: UInt32(clamping: min(max(written, 0), chain.writableLength)))
+        }
         do {
-            try s.queues[q].pushUsed(head: chain.head, length: length)
+            try s.queues[q].pushUsed(elements)
         } catch {
             return fail(&s, error)
         }

@@ -244,14 +244,35 @@ package struct Virtqueue: Sendable {
     /// Publishes a used element for the chain with head `head` (§2.7.8): `length` is the
     /// number of bytes the device wrote into its writable buffers.
     package mutating func pushUsed(head: UInt16, length: UInt32) throws(VirtioError) {
-        guard ready else { return }
-        let entry = usedEntryAddress(usedIndex)
-        try store(UInt32(head), at: entry, "writing the used ring")
-        try store(length, at: GuestAddress(entry.rawValue + 4), "writing the used ring")
-        usedIndex &+= 1
-        // Release: the element (and the data in the buffers) before the idx that publishes it.
+        try pushUsed([(head, length)])
+    }
+
+    /// Publishes several used elements at once: the driver sees all of them or none (one idx
+    /// store), as a virtio-net frame spread over mergeable buffers must reach it (§5.1.6.4.2).
+    package mutating func pushUsed(_ elements: [(head: UInt16, length: UInt32)]) throws(VirtioError) {
+        guard ready, !elements.isEmpty else { return }
+        var index = usedIndex
+        for (head, length) in elements {
+            let entry = usedEntryAddress(index)
+            try store(UInt32(head), at: entry, "writing the used ring")
+            try store(length, at: GuestAddress(entry.rawValue + 4), "writing the used ring")
+            index &+= 1
+        }
+        usedIndex = index
+        // Release: the elements (and the data in the buffers) before the idx that publishes them.
         atomicMemoryFence(ordering: .releasing)
         try store(usedIndex, at: usedIdxAddress, "writing the used ring idx")
+    }
+
+    /// The device will wait for more available buffers than there are: with
+    /// VIRTIO_F_EVENT_IDX, ask the driver to notify at its next one (avail_event = its avail
+    /// idx, §2.7.10), or a driver that already passed the last avail_event would never notify.
+    /// The full fence orders the store before the device's next look at avail idx.
+    package func requestAvailableNotification() throws(VirtioError) {
+        guard ready, eventIndex else { return }
+        let availIndex = try load(UInt16.self, at: GuestAddress(availRing.rawValue + 2), "reading the available ring idx")
+        try store(availIndex, at: availEventAddress, "writing avail_event")
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
 
     /// Whether the driver wants a used buffer notification for what was pushed since the last

@@ -468,6 +468,19 @@ func partialChecksumFrame(udp: Bool, payload: [UInt8]) -> (frame: [UInt8], heade
         h.net.detachFromBackend()
     }
 
+    /// With VIRTIO_F_EVENT_IDX a device that turns a frame away for want of room asks for a
+    /// notification at the driver's next buffer (avail_event = avail idx): else a driver past
+    /// the last avail_event would post buffers silently and receive would stall for good.
+    @Test func noRoomAsksForTheNextBufferWithEventIndex() {
+        let h = NetHarness()  // the fake guest accepts every feature offered, EVENT_IDX included
+        h.postReceiveBuffers([1536, 1536, 1536], notify: false)
+        #expect(h.net.receive(sizedFrame(1500)))          // takes one buffer: avail_event 1
+        #expect(h.guest.availEvent(queue: VirtioNet.receiveQueue) == 1)
+        #expect(!h.net.receive(sizedFrame(9000)))         // two left are too few for 9000 bytes
+        #expect(h.guest.availEvent(queue: VirtioNet.receiveQueue) == 3)
+        h.net.detachFromBackend()
+    }
+
     @Test func nothingIsReceivedBeforeDriverOK() {
         let h = NetHarness(initialize: false)
         h.backend.deliver(sizedFrame(80))
