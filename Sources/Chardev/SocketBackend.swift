@@ -1,5 +1,6 @@
 import CLinux
 import DeviceModel
+import Dispatch
 import Glibc
 import Synchronization
 import SystemSupport
@@ -86,12 +87,7 @@ public final class SocketBackend: CharDriver {
                 report("swemu: waiting for connection on: disconnected:\(label)")
                 try waitForFirstClient()
             }
-            try state.withLock { (s: inout State) throws(SystemError) in
-                guard let listener = s.listener.rawValue else { return }
-                let weakSelf = weakSelf
-                try loop.register(fd: listener, events: EventLoop.readable) { _ in weakSelf.value?.acceptClients() }
-                s.listenerRegistered = true
-            }
+            try state.withLock { (s: inout State) throws(SystemError) in try watchListener(&s) }
             return
         }
         do {
@@ -171,9 +167,7 @@ public final class SocketBackend: CharDriver {
                 unlink(path)  // a stale socket from an earlier run (QEMU removes it too)
             }
             let fd = try Sockets.stream(family: AF_UNIX, nonBlocking: true)
-            _ = try raw.withSockaddr { addr, len in
-                Result { () throws(SystemError) in try syscall("cannot listen on unix:\(path)") { bind(fd.rawValue, addr, len) } }
-            }.get()
+            try Sockets.bind(fd.rawValue, raw, what: "cannot listen on unix:\(path)")
             _ = try syscall("cannot listen on unix:\(path)") { Glibc.listen(fd.rawValue, 1) }
             guard lstat(path, &st) == 0 else { return Listening(fd: fd) }
             return Listening(fd: fd, file: (path, UInt64(st.st_dev), UInt64(st.st_ino)))
@@ -183,9 +177,7 @@ public final class SocketBackend: CharDriver {
                 do {
                     let fd = try Sockets.stream(family: raw.family, nonBlocking: true)
                     Sockets.setOption(fd.rawValue, SOL_SOCKET, SO_REUSEADDR)
-                    _ = try raw.withSockaddr { addr, len in
-                        Result { () throws(SystemError) in try syscall("bind") { bind(fd.rawValue, addr, len) } }
-                    }.get()
+                    try Sockets.bind(fd.rawValue, raw, what: "bind")
                     _ = try syscall("listen") { Glibc.listen(fd.rawValue, 1) }
                     let bound = Sockets.localPort(fd.rawValue)
                     return Listening(fd: fd, port: bound)
@@ -203,7 +195,17 @@ public final class SocketBackend: CharDriver {
             let listenerFD = state.withLock { $0.listener.rawValue }
             guard let listenerFD else { return }
             _ = Sockets.wait(listenerFD, events: Int16(POLLIN), milliseconds: -1)
-            if let fd = Sockets.accept(listenerFD) {
+            let accepted: FileDescriptor?
+            do throws(SystemError) {
+                accepted = try Sockets.accept(listenerFD)
+            } catch {
+                // Out of descriptors (say): the client stays in the backlog and poll would
+                // return at once for it. Try again in a second instead of spinning.
+                DebugLog.log(.guestErrors, "chardev \(label): cannot accept a connection (\(error)); trying again in a second")
+                usleep(1_000_000)
+                continue
+            }
+            if let fd = accepted {
                 try adopt(fd)
                 return
             }
@@ -213,9 +215,24 @@ public final class SocketBackend: CharDriver {
     /// Loop thread: the listener is readable.
     private func acceptClients() {
         while true {
+            var failure: SystemError?
             let accepted = state.withLock { s -> FileDescriptor? in
                 guard !s.closed, let listener = s.listener.rawValue else { return nil }
-                return Sockets.accept(listener)
+                do throws(SystemError) {
+                    return try Sockets.accept(listener)
+                } catch {
+                    // Out of descriptors (say): the client stays in the backlog. Stop watching
+                    // for a second, or the loop would wake for it without end.
+                    if s.listenerRegistered { loop.unregister(fd: listener) }
+                    s.listenerRegistered = false
+                    failure = error
+                    return nil
+                }
+            }
+            if let failure {
+                DebugLog.log(.guestErrors, "chardev \(label): cannot accept a connection (\(failure)); trying again in a second")
+                let weakSelf = weakSelf
+                DispatchQueue.global().asyncAfter(deadline: .now() + 1) { weakSelf.value?.watchListenerAgain() }
             }
             guard let fd = accepted else { return }
             let busy = state.withLock { $0.client != nil }
@@ -224,6 +241,18 @@ public final class SocketBackend: CharDriver {
             }
             try? adopt(fd)
         }
+    }
+
+    private func watchListener(_ s: inout State) throws(SystemError) {
+        guard !s.closed, !s.listenerRegistered, let listener = s.listener.rawValue else { return }
+        let weakSelf = weakSelf
+        try loop.register(fd: listener, events: EventLoop.readable) { _ in weakSelf.value?.acceptClients() }
+        s.listenerRegistered = true
+    }
+
+    /// The listener is watched again after `acceptClients` gave up for a while.
+    private func watchListenerAgain() {
+        state.withLock { s in try? watchListener(&s) }
     }
 
     // MARK: client
@@ -237,11 +266,8 @@ public final class SocketBackend: CharDriver {
         var lastError: SystemError?
         for raw in candidates {
             do {
-                let fd = try Sockets.stream(family: raw.family, nonBlocking: false)
-                _ = try raw.withSockaddr { addr, len in
-                    Result { () throws(SystemError) in try syscall("connect") { Glibc.connect(fd.rawValue, addr, len) } }
-                }.get()
-                try fd.setNonBlocking()
+                let fd = try Sockets.stream(family: raw.family, nonBlocking: true)
+                try Sockets.connect(fd.rawValue, raw, what: "connect")
                 return fd
             } catch {
                 lastError = error

@@ -52,9 +52,7 @@ package enum StreamSockets {
 
     private static func bindAndListen(_ fd: borrowing FileDescriptor, _ address: RawSocketAddress, what: String) throws(SystemError) {
         let raw = fd.rawValue
-        _ = try address.withSockaddr { (sa, length) in
-            Result { () throws(SystemError) in try syscall("cannot listen on \(what)") { Glibc.bind(raw, sa, length) } }
-        }.get()
+        try Sockets.bind(raw, address, what: "cannot listen on \(what)")
         _ = try syscall("cannot listen on \(what)") { Glibc.listen(raw, 1) }
     }
 

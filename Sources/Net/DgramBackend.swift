@@ -49,7 +49,7 @@ public final class DgramBackend: NetBackend {
         let opened = try Self.open(config, what: what)
         info = opened.info
         socketFile = Mutex(opened.socketFile)
-        boundPort = SockAddr.of(opened.fd.rawValue, peer: false)?.port
+        boundPort = RawSocketAddress.of(opened.fd.rawValue, peer: false)?.port
         let slot = slot
         channel = FrameChannel(fd: opened.fd, wire: .datagram(destination: opened.destination), name: "netdev \(id)", loop: loop, slot: slot) { channel, why in
             DebugLog.log(.guestErrors, "netdev \(id): \(why); no more frames")
@@ -122,7 +122,7 @@ public final class DgramBackend: NetBackend {
 
     private struct Opened: ~Copyable {
         var fd: FileDescriptor
-        var destination: SockAddr?
+        var destination: RawSocketAddress?
         var info: String
         var socketFile: String?
     }
@@ -131,22 +131,22 @@ public final class DgramBackend: NetBackend {
         let datagram = Int32(SOCK_DGRAM.rawValue)
         switch config {
         case .unicast(.inet(let localHost, let localPort), .inet(let remoteHost, let remotePort)):
-            guard let remote = try SockAddr.resolve(host: remoteHost, port: remotePort, socketType: datagram, passive: false).first else {
+            guard let remote = try RawSocketAddress.resolve(host: remoteHost, port: remotePort, socketType: datagram, passive: false).first else {
                 throw SystemError(.configuration, "\(what): cannot resolve \(remoteHost)")
             }
             // Bind in the remote's family, so one socket reaches it.
-            let locals = try SockAddr.resolve(host: localHost, port: localPort, socketType: datagram, passive: true)
+            let locals = try RawSocketAddress.resolve(host: localHost, port: localPort, socketType: datagram, passive: true)
             guard let local = locals.first(where: { $0.family == remote.family }) else {
                 throw SystemError(.configuration, "\(what): local \(localHost) and remote \(remoteHost) are not of the same address family")
             }
-            let fd = try NetSockets.open(family: local.family, type: datagram, what: "\(what): can't create datagram socket")
-            NetSockets.setOption(fd.rawValue, SOL_SOCKET, SO_REUSEADDR)
-            try NetSockets.bind(fd.rawValue, local, what: "\(what): can't bind \(local.text) to socket")
-            let bound = SockAddr.of(fd.rawValue, peer: false) ?? local
+            let fd = try Sockets.open(family: local.family, type: datagram, nonBlocking: true, what: "\(what): can't create datagram socket")
+            Sockets.setOption(fd.rawValue, SOL_SOCKET, SO_REUSEADDR)
+            try Sockets.bind(fd.rawValue, local, what: "\(what): can't bind \(local.text) to socket")
+            let bound = RawSocketAddress.of(fd.rawValue, peer: false) ?? local
             return Opened(fd: fd, destination: remote, info: "udp=\(bound.text)/\(remote.text)")
         case .unicast(.unix(let localPath), .unix(let remotePath)):
-            let local = try SockAddr.unix(localPath)
-            let remote = try SockAddr.unix(remotePath)
+            let local = try RawSocketAddress.unix(localPath)
+            let remote = try RawSocketAddress.unix(remotePath)
             var st = stat()
             if lstat(localPath, &st) == 0 {
                 guard st.st_mode & S_IFMT == S_IFSOCK else {
@@ -154,20 +154,20 @@ public final class DgramBackend: NetBackend {
                 }
                 unlink(localPath)  // QEMU unlinks it too
             }
-            let fd = try NetSockets.open(family: AF_UNIX, type: datagram, what: "\(what): can't create datagram socket")
-            try NetSockets.bind(fd.rawValue, local, what: "\(what): can't bind unix=\(localPath) to socket")
+            let fd = try Sockets.open(family: AF_UNIX, type: datagram, nonBlocking: true, what: "\(what): can't create datagram socket")
+            try Sockets.bind(fd.rawValue, local, what: "\(what): can't bind unix=\(localPath) to socket")
             return Opened(fd: fd, destination: remote, info: "udp=\(localPath):\(remotePath)", socketFile: localPath)
         case .unicast:
             throw SystemError(.configuration, "\(what): remote and local types must be the same")
         case .multicast(let group, let port, let interface):
             return try openMulticast(group: group, port: port, interface: interface, what: what)
         case .descriptor(let n):
-            guard NetSockets.intOption(n, SOL_SOCKET, SO_TYPE) == datagram else {
+            guard Sockets.intOption(n, SOL_SOCKET, SO_TYPE) == datagram else {
                 throw SystemError(.configuration, "\(what): fd \(n) is not a datagram socket")
             }
             _ = clx_set_cloexec(n)
             _ = clx_fcntl_setfl(n, clx_fcntl_getfl(n) | O_NONBLOCK)
-            let kind = SockAddr.of(n, peer: false)?.family == AF_UNIX ? "unix" : "inet"
+            let kind = RawSocketAddress.of(n, peer: false)?.family == AF_UNIX ? "unix" : "inet"
             return Opened(fd: FileDescriptor(owning: n), destination: nil, info: "fd=\(n) \(kind)")
         }
     }
@@ -185,16 +185,16 @@ public final class DgramBackend: NetBackend {
             }
             interfaceAddress = address
         }
-        let fd = try NetSockets.open(family: AF_INET, type: Int32(SOCK_DGRAM.rawValue), what: "\(what): can't create datagram socket")
+        let fd = try Sockets.open(family: AF_INET, type: Int32(SOCK_DGRAM.rawValue), nonBlocking: true, what: "\(what): can't create datagram socket")
         let raw = fd.rawValue
-        NetSockets.setOption(raw, SOL_SOCKET, SO_REUSEADDR)
-        let destination = SockAddr.ipv4(groupAddress, port: port)
-        try NetSockets.bind(raw, destination, what: "\(what): can't bind ip=\(group) to socket")
+        Sockets.setOption(raw, SOL_SOCKET, SO_REUSEADDR)
+        let destination = RawSocketAddress.ipv4(groupAddress, port: port)
+        try Sockets.bind(raw, destination, what: "\(what): can't bind ip=\(group) to socket")
         var request = ip_mreq(imr_multiaddr: groupAddress, imr_interface: interfaceAddress)
         _ = try syscall("\(what): can't add socket to multicast group \(group)") {
             setsockopt(raw, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &request, socklen_t(MemoryLayout<ip_mreq>.size))
         }
-        NetSockets.setOption(raw, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, 1)
+        Sockets.setOption(raw, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, 1)
         if interface != nil {
             _ = try syscall("\(what): can't set the multicast interface to \(interface ?? "")") {
                 setsockopt(raw, Int32(IPPROTO_IP), IP_MULTICAST_IF, &interfaceAddress, socklen_t(MemoryLayout<in_addr>.size))

@@ -107,7 +107,7 @@ final class FrameChannel: Sendable {
         /// A connected stream socket: 4-byte big-endian length, then the frame.
         case lengthPrefixed
         /// A datagram socket: sendto `destination`, or send on a connected socket when nil.
-        case datagram(destination: SockAddr?)
+        case datagram(destination: RawSocketAddress?)
         /// A tap device: read/write whole frames after `prefix` bytes of packet information
         /// (IFF_NO_PI off) and virtio-net header (IFF_VNET_HDR on), zero when we send.
         case tap(prefix: Int)

@@ -54,7 +54,7 @@ enum LegacySocket {
         switch mode {
         case "fd":
             let n = try NetSocketAddress.parseDescriptor(value, what: "\(what): fd")
-            if NetSockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_DGRAM.rawValue) { return .dgram(.descriptor(n)) }
+            if Sockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_DGRAM.rawValue) { return .dgram(.descriptor(n)) }
             return .stream(StreamBackend.Config(server: false, address: .fd(n)))
         case "listen", "connect":
             let (host, port) = try NetSocketAddress.parseHostPort(value, what: "\(what): \(mode)=")

@@ -166,7 +166,7 @@ public final class StreamBackend: NetBackend {
     private static func listen(_ address: NetSocketAddress, what: String) throws(SystemError) -> Listening {
         switch address {
         case .unix(let path):
-            let raw = try SockAddr.unix(path)
+            let raw = try RawSocketAddress.unix(path)
             var st = stat()
             if lstat(path, &st) == 0 {
                 guard st.st_mode & S_IFMT == S_IFSOCK else {
@@ -174,20 +174,20 @@ public final class StreamBackend: NetBackend {
                 }
                 unlink(path)  // a stale socket from an earlier run (QEMU removes it too)
             }
-            let fd = try NetSockets.open(family: AF_UNIX, type: Int32(SOCK_STREAM.rawValue), what: "\(what): cannot create a socket")
-            try NetSockets.bind(fd.rawValue, raw, what: "\(what): cannot listen on unix:\(path)")
+            let fd = try Sockets.open(family: AF_UNIX, type: Int32(SOCK_STREAM.rawValue), nonBlocking: true, what: "\(what): cannot create a socket")
+            try Sockets.bind(fd.rawValue, raw, what: "\(what): cannot listen on unix:\(path)")
             _ = try syscall("\(what): cannot listen on unix:\(path)") { Glibc.listen(fd.rawValue, 1) }
             guard lstat(path, &st) == 0 else { return Listening(fd: fd, label: address.description) }
             return Listening(fd: fd, label: address.description, file: (path, UInt64(st.st_dev), UInt64(st.st_ino)))
         case .inet(let host, let port):
             var lastError: SystemError?
-            for raw in try SockAddr.resolve(host: host, port: port, socketType: Int32(SOCK_STREAM.rawValue), passive: true) {
+            for raw in try RawSocketAddress.resolve(host: host, port: port, socketType: Int32(SOCK_STREAM.rawValue), passive: true) {
                 do throws(SystemError) {
-                    let fd = try NetSockets.open(family: raw.family, type: Int32(SOCK_STREAM.rawValue), what: "\(what): cannot create a socket")
-                    NetSockets.setOption(fd.rawValue, SOL_SOCKET, SO_REUSEADDR)
-                    try NetSockets.bind(fd.rawValue, raw, what: "bind")
+                    let fd = try Sockets.open(family: raw.family, type: Int32(SOCK_STREAM.rawValue), nonBlocking: true, what: "\(what): cannot create a socket")
+                    Sockets.setOption(fd.rawValue, SOL_SOCKET, SO_REUSEADDR)
+                    try Sockets.bind(fd.rawValue, raw, what: "bind")
                     _ = try syscall("listen") { Glibc.listen(fd.rawValue, 1) }
-                    let local = SockAddr.of(fd.rawValue, peer: false)
+                    let local = RawSocketAddress.of(fd.rawValue, peer: false)
                     return Listening(fd: fd, port: local?.port, label: local?.uri ?? address.description)
                 } catch {
                     lastError = error
@@ -195,15 +195,15 @@ public final class StreamBackend: NetBackend {
             }
             throw SystemError(.syscall, "\(what): cannot listen on \(address)", errno: lastError?.errno)
         case .fd(let n):
-            guard NetSockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_STREAM.rawValue) else {
+            guard Sockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_STREAM.rawValue) else {
                 throw SystemError(.configuration, "\(what): fd \(n) is not a stream socket")
             }
-            guard NetSockets.intOption(n, SOL_SOCKET, SO_ACCEPTCONN) == 1 else {
+            guard Sockets.intOption(n, SOL_SOCKET, SO_ACCEPTCONN) == 1 else {
                 throw SystemError(.configuration, "\(what): fd \(n) is not a listening socket (server=on takes one; server=off takes a connected socket)")
             }
             _ = clx_set_cloexec(n)
             _ = clx_fcntl_setfl(n, clx_fcntl_getfl(n) | O_NONBLOCK)
-            let local = SockAddr.of(n, peer: false)
+            let local = RawSocketAddress.of(n, peer: false)
             return Listening(fd: FileDescriptor(owning: n), port: local?.port, label: "fd:\(n)")
         }
     }
@@ -220,7 +220,7 @@ public final class StreamBackend: NetBackend {
         let accepted = state.withLock { s -> FileDescriptor? in
             guard !s.closed, s.channel == nil, let raw = s.listener?.rawValue else { return nil }
             do throws(SystemError) {
-                return try NetSockets.accept(raw)
+                return try Sockets.accept(raw)
             } catch {
                 // Out of descriptors (say): the peer stays in the backlog. Stop watching for a
                 // second, or the loop would wake for it without end.
@@ -250,16 +250,16 @@ public final class StreamBackend: NetBackend {
     // MARK: client
 
     private static func connect(_ address: NetSocketAddress, what: String) throws(SystemError) -> FileDescriptor {
-        let candidates: [SockAddr]
+        let candidates: [RawSocketAddress]
         switch address {
-        case .unix(let path): candidates = [try SockAddr.unix(path)]
+        case .unix(let path): candidates = [try RawSocketAddress.unix(path)]
         case .inet(let host, let port):
-            candidates = try SockAddr.resolve(host: host, port: port, socketType: Int32(SOCK_STREAM.rawValue), passive: false)
+            candidates = try RawSocketAddress.resolve(host: host, port: port, socketType: Int32(SOCK_STREAM.rawValue), passive: false)
         case .fd(let n):
-            guard NetSockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_STREAM.rawValue) else {
+            guard Sockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_STREAM.rawValue) else {
                 throw SystemError(.configuration, "\(what): fd \(n) is not a stream socket")
             }
-            guard NetSockets.intOption(n, SOL_SOCKET, SO_ACCEPTCONN) != 1, SockAddr.of(n, peer: true) != nil else {
+            guard Sockets.intOption(n, SOL_SOCKET, SO_ACCEPTCONN) != 1, RawSocketAddress.of(n, peer: true) != nil else {
                 throw SystemError(.configuration, "\(what): fd \(n) is not a connected socket (server=off takes one; server=on takes a listening socket)")
             }
             _ = clx_set_cloexec(n)
@@ -269,8 +269,8 @@ public final class StreamBackend: NetBackend {
         var lastError: SystemError?
         for raw in candidates {
             do throws(SystemError) {
-                let fd = try NetSockets.open(family: raw.family, type: Int32(SOCK_STREAM.rawValue), what: "\(what): cannot create a socket")
-                try NetSockets.connect(fd.rawValue, raw, what: "connect")
+                let fd = try Sockets.open(family: raw.family, type: Int32(SOCK_STREAM.rawValue), nonBlocking: true, what: "\(what): cannot create a socket")
+                try Sockets.connect(fd.rawValue, raw, what: "connect")
                 return fd
             } catch {
                 lastError = error
@@ -284,15 +284,15 @@ public final class StreamBackend: NetBackend {
     /// Makes `fd` the connection (both roles).
     private func adopt(_ fd: consuming FileDescriptor) throws(SystemError) {
         let raw = fd.rawValue
-        let family = SockAddr.of(raw, peer: false)?.family ?? AF_UNIX
-        if family == AF_INET || family == AF_INET6 { NetSockets.setOption(raw, Int32(IPPROTO_TCP), TCP_NODELAY) }
+        let family = RawSocketAddress.of(raw, peer: false)?.family ?? AF_UNIX
+        Sockets.setNoDelay(raw, family: family)
         let peer: String
         if !config.server {
             peer = "connected to \(label)"
         } else if family == AF_UNIX {
             peer = "connection on \(label)"
         } else {
-            peer = "connection from \(SockAddr.of(raw, peer: true)?.uri ?? "?")"
+            peer = "connection from \(RawSocketAddress.of(raw, peer: true)?.uri ?? "?")"
         }
         let channel = FrameChannel(fd: fd, wire: .lengthPrefixed, name: "netdev \(id)", loop: loop, slot: slot) { [weak self] channel, why in
             self?.peerGone(channel, why)

@@ -100,8 +100,8 @@ enum NetNamespace {
     /// A non-blocking UDP socket bound to `address`:`port` in this thread's namespace.
     static func udpSocket(_ address: [UInt8], port: UInt16) throws(SystemError) -> Int32 {
         let fd = try syscall("socket") { socket(AF_INET, Int32(SOCK_DGRAM.rawValue | SOCK_NONBLOCK.rawValue), 0) }
-        let sa = SockAddr.ipv4(in_addr(s_addr: UInt32(address[0]) | UInt32(address[1]) << 8 | UInt32(address[2]) << 16 | UInt32(address[3]) << 24), port: port)
-        try NetSockets.bind(fd, sa, what: "bind")
+        let sa = RawSocketAddress.ipv4(in_addr(s_addr: UInt32(address[0]) | UInt32(address[1]) << 8 | UInt32(address[2]) << 16 | UInt32(address[3]) << 24), port: port)
+        try Sockets.bind(fd, sa, what: "bind")
         return fd
     }
 }
