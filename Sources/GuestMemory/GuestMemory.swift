@@ -132,14 +132,24 @@ public final class GuestMemory: Sendable {
     }
 
     /// Loads a little-endian integer (guests of both architectures are little-endian).
+    /// Exported specializations: device code in other modules (the virtqueues) calls these per
+    /// descriptor field, and the unspecialized generic looked up type metadata on every call.
     @inline(__always)
+    @_specialize(exported: true, where T == UInt8)
+    @_specialize(exported: true, where T == UInt16)
+    @_specialize(exported: true, where T == UInt32)
+    @_specialize(exported: true, where T == UInt64)
     public func read<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let (_, p) = try region(containing: address, count: UInt64(MemoryLayout<T>.size))
         return T(littleEndian: p.loadUnaligned(as: T.self))
     }
 
-    /// Stores a little-endian integer.
+    /// Stores a little-endian integer (exported specializations as `read`'s).
     @inline(__always)
+    @_specialize(exported: true, where T == UInt8)
+    @_specialize(exported: true, where T == UInt16)
+    @_specialize(exported: true, where T == UInt32)
+    @_specialize(exported: true, where T == UInt64)
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let (region, p) = try region(containing: address, count: UInt64(MemoryLayout<T>.size))
         p.storeBytes(of: value.littleEndian, as: T.self)

@@ -515,8 +515,7 @@ final class MMIOTransport: VirtioTransport {
         let total = state.withLock { (s: inout Registers) -> Int in
             guard s.live, s.queues.indices.contains(queue) else { return 0 }
             do throws(VirtioError) {
-                var total = 0
-                for chain in try s.queues[queue].peekAvailable(limit: 64) where total < limit { total += chain.writableLength }
+                let total = try s.queues[queue].availableWritableBytes(limit: limit, maxChains: 64)
                 // Short of what the device wants: it waits for the driver's next buffers.
                 if total < limit { try s.queues[queue].requestAvailableNotification() }
                 return total

@@ -146,18 +146,19 @@ package struct Virtqueue: Sendable {
         return chain
     }
 
-    /// The chains the driver has made available, in order, without taking them (so their
-    /// sizes can be checked before committing to use them). At most `limit` chains.
-    package func peekAvailable(limit: Int) throws(VirtioError) -> [DescriptorChain] {
+    /// Writable bytes of the chains the driver has made available, counted in order without
+    /// taking them until there are `limit` (or `maxChains` chains were looked at): so a device
+    /// can check a frame fits before it takes any buffer.
+    package func availableWritableBytes(limit: Int, maxChains: Int) throws(VirtioError) -> Int {
         let pending = Int(try pendingCount())
-        var chains: [DescriptorChain] = []
+        var total = 0
         var position = lastAvailIndex
-        for _ in 0..<min(pending, limit) {
+        for _ in 0..<min(pending, maxChains) where total < limit {
             let head = try load(UInt16.self, at: availEntryAddress(position), "reading the available ring")
-            chains.append(try readChain(head: head))
+            total += try readChain(head: head).writableLength
             position &+= 1
         }
-        return chains
+        return total
     }
 
     /// Walks and validates the chain starting at descriptor `head` (§2.7.5, §2.7.5.3).
@@ -233,12 +234,12 @@ package struct Virtqueue: Sendable {
         // The table was checked to be in RAM (ring setup or the indirect pointer), so this
         // cannot wrap; `load` checks each field anyway.
         let base = table.rawValue + UInt64(index) * VirtqLayout.descriptorSize
-        let what = "reading descriptor \(index)"
+        // The message is built only for an error (this runs for every descriptor).
         return Descriptor(
-            address: GuestAddress(try load(UInt64.self, at: GuestAddress(base), what)),
-            length: try load(UInt32.self, at: GuestAddress(base + 8), what),
-            flags: try load(UInt16.self, at: GuestAddress(base + 12), what),
-            next: try load(UInt16.self, at: GuestAddress(base + 14), what))
+            address: GuestAddress(try load(UInt64.self, at: GuestAddress(base), "reading descriptor \(index)")),
+            length: try load(UInt32.self, at: GuestAddress(base + 8), "reading descriptor \(index)"),
+            flags: try load(UInt16.self, at: GuestAddress(base + 12), "reading descriptor \(index)"),
+            next: try load(UInt16.self, at: GuestAddress(base + 14), "reading descriptor \(index)"))
     }
 
     /// Publishes a used element for the chain with head `head` (§2.7.8): `length` is the
