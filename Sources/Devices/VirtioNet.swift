@@ -717,15 +717,27 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
 /// is sent as 0xffff (equal in one's complement; UDP reserves 0 for "no checksum"), as Linux's
 /// `skb_checksum_help` does.
 private func internetChecksum(_ bytes: [UInt8], from start: Int) -> UInt16 {
+    // RFC 1071 §2: the one's complement sum does not depend on byte order (B) and may be
+    // taken over wider words and folded (C), so sum little-endian 32-bit words in 64 bits and
+    // swap the folded 16-bit result once. Every segment the guest transmits goes through here.
     var sum: UInt64 = 0
-    var i = start
-    while i + 1 < bytes.count {
-        sum += UInt64(bytes[i]) << 8 | UInt64(bytes[i + 1])
-        i += 2
+    bytes.withUnsafeBytes { raw in
+        var i = start
+        // SAFETY: each load reads bytes i..<i+4 (or +2, +1) with the loop conditions keeping
+        // them inside `raw`, which lives for the closure.
+        while i + 4 <= raw.count {
+            sum &+= UInt64(raw.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            i += 4
+        }
+        if i + 2 <= raw.count {
+            sum &+= UInt64(raw.loadUnaligned(fromByteOffset: i, as: UInt16.self))
+            i += 2
+        }
+        // A last odd byte is the high byte of a big-endian word padded with zero.
+        if i < raw.count { sum &+= UInt64(raw[i]) }
     }
-    if i < bytes.count { sum += UInt64(bytes[i]) << 8 }
     while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
-    let checksum = ~UInt16(sum)
+    let checksum = ~UInt16(sum).byteSwapped
     return checksum == 0 ? 0xffff : checksum
 }
 
