@@ -23,6 +23,7 @@ final class FakeTarget: MonitorTarget {
         var duringStop: (@Sendable () -> Void)?
         /// Runs inside `quit()`.
         var duringQuit: (@Sendable () -> Void)?
+        var network: (any NetworkControl)?
     }
     let state = Mutex(State())
 
@@ -48,6 +49,7 @@ final class FakeTarget: MonitorTarget {
     }
 
     func maxCPUs(machine name: String) -> Int? { name == "virt" ? 512 : nil }
+    var network: (any NetworkControl)? { state.withLock { $0.network } }
 
     private func record(_ call: String) { state.withLock { $0.calls.append(call) } }
     var calls: [String] { state.withLock { $0.calls } }
