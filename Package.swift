@@ -56,7 +56,7 @@ let package = Package(
         // Runs a board's vCPUs and serves the command channel the monitors and debuggers use.
         .target(name: "VMM", dependencies: ["Block", "CLinux", "Chardev", "DeviceModel", "GDBStub", "GuestMemory", "KVM", "Machines", "Migration", "QMP", "RISCV", "RISCVJIT", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Block", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "Net", "QMP", "RISCVJIT",
+        .target(name: "CLI", dependencies: ["Block", "CLinux", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "Net", "QMP", "RISCVJIT",
                                             "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),

@@ -1,4 +1,5 @@
 import Block
+import CLinux
 import Chardev
 import DeviceModel
 import Dispatch
@@ -49,12 +50,15 @@ public enum SystemEmulator {
         try DebugLog.setOutput(path: config.logFile)
         if config.perfMap { try PerfMap.enable() }
 
+        // The termination signals first, before any thread starts (see ShutdownSignals).
+        let signals = try ShutdownSignals()
         let loop = try EventLoop()
         let quit = ConsoleAction()
         let commit = ConsoleAction()
-        let console = try Console(config: config, loop: loop, quit: { quit.fire() }, commit: { commit.fire() })
+        let console = try Console(config: config, loop: loop, quit: { quit.fire("host-ui") }, commit: { commit.fire() })
         defer { console.close() }
         try loop.start()
+        try signals.deliver(on: loop, program: config.target.programName) { quit.fire("host-signal") }
         // Backends live as long as the process, across guest reboots; the NICs hold the
         // network back until the machine runs.
         let network = try Network(config: config, loop: loop,
@@ -107,8 +111,8 @@ public enum SystemEmulator {
                 debugger?.close()
                 withExtendedLifetime(servers) {}
             }
-            quit.onFire { vm.execute(.quit(reason: "host-ui")) }
-            commit.onFire { reportCommit(vm.commitSnapshots()) }
+            quit.onFire { vm.execute(.quit(reason: $0)) }
+            commit.onFire { _ in reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         case "microvm":
             if let note = X86MicroVM.hostNote() { console.notice(note) }
@@ -146,8 +150,8 @@ public enum SystemEmulator {
                 debugger?.close()
                 withExtendedLifetime(servers) {}
             }
-            quit.onFire { vm.execute(.quit(reason: "host-ui")) }
-            commit.onFire { reportCommit(vm.commitSnapshots()) }
+            quit.onFire { vm.execute(.quit(reason: $0)) }
+            commit.onFire { _ in reportCommit(vm.commitSnapshots()) }
             return try vm.run()
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
@@ -155,6 +159,51 @@ public enum SystemEmulator {
             quit.wait()
             return 0
         }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP end the machine in order, as QEMU's do (qemu_system_killed, then
+/// qemu_kill_report): a line on stderr naming the signal and its sender, a SHUTDOWN event with
+/// reason "host-signal", the disks flushed and closed, exit status 0. The handler only records
+/// the signal and wakes the event loop (an eventfd); the loop thread does the rest.
+struct ShutdownSignals {
+    /// The eventfd the handler writes; it lives as long as the process, since the handler may
+    /// write to it at any time.
+    private let fd: Int32
+
+    /// Installs the handler and unblocks the signals: call before any thread starts, so that
+    /// none inherits a mask that keeps them out (a parent may have blocked them).
+    init() throws(SystemError) {
+        let fd = try syscall("eventfd") { eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK)) }
+        _ = try syscall("sigaction") { clx_shutdown_signals_install(fd) }
+        self.fd = fd
+    }
+
+    /// From now on a signal runs `terminate` on the loop's thread, after QEMU's line.
+    func deliver(on loop: EventLoop, program: String, _ terminate: @escaping @Sendable () -> Void) throws(SystemError) {
+        let fd = self.fd
+        try loop.register(fd: fd, events: EventLoop.readable) { _ in
+            var value: UInt64 = 0
+            _ = Glibc.read(fd, &value, 8)
+            var pid: Int32 = 0
+            let signal = clx_shutdown_signal_take(&pid)
+            guard signal != 0 else { return }
+            // A signal from the kernel (Ctrl-C at the terminal) has no sender worth naming.
+            let message = pid == 0
+                ? "terminated by signal \(signal)"
+                : "terminating on signal \(signal) from pid \(pid) (\(ShutdownSignals.processName(pid) ?? "<unknown process>"))"
+            writeOut("\(program): \(message)\n", fd: 2)
+            terminate()
+        }
+    }
+
+    /// QEMU's qemu_get_pid_name: the first word of /proc/PID/cmdline.
+    static func processName(_ pid: Int32) -> String? {
+        guard let fd = try? FileDescriptor.open("/proc/\(pid)/cmdline", O_RDONLY) else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        // SAFETY: read fills at most bytes.count bytes of the array's own storage.
+        guard let count = bytes.withUnsafeMutableBytes({ try? fd.read(into: $0) }) ?? nil, count > 0 else { return nil }
+        return String(decoding: bytes[..<count].prefix { $0 != 0 }, as: UTF8.self)
     }
 }
 
@@ -269,22 +318,30 @@ extension SystemEmulator {
 /// A request from the console (Ctrl-A x: quit, Ctrl-A s: commit): runs the registered action
 /// and wakes whoever waits for it.
 final class ConsoleAction: @unchecked Sendable {
-    // SAFETY: `action` is set before the machine runs and read under `lock`.
+    // SAFETY: `action` and `pending` are read and written only under `lock`.
     private let semaphore = DispatchSemaphore(value: 0)
     private let lock = DispatchSemaphore(value: 1)
-    private var action: (@Sendable () -> Void)?
+    private var action: (@Sendable (String) -> Void)?
+    /// Fired before there was an action (a signal while the machine is being built): carried
+    /// out as soon as `onFire` sets one.
+    private var pending: String?
 
-    func onFire(_ action: @escaping @Sendable () -> Void) {
+    func onFire(_ action: @escaping @Sendable (String) -> Void) {
         lock.wait()
         self.action = action
+        let pending = self.pending
+        self.pending = nil
         lock.signal()
+        if let pending { action(pending) }
     }
 
-    func fire() {
+    /// `detail`: what the action needs to know (the quit's ShutdownCause).
+    func fire(_ detail: String = "") {
         lock.wait()
         let action = self.action
+        if action == nil { pending = detail }
         lock.signal()
-        action?()
+        action?(detail)
         semaphore.signal()
     }
 

@@ -172,6 +172,48 @@ int clx_term_install_handlers(void) {
     return 0;
 }
 
+// ---- Termination signals: the machine ends in order (QEMU's qemu_system_killed) -----------
+static int clx_shutdown_fd = -1;
+static int clx_shutdown_signal;
+static int clx_shutdown_pid;
+
+static void clx_on_shutdown_signal(int sig, siginfo_t *info, void *context) {
+    (void)context;
+    int saved_errno = errno;
+    __atomic_store_n(&clx_shutdown_pid, info ? (int)info->si_pid : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&clx_shutdown_signal, sig, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    ssize_t ignored = write(clx_shutdown_fd, &one, sizeof one);  // async-signal-safe
+    (void)ignored;
+    errno = saved_errno;
+}
+
+int clx_shutdown_signals_install(int event_fd) {
+    clx_shutdown_fd = event_fd;
+    static const int signals[] = { SIGINT, SIGTERM, SIGHUP };
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        struct sigaction action;
+        memset(&action, 0, sizeof action);
+        action.sa_sigaction = clx_on_shutdown_signal;
+        action.sa_flags = SA_SIGINFO | SA_RESTART;
+        sigemptyset(&action.sa_mask);
+        if (sigaction(signals[i], &action, NULL) < 0) return -1;
+    }
+    // A parent may start us with them blocked (a blocked mask is inherited across exec):
+    // unblock them here, before any thread exists, so every thread inherits a mask that
+    // lets them in.
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) sigaddset(&set, signals[i]);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}
+
+int clx_shutdown_signal_take(int *pid) {
+    int sig = __atomic_exchange_n(&clx_shutdown_signal, 0, __ATOMIC_ACQUIRE);
+    *pid = __atomic_load_n(&clx_shutdown_pid, __ATOMIC_RELAXED);
+    return sig;
+}
+
 int clx_gettid(void) { return (int)syscall(SYS_gettid); }
 
 static void clx_kick_handler(int signal) { (void)signal; }

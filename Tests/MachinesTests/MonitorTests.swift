@@ -44,4 +44,35 @@ import TestSupport
         #expect(!swemu.isRunning)
         #expect(swemu.terminationStatus == 0)
     }
+
+    /// SIGTERM (what systemd, `docker stop` and libvirt's destroy send) ends the machine as
+    /// QEMU's does: the sender named on stderr, a SHUTDOWN event with reason host-signal,
+    /// exit status 0 (not death by the signal, 143).
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func sigtermEndsTheMachineInOrder() throws {
+        let elf = try GuestProgram.build("ticker")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-sig-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let socket = dir.appendingPathComponent("qmp.sock").path
+        let serial = dir.appendingPathComponent("serial.log").path
+        let swemu = Process()
+        swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
+        swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-display", "none",
+                           "-serial", "file:\(serial)", "-qmp", "unix:\(socket),server=on,wait=off"]
+        swemu.standardInput = FileHandle.nullDevice
+        let errors = Pipe()
+        swemu.standardError = errors
+        try swemu.run()
+        defer { if swemu.isRunning { swemu.terminate() } }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("qmp_machine.py").path
+        let client = try GuestProgram.run(Self.python, Self.pythonArguments + [script, socket, serial, "signal", "\(swemu.processIdentifier)"],
+                                          timeout: 120)
+        #expect(client.status == 0 && !client.output.contains("FAIL"), "\(client.output)")
+        swemu.waitUntilExit()
+        #expect(swemu.terminationReason == .exit && swemu.terminationStatus == 0)
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let sender = client.output.split(separator: "\n").first { $0.hasPrefix("ok sender pid ") }?.dropFirst("ok sender pid ".count) ?? "?"
+        #expect(stderr.contains("swemu-system-riscv64: terminating on signal 15 from pid \(sender) ("), "\(stderr)")
+    }
 }

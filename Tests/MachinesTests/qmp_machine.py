@@ -1,11 +1,14 @@
 """Drives a running swemu (the ticker guest program) with QEMU's own Python QMP client.
 
-Usage: qmp_machine.py SOCKET SERIAL_LOG. Prints one line per check ("ok ..." or "FAIL ...")
-and exits non-zero when a check fails. Run by MachinesTests/MonitorTests.
+Usage: qmp_machine.py SOCKET SERIAL_LOG [signal PID]. Prints one line per check ("ok ..." or
+"FAIL ...") and exits non-zero when a check fails. Run by MachinesTests/MonitorTests. With
+`signal PID` it only sends SIGTERM to swemu (PID) once the guest prints and checks that the
+machine ends as QEMU's does: a SHUTDOWN event with reason host-signal.
 """
 import asyncio
 import re
 import os
+import signal
 import sys
 
 from qemu.qmp import QMPClient
@@ -119,5 +122,31 @@ async def main(socket, serial):
         pass  # the machine quit and hung up first, as QEMU does after 'quit'
 
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+async def terminate(socket, serial, pid):
+    qmp = QMPClient("swemu-test")
+    for _ in range(100):
+        try:
+            await qmp.connect(socket)
+            break
+        except (OSError, ConnectionError):
+            await asyncio.sleep(0.1)
+    for _ in range(100):
+        if ticks(serial) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    check(ticks(serial) >= 3, "the guest is printing")
+    print(f"ok sender pid {os.getpid()}", flush=True)
+    os.kill(pid, signal.SIGTERM)
+    event = await next_event(qmp, "SHUTDOWN")
+    check(event["data"] == {"guest": False, "reason": "host-signal"}, f"SHUTDOWN event: {event}")
+    try:
+        await qmp.disconnect()
+    except EOFError:
+        pass
+
+
+if len(sys.argv) > 4 and sys.argv[3] == "signal":
+    asyncio.run(terminate(sys.argv[1], sys.argv[2], int(sys.argv[4])))
+else:
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
 sys.exit(1 if failures else 0)

@@ -65,6 +65,16 @@ int clx_term_restore(int fd);
 /// again after a Ctrl-Z. Signals the process ignores stay ignored.
 int clx_term_install_handlers(void);
 
+/// QEMU's termination signals (os_setup_signal_handling): SIGINT, SIGTERM and SIGHUP record
+/// the signal and the sender's pid and write 1 to `event_fd` (an eventfd), so a thread reads
+/// them and ends the machine in order; unblocks them for the calling thread (call it before
+/// any thread starts). Install before clx_term_install_handlers, which then passes these
+/// signals on here. 0, or -1 with errno.
+int clx_shutdown_signals_install(int event_fd);
+/// The last termination signal recorded (0: none) and its sender's pid (0: the kernel, e.g.
+/// Ctrl-C at the terminal).
+int clx_shutdown_signal_take(int *pid);
+
 static const unsigned long clx_TIOCGWINSZ = TIOCGWINSZ;
 static const unsigned long clx_FIONREAD = FIONREAD;
 static const int clx_EPOLLIN = EPOLLIN;
