@@ -19,8 +19,20 @@
 /// other from within a call it is serving: `send` and `frontendReady` never call `receive` or
 /// `backendReady` on the calling thread (they queue the work for the backend's thread), since
 /// the frontend may hold its own locks around them.
+///
+/// **Offloads** (virtio 1.2 §5.1.6.2, §5.1.6.4; QEMU's tap `vnet_hdr`). A backend whose
+/// `offloads` is not empty (a tap opened with IFF_VNET_HDR) takes and gives every frame with a
+/// `struct virtio_net_hdr` in front, the 12-byte VERSION_1 layout (`NetOffloads.headerSize`):
+/// what `send` takes and what `receive` offers is then that header followed by the frame. The
+/// header may ask for a partial checksum to be completed (NEEDS_CSUM), say one was checked
+/// (DATA_VALID), and describe a GSO frame of up to `NetOffloads.maxFrameSize` bytes to be cut
+/// into segments (the kinds in `offloads`); `num_buffers` means nothing between the two sides.
+/// Backends with no offloads (the default) carry plain frames both ways, as above. The
+/// frontend says which offloads the guest takes with `setGuestOffloads` (QEMU's
+/// `tap_set_offload`): frames it receives use no others.
 public protocol NetFrontend: AnyObject, Sendable {
-    /// Offers one frame to the guest; false: no room now (see the protocol comment).
+    /// Offers one frame to the guest (after a virtio_net_hdr when the backend has offloads);
+    /// false: no room now (see the protocol comment).
     func receive(_ frame: [UInt8]) -> Bool
     /// The backend can take frames again after `send` returned false.
     func backendReady()
@@ -35,12 +47,50 @@ public protocol NetBackend: AnyObject, Sendable {
     /// Connects the NIC that receives this backend's frames (nil disconnects it: frames from
     /// the network are then dropped). A board built again (system_reset) attaches its new NIC.
     func attach(_ frontend: (any NetFrontend)?)
-    /// Sends one guest frame; false: stop sending until `NetFrontend.backendReady()`.
+    /// What the backend takes and gives beyond plain frames; empty (the default): plain
+    /// frames. Fixed for the backend's lifetime (the NIC's features are chosen from it).
+    var offloads: NetOffloads { get }
+    /// Which of `offloads` the guest accepts in the frames it receives (QEMU's
+    /// `tap_set_offload`, the tap's TUNSETOFFLOAD); `[]` at reset. A no-op by default.
+    func setGuestOffloads(_ offloads: NetOffloads)
+    /// Sends one guest frame (after a virtio_net_hdr when `offloads` is not empty); false: stop
+    /// sending until `NetFrontend.backendReady()`.
     func send(_ frame: [UInt8]) -> Bool
     /// The frontend has room again after `receive` returned false.
     func frontendReady()
     /// Closes the backend's descriptors and stops its thread; later sends are dropped.
     func close()
+}
+
+extension NetBackend {
+    public var offloads: NetOffloads { [] }
+    public func setGuestOffloads(_ offloads: NetOffloads) {}
+}
+
+/// Offloads a backend carries in a `struct virtio_net_hdr` (see `NetFrontend`), named after
+/// the tap's TUN_F_* flags (linux/if_tun.h) and the virtio-net features they enable (§5.1.3).
+public struct NetOffloads: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// Partial checksums (NEEDS_CSUM) and checked ones (DATA_VALID): TUN_F_CSUM;
+    /// VIRTIO_NET_F_CSUM / GUEST_CSUM.
+    public static let checksum = NetOffloads(rawValue: 1 << 0)
+    /// TCP over IPv4 segmentation: TUN_F_TSO4; HOST_TSO4 / GUEST_TSO4.
+    public static let tso4 = NetOffloads(rawValue: 1 << 1)
+    /// TCP over IPv6 segmentation: TUN_F_TSO6; HOST_TSO6 / GUEST_TSO6.
+    public static let tso6 = NetOffloads(rawValue: 1 << 2)
+    /// TSO of segments with ECN's CWR set: TUN_F_TSO_ECN; HOST_ECN / GUEST_ECN.
+    public static let ecn = NetOffloads(rawValue: 1 << 3)
+    /// UDP fragmentation: TUN_F_UFO; HOST_UFO / GUEST_UFO.
+    public static let ufo = NetOffloads(rawValue: 1 << 4)
+
+    /// `struct virtio_net_hdr` with VERSION_1 (§5.1.6): u8 flags, u8 gso_type, le16 hdr_len,
+    /// le16 gso_size, le16 csum_start, le16 csum_offset, le16 num_buffers.
+    public static let headerSize = 12
+    /// The longest frame after the header: a GSO frame's 64 KiB IP packet, its Ethernet
+    /// header and a VLAN tag.
+    public static let maxFrameSize = 65535 + 14 + 4
 }
 
 /// A MAC address (`-device virtio-net-device,mac=52:54:00:12:34:56`).

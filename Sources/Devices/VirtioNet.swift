@@ -9,13 +9,21 @@ import VirtIO
 ///
 /// **Features** (§5.1.3): MAC, STATUS, MRG_RXBUF, CTRL_VQ, CTRL_RX, CTRL_MAC_ADDR and CSUM;
 /// the transport adds VERSION_1 and the ring features. With CSUM the guest may hand over frames
-/// whose TCP/UDP checksum is only partly computed (VIRTIO_NET_HDR_F_NEEDS_CSUM); the device
-/// completes it in software, so backends only ever see plain, finished Ethernet frames. GSO
-/// (HOST_TSO4/6, HOST_UFO, HOST_USO) and GUEST_CSUM/GUEST_TSO* are not offered.
-/// - *Path to offloads*: a backend capability flag (say `NetBackend.acceptsVirtioHeader`, true for
-///   a TAP opened with IFF_VNET_HDR) would let the device offer HOST_TSO4/6 and GUEST_CSUM/
-///   GUEST_TSO4/6 and pass the 12-byte header through instead of stripping it (QEMU's
-///   `peer_has_vnet_hdr`); backends without it keep today's plain frames.
+/// whose TCP/UDP checksum is only partly computed (VIRTIO_NET_HDR_F_NEEDS_CSUM).
+/// - A backend with no offloads (`NetBackend.offloads` empty: user, stream, dgram, socket, a tap
+///   with `vnet_hdr=off`) sees plain, finished Ethernet frames: the device strips the header and
+///   completes a partial checksum in software. No GSO and no GUEST_* feature is offered.
+/// - A backend with offloads (a tap with IFF_VNET_HDR; QEMU's `peer_has_vnet_hdr`) gets the
+///   guest's 12-byte header with each frame and gives one with each frame it receives. The
+///   device then also offers GUEST_CSUM and, per offload the backend has, HOST_/GUEST_TSO4,
+///   TSO6, ECN and UFO (QEMU's `virtio_net_get_features`); it checks the header against the
+///   features negotiated, passes it on untouched (no checksum here: the host's stack finishes
+///   it or trusts DATA_VALID), and tells the backend which offloads the guest takes
+///   (`setGuestOffloads`, at DRIVER_OK and at reset; QEMU's `virtio_net_apply_guest_offloads`).
+///   A GSO frame is up to `NetOffloads.maxFrameSize` bytes; received, it needs MRG_RXBUF or
+///   the "big packets" chains Linux posts without it.
+/// The features are fixed when the device is built from its backend, so a migration to a
+/// backend without offloads is refused by the transport's restore (features not offered).
 /// - *Path to multiqueue*: VIRTIO_NET_F_MQ (§5.1.6.5.5) with receiveqN/transmitqN pairs at
 ///   2(N-1) and 2(N-1)+1 and controlq last, `max_virtqueue_pairs` = the backend's queue count,
 ///   one backend queue (one thread) per pair, and the VIRTIO_NET_CTRL_MQ command choosing how
@@ -23,10 +31,11 @@ import VirtIO
 ///   an array indexed by pair.
 ///
 /// **Transmit**: each transmitq chain is a `virtio_net_hdr` and one frame, in as many
-/// descriptors as the guest likes (§5.1.6.2). The header is stripped, a partial checksum
-/// completed, and the frame handed to `backend.send` on the notifying vCPU thread; the chain is
-/// completed with 0 bytes written. A frame the guest got wrong (too short, too long, a checksum
-/// position outside it, a GSO type that was not negotiated) is dropped and logged
+/// descriptors as the guest likes (§5.1.6.2). The header is stripped and a partial checksum
+/// completed (or both passed on, see Features), and the frame handed to `backend.send` on the
+/// notifying vCPU thread; the chain is completed with 0 bytes written. A frame the guest got
+/// wrong (too short, too long, a checksum position outside it, a GSO type that was not
+/// negotiated) is dropped and logged
 /// (`-d guest_errors`), not fatal; a chain too short for the header breaks the request format
 /// and puts the device into NEEDS_RESET, as QEMU does. Two drainers never interleave: the
 /// second leaves the work to the first, which looks again before it stops, so frames keep the
@@ -34,7 +43,8 @@ import VirtIO
 /// until the backend calls `backendReady()`, which drains the ring on the backend's thread.
 ///
 /// **Receive**: `receive` (from the backend's I/O thread, one call at a time) writes the header
-/// and the frame into posted receiveq buffers: with MRG_RXBUF across as many chains as needed
+/// (zeros, or the backend's, checked against the GUEST_* features) and the frame into posted
+/// receiveq buffers: with MRG_RXBUF across as many chains as needed
 /// (`num_buffers` says how many), checking first that there is room, so a frame is never
 /// half-delivered; without it into one chain. No room: `receive` returns false and the backend
 /// keeps the frame until the guest posts buffers, when the device calls `frontendReady()`.
@@ -60,10 +70,38 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         package static let controlRx = VirtioFeatures(bit: 18)
         /// VIRTIO_NET_F_CTRL_MAC_ADDR: the driver sets the MAC address through the control queue.
         package static let controlMACAddress = VirtioFeatures(bit: 23)
-        /// What this device offers.
+        /// VIRTIO_NET_F_GUEST_CSUM: the driver takes frames with a partial checksum or
+        /// DATA_VALID.
+        package static let guestChecksum = VirtioFeatures(bit: 1)
+        /// VIRTIO_NET_F_GUEST_TSO4, _TSO6, _ECN, _UFO: the driver takes GSO frames of the kind.
+        package static let guestTSO4 = VirtioFeatures(bit: 7)
+        package static let guestTSO6 = VirtioFeatures(bit: 8)
+        package static let guestECN = VirtioFeatures(bit: 9)
+        package static let guestUFO = VirtioFeatures(bit: 10)
+        /// VIRTIO_NET_F_HOST_TSO4, _TSO6, _ECN, _UFO: the device takes GSO frames of the kind.
+        package static let hostTSO4 = VirtioFeatures(bit: 11)
+        package static let hostTSO6 = VirtioFeatures(bit: 12)
+        package static let hostECN = VirtioFeatures(bit: 13)
+        package static let hostUFO = VirtioFeatures(bit: 14)
+        /// What this device offers with any backend.
         package static let offered: VirtioFeatures = [
             checksum, mac, mergeableRxBuffers, status, controlQueue, controlRx, controlMACAddress,
         ]
+        /// Each offload and the features it brings: guest side, host side.
+        static let offloadTable: [(offload: NetOffloads, guest: VirtioFeatures, host: VirtioFeatures)] = [
+            (.checksum, guestChecksum, []), (.tso4, guestTSO4, hostTSO4), (.tso6, guestTSO6, hostTSO6),
+            (.ecn, guestECN, hostECN), (.ufo, guestUFO, hostUFO),
+        ]
+
+        /// What the device offers in front of a backend with `offloads`.
+        package static func offered(with offloads: NetOffloads) -> VirtioFeatures {
+            offloadTable.reduce(offered) { offloads.contains($1.offload) ? $0.union($1.guest).union($1.host) : $0 }
+        }
+
+        /// The offloads a driver that negotiated `features` takes in received frames.
+        package static func guestOffloads(_ features: VirtioFeatures) -> NetOffloads {
+            offloadTable.reduce([]) { features.contains($1.guest) ? $0.union($1.offload) : $0 }
+        }
     }
 
     package static let receiveQueue = 0
@@ -90,6 +128,11 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     package static let needsChecksum: UInt8 = 1
     /// `gso_type` VIRTIO_NET_HDR_GSO_NONE, the only one without GSO features.
     package static let gsoNone: UInt8 = 0
+    /// `gso_type` VIRTIO_NET_HDR_GSO_TCPV4, _UDP, _TCPV6, and the VIRTIO_NET_HDR_GSO_ECN bit.
+    package static let gsoTCPv4: UInt8 = 1
+    package static let gsoUDP: UInt8 = 3
+    package static let gsoTCPv6: UInt8 = 4
+    package static let gsoECN: UInt8 = 0x80
 
     /// An Ethernet header (destination, source, EtherType): the shortest frame accepted.
     package static let minFrameSize = 14
@@ -149,11 +192,11 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
 
         /// QEMU's `receive_filter`, without VLAN filtering (CTRL_VLAN is not offered, so every
         /// VLAN passes) and without CTRL_RX_EXTRA's modes. `frame` has at least 14 bytes.
-        func accepts(_ frame: [UInt8]) -> Bool {
+        func accepts(_ frame: ArraySlice<UInt8>) -> Bool {
             if promiscuous { return true }
-            let destination = frame[0..<6]
+            let destination = frame.prefix(6)
             func listed(_ table: [MACAddress]) -> Bool { table.contains { destination.elementsEqual($0.bytes) } }
-            if destination[0] & 1 != 0 {
+            if destination[destination.startIndex] & 1 != 0 {
                 if destination.allSatisfy({ $0 == 0xff }) { return true }  // broadcast
                 return allMulticast || multicastOverflow || listed(multicast)
             }
@@ -200,6 +243,10 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     }
 
     private let backend: (any NetBackend)?
+    /// The backend has offloads: frames cross with their virtio_net_hdr (see Features).
+    private let passesHeader: Bool
+    /// Fixed at creation by the backend's offloads.
+    private let offered: VirtioFeatures
     /// Whether the machine runs (`setRunning`), held for as long as a backend thread writes
     /// into the guest (a frame received, transmitq drained after `backendReady`), so stopping
     /// waits for that work and none starts until the machine runs again.
@@ -217,6 +264,9 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     ///   - mac: the NIC's address (`MACAddress.qemuDefault(index:)` if the user gave none).
     package init(backend: (any NetBackend)?, mac: MACAddress, running: Bool = true) {
         self.backend = backend
+        let offloads = backend?.offloads ?? []
+        passesHeader = !offloads.isEmpty
+        offered = Feature.offered(with: offloads)
         self.running = Mutex(running)
         configuredMAC = mac
         shared = Mutex(Shared(filter: Filter(mac: mac)))
@@ -249,7 +299,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     // MARK: VirtioDevice
 
     package var deviceID: VirtioDeviceID { .network }
-    package var deviceFeatures: VirtioFeatures { Feature.offered }
+    package var deviceFeatures: VirtioFeatures { offered }
     package var queueMaxSizes: [UInt16] { [VirtioNet.queueSize, VirtioNet.queueSize, VirtioNet.queueSize] }
 
     package func configSpace() -> [UInt8] {
@@ -276,6 +326,9 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             defer { s.receiveStalled = false }
             return s.receiveStalled
         }
+        // What the tap may hand over from now on (QEMU applies it at FEATURES_OK; nothing is
+        // received before DRIVER_OK, so now is as early as it matters).
+        backend?.setGuestOffloads(Feature.guestOffloads(features))
         // Frames held back while the device was not live may be tried again.
         if wake { backend?.frontendReady() }
         // A ring restored from a snapshot or a migration may hold frames the source's busy
@@ -295,6 +348,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             s.features = []
             s.filter = Filter(mac: configuredMAC)
         }
+        backend?.setGuestOffloads([])
         // A backend thread may be writing a frame into buffers the driver now takes back:
         // wait for it (taking the lock it delivers under), so nothing lands after the reset.
         running.withLock { _ in }
@@ -355,9 +409,9 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         }
         guard owner else { return }
         while true {
-            let (mark, busy, linkUp) = shared.withLock { ($0.readyCount, $0.backendBusy, $0.linkUp) }
+            let (mark, busy, linkUp, features) = shared.withLock { ($0.readyCount, $0.backendBusy, $0.linkUp, $0.features) }
             var pass = Statistics()
-            let refused = busy ? false : drain(transport, linkUp: linkUp, counting: &pass)
+            let refused = busy ? false : drain(transport, linkUp: linkUp, features: features, counting: &pass)
             let again = shared.withLock { s in
                 s.statistics.txFrames += pass.txFrames
                 s.statistics.txBytes += pass.txBytes
@@ -376,7 +430,8 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
 
     /// Sends the chains of transmitq until it is empty or the backend refuses more; true when
     /// the backend refused.
-    private func drain(_ transport: any VirtioTransport, linkUp: Bool, counting pass: inout Statistics) -> Bool {
+    private func drain(_ transport: any VirtioTransport, linkUp: Bool, features: VirtioFeatures,
+                       counting pass: inout Statistics) -> Bool {
         // Only after returning buffers: a pass that found none (after a restore, on resume)
         // must not interrupt the guest.
         var pushed = false
@@ -384,7 +439,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         while let chain = transport.popAvailable(queue: VirtioNet.transmitQueue) {
             let frame: [UInt8]?
             do {
-                frame = try transmittedFrame(chain)
+                frame = try transmittedFrame(chain, features: features)
             } catch {
                 transport.deviceError(error)
                 return false
@@ -393,7 +448,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             if let frame, linkUp, let backend {
                 accepted = backend.send(frame)
                 pass.txFrames += 1
-                pass.txBytes += UInt64(frame.count)
+                pass.txBytes += UInt64(frame.count - (passesHeader ? VirtioNet.headerSize : 0))
             } else {
                 pass.txDropped += 1
             }
@@ -404,40 +459,59 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         return false
     }
 
-    /// The frame in a transmitq chain (§5.1.6.2), checksum completed; nil (logged) when the
-    /// guest got the header or the frame wrong. Throws when the chain cannot even hold the
-    /// header: not a transmit request at all.
-    private func transmittedFrame(_ chain: DescriptorChain) throws(VirtioError) -> [UInt8]? {
+    /// What a transmitq chain (§5.1.6.2) gives the backend: the frame, checksum completed, or
+    /// with a backend that passes the header, header and frame as the guest wrote them; nil
+    /// (logged) when the guest got the header or the frame wrong. Throws when the chain cannot
+    /// even hold the header: not a transmit request at all.
+    private func transmittedFrame(_ chain: DescriptorChain, features: VirtioFeatures) throws(VirtioError) -> [UInt8]? {
         guard chain.readableLength >= VirtioNet.headerSize else {
             throw .malformedRequest("virtio-net transmit chain has \(chain.readableLength) device-readable bytes, "
                 + "fewer than the \(VirtioNet.headerSize)-byte virtio_net_hdr")
         }
         let length = chain.readableLength - VirtioNet.headerSize
-        guard (VirtioNet.minFrameSize...VirtioNet.maxFrameSize).contains(length) else {
-            return dropped("frame of \(length) bytes is outside \(VirtioNet.minFrameSize)...\(VirtioNet.maxFrameSize)")
-        }
         let header = try chain.readBytes(at: 0, count: VirtioNet.headerSize)
         let flags = header[0]
         let gsoType = header[1]
         let checksumStart = Int(littleEndian(UInt16.self, header, at: 6))
         let checksumOffset = Int(littleEndian(UInt16.self, header, at: 8))
-        // §5.1.6.2.1: without the HOST_TSO/UFO/USO features gso_type is GSO_NONE.
-        guard gsoType == VirtioNet.gsoNone else {
-            return dropped("gso_type \(gsoType) without a GSO feature negotiated")
+        // §5.1.6.2.1: a GSO type only with its HOST_ feature (ECN with HOST_ECN), so never
+        // without a backend that passes the header.
+        guard let gsoFeatures = VirtioNet.gsoFeatures(gsoType, tso4: Feature.hostTSO4, tso6: Feature.hostTSO6,
+                                                      ufo: Feature.hostUFO, ecn: Feature.hostECN),
+              features.isSuperset(of: gsoFeatures)
+        else {
+            return dropped("gso_type \(gsoType) without its GSO feature negotiated")
         }
+        let limit = gsoType == VirtioNet.gsoNone ? VirtioNet.maxFrameSize : NetOffloads.maxFrameSize
+        guard (VirtioNet.minFrameSize...limit).contains(length) else {
+            return dropped("frame of \(length) bytes is outside \(VirtioNet.minFrameSize)...\(limit)")
+        }
+        // §5.1.6.2: the checksum covers csum_start to the end and goes at
+        // csum_start + csum_offset; both must lie inside the frame.
+        let needsChecksum = flags & VirtioNet.needsChecksum != 0
+        guard !needsChecksum || checksumStart + checksumOffset + 2 <= length else {
+            return dropped("csum_start \(checksumStart) + csum_offset \(checksumOffset) is outside the \(length)-byte frame")
+        }
+        if passesHeader { return try chain.readBytes(at: 0, count: chain.readableLength) }
         var frame = try chain.readBytes(at: VirtioNet.headerSize, count: length)
-        if flags & VirtioNet.needsChecksum != 0 {
-            // §5.1.6.2: the checksum covers csum_start to the end and goes at
-            // csum_start + csum_offset; both must lie inside the frame.
-            guard checksumStart + checksumOffset + 2 <= frame.count else {
-                return dropped("csum_start \(checksumStart) + csum_offset \(checksumOffset) is outside the \(frame.count)-byte frame")
-            }
-            let sum = internetChecksum(frame, from: checksumStart)
-            frame[checksumStart + checksumOffset] = UInt8(truncatingIfNeeded: sum >> 8)
-            frame[checksumStart + checksumOffset + 1] = UInt8(truncatingIfNeeded: sum)
-        }
+        if needsChecksum { completeChecksum(&frame, frameStart: 0, start: checksumStart, offset: checksumOffset) }
         return frame
     }
+
+    /// The features a `gso_type` needs (§5.1.6.2.1, §5.1.6.4.1), given the HOST_ or GUEST_
+    /// ones; nil for a type not defined or ECN on GSO_NONE.
+    private static func gsoFeatures(_ gsoType: UInt8, tso4: VirtioFeatures, tso6: VirtioFeatures, ufo: VirtioFeatures,
+                                    ecn: VirtioFeatures) -> VirtioFeatures? {
+        let ecnFeature: VirtioFeatures = gsoType & gsoECN != 0 ? ecn : []
+        switch gsoType & ~gsoECN {
+        case gsoNone: return ecnFeature.isEmpty ? [] : nil
+        case gsoTCPv4: return tso4.union(ecnFeature)
+        case gsoTCPv6: return tso6.union(ecnFeature)
+        case gsoUDP: return ufo.union(ecnFeature)
+        default: return nil
+        }
+    }
+
 
     private func dropped(_ why: String) -> [UInt8]? {
         DebugLog.log(.guestErrors, "virtio-net: transmitted frame dropped: \(why)")
@@ -446,8 +520,9 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
 
     // MARK: NetFrontend
 
-    /// Delivers `frame` into the guest's receive buffers (§5.1.6.3, §5.1.6.4). False only when
-    /// there is no room now (or the driver is not ready); see the type's comment. Called from
+    /// Delivers `frame` (after its virtio_net_hdr when the backend passes one) into the guest's
+    /// receive buffers (§5.1.6.3, §5.1.6.4). False only when there is no room now (or the
+    /// driver is not ready); see the type's comment. Called from
     /// the backend's I/O thread, one call at a time (the used ring gets each frame's chains
     /// together).
     package func receive(_ frame: [UInt8]) -> Bool {
@@ -461,11 +536,14 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     }
 
     private func receiveWhileRunning(_ frame: [UInt8]) -> Bool {
-        enum Verdict { case deliver(any VirtioTransport, mergeable: Bool), notReady, consumed }
+        enum Verdict { case deliver(any VirtioTransport, VirtioFeatures), notReady, consumed }
+        let start = passesHeader ? VirtioNet.headerSize : 0
+        let length = frame.count - start
+        let limit = passesHeader ? NetOffloads.maxFrameSize : VirtioNet.maxFrameSize
         let verdict = shared.withLock { s -> Verdict in
             // A link that is down loses frames whatever the guest is doing (QEMU drops them
             // before asking the NIC).
-            guard s.linkUp, (VirtioNet.minFrameSize...VirtioNet.maxFrameSize).contains(frame.count) else {
+            guard s.linkUp, (VirtioNet.minFrameSize...limit).contains(length) else {
                 s.statistics.rxDropped += 1
                 return .consumed
             }
@@ -473,20 +551,32 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
                 s.receiveStalled = true
                 return .notReady
             }
-            guard s.filter.accepts(frame) else {
+            guard s.filter.accepts(frame[start...]) else {
                 s.statistics.rxFiltered += 1
                 return .consumed
             }
-            return .deliver(transport, mergeable: s.features.contains(Feature.mergeableRxBuffers))
+            return .deliver(transport, s.features)
         }
         let transport: any VirtioTransport
-        let mergeable: Bool
+        let features: VirtioFeatures
         switch verdict {
         case .notReady: return false
         case .consumed: return true
-        case let .deliver(t, m): (transport, mergeable) = (t, m)
+        case let .deliver(t, f): (transport, features) = (t, f)
         }
-        let needed = VirtioNet.headerSize + frame.count
+        let packet: [UInt8]
+        if passesHeader {
+            guard let checked = receivedHeader(frame, features: features) else {
+                shared.withLock { $0.statistics.rxDropped += 1 }
+                return true
+            }
+            packet = checked
+        } else {
+            // flags 0 (no DATA_VALID: GUEST_CSUM is not offered), GSO_NONE, num_buffers later.
+            packet = [UInt8](repeating: 0, count: VirtioNet.headerSize) + frame
+        }
+        let mergeable = features.contains(Feature.mergeableRxBuffers)
+        let needed = packet.count
         // With mergeable buffers every posted byte counts; without, one chain takes the frame.
         let wanted = mergeable ? needed : 1
         if transport.availableWritableBytes(queue: VirtioNet.receiveQueue, limit: wanted) < wanted {
@@ -498,11 +588,11 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             }
             shared.withLock { $0.receiveStalled = false }
         }
-        let delivered = deliver(frame, transport: transport, mergeable: mergeable)
+        let delivered = deliver(packet, transport: transport, mergeable: mergeable)
         shared.withLock { s in
             if delivered {
                 s.statistics.rxFrames += 1
-                s.statistics.rxBytes += UInt64(frame.count)
+                s.statistics.rxBytes += UInt64(length)
             } else {
                 s.statistics.rxDropped += 1
             }
@@ -510,12 +600,42 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         return true
     }
 
+    /// The backend's header and frame as the guest may see them (§5.1.6.4.1): a GSO frame only
+    /// of a kind the driver took (else nil: dropped, logged); without GUEST_CSUM flags are 0, a
+    /// partial checksum completed here first. num_buffers is set when the frame is written.
+    private func receivedHeader(_ packet: [UInt8], features: VirtioFeatures) -> [UInt8]? {
+        func drop(_ why: String) -> [UInt8]? {
+            DebugLog.log(.guestErrors, "virtio-net: received frame dropped: \(why)")
+            return nil
+        }
+        let gsoType = packet[1]
+        guard let gsoFeatures = VirtioNet.gsoFeatures(gsoType, tso4: Feature.guestTSO4, tso6: Feature.guestTSO6,
+                                                      ufo: Feature.guestUFO, ecn: Feature.guestECN),
+              features.isSuperset(of: gsoFeatures)
+        else {
+            return drop("gso_type \(gsoType) from the backend, which the driver did not negotiate")
+        }
+        let length = packet.count - VirtioNet.headerSize
+        if gsoType == VirtioNet.gsoNone && length > VirtioNet.maxFrameSize {
+            return drop("\(length)-byte frame without GSO")
+        }
+        guard !features.contains(Feature.guestChecksum) else { return packet }
+        var plain = packet
+        if plain[0] & VirtioNet.needsChecksum != 0 {
+            let start = Int(littleEndian(UInt16.self, plain, at: 6))
+            let offset = Int(littleEndian(UInt16.self, plain, at: 8))
+            guard start + offset + 2 <= length else {
+                return drop("csum_start \(start) + csum_offset \(offset) is outside the \(length)-byte frame")
+            }
+            completeChecksum(&plain, frameStart: VirtioNet.headerSize, start: start, offset: offset)
+        }
+        plain[0] = 0
+        return plain
+    }
+
     /// Writes header and frame into receive chains and returns them to the driver; false when
-    /// the frame was dropped instead (logged).
-    private func deliver(_ frame: [UInt8], transport: any VirtioTransport, mergeable: Bool) -> Bool {
-        // flags 0 (no DATA_VALID: GUEST_CSUM is not offered), GSO_NONE, num_buffers below.
-        var packet = [UInt8](repeating: 0, count: VirtioNet.headerSize)
-        packet += frame
+    /// the frame was dropped instead (logged). `packet[10..<12]` (num_buffers) is set here.
+    private func deliver(_ packet: [UInt8], transport: any VirtioTransport, mergeable: Bool) -> Bool {
         var chains: [(chain: DescriptorChain, written: Int)] = []
         var offset = 0
         // All of a frame's buffers go back together (§5.1.6.4.2: the driver must not see a
@@ -739,6 +859,14 @@ private func internetChecksum(_ bytes: [UInt8], from start: Int) -> UInt16 {
     while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
     let checksum = ~UInt16(sum).byteSwapped
     return checksum == 0 ? 0xffff : checksum
+}
+
+/// Completes a partial checksum (§5.1.6.2) of the frame at `bytes[frameStart...]`: the sum from
+/// `start` to the end goes at `start + offset`, which the caller checked lies inside it.
+private func completeChecksum(_ bytes: inout [UInt8], frameStart: Int, start: Int, offset: Int) {
+    let sum = internetChecksum(bytes, from: frameStart + start)
+    bytes[frameStart + start + offset] = UInt8(truncatingIfNeeded: sum >> 8)
+    bytes[frameStart + start + offset + 1] = UInt8(truncatingIfNeeded: sum)
 }
 
 /// Reads a little-endian integer out of bytes the caller sized.

@@ -108,8 +108,10 @@ final class FrameChannel: Sendable {
         case lengthPrefixed
         /// A datagram socket: sendto `destination`, or send on a connected socket when nil.
         case datagram(destination: RawSocketAddress?)
-        /// A tap device: read/write whole frames after `prefix` bytes of packet information
-        /// (IFF_NO_PI off) and virtio-net header (IFF_VNET_HDR on), zero when we send.
+        /// A tap device: read/write whole frames after `prefix` bytes we neither keep nor fill
+        /// in (zero when we send): an inherited descriptor's virtio-net header whose size we
+        /// could not set. A virtio-net header the backend passes through (its `offloads`) is
+        /// part of the frame here, with a prefix of 0.
         case tap(prefix: Int)
     }
 
@@ -167,6 +169,15 @@ final class FrameChannel: Sendable {
     }
 
     var counters: NetCounters { state.withLock { $0.counters } }
+
+    /// Any thread: runs `body` with the descriptor, which stays open during the call; nothing
+    /// once the channel is closed.
+    func withDescriptor(_ body: (Int32) -> Void) {
+        state.withLock { s in
+            guard !s.closed, let raw = s.fd?.rawValue else { return }
+            body(raw)
+        }
+    }
 
     // MARK: transmit
 
@@ -316,7 +327,8 @@ final class FrameChannel: Sendable {
         switch wire {
         case .lengthPrefixed: capacity = Self.readChunk
         case .datagram: capacity = 65536
-        case .tap(let prefix): capacity = 65536 + prefix
+        // A GSO frame (NetOffloads.maxFrameSize) and its virtio-net header fit whole.
+        case .tap(let prefix): capacity = prefix + NetOffloads.headerSize + NetOffloads.maxFrameSize
         }
         var buffer = [UInt8](repeating: 0, count: capacity)
         while true {

@@ -42,12 +42,20 @@ public final class PcapDump: NetBackend {
     public var id: String { inner.id }
     public var info: String { inner.info }
 
+    /// The inner backend's: the NIC sees through the dump.
+    public var offloads: NetOffloads { inner.offloads }
+
+    public func setGuestOffloads(_ offloads: NetOffloads) { inner.setGuestOffloads(offloads) }
+
     public func attach(_ frontend: (any NetFrontend)?) {
-        inner.attach(frontend.map { Tap(frontend: $0, recorder: recorder) })
+        let header = inner.offloads.isEmpty ? 0 : NetOffloads.headerSize
+        inner.attach(frontend.map { Tap(frontend: $0, recorder: recorder, header: header) })
     }
 
     public func send(_ frame: [UInt8]) -> Bool {
-        recorder.record(frame)
+        // The file holds Ethernet frames: a virtio_net_hdr in front is not recorded (QEMU's
+        // dump skips it too). A GSO frame goes in whole, as tcpdump on the host shows it.
+        recorder.record(frame, from: inner.offloads.isEmpty ? 0 : NetOffloads.headerSize)
         return inner.send(frame)
     }
 
@@ -66,13 +74,16 @@ public final class PcapDump: NetBackend {
     private final class Tap: NetFrontend {
         let frontend: any NetFrontend
         let recorder: PcapRecorder
-        init(frontend: any NetFrontend, recorder: PcapRecorder) {
+        /// Bytes of virtio_net_hdr before each frame, not recorded.
+        let header: Int
+        init(frontend: any NetFrontend, recorder: PcapRecorder, header: Int) {
             self.frontend = frontend
             self.recorder = recorder
+            self.header = header
         }
         func receive(_ frame: [UInt8]) -> Bool {
             guard frontend.receive(frame) else { return false }
-            recorder.record(frame)
+            recorder.record(frame, from: header)
             return true
         }
         func backendReady() { frontend.backendReady() }
@@ -139,18 +150,21 @@ final class PcapRecorder: Sendable {
 
     // MARK: records
 
-    func record(_ frame: [UInt8]) {
+    /// Records `frame[start...]` (`start`: the bytes of virtio_net_hdr in front).
+    func record(_ frame: [UInt8], from start: Int) {
+        guard frame.count > start else { return }
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        let captured = min(frame.count, maxlen)
+        let length = frame.count - start
+        let captured = min(length, maxlen)
         let current = Self.monotonicMilliseconds()
         writer.withLock { w in
             guard w.fd != nil, !w.failed else { return }
             Self.append(UInt32(truncatingIfNeeded: now.tv_sec), to: &w.buffer)
             Self.append(UInt32(truncatingIfNeeded: now.tv_nsec / 1000), to: &w.buffer)
             Self.append(UInt32(captured), to: &w.buffer)
-            Self.append(UInt32(truncatingIfNeeded: frame.count), to: &w.buffer)
-            w.buffer += frame[0..<captured]
+            Self.append(UInt32(truncatingIfNeeded: length), to: &w.buffer)
+            w.buffer += frame[start..<start + captured]
             if w.buffer.count >= Self.bufferSize || current - w.lastWrite >= 1000 { write(&w) }
         }
     }

@@ -22,12 +22,21 @@ import SystemSupport
 /// swemu runs them only when they exist and are executable, and otherwise nothing. Scripts
 /// run in the network namespace of the thread that creates (closes) the backend.
 ///
-/// `vnet_hdr=on` is refused: the virtio-net device passes plain frames, so a virtio-net
-/// header would only be stripped again (the path to offloads is: device passes its header
-/// through `NetBackend`, the tap opens with IFF_VNET_HDR and TUNSETOFFLOAD). An inherited
-/// `fd=` must have been attached with IFF_TAP | IFF_NO_PI, as QEMU requires; one attached with
-/// IFF_VNET_HDR (libvirt does that) still works: offloads are switched off (TUNSETOFFLOAD 0)
-/// and the header is stripped on read and sent as zeros.
+/// **Offloads** (QEMU's `vnet_hdr`, net/tap-linux.c). With `vnet_hdr=on`, and by default
+/// where the kernel has IFF_VNET_HDR (TUNGETFEATURES), the tap is opened with IFF_VNET_HDR and
+/// a 12-byte header (TUNSETVNETHDRSZ: virtio 1.x's layout, num_buffers included, which the
+/// kernel ignores on write and leaves for the NIC to fill on read), and every frame crosses
+/// with that header (`NetBackend.offloads`: checksum, TSO4/6, ECN, and UFO where the kernel
+/// still takes TUN_F_UFO). The header is little-endian, the host's order on x86-64, so no
+/// TUNSETVNETLE is needed. What the tap may hand us follows the guest (`setGuestOffloads` →
+/// TUNSETOFFLOAD); until the NIC says, nothing (TUNSETOFFLOAD 0, as QEMU at open).
+/// `vnet_hdr=on` where the kernel lacks IFF_VNET_HDR fails; `vnet_hdr=off` carries plain
+/// frames.
+///
+/// An inherited `fd=` must have been attached with IFF_TAP | IFF_NO_PI, as QEMU requires; one
+/// attached with IFF_VNET_HDR too (libvirt does that) gets the 12-byte header and offloads as
+/// above. Should the kernel refuse that header size, the descriptor still works without
+/// offloads: its header is stripped on read and sent as zeros.
 public final class TapBackend: NetBackend {
     // linux/if_tun.h. Request numbers are _IOW/_IOR('T', nr, 4 bytes):
     // dir << 30 | size << 16 | type << 8 | nr, with write = 1, read = 2.
@@ -37,8 +46,18 @@ public final class TapBackend: NetBackend {
     static let TUNGETIFF: UInt = 2 << 30 | 4 << 16 | 0x54 << 8 | 210
     /// TUNSETOFFLOAD = _IOW('T', 208, unsigned int)
     static let TUNSETOFFLOAD: UInt = 1 << 30 | 4 << 16 | 0x54 << 8 | 208
+    /// TUNGETFEATURES = _IOR('T', 207, unsigned int)
+    static let TUNGETFEATURES: UInt = 2 << 30 | 4 << 16 | 0x54 << 8 | 207
     /// TUNGETVNETHDRSZ = _IOR('T', 215, int)
     static let TUNGETVNETHDRSZ: UInt = 2 << 30 | 4 << 16 | 0x54 << 8 | 215
+    /// TUNSETVNETHDRSZ = _IOW('T', 216, int)
+    static let TUNSETVNETHDRSZ: UInt = 1 << 30 | 4 << 16 | 0x54 << 8 | 216
+    /// TUNSETOFFLOAD's flags: TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO.
+    static let TUN_F_CSUM: UInt32 = 0x01
+    static let TUN_F_TSO4: UInt32 = 0x02
+    static let TUN_F_TSO6: UInt32 = 0x04
+    static let TUN_F_TSO_ECN: UInt32 = 0x08
+    static let TUN_F_UFO: UInt32 = 0x10
     static let IFF_TAP: Int16 = 0x0002
     static let IFF_NO_PI: Int16 = 0x1000
     static let IFF_VNET_HDR: Int16 = 0x4000
@@ -46,8 +65,9 @@ public final class TapBackend: NetBackend {
     static let defaultDownscript = "/etc/qemu-ifdown"
 
     enum Config: Equatable, Sendable {
-        /// `ifname` nil: the kernel picks tapN. Scripts: nil runs nothing.
-        case named(ifname: String?, script: String?, downscript: String?)
+        /// `ifname` nil: the kernel picks tapN. Scripts: nil runs nothing. `vnetHeader` nil:
+        /// IFF_VNET_HDR where the kernel has it.
+        case named(ifname: String?, script: String?, downscript: String?, vnetHeader: Bool?)
         case descriptor(Int32)
     }
 
@@ -55,6 +75,7 @@ public final class TapBackend: NetBackend {
     public let info: String
     /// The interface's name ("tap0"), as the kernel reports it.
     public let interfaceName: String
+    public let offloads: NetOffloads
 
     private let slot = FrontendSlot()
     private let channel: FrameChannel
@@ -71,9 +92,10 @@ public final class TapBackend: NetBackend {
         let fd: FileDescriptor
         let prefix: Int
         switch config {
-        case .named(let ifname, let script, let down):
-            let opened = try Self.create(ifname: ifname, what: what)
+        case .named(let ifname, let script, let down, let vnetHeader):
+            let opened = try Self.create(ifname: ifname, vnetHeader: vnetHeader, what: what)
             interfaceName = opened.name
+            offloads = opened.offloads
             fd = opened.fd
             prefix = 0
             info = "ifname=\(opened.name),script=\(script ?? "no"),downscript=\(down ?? "no")"
@@ -84,6 +106,7 @@ public final class TapBackend: NetBackend {
         case .descriptor(let n):
             let attached = try Self.inspect(n, what: what)
             interfaceName = attached.name
+            offloads = attached.offloads
             prefix = attached.prefix
             fd = FileDescriptor(owning: n)
             info = "fd=\(n)"
@@ -109,9 +132,6 @@ public final class TapBackend: NetBackend {
     static func parse(_ options: QemuOpts) throws(SystemError) -> Config {
         let what = "-netdev tap"
         let options = try options.validate(accepted: acceptedKeys, booleans: ["vnet_hdr"], context: "netdev 'tap'")
-        if try options.bool("vnet_hdr") == true {
-            throw SystemError(.unsupported, "\(what): vnet_hdr=on is not supported: the virtio-net device passes plain frames (use vnet_hdr=off)")
-        }
         if let text = options.string("fd") {
             for key in ["ifname", "script", "downscript", "vnet_hdr"] where options.contains(key) {
                 throw SystemError(.configuration, "\(what): ifname=, script=, downscript= and vnet_hdr= are invalid with fd= (\(key)= was given)")
@@ -129,7 +149,8 @@ public final class TapBackend: NetBackend {
             }
         }
         return .named(ifname: ifname, script: script(options.string("script"), default: defaultScript),
-                      downscript: script(options.string("downscript"), default: defaultDownscript))
+                      downscript: script(options.string("downscript"), default: defaultDownscript),
+                      vnetHeader: try options.bool("vnet_hdr"))
     }
 
     /// `no` and empty run nothing; omitted: the default only where it exists (see the type).
@@ -148,6 +169,27 @@ public final class TapBackend: NetBackend {
     }
 
     public func send(_ frame: [UInt8]) -> Bool { channel.send(frame) }
+
+    /// TUNSETOFFLOAD with the guest's offloads (QEMU's tap_fd_set_offload): then the kernel
+    /// hands us partial checksums and GSO frames only of those kinds, finishing the rest itself.
+    public func setGuestOffloads(_ guest: NetOffloads) {
+        guard !offloads.isEmpty else { return }
+        let flags = Self.tunFlags(guest.intersection(offloads))
+        channel.withDescriptor { fd in
+            // A kernel that dropped UFO refuses the whole set: then without it, as QEMU.
+            if clx_ioctl_int(fd, Self.TUNSETOFFLOAD, UInt(flags)) != 0
+                && clx_ioctl_int(fd, Self.TUNSETOFFLOAD, UInt(flags & ~Self.TUN_F_UFO)) != 0 {
+                DebugLog.log(.guestErrors, "netdev \(id): TUNSETOFFLOAD \(flags) failed: \(Errno.current)")
+            }
+        }
+    }
+
+    static func tunFlags(_ offloads: NetOffloads) -> UInt32 {
+        let table: [(NetOffloads, UInt32)] = [
+            (.checksum, TUN_F_CSUM), (.tso4, TUN_F_TSO4), (.tso6, TUN_F_TSO6), (.ecn, TUN_F_TSO_ECN), (.ufo, TUN_F_UFO),
+        ]
+        return table.reduce(0) { offloads.contains($1.0) ? $0 | $1.1 : $0 }
+    }
 
     public func frontendReady() { channel.resumeReceive() }
 
@@ -169,23 +211,52 @@ public final class TapBackend: NetBackend {
     private struct Opened: ~Copyable {
         var fd: FileDescriptor
         var name: String
+        var offloads: NetOffloads
     }
 
-    /// QEMU tap_open (net/tap-linux.c): /dev/net/tun, TUNSETIFF with IFF_TAP | IFF_NO_PI.
-    private static func create(ifname: String?, what: String) throws(SystemError) -> Opened {
+    /// QEMU tap_open (net/tap-linux.c): /dev/net/tun, TUNSETIFF with IFF_TAP | IFF_NO_PI, and
+    /// IFF_VNET_HDR when asked for or (`vnetHeader` nil) when the kernel has it.
+    private static func create(ifname: String?, vnetHeader: Bool?, what: String) throws(SystemError) -> Opened {
         let fd = try FileDescriptor.open("/dev/net/tun", O_RDWR | O_NONBLOCK)
+        var features: UInt32 = 0
+        let known = clx_ioctl_ptr(fd.rawValue, TUNGETFEATURES, &features) >= 0
+        let supported = known && features & UInt32(UInt16(bitPattern: IFF_VNET_HDR)) != 0
+        if vnetHeader == true && !supported {
+            throw SystemError(.unsupported, "\(what): vnet_hdr=1 requested, but no kernel support for IFF_VNET_HDR available")
+        }
+        let header = vnetHeader ?? supported
         var request = ifreq()
-        request.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI
+        request.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI | (header ? IFF_VNET_HDR : 0)
         setName(ifname ?? "tap%d", in: &request)
         let rc = clx_ioctl_ptr(fd.rawValue, TUNSETIFF, &request)
         guard rc >= 0 else {
             throw SystemError(.syscall, "\(what): could not configure /dev/net/tun (\(ifname ?? "tap%d"))", errno: Errno.current)
         }
-        return Opened(fd: fd, name: name(of: &request))
+        var offloads: NetOffloads = []
+        if header {
+            guard let found = headerOffloads(fd.rawValue) else {
+                throw SystemError(.syscall, "\(what): TUNSETVNETHDRSZ \(NetOffloads.headerSize) failed", errno: Errno.current)
+            }
+            offloads = found
+        }
+        return Opened(fd: fd, name: name(of: &request), offloads: offloads)
     }
 
-    /// The interface behind an inherited descriptor, and the bytes its frames carry first.
-    private static func inspect(_ fd: Int32, what: String) throws(SystemError) -> (name: String, prefix: Int) {
+    /// A tap with IFF_VNET_HDR: sets the 12-byte header, finds the offloads (UFO only where
+    /// TUNSETOFFLOAD takes it: QEMU's tap_probe_has_ufo) and leaves TUNSETOFFLOAD at 0 until
+    /// the guest's are known. nil when the header size cannot be set (errno says why).
+    private static func headerOffloads(_ fd: Int32) -> NetOffloads? {
+        var size = Int32(NetOffloads.headerSize)
+        guard clx_ioctl_ptr(fd, TUNSETVNETHDRSZ, &size) >= 0 else { return nil }
+        var offloads: NetOffloads = [.checksum, .tso4, .tso6, .ecn]
+        if clx_ioctl_int(fd, TUNSETOFFLOAD, UInt(TUN_F_CSUM | TUN_F_UFO)) == 0 { offloads.insert(.ufo) }
+        _ = clx_ioctl_int(fd, TUNSETOFFLOAD, 0)
+        return offloads
+    }
+
+    /// The interface behind an inherited descriptor, its offloads, and the bytes its frames
+    /// carry first that nobody reads.
+    private static func inspect(_ fd: Int32, what: String) throws(SystemError) -> (name: String, offloads: NetOffloads, prefix: Int) {
         var request = ifreq()
         guard clx_ioctl_ptr(fd, TUNGETIFF, &request) >= 0 else {
             throw SystemError(.configuration, "\(what): fd=\(fd) is not a tap device: TUNGETIFF failed", errno: Errno.current)
@@ -197,16 +268,21 @@ public final class TapBackend: NetBackend {
         // IFF_NO_PI is assumed, as QEMU assumes it: TUNGETIFF cannot tell, because it reports
         // IFF_NOFILTER in the same bit (0x1000) whenever no socket filter is attached.
         var prefix = 0
+        var offloads: NetOffloads = []
         if flags & IFF_VNET_HDR != 0 {
-            // No offloads: then the kernel sends whole frames with a header of zeros.
-            _ = clx_ioctl_int(fd, TUNSETOFFLOAD, 0)
-            var size: Int32 = 10  // sizeof(struct virtio_net_hdr), the kernel's default
-            _ = clx_ioctl_ptr(fd, TUNGETVNETHDRSZ, &size)
-            prefix += Int(max(size, 10))
+            if let found = headerOffloads(fd) {
+                offloads = found
+            } else {
+                // No offloads: then the kernel sends whole frames with a header of zeros.
+                _ = clx_ioctl_int(fd, TUNSETOFFLOAD, 0)
+                var size: Int32 = 10  // sizeof(struct virtio_net_hdr), the kernel's default
+                _ = clx_ioctl_ptr(fd, TUNGETVNETHDRSZ, &size)
+                prefix = Int(max(size, 10))
+            }
         }
         _ = clx_set_cloexec(fd)
         _ = clx_fcntl_setfl(fd, clx_fcntl_getfl(fd) | O_NONBLOCK)
-        return (name(of: &request), prefix)
+        return (name(of: &request), offloads, prefix)
     }
 
     private static func setName(_ name: String, in request: inout ifreq) {

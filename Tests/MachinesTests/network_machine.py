@@ -120,7 +120,9 @@ ip link set eth0 up || exit 11
 n=0
 until ping -c 1 -W 1 192.168.77.1 >/dev/null 2>&1; do n=$((n + 1)); [ $n -gt 60 ] && exit 12; done
 echo "PING=ok"
+start=$(cut -d ' ' -f 1 /proc/uptime)
 wget -q -O /tmp/payload "http://192.168.77.1:$HTTP_PORT/payload" || exit 13
+echo "TAP-SECONDS=$start $(cut -d ' ' -f 1 /proc/uptime)"
 echo "TAP-FETCHED=$(sha256sum /tmp/payload | cut -d ' ' -f 1)"
 """
 
@@ -434,10 +436,15 @@ async def migrate():
 
 
 async def tap():
+    """TAP_VNET_HDR=on|off picks the tap's vnet_hdr (default: the backend's, on where the
+    kernel has it) and TAP_PAYLOAD_MIB the file's size (to measure; the download's rate is
+    printed)."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    payload = os.urandom(250_000)
+    size = int(float(os.environ.get("TAP_PAYLOAD_MIB", "0")) * (1 << 20)) or 250_000
+    payload = os.urandom(size)
+    vnet_hdr = f",vnet_hdr={os.environ['TAP_VNET_HDR']}" if "TAP_VNET_HDR" in os.environ else ""
     disk = make_disk("tap", {"net.sh": TAP_SCRIPT.encode(), "params": b"HTTP_PORT=8000\n"})
-    machine = guest("tap", disk, ["-netdev", "tap,id=n0,ifname=swtap0,script=no,downscript=no",
+    machine = guest("tap", disk, ["-netdev", f"tap,id=n0,ifname=swtap0,script=no,downscript=no{vnet_hdr}",
                                   "-device", "virtio-net-device,netdev=n0"])
     try:
         await machine.connect()
@@ -448,6 +455,10 @@ async def tap():
         await wait_exit_zero(machine, timeout=300)
         check(value(machine, "PING") == "ok", "the guest pinged the host side of the tap")
         check(value(machine, "TAP-FETCHED") == sha(payload), "the guest fetched the host's file through the tap")
+        seconds = value(machine, "TAP-SECONDS")
+        start, end = (float(t) for t in seconds.split()) if seconds else (0.0, 0.0)
+        print(f"tap{vnet_hdr or ' (default vnet_hdr)'}: {size / (1 << 20):.2f} MiB in {end - start:.2f} s of guest time, "
+              f"{size / (1 << 20) / max(end - start, 0.01):.1f} MiB/s")
     finally:
         await machine.close()
 

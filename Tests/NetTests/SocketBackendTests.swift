@@ -403,7 +403,7 @@ struct SocketBackendTests {
         ("socket,id=n,mcast=230.0.0.1:5000,localaddr=nowhere", "-netdev socket: localaddr 'nowhere' is not a valid IPv4 address"),
         ("tap,id=n,ifname=averyveryverylongname", "-netdev tap: interface name 'averyveryverylongname' is too long: at most 15 bytes"),
         ("tap,id=n,ifname=a/b", "-netdev tap: 'a/b' is not a valid interface name"),
-        ("tap,id=n,vnet_hdr=on", "-netdev tap: vnet_hdr=on is not supported: the virtio-net device passes plain frames (use vnet_hdr=off)"),
+        ("tap,id=n,vnet_hdr=maybe", "-netdev: option 'vnet_hdr' takes on or off (also yes/no, true/false), not 'maybe'"),
         ("tap,id=n,fd=5,ifname=tap0", "-netdev tap: ifname=, script=, downscript= and vnet_hdr= are invalid with fd= (ifname= was given)"),
         ("tap,id=n,queues=2", "-netdev: unknown option 'queues' for netdev 'tap'; accepted: id, ifname, fd, script, downscript, vnet_hdr"),
         ("user,id=n", "-netdev: type 'user' is not a socket or tap backend; these are: stream, dgram, socket, tap"),

@@ -135,6 +135,11 @@ enum TapFrames {
         return mac + guestMAC + [0x08, 0x00] + ip + udp + payload
     }
 
+    /// An ARP reply from the guest (`sender`, guestMAC) to `mac`/`target`.
+    static func arpReply(to mac: [UInt8], _ target: [UInt8], from sender: [UInt8]) -> [UInt8] {
+        mac + guestMAC + [0x08, 0x06] + [0, 1, 0x08, 0x00, 6, 4, 0, 2] + guestMAC + sender + mac + target
+    }
+
     /// Whether `frame` is an ARP request from `sender` for `target`.
     static func isARPRequest(_ frame: [UInt8], from sender: [UInt8], for target: [UInt8]) -> Bool {
         frame.count >= 42 && frame[12] == 0x08 && frame[13] == 0x06 && frame[20] == 0 && frame[21] == 1
@@ -179,17 +184,26 @@ struct TapBackendTests {
         }.get()
     }
 
-    @Test("frames cross a tap in a namespace of our own, both ways", arguments: ["ifname", "fd"])
+    /// The virtio_net_hdr a frame crosses with when the backend has offloads (VERSION_1, 12 bytes).
+    static let plainHeader = [UInt8](repeating: 0, count: NetOffloads.headerSize)
+
+    /// `ifname` with the default (a virtio-net header: every kernel since 2.6.27 has it),
+    /// `ifname` with vnet_hdr=off, and an inherited descriptor opened with IFF_VNET_HDR.
+    @Test("frames cross a tap in a namespace of our own, both ways", arguments: ["ifname", "vnet_hdr=off", "fd"])
     func crossing(mode: String) throws {
         try NetTestKit.withLoop { loop in
-            let setup = try Self.setUp(mode, loop: loop)
+            let setup = try Self.setUp(mode == "fd" ? "fd" : "ifname", loop: loop, extra: mode == "vnet_hdr=off" ? ",vnet_hdr=off" : "")
             defer {
                 setup.backend.close()
                 Glibc.close(setup.udp)
             }
+            let withHeader = mode != "vnet_hdr=off"
+            #expect(setup.backend.offloads.isSuperset(of: [.checksum, .tso4, .tso6, .ecn]) == withHeader)
+            #expect(setup.backend.offloads.isEmpty == !withHeader)
+            let header = withHeader ? Self.plainHeader : []
             let nic = FakeNIC()
             setup.backend.attach(nic)
-            #expect(setup.backend.info == (mode == "ifname" ? "ifname=\(setup.backend.interfaceName),script=no,downscript=no" : setup.backend.info))
+            #expect(setup.backend.info == (mode == "fd" ? setup.backend.info : "ifname=\(setup.backend.interfaceName),script=no,downscript=no"))
 
             // Host → guest: the kernel asks (ARP) who has 10.99.0.2.
             var sin = sockaddr_in()
@@ -201,12 +215,13 @@ struct TapBackendTests {
             _ = withUnsafePointer(to: &sin) { p in
                 p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(setup.udp, payload, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
-            #expect(NetTestKit.eventually { nic.frames.contains { TapFrames.isARPRequest($0, from: Self.host, for: Self.guest) } },
-                    "the ARP request reaches the NIC: \(nic.frames.map(\.count))")
+            #expect(NetTestKit.eventually {
+                nic.frames.contains { Array($0.prefix(header.count)) == header && TapFrames.isARPRequest(Array($0.dropFirst(header.count)), from: Self.host, for: Self.guest) }
+            }, "the ARP request reaches the NIC: \(nic.frames.map(\.count))")
 
             // Guest → host: a UDP datagram to the host's socket.
             let message = Array("hello from the guest".utf8)
-            #expect(setup.backend.send(TapFrames.udp(to: setup.mac, from: Self.guest, 4000, to: Self.host, 7777, payload: message)))
+            #expect(setup.backend.send(header + TapFrames.udp(to: setup.mac, from: Self.guest, 4000, to: Self.host, 7777, payload: message)))
             var received: [UInt8] = []
             _ = NetTestKit.eventually {
                 var buffer = [UInt8](repeating: 0, count: 2048)
@@ -217,6 +232,127 @@ struct TapBackendTests {
             #expect(received == message)
             #expect(setup.backend.counters.transmitDropped == 0)
         }
+    }
+
+    /// With vnet_hdr=on the header crosses both ways and TUNSETOFFLOAD follows the guest: a
+    /// datagram with a partial checksum arrives only if the kernel honoured NEEDS_CSUM (a
+    /// wrong checksum in a frame without it is dropped), and the host's datagrams come with a
+    /// partial checksum exactly when the guest takes checksum offload.
+    @Test("vnet_hdr=on: the header crosses both ways and the offloads follow the guest")
+    func virtioHeader() throws {
+        try NetTestKit.withLoop { loop in
+            let setup = try Self.setUp("ifname", loop: loop, extra: ",vnet_hdr=on")
+            defer {
+                setup.backend.close()
+                Glibc.close(setup.udp)
+            }
+            #expect(setup.backend.offloads.isSuperset(of: [.checksum, .tso4, .tso6, .ecn]))
+            let nic = FakeNIC()
+            setup.backend.attach(nic)
+            let name = setup.backend.interfaceName
+            // Nothing until the guest says (TUNSETOFFLOAD 0, as QEMU at open).
+            #expect(Self.ethtool(name, via: setup.udp, Self.ETHTOOL_GTXCSUM) == 0)
+            #expect(Self.ethtool(name, via: setup.udp, Self.ETHTOOL_GTSO) == 0)
+
+            // Guest → host: UDP whose checksum field holds only the pseudo-header sum.
+            let message = Array("partial checksum".utf8)
+            var frame = TapFrames.udp(to: setup.mac, from: Self.guest, 4001, to: Self.host, 7777, payload: message)
+            let udpLength = 8 + message.count
+            let pseudo = ~TapFrames.checksum((Self.guest + Self.host + [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)])[...])
+            frame[40] = UInt8(pseudo >> 8)
+            frame[41] = UInt8(pseudo & 0xff)
+            // flags NEEDS_CSUM, GSO_NONE, hdr_len 0, gso_size 0, csum_start 34, csum_offset 6.
+            let needsChecksum: [UInt8] = [1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0]
+            #expect(setup.backend.send(needsChecksum + frame))
+            #expect(Self.receive(setup.udp) == message)
+
+            // Host → guest: the kernel first asks who has the guest's address; the guest answers.
+            func isUDP(_ frame: [UInt8]) -> Bool { frame.count > 12 + 23 && frame[12 + 14] == 0x45 && frame[12 + 23] == 17 }
+            Self.sendToGuest(setup.udp, Array("first".utf8))
+            #expect(NetTestKit.eventually {
+                nic.frames.contains { $0.count > 12 && TapFrames.isARPRequest(Array($0.dropFirst(12)), from: Self.host, for: Self.guest) }
+            })
+            #expect(setup.backend.send(Self.plainHeader + TapFrames.arpReply(to: setup.mac, Self.host, from: Self.guest)))
+            #expect(NetTestKit.eventually { nic.frames.contains(where: isUDP) })
+
+            // With checksum offload taken, partial checksums (NEEDS_CSUM, csum_start
+            // at the UDP header, csum_offset 6); without it, finished ones.
+            for guest: NetOffloads in [[.checksum, .tso4, .tso6, .ecn], []] {
+                setup.backend.setGuestOffloads(guest)
+                #expect(Self.ethtool(name, via: setup.udp, Self.ETHTOOL_GTXCSUM) == (guest.isEmpty ? 0 : 1))
+                #expect(Self.ethtool(name, via: setup.udp, Self.ETHTOOL_GTSO) == (guest.isEmpty ? 0 : 1))
+                let before = nic.frames.count
+                Self.sendToGuest(setup.udp, Array("offload \(guest.rawValue)".utf8))
+                #expect(NetTestKit.eventually { nic.frames.dropFirst(before).contains(where: isUDP) })
+                guard let udp = nic.frames.dropFirst(before).first(where: isUDP) else { continue }
+                if guest.isEmpty {
+                    #expect(udp[0] & 1 == 0, "finished checksum: \(Array(udp.prefix(12)))")
+                } else {
+                    #expect(Array(udp.prefix(12)) == [1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0])
+                }
+            }
+        }
+    }
+
+    @Test("vnet_hdr=off opens without the header, as before")
+    func noVirtioHeader() throws {
+        try NetTestKit.withLoop { loop in
+            let setup = try Self.setUp("ifname", loop: loop, extra: ",vnet_hdr=off")
+            defer {
+                setup.backend.close()
+                Glibc.close(setup.udp)
+            }
+            #expect(setup.backend.offloads.isEmpty)
+            // A no-op without the header: the tap keeps its features.
+            setup.backend.setGuestOffloads([.checksum, .tso4])
+            #expect(Self.ethtool(setup.backend.interfaceName, via: setup.udp, Self.ETHTOOL_GTSO) == 0)
+        }
+    }
+
+    // linux/ethtool.h: struct ethtool_value { u32 cmd; u32 data; } through SIOCETHTOOL.
+    static let SIOCETHTOOL: UInt = 0x8946
+    static let ETHTOOL_GTXCSUM: UInt32 = 0x16
+    static let ETHTOOL_GTSO: UInt32 = 0x1e
+
+    /// An ethtool_value query of `name` through `socket`, a socket of the tap's namespace (a
+    /// socket's ioctls reach the interfaces of the namespace it was made in); nil if it failed.
+    static func ethtool(_ name: String, via socket: Int32, _ command: UInt32) -> UInt32? {
+        var value: (UInt32, UInt32) = (command, 0)
+        var r = ifreq()
+        let bytes = Array(name.utf8)
+        // SAFETY: the name is under IFNAMSIZ bytes; ifrn_name holds IFNAMSIZ.
+        withUnsafeMutableBytes(of: &r.ifr_ifrn.ifrn_name) { $0.copyBytes(from: bytes) }
+        // SAFETY: ifru_data points at `value`, an ethtool_value (two u32), during the ioctl only.
+        let rc = withUnsafeMutableBytes(of: &value) { v in
+            r.ifr_ifru.ifru_data = v.baseAddress!.assumingMemoryBound(to: CChar.self)
+            return clx_ioctl_ptr(socket, SIOCETHTOOL, &r)
+        }
+        return rc == 0 ? value.1 : nil
+    }
+
+    /// Sends `payload` from the host's socket to the guest's port 9.
+    static func sendToGuest(_ fd: Int32, _ payload: [UInt8]) {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = UInt16(9).bigEndian
+        // SAFETY: four bytes into the 4-byte in_addr.
+        withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: guest) }
+        // SAFETY: sin is a whole sockaddr_in, read by sendto during the call.
+        _ = withUnsafePointer(to: &sin) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, payload, payload.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+    }
+
+    /// The next datagram on `fd`, waiting up to 5 seconds; [] if none came.
+    static func receive(_ fd: Int32) -> [UInt8] {
+        var received: [UInt8] = []
+        _ = NetTestKit.eventually {
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n > 0 { received = Array(buffer[0..<n]) }
+            return n > 0
+        }
+        return received
     }
 
     @Test("script= runs with the interface name; the backend owns nothing of the host's")

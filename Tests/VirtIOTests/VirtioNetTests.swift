@@ -25,10 +25,18 @@ final class FakeNetBackend: NetBackend {
         /// Frames waiting for the NIC, oldest first.
         var pending: [[UInt8]] = []
         var frontendReadyCalls = 0
+        /// Every `setGuestOffloads` call, oldest first.
+        var guestOffloads: [NetOffloads] = []
     }
     let id = "net0"
     let info = "fake"
+    /// Non-empty: frames cross with a virtio_net_hdr (a tap with IFF_VNET_HDR).
+    let offloads: NetOffloads
     let state = Mutex(State())
+
+    init(offloads: NetOffloads = []) { self.offloads = offloads }
+
+    func setGuestOffloads(_ offloads: NetOffloads) { state.withLock { $0.guestOffloads.append(offloads) } }
 
     func attach(_ frontend: (any NetFrontend)?) { state.withLock { $0.frontend = frontend } }
 
@@ -79,6 +87,7 @@ final class FakeNetBackend: NetBackend {
     var sent: [[UInt8]] { state.withLock { $0.sent } }
     var pendingCount: Int { state.withLock { $0.pending.count } }
     var frontendReadyCalls: Int { state.withLock { $0.frontendReadyCalls } }
+    var guestOffloads: [NetOffloads] { state.withLock { $0.guestOffloads } }
 }
 
 let ourMAC = MACAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])
@@ -96,19 +105,21 @@ func sizedFrame(_ count: Int, to destination: [UInt8] = ourMAC.bytes, seed: Int 
 }
 
 /// `struct virtio_net_hdr` (§5.1.6).
-func netHeader(flags: UInt8 = 0, gsoType: UInt8 = 0, checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0) -> [UInt8] {
-    [flags, gsoType] + le(UInt16(0)) + le(UInt16(0)) + le(checksumStart) + le(checksumOffset) + le(UInt16(0))
+func netHeader(flags: UInt8 = 0, gsoType: UInt8 = 0, headerLength: UInt16 = 0, gsoSize: UInt16 = 0, checksumStart: UInt16 = 0,
+               checksumOffset: UInt16 = 0, numBuffers: UInt16 = 0) -> [UInt8] {
+    [flags, gsoType] + le(headerLength) + le(gsoSize) + le(checksumStart) + le(checksumOffset) + le(numBuffers)
 }
 
 /// A virtio-net behind a fake guest, driven as Linux's virtio_net does.
 final class NetHarness {
-    let backend = FakeNetBackend()
+    let backend: FakeNetBackend
     let net: VirtioNet
     let guest: FakeGuest
     /// The receive buffer behind each posted head.
     var posted: [UInt16: GuestAddress] = [:]
 
-    init(initialize: Bool = true, accept: (VirtioFeatures) -> VirtioFeatures = { $0 }) {
+    init(offloads: NetOffloads = [], initialize: Bool = true, accept: (VirtioFeatures) -> VirtioFeatures = { $0 }) {
+        backend = FakeNetBackend(offloads: offloads)
         net = VirtioNet(backend: backend, mac: ourMAC)
         guest = FakeGuest(device: net)
         if initialize {
@@ -224,9 +235,9 @@ func partialChecksumFrame(udp: Bool, payload: [UInt8]) -> (frame: [UInt8], heade
         let offered = h.guest.deviceFeatures
         #expect(offered.isSuperset(of: [NetFeature.mac, NetFeature.status, NetFeature.mergeableRxBuffers, NetFeature.controlQueue,
                                         NetFeature.controlRx, NetFeature.controlMACAddress, NetFeature.checksum, .version1]))
-        // No offloads the backends cannot take: GUEST_CSUM (1), GUEST_TSO4 (7), HOST_TSO4 (11),
-        // HOST_UFO (14), CTRL_VLAN (19), CTRL_RX_EXTRA (20), MQ (22).
-        for bit in [1, 7, 8, 10, 11, 12, 14, 19, 20, 22] {
+        // No offloads a backend without them cannot take: GUEST_CSUM (1), GUEST_TSO4/6, ECN, UFO
+        // (7-10), HOST_TSO4/6, ECN, UFO (11-14); nor CTRL_VLAN (19), CTRL_RX_EXTRA (20), MQ (22).
+        for bit in [1, 7, 8, 9, 10, 11, 12, 13, 14, 19, 20, 22] {
             #expect(!offered.contains(VirtioFeatures(bit: bit)), "feature bit \(bit) offered")
         }
         #expect(h.configMAC == ourMAC.bytes)
@@ -698,6 +709,123 @@ func partialChecksumFrame(udp: Bool, payload: [UInt8]) -> (frame: [UInt8], heade
         #expect(throws: SystemError.self) { try h.net.restore(state) }
         #expect(h.net.saveState() == before)
         h.net.detachFromBackend()
+    }
+
+    // MARK: Offloads (a backend that passes virtio_net_hdr)
+
+    static let allOffloads: NetOffloads = [.checksum, .tso4, .tso6, .ecn, .ufo]
+
+    @Test func offloadFeaturesFollowTheBackend() {
+        let all = NetHarness(offloads: Self.allOffloads, initialize: false)
+        #expect(all.guest.deviceFeatures.isSuperset(of: VirtioFeatures(rawValue: 0b111_1111_1000_0010)), "bits 1, 7-14")
+        let some = NetHarness(offloads: [.checksum, .tso4], initialize: false)
+        let offered = some.guest.deviceFeatures
+        #expect(offered.isSuperset(of: [NetFeature.guestChecksum, NetFeature.guestTSO4, NetFeature.hostTSO4, NetFeature.checksum]))
+        for bit in [8, 9, 10, 12, 13, 14] {
+            #expect(!offered.contains(VirtioFeatures(bit: bit)), "feature bit \(bit) offered")
+        }
+        all.net.detachFromBackend()
+        some.net.detachFromBackend()
+    }
+
+    @Test func theBackendHearsTheGuestsOffloadsAtDriverOKAndReset() {
+        let h = NetHarness(offloads: Self.allOffloads) { $0.subtracting([NetFeature.guestTSO6, NetFeature.guestUFO]) }
+        #expect(h.backend.guestOffloads.last == [.checksum, .tso4, .ecn])
+        h.guest.write(.status, 0)
+        #expect(h.backend.guestOffloads.last == [])
+        #expect(h.guest.initialize { $0.subtracting([NetFeature.guestChecksum, NetFeature.guestTSO4, NetFeature.guestTSO6, NetFeature.guestECN, NetFeature.guestUFO]) })
+        #expect(h.backend.guestOffloads.last == [])
+        h.net.detachFromBackend()
+    }
+
+    @Test func transmitPassesTheHeaderAndATSOFrameThrough() {
+        let h = NetHarness(offloads: Self.allOffloads)
+        // 60 KiB of TCP over IPv4 in one GSO frame, checksum left to the host, split over two
+        // descriptors as Linux's scatter-gather does.
+        let frame = sizedFrame(60 << 10, to: peerMAC)
+        let header = netHeader(flags: VirtioNet.needsChecksum, gsoType: VirtioNet.gsoTCPv4, headerLength: 54, gsoSize: 1448,
+                               checksumStart: 34, checksumOffset: 16)
+        h.guest.submit(queue: VirtioNet.transmitQueue, readable: [header + frame.prefix(100), Array(frame.dropFirst(100))], writable: [])
+        #expect(h.backend.sent == [header + frame], "header and frame untouched: no checksum computed here")
+        #expect(h.net.statistics.txBytes == UInt64(frame.count))
+        // ECN on TSO passes (HOST_ECN negotiated); an unknown GSO type is dropped.
+        h.transmit(sizedFrame(2000, to: peerMAC), header: netHeader(gsoType: VirtioNet.gsoTCPv4 | VirtioNet.gsoECN))
+        h.transmit(sizedFrame(2000, to: peerMAC), header: netHeader(gsoType: 5))
+        #expect(h.backend.sent.count == 2)
+        #expect(h.net.statistics.txDropped == 1)
+        // Past the GSO limit: dropped.
+        h.transmit(sizedFrame(NetOffloads.maxFrameSize + 1, to: peerMAC), header: netHeader(gsoType: VirtioNet.gsoTCPv4))
+        #expect(h.backend.sent.count == 2)
+        #expect(h.net.statistics.txDropped == 2)
+        h.net.detachFromBackend()
+    }
+
+    @Test func aGSOFrameWithoutItsHostFeatureIsDropped() {
+        let h = NetHarness(offloads: Self.allOffloads) { $0.subtracting([NetFeature.hostTSO4]) }
+        h.transmit(sizedFrame(3000, to: peerMAC), header: netHeader(gsoType: VirtioNet.gsoTCPv4))
+        #expect(h.backend.sent.isEmpty)
+        #expect(h.net.statistics.txDropped == 1)
+        h.net.detachFromBackend()
+    }
+
+    @Test func receiveDeliversTheBackendsHeaderAndA60KiBTSOFrameOverMergeableBuffers() {
+        let h = NetHarness(offloads: Self.allOffloads)
+        let frame = sizedFrame(60 << 10)
+        let header = netHeader(flags: VirtioNet.needsChecksum, gsoType: VirtioNet.gsoTCPv4, headerLength: 54, gsoSize: 1448,
+                               checksumStart: 34, checksumOffset: 16, numBuffers: 0x7777)
+        let count = (header.count + frame.count + 1535) / 1536
+        let buffers = h.postReceiveBuffers(Array(repeating: 1536, count: count))
+        #expect(h.net.receive(header + frame))
+        let used = h.guest.takeUsed(queue: VirtioNet.receiveQueue)
+        #expect(used.count == count)
+        // The backend's header, num_buffers set by the device (§5.1.6.4).
+        #expect(h.guest.bytes(at: buffers[0], count: 12) == Array(header.prefix(10)) + le(UInt16(count)))
+        var received: [UInt8] = []
+        for (i, element) in used.enumerated() {
+            #expect(element.id == UInt32(i))
+            received += h.guest.bytes(at: buffers[i], count: Int(element.length))
+        }
+        #expect(Array(received.dropFirst(12)) == frame)
+        #expect(h.net.statistics.rxBytes == UInt64(frame.count))
+        h.net.detachFromBackend()
+    }
+
+    @Test func receivedHeadersFollowTheGuestFeatures() {
+        let h = NetHarness(offloads: Self.allOffloads) { $0.subtracting([NetFeature.guestChecksum, NetFeature.guestTSO4]) }
+        // A GSO frame of a kind the driver did not take is dropped.
+        #expect(h.net.receive(netHeader(gsoType: VirtioNet.gsoTCPv4) + sizedFrame(3000)))
+        #expect(h.net.statistics.rxDropped == 1)
+        // Without GUEST_CSUM the flags are 0 (§5.1.6.4.1) and a partial checksum is finished.
+        let (frame, _, pseudo, checksumAt) = partialChecksumFrame(udp: true, payload: Array(0..<100))
+        h.postReceiveBuffers([2048])
+        let header = netHeader(flags: VirtioNet.needsChecksum | 2, checksumStart: 34, checksumOffset: 6)
+        #expect(h.net.receive(header + frame))
+        let used = h.guest.takeUsed(queue: VirtioNet.receiveQueue)
+        guard used.count == 1, let buffer = h.posted[UInt16(used[0].id)] else {
+            Issue.record("frame not delivered")
+            return
+        }
+        let delivered = h.guest.bytes(at: buffer, count: 12 + frame.count)
+        #expect(delivered[0] == 0)
+        #expect(onesComplementSum(pseudo + Array(delivered[(12 + 34)...])) == 0xffff, "checksum at \(checksumAt) completed")
+        h.net.detachFromBackend()
+    }
+
+    @Test func aStateWithOffloadsDoesNotRestoreInFrontOfABackendWithout() throws {
+        let source = NetHarness(offloads: Self.allOffloads)
+        let saved = source.guest.mmio.saveState()
+        let target = NetHarness(initialize: false)
+        do {
+            try target.guest.mmio.restore(saved)
+            Issue.record("a state that negotiated offloads restored in front of a backend without them")
+        } catch {
+            #expect("\(error)".contains("were not offered"), "\(error)")
+        }
+        // The same backend kind takes it, and hears the guest's offloads.
+        let twin = NetHarness(offloads: Self.allOffloads, initialize: false)
+        try twin.guest.mmio.restore(saved)
+        #expect(twin.backend.guestOffloads.last == Self.allOffloads)
+        for h in [source, target, twin] { h.net.detachFromBackend() }
     }
 
     @Test func noBackendDropsTransmittedFrames() {
