@@ -67,6 +67,10 @@ struct SystemConfiguration: Sendable {
     var logFile: String?
     /// `-perfmap`: name the JIT's blocks for perf in /tmp/perf-<pid>.map.
     var perfMap = false
+    /// `-pidfile`: the process id goes there (locked, removed at the end), as QEMU's.
+    var pidFile: String?
+    /// `-daemonize`: detach once the machine is built.
+    var daemonize = false
 }
 
 /// A monitor and where it listens.
@@ -225,6 +229,10 @@ struct ConfigurationBuilder {
                 config.logFile = value
             case "perfmap":
                 config.perfMap = true
+            case "pidfile":
+                config.pidFile = value
+            case "daemonize":
+                config.daemonize = true
             default:
                 // Every option in the table is handled above.
                 throw CLIError(option: flag, "is not handled by this build")
@@ -441,8 +449,17 @@ struct ConfigurationBuilder {
                                "chardev '\(id)' is not defined (define it with -chardev ...,id=\(id))")
             }
         }
+        if config.daemonize {
+            // QEMU's words: a daemon has no terminal to talk to.
+            if config.nographic { throw CLIError(option: nil, "-nographic cannot be used with -daemonize") }
+            let stdio = config.chardevs.contains { if case .stdio = $0.backend { true } else { false } }
+                || (config.serials + config.monitors.map(\.target)).contains { target in
+                    if case .new(let spec, _) = target, case .stdio = spec.backend { true } else { false }
+                }
+            if stdio { throw CLIError(option: nil, "cannot use stdio with -daemonize") }
+        }
         if config.serials.isEmpty {
-            let text = config.displayNone && !config.nographic ? "null" : "mon:stdio"
+            let text = (config.displayNone || config.daemonize) && !config.nographic ? "null" : "mon:stdio"
             config.serials = [try wrap("-serial") { () throws(SystemError) in try ChardevSpec.parse(shortForm: text, option: "-serial") }]
         }
     }

@@ -46,6 +46,10 @@ public enum SystemEmulator {
 
     /// Runs the machine; returns the process exit status.
     private static func run(_ config: SystemConfiguration) throws(SystemError) -> Int32 {
+        // Detach first: fork copies only the calling thread, so no other may exist yet.
+        let daemon = config.daemonize ? try Daemon.detach() : nil
+        let pidFile = try config.pidFile.map { (path) throws(SystemError) in try PidFile(path: path) }
+        defer { pidFile?.remove() }
         DebugLog.enable(config.debugItems)
         try DebugLog.setOutput(path: config.logFile)
         if config.perfMap { try PerfMap.enable() }
@@ -84,7 +88,9 @@ public enum SystemEmulator {
                         : .interpreter)
                 boardConfig.virtio = virtio
                 boardConfig.disksInactive = incomingDisks.inactive
-                return try RISCVBoard(boardConfig)
+                let board = try RISCVBoard(boardConfig)
+                daemon?.ready()  // the machine is built: -daemonize's caller may go
+                return board
             }
             if let dump = config.dumpDTB {
                 let fd = try FileDescriptor.open(dump, O_WRONLY | O_CREAT | O_TRUNC)
@@ -130,7 +136,9 @@ public enum SystemEmulator {
                     let ms = Double(nanoseconds / 1000) / 1000
                     console.notice("guest boot marker: \(ms) ms after process start")
                 }
-                return try X86MicroVM(boardConfig)
+                let board = try X86MicroVM(boardConfig)
+                daemon?.ready()
+                return board
             }
             var setup = KVMMachine.Setup(
                 machineType: config.machine.name,
@@ -156,6 +164,7 @@ public enum SystemEmulator {
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
             console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
+            daemon?.ready()
             quit.wait()
             return 0
         }

@@ -75,4 +75,44 @@ import TestSupport
         let sender = client.output.split(separator: "\n").first { $0.hasPrefix("ok sender pid ") }?.dropFirst("ok sender pid ".count) ?? "?"
         #expect(stderr.contains("swemu-system-riscv64: terminating on signal 15 from pid \(sender) ("), "\(stderr)")
     }
+
+    /// `-daemonize -pidfile`, as libvirt and init scripts start QEMU: the command returns 0 once
+    /// the machine is built, the daemon runs in a session of its own with its pid in the locked
+    /// file (a second instance is refused), and SIGTERM ends it and removes the file.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func daemonizeWritesThePidFileAndSigtermEndsIt() throws {
+        let elf = try GuestProgram.build("migrate_counter")  // runs until stopped
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-daemon-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pidFile = dir.appendingPathComponent("swemu.pid").path
+        let serial = dir.appendingPathComponent("serial.log").path
+        let arguments = ["-M", "virt", "-m", "64M", "-bios", "none", "-kernel", elf, "-display", "none",
+                         "-serial", "file:\(serial)", "-daemonize", "-pidfile", pidFile]
+        // Its output to a file, not a pipe: Foundation leaves the pipe's own descriptor open in
+        // the child too, and the daemon would hold it (so reading to its end would never end).
+        let log = dir.appendingPathComponent("start.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let starter = Process()
+        starter.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
+        starter.arguments = arguments
+        starter.standardInput = FileHandle.nullDevice
+        starter.standardOutput = try FileHandle(forWritingTo: log)
+        starter.standardError = starter.standardOutput
+        try starter.run()
+        starter.waitUntilExit()
+        #expect(starter.terminationStatus == 0, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        let text = try String(contentsOfFile: pidFile, encoding: .utf8)
+        let pid = try #require(pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), "pid file: \(text)")
+        defer { kill(pid, SIGKILL) }
+        #expect(kill(pid, 0) == 0, "the daemon runs")
+        #expect(getsid(pid) != getsid(0), "in a session of its own")
+        let second = try GuestProgram.run(LinuxBootTests.binary, arguments.filter { $0 != "-daemonize" }, timeout: 60)  // refused at once
+        #expect(second.status == 1 && second.output.contains("cannot create PID file: Cannot lock pid file"), "\(second.output)")
+        #expect(kill(pid, SIGTERM) == 0)
+        let deadline = Date().addingTimeInterval(30)
+        while kill(pid, 0) == 0 && Date() < deadline { usleep(20_000) }
+        #expect(kill(pid, 0) != 0, "SIGTERM ended the daemon")
+        #expect(!FileManager.default.fileExists(atPath: pidFile), "the pid file is gone")
+    }
 }
