@@ -280,7 +280,8 @@ struct SocketBackendTests {
             }
             #expect(full, "send returns false once the queue is full (\(sent.count) frames sent)")
             #expect(nicS.frames.isEmpty)
-            #expect(nicC.readyCalls == 0)
+            // (No check that backendReady has not come yet: the loop may already have pushed
+            // half the queue into the kernel's socket buffer, which is what it is for.)
             nicS.setAccepting(true)
             server.frontendReady()
             let got = nicS.waitFrames(sent.count, seconds: 10)
