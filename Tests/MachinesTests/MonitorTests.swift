@@ -89,13 +89,16 @@ import TestSupport
         let serial = dir.appendingPathComponent("serial.log").path
         let arguments = ["-M", "virt", "-m", "64M", "-bios", "none", "-kernel", elf, "-display", "none",
                          "-serial", "file:\(serial)", "-daemonize", "-pidfile", pidFile]
-        // Its output to a file, not a pipe: Foundation leaves the pipe's own descriptor open in
-        // the child too, and the daemon would hold it (so reading to its end would never end).
+        // Started through Python's subprocess with close_fds: Foundation's Process leaves
+        // descriptors of its own open in the child (the pipe behind its output, the socket it
+        // watches for the child's exit), and a daemon inheriting them would keep Foundation
+        // waiting for as long as the daemon lives. The output goes to a file for the same reason.
         let log = dir.appendingPathComponent("start.log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let starter = Process()
-        starter.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
-        starter.arguments = arguments
+        starter.executableURL = URL(fileURLWithPath: Self.python)
+        starter.arguments = ["-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], close_fds=True))",
+                             LinuxBootTests.binary] + arguments
         starter.standardInput = FileHandle.nullDevice
         starter.standardOutput = try FileHandle(forWritingTo: log)
         starter.standardError = starter.standardOutput
