@@ -19,6 +19,8 @@ struct SystemConfiguration: Sendable {
     var tbSizeMiB: Int?
     var name: String?
     var noReboot = false
+    /// `-no-shutdown` / `-action shutdown=pause`: stop in "shutdown" when the guest powers off.
+    var noShutdown = false
     var nographic = false
     var displayNone = false
     var kernel: String?
@@ -145,6 +147,27 @@ struct ConfigurationBuilder {
                 config.name = opts.string("guest")
             case "no-reboot":
                 config.noReboot = true
+            case "no-shutdown":
+                config.noShutdown = true
+            case "action":
+                // QEMU's -action: what a guest reboot and power-off do (-no-reboot is
+                // reboot=shutdown, -no-shutdown shutdown=pause). panic= and watchdog= are
+                // refused: neither machine has a panic device or a watchdog.
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(accepted: ["reboot", "shutdown"])
+                }
+                switch opts.string("reboot") {
+                case nil: break
+                case "reset": config.noReboot = false
+                case "shutdown": config.noReboot = true
+                case let other?: throw CLIError(option: flag, "Parameter 'reboot' does not accept value '\(other)' (accepted: reset, shutdown)")
+                }
+                switch opts.string("shutdown") {
+                case nil: break
+                case "poweroff": config.noShutdown = false
+                case "pause": config.noShutdown = true
+                case let other?: throw CLIError(option: flag, "Parameter 'shutdown' does not accept value '\(other)' (accepted: poweroff, pause)")
+                }
             case "snapshot":
                 snapshotAll = true
             case "nographic":

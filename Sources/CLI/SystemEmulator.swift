@@ -105,6 +105,7 @@ public enum SystemEmulator {
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
+            setup.noShutdown = config.noShutdown
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
@@ -146,6 +147,7 @@ public enum SystemEmulator {
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
+            setup.noShutdown = config.noShutdown
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm

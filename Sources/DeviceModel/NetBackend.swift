@@ -84,6 +84,10 @@ public struct NetOffloads: OptionSet, Sendable, Hashable {
     public static let ecn = NetOffloads(rawValue: 1 << 3)
     /// UDP fragmentation: TUN_F_UFO; HOST_UFO / GUEST_UFO.
     public static let ufo = NetOffloads(rawValue: 1 << 4)
+    /// UDP segmentation (USO) over IPv4 and IPv6 together: TUN_F_USO4 | TUN_F_USO6, which
+    /// Linux's tun takes only as a pair (tun.c set_offload, 6.2 and later); HOST_USO /
+    /// GUEST_USO4 + GUEST_USO6.
+    public static let uso = NetOffloads(rawValue: 1 << 5)
 
     /// `struct virtio_net_hdr` with VERSION_1 (§5.1.6): u8 flags, u8 gso_type, le16 hdr_len,
     /// le16 gso_size, le16 csum_start, le16 csum_offset, le16 num_buffers.

@@ -16,7 +16,8 @@ import VirtIO
 /// - A backend with offloads (a tap with IFF_VNET_HDR; QEMU's `peer_has_vnet_hdr`) gets the
 ///   guest's 12-byte header with each frame and gives one with each frame it receives. The
 ///   device then also offers GUEST_CSUM and, per offload the backend has, HOST_/GUEST_TSO4,
-///   TSO6, ECN and UFO (QEMU's `virtio_net_get_features`); it checks the header against the
+///   TSO6, ECN, UFO, and HOST_USO with GUEST_USO4/6 (QEMU's `virtio_net_get_features`, USO
+///   from QEMU 8.2); it checks the header against the
 ///   features negotiated, passes it on untouched (no checksum here: the host's stack finishes
 ///   it or trusts DATA_VALID), and tells the backend which offloads the guest takes
 ///   (`setGuestOffloads`, at DRIVER_OK and at reset; QEMU's `virtio_net_apply_guest_offloads`).
@@ -83,6 +84,11 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         package static let hostTSO6 = VirtioFeatures(bit: 12)
         package static let hostECN = VirtioFeatures(bit: 13)
         package static let hostUFO = VirtioFeatures(bit: 14)
+        /// VIRTIO_NET_F_GUEST_USO4, _USO6: the driver takes UDP segmentation (gso_type
+        /// UDP_L4) frames over IPv4, IPv6; VIRTIO_NET_F_HOST_USO: the device takes them, both.
+        package static let guestUSO4 = VirtioFeatures(bit: 54)
+        package static let guestUSO6 = VirtioFeatures(bit: 55)
+        package static let hostUSO = VirtioFeatures(bit: 56)
         /// What this device offers with any backend.
         package static let offered: VirtioFeatures = [
             checksum, mac, mergeableRxBuffers, status, controlQueue, controlRx, controlMACAddress,
@@ -90,7 +96,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         /// Each offload and the features it brings: guest side, host side.
         static let offloadTable: [(offload: NetOffloads, guest: VirtioFeatures, host: VirtioFeatures)] = [
             (.checksum, guestChecksum, []), (.tso4, guestTSO4, hostTSO4), (.tso6, guestTSO6, hostTSO6),
-            (.ecn, guestECN, hostECN), (.ufo, guestUFO, hostUFO),
+            (.ecn, guestECN, hostECN), (.ufo, guestUFO, hostUFO), (.uso, [guestUSO4, guestUSO6], hostUSO),
         ]
 
         /// What the device offers in front of a backend with `offloads`.
@@ -98,9 +104,12 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             offloadTable.reduce(offered) { offloads.contains($1.offload) ? $0.union($1.guest).union($1.host) : $0 }
         }
 
-        /// The offloads a driver that negotiated `features` takes in received frames.
+        /// The offloads a driver that negotiated `features` takes in received frames: none
+        /// without GUEST_CSUM, which every GUEST_ GSO feature requires (§5.1.3.1); USO only with
+        /// both GUEST_USO4 and GUEST_USO6, since the tap takes it only as a pair.
         package static func guestOffloads(_ features: VirtioFeatures) -> NetOffloads {
-            offloadTable.reduce([]) { features.contains($1.guest) ? $0.union($1.offload) : $0 }
+            guard features.contains(guestChecksum) else { return [] }
+            return offloadTable.reduce([]) { features.isSuperset(of: $1.guest) ? $0.union($1.offload) : $0 }
         }
     }
 
@@ -132,6 +141,8 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     package static let gsoTCPv4: UInt8 = 1
     package static let gsoUDP: UInt8 = 3
     package static let gsoTCPv6: UInt8 = 4
+    /// `gso_type` VIRTIO_NET_HDR_GSO_UDP_L4: UDP segmentation, gso_size payload bytes each.
+    package static let gsoUDPL4: UInt8 = 5
     package static let gsoECN: UInt8 = 0x80
 
     /// An Ethernet header (destination, source, EtherType): the shortest frame accepted.
@@ -477,7 +488,7 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
         // §5.1.6.2.1: a GSO type only with its HOST_ feature (ECN with HOST_ECN), so never
         // without a backend that passes the header.
         guard let gsoFeatures = VirtioNet.gsoFeatures(gsoType, tso4: Feature.hostTSO4, tso6: Feature.hostTSO6,
-                                                      ufo: Feature.hostUFO, ecn: Feature.hostECN),
+                                                      ufo: Feature.hostUFO, uso: Feature.hostUSO, ecn: Feature.hostECN),
               features.isSuperset(of: gsoFeatures)
         else {
             return dropped("gso_type \(gsoType) without its GSO feature negotiated")
@@ -499,15 +510,16 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
     }
 
     /// The features a `gso_type` needs (§5.1.6.2.1, §5.1.6.4.1), given the HOST_ or GUEST_
-    /// ones; nil for a type not defined or ECN on GSO_NONE.
+    /// ones; nil for a type not defined or ECN on GSO_NONE or UDP_L4 (ECN is TCP's).
     private static func gsoFeatures(_ gsoType: UInt8, tso4: VirtioFeatures, tso6: VirtioFeatures, ufo: VirtioFeatures,
-                                    ecn: VirtioFeatures) -> VirtioFeatures? {
+                                    uso: VirtioFeatures, ecn: VirtioFeatures) -> VirtioFeatures? {
         let ecnFeature: VirtioFeatures = gsoType & gsoECN != 0 ? ecn : []
         switch gsoType & ~gsoECN {
         case gsoNone: return ecnFeature.isEmpty ? [] : nil
         case gsoTCPv4: return tso4.union(ecnFeature)
         case gsoTCPv6: return tso6.union(ecnFeature)
         case gsoUDP: return ufo.union(ecnFeature)
+        case gsoUDPL4: return ecnFeature.isEmpty ? uso : nil
         default: return nil
         }
     }
@@ -609,8 +621,8 @@ package final class VirtioNet: VirtioDevice, NetFrontend, Snapshottable {
             return nil
         }
         let gsoType = packet[1]
-        guard let gsoFeatures = VirtioNet.gsoFeatures(gsoType, tso4: Feature.guestTSO4, tso6: Feature.guestTSO6,
-                                                      ufo: Feature.guestUFO, ecn: Feature.guestECN),
+        guard let gsoFeatures = VirtioNet.gsoFeatures(gsoType, tso4: Feature.guestTSO4, tso6: Feature.guestTSO6, ufo: Feature.guestUFO,
+                                                      uso: [Feature.guestUSO4, Feature.guestUSO6], ecn: Feature.guestECN),
               features.isSuperset(of: gsoFeatures)
         else {
             return drop("gso_type \(gsoType) from the backend, which the driver did not negotiate")

@@ -26,8 +26,8 @@ import SystemSupport
 /// where the kernel has IFF_VNET_HDR (TUNGETFEATURES), the tap is opened with IFF_VNET_HDR and
 /// a 12-byte header (TUNSETVNETHDRSZ: virtio 1.x's layout, num_buffers included, which the
 /// kernel ignores on write and leaves for the NIC to fill on read), and every frame crosses
-/// with that header (`NetBackend.offloads`: checksum, TSO4/6, ECN, and UFO where the kernel
-/// still takes TUN_F_UFO). The header is little-endian, the host's order on x86-64, so no
+/// with that header (`NetBackend.offloads`: checksum, TSO4/6, ECN, UFO where the kernel
+/// still takes TUN_F_UFO, USO where it takes TUN_F_USO4 | TUN_F_USO6: Linux 6.2 and later). The header is little-endian, the host's order on x86-64, so no
 /// TUNSETVNETLE is needed. What the tap may hand us follows the guest (`setGuestOffloads` →
 /// TUNSETOFFLOAD); until the NIC says, nothing (TUNSETOFFLOAD 0, as QEMU at open).
 /// `vnet_hdr=on` where the kernel lacks IFF_VNET_HDR fails; `vnet_hdr=off` carries plain
@@ -52,12 +52,15 @@ public final class TapBackend: NetBackend {
     static let TUNGETVNETHDRSZ: UInt = 2 << 30 | 4 << 16 | 0x54 << 8 | 215
     /// TUNSETVNETHDRSZ = _IOW('T', 216, int)
     static let TUNSETVNETHDRSZ: UInt = 1 << 30 | 4 << 16 | 0x54 << 8 | 216
-    /// TUNSETOFFLOAD's flags: TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO.
+    /// TUNSETOFFLOAD's flags: TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO,
+    /// TUN_F_USO4, TUN_F_USO6.
     static let TUN_F_CSUM: UInt32 = 0x01
     static let TUN_F_TSO4: UInt32 = 0x02
     static let TUN_F_TSO6: UInt32 = 0x04
     static let TUN_F_TSO_ECN: UInt32 = 0x08
     static let TUN_F_UFO: UInt32 = 0x10
+    static let TUN_F_USO4: UInt32 = 0x20
+    static let TUN_F_USO6: UInt32 = 0x40
     static let IFF_TAP: Int16 = 0x0002
     static let IFF_NO_PI: Int16 = 0x1000
     static let IFF_VNET_HDR: Int16 = 0x4000
@@ -184,9 +187,13 @@ public final class TapBackend: NetBackend {
         }
     }
 
+    /// The TUNSETOFFLOAD flags for `offloads`: none without checksum offload, which every
+    /// segmentation offload needs (tun.c set_offload refuses them alone; QEMU asks likewise).
     static func tunFlags(_ offloads: NetOffloads) -> UInt32 {
+        guard offloads.contains(.checksum) else { return 0 }
         let table: [(NetOffloads, UInt32)] = [
             (.checksum, TUN_F_CSUM), (.tso4, TUN_F_TSO4), (.tso6, TUN_F_TSO6), (.ecn, TUN_F_TSO_ECN), (.ufo, TUN_F_UFO),
+            (.uso, TUN_F_USO4 | TUN_F_USO6),
         ]
         return table.reduce(0) { offloads.contains($1.0) ? $0 | $1.1 : $0 }
     }
@@ -242,14 +249,15 @@ public final class TapBackend: NetBackend {
         return Opened(fd: fd, name: name(of: &request), offloads: offloads)
     }
 
-    /// A tap with IFF_VNET_HDR: sets the 12-byte header, finds the offloads (UFO only where
-    /// TUNSETOFFLOAD takes it: QEMU's tap_probe_has_ufo) and leaves TUNSETOFFLOAD at 0 until
+    /// A tap with IFF_VNET_HDR: sets the 12-byte header, finds the offloads (UFO and USO only
+    /// where TUNSETOFFLOAD takes them: QEMU's tap_probe_has_ufo/_uso) and leaves TUNSETOFFLOAD at 0 until
     /// the guest's are known. nil when the header size cannot be set (errno says why).
     private static func headerOffloads(_ fd: Int32) -> NetOffloads? {
         var size = Int32(NetOffloads.headerSize)
         guard clx_ioctl_ptr(fd, TUNSETVNETHDRSZ, &size) >= 0 else { return nil }
         var offloads: NetOffloads = [.checksum, .tso4, .tso6, .ecn]
         if clx_ioctl_int(fd, TUNSETOFFLOAD, UInt(TUN_F_CSUM | TUN_F_UFO)) == 0 { offloads.insert(.ufo) }
+        if clx_ioctl_int(fd, TUNSETOFFLOAD, UInt(TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6)) == 0 { offloads.insert(.uso) }
         _ = clx_ioctl_int(fd, TUNSETOFFLOAD, 0)
         return offloads
     }

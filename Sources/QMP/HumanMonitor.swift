@@ -397,7 +397,9 @@ public struct HumanMonitor: Sendable {
             if let e = extraneous(command.name, rest, typed: name) { return e }
             switch command.name {
             case "stop|s": target.execute(.stop)
-            case "cont|c": target.execute(.cont)
+            case "cont|c":
+                if target.runState == "shutdown" { return "Error: \(QMPSession.resetRequired)\n" }
+                target.execute(.cont)
             case "system_reset": target.execute(.systemReset)
             case "system_powerdown": target.execute(.systemPowerdown)
             case "q|quit": quit = true

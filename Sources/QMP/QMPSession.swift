@@ -33,6 +33,8 @@
 ///   on with the next message; see `QMPFramer` for limits (1 MiB per message by default:
 ///   an error reply, then the rest of that message is skipped; the connection stays).
 public struct QMPSession: Sendable {
+    /// QEMU's error for `cont` in the "shutdown" run state.
+    static let resetRequired = "Resetting the Virtual Machine is required"
     public let target: any MonitorTarget
     public let version: MonitorVersion
     private var framer: QMPFramer
@@ -242,6 +244,9 @@ public struct QMPSession: Sendable {
         case "quit":
             quit = true
             return [:]
+        case "cont" where target.runState == "shutdown":
+            // QEMU's qmp_cont: a guest that powered off (-no-shutdown) needs system_reset first.
+            throw .generic(Self.resetRequired)
         case _ where MigrationCommands.all.contains(where: { $0.name == name }):
             return try MigrationCommands.run(name, args, target: target)
         case _ where NetworkCommands.all.contains(where: { $0.name == name }):

@@ -1,4 +1,5 @@
 import DeviceModel
+import Dispatch
 import Machines
 import QMP
 import Synchronization
@@ -23,6 +24,9 @@ public final class KVMMachine: MonitorTarget, Sendable {
 
     let setup: Setup
     let state: Mutex<State>
+    /// Signalled by `system_reset` and `quit` for a run waiting without a board after a guest
+    /// power-off under `-no-shutdown`.
+    private let wake = DispatchSemaphore(value: 0)
     /// The GDB stub's breakpoints, watchpoints and stop listener (KVMMachine+GDB.swift).
     let debugger = KVMDebugger()
     /// Live migration and saving to streams (DESIGN.md §5; KVMMachine+Migration.swift).
@@ -69,6 +73,13 @@ public final class KVMMachine: MonitorTarget, Sendable {
             switch exit {
             case .powerOff(let code):
                 emit(.shutdown(guest: true, reason: "guest-shutdown"))
+                if setup.noShutdown {
+                    // The vCPUs are gone with the board; the next one is built at system_reset.
+                    state.withLock { $0.life.guestShutdownStopped() }
+                    emit(.stop)
+                    while state.withLock({ $0.life.exitCode == nil && !$0.life.hostReset }) { wake.wait() }
+                    continue
+                }
                 state.withLock { $0.life.runState = "shutdown" }
                 debugger.report(.exited(code: code))
                 return code
@@ -136,11 +147,12 @@ public final class KVMMachine: MonitorTarget, Sendable {
 
     func systemReset() {
         let board = state.withLock { s -> X86MicroVM? in
-            s.life.hostReset = true
+            s.life.requestReset()
             return s.board
         }
         emit(.reset(guest: false, reason: "host-qmp-system-reset"))
         board?.requestReset()
+        wake.signal()
     }
 
     /// The microvm has no ACPI power button yet: POWERDOWN is announced and the guest runs on,
@@ -164,6 +176,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
             return s.board
         }
         board?.requestPowerOff(exitCode: 0)
+        wake.signal()
     }
 
     /// Runs `body` on the current board with every vCPU parked; nil when there is none (or

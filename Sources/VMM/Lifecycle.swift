@@ -96,6 +96,20 @@ struct Lifecycle {
         return !endAnnounced && exitCode == nil
     }
 
+    /// The guest powered off under `-no-shutdown`: stopped in "shutdown" (QEMU's
+    /// vm_stop(RUN_STATE_SHUTDOWN)), which `cont` refuses until a reset builds the board again.
+    mutating func guestShutdownStopped() {
+        paused = true
+        runState = "shutdown"
+    }
+
+    /// `system_reset`: the board is built again. A machine stopped by a guest power-off is
+    /// then in "prelaunch" at once (as QEMU's after its reset), so a `cont` right after runs it.
+    mutating func requestReset() {
+        hostReset = true
+        if runState == "shutdown" && exitCode == nil { runState = "prelaunch" }
+    }
+
     /// The run ends with `code` (the first decision wins).
     mutating func end(code: Int32) {
         if exitCode == nil { exitCode = code }

@@ -19,6 +19,9 @@ public struct MachineSetup<Board>: Sendable {
     public var maxCPUs: [String: Int] = [:]
     public var name: String?
     public var noReboot: Bool
+    /// `-no-shutdown` (`-action shutdown=pause`): a guest power-off stops the machine in
+    /// "shutdown" instead of ending the process; `system_reset` then `cont` start it again.
+    public var noShutdown = false
     /// Start stopped (`-S`).
     public var startPaused: Bool
     public var chardevs: [(label: String, filename: String)]

@@ -120,6 +120,13 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                     debugStop(Self.stopEvent(stop, hart: hart))
                 case .powerOff(let code):
                     emit(.shutdown(guest: true, reason: "guest-shutdown"))
+                    if setup.noShutdown {
+                        // The board stays (its RAM and registers for the monitors) until
+                        // system_reset builds the next one, or quit.
+                        state.withLock { $0.life.guestShutdownStopped() }
+                        emit(.stop)
+                        continue
+                    }
                     state.withLock { $0.life.runState = "shutdown" }
                     emitDebug(.exited(code: code))
                     return code
@@ -226,7 +233,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     func systemReset() {
         let board = state.withLock { s -> RISCVBoard? in
-            s.life.hostReset = true
+            s.life.requestReset()
             return s.board
         }
         emit(.reset(guest: false, reason: "host-qmp-system-reset"))

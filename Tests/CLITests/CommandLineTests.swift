@@ -285,6 +285,18 @@ import VMM
         #expect(try config(["-M", "none", "-name", "plain"]).name == "plain")
     }
 
+    /// `-action` as QEMU's, for what swemu's machines have: reboot= and shutdown= (the same
+    /// switches as -no-reboot and -no-shutdown); the rest is refused, saying what is accepted.
+    @Test func actions() throws {
+        #expect(try config(["-M", "none", "-no-shutdown"]).noShutdown)
+        let both = try config(["-M", "none", "-action", "reboot=shutdown,shutdown=pause"])
+        #expect(both.noReboot && both.noShutdown)
+        let undone = try config(["-M", "none", "-no-reboot", "-no-shutdown", "-action", "reboot=reset", "-action", "shutdown=poweroff"])
+        #expect(!undone.noReboot && !undone.noShutdown)
+        #expect(error(["-M", "none", "-action", "shutdown=halt"]).contains("Parameter 'shutdown' does not accept value 'halt' (accepted: poweroff, pause)"))
+        #expect(error(["-M", "none", "-action", "panic=pause"]).contains("panic"))
+    }
+
     @Test func imageTool() {
         #expect(ImageTool.run(["--help"]).stdout.contains("usage: swemu-img"))
         #expect(ImageTool.run(["--version"]).status == 0)

@@ -66,6 +66,33 @@ import TestSupport
         #expect(run.output.contains("acpi poweroff"))
     }
 
+    /// `-no-shutdown` on KVM: the ACPI power-off stops the machine in "shutdown" and the
+    /// process stays; `system_reset` and `cont` run the program again (the RISC-V board's
+    /// counterpart and the script: MachinesTests/MonitorTests.noShutdownStopsTheMachineAtPowerOff).
+    @Test(.enabled(if: KVMMigrationTests.scriptMissing == nil, "\(KVMMigrationTests.scriptMissing ?? "")"))
+    func noShutdownStopsTheMachineAtPowerOff() throws {
+        let elf = try X86GuestProgram.build("hello")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-kvm-noshut-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let socket = dir.appendingPathComponent("qmp.sock").path
+        let serial = dir.appendingPathComponent("serial.log").path
+        let swemu = Process()
+        swemu.executableURL = URL(fileURLWithPath: X86GuestProgram.binary)
+        swemu.arguments = ["-M", "microvm", "-accel", "kvm", "-m", "256M", "-kernel", elf, "-append", "end=poweroff", "-display", "none",
+                           "-S", "-no-shutdown", "-serial", "file:\(serial)", "-qmp", "unix:\(socket),server=on,wait=off"]
+        swemu.standardInput = FileHandle.nullDevice
+        try swemu.run()
+        defer { if swemu.isRunning { kill(swemu.processIdentifier, SIGKILL) } }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("MachinesTests/qmp_machine.py").path
+        let client = try Subprocess.run(Python.executable, [script, socket, serial, "no-shutdown", "hello from an x86-64 guest"], timeout: 120)
+        #expect(client.status == 0 && !client.output.contains("FAIL"), "\(client.output)")
+        let deadline = Date().addingTimeInterval(60)
+        while swemu.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!swemu.isRunning && swemu.terminationStatus == 0)
+    }
+
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func tripleFaultEndsWithAMessageAndRegisters() throws {
         let run = try X86GuestProgram.run("hello", ["-append", "end=fault"])

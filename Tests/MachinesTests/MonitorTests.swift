@@ -76,6 +76,34 @@ import TestSupport
         #expect(stderr.contains("swemu-system-riscv64: terminating on signal 15 from pid \(sender) ("), "\(stderr)")
     }
 
+    /// `-no-shutdown` (what libvirt passes): a guest power-off stops the machine in "shutdown"
+    /// (SHUTDOWN, then STOP) and the process stays; `cont` is refused with QEMU's words until
+    /// `system_reset`, after which the guest runs again from the start; `quit` ends with 0.
+    /// Checked on both spellings, `-no-shutdown` and `-action shutdown=pause`.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"), arguments: [["-no-shutdown"], ["-action", "shutdown=pause"]])
+    func noShutdownStopsTheMachineAtPowerOff(_ option: [String]) throws {
+        let elf = try GuestProgram.build("uart")  // prints a line and powers off
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-noshut-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let socket = dir.appendingPathComponent("qmp.sock").path
+        let serial = dir.appendingPathComponent("serial.log").path
+        let swemu = Process()
+        swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
+        swemu.arguments = ["-M", "virt", "-m", "64M", "-bios", "none", "-kernel", elf, "-display", "none", "-S",
+                           "-serial", "file:\(serial)", "-qmp", "unix:\(socket),server=on,wait=off"] + option
+        swemu.standardInput = FileHandle.nullDevice
+        try swemu.run()
+        defer { if swemu.isRunning { kill(swemu.processIdentifier, SIGKILL) } }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("qmp_machine.py").path
+        let client = try GuestProgram.run(Self.python, Self.pythonArguments + [script, socket, serial, "no-shutdown", "hello from a bare-metal guest"],
+                                          timeout: 120)
+        #expect(client.status == 0 && !client.output.contains("FAIL"), "\(client.output)")
+        let deadline = Date().addingTimeInterval(60)
+        while swemu.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!swemu.isRunning && swemu.terminationStatus == 0)
+    }
+
     /// `-daemonize -pidfile`, as libvirt and init scripts start QEMU: the command returns 0 once
     /// the machine is built, the daemon runs in a session of its own with its pid in the locked
     /// file (a second instance is refused), and SIGTERM ends it and removes the file.

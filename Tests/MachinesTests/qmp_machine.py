@@ -1,6 +1,6 @@
 """Drives a running swemu (the ticker guest program) with QEMU's own Python QMP client.
 
-Usage: qmp_machine.py SOCKET SERIAL_LOG [signal PID]. Prints one line per check ("ok ..." or
+Usage: qmp_machine.py SOCKET SERIAL_LOG [signal PID | no-shutdown LINE]. Prints one line per check ("ok ..." or
 "FAIL ...") and exits non-zero when a check fails. Run by MachinesTests/MonitorTests. With
 `signal PID` it only sends SIGTERM to swemu (PID) once the guest prints and checks that the
 machine ends as QEMU's does: a SHUTDOWN event with reason host-signal.
@@ -145,7 +145,47 @@ async def terminate(socket, serial, pid):
         pass
 
 
-if len(sys.argv) > 4 and sys.argv[3] == "signal":
+async def no_shutdown(socket, serial, line):
+    """-S -no-shutdown with a program that prints `line` and powers off: the machine
+    stops in "shutdown" (SHUTDOWN, then STOP) instead of ending; cont is refused until
+    system_reset, after which it starts over (prelaunch, cont) and powers off again."""
+    qmp = QMPClient("swemu-test")
+    for _ in range(100):
+        try:
+            await qmp.connect(socket)
+            break
+        except (OSError, ConnectionError):
+            await asyncio.sleep(0.1)
+    for run in (1, 2):
+        status = await qmp.execute("query-status")
+        check(status["status"] == "prelaunch", f"run {run}: stopped before it starts: {status}")
+        await qmp.execute("cont")
+        event = await next_event(qmp, "SHUTDOWN")
+        check(event["data"] == {"guest": True, "reason": "guest-shutdown"}, f"run {run}: SHUTDOWN event: {event}")
+        await next_event(qmp, "STOP")
+        status = await qmp.execute("query-status")
+        check(status == {"status": "shutdown", "singlestep": False, "running": False}, f"run {run}: stopped in shutdown: {status}")
+        with open(serial, "rb") as f:
+            check(f.read().count(line) == run, f"run {run}: the guest ran {run} time(s)")
+        try:
+            await qmp.execute("cont")
+            check(False, "cont after a guest power-off is refused")
+        except Exception as error:
+            check("Resetting the Virtual Machine is required" in str(error), f"cont is refused as QEMU's: {error}")
+        answer = await qmp.execute("human-monitor-command", {"command-line": "cont"})
+        check(answer == "Error: Resetting the Virtual Machine is required\r\n", f"HMP cont too: {answer!r}")
+        await qmp.execute("system_reset")
+        await next_event(qmp, "RESET")
+    await qmp.execute("quit")
+    try:
+        await qmp.disconnect()
+    except EOFError:
+        pass
+
+
+if len(sys.argv) > 3 and sys.argv[3] == "no-shutdown":
+    asyncio.run(no_shutdown(sys.argv[1], sys.argv[2], sys.argv[4].encode()))
+elif len(sys.argv) > 4 and sys.argv[3] == "signal":
     asyncio.run(terminate(sys.argv[1], sys.argv[2], int(sys.argv[4])))
 else:
     asyncio.run(main(sys.argv[1], sys.argv[2]))

@@ -135,6 +135,18 @@ enum TapFrames {
         return mac + guestMAC + [0x08, 0x00] + ip + udp + payload
     }
 
+    /// `udp(...)` with the UDP checksum field holding only the pseudo-header's sum, as a
+    /// guest leaves it for NEEDS_CSUM (csum_start 34, csum_offset 6).
+    static func udpWithPartialChecksum(to mac: [UInt8], from source: [UInt8], _ sourcePort: UInt16, to destination: [UInt8], _ port: UInt16,
+                                       payload: [UInt8]) -> [UInt8] {
+        var frame = udp(to: mac, from: source, sourcePort, to: destination, port, payload: payload)
+        let udpLength = 8 + payload.count
+        let pseudo = ~checksum((source + destination + [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)])[...])
+        frame[40] = UInt8(pseudo >> 8)
+        frame[41] = UInt8(pseudo & 0xff)
+        return frame
+    }
+
     /// An ARP reply from the guest (`sender`, guestMAC) to `mac`/`target`.
     static func arpReply(to mac: [UInt8], _ target: [UInt8], from sender: [UInt8]) -> [UInt8] {
         mac + guestMAC + [0x08, 0x06] + [0, 1, 0x08, 0x00, 6, 4, 0, 2] + guestMAC + sender + mac + target
@@ -183,6 +195,9 @@ struct TapBackendTests {
             return Setup(backend: backend, udp: try NetNamespace.udpSocket(host, port: 7777), mac: mac)
         }.get()
     }
+
+    /// virtio_net_hdr's gso_type VIRTIO_NET_HDR_GSO_UDP_L4 (virtio 1.2 §5.1.6).
+    static let gsoUDPL4: UInt8 = 5
 
     /// The virtio_net_hdr a frame crosses with when the backend has offloads (VERSION_1, 12 bytes).
     static let plainHeader = [UInt8](repeating: 0, count: NetOffloads.headerSize)
@@ -256,11 +271,7 @@ struct TapBackendTests {
 
             // Guest → host: UDP whose checksum field holds only the pseudo-header sum.
             let message = Array("partial checksum".utf8)
-            var frame = TapFrames.udp(to: setup.mac, from: Self.guest, 4001, to: Self.host, 7777, payload: message)
-            let udpLength = 8 + message.count
-            let pseudo = ~TapFrames.checksum((Self.guest + Self.host + [0, 17, UInt8(udpLength >> 8), UInt8(udpLength & 0xff)])[...])
-            frame[40] = UInt8(pseudo >> 8)
-            frame[41] = UInt8(pseudo & 0xff)
+            let frame = TapFrames.udpWithPartialChecksum(to: setup.mac, from: Self.guest, 4001, to: Self.host, 7777, payload: message)
             // flags NEEDS_CSUM, GSO_NONE, hdr_len 0, gso_size 0, csum_start 34, csum_offset 6.
             let needsChecksum: [UInt8] = [1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0]
             #expect(setup.backend.send(needsChecksum + frame))
@@ -289,6 +300,63 @@ struct TapBackendTests {
                     #expect(udp[0] & 1 == 0, "finished checksum: \(Array(udp.prefix(12)))")
                 } else {
                     #expect(Array(udp.prefix(12)) == [1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 0, 0])
+                }
+            }
+        }
+    }
+
+    /// UDP segmentation offload (USO) both ways where the kernel's tap has it (Linux 6.2+):
+    /// one 3000-byte GSO_UDP_L4 frame from the guest arrives as three 1000-byte datagrams
+    /// (the host's stack segments it and checks every checksum), and a host socket sending
+    /// with UDP_SEGMENT reaches the guest as one GSO frame when the guest takes USO, as three
+    /// plain ones when it does not.
+    @Test("USO: UDP segmentation crosses the tap both ways and follows the guest")
+    func udpSegmentation() throws {
+        try NetTestKit.withLoop { loop in
+            let setup = try Self.setUp("ifname", loop: loop, extra: ",vnet_hdr=on")
+            defer {
+                setup.backend.close()
+                Glibc.close(setup.udp)
+            }
+            try #require(setup.backend.offloads.contains(.uso), "this kernel's tap has no USO (TUNSETOFFLOAD TUN_F_USO4|TUN_F_USO6: Linux 6.2+)")
+            let nic = FakeNIC()
+            setup.backend.attach(nic)
+
+            // Guest → host: flags NEEDS_CSUM, gso_type UDP_L4, hdr_len 42, gso_size 1000,
+            // csum_start 34, csum_offset 6.
+            let payload = (0..<3000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+            let frame = TapFrames.udpWithPartialChecksum(to: setup.mac, from: Self.guest, 4002, to: Self.host, 7777, payload: payload)
+            let uso: [UInt8] = [1, Self.gsoUDPL4, 42, 0, 0xe8, 0x03, 34, 0, 6, 0, 0, 0]
+            #expect(setup.backend.send(uso + frame))
+            var datagrams: [[UInt8]] = []
+            for _ in 0..<3 { datagrams.append(Self.receive(setup.udp)) }
+            #expect(datagrams == [Array(payload[0..<1000]), Array(payload[1000..<2000]), Array(payload[2000..<3000])])
+
+            // Host → guest: resolve the guest's address first.
+            func isUDP(_ frame: [UInt8]) -> Bool { frame.count > 12 + 23 && frame[12 + 14] == 0x45 && frame[12 + 23] == 17 }
+            Self.sendToGuest(setup.udp, Array("first".utf8))
+            #expect(NetTestKit.eventually {
+                nic.frames.contains { $0.count > 12 && TapFrames.isARPRequest(Array($0.dropFirst(12)), from: Self.host, for: Self.guest) }
+            })
+            #expect(setup.backend.send(Self.plainHeader + TapFrames.arpReply(to: setup.mac, Self.host, from: Self.guest)))
+            #expect(NetTestKit.eventually { nic.frames.contains(where: isUDP) })
+            var segmentSize: Int32 = 1000
+            // linux/udp.h: UDP_SEGMENT (103) at level SOL_UDP (17): the stack sends one GSO skb.
+            #expect(setsockopt(setup.udp, 17, 103, &segmentSize, socklen_t(MemoryLayout<Int32>.size)) == 0, "UDP_SEGMENT: \(Errno.current)")
+            for guest: NetOffloads in [[.checksum, .uso], [.checksum]] {
+                setup.backend.setGuestOffloads(guest)
+                let before = nic.frames.count
+                Self.sendToGuest(setup.udp, payload)
+                let expected = guest.contains(.uso) ? 1 : 3
+                #expect(NetTestKit.eventually { nic.frames.dropFirst(before).filter(isUDP).count >= expected })
+                let udp = nic.frames.dropFirst(before).filter(isUDP)
+                #expect(udp.count == expected, "\(guest): \(udp.map(\.count))")
+                if guest.contains(.uso), let gso = udp.first {
+                    #expect(gso[1] == Self.gsoUDPL4 && gso[4] == 0xe8 && gso[5] == 0x03, "gso_type UDP_L4, gso_size 1000: \(Array(gso.prefix(12)))")
+                    #expect(Array(gso.suffix(3000)) == payload)
+                } else {
+                    #expect(udp.allSatisfy { $0[1] == 0 }, "no GSO without USO")
+                    #expect(udp.map { Array($0.suffix(1000)) } == [Array(payload[0..<1000]), Array(payload[1000..<2000]), Array(payload[2000..<3000])])
                 }
             }
         }

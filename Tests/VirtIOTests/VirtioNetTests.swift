@@ -713,15 +713,16 @@ func partialChecksumFrame(udp: Bool, payload: [UInt8]) -> (frame: [UInt8], heade
 
     // MARK: Offloads (a backend that passes virtio_net_hdr)
 
-    static let allOffloads: NetOffloads = [.checksum, .tso4, .tso6, .ecn, .ufo]
+    static let allOffloads: NetOffloads = [.checksum, .tso4, .tso6, .ecn, .ufo, .uso]
 
     @Test func offloadFeaturesFollowTheBackend() {
         let all = NetHarness(offloads: Self.allOffloads, initialize: false)
         #expect(all.guest.deviceFeatures.isSuperset(of: VirtioFeatures(rawValue: 0b111_1111_1000_0010)), "bits 1, 7-14")
+        #expect(all.guest.deviceFeatures.isSuperset(of: VirtioFeatures(rawValue: 0b111 << 54)), "bits 54-56: GUEST_USO4/6, HOST_USO")
         let some = NetHarness(offloads: [.checksum, .tso4], initialize: false)
         let offered = some.guest.deviceFeatures
         #expect(offered.isSuperset(of: [NetFeature.guestChecksum, NetFeature.guestTSO4, NetFeature.hostTSO4, NetFeature.checksum]))
-        for bit in [8, 9, 10, 12, 13, 14] {
+        for bit in [8, 9, 10, 12, 13, 14, 54, 55, 56] {
             #expect(!offered.contains(VirtioFeatures(bit: bit)), "feature bit \(bit) offered")
         }
         all.net.detachFromBackend()
@@ -730,10 +731,16 @@ func partialChecksumFrame(udp: Bool, payload: [UInt8]) -> (frame: [UInt8], heade
 
     @Test func theBackendHearsTheGuestsOffloadsAtDriverOKAndReset() {
         let h = NetHarness(offloads: Self.allOffloads) { $0.subtracting([NetFeature.guestTSO6, NetFeature.guestUFO]) }
-        #expect(h.backend.guestOffloads.last == [.checksum, .tso4, .ecn])
+        #expect(h.backend.guestOffloads.last == [.checksum, .tso4, .ecn, .uso])
         h.guest.write(.status, 0)
         #expect(h.backend.guestOffloads.last == [])
-        #expect(h.guest.initialize { $0.subtracting([NetFeature.guestChecksum, NetFeature.guestTSO4, NetFeature.guestTSO6, NetFeature.guestECN, NetFeature.guestUFO]) })
+        // USO only when the driver takes it over both IPv4 and IPv6 (the tap's pair).
+        #expect(h.guest.initialize { $0.subtracting([NetFeature.guestUSO6]) })
+        #expect(h.backend.guestOffloads.last == [.checksum, .tso4, .tso6, .ecn, .ufo])
+        h.guest.write(.status, 0)
+        #expect(h.backend.guestOffloads.last == [])
+        // Without GUEST_CSUM nothing, whatever GSO features the driver took (§5.1.3.1).
+        #expect(h.guest.initialize { $0.subtracting([NetFeature.guestChecksum]) })
         #expect(h.backend.guestOffloads.last == [])
         h.net.detachFromBackend()
     }
@@ -750,13 +757,20 @@ func partialChecksumFrame(udp: Bool, payload: [UInt8]) -> (frame: [UInt8], heade
         #expect(h.net.statistics.txBytes == UInt64(frame.count))
         // ECN on TSO passes (HOST_ECN negotiated); an unknown GSO type is dropped.
         h.transmit(sizedFrame(2000, to: peerMAC), header: netHeader(gsoType: VirtioNet.gsoTCPv4 | VirtioNet.gsoECN))
-        h.transmit(sizedFrame(2000, to: peerMAC), header: netHeader(gsoType: 5))
+        h.transmit(sizedFrame(2000, to: peerMAC), header: netHeader(gsoType: 6))
         #expect(h.backend.sent.count == 2)
         #expect(h.net.statistics.txDropped == 1)
+        // UDP segmentation (HOST_USO) passes; ECN belongs to TCP only.
+        h.transmit(sizedFrame(3000, to: peerMAC), header: netHeader(flags: VirtioNet.needsChecksum, gsoType: VirtioNet.gsoUDPL4,
+                                                                    headerLength: 42, gsoSize: 1000, checksumStart: 34, checksumOffset: 6))
+        #expect(h.backend.sent.count == 3)
+        h.transmit(sizedFrame(3000, to: peerMAC), header: netHeader(gsoType: VirtioNet.gsoUDPL4 | VirtioNet.gsoECN))
+        #expect(h.backend.sent.count == 3)
+        #expect(h.net.statistics.txDropped == 2)
         // Past the GSO limit: dropped.
         h.transmit(sizedFrame(NetOffloads.maxFrameSize + 1, to: peerMAC), header: netHeader(gsoType: VirtioNet.gsoTCPv4))
-        #expect(h.backend.sent.count == 2)
-        #expect(h.net.statistics.txDropped == 2)
+        #expect(h.backend.sent.count == 3)
+        #expect(h.net.statistics.txDropped == 3)
         h.net.detachFromBackend()
     }
 
@@ -766,6 +780,27 @@ func partialChecksumFrame(udp: Bool, payload: [UInt8]) -> (frame: [UInt8], heade
         #expect(h.backend.sent.isEmpty)
         #expect(h.net.statistics.txDropped == 1)
         h.net.detachFromBackend()
+        let noUSO = NetHarness(offloads: Self.allOffloads) { $0.subtracting([NetFeature.hostUSO]) }
+        noUSO.transmit(sizedFrame(3000, to: peerMAC), header: netHeader(gsoType: VirtioNet.gsoUDPL4))
+        #expect(noUSO.backend.sent.isEmpty)
+        #expect(noUSO.net.statistics.txDropped == 1)
+        noUSO.net.detachFromBackend()
+    }
+
+    @Test func aReceivedUSOFrameNeedsBothGuestUSOFeatures() {
+        let frame = sizedFrame(3000)
+        let header = netHeader(flags: VirtioNet.needsChecksum, gsoType: VirtioNet.gsoUDPL4, headerLength: 42, gsoSize: 1000,
+                               checksumStart: 34, checksumOffset: 6)
+        for (taken, delivered) in [(true, true), (false, false)] {
+            let h = NetHarness(offloads: Self.allOffloads) { taken ? $0 : $0.subtracting([NetFeature.guestUSO6]) }
+            let buffers = h.postReceiveBuffers([4096])
+            #expect(h.net.receive(header + frame))
+            #expect(h.net.statistics.rxDropped == (delivered ? 0 : 1))
+            if delivered {
+                #expect(h.guest.bytes(at: buffers[0], count: 12 + frame.count) == Array(header.prefix(10)) + le(UInt16(1)) + frame)
+            }
+            h.net.detachFromBackend()
+        }
     }
 
     @Test func receiveDeliversTheBackendsHeaderAndA60KiBTSOFrameOverMergeableBuffers() {
