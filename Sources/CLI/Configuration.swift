@@ -18,6 +18,11 @@ struct SystemConfiguration: Sendable {
     /// `-accel tcg,tb-size=MiB`: the JIT's code buffer per hart.
     var tbSizeMiB: Int?
     var name: String?
+    /// `-name process=NAME`: the process's name (the main thread's, prctl PR_SET_NAME), as
+    /// `ps` and `top` show it.
+    var processName: String?
+    /// Lines for stderr before the machine starts (options QEMU warns about).
+    var warnings: [String] = []
     var noReboot = false
     /// `-no-shutdown` / `-action shutdown=pause`: stop in "shutdown" when the guest powers off.
     var noShutdown = false
@@ -85,6 +90,8 @@ struct MonitorSpec: Sendable, Equatable {
     }
     var target: ChardevSpec.Target
     var mode: Mode
+    /// `-mon ...,pretty=on`: QMP messages in QEMU's indented form.
+    var pretty = false
 }
 
 /// What a run of the binary should do once the command line is understood.
@@ -145,6 +152,9 @@ struct ConfigurationBuilder {
                         accepted: ["debug-threads", "process"], booleans: ["debug-threads"])
                 }
                 config.name = opts.string("guest")
+                // debug-threads=on names the vCPU threads "CPU N/TCG" or "CPU N/KVM": swemu
+                // always names its threads so (and its I/O threads by what they serve).
+                config.processName = opts.string("process")
             case "no-reboot":
                 config.noReboot = true
             case "no-shutdown":
@@ -216,7 +226,12 @@ struct ConfigurationBuilder {
                 case "control": mode = .control
                 case let other: throw CLIError(option: flag, "mode=\(other) is not a monitor mode; accepted: readline, control")
                 }
-                config.monitors.append(MonitorSpec(target: .chardev(id: id), mode: mode))
+                let pretty = try wrap(flag) { () throws(SystemError) in try opts.bool("pretty", default: false) }
+                if pretty && mode == .readline {
+                    // QEMU 7.2's words; it then ignores the option for a human monitor.
+                    config.warnings.append("\(flag) \(value): warning: 'pretty' is deprecated for HMP monitors, it has no effect and will be removed in future versions")
+                }
+                config.monitors.append(MonitorSpec(target: .chardev(id: id), mode: mode, pretty: pretty))
             case "S":
                 config.startPaused = true
             case "loadvm":

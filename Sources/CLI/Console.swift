@@ -13,7 +13,7 @@ final class Console: Sendable {
     /// Each monitor's mode and backend: the `-monitor`/`-qmp`/`-mon` ones, and the human
     /// monitor that `mon:stdio` (the -nographic default) shares with the serial port, reached
     /// with Ctrl-A c.
-    let monitors: [(mode: MonitorSpec.Mode, backend: any CharBackend, focus: FocusRelay?)]
+    let monitors: [(mode: MonitorSpec.Mode, pretty: Bool, backend: any CharBackend, focus: FocusRelay?)]
     /// The GDB stub's backend (`-gdb`, `-s`).
     let gdb: (any CharBackend)?
 
@@ -26,7 +26,7 @@ final class Console: Sendable {
                 devices.append(try CharDevice.open(spec, loop: loop, quit: quit, commit: commit))
             }
             var serials: [(any CharBackend)?] = []
-            var monitors: [(mode: MonitorSpec.Mode, backend: any CharBackend, focus: FocusRelay?)] = []
+            var monitors: [(mode: MonitorSpec.Mode, pretty: Bool, backend: any CharBackend, focus: FocusRelay?)] = []
             for (index, target) in config.serials.enumerated() {
                 let user = "serial\(index)"
                 switch target {
@@ -46,7 +46,7 @@ final class Console: Sendable {
                         // monitor waits for Ctrl-A c before it shows its banner and prompt.
                         let relay = FocusRelay()
                         let port = try device.claim(for: "monitor", onFocus: { focused in relay.setFocus(focused) })
-                        monitors.append((.readline, port, relay))
+                        monitors.append((.readline, false, port, relay))
                     }
                 }
             }
@@ -58,11 +58,11 @@ final class Console: Sendable {
                     guard let device = devices.first(where: { $0.id == id }) else {
                         throw SystemError.configuration("monitor: chardev '\(id)' is not defined")
                     }
-                    monitors.append((monitor.mode, try device.claim(for: "monitor\(index)"), nil))
+                    monitors.append((monitor.mode, monitor.pretty, try device.claim(for: "monitor\(index)"), nil))
                 case .new(let spec, _):
                     let device = try CharDevice.open(spec, loop: loop, quit: quit, commit: commit)
                     devices.append(device)
-                    monitors.append((monitor.mode, try device.claim(for: "monitor\(index)"), nil))
+                    monitors.append((monitor.mode, monitor.pretty, try device.claim(for: "monitor\(index)"), nil))
                 }
             }
             switch config.gdb {

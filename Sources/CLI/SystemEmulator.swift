@@ -50,6 +50,9 @@ public enum SystemEmulator {
         let daemon = config.daemonize ? try Daemon.detach() : nil
         let pidFile = try config.pidFile.map { (path) throws(SystemError) in try PidFile(path: path) }
         defer { pidFile?.remove() }
+        for warning in config.warnings { writeOut("\(config.target.programName): \(warning)\n", fd: 2) }
+        // QEMU's os_set_proc_name: the main thread's name is the process's (ps, top).
+        if let name = config.processName { _ = clx_set_thread_name(name) }
         DebugLog.enable(config.debugItems)
         try DebugLog.setOutput(path: config.logFile)
         if config.perfMap { try PerfMap.enable() }
@@ -238,7 +241,7 @@ private func reportCommit(_ report: String) {
 private func monitorServers(_ console: Console, target: any MonitorTarget) -> [any CharFrontend] {
     console.monitors.map { monitor in
         switch monitor.mode {
-        case .control: return QMPServer(backend: monitor.backend, target: target)
+        case .control: return QMPServer(backend: monitor.backend, target: target, pretty: monitor.pretty)
         case .readline:
             let server = HumanMonitorServer(backend: monitor.backend, target: target, focused: monitor.focus?.initiallyFocused ?? true)
             monitor.focus?.attach(server)

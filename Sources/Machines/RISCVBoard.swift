@@ -558,7 +558,7 @@ public final class RISCVBoard: @unchecked Sendable {
     }
 
     private func spawnHartThread(_ thread: HartThread, index: Int) throws(SystemError) {
-        try HostThread.spawn(name: "hart\(index)") { [self] in
+        try HostThread.spawn(name: "CPU \(index)/TCG") { [self] in
             thread.threadID.store(HostThread.currentID(), ordering: .sequentiallyConsistent)
             while true {
                 thread.start.wait()

@@ -445,6 +445,43 @@ extension JSONValue {
         return out
     }
 
+    /// QEMU's pretty form (`-mon ...,mode=control,pretty=on`; qobject/json-writer.c): every
+    /// member and element on a line of its own, indented four spaces per level, and an empty
+    /// container's brackets on two lines. Lines end in "\r\n" as the monitor sends them.
+    package var prettySerialized: String {
+        var out = ""
+        writePretty(to: &out, depth: 0)
+        return out
+    }
+
+    private func writePretty(to out: inout String, depth: Int) {
+        func newline(_ level: Int) { out += "\r\n" + String(repeating: " ", count: level * 4) }
+        switch self {
+        case .array(let items):
+            out += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { out += "," }
+                newline(depth + 1)
+                item.writePretty(to: &out, depth: depth + 1)
+            }
+            newline(depth)
+            out += "]"
+        case .object(let object):
+            out += "{"
+            for (i, member) in object.members.enumerated() {
+                if i > 0 { out += "," }
+                newline(depth + 1)
+                Self.writeString(member.key, to: &out)
+                out += ": "
+                member.value.writePretty(to: &out, depth: depth + 1)
+            }
+            newline(depth)
+            out += "}"
+        default:
+            write(to: &out)
+        }
+    }
+
     package func write(to out: inout String) {
         switch self {
         case .null: out += "null"

@@ -33,6 +33,8 @@ public final class QMPServer: CharFrontend {
     public let target: any MonitorTarget
     public let version: MonitorVersion
     private let maxMessageSize: Int
+    /// `-mon ...,pretty=on`: messages in QEMU's indented form.
+    private let pretty: Bool
     private let clock: @Sendable () -> QMPTimestamp
     private let state = Mutex(State())
 
@@ -54,14 +56,16 @@ public final class QMPServer: CharFrontend {
     /// registers for the target's events.
     /// - Parameters:
     ///   - maxMessageSize: longest QMP message accepted (see `QMPFramer`).
+    ///   - pretty: QEMU's `pretty=on`.
     ///   - clock: event timestamps (tests inject one).
     public init(backend: any CharBackend, target: any MonitorTarget, version: MonitorVersion = .swemu,
-                maxMessageSize: Int = QMPSession.defaultMaxMessageSize,
+                maxMessageSize: Int = QMPSession.defaultMaxMessageSize, pretty: Bool = false,
                 clock: @escaping @Sendable () -> QMPTimestamp = QMPTimestamp.now) {
         self.backend = backend
         self.target = target
         self.version = version
         self.maxMessageSize = maxMessageSize
+        self.pretty = pretty
         self.clock = clock
         target.addEventListener { [weak self] event in self?.deliver(event) }
         backend.attach(self)
@@ -96,7 +100,7 @@ public final class QMPServer: CharFrontend {
             s.busy = false
             switch event {
             case .opened:
-                let session = QMPSession(target: target, version: version, maxMessageSize: maxMessageSize)
+                let session = QMPSession(target: target, version: version, maxMessageSize: maxMessageSize, pretty: pretty)
                 backend.write(session.greeting())
                 s.session = session
             case .closed:
@@ -135,7 +139,7 @@ public final class QMPServer: CharFrontend {
         let timestamp = clock()
         state.withLock { s in
             guard s.negotiated, !s.closed else { return }
-            backend.write(QMPSession.eventMessage(event, timestamp: timestamp))
+            backend.write(QMPSession.eventMessage(event, timestamp: timestamp, pretty: pretty))
         }
     }
 }

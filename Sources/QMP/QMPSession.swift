@@ -51,16 +51,20 @@ public struct QMPSession: Sendable {
     public private(set) var isOOBEnabled = false
 
     /// - Parameter maxMessageSize: the longest JSON message accepted (bytes).
+    /// `pretty=on`: every message in QEMU's indented form (`JSONValue.prettySerialized`).
+    public let pretty: Bool
+
     public init(target: any MonitorTarget, version: MonitorVersion = .swemu,
-                maxMessageSize: Int = QMPSession.defaultMaxMessageSize) {
+                maxMessageSize: Int = QMPSession.defaultMaxMessageSize, pretty: Bool = false) {
         self.target = target
         self.version = version
+        self.pretty = pretty
         framer = QMPFramer(maxMessageSize: maxMessageSize)
     }
 
     /// The greeting, to send when the client connects.
     public func greeting() -> [UInt8] {
-        Self.line(["QMP": ["version": version.versionInfo, "capabilities": ["oob"]]])
+        Self.line(["QMP": ["version": version.versionInfo, "capabilities": ["oob"]]], pretty: pretty)
     }
 
     /// Takes bytes from the client; complete messages wait for `processNext`.
@@ -83,7 +87,7 @@ public struct QMPSession: Sendable {
         }
         switch item {
         case .error(let desc):
-            return MonitorOutput(bytes: Self.line(Self.errorResponse(QMPError.generic(desc), id: nil)))
+            return MonitorOutput(bytes: Self.line(Self.errorResponse(QMPError.generic(desc), id: nil), pretty: pretty))
         case .message(let bytes):
             return handle(bytes)
         }
@@ -100,11 +104,11 @@ public struct QMPSession: Sendable {
 
     /// The event message, or nil before negotiation (QEMU sends no events until then).
     public func event(_ event: MonitorEvent, timestamp: QMPTimestamp) -> [UInt8]? {
-        isNegotiated ? Self.eventMessage(event, timestamp: timestamp) : nil
+        isNegotiated ? Self.eventMessage(event, timestamp: timestamp, pretty: pretty) : nil
     }
 
     /// An event message (qapi/run-state.json), regardless of session state.
-    public static func eventMessage(_ event: MonitorEvent, timestamp: QMPTimestamp) -> [UInt8] {
+    public static func eventMessage(_ event: MonitorEvent, timestamp: QMPTimestamp, pretty: Bool = false) -> [UInt8] {
         var message: JSONObject = [
             "timestamp": ["seconds": .int(timestamp.seconds), "microseconds": .int(timestamp.microseconds)]
         ]
@@ -131,11 +135,11 @@ public struct QMPSession: Sendable {
             message.set("event", "JOB_STATUS_CHANGE")
             message.set("data", ["status": .string(status), "id": .string(id)])
         }
-        return line(.object(message))
+        return line(.object(message), pretty: pretty)
     }
 
-    static func line(_ value: JSONValue) -> [UInt8] {
-        Array((value.serialized + "\r\n").utf8)
+    static func line(_ value: JSONValue, pretty: Bool) -> [UInt8] {
+        Array(((pretty ? value.prettySerialized : value.serialized) + "\r\n").utf8)
     }
 
     static func errorResponse(_ error: QMPError, id: JSONValue?) -> JSONValue {
@@ -152,10 +156,10 @@ public struct QMPSession: Sendable {
         do {
             request = try JSONParser.parse(bytes)
         } catch {
-            return MonitorOutput(bytes: Self.line(Self.errorResponse(.generic("JSON parse error, \(error.message)"), id: nil)))
+            return MonitorOutput(bytes: Self.line(Self.errorResponse(.generic("JSON parse error, \(error.message)"), id: nil), pretty: pretty))
         }
         guard case .object(let object) = request else {
-            return MonitorOutput(bytes: Self.line(Self.errorResponse(.generic("QMP input must be a JSON object"), id: nil)))
+            return MonitorOutput(bytes: Self.line(Self.errorResponse(.generic("QMP input must be a JSON object"), id: nil), pretty: pretty))
         }
         let id = object["id"]
         var quit = false
@@ -172,7 +176,7 @@ public struct QMPSession: Sendable {
             }
             reply = Self.errorResponse(error, id: id)
         }
-        return MonitorOutput(bytes: Self.line(reply), quitRequested: quit)
+        return MonitorOutput(bytes: Self.line(reply, pretty: pretty), quitRequested: quit)
     }
 
     private mutating func dispatch(_ request: JSONObject, quit: inout Bool) -> Result<JSONValue, QMPError> {

@@ -283,6 +283,17 @@ import VMM
         #expect(c.noReboot && c.nographic)
         #expect(c.debugItems == [.guestErrors, .interrupts])
         #expect(try config(["-M", "none", "-name", "plain"]).name == "plain")
+        #expect(try config(["-M", "none", "-name", "web1,process=swemu-web1"]).processName == "swemu-web1")
+    }
+
+    @Test func prettyMonitors() throws {
+        let virt = ["-M", "virt", "-kernel", "Image"]
+        let qmp = try config(virt + ["-chardev", "null,id=m", "-mon", "chardev=m,mode=control,pretty=on"])
+        #expect(qmp.monitors.map(\.pretty) == [true] && qmp.warnings.isEmpty)
+        let hmp = try config(virt + ["-chardev", "null,id=m", "-mon", "chardev=m,pretty=on"])
+        #expect(hmp.monitors.map(\.pretty) == [true])
+        #expect(hmp.warnings == ["-mon chardev=m,pretty=on: warning: 'pretty' is deprecated for HMP monitors, it has no effect and will be removed in future versions"])
+        #expect(error(virt + ["-chardev", "null,id=m", "-mon", "chardev=m,pretty=maybe"]).contains("pretty"))
     }
 
     /// `-action` as QEMU's, for what swemu's machines have: reboot= and shutdown= (the same

@@ -24,6 +24,35 @@ import Testing
         #expect(String(decoding: custom.greeting(), as: UTF8.self).hasPrefix(#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 1, "major": 0}"#))
     }
 
+    /// `-mon ...,mode=control,pretty=on`: byte for byte what QEMU 7.2 sends (captured from
+    /// qemu-system-riscv64 with the same commands): a member or element per line, four spaces
+    /// per level, empty containers on two lines, "\r\n" line ends; events too.
+    @Test func prettyOutputIsQEMUs() {
+        let target = FakeTarget()
+        target.state.withLock { $0.runState = "prelaunch"; $0.running = false }
+        var s = QMPSession(target: target, pretty: true)
+        #expect(String(decoding: s.greeting(), as: UTF8.self) == """
+            {\r\n    "QMP": {\r\n        "version": {\r\n            "qemu": {\r\n                "micro": 0,\r\n                "minor": 2,\r\n\
+                            "major": 7\r\n            },\r\n            "package": "swemu 0.1.0"\r\n        },\r\n        "capabilities": [\r\n\
+                        "oob"\r\n        ]\r\n    }\r\n}\r\n
+            """)
+        #expect(s.feed(Array(#"{"execute": "qmp_capabilities"}"#.utf8)).text
+            == "{\r\n    \"return\": {\r\n    }\r\n}\r\n")
+        #expect(s.feed(Array(#"{"execute": "query-status", "id": [1, {"a": []}]}"#.utf8)).text == """
+            {\r\n    "return": {\r\n        "status": "prelaunch",\r\n        "singlestep": false,\r\n        "running": false\r\n    },\r\n\
+                "id": [\r\n        1,\r\n        {\r\n            "a": [\r\n            ]\r\n        }\r\n    ]\r\n}\r\n
+            """)
+        #expect(s.feed(Array(#"{"execute": "nope"}"#.utf8)).text == """
+            {\r\n    "error": {\r\n        "class": "CommandNotFound",\r\n        "desc": "The command nope has not been found"\r\n    }\r\n}\r\n
+            """)
+        let event = String(decoding: s.event(.shutdown(guest: false, reason: "host-qmp-quit"), timestamp: QMPTimestamp(seconds: 1796602639, microseconds: 682794)) ?? [],
+                           as: UTF8.self)
+        #expect(event == """
+            {\r\n    "timestamp": {\r\n        "seconds": 1796602639,\r\n        "microseconds": 682794\r\n    },\r\n    "event": "SHUTDOWN",\r\n\
+                "data": {\r\n        "guest": false,\r\n        "reason": "host-qmp-quit"\r\n    }\r\n}\r\n
+            """)
+    }
+
     @Test func commandsBeforeNegotiationAreRefused() {
         let target = FakeTarget()
         var s = QMPSession(target: target)
