@@ -72,11 +72,9 @@ import TestSupport
     @Test(.enabled(if: KVMMigrationTests.scriptMissing == nil, "\(KVMMigrationTests.scriptMissing ?? "")"))
     func noShutdownStopsTheMachineAtPowerOff() throws {
         let elf = try X86GuestProgram.build("hello")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-kvm-noshut-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let socket = dir.appendingPathComponent("qmp.sock").path
-        let serial = dir.appendingPathComponent("serial.log").path
+        let dir = try TestDirectory("swemu-kvm-noshut")
+        let socket = dir.path("qmp.sock")
+        let serial = dir.path("serial.log")
         let swemu = Process()
         swemu.executableURL = URL(fileURLWithPath: X86GuestProgram.binary)
         swemu.arguments = ["-M", "microvm", "-accel", "kvm", "-m", "256M", "-kernel", elf, "-append", "end=poweroff", "-display", "none",

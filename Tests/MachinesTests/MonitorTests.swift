@@ -21,11 +21,9 @@ import TestSupport
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func qemuQMPClientControlsTheMachine() throws {
         let elf = try GuestProgram.build("ticker")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-qmp-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let socket = dir.appendingPathComponent("qmp.sock").path
-        let serial = dir.appendingPathComponent("serial.log").path
+        let dir = try TestDirectory("swemu-qmp")
+        let socket = dir.path("qmp.sock")
+        let serial = dir.path("serial.log")
         let swemu = Process()
         swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
         swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-smp", "2", "-display", "none", "-name", "ticker",
@@ -51,11 +49,9 @@ import TestSupport
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func sigtermEndsTheMachineInOrder() throws {
         let elf = try GuestProgram.build("ticker")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-sig-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let socket = dir.appendingPathComponent("qmp.sock").path
-        let serial = dir.appendingPathComponent("serial.log").path
+        let dir = try TestDirectory("swemu-sig")
+        let socket = dir.path("qmp.sock")
+        let serial = dir.path("serial.log")
         let swemu = Process()
         swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
         swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-display", "none",
@@ -83,11 +79,9 @@ import TestSupport
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"), arguments: [["-no-shutdown"], ["-action", "shutdown=pause"]])
     func noShutdownStopsTheMachineAtPowerOff(_ option: [String]) throws {
         let elf = try GuestProgram.build("uart")  // prints a line and powers off
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-noshut-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let socket = dir.appendingPathComponent("qmp.sock").path
-        let serial = dir.appendingPathComponent("serial.log").path
+        let dir = try TestDirectory("swemu-noshut")
+        let socket = dir.path("qmp.sock")
+        let serial = dir.path("serial.log")
         let swemu = Process()
         swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
         swemu.arguments = ["-M", "virt", "-m", "64M", "-smp", "2", "-bios", "none", "-kernel", elf, "-display", "none", "-S",
@@ -124,18 +118,16 @@ import TestSupport
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func daemonizeWritesThePidFileAndSigtermEndsIt() throws {
         let elf = try GuestProgram.build("migrate_counter")  // runs until stopped
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-daemon-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let pidFile = dir.appendingPathComponent("swemu.pid").path
-        let serial = dir.appendingPathComponent("serial.log").path
+        let dir = try TestDirectory("swemu-daemon")
+        let pidFile = dir.path("swemu.pid")
+        let serial = dir.path("serial.log")
         let arguments = ["-M", "virt", "-m", "64M", "-bios", "none", "-kernel", elf, "-display", "none",
                          "-serial", "file:\(serial)", "-daemonize", "-pidfile", pidFile]
         // Started through Python's subprocess with close_fds: Foundation's Process leaves
         // descriptors of its own open in the child (the pipe behind its output, the socket it
         // watches for the child's exit), and a daemon inheriting them would keep Foundation
         // waiting for as long as the daemon lives. The output goes to a file for the same reason.
-        let log = dir.appendingPathComponent("start.log")
+        let log = dir.url.appendingPathComponent("start.log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let starter = Process()
         starter.executableURL = URL(fileURLWithPath: Self.python)

@@ -35,7 +35,8 @@ async def next_event(qmp, name, timeout=10):
     return await asyncio.wait_for(wait(), timeout)
 
 
-async def main(socket, serial):
+async def connect(socket):
+    """A QMP client connected to swemu's socket (it may not be listening yet)."""
     qmp = QMPClient("swemu-test")
     for _ in range(100):
         try:
@@ -43,6 +44,11 @@ async def main(socket, serial):
             break
         except (OSError, ConnectionError):
             await asyncio.sleep(0.1)
+    return qmp
+
+
+async def main(socket, serial):
+    qmp = await connect(socket)
     check(qmp.greeting is not None, "greeting and negotiation")
     status = await qmp.execute("query-status")
     check(status["status"] == "running" and status["running"], f"query-status running: {status}")
@@ -123,13 +129,7 @@ async def main(socket, serial):
 
 
 async def terminate(socket, serial, pid):
-    qmp = QMPClient("swemu-test")
-    for _ in range(100):
-        try:
-            await qmp.connect(socket)
-            break
-        except (OSError, ConnectionError):
-            await asyncio.sleep(0.1)
+    qmp = await connect(socket)
     for _ in range(100):
         if ticks(serial) >= 3:
             break
@@ -149,13 +149,7 @@ async def no_shutdown(socket, serial, line):
     """-S -no-shutdown with a program that prints `line` and powers off: the machine
     stops in "shutdown" (SHUTDOWN, then STOP) instead of ending; cont is refused until
     system_reset, after which it starts over (prelaunch, cont) and powers off again."""
-    qmp = QMPClient("swemu-test")
-    for _ in range(100):
-        try:
-            await qmp.connect(socket)
-            break
-        except (OSError, ConnectionError):
-            await asyncio.sleep(0.1)
+    qmp = await connect(socket)
     for run in (1, 2):
         status = await qmp.execute("query-status")
         check(status["status"] == "prelaunch", f"run {run}: stopped before it starts: {status}")

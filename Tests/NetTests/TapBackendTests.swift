@@ -277,14 +277,8 @@ struct TapBackendTests {
             #expect(setup.backend.send(needsChecksum + frame))
             #expect(Self.receive(setup.udp) == message)
 
-            // Host → guest: the kernel first asks who has the guest's address; the guest answers.
-            func isUDP(_ frame: [UInt8]) -> Bool { frame.count > 12 + 23 && frame[12 + 14] == 0x45 && frame[12 + 23] == 17 }
-            Self.sendToGuest(setup.udp, Array("first".utf8))
-            #expect(NetTestKit.eventually {
-                nic.frames.contains { $0.count > 12 && TapFrames.isARPRequest(Array($0.dropFirst(12)), from: Self.host, for: Self.guest) }
-            })
-            #expect(setup.backend.send(Self.plainHeader + TapFrames.arpReply(to: setup.mac, Self.host, from: Self.guest)))
-            #expect(NetTestKit.eventually { nic.frames.contains(where: isUDP) })
+            // Host → guest.
+            Self.resolveGuest(setup, nic: nic)
 
             // With checksum offload taken, partial checksums (NEEDS_CSUM, csum_start
             // at the UDP header, csum_offset 6); without it, finished ones.
@@ -294,8 +288,8 @@ struct TapBackendTests {
                 #expect(Self.ethtool(name, via: setup.udp, Self.ETHTOOL_GTSO) == (guest.isEmpty ? 0 : 1))
                 let before = nic.frames.count
                 Self.sendToGuest(setup.udp, Array("offload \(guest.rawValue)".utf8))
-                #expect(NetTestKit.eventually { nic.frames.dropFirst(before).contains(where: isUDP) })
-                guard let udp = nic.frames.dropFirst(before).first(where: isUDP) else { continue }
+                #expect(NetTestKit.eventually { nic.frames.dropFirst(before).contains(where: Self.isUDP) })
+                guard let udp = nic.frames.dropFirst(before).first(where: Self.isUDP) else { continue }
                 if guest.isEmpty {
                     #expect(udp[0] & 1 == 0, "finished checksum: \(Array(udp.prefix(12)))")
                 } else {
@@ -332,14 +326,8 @@ struct TapBackendTests {
             for _ in 0..<3 { datagrams.append(Self.receive(setup.udp)) }
             #expect(datagrams == [Array(payload[0..<1000]), Array(payload[1000..<2000]), Array(payload[2000..<3000])])
 
-            // Host → guest: resolve the guest's address first.
-            func isUDP(_ frame: [UInt8]) -> Bool { frame.count > 12 + 23 && frame[12 + 14] == 0x45 && frame[12 + 23] == 17 }
-            Self.sendToGuest(setup.udp, Array("first".utf8))
-            #expect(NetTestKit.eventually {
-                nic.frames.contains { $0.count > 12 && TapFrames.isARPRequest(Array($0.dropFirst(12)), from: Self.host, for: Self.guest) }
-            })
-            #expect(setup.backend.send(Self.plainHeader + TapFrames.arpReply(to: setup.mac, Self.host, from: Self.guest)))
-            #expect(NetTestKit.eventually { nic.frames.contains(where: isUDP) })
+            // Host → guest.
+            Self.resolveGuest(setup, nic: nic)
             var segmentSize: Int32 = 1000
             // linux/udp.h: UDP_SEGMENT (103) at level SOL_UDP (17): the stack sends one GSO skb.
             #expect(setsockopt(setup.udp, 17, 103, &segmentSize, socklen_t(MemoryLayout<Int32>.size)) == 0, "UDP_SEGMENT: \(Errno.current)")
@@ -348,8 +336,8 @@ struct TapBackendTests {
                 let before = nic.frames.count
                 Self.sendToGuest(setup.udp, payload)
                 let expected = guest.contains(.uso) ? 1 : 3
-                #expect(NetTestKit.eventually { nic.frames.dropFirst(before).filter(isUDP).count >= expected })
-                let udp = nic.frames.dropFirst(before).filter(isUDP)
+                #expect(NetTestKit.eventually { nic.frames.dropFirst(before).filter(Self.isUDP).count >= expected })
+                let udp = nic.frames.dropFirst(before).filter(Self.isUDP)
                 #expect(udp.count == expected, "\(guest): \(udp.map(\.count))")
                 if guest.contains(.uso), let gso = udp.first {
                     #expect(gso[1] == Self.gsoUDPL4 && gso[4] == 0xe8 && gso[5] == 0x03, "gso_type UDP_L4, gso_size 1000: \(Array(gso.prefix(12)))")
@@ -396,6 +384,20 @@ struct TapBackendTests {
             return clx_ioctl_ptr(socket, SIOCETHTOOL, &r)
         }
         return rc == 0 ? value.1 : nil
+    }
+
+    /// Whether `frame` (after its 12-byte virtio_net_hdr) is IPv4 UDP.
+    static func isUDP(_ frame: [UInt8]) -> Bool { frame.count > 12 + 23 && frame[12 + 14] == 0x45 && frame[12 + 23] == 17 }
+
+    /// Lets the host reach the guest's address: a first datagram makes the kernel ask (ARP)
+    /// who has it, the guest answers, and the datagram arrives.
+    static func resolveGuest(_ setup: Setup, nic: FakeNIC) {
+        sendToGuest(setup.udp, Array("first".utf8))
+        #expect(NetTestKit.eventually {
+            nic.frames.contains { $0.count > 12 && TapFrames.isARPRequest(Array($0.dropFirst(12)), from: host, for: guest) }
+        })
+        #expect(setup.backend.send(plainHeader + TapFrames.arpReply(to: setup.mac, host, from: guest)))
+        #expect(NetTestKit.eventually { nic.frames.contains(where: isUDP) })
     }
 
     /// Sends `payload` from the host's socket to the guest's port 9.
