@@ -219,12 +219,8 @@ public final class SocketBackend: CharDriver {
             let accepted = state.withLock { s -> FileDescriptor? in
                 guard !s.closed, let listener = s.listener.rawValue else { return nil }
                 do throws(SystemError) {
-                    return try Sockets.accept(listener)
+                    return try Sockets.accept(watched: listener, loop: loop, watched: &s.listenerRegistered)
                 } catch {
-                    // Out of descriptors (say): the client stays in the backlog. Stop watching
-                    // for a second, or the loop would wake for it without end.
-                    if s.listenerRegistered { loop.unregister(fd: listener) }
-                    s.listenerRegistered = false
                     failure = error
                     return nil
                 }

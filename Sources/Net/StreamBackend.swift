@@ -220,12 +220,8 @@ public final class StreamBackend: NetBackend {
         let accepted = state.withLock { s -> FileDescriptor? in
             guard !s.closed, s.channel == nil, let raw = s.listener?.rawValue else { return nil }
             do throws(SystemError) {
-                return try Sockets.accept(raw)
+                return try Sockets.accept(watched: raw, loop: loop, watched: &s.listenerWatched)
             } catch {
-                // Out of descriptors (say): the peer stays in the backlog. Stop watching for a
-                // second, or the loop would wake for it without end.
-                if s.listenerWatched { loop.unregister(fd: raw) }
-                s.listenerWatched = false
                 failure = error
                 return nil
             }

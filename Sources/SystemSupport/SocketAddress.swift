@@ -204,6 +204,20 @@ package enum Sockets {
         }
     }
 
+    /// `accept` on a listener `loop` watches (`watched`): when it fails (out of descriptors,
+    /// say) the connection stays in the backlog, so the listener is unwatched, or the loop would
+    /// wake for it without end; the caller watches it again later (after a second, say) and
+    /// reports the error thrown. Call with the lock that guards `watched` held.
+    package static func accept(watched listener: Int32, loop: EventLoop, watched: inout Bool) throws(SystemError) -> FileDescriptor? {
+        do throws(SystemError) {
+            return try accept(listener)
+        } catch {
+            if watched { loop.unregister(fd: listener) }
+            watched = false
+            throw error
+        }
+    }
+
     /// Waits up to `milliseconds` (-1: forever) for `fd` to have `events` (POLLIN, POLLOUT).
     package static func wait(_ fd: Int32, events: Int16, milliseconds: Int32) -> Bool {
         var p = pollfd(fd: fd, events: events, revents: 0)
