@@ -1,4 +1,5 @@
 import Chardev
+import QMP
 import RISCVJIT
 import SystemSupport
 import VMM
@@ -23,6 +24,12 @@ struct SystemConfiguration: Sendable {
     var processName: String?
     /// Lines for stderr before the machine starts (options QEMU warns about).
     var warnings: [String] = []
+    /// `-uuid`: what `query-uuid` reports (QEMU's all-zero UUID without it).
+    var uuid: String?
+    /// `-nodefaults`: no default serial port or monitor on stdio (the boards' own devices stay).
+    var noDefaults = false
+    /// `-overcommit mem-lock=on`: mlockall(MCL_CURRENT | MCL_FUTURE) before the machine starts.
+    var memLock = false
     var noReboot = false
     /// `-no-shutdown` / `-action shutdown=pause`: stop in "shutdown" when the guest powers off.
     var noShutdown = false
@@ -234,6 +241,48 @@ struct ConfigurationBuilder {
                 config.monitors.append(MonitorSpec(target: .chardev(id: id), mode: mode, pretty: pretty))
             case "S":
                 config.startPaused = true
+            case "uuid":
+                // QEMU's qemu_uuid_parse: 8-4-4-4-12 hex digits.
+                let groups = value.split(separator: "-", omittingEmptySubsequences: false)
+                guard groups.map(\.count) == [8, 4, 4, 4, 12], groups.allSatisfy({ $0.allSatisfy(\.isHexDigit) }) else {
+                    throw CLIError(option: flag, "Fail to parse UUID string")
+                }
+                config.uuid = value.lowercased()
+            case "nodefaults":
+                config.noDefaults = true
+            case "no-user-config":
+                break  // swemu reads no configuration files, default or other
+            case "enable-kvm":
+                config.accelerator = try checkAccelerator("kvm", option: flag)
+            case "overcommit":
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(accepted: ["mem-lock", "cpu-pm"],
+                                                                                       booleans: ["mem-lock", "cpu-pm"])
+                }
+                config.memLock = try wrap(flag) { () throws(SystemError) in try opts.bool("mem-lock", default: config.memLock) }
+                if try wrap(flag, { () throws(SystemError) in try opts.bool("cpu-pm", default: false) }) {
+                    throw CLIError(option: flag, "cpu-pm=on is not supported: the vCPUs leave the guest when it halts (accepted: cpu-pm=off)")
+                }
+            case "boot":
+                // The boards start the -bios/-kernel images themselves, with no firmware boot
+                // menu or device order: strict=on (boot nothing else) is what they always do.
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: "order", option: flag).validate(accepted: ["order", "strict"], booleans: ["strict"])
+                }
+                if opts.string("order") != nil {
+                    throw CLIError(option: flag, "no boot order to choose: the machine boots its -bios/-kernel images (accepted: strict=on|off)")
+                }
+            case "rtc":
+                let opts = try wrap(flag) { () throws(SystemError) in
+                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(accepted: ["base", "clock", "driftfix"])
+                }
+                for (key, only) in [("base", "utc"), ("clock", "host"), ("driftfix", "none")] {
+                    if let given = opts.string(key), given != only {
+                        throw CLIError(option: flag, "\(key)=\(given) is not supported: the real-time clock runs on the host's UTC (accepted: \(key)=\(only))")
+                    }
+                }
+            case "audiodev":
+                try audiodev(value, option: flag)
             case "loadvm":
                 config.loadvm = value
             case "incoming":
@@ -282,7 +331,10 @@ struct ConfigurationBuilder {
         }
         config.machine = try machine(named: machineName)
         if let accel = machineOpts?.string("accel") {
-            config.accelerator = try checkAccelerator(accel, option: "-machine accel")
+            // QEMU takes a list, "kvm:tcg": the first accelerator this binary has.
+            let names = accel.split(separator: ":").map(String.init)
+            let available = names.first { name in target.accelerators.contains { $0.name == name && $0.available } }
+            config.accelerator = try checkAccelerator(available ?? names.last ?? accel, option: "-machine accel")
         }
         if let dump = machineOpts?.string("dumpdtb") {
             guard config.machine.name == "virt" else {
@@ -477,10 +529,6 @@ struct ConfigurationBuilder {
         if config.gdb != nil && config.machine.name == "none" {
             throw CLIError(option: "-gdb", "machine 'none' has no CPU to debug; use \(target == .riscv64 ? "-M virt or -M spike" : "-M microvm -accel kvm")")
         }
-        if config.machine.name == "none", let monitor = config.monitors.first {
-            throw CLIError(option: monitor.mode == .control ? "-qmp" : "-monitor",
-                           "machine 'none' has nothing for a monitor to control; use -M virt or -M spike")
-        }
         for monitor in config.monitors {
             if case .chardev(let id) = monitor.target, !config.chardevs.contains(where: { $0.id == id }) {
                 throw CLIError(option: monitor.mode == .control ? "-qmp" : "-monitor",
@@ -489,7 +537,13 @@ struct ConfigurationBuilder {
         }
         if config.daemonize {
             // QEMU's words: a daemon has no terminal to talk to.
-            if config.nographic { throw CLIError(option: nil, "-nographic cannot be used with -daemonize") }
+            // ... unless nothing would go to stdio by default (QEMU's rule: -nodefaults, or
+            // the serial port and a monitor placed elsewhere).
+            let defaultSerial = !config.noDefaults && config.serials.isEmpty
+            let defaultMonitor = !config.noDefaults && config.monitors.isEmpty && !config.noDefaultMonitor
+            if config.nographic && (defaultSerial || defaultMonitor) {
+                throw CLIError(option: nil, "-nographic cannot be used with -daemonize")
+            }
             let stdio = config.chardevs.contains { if case .stdio = $0.backend { true } else { false } }
                 || (config.serials + config.monitors.map(\.target)).contains { target in
                     if case .new(let spec, _) = target, case .stdio = spec.backend { true } else { false }
@@ -497,7 +551,7 @@ struct ConfigurationBuilder {
             if stdio { throw CLIError(option: nil, "cannot use stdio with -daemonize") }
         }
         if config.serials.isEmpty {
-            let text = (config.displayNone || config.daemonize) && !config.nographic ? "null" : "mon:stdio"
+            let text = config.noDefaults || ((config.displayNone || config.daemonize) && !config.nographic) ? "null" : "mon:stdio"
             config.serials = [try wrap("-serial") { () throws(SystemError) in try ChardevSpec.parse(shortForm: text, option: "-serial") }]
         }
     }
@@ -513,6 +567,31 @@ struct ConfigurationBuilder {
         let target = try wrap(option) { () throws(SystemError) in try ChardevSpec.parse(shortForm: device, option: option) }
         if case .none = target { return nil }
         return target
+    }
+
+    /// `-audiodev none,id=ID` or its JSON form (`{"id":"audio1","driver":"none"}`, what libvirt
+    /// passes): the boards have no sound device, so the "no audio" backend is the only one.
+    private func audiodev(_ value: String, option: String) throws(CLIError) {
+        let driver: String?
+        let id: String?
+        if value.hasPrefix("{") {
+            guard case .object(let object)? = try? JSONParser.parse(value) else { throw CLIError(option: option, "invalid JSON: \(value)") }
+            guard object.members.allSatisfy({ ["id", "driver"].contains($0.key) }) else {
+                throw CLIError(option: option, "the 'none' audio backend takes id and driver only")
+            }
+            driver = object["driver"]?.stringValue
+            id = object["id"]?.stringValue
+        } else {
+            let opts = try wrap(option) { () throws(SystemError) in
+                try QemuOpts(parsing: value, impliedKey: "driver", option: option).validate(accepted: ["driver", "id"])
+            }
+            driver = opts.string("driver")
+            id = opts.string("id")
+        }
+        guard id != nil else { throw CLIError(option: option, "Parameter 'id' is missing") }
+        guard driver == "none" else {
+            throw CLIError(option: option, "audio driver '\(driver ?? "")' is not available: the machines have no sound device (accepted: none)")
+        }
     }
 
     /// `-m [size=]megs[,slots=n,maxmem=size]`; a plain number is MiB.

@@ -53,6 +53,10 @@ public enum SystemEmulator {
         for warning in config.warnings { writeOut("\(config.target.programName): \(warning)\n", fd: 2) }
         // QEMU's os_set_proc_name: the main thread's name is the process's (ps, top).
         if let name = config.processName { _ = clx_set_thread_name(name) }
+        // QEMU's os_mlock (-overcommit mem-lock=on): guest RAM mapped later is locked too.
+        if config.memLock && mlockall(MCL_CURRENT | MCL_FUTURE) != 0 {
+            throw SystemError(.syscall, "locking memory failed", errno: Errno.current)
+        }
         DebugLog.enable(config.debugItems)
         try DebugLog.setOutput(path: config.logFile)
         if config.perfMap { try PerfMap.enable() }
@@ -109,6 +113,7 @@ public enum SystemEmulator {
                 chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
             setup.noShutdown = config.noShutdown
+            setup.uuid = config.uuid
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
@@ -151,6 +156,7 @@ public enum SystemEmulator {
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
             setup.maxCPUs = machineMaxCPUs(config.target)
             setup.noShutdown = config.noShutdown
+            setup.uuid = config.uuid
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
@@ -168,10 +174,20 @@ public enum SystemEmulator {
             return try vm.run()
         default:
             let ram = config.ramSize > 0 ? try GuestMemory(base: GuestAddress(0), size: config.ramSize) : nil
-            console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
+            if config.monitors.isEmpty && !config.noDefaults && !config.daemonize {
+                console.notice("machine 'none' has no CPU (\(formatSize(ram?.totalSize ?? 0)) of RAM); nothing will run. Ctrl-A h: help, Ctrl-A x: quit.")
+            }
+            var setup = MachineSetup<Void>(machineType: config.machine.name, machineList: machineList(config.target), name: config.name,
+                                           noReboot: config.noReboot, startPaused: config.startPaused, chardevs: console.chardevList) {}
+            setup.maxCPUs = machineMaxCPUs(config.target)
+            setup.uuid = config.uuid
+            let machine = EmptyMachine(setup, targetArch: config.target == .riscv64 ? "riscv64" : "x86_64",
+                                       kvmEnabled: config.accelerator == "kvm")
+            let servers = monitorServers(console, target: machine)
+            defer { withExtendedLifetime(servers) {} }
             daemon?.ready()
-            quit.wait()
-            return 0
+            quit.onFire { machine.execute(.quit(reason: $0)) }
+            return machine.run()
         }
     }
 }

@@ -16,6 +16,8 @@
 /// QEMU's "unknown command: 'foo'". `x`/`xp` are checked here (format and address syntax,
 /// with QEMU's messages) and passed on with the format spelled out (`MemoryDump`).
 public struct HumanMonitor: Sendable {
+    /// QEMU's UUID for a machine started without `-uuid`.
+    static let nullUUID = "00000000-0000-0000-0000-000000000000"
     public static let prompt = "(qemu) "
     /// READLINE_CMD_BUF_SIZE.
     static let maxLineLength = 4095
@@ -303,6 +305,7 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "mtree", params: "[-f][-d][-o][-D]",
                     help: "show memory tree (-f: dump flat view for address spaces;-d: dump dispatch tree, valid with -f only);-o: dump region owners/parents;-D: dump disassembly"),
         CommandInfo(name: "name", params: "", help: "show the current VM name"),
+        CommandInfo(name: "uuid", params: "", help: "show the current VM UUID"),
         CommandInfo(name: "network", params: "", help: "show the network state"),
         CommandInfo(name: "qtree", params: "", help: "show device tree"),
         CommandInfo(name: "registers", params: "[-a]", help: "show the cpu registers (-a: all - show register info for all cpus)"),
@@ -441,6 +444,8 @@ public struct HumanMonitor: Sendable {
             return extraneous(sub, args, typed: "info \(sub)") ?? version.humanText + "\n"
         case "name":
             return extraneous(sub, args, typed: "info \(sub)") ?? (target.guestName.map { $0 + "\n" } ?? "")
+        case "uuid":
+            return extraneous(sub, args, typed: "info \(sub)") ?? (target.uuid ?? Self.nullUUID) + "\n"
         case "cpus":
             if let e = extraneous(sub, args, typed: "info \(sub)") { return e }
             return target.cpus.map { cpu in

@@ -32,7 +32,7 @@ package enum JSONValue: Sendable, Equatable {
         return nil
     }
 
-    var stringValue: String? {
+    package var stringValue: String? {
         if case .string(let s) = self { return s }
         return nil
     }

@@ -7,6 +7,8 @@ public protocol MonitorTarget: AnyObject, Sendable {
     var isRunning: Bool { get }
     /// `-name`, if given.
     var guestName: String? { get }
+    /// `-uuid`, if given.
+    var uuid: String? { get }
     /// The machine type ("virt") and its description.
     var machineType: String { get }
     /// `query-machines`: (name, description, isDefault) for every machine of this binary.
@@ -135,6 +137,7 @@ extension MonitorTarget {
     public func maxCPUs(machine name: String) -> Int? { nil }
     public var targetArch: String { cpus.first?.target ?? "" }
     public var kvmEnabled: Bool { false }
+    public var uuid: String? { nil }
     public var migration: (any MigrationControl)? { nil }
     public var network: (any NetworkControl)? { nil }
 }

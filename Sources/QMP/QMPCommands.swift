@@ -77,6 +77,7 @@ enum QMPCommands {
         Command(name: "query-commands", parameters: []),
         Command(name: "query-status", parameters: []),
         Command(name: "query-name", parameters: []),
+        Command(name: "query-uuid", parameters: []),
         Command(name: "query-cpus-fast", parameters: []),
         Command(name: "query-target", parameters: []),
         Command(name: "query-kvm", parameters: []),
@@ -107,6 +108,8 @@ enum QMPCommands {
         case "query-status":
             // StatusInfo; singlestep is always false (swemu has no single-step mode).
             return ["status": .string(target.runState), "singlestep": false, "running": .bool(target.isRunning)]
+        case "query-uuid":
+            return ["UUID": .string(target.uuid ?? HumanMonitor.nullUUID)]
         case "query-name":
             guard let name = target.guestName else { return [:] }
             return ["name": .string(name)]

@@ -18,6 +18,8 @@ public struct MachineSetup<Board>: Sendable {
     /// `query-machines` cpu-max: the most CPUs each machine of `machineList` takes.
     public var maxCPUs: [String: Int] = [:]
     public var name: String?
+    /// `-uuid`.
+    public var uuid: String?
     public var noReboot: Bool
     /// `-no-shutdown` (`-action shutdown=pause`): a guest power-off stops the machine in
     /// "shutdown" instead of ending the process; `system_reset` then `cont` start it again.

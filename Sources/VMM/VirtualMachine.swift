@@ -191,6 +191,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public var runState: String { state.withLock { $0.life.runState } }
     public var isRunning: Bool { runState == "running" }
     public var guestName: String? { setup.name }
+    public var uuid: String? { setup.uuid }
     public var machineType: String { setup.machineType }
     public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
     public var cpus: [MonitorCPU] {

@@ -112,6 +112,50 @@ import TestSupport
         #expect(!swemu.isRunning && swemu.terminationStatus == 0)
     }
 
+    /// libvirt's capability probe, exactly as libvirt 9.0 starts QEMU for it: the command
+    /// returns once the machine is up, its QMP answers for a machine with no CPU (run state,
+    /// target, KVM, UUID, machines; qmp_machine.py `probe`), `quit` ends it and the pid file goes.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func libvirtsCapabilityProbeLine() throws {
+        let dir = try TestDirectory("swemu-probe")
+        let socket = dir.path("qmp.sock")
+        let pidFile = dir.path("swemu.pid")
+        let line = ["-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=kvm:tcg",
+                    "-qmp", "unix:\(socket),server=on,wait=off", "-pidfile", pidFile, "-daemonize"]
+        let started = try Self.startDaemon(line, in: dir)
+        #expect(started.status == 0, "\(started.output)")
+        let pid = try #require(pid_t((try String(contentsOfFile: pidFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { kill(pid, SIGKILL) }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("qmp_machine.py").path
+        let client = try GuestProgram.run(Self.python, Self.pythonArguments + [script, socket, "-", "probe"], timeout: 60)
+        #expect(client.status == 0 && !client.output.contains("FAIL"), "\(client.output)")
+        let deadline = Date().addingTimeInterval(30)
+        while kill(pid, 0) == 0 && Date() < deadline { usleep(20_000) }
+        #expect(kill(pid, 0) != 0, "quit ended it")
+        #expect(!FileManager.default.fileExists(atPath: pidFile), "the pid file is gone")
+    }
+
+    /// Runs swemu with `arguments` (which daemonize it) and waits for the command to return:
+    /// its exit status and output. Started through Python's subprocess with close_fds:
+    /// Foundation's Process leaves descriptors of its own open in the child (the pipe behind
+    /// its output, the socket it watches for the child's exit), and a daemon inheriting them
+    /// would keep Foundation waiting for as long as the daemon lives. The output goes to a
+    /// file in `dir` for the same reason.
+    static func startDaemon(_ arguments: [String], in dir: TestDirectory) throws -> (status: Int32, output: String) {
+        let log = dir.url.appendingPathComponent("start.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let starter = Process()
+        starter.executableURL = URL(fileURLWithPath: python)
+        starter.arguments = ["-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], close_fds=True))",
+                             LinuxBootTests.binary] + arguments
+        starter.standardInput = FileHandle.nullDevice
+        starter.standardOutput = try FileHandle(forWritingTo: log)
+        starter.standardError = starter.standardOutput
+        try starter.run()
+        starter.waitUntilExit()
+        return (starter.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+    }
+
     /// `-daemonize -pidfile`, as libvirt and init scripts start QEMU: the command returns 0 once
     /// the machine is built, the daemon runs in a session of its own with its pid in the locked
     /// file (a second instance is refused), and SIGTERM ends it and removes the file.
@@ -123,22 +167,8 @@ import TestSupport
         let serial = dir.path("serial.log")
         let arguments = ["-M", "virt", "-m", "64M", "-bios", "none", "-kernel", elf, "-display", "none",
                          "-serial", "file:\(serial)", "-daemonize", "-pidfile", pidFile]
-        // Started through Python's subprocess with close_fds: Foundation's Process leaves
-        // descriptors of its own open in the child (the pipe behind its output, the socket it
-        // watches for the child's exit), and a daemon inheriting them would keep Foundation
-        // waiting for as long as the daemon lives. The output goes to a file for the same reason.
-        let log = dir.url.appendingPathComponent("start.log")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let starter = Process()
-        starter.executableURL = URL(fileURLWithPath: Self.python)
-        starter.arguments = ["-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], close_fds=True))",
-                             LinuxBootTests.binary] + arguments
-        starter.standardInput = FileHandle.nullDevice
-        starter.standardOutput = try FileHandle(forWritingTo: log)
-        starter.standardError = starter.standardOutput
-        try starter.run()
-        starter.waitUntilExit()
-        #expect(starter.terminationStatus == 0, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        let started = try Self.startDaemon(arguments, in: dir)
+        #expect(started.status == 0, "\(started.output)")
         let text = try String(contentsOfFile: pidFile, encoding: .utf8)
         let pid = try #require(pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), "pid file: \(text)")
         defer { kill(pid, SIGKILL) }

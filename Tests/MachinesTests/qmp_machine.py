@@ -1,6 +1,6 @@
 """Drives a running swemu (the ticker guest program) with QEMU's own Python QMP client.
 
-Usage: qmp_machine.py SOCKET SERIAL_LOG [signal PID | no-shutdown LINE]. Prints one line per check ("ok ..." or
+Usage: qmp_machine.py SOCKET SERIAL_LOG [signal PID | no-shutdown LINE | probe]. Prints one line per check ("ok ..." or
 "FAIL ...") and exits non-zero when a check fails. Run by MachinesTests/MonitorTests. With
 `signal PID` it only sends SIGTERM to swemu (PID) once the guest prints and checks that the
 machine ends as QEMU's does: a SHUTDOWN event with reason host-signal.
@@ -177,7 +177,34 @@ async def no_shutdown(socket, serial, line):
         pass
 
 
-if len(sys.argv) > 3 and sys.argv[3] == "no-shutdown":
+async def probe(socket):
+    """The machine libvirt starts to learn what the emulator can do (-S -no-user-config
+    -nodefaults -nographic -machine none,accel=kvm:tcg -qmp ... -pidfile ... -daemonize):
+    its monitor answers as QEMU's does for a machine with no CPU, and quit ends it."""
+    qmp = await connect(socket)
+    status = await qmp.execute("query-status")
+    check(status == {"status": "prelaunch", "singlestep": False, "running": False}, f"query-status: {status}")
+    check(await qmp.execute("query-target") == {"arch": "riscv64"}, "query-target names the binary's target")
+    check(await qmp.execute("query-kvm") == {"enabled": False, "present": False}, "query-kvm: no KVM for riscv64 here")
+    check(await qmp.execute("query-uuid") == {"UUID": "00000000-0000-0000-0000-000000000000"}, "query-uuid: QEMU's null UUID")
+    check(await qmp.execute("query-cpus-fast") == [], "no CPUs")
+    machines = {m["name"]: m for m in await qmp.execute("query-machines")}
+    check(machines.get("virt", {}).get("is-default") is True and machines["virt"].get("cpu-max") == 64, f"query-machines: {machines}")
+    await qmp.execute("cont")
+    await next_event(qmp, "RESUME")
+    check((await qmp.execute("query-status"))["status"] == "running", "cont runs it")
+    await qmp.execute("quit")
+    event = await next_event(qmp, "SHUTDOWN")
+    check(event["data"] == {"guest": False, "reason": "host-qmp-quit"}, f"SHUTDOWN: {event}")
+    try:
+        await qmp.disconnect()
+    except EOFError:
+        pass
+
+
+if len(sys.argv) > 3 and sys.argv[3] == "probe":
+    asyncio.run(probe(sys.argv[1]))
+elif len(sys.argv) > 3 and sys.argv[3] == "no-shutdown":
     asyncio.run(no_shutdown(sys.argv[1], sys.argv[2], sys.argv[4].encode()))
 elif len(sys.argv) > 4 and sys.argv[3] == "signal":
     asyncio.run(terminate(sys.argv[1], sys.argv[2], int(sys.argv[4])))
