@@ -1,5 +1,6 @@
 import Block
 import Chardev
+import QMP
 import SystemSupport
 
 /// One `-drive` option (QEMU's -drive syntax, the subset swemu's block layer offers).
@@ -80,26 +81,31 @@ struct DeviceSpec: Sendable, Equatable {
 
     var driver: Driver
 
+    /// A device's keys: `id` and the properties QMP reports for it (`QOMTypes`, one list for both).
+    static func keys(_ device: String) -> [String] {
+        ["id"] + (QOMTypes.devices.first { $0.name == device }?.properties.map(\.name) ?? [])
+    }
+
     init(parsing text: String) throws(SystemError) {
         let opts = try QemuOpts(parsing: text, impliedKey: "driver", option: "-device")
         let name = opts.string("driver") ?? ""
         switch name {
         case "virtio-blk-device":
-            let v = try opts.validate(accepted: ["drive", "id", "serial"], context: "device '\(name)'")
+            let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             guard let drive = v.string("drive") else { throw .configuration("-device virtio-blk-device: drive=ID is required") }
             driver = .virtioBlock(drive: drive)
         case "virtio-rng-device":
-            _ = try opts.validate(accepted: ["id"], context: "device '\(name)'")
+            _ = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             driver = .virtioRNG
         case "virtio-serial-device":
-            _ = try opts.validate(accepted: ["id"], context: "device '\(name)'")
+            _ = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             driver = .virtioSerial
         case "virtconsole":
-            let v = try opts.validate(accepted: ["chardev", "id", "name"], context: "device '\(name)'")
+            let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             guard let chardev = v.string("chardev") else { throw .configuration("-device virtconsole: chardev=ID is required") }
             driver = .virtconsole(chardev: chardev)
         case "virtio-net-device":
-            let v = try opts.validate(accepted: ["netdev", "mac", "id"], context: "device '\(name)'")
+            let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             if let id = v.string("id") { try NetdevSpec.checkIdentifier(id, option: "-device") }
             driver = .virtioNet(NICSpec(netdev: v.string("netdev"), mac: try NICSpec.mac(v.string("mac"), option: "-device"), id: v.string("id")))
         default:

@@ -78,6 +78,12 @@ enum QMPCommands {
         Command(name: "query-status", parameters: []),
         Command(name: "query-name", parameters: []),
         Command(name: "query-uuid", parameters: []),
+        Command(name: "query-qmp-schema", parameters: []),
+        Command(name: "qom-list-types", parameters: [
+            Parameter(name: "implements", type: .string, optional: true), Parameter(name: "abstract", type: .bool, optional: true),
+        ]),
+        Command(name: "device-list-properties", parameters: [Parameter(name: "typename", type: .string, optional: false)]),
+        Command(name: "qom-list-properties", parameters: [Parameter(name: "typename", type: .string, optional: false)]),
         Command(name: "query-cpus-fast", parameters: []),
         Command(name: "query-target", parameters: []),
         Command(name: "query-kvm", parameters: []),
@@ -108,6 +114,8 @@ enum QMPCommands {
         case "query-status":
             // StatusInfo; singlestep is always false (swemu has no single-step mode).
             return ["status": .string(target.runState), "singlestep": false, "running": .bool(target.isRunning)]
+        case "query-qmp-schema":
+            return QMPSchema.introspect()
         case "query-uuid":
             return ["UUID": .string(target.uuid ?? HumanMonitor.nullUUID)]
         case "query-name":

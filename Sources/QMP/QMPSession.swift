@@ -248,6 +248,12 @@ public struct QMPSession: Sendable {
         case "quit":
             quit = true
             return [:]
+        case "qom-list-types":
+            return QOMTypes.listTypes(args, machines: target.machineList.map(\.name))
+        case "device-list-properties":
+            return try QOMTypes.deviceProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name))
+        case "qom-list-properties":
+            return try QOMTypes.objectProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name))
         case "cont" where target.runState == "shutdown":
             // QEMU's qmp_cont: a guest that powered off (-no-shutdown) needs system_reset first.
             throw .generic(Self.resetRequired)

@@ -53,6 +53,52 @@ import Testing
             """)
     }
 
+    /// query-qmp-schema describes exactly the command table: every command of query-commands
+    /// with an object arg-type whose members are its parameters (optional ones with a default),
+    /// the events, and each type named once.
+    @Test func schemaIsTheCommandTable() throws {
+        let target = FakeTarget()
+        var s = ready(target)
+        let reply = try #require(JSONParser.parse(Array(s.feed(Array(#"{"execute": "query-qmp-schema"}"#.utf8)).text.utf8))["return"]?.arrayValue)
+        var byName: [String: JSONValue] = [:]
+        for entry in reply {
+            let name = try #require(entry["name"]?.stringValue)
+            #expect(byName[name] == nil, "\(name) defined twice")
+            byName[name] = entry
+        }
+        let commands = reply.filter { $0["meta-type"]?.stringValue == "command" }.compactMap { $0["name"]?.stringValue }
+        #expect(Set(commands) == Set(QMPCommands.all.map(\.name)))
+        let migrate = try #require(byName["migrate"])
+        let arguments = try #require(byName[migrate["arg-type"]?.stringValue ?? ""]?["members"]?.arrayValue)
+        #expect(arguments.first?["name"]?.stringValue == "uri" && arguments.first?["type"]?.stringValue == "str")
+        #expect(arguments.first?.objectValue?["default"] == nil, "uri is required")
+        #expect(arguments.dropFirst().allSatisfy { $0.objectValue?["default"] == .null }, "the rest are optional")
+        let capabilities = try #require(byName[byName["qmp_capabilities"]?["arg-type"]?.stringValue ?? ""]?["members"]?.arrayValue?.first)
+        let array = try #require(byName[capabilities["type"]?.stringValue ?? ""])
+        #expect(array["meta-type"]?.stringValue == "array")
+        #expect(byName[array["element-type"]?.stringValue ?? ""]?["values"] == ["oob"])
+        #expect(byName["SHUTDOWN"]?["meta-type"]?.stringValue == "event")
+        #expect(byName["str"]?["json-type"]?.stringValue == "string")
+    }
+
+    /// qom-list-types, device-list-properties and qom-list-properties report swemu's devices
+    /// and machines with QEMU's names and error classes (DeviceNotFound for a type swemu lacks,
+    /// which libvirt's probe expects for most of what it asks about).
+    @Test func qomTypesAreSwemusDevices() {
+        var s = ready(FakeTarget())
+        let types = send(&s, #"{"execute": "qom-list-types", "arguments": {"implements": "virtio-device"}}"#)
+        #expect(types == [#"{"return": [{"name": "virtio-blk-device", "parent": "virtio-device"}, {"name": "virtio-rng-device", "parent": "virtio-device"}, {"name": "virtio-serial-device", "parent": "virtio-device"}, {"name": "virtio-net-device", "parent": "virtio-device"}]}"#])
+        #expect(send(&s, #"{"execute": "qom-list-types", "arguments": {"implements": "machine"}}"#).first?.contains(#""name": "virt-machine", "parent": "machine""#) == true)
+        #expect(send(&s, #"{"execute": "device-list-properties", "arguments": {"typename": "virtio-net-device"}}"#)
+            == [#"{"return": [{"name": "netdev", "type": "str", "description": "ID of a netdev to use as a backend"}, {"name": "mac", "type": "macaddr", "description": "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56"}]}"#])
+        #expect(send(&s, #"{"execute": "device-list-properties", "arguments": {"typename": "usb-host"}}"#)
+            == [#"{"error": {"class": "DeviceNotFound", "desc": "Device 'usb-host' not found"}}"#])
+        #expect(send(&s, #"{"execute": "device-list-properties", "arguments": {"typename": "virtio-device"}}"#)
+            == [#"{"error": {"class": "GenericError", "desc": "Parameter 'typename' expects a non-abstract device type"}}"#])
+        #expect(send(&s, #"{"execute": "qom-list-properties", "arguments": {"typename": "nope"}}"#)
+            == [#"{"error": {"class": "DeviceNotFound", "desc": "Class 'nope' not found"}}"#])
+    }
+
     @Test func commandsBeforeNegotiationAreRefused() {
         let target = FakeTarget()
         var s = QMPSession(target: target)
