@@ -159,9 +159,9 @@ struct ConfigurationBuilder {
                         accepted: ["debug-threads", "process"], booleans: ["debug-threads"])
                 }
                 config.name = opts.string("guest")
-                // debug-threads=on names the vCPU threads "CPU N/TCG" or "CPU N/KVM": swemu
-                // always names its threads so (and its I/O threads by what they serve).
                 config.processName = opts.string("process")
+                // debug-threads=on asks for the vCPU threads to be named "CPU N/TCG" or
+                // "CPU N/KVM": swemu always names its threads so (its I/O threads by what they serve).
             case "no-reboot":
                 config.noReboot = true
             case "no-shutdown":

@@ -47,6 +47,13 @@ async def connect(socket):
     return qmp
 
 
+async def disconnect(qmp):
+    try:
+        await qmp.disconnect()
+    except EOFError:
+        pass  # the machine quit and hung up first, as QEMU does after 'quit'
+
+
 async def main(socket, serial):
     qmp = await connect(socket)
     check(qmp.greeting is not None, "greeting and negotiation")
@@ -122,10 +129,7 @@ async def main(socket, serial):
     await qmp.execute("quit")
     event = await next_event(qmp, "SHUTDOWN")
     check(event["data"] == {"guest": False, "reason": "host-qmp-quit"}, f"SHUTDOWN event: {event}")
-    try:
-        await qmp.disconnect()
-    except EOFError:
-        pass  # the machine quit and hung up first, as QEMU does after 'quit'
+    await disconnect(qmp)
 
 
 async def terminate(socket, serial, pid):
@@ -139,10 +143,7 @@ async def terminate(socket, serial, pid):
     os.kill(pid, signal.SIGTERM)
     event = await next_event(qmp, "SHUTDOWN")
     check(event["data"] == {"guest": False, "reason": "host-signal"}, f"SHUTDOWN event: {event}")
-    try:
-        await qmp.disconnect()
-    except EOFError:
-        pass
+    await disconnect(qmp)
 
 
 async def no_shutdown(socket, serial, line):
@@ -171,10 +172,7 @@ async def no_shutdown(socket, serial, line):
         await qmp.execute("system_reset")
         await next_event(qmp, "RESET")
     await qmp.execute("quit")
-    try:
-        await qmp.disconnect()
-    except EOFError:
-        pass
+    await disconnect(qmp)
 
 
 async def probe(socket):
@@ -196,10 +194,7 @@ async def probe(socket):
     await qmp.execute("quit")
     event = await next_event(qmp, "SHUTDOWN")
     check(event["data"] == {"guest": False, "reason": "host-qmp-quit"}, f"SHUTDOWN: {event}")
-    try:
-        await qmp.disconnect()
-    except EOFError:
-        pass
+    await disconnect(qmp)
 
 
 if len(sys.argv) > 3 and sys.argv[3] == "probe":
