@@ -62,13 +62,16 @@ let package = Package(
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-system-x86_64", dependencies: ["CLI"], swiftSettings: strict),
         .executableTarget(name: "swemu-img", dependencies: ["CLI"], swiftSettings: strict),
-        // libFuzzer target for the qcow2 parsers (scripts/fuzz-qcow2); replays inputs when built normally.
         // What the libFuzzer targets share: the driver hookup and the replay mode.
         .target(name: "FuzzSupport", dependencies: ["SystemSupport"], swiftSettings: strict),
-        .executableTarget(name: "swemu-fuzz-qcow2", dependencies: ["Block", "DeviceModel", "FuzzSupport", "SystemSupport"], swiftSettings: strict),
-        // libFuzzer target for the migration stream loaded into a real board (scripts/fuzz-migration).
-        .executableTarget(name: "swemu-fuzz-migration", dependencies: ["FuzzSupport", "GuestMemory", "Machines", "Migration", "SystemSupport"],
-                          swiftSettings: strict),
+        // The fuzz targets (virtio devices, QMP/HMP, GDB, loaders, qcow2, migration): a library,
+        // so FuzzTests replays crash inputs through the same code.
+        .target(name: "FuzzTargets", dependencies: ["Block", "CZlib", "DeviceModel", "Devices", "GDBStub", "GuestMemory", "Loader", "Machines",
+                                                    "Migration", "QMP", "SystemSupport", "VirtIO"],
+                swiftSettings: strict),
+        // One libFuzzer program for them all, the target picked by --target= (scripts/fuzz);
+        // replays inputs when built normally.
+        .executableTarget(name: "swemu-fuzz", dependencies: ["FuzzSupport", "FuzzTargets"], swiftSettings: strict),
 
         // What several test targets share (Tests/TestSupport): the one Python the tests run, and the
         // trait that lets at most one Linux guest boot at a time across all the test modules.
@@ -97,6 +100,7 @@ let package = Package(
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "NetTests", dependencies: ["Net", "DeviceModel", "SystemSupport", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "GuestMemory", "SystemSupport"], swiftSettings: strict),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets"], exclude: ["Regressions"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

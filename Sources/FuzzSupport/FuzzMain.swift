@@ -51,7 +51,7 @@ public func fuzzMain(name: String, cleanup: @escaping () -> Void = {}, _ runOne:
         }
     }
     cleanup()
-    print("\(name): replayed \(inputs.count) inputs (libFuzzer not linked in; scripts/\(name.hasPrefix("swemu-") ? String(name.dropFirst(6)) : name) builds the fuzzer)")
+    print("\(name): replayed \(inputs.count) inputs (libFuzzer not linked in; scripts/fuzz builds the fuzzer)")
     exit(0)
 }
 

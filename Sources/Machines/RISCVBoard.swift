@@ -269,7 +269,7 @@ public final class RISCVBoard: @unchecked Sendable {
 
     /// Linux's RISC-V `Image` header (Documentation/arch/riscv/boot-image-header.rst):
     /// magic "RISCV\0\0\0" at 0x30 and "RSC\x05" at 0x38.
-    static func isLinuxImage(_ bytes: [UInt8]) -> Bool {
+    package static func isLinuxImage(_ bytes: [UInt8]) -> Bool {
         bytes.count >= 0x40 && Array(bytes[0x30..<0x35]) == Array("RISCV".utf8) && Array(bytes[0x38..<0x3c]) == [0x52, 0x53, 0x43, 0x05]
     }
 
@@ -380,7 +380,7 @@ public final class RISCVBoard: @unchecked Sendable {
 
     /// Loads the segments of an ELF already in memory (`name` is the file, for messages): a
     /// `-kernel` that was gzip-compressed is loaded from its decompressed bytes.
-    static func loadELF(_ bytes: [UInt8], name path: String, into memory: GuestMemory, machine: UInt16 = ELFFile.machineRISCV,
+    package static func loadELF(_ bytes: [UInt8], name path: String, into memory: GuestMemory, machine: UInt16 = ELFFile.machineRISCV,
                         machineName: String = "RISC-V") throws(SystemError) -> ELFFile {
         let elf = try ELFFile(bytes: bytes, name: path)
         guard elf.machine == machine else {

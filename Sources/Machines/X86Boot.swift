@@ -4,7 +4,7 @@ import SystemSupport
 /// Linux's x86 boot structures (Documentation/arch/x86/boot.rst, zero-page.rst), the PVH start
 /// info (xen/include/public/arch-x86/hvm/start_info.h) and the page tables and GDT the 64-bit
 /// boot protocol requires. Pure values: the board copies them into guest RAM.
-enum X86Boot {
+package enum X86Boot {
     /// One BIOS e820 entry (zero-page.rst: `struct boot_e820_entry`, 20 bytes packed).
     struct E820Entry: Equatable, Sendable {
         static let ram: UInt32 = 1
@@ -40,12 +40,12 @@ enum X86Boot {
     /// The zero page (`struct boot_params`, 4 KiB) of the 64-bit boot protocol (boot.rst
     /// "64-bit Boot Protocol"): a copy of the kernel's setup header when it has one, the loader's
     /// fields, and the e820 map.
-    struct ZeroPage {
+    package struct ZeroPage {
         private(set) var bytes = [UInt8](repeating: 0, count: 4096)
 
         /// `setupHeader`: bytes 0x1f1 up to the header's end, from a bzImage; nil for an ELF,
         /// which gets a minimal header as Firecracker writes one for vmlinux.
-        init(setupHeader: ArraySlice<UInt8>?) {
+        package init(setupHeader: ArraySlice<UInt8>?) {
             if let setupHeader {
                 bytes.replaceSubrange(ZeroPageOffset.setupHeader..<(ZeroPageOffset.setupHeader + setupHeader.count), with: setupHeader)
             } else {
@@ -63,7 +63,7 @@ enum X86Boot {
         mutating func put32(_ v: UInt32, at offset: Int) { for i in 0..<4 { bytes[offset + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
         mutating func put64(_ v: UInt64, at offset: Int) { for i in 0..<8 { bytes[offset + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
 
-        mutating func setCommandLine(address: UInt32, size: UInt32) {
+        package mutating func setCommandLine(address: UInt32, size: UInt32) {
             put32(address, at: ZeroPageOffset.cmdLinePointer)
             if X86Boot.get16(bytes, ZeroPageOffset.version) < 0x0206 || X86Boot.get32(bytes, ZeroPageOffset.cmdlineSize) == 0 {
                 put32(size, at: ZeroPageOffset.cmdlineSize)
@@ -93,21 +93,21 @@ enum X86Boot {
     static func get32(_ b: [UInt8], _ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * $1) } }
 
     /// A bzImage as the 64-bit boot protocol uses it (boot.rst "Loading the rest of the kernel").
-    struct BzImage {
+    package struct BzImage {
         /// Bytes 0x1f1 up to the end of the setup header, to copy into the zero page.
-        let setupHeader: ArraySlice<UInt8>
+        package let setupHeader: ArraySlice<UInt8>
         /// The protected-mode kernel, loaded at 1 MiB; the 64-bit entry is 0x200 into it.
-        let kernel: ArraySlice<UInt8>
-        let version: UInt16
-        let initrdAddressMax: UInt32
+        package let kernel: ArraySlice<UInt8>
+        package let version: UInt16
+        package let initrdAddressMax: UInt32
         /// Memory the kernel needs from its load address while it decompresses (init_size).
-        let initSize: UInt32
+        package let initSize: UInt32
 
-        static func isBzImage(_ bytes: [UInt8]) -> Bool {
+        package static func isBzImage(_ bytes: [UInt8]) -> Bool {
             bytes.count >= 0x264 && get32(bytes, ZeroPageOffset.header) == headerMagic
         }
 
-        init(_ bytes: [UInt8], name: String) throws(SystemError) {
+        package init(_ bytes: [UInt8], name: String) throws(SystemError) {
             guard BzImage.isBzImage(bytes) else { throw .badInput("\(name): not a bzImage (no \"HdrS\" at 0x202)") }
             version = get16(bytes, ZeroPageOffset.version)
             // 2.12 brought xloadflags, whose bit 0 (XLF_KERNEL_64) says the 64-bit entry at
@@ -131,7 +131,7 @@ enum X86Boot {
 
     /// The PVH entry of an ELF kernel: note XEN_ELFNOTE_PHYS32_ENTRY (18) with owner "Xen",
     /// a 32-bit physical address (xen/include/public/elfnote.h).
-    static func pvhEntry(_ elf: ELFFile) -> UInt32? {
+    package static func pvhEntry(_ elf: ELFFile) -> UInt32? {
         guard let note = elf.notes.first(where: { $0.type == 18 && $0.name == "Xen" }), note.descriptor.count >= 4 else { return nil }
         return get32(note.descriptor, 0)
     }
