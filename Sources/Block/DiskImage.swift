@@ -30,6 +30,29 @@ package enum DiskImage {
         return String(path[...slash]) + name
     }
 
+    /// The lock holders of `image`'s own file (not its backing chain), under any wrapper.
+    package static func locks(of image: any BlockBackend) -> ImageLockHolder? {
+        switch image {
+        case let raw as RawImage: return raw.locks
+        case let qcow2 as Qcow2Image: return qcow2.locks
+        case let cached as CachedBackend: return locks(of: cached.inner)
+        case let overlay as SnapshotOverlay: return overlay.baseLocks
+        default: return nil
+        }
+    }
+
+    /// Takes `image`'s locks (a migration's destination, or a source whose migration failed).
+    package static func activate(_ image: any BlockBackend) throws(SystemError) {
+        if let raw = image as? RawImage ?? (image as? CachedBackend)?.inner as? RawImage { try raw.activate() }
+        if let qcow2 = qcow2(image) { try qcow2.activate() }
+    }
+
+    /// Gives `image` over to another process (a migration's source handing over).
+    package static func inactivate(_ image: any BlockBackend) throws(SystemError) {
+        if let raw = image as? RawImage ?? (image as? CachedBackend)?.inner as? RawImage { try raw.inactivate() }
+        if let qcow2 = qcow2(image) { try qcow2.inactivate() }
+    }
+
     /// The qcow2 image behind `image` (also under a cache mode's wrapper), if it is one.
     package static func qcow2(_ image: any BlockBackend) -> Qcow2Image? {
         image as? Qcow2Image ?? (image as? CachedBackend)?.inner as? Qcow2Image
@@ -51,16 +74,21 @@ package enum DiskImage {
     /// Opens `path` as `format` (probed when nil). `chain` holds the real paths of the images
     /// above it in a backing chain (loop detection).
     /// `inactive`: a qcow2 image is opened without writing anything (an incoming migration's
-    /// destination, while the source still owns the file; `Qcow2Image.activate()` takes it).
+    /// destination, while the source still owns the file; `Qcow2Image.activate()` takes it), and
+    /// no image takes its locks until then.
+    /// `locking`: what the user takes and shares of the image (ImageLock.swift); a backing file
+    /// is always a reader that lets nobody write it.
     package static func open(path: String, format: String?, readOnly: Bool, cache: BlockCacheMode = .writeback,
-                             chain: [String] = [], inactive: Bool = false) throws(SystemError) -> any BlockBackend {
+                             chain: [String] = [], inactive: Bool = false,
+                             locking: ImageLocking = .tool) throws(SystemError) -> any BlockBackend {
         let format = try probedFormat(format, path: path)
         let image: any BlockBackend
         switch format {
         case "raw":
-            image = try RawImage(path: path, readOnly: readOnly, direct: cache.direct)
+            image = try RawImage(path: path, readOnly: readOnly, direct: cache.direct, locking: locking, inactive: inactive)
         case "qcow2":
-            image = try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), cache: cache, inactive: inactive)
+            image = try Qcow2Image(path: path, readOnly: readOnly, backingMode: .open(chain: chain), cache: cache, inactive: inactive,
+                                   locking: locking)
         default:
             throw .configuration("'\(path)': unknown image format '\(format)'; accepted: \(formats.joined(separator: ", "))")
         }
@@ -203,6 +231,7 @@ extension Qcow2Image {
         try file.writeBytes(at: blocksOffset, block)
         try file.truncate(to: end)
         if options.preallocation != .off {
+            file.locks?.retire()  // the image below takes over from the creator's locks
             let image = try Qcow2Image(path: path, readOnly: false, backingMode: .skip)
             try image.preallocate(full: options.preallocation == .full)
             try image.close()

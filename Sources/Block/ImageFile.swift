@@ -24,30 +24,46 @@ package final class ImageFile: Sendable {
     /// The alignment O_DIRECT needs for offsets, lengths and buffers.
     static let directAlignment = 512
 
-    package init(path: String, readOnly: Bool, direct: Bool = false) throws(SystemError) {
-        fd = try FileDescriptor.open(path, (readOnly ? O_RDONLY : O_RDWR) | (direct ? ImageFile.oDirect : 0))
-        self.path = path
-        self.readOnly = readOnly
-        self.direct = direct
+    /// The image's lock bytes, held as long as this file is open (see ImageLock.swift); nil when
+    /// opened without `lock`, with `locking=off`, or where the file system cannot lock.
+    package let locks: ImageLockHolder?
+
+    /// Opens `path`; with `lock`, takes those permissions on it as QEMU's `file` driver does, and
+    /// fails with QEMU's message if another user holds the image in a way they conflict with.
+    package init(path: String, readOnly: Bool, direct: Bool = false, lock: LockRequest? = nil) throws(SystemError) {
+        let opened = try FileDescriptor.open(path, (readOnly ? O_RDONLY : O_RDWR) | (direct ? ImageFile.oDirect : 0))
+        let raw = opened.rawValue
         var st = stat()
-        _ = try syscall("cannot stat '\(path)'") { fstat(fd.rawValue, &st) }
+        _ = try syscall("cannot stat '\(path)'") { fstat(raw, &st) }
         let kind = st.st_mode & S_IFMT
         guard kind == S_IFREG || kind == S_IFBLK else {
             throw .configuration("disk image '\(path)' is not a regular file or a block device")
         }
+        locks = try lock.flatMap { (request) throws(SystemError) in try ImageLocks.acquire(fd: raw, path: path, request) }
+        fd = opened
+        self.path = path
+        self.readOnly = readOnly
+        self.direct = direct
     }
 
-    /// Creates (or truncates to empty) `path` and opens it for reading and writing.
-    package static func create(path: String) throws(SystemError) -> ImageFile {
-        let fd = try FileDescriptor.open(path, O_RDWR | O_CREAT | O_TRUNC)
-        return ImageFile(path: path, owning: fd)
+    /// What `create` takes: write and resize, sharing all but resize (QEMU's `raw_co_create`).
+    package static let createLock = LockRequest(perm: [.write, .resize], shared: BlockPermissions.all.subtracting(.resize))
+
+    /// Creates (or empties) `path` and opens it for reading and writing. An existing file is
+    /// emptied only once its locks are taken, so an image in use is refused untouched.
+    package static func create(path: String, lock: LockRequest? = ImageFile.createLock) throws(SystemError) -> ImageFile {
+        let fd = try FileDescriptor.open(path, O_RDWR | O_CREAT)
+        let locks = try lock.flatMap { (request) throws(SystemError) in try ImageLocks.acquire(fd: fd.rawValue, path: path, request) }
+        _ = try syscall("cannot empty '\(path)'") { ftruncate(fd.rawValue, 0) }
+        return ImageFile(path: path, owning: fd, locks: locks)
     }
 
-    private init(path: String, owning fd: consuming FileDescriptor) {
+    private init(path: String, owning fd: consuming FileDescriptor, locks: ImageLockHolder?) {
         self.path = path
         readOnly = false
         direct = false
         self.fd = fd
+        self.locks = locks
     }
 
     /// The descriptor, for calls this type does not wrap (fallocate, lseek SEEK_DATA).
@@ -121,6 +137,7 @@ package final class ImageFile: Sendable {
     }
 
     private func writePlain(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(SystemError) {
+        ImageFileJournal.record(path, .write(offset: offset, bytes: Array(buffer)))
         var done = 0
         while done < buffer.count {
             let n = try syscall("'\(path)': write of \(buffer.count) bytes at offset \(offset) failed") {
@@ -145,12 +162,14 @@ package final class ImageFile: Sendable {
     }
 
     package func truncate(to length: UInt64) throws(SystemError) {
+        ImageFileJournal.record(path, .truncate(length: length))
         _ = try syscall("cannot resize '\(path)' to \(length) bytes") { ftruncate(fd.rawValue, off_t(length)) }
     }
 
     package func sync() throws(SystemError) {
         guard !readOnly else { return }
         _ = try syscall("'\(path)': flush (fdatasync) failed") { fdatasync(fd.rawValue) }
+        ImageFileJournal.record(path, .sync)
     }
 }
 

@@ -8,9 +8,23 @@ import SystemSupport
 /// **Metadata** is written through: every change to an L1, L2 or refcount entry goes to the
 /// file at once, in an order that can leak a cluster if swemu dies half way but never lets a
 /// table point at a cluster whose refcount does not count it (allocate, write data, link,
-/// then release what was replaced). So `flush()` is one `fdatasync`, and a `kill -9` leaves
-/// an image whose flushed data is all there and whose only possible damage is leaks, which
-/// `check -r leaks` repairs. Tables are cached (L2 tables and refcount blocks, bounded).
+/// then release what was replaced). Tables are cached (L2 tables and refcount blocks, bounded).
+///
+/// **Crash safety** (cache=writeback, QEMU's guarantees): a `kill -9` loses nothing the
+/// kernel has; a host crash or power loss may lose, or keep in any subset, every write since
+/// the last `fdatasync`. The order above must therefore hold on the disk, not only in the
+/// page cache, and two barriers enforce it, as QEMU's qcow2 cache dependencies do
+/// (`qcow2_cache_set_dependency`: L2 tables depend on refcount blocks; refcount decreases
+/// depend on L2 tables):
+/// - *before a link*: a new cluster's refcount and its contents (data, a copied or fresh
+///   table) are synced before an L1/L2/refcount-table entry or header field points at it
+///   (`linkBarrier`). One `fdatasync` per allocating request; overwrites in place need none.
+/// - *after an unlink*: the refcount of a cluster an entry stopped pointing at is lowered
+///   only once that entry's new value is durable: releases wait (`deferredReleases`) for the
+///   next flush, which syncs first, or for close. Until then the cluster stays allocated, so
+///   it cannot be handed out again while an old table on the disk still points at it.
+/// With both, a crash leaves at worst leaked clusters (`check -r leaks` frees them), and
+/// every write completed before the guest's last flush reads back.
 ///
 /// **Locking.** One lock serialises every request on the image; the host I/O runs under it.
 /// A backing image has its own lock and never calls back up the chain.
@@ -37,6 +51,16 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     package internal(set) var snapshots: [Qcow2Snapshot]
     /// `cache=unsafe`: flushes are ignored (QEMU's meaning: fast, and lost on a host crash).
     private let ignoreFlush: Bool
+    /// Opened by `check` (see `init`): tables past the end of the file read as zeroes.
+    let forCheck: Bool
+    /// A new cluster's refcount or contents were written since the last sync: the next entry
+    /// that points at something must wait for a sync (see "Crash safety").
+    private var unsyncedAllocation = false
+    /// Clusters whose refcount drops by one once the entries that stopped using them are
+    /// durable (see "Crash safety"); a cluster appears once per reference dropped.
+    private var deferredReleases: [(serial: UInt64, cluster: UInt64)] = []
+    /// The serial number the next deferred release gets (a flush applies those before it).
+    private var nextReleaseSerial: UInt64 = 0
     package let clusterSize: UInt64
     let clusterBits: UInt64
     /// Entries per L2 table (qcow2.txt: `l2_entries = cluster_size / 8`).
@@ -60,7 +84,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// Set by `signalCorruption`: writes are refused from then on.
     private var corrupt = false
     /// The file's length when opened: clusters below it may be in use.
-    private var openedLength: UInt64
+    var openedLength: UInt64
     /// A `savevm` is writing the vmstate area (one at a time: they would share it).
     var savingVMState = false
     /// Another process owns the image's metadata now or until `activate()` (QEMU's
@@ -68,9 +92,19 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// while the source still writes them, and the source makes them inactive before it hands
     /// the machine over. Inactive, the image writes nothing, not even its header on close.
     private var inactive = false
+    /// The permissions the image takes on its file while active (see ImageLock.swift).
+    private let lockRequest: LockRequest
+    /// Opened inactive: no locks yet (QEMU holds none on an inactive node); `activate()` takes them.
+    private var locksPending: Bool
+    /// `inactivate()` gave the image's write permissions back; `activate()` takes them again.
+    private var locksRelaxed = false
+    /// The locks `activate()` took on an image opened inactive.
+    private var lateLocks: ImageLockHolder?
 
     package var label: String { "qcow2:\(file.path)" }
     package var size: UInt64 { lock.withLock { _ in header.size } }
+    /// The file's lock holder (nil when it holds none).
+    package var locks: ImageLockHolder? { file.locks ?? lock.withLock { _ in lateLocks } }
 
     /// How `init` treats a backing file.
     package enum BackingMode {
@@ -83,26 +117,37 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// Opens a qcow2 image. Read-write opening refuses an image marked corrupt, sets the dirty
     /// bit (v3) until `close()`, and clears the autoclear features this build does not keep up
     /// to date (qcow2.txt: "autoclear_features").
+    ///
+    /// `forCheck` is `check`'s tolerant open (qemu-img's BDRV_O_CHECK): tables the header
+    /// points at may lie past the end of the file (a truncated image reads zeroes there, as
+    /// in QEMU, and `check` reports what is missing), and a dirty image with lazy refcounts
+    /// is not repaired behind `check`'s back. Everything else is validated as usual.
     package init(path: String, readOnly: Bool, backingMode: BackingMode = .open(chain: []), cache: BlockCacheMode = .writeback,
-                 forRepair: Bool = false, inactive: Bool = false) throws(SystemError)
+                 forRepair: Bool = false, inactive: Bool = false, forCheck: Bool = false,
+                 locking: ImageLocking = .tool) throws(SystemError)
     {
-        file = try ImageFile(path: path, readOnly: readOnly, direct: cache.direct)
+        // Locks first, before anything is read: an image in use is refused as QEMU refuses it.
+        lockRequest = locking.request(readOnly: readOnly, metadata: true)
+        locksPending = inactive
+        file = try ImageFile(path: path, readOnly: readOnly, direct: cache.direct, lock: inactive ? nil : lockRequest)
         self.readOnly = readOnly
+        self.forCheck = forCheck
         ignoreFlush = cache == .unsafe
         let length = try file.length()
         let first = try file.readBytes(at: 0, count: Int(min(length, 2 << 20)))
-        header = try Qcow2Header(parsing: first, fileLength: length, name: path)
+        // A check-only open bounds the tables by the format's limits, not by the file.
+        header = try Qcow2Header(parsing: first, fileLength: forCheck ? .max : length, name: path)
         clusterBits = UInt64(header.clusterBits)
         clusterSize = header.clusterSize
         l2Entries = clusterSize / 8
         refcountBlockEntries = (clusterSize * 8) >> UInt64(header.refcountOrder)
         fileEnd = (length + clusterSize - 1) / clusterSize * clusterSize
         openedLength = length
-        (l1, refcountTable, refcountBlockClusters, snapshots) = try Qcow2Image.readMetadata(file, header, length: length)
+        (l1, refcountTable, refcountBlockClusters, snapshots) = try Qcow2Image.readMetadata(file, header, length: length, pastEnd: forCheck)
         if case .open(let chain) = backingMode, let name = header.backingFile {
             // The chain shares the cache mode's O_DIRECT, as in QEMU; it is only read.
             backing = try Qcow2Image.openBacking(name, format: header.backingFormat, of: path, chain: chain,
-                                                 cache: cache.direct ? .none : .writeback)
+                                                 cache: cache.direct ? .none : .writeback, locking: locking.forBacking)
         } else {
             backing = nil
         }
@@ -119,7 +164,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         if header.version == 3 {
             let lazyAndDirty = header.incompatibleFeatures & Qcow2Header.dirtyBit != 0
                 && header.compatibleFeatures & Qcow2Header.lazyRefcountsBit != 0
-            if lazyAndDirty {
+            if lazyAndDirty && !forCheck {
                 // qcow2.txt "dirty bit": with lazy refcounts the refcounts may be stale.
                 _ = try checkLocked(repair: .all)
             }
@@ -141,7 +186,10 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         try lock.withLock { (_: inout Void) throws(SystemError) in
             guard !closed else { return }
             closed = true
+            // Closed: the image's locks go now (QEMU drops them at close), whatever holds the object.
+            defer { (file.locks ?? lateLocks)?.release() }
             guard !readOnly, !inactive else { return }
+            try applyDeferredReleasesLocked()
             // The data and metadata reach the disk before the header says the image is clean
             // (not under cache=unsafe, which promises nothing across a host crash).
             if !ignoreFlush { try file.sync() }
@@ -155,7 +203,8 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
 
     /// The tables `header` points to: L1, the refcount table (and the clusters of its blocks)
     /// and the snapshot table. At open, and again when an inactive image is taken back.
-    static func readMetadata(_ file: ImageFile, _ header: Qcow2Header, length: UInt64) throws(SystemError)
+    /// `pastEnd`: tables may run past the end of the file, which reads as zeroes (`check`).
+    static func readMetadata(_ file: ImageFile, _ header: Qcow2Header, length: UInt64, pastEnd: Bool = false) throws(SystemError)
         -> (l1: [UInt64], refcountTable: [UInt64], refcountBlockClusters: Set<UInt64>, snapshots: [Qcow2Snapshot]) {
         let l1 = try readTable(file, at: header.l1TableOffset, count: Int(header.l1Size))
         let cs = header.clusterSize
@@ -166,7 +215,8 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
             // QEMU's limit on the table (QCOW_MAX_SNAPSHOTS_SIZE): a larger one is refused by
             // the parser as truncated, never read whole.
             let limit = min(UInt64(Qcow2Snapshot.maxTableBytes(count: Int(header.nbSnapshots))), Qcow2Header.maxSnapshotTableBytes)
-            let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(min(limit, length - header.snapshotsOffset)))
+            let available = header.snapshotsOffset < length ? length - header.snapshotsOffset : 0
+            let bytes = try file.readBytes(at: header.snapshotsOffset, count: Int(pastEnd ? limit : min(limit, available)))
             snapshots = try Qcow2Snapshot.parseTable(bytes, count: Int(header.nbSnapshots), name: file.path)
         }
         return (l1, refcountTable, refcountBlockClusters, snapshots)
@@ -179,7 +229,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
 
     /// Opens the backing file `name` of the image at `path`; a file already in `chain` is a loop.
     static func openBacking(_ name: String, format: String?, of path: String, chain: [String],
-                            cache: BlockCacheMode) throws(SystemError) -> any BlockBackend {
+                            cache: BlockCacheMode, locking: ImageLocking = ImageLocking.tool.forBacking) throws(SystemError) -> any BlockBackend {
         let resolved = DiskImage.resolveBacking(name, relativeTo: path)
         let me = realPath(path) ?? path
         let chain = chain.isEmpty ? [me] : chain
@@ -192,7 +242,11 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         guard chain.count < maxChainDepth else {
             throw .badInput("\(path): backing chain is deeper than \(maxChainDepth) images")
         }
-        return try DiskImage.open(path: resolved, format: format, readOnly: true, cache: cache, chain: chain + [real])
+        do {
+            return try DiskImage.open(path: resolved, format: format, readOnly: true, cache: cache, chain: chain + [real], locking: locking)
+        } catch where error.code == .imageLocked {
+            throw SystemError(.imageLocked, "Could not open backing file: \(error.message)")  // QEMU's words
+        }
     }
 
     // MARK: BlockBackend
@@ -220,7 +274,52 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
 
     package func flush() throws(SystemError) {
         guard !readOnly, !ignoreFlush else { return }
+        // The sync runs without the lock (requests go on meanwhile); the releases noted
+        // before it began have their unlinking entries on the disk once it returns.
+        let (pending, before) = lock.withLock { _ in (!deferredReleases.isEmpty, nextReleaseSerial) }
         try file.sync()
+        guard pending else { return }
+        try lock.withLock { (_: inout Void) throws(SystemError) in
+            guard !inactive, !closed else { return }
+            let due = deferredReleases.prefix { $0.serial < before }
+            deferredReleases.removeFirst(due.count)
+            for release in due { try updateRefcount(cluster: release.cluster, by: -1) }
+        }
+    }
+
+    /// Syncs the file (not under cache=unsafe): everything written so far is durable.
+    func syncBarrier() throws(SystemError) {
+        guard !ignoreFlush else { return }
+        try file.sync()
+        unsyncedAllocation = false
+    }
+
+    /// Called before writing an entry that points at something: a cluster allocated or
+    /// filled since the last sync is made durable first (see "Crash safety").
+    func linkBarrier() throws(SystemError) {
+        if unsyncedAllocation { try syncBarrier() }
+    }
+
+    /// Notes a new cluster's refcount or contents as written (see `linkBarrier`).
+    func noteAllocation() { unsyncedAllocation = true }
+
+    /// Drops one reference to `cluster` once the entry that held it is durable: at once
+    /// under cache=unsafe (no ordering is promised), otherwise after the next sync.
+    func deferRelease(_ cluster: UInt64) throws(SystemError) {
+        guard !ignoreFlush else { return try updateRefcount(cluster: cluster, by: -1) }
+        deferredReleases.append((nextReleaseSerial, cluster))
+        nextReleaseSerial += 1
+        // A guest that discards a lot without flushing: sync and catch up now and then.
+        if deferredReleases.count >= 4096 { try applyDeferredReleasesLocked() }
+    }
+
+    /// Makes the unlinking entries durable, then lowers the refcounts they released.
+    func applyDeferredReleasesLocked() throws(SystemError) {
+        guard !deferredReleases.isEmpty, !readOnly else { return }
+        try syncBarrier()
+        let due = deferredReleases
+        deferredReleases = []
+        for release in due { try updateRefcount(cluster: release.cluster, by: -1) }
     }
 
     /// Makes the image inactive: everything written is made durable and the cached metadata
@@ -228,7 +327,11 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     package func inactivate() throws(SystemError) {
         try lock.withLock { (_: inout Void) throws(SystemError) in
             guard !inactive, !readOnly else { return }
+            try applyDeferredReleasesLocked()
             try file.sync()
+            // The destination takes the image over: keep reading, share everything.
+            try (file.locks ?? lateLocks)?.change(perm: .consistentRead, shared: .all)
+            locksRelaxed = true
             inactive = true
             dropCachedMetadataLocked()
         }
@@ -239,6 +342,14 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// another process may have changed them, and the dirty bit is set as at open.
     package func activate() throws(SystemError) {
         try lock.withLock { (_: inout Void) throws(SystemError) in
+            // The locks first: if another process still uses the image, nothing changes here.
+            if locksPending {
+                lateLocks = try ImageLocks.acquire(fd: file.descriptor, path: file.path, lockRequest)
+                locksPending = false
+            } else if locksRelaxed {
+                try (file.locks ?? lateLocks)?.change(perm: lockRequest.perm, shared: lockRequest.shared)
+                locksRelaxed = false
+            }
             guard inactive else { return }
             let length = try file.length()
             let first = try file.readBytes(at: 0, count: Int(min(length, 2 << 20)))
@@ -264,6 +375,18 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     }
 
     /// Forgets every table and allocation hint read from the file.
+    /// After the refcount structure was rebuilt (`check -r all`): new blocks, nothing cached.
+    func resetRefcountCachesLocked(blockClusters: Set<UInt64>) {
+        refcountBlockCache = TableCache<[UInt8]>()
+        refcountBlockClusters = blockClusters
+        freeHint = 0
+        compressedCursor = 0
+    }
+
+    /// Whether host cluster `c` holds metadata other than an active L2 table (check's
+    /// overlap test before it rewrites an L2 table).
+    func isMetadataOtherThanL2(_ c: UInt64) -> Bool { isMetadata(c) }
+
     private func dropCachedMetadataLocked() {
         l2Cache = TableCache<[UInt64]>()
         refcountBlockCache = TableCache<[UInt8]>()
@@ -333,8 +456,13 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     }
 
     /// Runs `body` with the lock held: the image tools' way in to the `...Locked` helpers.
+    /// Releases still waiting for a flush are applied first, so that the tools see (and
+    /// snapshots copy) refcounts that match the tables.
     package func locked<T>(_ body: () throws(SystemError) -> T) throws(SystemError) -> T {
-        try lock.withLock { (_: inout Void) throws(SystemError) in try body() }
+        try lock.withLock { (_: inout Void) throws(SystemError) in
+            if !inactive { try applyDeferredReleasesLocked() }
+            return try body()
+        }
     }
 
     // MARK: Cluster mapping (qcow2.txt "Cluster mapping")
@@ -398,6 +526,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// with one write.
     func setL2Entries(table offset: UInt64, from index: Int, _ values: [UInt64]) throws(SystemError) {
         _ = try l2Table(at: offset)  // cached from here on
+        try linkBarrier()
         l2Cache.modify(offset) { table in
             for (k, v) in values.enumerated() { table[index + k] = v }
         }
@@ -405,6 +534,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     }
 
     func setL1Entry(_ index: Int, _ value: UInt64) throws(SystemError) {
+        try linkBarrier()
         l1[index] = value
         try file.writeBytes(at: header.l1TableOffset + UInt64(index) * 8, .be64(value))
     }
@@ -421,7 +551,7 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         try file.writeBytes(at: new, Qcow2Image.tableBytes(table))
         l2Cache.put(new, table, limit: maxCachedTables)
         try setL1Entry(l1Index, new | Qcow2Image.copiedFlag)
-        if old != 0 { try updateRefcount(cluster: old / clusterSize, by: -1) }
+        if old != 0 { try deferRelease(old / clusterSize) }
         return new
     }
 
@@ -573,8 +703,10 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         let index = Int(cluster % l2Entries)
         let current = try l2Table(at: table)[index]
         if case .zero(let host) = mapping(of: current), host != 0, current & Qcow2Image.copiedFlag != 0 {
-            // A preallocated zero cluster of our own: fill it in place and drop the zero flag.
+            // A preallocated zero cluster of our own: fill it in place and drop the zero flag
+            // (once the bytes are durable: until then the cluster must still read as zeroes).
             try file.writeBytes(at: host, full)
+            noteAllocation()
             try setL2Entry(table: table, index: index, host | Qcow2Image.copiedFlag)
             return
         }
@@ -591,15 +723,16 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         try release(current)
     }
 
-    /// Drops the references an L2 entry held (after the entry was replaced).
+    /// Drops the references an L2 entry held (after the entry was replaced; deferred until
+    /// the replacement is durable, see "Crash safety").
     func release(_ entry: UInt64) throws(SystemError) {
         switch mapping(of: entry) {
         case .unallocated, .zero(host: 0):
             return
         case .zero(let host), .data(let host, _):
-            try updateRefcount(cluster: host / clusterSize, by: -1)
+            try deferRelease(host / clusterSize)
         case .compressed(let offset, let bytes):
-            for c in compressedClusters(offset: offset, bytes: bytes) { try updateRefcount(cluster: c, by: -1) }
+            for c in compressedClusters(offset: offset, bytes: bytes) { try deferRelease(c) }
         }
     }
 
@@ -718,7 +851,9 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
 
     func refcountBlock(at offset: UInt64) throws(SystemError) -> [UInt8] {
         if let block = refcountBlockCache.get(offset) { return block }
-        try validateOffset(offset, "refcount block")
+        // check reads what the file holds, zeroes past its end (as qemu-img check does); the
+        // offset must still be a cluster's own and clear of the header.
+        if !(forCheck && offset % clusterSize == 0 && offset >= clusterSize) { try validateOffset(offset, "refcount block") }
         let block = try file.readBytes(at: offset, count: Int(clusterSize))
         refcountBlockCache.put(offset, block, limit: maxCachedTables)
         return block
@@ -797,6 +932,9 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
     /// Sets the refcounts of `count` consecutive clusters: each refcount block they span is
     /// changed in place in the cache and written with one write.
     func setRefcounts(from first: UInt64, count: UInt64, _ value: UInt64) throws(SystemError) {
+        // Noted after the writes: a refcount block made on the way syncs (and clears the note)
+        // before the entries below are written.
+        defer { if value > 0 { noteAllocation() } }
         var cluster = first
         let end = first + count
         while cluster < end {
@@ -835,6 +973,9 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         try file.writeBytes(at: offset, block)
         refcountBlockCache.put(offset, block, limit: maxCachedTables)
         if !coversItself { try setRefcount(cluster: own, 1) }
+        // The block (zeroes past what it counts) is durable before the table points at it.
+        noteAllocation()
+        try linkBarrier()
         refcountTable[tableIndex] = offset
         refcountBlockClusters.insert(own)
         try file.writeBytes(at: header.refcountTableOffset + UInt64(tableIndex) * 8, .be64(offset))
@@ -865,8 +1006,9 @@ package final class Qcow2Image: BlockBackend, @unchecked Sendable {
         var fields = [UInt8](repeating: 0, count: 12)
         fields.putBE64(newOffset, at: 0)
         fields.putBE32(UInt32(clusters), at: 8)
+        try linkBarrier()  // the new table and its refcounts first
         try file.writeBytes(at: 48, fields)  // refcount_table_offset, refcount_table_clusters
-        for k in 0..<oldClusters { try updateRefcount(cluster: oldOffset / clusterSize + k, by: -1) }
+        for k in 0..<oldClusters { try deferRelease(oldOffset / clusterSize + k) }
     }
 
     private func hasRefcountBlock(_ c: UInt64) -> Bool {

@@ -60,11 +60,13 @@ extension Qcow2Image {
             // Take the new references before dropping the old (a crash leaks, never loses).
             try adjustTree(table, by: 1)
             l1 = table + [UInt64](repeating: 0, count: old.count - table.count)
+            try linkBarrier()  // the new references are durable before the table uses them
             try file.writeBytes(at: header.l1TableOffset, Qcow2Image.tableBytes(l1))
             if let size = snapshot.diskSize, size != header.size {
                 header.size = size
                 try file.writeBytes(at: 24, .be64(size))
             }
+            try syncBarrier()  // and the old table is gone from the disk before its references go
             try adjustTree(old, by: -1)
             try refreshCopiedFlags()
         }
@@ -87,6 +89,7 @@ extension Qcow2Image {
         var remaining = snapshots
         remaining.remove(at: index)
         try writeSnapshotTable(remaining)
+        try syncBarrier()  // the entry is gone from the disk before its references go
         try adjustTree(table, by: -1)
         let l1Clusters = (UInt64(snapshot.l1Size) * 8 + clusterSize - 1) / clusterSize
         for k in 0..<l1Clusters { try updateRefcount(cluster: snapshot.l1TableOffset / clusterSize + k, by: -1) }
@@ -158,11 +161,12 @@ extension Qcow2Image {
         var fields = [UInt8](repeating: 0, count: 12)
         fields.putBE32(UInt32(table.count), at: 0)
         fields.putBE64(offset, at: 4)
+        try linkBarrier()  // the new table is durable before the header points at it
         try file.writeBytes(at: 60, fields)  // nb_snapshots, snapshots_offset
         header.nbSnapshots = UInt32(table.count)
         header.snapshotsOffset = offset
         if !snapshots.isEmpty && oldBytes > 0 {
-            for k in 0..<((oldBytes + clusterSize - 1) / clusterSize) { try updateRefcount(cluster: oldOffset / clusterSize + k, by: -1) }
+            for k in 0..<((oldBytes + clusterSize - 1) / clusterSize) { try deferRelease(oldOffset / clusterSize + k) }
         }
         snapshots = table
     }
@@ -190,7 +194,7 @@ extension Qcow2Image {
                 for index in Int(needed)..<l1.count where l1[index] & Qcow2Image.offsetMask != 0 {
                     let old = l1[index] & Qcow2Image.offsetMask
                     try setL1Entry(index, 0)
-                    try updateRefcount(cluster: old / clusterSize, by: -1)
+                    try deferRelease(old / clusterSize)
                 }
             } else {
                 // The old vmstate area may become disk: a state left there by applying a
@@ -214,12 +218,13 @@ extension Qcow2Image {
         var fields = [UInt8](repeating: 0, count: 12)
         fields.putBE32(UInt32(entries), at: 0)
         fields.putBE64(offset, at: 4)
+        try linkBarrier()  // the new table is durable before the header points at it
         try file.writeBytes(at: 36, fields)  // l1_size, l1_table_offset
         l1 = newTable
         header.l1Size = UInt32(entries)
         header.l1TableOffset = offset
         if oldOffset != 0 {
-            for k in 0..<oldClusters { try updateRefcount(cluster: oldOffset / clusterSize + k, by: -1) }
+            for k in 0..<oldClusters { try deferRelease(oldOffset / clusterSize + k) }
         }
     }
 

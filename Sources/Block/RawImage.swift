@@ -1,5 +1,6 @@
 import DeviceModel
 import Glibc
+import Synchronization
 import SystemSupport
 
 /// A raw disk image: the file's bytes are the disk's bytes, as QEMU's `raw` format over its
@@ -27,10 +28,23 @@ package final class RawImage: BlockBackend {
 
     package var label: String { "raw:\(path)" }
 
+    /// The permissions this image takes on its file while active (see ImageLock.swift).
+    private let lockRequest: LockRequest
+    /// Like an inactive qcow2 image (an incoming migration's destination): no locks are held
+    /// until `activate()`, as QEMU holds none on an inactive node.
+    private let inactive: Mutex<Bool>
+    /// Locks taken by `activate()` on an image opened inactive.
+    private let lateLocks = Mutex<ImageLockHolder?>(nil)
+
     /// Opens `path`, for reading and writing, or for reading only when `readOnly` (QEMU's
     /// `readonly=on`: the file is then opened `O_RDONLY`, so even a bug here cannot write it).
-    package init(path: String, readOnly: Bool = false, direct: Bool = false) throws(SystemError) {
-        file = try ImageFile(path: path, readOnly: readOnly, direct: direct)
+    /// `locking`: the permissions to take on the file, which a user of the image in another
+    /// process may refuse (QEMU's image locking); `inactive`: none until `activate()`.
+    package init(path: String, readOnly: Bool = false, direct: Bool = false, locking: ImageLocking = .tool,
+                 inactive: Bool = false) throws(SystemError) {
+        lockRequest = locking.request(readOnly: readOnly, metadata: false)
+        self.inactive = Mutex(inactive)
+        file = try ImageFile(path: path, readOnly: readOnly, direct: direct, lock: inactive ? nil : lockRequest)
         // lseek(SEEK_END) gives the length of both regular files and block devices.
         let length = try file.length()
         self.path = path
@@ -38,6 +52,35 @@ package final class RawImage: BlockBackend {
         fileLength = length
         // Round up to a whole sector (cannot overflow: off_t is at most 2^63 - 1).
         size = (length + blockSectorSize - 1) / blockSectorSize * blockSectorSize
+    }
+
+    /// The file's lock holder (nil when it holds none).
+    package var locks: ImageLockHolder? { file.locks ?? lateLocks.withLock { $0 } }
+
+    /// Takes the image's locks (a migration's destination taking over, or a source whose
+    /// migration failed); QEMU's lock error if another process still uses the image.
+    package func activate() throws(SystemError) {
+        try inactive.withLock { (inactive: inout Bool) throws(SystemError) in
+            guard inactive else { return }
+            if let holder = locks {
+                try holder.change(perm: lockRequest.perm, shared: lockRequest.shared)
+            } else {
+                let holder = try ImageLocks.acquire(fd: fd, path: path, lockRequest)
+                lateLocks.withLock { $0 = holder }
+            }
+            inactive = false
+        }
+    }
+
+    /// Gives the image over to another process (a migration's source handing over): from now
+    /// on this process only reads, and shares everything.
+    package func inactivate() throws(SystemError) {
+        try inactive.withLock { (inactive: inout Bool) throws(SystemError) in
+            guard !inactive else { return }
+            if !readOnly { _ = try syscall("\(label): flush (fdatasync) failed") { fdatasync(fd) } }
+            try locks?.change(perm: .consistentRead, shared: .all)
+            inactive = true
+        }
     }
 
     /// Whether `[offset, offset + count)` lies in a hole of the file (`lseek(SEEK_DATA)`), so it

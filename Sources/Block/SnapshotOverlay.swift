@@ -21,12 +21,17 @@ package final class SnapshotOverlay: BlockBackend {
     package let readOnly: Bool
 
     package var label: String { "snapshot:\(base.label)" }
+    /// The locks on the image under the overlay.
+    package var baseLocks: ImageLockHolder? { DiskImage.locks(of: base) }
     package var size: UInt64 { base.size }
 
     /// Opens `path` read-only under a fresh overlay in `$TMPDIR` (default /var/tmp, where
     /// QEMU puts its snapshot files too, as /tmp may be a small RAM disk).
-    package init(path: String, format: String = "raw", readOnly: Bool = false) throws(SystemError) {
-        let base = try DiskImage.open(path: path, format: format, readOnly: true)
+    /// The image is locked as QEMU locks the backing file of its snapshot overlay: read, and
+    /// nobody else may write or resize it (`locking` gives the mode and force-share).
+    package init(path: String, format: String = "raw", readOnly: Bool = false, locking: ImageLocking = .tool) throws(SystemError) {
+        let base = try DiskImage.open(path: path, format: format, readOnly: true,
+                                      locking: ImageLocking(mode: locking.mode, forceShare: locking.forceShare, shared: ImageLocking.stableReader.shared))
         self.base = base
         basePath = path
         baseFormat = format
@@ -121,6 +126,11 @@ package final class SnapshotOverlay: BlockBackend {
     /// Returns how many clusters were written.
     @discardableResult
     package func commit() throws(SystemError) -> Int {
+        // QEMU reopens the image read-write for the commit; here a second open does, and the
+        // read-only one steps aside for it in this process while keeping its bytes locked.
+        let holder = baseLocks
+        holder?.retire()
+        defer { holder?.retire(false) }
         let target = try DiskImage.open(path: basePath, format: baseFormat, readOnly: false)
         let bits = written.withLock { $0 }  // a snapshot of the map: commit is rare
         var count = 0

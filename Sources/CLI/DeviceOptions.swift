@@ -18,11 +18,16 @@ struct DriveSpec: Sendable, Equatable {
     /// `format=`; nil when not given (then the format is probed, which QEMU warns about for raw).
     var format: String?
     var cache: BlockCacheMode
+    /// `file.locking=` and `force-share=`: the image's locks (Block's ImageLock.swift).
+    var locking: ImageLocking
+    /// The option as given (`-drive file=...`), which starts the drive's error messages.
+    var option: String
 
     init(parsing text: String) throws(SystemError) {
         let opts = try QemuOpts(parsing: text, option: "-drive").validate(
-            accepted: ["file", "format", "if", "id", "readonly", "media", "cache", "snapshot", "serial"],
-            booleans: ["readonly", "snapshot"])
+            accepted: ["file", "format", "if", "id", "readonly", "media", "cache", "snapshot", "serial", "file.locking", "force-share"],
+            booleans: ["readonly", "snapshot", "force-share"])
+        option = "-drive \(text)"
         guard let file = opts.string("file"), !file.isEmpty else {
             throw .configuration("-drive: file=PATH is required")
         }
@@ -45,6 +50,15 @@ struct DriveSpec: Sendable, Equatable {
         }
         self.cache = cache
         snapshot = try opts.bool("snapshot", default: false)
+        let lockingName = opts.string("file.locking") ?? "auto"
+        guard let mode = LockingMode(rawValue: lockingName) else {
+            throw .configuration("-drive \(text): invalid parameter value: \(lockingName)")  // QEMU's words
+        }
+        let forceShare = try opts.bool("force-share", default: false)
+        guard !forceShare || readOnly else {
+            throw .configuration("-drive \(text): force-share=on can only be used with read-only images")
+        }
+        locking = ImageLocking(mode: mode, forceShare: forceShare, shared: ImageLocking.device.shared)
         format = opts.string("format")
         if let format, !DiskImage.formats.contains(format) {
             throw .configuration("-drive: format=\(format) is not a format swemu reads; accepted: \(DiskImage.formats.joined(separator: ", "))")

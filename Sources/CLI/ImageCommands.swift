@@ -57,7 +57,10 @@ extension ImageTool {
         let (source, target) = (a.positional[0], a.positional[1])
         let outFormat = a.values["-O"] ?? "raw"
         let compress = a.flags.contains("-c")
-        let src = try open(source, format: a.values["-f"], readOnly: true)
+        // The source must not change under the copy: nobody may write it (qemu-img's
+        // BDRV_O_NO_SHARE), unless -U shares everything.
+        let src = try open(source, format: a.values["-f"], readOnly: true,
+                           locking: try a.locking(path: source, readOnly: true, base: .stableReader))
         var createArgs = ["-q", "-f", outFormat]
         let options = a.options.filter { $0.key != "size" }.map { "\($0.key)=\($0.value)" }.sorted()
         if !options.isEmpty { createArgs += ["-o", options.joined(separator: ",")] }
@@ -123,10 +126,16 @@ extension ImageTool {
 
     // MARK: check
 
+    /// `check`, as qemu-img check: the image is opened tolerantly (tables past the end of a
+    /// truncated file read as zeroes, and are reported), each problem goes to stderr in
+    /// qemu-img's words, then the summary. Exit status: 0 clean, 1 the check could not run,
+    /// 2 corruptions, 3 leaks only (qemu-img's). With `-r`, what was repaired is reported and
+    /// the image checked again, as qemu-img does.
     static func check(_ args: [String], _ out: inout Output) throws(SystemError) {
         let a = try Arguments(args, valued: ["-f", "--output", "-r"], flags: ["-q", "-U"])
         guard let path = a.positional.first else { throw .configuration("Expecting one image file name") }
         let json = try a.output()
+        let quiet = a.flags.contains("-q")
         let repair: Qcow2Repair
         switch a.values["-r"] {
         case nil: repair = .none
@@ -138,35 +147,43 @@ extension ImageTool {
             out.status = 63
             throw .unsupported("This image format does not support checks")
         }
-        let image = try Qcow2Image(path: path, readOnly: repair == .none, backingMode: .skip, forRepair: repair != .none)
+        let locking = try a.locking(path: path, readOnly: repair == .none)
+        let image = try opening(path) { () throws(SystemError) in
+            try Qcow2Image(path: path, readOnly: repair == .none, backingMode: .skip, forRepair: repair != .none, forCheck: true, locking: locking)
+        }
         var result = try image.check(repair: repair)
         out.stderr += result.messages.map { $0 + "\n" }.joined()
-        if result.leaksFixed + result.corruptionsFixed > 0 && !json {
-            out.stdout += "The following inconsistencies were found and repaired:\n\n"
-            out.stdout += "    \(result.leaksFixed) leaked clusters\n    \(result.corruptionsFixed) corruptions\n\n"
-            out.stdout += "Double checking the fixed image now...\n"
+        if let failure = result.failure {
+            try image.close()
+            out.status = 1
+            throw SystemError(.badInput, "Check failed: \(failure)")
         }
-        if repair != .none {
+        if result.leaksFixed + result.corruptionsFixed > 0 {
+            if !json && !quiet {
+                out.stdout += "The following inconsistencies were found and repaired:\n\n"
+                out.stdout += "    \(result.leaksFixed) leaked clusters\n    \(result.corruptionsFixed) corruptions\n\n"
+                out.stdout += "Double checking the fixed image now...\n"
+            }
             let fixed = (result.leaksFixed, result.corruptionsFixed)
             result = try image.check(repair: .none)
+            out.stderr += result.messages.map { $0 + "\n" }.joined()
             (result.leaksFixed, result.corruptionsFixed) = fixed
         }
         try image.close()
         if json {
-            var fields: [(String, String)] = [("image-end-offset", String(result.imageEndOffset)), ("total-clusters", String(result.totalClusters))]
-            if result.allocatedClusters > 0 {
-                fields += [("allocated-clusters", String(result.allocatedClusters)), ("fragmented-clusters", String(result.fragmentedClusters)),
-                           ("compressed-clusters", String(result.compressedClusters))]
-            }
-            fields.append(("check-errors", "0"))
-            if result.leaks > 0 { fields.append(("leaks", String(result.leaks))) }
-            if result.corruptions > 0 { fields.append(("corruptions", String(result.corruptions))) }
-            if result.leaksFixed > 0 { fields.append(("leaks-fixed", String(result.leaksFixed))) }
-            if result.corruptionsFixed > 0 { fields.append(("corruptions-fixed", String(result.corruptionsFixed))) }
+            // qemu-img's key order (its QDict's), each count present only when not zero.
+            func field(_ key: String, _ value: some BinaryInteger) -> [(String, String)] { value == 0 ? [] : [(key, String(value))] }
+            var fields = field("image-end-offset", result.imageEndOffset) + field("compressed-clusters", result.compressedClusters)
+                + field("total-clusters", result.totalClusters) + field("corruptions", result.corruptions)
+                + field("corruptions-fixed", result.corruptionsFixed)
+            fields.append(("check-errors", String(result.checkErrors)))
+            fields += field("leaks", result.leaks) + field("leaks-fixed", result.leaksFixed)
+                + field("allocated-clusters", result.allocatedClusters)
             fields += [("filename", jsonString(path)), ("format", "\"qcow2\"")]
+            fields += field("fragmented-clusters", result.fragmentedClusters)
             out.stdout += jsonObject(fields, indent: 0) + "\n"
-        } else if !a.flags.contains("-q") {
-            if result.corruptions == 0 && result.leaks == 0 {
+        } else if !quiet {
+            if result.corruptions == 0 && result.leaks == 0 && result.checkErrors == 0 {
                 out.stdout += "No errors were found on the image.\n"
             }
             if result.corruptions > 0 {
@@ -175,13 +192,20 @@ extension ImageTool {
             if result.leaks > 0 {
                 out.stdout += "\n\(result.leaks) leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n"
             }
+            if result.checkErrors > 0 {
+                out.stdout += "\n\(result.checkErrors) internal errors have occurred during the check.\n"
+            }
             if result.totalClusters > 0 && result.allocatedClusters > 0 {
                 let total = Double(result.totalClusters)
                 out.stdout += "\(result.allocatedClusters)/\(result.totalClusters) = \(percent2(Double(result.allocatedClusters) * 100 / total))% allocated, "
                     + "\(percent2(Double(result.fragmentedClusters) * 100 / Double(result.allocatedClusters)))% fragmented, "
                     + "\(percent2(Double(result.compressedClusters) * 100 / Double(result.allocatedClusters)))% compressed clusters\n"
             }
-            out.stdout += "Image end offset: \(result.imageEndOffset)\n"
+            if result.imageEndOffset > 0 { out.stdout += "Image end offset: \(result.imageEndOffset)\n" }
+        }
+        if result.checkErrors > 0 {
+            out.status = 1
+            throw SystemError(.badInput, "Check failed")
         }
         out.status = result.corruptions > 0 ? 2 : result.leaks > 0 ? 3 : 0
     }
@@ -193,7 +217,7 @@ extension ImageTool {
         guard a.positional.count == 2 else { throw .configuration("Expecting image file name and size") }
         let (path, sizeText) = (a.positional[0], a.positional[1])
         let format = try DiskImage.probedFormat(a.values["-f"], path: path)
-        let image = try DiskImage.open(path: path, format: format, readOnly: false)
+        let image = try open(path, format: format, readOnly: false)
         var newSize: UInt64
         if sizeText.hasPrefix("+") {
             newSize = image.size + (try parseSize(String(sizeText.dropFirst())))
@@ -224,7 +248,8 @@ extension ImageTool {
         let a = try Arguments(args, valued: ["-a", "-c", "-d", "-f"], flags: ["-l", "-q", "-U"])
         guard let path = a.positional.first else { throw .configuration("Expecting one image file name") }
         let listing = a.flags.contains("-l")
-        let image = try qcow2(try open(path, format: a.values["-f"], readOnly: listing, backing: false), "snapshot")
+        let image = try qcow2(try open(path, format: a.values["-f"], readOnly: listing, backing: false,
+                                       locking: try a.locking(path: path, readOnly: listing)), "snapshot")
         if listing {
             out.stdout += "Snapshot list:\n" + snapshotTable(image.snapshots)
         } else if let name = a.values["-c"] {
@@ -289,7 +314,7 @@ extension ImageTool {
             var resized = Output()
             try resize(["-q", "-f", baseFormat, basePath, String(image.size)], &resized)
         }
-        let base = try DiskImage.open(path: basePath, format: baseFormat, readOnly: false)
+        let base = try open(basePath, format: baseFormat, readOnly: false)
         let cs = image.clusterSize
         var buffer = [UInt8](repeating: 0, count: Int(cs))
         var cluster: UInt64 = 0
@@ -369,7 +394,7 @@ extension ImageTool {
         let a = try Arguments(args, valued: ["-f", "--output"], flags: ["-U"])
         guard let path = a.positional.first else { throw .configuration("Expecting one image file name") }
         let json = try a.output()
-        let image = try open(path, format: a.values["-f"], readOnly: true)
+        let image = try open(path, format: a.values["-f"], readOnly: true, locking: try a.locking(path: path, readOnly: true))
         var extents: [Extent] = []
         var offset: UInt64 = 0
         while offset < image.size {
@@ -401,8 +426,10 @@ extension ImageTool {
         let a = try Arguments(args, valued: ["-f", "-F"], flags: ["-q", "-U"])
         guard a.positional.count == 2 else { throw .configuration("Expecting two image file names") }
         out.status = 2
-        let first = try open(a.positional[0], format: a.values["-f"], readOnly: true)
-        let second = try open(a.positional[1], format: a.values["-F"], readOnly: true)
+        let first = try open(a.positional[0], format: a.values["-f"], readOnly: true,
+                             locking: try a.locking(path: a.positional[0], readOnly: true))
+        let second = try open(a.positional[1], format: a.values["-F"], readOnly: true,
+                              locking: try a.locking(path: a.positional[1], readOnly: true))
         let quiet = a.flags.contains("-q")
         let chunk: UInt64 = 1 << 20
         var x = [UInt8](repeating: 0, count: Int(chunk)), y = x
@@ -490,7 +517,7 @@ extension ImageTool {
             if a.options["preallocation"] == "full" { data = size }
         } else {
             guard let path = a.positional.first else { throw .configuration("Either --size N or one filename must be specified.") }
-            let image = try open(path, format: a.values["-f"], readOnly: true)
+            let image = try open(path, format: a.values["-f"], readOnly: true, locking: try a.locking(path: path, readOnly: true))
             sourceIsQcow2 = image is Qcow2Image
             size = image.size
             // Whole destination clusters that hold anything but known zeroes (QEMU counts what

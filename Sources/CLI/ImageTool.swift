@@ -118,6 +118,17 @@ public enum ImageTool {
             }
         }
 
+        /// `-U` / `--force-share`: open sharing every permission, so an image another process
+        /// uses can still be read (qemu-img refuses it for a command that writes). `base`: what
+        /// the command shares without it.
+        func locking(path: String, readOnly: Bool, base: ImageLocking = .tool) throws(SystemError) -> ImageLocking {
+            guard flags.contains("-U") || flags.contains("--force-share") else { return base }
+            guard readOnly else { throw .configuration("Could not open '\(path)': force-share=on can only be used with read-only images") }
+            var locking = base
+            locking.forceShare = true
+            return locking
+        }
+
         func output() throws(SystemError) -> Bool {
             switch values["--output"] ?? "human" {
             case "human": return false
@@ -145,10 +156,34 @@ public enum ImageTool {
     /// QEMU's `size_to_str` (Block's `SizeText`).
     static func humanSize(_ bytes: UInt64) -> String { SizeText.human(bytes) }
 
-    static func open(_ path: String, format: String?, readOnly: Bool, backing: Bool = true) throws(SystemError) -> any BlockBackend {
-        let format = try DiskImage.probedFormat(format, path: path)
-        if format == "qcow2" && !backing { return try Qcow2Image(path: path, readOnly: readOnly, backingMode: .skip) }
-        return try DiskImage.open(path: path, format: format, readOnly: readOnly)
+    /// Opens an image as qemu-img's `img_open` does: taking its locks (`locking`), and saying
+    /// "Could not open 'PATH': " before why another user's lock refused it.
+    static func open(_ path: String, format: String?, readOnly: Bool, backing: Bool = true,
+                     locking: ImageLocking = .tool) throws(SystemError) -> any BlockBackend {
+        try opening(path) { () throws(SystemError) in
+            let format = try DiskImage.probedFormat(format, path: path)
+            if format == "qcow2" && !backing { return try Qcow2Image(path: path, readOnly: readOnly, backingMode: .skip, locking: locking) }
+            return try DiskImage.open(path: path, format: format, readOnly: readOnly, locking: locking)
+        }
+    }
+
+    /// Runs `body`, which creates `path`; a lock conflict (the file is an image in use, which
+    /// is then left alone) starts with the path, as qemu-img says it.
+    static func creating<T>(_ path: String, _ body: () throws(SystemError) -> T) throws(SystemError) -> T {
+        do {
+            return try body()
+        } catch where error.code == .imageLocked {
+            throw SystemError(.imageLocked, "\(path): \(error.message)")
+        }
+    }
+
+    /// Runs `body`, which opens `path`; a lock conflict gets qemu-img's "Could not open" prefix.
+    static func opening<T>(_ path: String, _ body: () throws(SystemError) -> T) throws(SystemError) -> T {
+        do {
+            return try body()
+        } catch where error.code == .imageLocked {
+            throw SystemError(.imageLocked, "Could not open '\(path)': \(error.message)")
+        }
     }
 
     static func qcow2(_ image: any BlockBackend, _ command: String) throws(SystemError) -> Qcow2Image {
@@ -197,7 +232,7 @@ public enum ImageTool {
             guard options.backingFile == nil else { throw .configuration("Backing file not supported for file format 'raw'") }
             guard options.preallocation != .metadata else { throw .configuration("Invalid preallocation mode: 'metadata'") }
             line += " size=\(size)"
-            let file = try ImageFile.create(path: path)
+            let file = try ImageTool.creating(path) { () throws(SystemError) in try ImageFile.create(path: path) }
             try file.truncate(to: size)
             if options.preallocation == .full { try writeZeroFile(file, size: size) }
         case "qcow2":
@@ -222,7 +257,7 @@ public enum ImageTool {
             if let f = options.backingFormat { line += " backing_fmt=\(f)" }
             if options.version == 2 { line += " compat=0.10" }
             line += " lazy_refcounts=\(options.lazyRefcounts ? "on" : "off") refcount_bits=\(options.refcountBits)"
-            try Qcow2Image.create(path: path, size: size, options: options)
+            try ImageTool.creating(path) { () throws(SystemError) in try Qcow2Image.create(path: path, size: size, options: options) }
         default:
             throw .configuration("Unknown file format '\(format)'")
         }
@@ -250,7 +285,8 @@ public enum ImageTool {
         var seen: Set<String> = []
         while let (current, format) = chain.popLast() {
             guard seen.insert(realPath(current) ?? current).inserted else { throw .badInput("\(current): backing file loop") }
-            let image = try open(current, format: format, readOnly: true, backing: false)
+            let image = try open(current, format: format, readOnly: true, backing: false,
+                                 locking: try a.locking(path: current, readOnly: true))
             infos.append(json ? infoJSON(image, path: current, indent: a.flags.contains("--backing-chain") ? 1 : 0) : infoHuman(image, path: current))
             if a.flags.contains("--backing-chain"), let q = image as? Qcow2Image, let backing = q.header.backingFile {
                 chain.append((DiskImage.resolveBacking(backing, relativeTo: current), q.header.backingFormat))

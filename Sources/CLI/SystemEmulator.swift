@@ -292,7 +292,7 @@ extension SystemEmulator {
         }
         for (index, drive) in config.drives.enumerated() where drive.interface == .virtio {
             specs.append(.block(path: drive.file, format: formats[index], readOnly: drive.readOnly, snapshot: drive.snapshot,
-                                cache: drive.cache, serial: drive.id ?? ""))
+                                cache: drive.cache, serial: drive.id ?? "", locking: drive.locking, option: drive.option))
         }
         for (index, device) in config.devices.enumerated() {
             switch device.driver {
@@ -300,7 +300,7 @@ extension SystemEmulator {
                 guard let driveIndex = config.drives.firstIndex(where: { $0.id == id }) else { continue }  // checked by the builder
                 let drive = config.drives[driveIndex]
                 specs.append(.block(path: drive.file, format: formats[driveIndex], readOnly: drive.readOnly, snapshot: drive.snapshot,
-                                    cache: drive.cache, serial: id))
+                                    cache: drive.cache, serial: id, locking: drive.locking, option: drive.option))
             case .virtioRNG:
                 specs.append(.rng)
             case .virtioSerial:
@@ -323,7 +323,10 @@ extension SystemEmulator {
             let format = drive.format ?? (try? DiskImage.probe(path: drive.file)) ?? "raw"
             var st = stat()
             var size = stat(drive.file, &st) == 0 ? UInt64(max(0, st.st_size)) : 0
-            if format == "qcow2" { size = (try? Qcow2Image(path: drive.file, readOnly: true, backingMode: .skip))?.size ?? 0 }
+            // Read beside the machine's own open of the image: sharing everything, so never refused.
+            if format == "qcow2" {
+                size = (try? Qcow2Image(path: drive.file, readOnly: true, backingMode: .skip, locking: ImageLocking(forceShare: true)))?.size ?? 0
+            }
             return MonitorBlockDevice(device: drive.id ?? "virtio\(index)", file: drive.file, format: format,
                                       readOnly: drive.readOnly, sizeBytes: size)
         }

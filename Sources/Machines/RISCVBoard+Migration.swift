@@ -116,8 +116,7 @@ extension RISCVBoard: MigratableMachine {
 
     public func setDisksActive(_ active: Bool) throws(SystemError) {
         for disk in disks {
-            guard let image = DiskImage.qcow2(disk) else { continue }
-            if active { try image.activate() } else { try image.inactivate() }
+            if active { try DiskImage.activate(disk) } else { try DiskImage.inactivate(disk) }
         }
     }
 

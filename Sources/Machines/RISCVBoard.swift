@@ -56,7 +56,10 @@ public final class RISCVBoard: @unchecked Sendable {
     /// A device on a virtio-mmio transport (`-drive if=virtio`, `-device virtio-*-device`).
     public enum VirtioDeviceSpec: Sendable {
         /// `format`: "raw" or "qcow2"; `snapshot`: writes go to a temporary overlay (`-snapshot`).
-        case block(path: String, format: String, readOnly: Bool, snapshot: Bool, cache: BlockCacheMode, serial: String)
+        /// `locking`: the image's locks (`file.locking=`, `force-share=`); `option`: the option
+        /// that asked for the disk, which starts its error messages (QEMU's `-drive ...: `).
+        case block(path: String, format: String, readOnly: Bool, snapshot: Bool, cache: BlockCacheMode, serial: String,
+                   locking: ImageLocking = .device, option: String = "")
         case rng
         case console((any CharBackend)?)
         /// virtio-net; the NIC outlives the board (its backend, MAC and link state).
@@ -579,6 +582,9 @@ public final class RISCVBoard: @unchecked Sendable {
     /// once no `run` is in progress; the board does not run again. Idempotent.
     public func close() {
         guard !runControl.closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        // A reset builds the next board, which opens the disks again, before this one goes:
+        // its locks stay until then but no longer count against those opens.
+        for disk in disks { DiskImage.locks(of: disk)?.retire() }
         for thread in runControl.threads {
             thread.quit.store(true, ordering: .sequentiallyConsistent)
             thread.start.signal()

@@ -10,14 +10,19 @@ extension RISCVBoard.VirtioDeviceSpec {
     /// `disksInactive`: qcow2 disks open inactive (an incoming migration's destination).
     func makeDevice(overlays: inout [SnapshotOverlay], disksInactive: Bool = false) throws(SystemError) -> any VirtioDevice {
         switch self {
-        case let .block(path, format, readOnly, snapshot, cache, serial):
+        case let .block(path, format, readOnly, snapshot, cache, serial, locking, option):
             let backend: any BlockBackend
-            if snapshot {
-                let overlay = try SnapshotOverlay(path: path, format: format, readOnly: readOnly)
-                overlays.append(overlay)
-                backend = overlay
-            } else {
-                backend = try DiskImage.open(path: path, format: format, readOnly: readOnly, cache: cache, inactive: disksInactive)
+            do {
+                if snapshot {
+                    let overlay = try SnapshotOverlay(path: path, format: format, readOnly: readOnly, locking: locking)
+                    overlays.append(overlay)
+                    backend = overlay
+                } else {
+                    backend = try DiskImage.open(path: path, format: format, readOnly: readOnly, cache: cache, inactive: disksInactive,
+                                                 locking: locking)
+                }
+            } catch where error.code == .imageLocked && !option.isEmpty {
+                throw SystemError(.imageLocked, "\(option): \(error.message)")  // QEMU's form: the option, then why
             }
             // Requests run on the disk's I/O thread, so the vCPU that notified goes back to the guest.
             return try VirtioBlock.withIOThread(backend: backend, serial: serial)

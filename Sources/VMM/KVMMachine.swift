@@ -45,15 +45,21 @@ public final class KVMMachine: MonitorTarget, Sendable {
     public func run() throws(SystemError) -> Int32 {
         var incoming = setup.incoming
         var loadvm = setup.loadvm
+        // The last board, kept until the next one is built: its disks' locks (retired, so they
+        // do not refuse the new opens) keep the images protected across the reopen.
+        var previous: X86MicroVM?
         while true {
             if let code = state.withLock({ $0.life.exitCode }) { return code }
             let board = try setup.makeBoard()
+            if previous != nil { previous = nil }  // the new board holds the disks now
             prepareForDebugger(board)
-            let paused = state.withLock { s in
+            let (paused, quitBeforeRun) = state.withLock { s in
                 s.board = board
                 s.life.boardBuilt()
-                return s.life.paused
+                return (s.life.paused, s.life.exitCode)
             }
+            // A quit while the board was being built found no board to power off: end here.
+            if let quitBeforeRun { return quitBeforeRun }
             // The stream loads on the migration thread into this board, whose vCPUs park
             // before they first enter the guest (it starts paused) until the load completes.
             if let uri = incoming, uri != .deferred {
@@ -65,6 +71,8 @@ public final class KVMMachine: MonitorTarget, Sendable {
                 migrationManager.startFromSnapshot(name)
             }
             let exit = try board.run(startPaused: paused)
+            board.retireDiskLocks()
+            previous = board
             let (quitCode, hostReset) = state.withLock { s in
                 s.board = nil
                 return (s.life.exitCode, s.life.hostReset)

@@ -152,18 +152,24 @@ struct Qcow2FeatureTests {
         #expect(report["image-end-offset"] as? Int == Int(ours.imageEndOffset))
         #expect(ours.leaks == 3 && ours.corruptions == 2)
         #expect(ours.messages.contains("ERROR cluster \(victim) refcount=0 reference=1"))
-        // -r leaks fixes only the leaks; -r all the rest.
-        let leaksOnly = try Qcow2Image(path: path, readOnly: false, backingMode: .skip, forRepair: true)
+        // A referenced cluster with refcount 0 means the refcount structure must be rebuilt:
+        // -r leaks refuses, as qemu-img does ("ERROR need to rebuild refcount structures",
+        // exit 1), and changes nothing; -r all rebuilds.
+        try FileManager.default.copyItem(atPath: path, toPath: dir.file("leaks.qcow2"))
+        #expect(try run(["qemu-img", "check", "-r", "leaks", dir.file("leaks.qcow2")]).status == 1)
+        let leaksOnly = try Qcow2Image(path: path, readOnly: false, backingMode: .skip, forRepair: true, forCheck: true)
         let fixed = try leaksOnly.check(repair: .leaks)
-        #expect(fixed.leaksFixed == 3 && fixed.corruptions == 2)
+        #expect(fixed.failure == "Input/output error" && fixed.leaksFixed == 0)
+        #expect(fixed.messages.last == "ERROR need to rebuild refcount structures")
         try leaksOnly.close()
         // qemu-img check -r all on a copy fixes as many corruptions as ours does.
         try FileManager.default.copyItem(atPath: path, toPath: dir.file("copy.qcow2"))
         let qemuFix = try run(["qemu-img", "check", "-r", "all", "--output=json", dir.file("copy.qcow2")])
         let qemuFixed = (try JSONSerialization.jsonObject(with: Data(qemuFix.out.utf8)) as? [String: Any])?["corruptions-fixed"] as? Int
-        let all = try Qcow2Image(path: path, readOnly: false, backingMode: .skip, forRepair: true)
+        let all = try Qcow2Image(path: path, readOnly: false, backingMode: .skip, forRepair: true, forCheck: true)
         let repaired = try all.check(repair: .all)
         #expect(repaired.corruptionsFixed == qemuFixed, "\(qemuFix.out) vs \(repaired)")
+        #expect(repaired.messages.contains("Rebuilding refcount structure"))
         try all.close()
         try expectQemuCheckClean(path)
         // And the other way: qemu-img repairs swemu-made damage; both agree it is clean.

@@ -26,11 +26,21 @@ import TestSupport
         let serial = dir.path("serial.log")
         let swemu = Process()
         swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
-        swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-smp", "2", "-display", "none", "-name", "ticker",
+        swemu.arguments = ["-M", "virt", "-bios", "none", "-kernel", elf, "-smp", "2", "-display", "none", "-name", "ticker,debug-threads=on",
                            "-serial", "file:\(serial)", "-qmp", "unix:\(socket),server=on,wait=off"]
         swemu.standardInput = FileHandle.nullDevice
         try swemu.run()
         defer { if swemu.isRunning { swemu.terminate() } }
+        // The second hart's thread has QEMU's debug-threads name.
+        var names: [String] = []
+        for _ in 0..<500 {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(swemu.processIdentifier)/task")) ?? []
+            names = tasks.compactMap { try? String(contentsOfFile: "/proc/\(swemu.processIdentifier)/task/\($0)/comm", encoding: .utf8) }
+                .map { $0.trimmingCharacters(in: .newlines) }
+            if names.contains("CPU 1/TCG") { break }
+            usleep(10_000)
+        }
+        #expect(names.contains("CPU 1/TCG"), "\(names)")
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("qmp_machine.py").path
         let client = try GuestProgram.run(Self.python, Self.pythonArguments + [script, socket, serial], timeout: 120)
         #expect(client.status == 0, "\(client.output)")
@@ -84,25 +94,20 @@ import TestSupport
         let serial = dir.path("serial.log")
         let swemu = Process()
         swemu.executableURL = URL(fileURLWithPath: LinuxBootTests.binary)
-        swemu.arguments = ["-M", "virt", "-m", "64M", "-smp", "2", "-bios", "none", "-kernel", elf, "-display", "none", "-S",
-                           "-name", "guest=nos,debug-threads=on,process=swemu-nos",
+        swemu.arguments = ["-M", "virt", "-m", "64M", "-bios", "none", "-kernel", elf, "-display", "none", "-S",
+                           "-name", "guest=nos,process=swemu-nos",
                            "-serial", "file:\(serial)", "-qmp", "unix:\(socket),server=on,wait=off"] + option
         swemu.standardInput = FileHandle.nullDevice
         try swemu.run()
         defer { if swemu.isRunning { kill(swemu.processIdentifier, SIGKILL) } }
-        // -name process= names the process (ps, top), and the second hart's thread has QEMU's
-        // debug-threads name.
-        let pid = swemu.processIdentifier
-        var names: [String] = []
+        // -name process= names the process (ps, top), once swemu has started.
+        var comm: String?
         for _ in 0..<500 {
-            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-            names = tasks.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/comm", encoding: .utf8) }
-                .map { $0.trimmingCharacters(in: .newlines) }
-            if names.contains("CPU 1/TCG") { break }
+            comm = try? String(contentsOfFile: "/proc/\(swemu.processIdentifier)/comm", encoding: .utf8)
+            if comm == "swemu-nos\n" { break }
             usleep(10_000)
         }
-        #expect((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) == "swemu-nos\n")
-        #expect(names.contains("CPU 1/TCG"), "\(names)")
+        #expect(comm == "swemu-nos\n")
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("qmp_machine.py").path
         let client = try GuestProgram.run(Self.python, Self.pythonArguments + [script, socket, serial, "no-shutdown", "hello from a bare-metal guest"],
                                           timeout: 120)

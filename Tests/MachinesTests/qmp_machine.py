@@ -160,8 +160,14 @@ async def no_shutdown(socket, serial, line):
         await next_event(qmp, "STOP")
         status = await qmp.execute("query-status")
         check(status == {"status": "shutdown", "singlestep": False, "running": False}, f"run {run}: stopped in shutdown: {status}")
-        with open(serial, "rb") as f:
-            check(f.read().count(line) == run, f"run {run}: the guest ran {run} time(s)")
+        # The line may still be on its way to the file (the chardev writes it on its own thread).
+        for _ in range(500):
+            with open(serial, "rb") as f:
+                printed = f.read().count(line)
+            if printed >= run:
+                break
+            await asyncio.sleep(0.02)
+        check(printed == run, f"run {run}: the guest ran {run} time(s)")
         try:
             await qmp.execute("cont")
             check(False, "cont after a guest power-off is refused")
