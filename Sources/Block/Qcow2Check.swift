@@ -31,6 +31,10 @@ private let l2StandardReservedMask: UInt64 = 0x3f00_0000_0000_01fe
 private let refcountTableReservedMask: UInt64 = 0x1ff
 
 extension Qcow2Image {
+    /// How far `check -r all` grows the file to hold a refcount block outside it: the count
+    /// array check keeps has one entry per cluster up to there (64 Mi entries, 256 MiB).
+    static let maxCheckedClusters: UInt64 = 1 << 26
+
     /// qemu-img check, as QEMU 7.2's qcow2 driver does it (block/qcow2-refcount.c,
     /// `qcow2_check_refcounts`): recounts every reference the metadata makes (header, L1 and
     /// L2 tables, data and compressed clusters, snapshots, the refcount structure itself) into
@@ -224,7 +228,12 @@ extension Qcow2Image {
             if cluster >= UInt64(counts.count) {
                 result.corruptions += 1
                 messages.append("\(repair == .all ? "Repairing" : "ERROR") refcount block \(index) is outside image")
-                if repair == .all {
+                if repair == .all && cluster >= Self.maxCheckedClusters {
+                    // QEMU's resize_fail: its refcount array cannot grow that far either (found by
+                    // fuzzing: an entry near 2^48 asked for a 64 GiB array here).
+                    messages.append("ERROR could not resize image: Cannot allocate memory")
+                    rebuild = true
+                } else if repair == .all {
                     // As QEMU: grow the file to hold the block (which then reads as zeroes).
                     try file.truncate(to: offset + clusterSize)
                     fileLength = offset + clusterSize
