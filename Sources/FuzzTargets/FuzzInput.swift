@@ -2,6 +2,9 @@
 /// devices' fake guest) read their operations from it. Past the end every read gives 0, so any
 /// input is a complete program.
 struct FuzzInput {
+    // SAFETY: a FuzzInput lives only inside the harness call that was handed `bytes` (by
+    // libFuzzer, or by the replay from an array it keeps), which keeps that memory alive and
+    // unchanged for the call; every read below is bounds-checked against `bytes.count`.
     private let bytes: UnsafeRawBufferPointer
     private(set) var position = 0
 
