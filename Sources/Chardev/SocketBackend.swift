@@ -219,7 +219,7 @@ public final class SocketBackend: CharDriver {
             let accepted = state.withLock { s -> FileDescriptor? in
                 guard !s.closed, let listener = s.listener.rawValue else { return nil }
                 do throws(SystemError) {
-                    return try Sockets.accept(watched: listener, loop: loop, watched: &s.listenerRegistered)
+                    return try Sockets.acceptOrUnwatch(listener, loop: loop, watched: &s.listenerRegistered)
                 } catch {
                     failure = error
                     return nil

@@ -71,46 +71,10 @@ enum LoaderFuzz {
 
     // MARK: Seeds
 
+    /// The virt board's own tree (two harts, virtio slots, an initrd) and an empty one.
     static func fdtSeeds() -> [(String, [UInt8])] {
-        var root = DeviceTree.Node(name: "")
-        root.set("#address-cells", u32: 2)
-        root.set("#size-cells", u32: 2)
-        root.set("compatible", string: "riscv-virtio")
-        root.set("model", string: "riscv-virtio,qemu")
-        var chosen = DeviceTree.Node(name: "chosen")
-        chosen.set("bootargs", string: "console=ttyS0")
-        chosen.set("stdout-path", string: "/soc/serial@10000000")
-        root.add(chosen)
-        var memoryNode = DeviceTree.Node(name: "memory", unitAddress: ramBase)
-        memoryNode.set("device_type", string: "memory")
-        memoryNode.set("reg", cells: [0, 0x8000_0000, 0, 0x0800_0000])
-        root.add(memoryNode)
-        var cpus = DeviceTree.Node(name: "cpus")
-        cpus.set("#address-cells", u32: 1)
-        cpus.set("#size-cells", u32: 0)
-        var cpu = DeviceTree.Node(name: "cpu", unitAddress: 0)
-        cpu.set("device_type", string: "cpu")
-        cpu.set("reg", u32: 0)
-        cpu.set("riscv,isa", string: "rv64imafdc")
-        cpu.set("compatible", strings: ["riscv", "sifive,u54"])
-        var intc = DeviceTree.Node(name: "interrupt-controller")
-        intc.set("#interrupt-cells", u32: 1)
-        intc.set("interrupt-controller")
-        intc.set(phandle: 1)
-        cpu.add(intc)
-        cpus.add(cpu)
-        root.add(cpus)
-        var soc = DeviceTree.Node(name: "soc")
-        soc.set("ranges")
-        var serial = DeviceTree.Node(name: "serial", unitAddress: 0x1000_0000)
-        serial.set("interrupts", u32: 10)
-        serial.set("interrupt-parent", u32: 1)
-        serial.set("reg", cells: [0, 0x1000_0000, 0, 0x100])
-        serial.set("compatible", string: "ns16550a")
-        soc.add(serial)
-        root.add(soc)
-        let tree = DeviceTree(root: root, bootCPUID: 0, reservedMemory: [(0x8000_0000, 0x20_0000)])
-        return [("virt-like", tree.serialize()), ("empty", DeviceTree().serialize())]
+        let virt = VirtDeviceTree(ramSize: 128 << 20, harts: 2, bootargs: "console=ttyS0", initrd: (0x8800_0000, 0x8810_0000), virtioSlots: [0, 1])
+        return [("virt", virt.blob()), ("empty", DeviceTree().serialize())]
     }
 
     /// A 64-bit little-endian executable: one PT_LOAD of 16 bytes (32 in memory), a PT_NOTE

@@ -4,7 +4,7 @@ import RISCV
 
 /// The device tree of the RISC-V `virt` board, generated from what the machine has, in the
 /// shape QEMU 7.2's hw/riscv/virt.c gives it (so OpenSBI and Linux see the same platform).
-struct VirtDeviceTree {
+package struct VirtDeviceTree {
     typealias Layout = RISCVBoard.Layout
 
     var ramSize: UInt64
@@ -15,6 +15,16 @@ struct VirtDeviceTree {
     /// The virtio-mmio slots that have a transport (QEMU maps all eight, empty ones with
     /// device ID 0; swemu maps only those with a device).
     var virtioSlots: [Int] = []
+
+    /// The board's tree with `harts` harts, `ramSize` bytes of RAM and these `bootargs`, as
+    /// `-machine dumpdtb` writes it (the fuzz targets seed `-dtb`'s parser with it).
+    package init(ramSize: UInt64, harts: Int = 1, bootargs: String? = nil, initrd: (start: UInt64, end: UInt64)? = nil, virtioSlots: [Int] = []) {
+        self.ramSize = ramSize
+        self.harts = harts
+        self.bootargs = bootargs
+        self.initrd = initrd
+        self.virtioSlots = virtioSlots
+    }
 
     /// `riscv,isa-extensions` (the DT binding's lower-case names), matching `isaString`.
     static let isaExtensions = ["i", "m", "a", "f", "d", "c", "zicntr", "zicsr", "zifencei", "zihpm", "zba", "zbb", "zbs", "sstc"]
@@ -156,5 +166,5 @@ struct VirtDeviceTree {
         return tree
     }
 
-    func blob() -> [UInt8] { tree().serialize() }
+    package func blob() -> [UInt8] { tree().serialize() }
 }

@@ -220,7 +220,7 @@ public final class StreamBackend: NetBackend {
         let accepted = state.withLock { s -> FileDescriptor? in
             guard !s.closed, s.channel == nil, let raw = s.listener?.rawValue else { return nil }
             do throws(SystemError) {
-                return try Sockets.accept(watched: raw, loop: loop, watched: &s.listenerWatched)
+                return try Sockets.acceptOrUnwatch(raw, loop: loop, watched: &s.listenerWatched)
             } catch {
                 failure = error
                 return nil

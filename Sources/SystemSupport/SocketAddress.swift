@@ -208,7 +208,7 @@ package enum Sockets {
     /// say) the connection stays in the backlog, so the listener is unwatched, or the loop would
     /// wake for it without end; the caller watches it again later (after a second, say) and
     /// reports the error thrown. Call with the lock that guards `watched` held.
-    package static func accept(watched listener: Int32, loop: EventLoop, watched: inout Bool) throws(SystemError) -> FileDescriptor? {
+    package static func acceptOrUnwatch(_ listener: Int32, loop: EventLoop, watched: inout Bool) throws(SystemError) -> FileDescriptor? {
         do throws(SystemError) {
             return try accept(listener)
         } catch {

@@ -3,21 +3,12 @@ import DeviceModel
 import Foundation
 import SystemSupport
 import Testing
+import TestSupport
 
 /// Runs a program; returns its exit status and output.
 @discardableResult
 func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    try runProgram(arguments)
 }
 
 let qemuImgPresent = FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img")

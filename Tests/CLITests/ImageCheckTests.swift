@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import CLI
 
 /// `swemu-img check` against `qemu-img check` on damaged images: the same exit status, the
@@ -11,17 +12,7 @@ import Testing
 struct ImageCheckTests {
     /// Runs a program; returns its exit status and output.
     static func shell(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        try runProgram(arguments)
     }
 
     /// How an image is damaged: a name, and what to do to a clean image's bytes.

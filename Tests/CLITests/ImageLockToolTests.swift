@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import CLI
 
 private let qemuTools = FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img")
@@ -7,17 +8,7 @@ private let qemuTools = FileManager.default.isExecutableFile(atPath: "/usr/bin/q
 
 /// Runs a program to its end; returns its exit status and output.
 private func runTool(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    try runProgram(arguments)
 }
 
 /// swemu-img's -U / --force-share and its refusals of an image qemu-io holds, word for word

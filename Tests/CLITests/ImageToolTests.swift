@@ -1,21 +1,12 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import CLI
 
 /// Runs a program; returns its exit status and output.
 @discardableResult
 private func shell(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    try runProgram(arguments)
 }
 
 private let qemuImg = FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img")
