@@ -77,7 +77,7 @@ let package = Package(
         // trait that lets at most one Linux guest boot at a time across all the test modules.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport"], swiftSettings: strict),
-        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"], swiftSettings: strict),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "DeviceModelTests", dependencies: ["DeviceModel"], swiftSettings: strict),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "DeviceModel", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "VirtIOTests", dependencies: ["VirtIO", "Devices", "Block", "DeviceModel", "GuestMemory", "SystemSupport"],
@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport", "TestSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),
         .testTarget(name: "GDBStubTests", dependencies: ["GDBStub", "DeviceModel"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev", "DeviceModel", "RISCVJIT", "TestSupport", "VMM"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["Block", "CLI", "Chardev", "DeviceModel", "GuestMemory", "RISCVJIT", "SystemSupport", "TestSupport", "VMM"], swiftSettings: strict),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CLinux", "Loader", "Machines", "TestSupport"], exclude: ["kvm_migration.py"],
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),

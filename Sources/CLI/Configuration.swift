@@ -1,4 +1,5 @@
 import Chardev
+import GuestMemory
 import QMP
 import RISCVJIT
 import SystemSupport
@@ -22,6 +23,10 @@ struct SystemConfiguration: Sendable {
     /// `-name process=NAME`: the process's name (the main thread's, prctl PR_SET_NAME), as
     /// `ps` and `top` show it.
     var processName: String?
+    /// `-msg timestamp=on`: messages on stderr start with the time (ErrorReport).
+    var messageTimestamps = false
+    /// `-msg guest-name=on`: ... and the guest's name (`-name`).
+    var messageGuestName = false
     /// Lines for stderr before the machine starts (options QEMU warns about).
     var warnings: [String] = []
     /// `-uuid`: what `query-uuid` reports (QEMU's all-zero UUID without it).
@@ -55,8 +60,15 @@ struct SystemConfiguration: Sendable {
     var netdevs: [NetdevSpec] = []
     /// `-nic` NICs, in order; `-device virtio-net-device` ones are in `devices`.
     var nicShorthands: [NICSpec] = []
+    /// `-object` definitions, in order (ids are unique).
+    var objects: [ObjectSpec] = []
     /// `-object filter-dump`.
-    var dumpFilters: [DumpFilterSpec] = []
+    var dumpFilters: [DumpFilterSpec] {
+        objects.compactMap { if case .filterDump(let f) = $0 { f } else { nil } }
+    }
+    /// How the machine's RAM is held: `-machine memory-backend=ID`'s object, with
+    /// `-machine mem-merge=`/`dump-guest-core=` where the backend leaves them open.
+    var ramBackend = RAMBackendSpec()
 
     /// Every NIC in the order QEMU numbers them for default MACs: `-nic` ones (the board
     /// makes them) before `-device` ones.
@@ -131,7 +143,7 @@ struct ConfigurationBuilder {
             case "machine":
                 if value == "help" { return .print(HelpText.machines(target)) }
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: "type", option: flag).validate(accepted: ["accel", "dumpdtb"])
+                    try QemuOpts(parsing: value, impliedKey: OptionGroup.machine.impliedKey, option: flag).validate(.machine)
                 }
                 if let type = opts.string("type") { machineName = type }
                 machineOpts = opts
@@ -155,13 +167,16 @@ struct ConfigurationBuilder {
                 try accelOptions(opts, into: &config, option: flag)
             case "name":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: "guest", option: flag).validate(
-                        accepted: ["debug-threads", "process"], booleans: ["debug-threads"])
+                    try QemuOpts(parsing: value, impliedKey: OptionGroup.name.impliedKey, option: flag).validate(.name)
                 }
                 config.name = opts.string("guest")
                 config.processName = opts.string("process")
                 // debug-threads=on asks for the vCPU threads to be named "CPU N/TCG" or
                 // "CPU N/KVM": swemu always names its threads so (its I/O threads by what they serve).
+            case "msg":
+                let opts = try wrap(flag) { () throws(SystemError) in try QemuOpts(parsing: value, option: flag).validate(.msg) }
+                config.messageTimestamps = try wrap(flag) { () throws(SystemError) in try opts.bool("timestamp", default: config.messageTimestamps) }
+                config.messageGuestName = try wrap(flag) { () throws(SystemError) in try opts.bool("guest-name", default: config.messageGuestName) }
             case "no-reboot":
                 config.noReboot = true
             case "no-shutdown":
@@ -171,7 +186,7 @@ struct ConfigurationBuilder {
                 // reboot=shutdown, -no-shutdown shutdown=pause). panic= and watchdog= are
                 // refused: neither machine has a panic device or a watchdog.
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(accepted: ["reboot", "shutdown"])
+                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(.action)
                 }
                 switch opts.string("reboot") {
                 case nil: break
@@ -223,8 +238,7 @@ struct ConfigurationBuilder {
                 config.monitors.append(MonitorSpec(target: target, mode: mode))
             case "mon":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: "chardev", option: flag).validate(accepted: ["mode", "pretty", "id"],
-                                                                                              booleans: ["pretty"])
+                    try QemuOpts(parsing: value, impliedKey: OptionGroup.mon.impliedKey, option: flag).validate(.mon)
                 }
                 guard let id = opts.string("chardev") else { throw CLIError(option: flag, "chardev=ID is required") }
                 let mode: MonitorSpec.Mode
@@ -256,8 +270,7 @@ struct ConfigurationBuilder {
                 config.accelerator = try checkAccelerator("kvm", option: flag)
             case "overcommit":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(accepted: ["mem-lock", "cpu-pm"],
-                                                                                       booleans: ["mem-lock", "cpu-pm"])
+                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(.overcommit)
                 }
                 config.memLock = try wrap(flag) { () throws(SystemError) in try opts.bool("mem-lock", default: config.memLock) }
                 if try wrap(flag, { () throws(SystemError) in try opts.bool("cpu-pm", default: false) }) {
@@ -267,14 +280,14 @@ struct ConfigurationBuilder {
                 // The boards start the -bios/-kernel images themselves, with no firmware boot
                 // menu or device order: strict=on (boot nothing else) is what they always do.
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: "order", option: flag).validate(accepted: ["order", "strict"], booleans: ["strict"])
+                    try QemuOpts(parsing: value, impliedKey: OptionGroup.boot.impliedKey, option: flag).validate(.boot)
                 }
                 if opts.string("order") != nil {
                     throw CLIError(option: flag, "no boot order to choose: the machine boots its -bios/-kernel images (accepted: strict=on|off)")
                 }
             case "rtc":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(accepted: ["base", "clock", "driftfix"])
+                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(.rtc)
                 }
                 for (key, only) in [("base", "utc"), ("clock", "host"), ("driftfix", "none")] {
                     if let given = opts.string(key), given != only {
@@ -308,7 +321,11 @@ struct ConfigurationBuilder {
                     config.netdevs.append(netdev)
                 }
             case "object":
-                config.dumpFilters.append(try wrap(flag) { () throws(SystemError) in try DumpFilterSpec(parsing: value) })
+                let object = try wrap(flag) { () throws(SystemError) in try ObjectSpec(parsing: value) }
+                if config.objects.contains(where: { $0.id == object.id }) {
+                    throw CLIError(option: flag, "attempt to add duplicate property '\(object.id)' to object (type 'container')")
+                }
+                config.objects.append(object)
             case "d":
                 if value == "help" { return .print(HelpText.logItems()) }
                 config.debugItems = try debugItems(value, option: flag)
@@ -343,6 +360,7 @@ struct ConfigurationBuilder {
             config.dumpDTB = dump
         }
         config.ramSize = try memory.map { (m) throws(CLIError) in try ramSize(m) } ?? config.machine.defaultRAM
+        try resolveRAMBackend(&config, machineOpts: machineOpts, sizeGiven: memory != nil)
         if let smp { config.cpus = try cpuCount(smp, machine: config.machine) }
         try checkBoot(&config)
         try checkDevices(config)
@@ -509,9 +527,7 @@ struct ConfigurationBuilder {
                 throw CLIError(option: "-device", "virtio-net-device: netdev '\(netdev)' is already in use by another NIC")
             }
         }
-        var filterIDs = Set<String>()
         for filter in config.dumpFilters {
-            guard filterIDs.insert(filter.id).inserted else { throw CLIError(option: "-object", "duplicate object id '\(filter.id)'") }
             guard ids.contains(filter.netdev) else {
                 throw CLIError(option: "-object", "filter-dump: netdev '\(filter.netdev)' is not defined")
             }
@@ -572,32 +588,57 @@ struct ConfigurationBuilder {
     /// `-audiodev none,id=ID` or its JSON form (`{"id":"audio1","driver":"none"}`, what libvirt
     /// passes): the boards have no sound device, so the "no audio" backend is the only one.
     private func audiodev(_ value: String, option: String) throws(CLIError) {
-        let driver: String?
-        let id: String?
-        if value.hasPrefix("{") {
-            guard case .object(let object)? = try? JSONParser.parse(value) else { throw CLIError(option: option, "invalid JSON: \(value)") }
-            guard object.members.allSatisfy({ ["id", "driver"].contains($0.key) }) else {
-                throw CLIError(option: option, "the 'none' audio backend takes id and driver only")
-            }
-            driver = object["driver"]?.stringValue
-            id = object["id"]?.stringValue
-        } else {
-            let opts = try wrap(option) { () throws(SystemError) in
-                try QemuOpts(parsing: value, impliedKey: "driver", option: option).validate(accepted: ["driver", "id"])
-            }
-            driver = opts.string("driver")
-            id = opts.string("id")
+        let opts = try wrap(option) { () throws(SystemError) in
+            try QemuOpts.parse(jsonOrKeyval: value, impliedKey: "driver", option: option).validate(accepted: ["driver", "id"])
         }
-        guard id != nil else { throw CLIError(option: option, "Parameter 'id' is missing") }
-        guard driver == "none" else {
-            throw CLIError(option: option, "audio driver '\(driver ?? "")' is not available: the machines have no sound device (accepted: none)")
+        guard opts.string("id") != nil else { throw CLIError(option: option, "Parameter 'id' is missing") }
+        guard opts.string("driver") == "none" else {
+            throw CLIError(option: option, "audio driver '\(opts.string("driver") ?? "")' is not available: the machines have no sound device (accepted: none)")
         }
+    }
+
+    /// `-machine memory-backend=ID,mem-merge=,dump-guest-core=,usb=`: the RAM's backend object
+    /// (QEMU's qemu_resolve_machine_memdev: its size is the RAM size, and `-m`, if given, must
+    /// agree) and the machine's defaults for the backend's merge= and dump=.
+    private func resolveRAMBackend(_ config: inout SystemConfiguration, machineOpts: QemuOpts?, sizeGiven: Bool) throws(CLIError) {
+        let opts = machineOpts ?? (try? QemuOpts(option: "-machine", entries: []))
+        let merge = try wrap("-machine") { () throws(SystemError) in try opts?.bool("mem-merge", default: true) ?? true }
+        let dump = try wrap("-machine") { () throws(SystemError) in try opts?.bool("dump-guest-core", default: true) ?? true }
+        if try wrap("-machine", { () throws(SystemError) in try opts?.bool("usb", default: false) ?? false }) {
+            throw CLIError(option: "-machine", "usb=on is not supported: machine '\(config.machine.name)' has no USB controller (accepted: usb=off)")
+        }
+        let backends = config.objects.compactMap { if case .memoryBackend(let m) = $0 { m } else { nil } }
+        guard let id = opts?.string("memory-backend") else {
+            config.ramBackend.merge = merge
+            config.ramBackend.dump = dump
+            if let unused = backends.first {
+                throw CLIError(option: "-object", "memory backend '\(unused.id)' is not used: -machine memory-backend=\(unused.id) makes it the machine's RAM (swemu has no NUMA nodes or memory devices to give it to)")
+            }
+            return
+        }
+        guard config.machine.ramID != nil, config.machine.name != "none" else {
+            throw CLIError(option: "-machine", "memory-backend: machine '\(config.machine.name)' has no RAM")
+        }
+        guard let backend = backends.first(where: { $0.id == id }) else {
+            let what = config.objects.contains { $0.id == id } ? "is not a memory backend" : "not found"
+            throw CLIError(option: "-machine", "Memory backend '\(id)' \(what) (define it with -object memory-backend-ram,id=\(id),size=...)")
+        }
+        if let unused = backends.first(where: { $0.id != id }) {
+            throw CLIError(option: "-object", "memory backend '\(unused.id)' is not used: the machine's RAM is '\(id)' (swemu has no NUMA nodes or memory devices to give it to)")
+        }
+        if sizeGiven && backend.size != config.ramSize {
+            throw CLIError(option: "-m", "Size specified by -m option must match size of explicitly specified 'memory-backend' property")
+        }
+        config.ramSize = backend.size
+        config.ramBackend = backend.backend
+        config.ramBackend.merge = backend.merge ?? merge
+        config.ramBackend.dump = backend.dump ?? dump
     }
 
     /// `-m [size=]megs[,slots=n,maxmem=size]`; a plain number is MiB.
     private func ramSize(_ text: String) throws(CLIError) -> UInt64 {
         let opts = try wrap("-m") { () throws(SystemError) in
-            try QemuOpts(parsing: text, impliedKey: "size", option: "-m").validate(accepted: [])
+            try QemuOpts(parsing: text, impliedKey: OptionGroup.memory.impliedKey, option: "-m").validate(.memory)
         }
         var sizeText = opts.string("size") ?? ""
         if let last = sizeText.last, last.isNumber { sizeText += "M" }
@@ -616,12 +657,11 @@ struct ConfigurationBuilder {
     /// following QEMU's rules (hw/core/machine-smp.c): missing topology values are derived,
     /// preferring sockets, and the product must equal maxcpus.
     private func cpuCount(_ text: String, machine: MachineInfo) throws(CLIError) -> Int {
-        let keys = ["maxcpus", "sockets", "dies", "clusters", "cores", "threads"]
         let opts = try wrap("-smp") { () throws(SystemError) in
-            try QemuOpts(parsing: text, impliedKey: "cpus", option: "-smp").validate(accepted: keys)
+            try QemuOpts(parsing: text, impliedKey: OptionGroup.smp.impliedKey, option: "-smp").validate(.smp)
         }
         var values: [String: Int] = [:]
-        for key in ["cpus"] + keys {
+        for key in OptionGroup.smp.keys.map(\.name) {
             if let n = try wrap("-smp", { () throws(SystemError) in try opts.int(key, in: 1...4096) }) { values[key] = n }
         }
         let dies = values["dies"] ?? 1

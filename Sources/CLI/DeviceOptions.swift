@@ -24,9 +24,7 @@ struct DriveSpec: Sendable, Equatable {
     var option: String
 
     init(parsing text: String) throws(SystemError) {
-        let opts = try QemuOpts(parsing: text, option: "-drive").validate(
-            accepted: ["file", "format", "if", "id", "readonly", "media", "cache", "snapshot", "serial", "file.locking", "force-share"],
-            booleans: ["readonly", "snapshot", "force-share"])
+        let opts = try QemuOpts(parsing: text, option: "-drive").validate(.drive)
         option = "-drive \(text)"
         guard let file = opts.string("file"), !file.isEmpty else {
             throw .configuration("-drive: file=PATH is required")

@@ -98,22 +98,17 @@ struct DumpFilterSpec: Sendable, Equatable {
     /// QEMU's default snapshot length (net/dump.c: 65536).
     static let defaultMaxlen = 65536
 
-    init(parsing text: String) throws(SystemError) {
-        let opts = try QemuOpts(parsing: text, impliedKey: "qom-type", option: "-object")
-        let type = opts.string("qom-type") ?? ""
-        guard type == "filter-dump" else {
-            throw .configuration("-object: type '\(type)' is not available in this build; available: filter-dump")
-        }
+    init(_ opts: QemuOpts) throws(SystemError) {
         let v = try opts.validate(accepted: ["qom-type", "id", "netdev", "file", "maxlen", "queue", "status"],
                                   context: "object 'filter-dump'")
-        guard let id = v.string("id") else { throw .configuration("-object filter-dump: Parameter 'id' is missing") }
-        guard let netdev = v.string("netdev") else { throw .configuration("-object filter-dump: Parameter 'netdev' is missing") }
-        guard let file = v.string("file"), !file.isEmpty else { throw .configuration("-object filter-dump: Parameter 'file' is missing") }
+        let id = try ObjectSpec.checkedID(v, type: "filter-dump")
+        guard let netdev = v.string("netdev") else { throw .configuration("filter-dump: Parameter 'netdev' is missing") }
+        guard let file = v.string("file"), !file.isEmpty else { throw .configuration("filter-dump: Parameter 'file' is missing") }
         if let queue = v.string("queue"), queue != "all" {
-            throw .configuration("-object filter-dump: queue=\(queue) is not available; it dumps both directions (queue=all)")
+            throw .configuration("filter-dump: queue=\(queue) is not available; it dumps both directions (queue=all)")
         }
         if try v.bool("status", default: true) == false {
-            throw .configuration("-object filter-dump: status=off is not available; leave the filter out instead")
+            throw .configuration("filter-dump: status=off is not available; leave the filter out instead")
         }
         self.id = id
         self.netdev = netdev

@@ -43,6 +43,9 @@ enum OptionTable {
                    section: .standard),
         OptionSpec(names: ["name"], argument: "string1[,debug-threads=on|off][,process=name]",
                    help: "set the name of the guest (process= names the process)", section: .standard),
+        OptionSpec(names: ["msg"], argument: "[timestamp=on|off][,guest-name=on|off]",
+                   help: "control error message format\ntimestamp=on prefixes error messages with a time stamp\n"
+                       + "guest-name=on prefixes error messages with the guest name (-name)", section: .standard),
         OptionSpec(names: ["uuid"], argument: "%08x-%04x-%04x-%04x-%012x", help: "specify machine UUID (query-uuid reports it)",
                    section: .standard),
         OptionSpec(names: ["nodefaults"], argument: nil, help: "don't create default devices (no serial or monitor on stdio)",

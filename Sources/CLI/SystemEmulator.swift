@@ -21,6 +21,7 @@ public enum SystemEmulator {
 
     public static func main(target: EmulatorTarget, arguments: [String]) -> Never {
         let program = target.programName
+        ErrorReport.configure(program: program, timestamp: false, guestName: nil)
         let action: Action
         do {
             action = try decide(target: target, arguments: arguments)
@@ -34,10 +35,12 @@ public enum SystemEmulator {
             exit(0)
         case .run(let config):
             let status: Int32
+            ErrorReport.configure(program: program, timestamp: config.messageTimestamps,
+                                  guestName: config.messageGuestName ? config.name ?? "" : nil)
             do {
                 status = try run(config)
             } catch {
-                writeOut("\(program): \(error)\n", fd: 2)
+                ErrorReport.report("\(error)")
                 exit(1)
             }
             exit(status)
@@ -50,7 +53,7 @@ public enum SystemEmulator {
         let daemon = config.daemonize ? try Daemon.detach() : nil
         let pidFile = try config.pidFile.map { (path) throws(SystemError) in try PidFile(path: path) }
         defer { pidFile?.remove() }
-        for warning in config.warnings { writeOut("\(config.target.programName): \(warning)\n", fd: 2) }
+        for warning in config.warnings { ErrorReport.report(warning) }
         // QEMU's os_set_proc_name: the main thread's name is the process's (ps, top).
         if let name = config.processName { _ = clx_set_thread_name(name) }
         // QEMU's os_mlock (-overcommit mem-lock=on): guest RAM mapped later is locked too.
@@ -69,7 +72,7 @@ public enum SystemEmulator {
         let console = try Console(config: config, loop: loop, quit: { quit.fire("host-ui") }, commit: { commit.fire() })
         defer { console.close() }
         try loop.start()
-        try signals.deliver(on: loop, program: config.target.programName) { quit.fire("host-signal") }
+        try signals.deliver(on: loop) { quit.fire("host-signal") }
         // Backends live as long as the process, across guest reboots; the NICs hold the
         // network back until the machine runs.
         let network = try Network(config: config, loop: loop,
@@ -94,6 +97,7 @@ public enum SystemEmulator {
                         ? .jit(codeBufferSize: config.tbSizeMiB.map { $0 << 20 } ?? RISCVBoard.EngineKind.defaultCodeBufferSize)
                         : .interpreter)
                 boardConfig.virtio = virtio
+                boardConfig.ramBackend = config.ramBackend
                 boardConfig.disksInactive = incomingDisks.inactive
                 let board = try RISCVBoard(boardConfig)
                 daemon?.ready()  // the machine is built: -daemonize's caller may go
@@ -111,9 +115,8 @@ public enum SystemEmulator {
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard)
-            setup.maxCPUs = machineMaxCPUs(config.target)
             setup.noShutdown = config.noShutdown
-            setup.uuid = config.uuid
+            describeForMonitors(&setup, config)
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
@@ -139,6 +142,7 @@ public enum SystemEmulator {
                 var boardConfig = X86MicroVM.Configuration(ramSize: config.ramSize, cpus: config.cpus, kernel: kernel,
                                                            initrd: config.initrd, append: config.append, serial: serial)
                 boardConfig.virtio = virtio
+                boardConfig.ramBackend = config.ramBackend
                 boardConfig.disksInactive = incomingDisks.inactive
                 boardConfig.eventLoop = loop
                 boardConfig.onBootMarker = { nanoseconds in
@@ -154,9 +158,8 @@ public enum SystemEmulator {
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
                 chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
-            setup.maxCPUs = machineMaxCPUs(config.target)
             setup.noShutdown = config.noShutdown
-            setup.uuid = config.uuid
+            describeForMonitors(&setup, config)
             setup.incoming = config.incoming
             setup.incomingDisks = incomingDisks
             setup.loadvm = config.loadvm
@@ -179,8 +182,7 @@ public enum SystemEmulator {
             }
             var setup = MachineSetup<Void>(machineType: config.machine.name, machineList: machineList(config.target), name: config.name,
                                            noReboot: config.noReboot, startPaused: config.startPaused, chardevs: console.chardevList) {}
-            setup.maxCPUs = machineMaxCPUs(config.target)
-            setup.uuid = config.uuid
+            describeForMonitors(&setup, config)
             let machine = EmptyMachine(setup, targetArch: config.target == .riscv64 ? "riscv64" : "x86_64",
                                        kvmEnabled: config.accelerator == "kvm")
             let servers = monitorServers(console, target: machine)
@@ -210,7 +212,7 @@ struct ShutdownSignals {
     }
 
     /// From now on a signal runs `terminate` on the loop's thread, after QEMU's line.
-    func deliver(on loop: EventLoop, program: String, _ terminate: @escaping @Sendable () -> Void) throws(SystemError) {
+    func deliver(on loop: EventLoop, _ terminate: @escaping @Sendable () -> Void) throws(SystemError) {
         let fd = self.fd
         try loop.register(fd: fd, events: EventLoop.readable) { _ in
             var value: UInt64 = 0
@@ -222,7 +224,7 @@ struct ShutdownSignals {
             let message = pid == 0
                 ? "terminated by signal \(signal)"
                 : "terminating on signal \(signal) from pid \(pid) (\(ShutdownSignals.processName(pid) ?? "<unknown process>"))"
-            writeOut("\(program): \(message)\n", fd: 2)
+            ErrorReport.report(message)
             terminate()
         }
     }
@@ -237,14 +239,20 @@ struct ShutdownSignals {
     }
 }
 
-/// `query-machines` cpu-max: the most CPUs each machine takes (`-smp` refuses more).
-private func machineMaxCPUs(_ target: EmulatorTarget) -> [String: Int] {
-    Dictionary(target.machines.filter(\.available).map { ($0.name, $0.maxCPUs) }, uniquingKeysWith: { a, _ in a })
+/// What the monitors report about this binary and machine beyond the board: `query-uuid`,
+/// `query-command-line-options`, the accelerator types `qom-list-types` lists.
+private func describeForMonitors<Board>(_ setup: inout MachineSetup<Board>, _ config: SystemConfiguration) {
+    setup.uuid = config.uuid
+    setup.commandLineOptions = OptionGroup.monitorOptions
+    setup.accelerators = config.target.accelerators.filter(\.available).map(\.name)
 }
 
 /// `query-machines`: the machines this target has, the default marked.
-private func machineList(_ target: EmulatorTarget) -> [(name: String, description: String, isDefault: Bool)] {
-    target.machines.filter(\.available).map { ($0.name, $0.description, $0.name == target.defaultMachine) }
+private func machineList(_ target: EmulatorTarget) -> [MonitorMachineType] {
+    target.machines.filter(\.available).map { machine in
+        MonitorMachineType(name: machine.name, description: machine.description, isDefault: machine.name == target.defaultMachine,
+                           maxCPUs: machine.maxCPUs, defaultRAMID: machine.ramID)
+    }
 }
 
 /// Ctrl-A s: the machine's commit report, one "swemu:" line per disk.

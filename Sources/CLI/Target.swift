@@ -64,6 +64,17 @@ struct MachineInfo: Sendable {
     let maxCPUs: Int
     /// RAM when `-m` is not given (QEMU's `default_ram_size`); 0 = none.
     let defaultRAM: UInt64
+    /// QEMU's name for the machine's RAM block (`default_ram_id`), the memory backend
+    /// `-machine memory-backend=` replaces it with; "ram" for `none`, as QEMU's.
+    var ramID: String? {
+        switch name {
+        case "virt": RISCVBoard.Kind.virt.ramID
+        case "spike": RISCVBoard.Kind.spike.ramID
+        case "microvm": X86MicroVM.ramID
+        case "none": "ram"
+        default: nil
+        }
+    }
 }
 
 /// swemu's version, printed by `--version` in QEMU's layout.

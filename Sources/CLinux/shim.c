@@ -10,6 +10,12 @@
 
 int clx_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int clx_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+int clx_memfd_create_sealable(const char *name) { return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); }
+int clx_memfd_seal_size(int fd) { return fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK); }
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+int clx_madvise_populate_write(void *p, size_t n) { return madvise(p, n, MADV_POPULATE_WRITE); }
 int clx_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 int clx_fcntl_getfl(int fd) { return fcntl(fd, F_GETFL); }
 int clx_fcntl_setfl(int fd, int flags) { return fcntl(fd, F_SETFL, flags); }

@@ -81,6 +81,15 @@ public struct ChardevSpec: Equatable, Sendable {
 
     // MARK: -chardev
 
+    /// Every key `-chardev` takes, each backend some of them (QEMU's types: `port` is a
+    /// string, `reconnect` a number); `query-command-line-options` lists them.
+    public static let keys: [(name: String, isBoolean: Bool, isNumber: Bool)] = [
+        ("id", false, false), ("mux", true, false), ("signal", true, false), ("path", false, false), ("append", true, false),
+        ("host", false, false), ("port", false, false), ("server", true, false), ("wait", true, false), ("nodelay", true, false),
+        ("reconnect", false, true),
+    ]
+    static let booleans = Set(keys.filter(\.isBoolean).map(\.name))
+
     /// Parses the argument of `-chardev`: `BACKEND,id=ID[,opt=value...]`.
     public static func parse(chardev text: String, option: String = "-chardev") throws(SystemError) -> ChardevSpec {
         let opts = try QemuOpts(parsing: text, impliedKey: "backend", option: option)
@@ -88,7 +97,6 @@ public struct ChardevSpec: Equatable, Sendable {
             throw SystemError(.configuration, "\(option): the backend comes first: BACKEND,id=ID[,...] with BACKEND one of \(acceptedBackends)")
         }
         let common = ["id", "mux"]
-        let booleans: Set<String> = ["mux", "signal", "append", "server", "wait", "nodelay"]
         let accepted: [String]
         switch backendName {
         case "null", "pty": accepted = common
@@ -99,7 +107,7 @@ public struct ChardevSpec: Equatable, Sendable {
             throw SystemError(.configuration, "\(option): backend '\(backendName)' is not supported; accepted: \(acceptedBackends)")
         }
         try rejectUnsupported(opts, option: option)
-        let checked = try opts.validate(accepted: accepted, booleans: booleans, context: "backend '\(backendName)'")
+        let checked = try opts.validate(accepted: accepted, booleans: Self.booleans, context: "backend '\(backendName)'")
         guard let id = checked.string("id") else {
             throw SystemError(.configuration, "\(option): 'id' is required, e.g. \(option) \(backendName),id=char0\(backendName == "socket" ? ",path=/tmp/char0.sock,server=on,wait=off" : backendName == "file" ? ",path=out.log" : "")")
         }

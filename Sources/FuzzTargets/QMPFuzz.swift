@@ -14,7 +14,9 @@ enum QMPFuzz {
         var isRunning: Bool { running.load(ordering: .relaxed) }
         var guestName: String? { "fuzz" }
         var machineType: String { "virt" }
-        var machineList: [(name: String, description: String, isDefault: Bool)] { [("virt", "RISC-V VirtIO board", true)] }
+        var machineList: [MonitorMachineType] {
+            [MonitorMachineType(name: "virt", description: "RISC-V VirtIO board", isDefault: true, maxCPUs: 64, defaultRAMID: "riscv_virt_board.ram")]
+        }
         var cpus: [MonitorCPU] {
             [MonitorCPU(index: 0, threadID: 1, target: "riscv64", qomPath: "/machine/soc0/harts[0]", coreID: 0),
              MonitorCPU(index: 1, threadID: 2, target: "riscv64", qomPath: "/machine/soc0/harts[1]", coreID: 1)]
@@ -23,7 +25,6 @@ enum QMPFuzz {
             [MonitorBlockDevice(device: "virtio0", file: "disk.img", format: "qcow2", readOnly: false, sizeBytes: 1 << 30)]
         }
         var chardevs: [(label: String, filename: String)] { [("serial0", "pty:/dev/pts/0"), ("qmp", "unix:q.sock,server=on")] }
-        func maxCPUs(machine name: String) -> Int? { name == "virt" ? 64 : nil }
         func execute(_ command: VMCommand) {
             switch command {
             case .stop:

@@ -20,6 +20,9 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
 public final class GuestRAM: Sendable {
     public let range: AddressRange
     private let mapping: MappedRegion
+    /// The memfd or file whose bytes these are (DESIGN.md §3): shareable with another process
+    /// or dumped without a copy through the mapping.
+    package let backend: RAMBackend
     /// Which pages hold code decoded by a hart, and their write generations.
     let codePages: CodePages
     /// Which pages were written while a migration tracks them.
@@ -28,7 +31,13 @@ public final class GuestRAM: Sendable {
     /// RAM is aligned to 2 MiB on the host so the kernel can use huge pages for it.
     public static let hostAlignment = 2 << 20
 
-    public init(base: GuestAddress, size: UInt64) throws(SystemError) {
+    /// RAM of its own (a memfd), for ROMs and tests.
+    public convenience init(base: GuestAddress, size: UInt64) throws(SystemError) {
+        try self.init(base: base, size: size, backend: RAMBackend(size: size, name: "swemu-ram@\(String(base.rawValue, radix: 16))"), offset: 0)
+    }
+
+    /// `size` bytes of `backend` from `offset`, at guest-physical `base`.
+    public init(base: GuestAddress, size: UInt64, backend: RAMBackend, offset: UInt64) throws(SystemError) {
         guard size > 0, size % 4096 == 0, size <= UInt64(Int.max - GuestRAM.hostAlignment) else {
             throw .configuration("RAM size \(size) must be a positive multiple of 4 KiB")
         }
@@ -36,16 +45,13 @@ public final class GuestRAM: Sendable {
             throw .configuration("RAM of \(size) bytes at \(base) passes the end of the address space")
         }
         self.range = range
-        mapping = try MappedRegion(count: Int(size), alignment: GuestRAM.hostAlignment, memfd: "swemu-ram@\(String(base.rawValue, radix: 16))")
+        self.backend = backend
+        mapping = try backend.map(offset: offset, size: size)
         codePages = try CodePages(size: size)
         dirty = try DirtyBitmap(pages: Int(size / 4096))
     }
 
     public var size: UInt64 { range.size }
-
-    /// The memfd holding this RAM (DESIGN.md §3): its bytes are the guest's, shareable with
-    /// another process or dumped without a copy through the mapping.
-    package var memfd: Int32 { mapping.memfd }
 
     /// Host pointer to `count` bytes at `address`, or nil when they are not all in this region.
     /// Callers use it only inside a scoped accessor below or in a hot path that documents why.

@@ -23,6 +23,15 @@ public final class RISCVBoard: @unchecked Sendable {
     // threads report through `events` (atomic) and the hart's stop request.
     public enum Kind: String, Sendable {
         case virt, spike
+
+        /// QEMU's name for the board's RAM block (MachineClass default_ram_id): the id
+        /// `query-machines` reports and `-machine memory-backend=` takes by default.
+        public var ramID: String {
+            switch self {
+            case .virt: "riscv_virt_board.ram"
+            case .spike: "riscv.spike.ram"
+            }
+        }
     }
 
     /// QEMU virt's memory map, as data in one place.
@@ -85,6 +94,8 @@ public final class RISCVBoard: @unchecked Sendable {
         /// first takes the highest slot (0x10008000, IRQ 8) and later ones go downward.
         public var virtio: [VirtioDeviceSpec] = []
         public var ramSize: UInt64
+        /// How the RAM is held on the host (`-object memory-backend-*`; default a memfd).
+        public var ramBackend = RAMBackendSpec()
         public var firmware: Firmware
         /// `-kernel`: a Linux `Image` or an ELF (bare-metal programs, ELF kernels).
         public var kernel: String?
@@ -159,7 +170,8 @@ public final class RISCVBoard: @unchecked Sendable {
         kind = config.kind
         let timeBase = TimeBase(clock: clock, frequency: Layout.timebaseFrequency)
         let rom = try GuestRAM(base: GuestAddress(Layout.bootROM), size: Layout.bootROMSize)
-        let ram = try GuestRAM(base: GuestAddress(Layout.ram), size: config.ramSize)
+        let backend = try RAMBackend(config.ramBackend, size: config.ramSize, name: config.kind.ramID)
+        let ram = try GuestRAM(base: GuestAddress(Layout.ram), size: config.ramSize, backend: backend, offset: 0)
         memory = try GuestMemory(regions: [rom, ram])
         mmio = AddressSpace(name: "memory")
         guard (1...(config.kind == .spike ? 1 : RISCVBoard.maxHarts)).contains(config.harts) else {

@@ -18,6 +18,8 @@ import VirtIO
 /// i8042's reset line, the exit port, the boot-time marker, virtio-mmio transports with irqfd
 /// interrupts and ioeventfd notifications, and KVM's in-kernel PIC, IOAPIC, local APICs and PIT.
 public final class X86MicroVM: @unchecked Sendable {
+    /// QEMU's name for the microvm's RAM block (MachineClass default_ram_id).
+    public static let ramID = "microvm.ram"
     // SAFETY: set up in init, then read-only; run-time state is in `events` (Mutex/atomics).
 
     /// The memory map, as data in one place.
@@ -69,6 +71,8 @@ public final class X86MicroVM: @unchecked Sendable {
 
     public struct Configuration: Sendable {
         public var ramSize: UInt64
+        /// How the RAM is held on the host (`-object memory-backend-*`; default a memfd).
+        public var ramBackend = RAMBackendSpec()
         public var cpus: Int
         /// `-kernel`: a bzImage, an ELF `vmlinux` (PVH when it has the note) or an ELF64 program.
         public var kernel: String
@@ -167,10 +171,13 @@ public final class X86MicroVM: @unchecked Sendable {
         self.vm = vm
         eventLoop = config.eventLoop
 
-        // RAM, split around the MMIO hole (slot 0 below 3 GiB, slot 1 from 4 GiB).
-        var regions = [try GuestRAM(base: GuestAddress(0), size: min(config.ramSize, Layout.mmioHole))]
+        // RAM, split around the MMIO hole (slot 0 below 3 GiB, slot 1 from 4 GiB): two
+        // slices of one backend, as QEMU's "microvm.ram" block and its aliases.
+        let backend = try RAMBackend(config.ramBackend, size: config.ramSize, name: Self.ramID)
+        var regions = [try GuestRAM(base: GuestAddress(0), size: min(config.ramSize, Layout.mmioHole), backend: backend, offset: 0)]
         if config.ramSize > Layout.mmioHole {
-            regions.append(try GuestRAM(base: GuestAddress(Layout.highRAM), size: config.ramSize - Layout.mmioHole))
+            regions.append(try GuestRAM(base: GuestAddress(Layout.highRAM), size: config.ramSize - Layout.mmioHole,
+                                        backend: backend, offset: Layout.mmioHole))
         }
         let memory = try GuestMemory(regions: regions)
         self.memory = memory

@@ -15,7 +15,7 @@ package enum JSONValue: Sendable, Equatable {
     case null
 
     /// What qapi calls this value's type in "Invalid parameter type ... expected: X".
-    var typeName: String {
+    package var typeName: String {
         switch self {
         case .object: return "object"
         case .array: return "array"

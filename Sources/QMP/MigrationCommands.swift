@@ -38,9 +38,27 @@ enum MigrationCommands {
         Command(name: "job-dismiss", parameters: [Parameter(name: "id", type: .string, optional: false)]),
     ]
 
+    /// MigrationParameters as `query-migrate-parameters` reports them.
+    private static func parameters(_ p: MigrationParameters) -> JSONValue {
+        ["downtime-limit": .uint(p.downtimeLimitMs), "max-bandwidth": .uint(p.maxBandwidth),
+         "cpu-throttle-initial": .uint(p.cpuThrottleInitial), "cpu-throttle-increment": .uint(p.cpuThrottleIncrement)]
+    }
+
+    /// MigrationCapabilityStatus list.
+    private static func capabilities(_ list: [(name: String, state: Bool)]) -> JSONValue {
+        .array(list.map { ["capability": .string($0.name), "state": .bool($0.state)] })
+    }
+
     static func run(_ name: String, _ args: JSONObject, target: any MonitorTarget) throws(QMPError) -> JSONValue {
         guard let control = target.migration else {
-            throw .generic("this machine (\(target.machineType)) cannot be migrated or snapshotted yet")
+            // A machine with nothing to move (-M none) still answers what libvirt's probe asks
+            // every QEMU: no migration, every capability off, the default parameters.
+            switch name {
+            case "query-migrate": return [:]
+            case "query-migrate-capabilities": return capabilities(MigrationCapabilities.names.map { ($0, false) })
+            case "query-migrate-parameters": return parameters(MigrationParameters())
+            default: throw .generic("this machine (\(target.machineType)) cannot be migrated or snapshotted yet")
+            }
         }
         switch name {
         case "migrate":
@@ -72,11 +90,7 @@ enum MigrationCommands {
             try control.setMigrationParameters(p)
             return [:]
         case "query-migrate-parameters":
-            let p = control.migrationParameters
-            return [
-                "downtime-limit": .uint(p.downtimeLimitMs), "max-bandwidth": .uint(p.maxBandwidth),
-                "cpu-throttle-initial": .uint(p.cpuThrottleInitial), "cpu-throttle-increment": .uint(p.cpuThrottleIncrement),
-            ]
+            return parameters(control.migrationParameters)
         case "migrate-set-capabilities":
             for (i, item) in (args["capabilities"]?.arrayValue ?? []).enumerated() {
                 guard let object = item.objectValue, let capability = object["capability"]?.stringValue,
@@ -87,7 +101,7 @@ enum MigrationCommands {
             }
             return [:]
         case "query-migrate-capabilities":
-            return .array(control.migrationCapabilities.map { ["capability": .string($0.name), "state": .bool($0.state)] })
+            return capabilities(control.migrationCapabilities)
         case "snapshot-save", "snapshot-load", "snapshot-delete":
             let kind = SnapshotJob.Kind(rawValue: name)!  // the three names above
             try control.startSnapshotJob(kind, id: args["job-id"]?.stringValue ?? "", tag: args["tag"]?.stringValue ?? "",

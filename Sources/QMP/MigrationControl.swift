@@ -32,6 +32,13 @@ public protocol MigrationControl: AnyObject, Sendable {
     func dismissJob(id: String) throws(QMPError)
 }
 
+/// QEMU's migration capabilities swemu knows (`migrate-set-capabilities` refuses others),
+/// in `query-migrate-capabilities` order, and those it can turn on.
+public enum MigrationCapabilities {
+    public static let names = ["xbzrle", "auto-converge", "events", "postcopy-ram", "return-path", "zero-blocks"]
+    public static let supported: Set<String> = ["events", "auto-converge", "return-path", "zero-blocks"]
+}
+
 /// A snapshot job as `query-jobs` reports it (JobInfo).
 public struct SnapshotJob: Sendable, Equatable {
     public enum Kind: String, Sendable {

@@ -11,8 +11,14 @@ public protocol MonitorTarget: AnyObject, Sendable {
     var uuid: String? { get }
     /// The machine type ("virt") and its description.
     var machineType: String { get }
-    /// `query-machines`: (name, description, isDefault) for every machine of this binary.
-    var machineList: [(name: String, description: String, isDefault: Bool)] { get }
+    /// `query-machines`: every machine type of this binary.
+    var machineList: [MonitorMachineType] { get }
+    /// The accelerators this binary has ("tcg", "kvm"), each a QOM type "NAME-accel". Has a
+    /// default (none).
+    var accelerators: [String] { get }
+    /// `query-command-line-options`: the options this binary takes and their keys. Has a
+    /// default (none).
+    var commandLineOptions: [MonitorCommandLineOption] { get }
     /// `query-cpus-fast`: one entry per vCPU.
     var cpus: [MonitorCPU] { get }
     /// `query-target`: the SysEmuTarget name ("riscv64", "x86_64"). Has a default: the first
@@ -39,10 +45,6 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// with `cpu-index`), for `info registers` and `x`. Has a default that ignores the index.
     func humanCommand(_ line: String, cpuIndex: Int) -> String?
 
-    /// `query-machines` cpu-max for the machine called `name`, nil when unknown. Has a default
-    /// (nil: the monitor reports the vCPU count for the running machine type, 1 for others).
-    func maxCPUs(machine name: String) -> Int?
-
     /// Snapshots and migration, where the target supports them. Has a default (nil).
     var migration: (any MigrationControl)? { get }
 
@@ -51,6 +53,49 @@ public protocol MonitorTarget: AnyObject, Sendable {
 
     /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
     func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
+}
+
+/// A machine type as `query-machines` reports it (QEMU's MachineInfo).
+public struct MonitorMachineType: Sendable, Equatable {
+    public var name: String
+    public var description: String
+    public var isDefault: Bool
+    /// cpu-max: the most CPUs the machine takes (`-smp` refuses more).
+    public var maxCPUs: Int
+    /// default-ram-id: its RAM block's name, the memory backend `-machine memory-backend=`
+    /// names by default (libvirt gives its RAM object this id); nil for machines without RAM.
+    public var defaultRAMID: String?
+
+    public init(name: String, description: String, isDefault: Bool, maxCPUs: Int, defaultRAMID: String?) {
+        self.name = name
+        self.description = description
+        self.isDefault = isDefault
+        self.maxCPUs = maxCPUs
+        self.defaultRAMID = defaultRAMID
+    }
+}
+
+/// A command-line option as `query-command-line-options` reports it (QEMU's
+/// CommandLineOptionInfo): its QemuOpts group name and keys.
+public struct MonitorCommandLineOption: Sendable, Equatable {
+    /// CommandLineParameterType.
+    public enum ParameterType: String, Sendable {
+        case string, boolean, number, size
+    }
+    public struct Parameter: Sendable, Equatable {
+        public var name: String
+        public var type: ParameterType
+        public init(name: String, type: ParameterType) {
+            self.name = name
+            self.type = type
+        }
+    }
+    public var option: String
+    public var parameters: [Parameter]
+    public init(option: String, parameters: [Parameter]) {
+        self.option = option
+        self.parameters = parameters
+    }
 }
 
 /// The commands every control path sends a machine (DESIGN.md §3, "The machine core"): QMP,
@@ -134,8 +179,9 @@ public enum MonitorEvent: Sendable, Equatable {
 // implement them.
 extension MonitorTarget {
     public func humanCommand(_ line: String, cpuIndex: Int) -> String? { humanCommand(line) }
-    public func maxCPUs(machine name: String) -> Int? { nil }
     public var targetArch: String { cpus.first?.target ?? "" }
+    public var commandLineOptions: [MonitorCommandLineOption] { [] }
+    public var accelerators: [String] { [] }
     public var kvmEnabled: Bool { false }
     public var uuid: String? { nil }
     public var migration: (any MigrationControl)? { nil }

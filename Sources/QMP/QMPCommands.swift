@@ -84,6 +84,7 @@ enum QMPCommands {
         ]),
         Command(name: "device-list-properties", parameters: [Parameter(name: "typename", type: .string, optional: false)]),
         Command(name: "qom-list-properties", parameters: [Parameter(name: "typename", type: .string, optional: false)]),
+        Command(name: "query-command-line-options", parameters: [Parameter(name: "option", type: .string, optional: true)]),
         Command(name: "query-cpus-fast", parameters: []),
         Command(name: "query-target", parameters: []),
         Command(name: "query-kvm", parameters: []),
@@ -145,17 +146,15 @@ enum QMPCommands {
             // ChardevInfo; every chardev listed has its frontend attached.
             return .array(target.chardevs.map { ["label": .string($0.label), "filename": .string($0.filename), "frontend-open": true] })
         case "query-machines":
-            let current = target.machineType
-            let vcpus = max(1, target.cpus.count)
             return .array(target.machineList.map { machine in
                 // MachineInfo (QEMU 7.2 members); is-default only when true, as QEMU.
                 var info: JSONObject = ["name": .string(machine.name)]
                 if machine.isDefault { info.set("is-default", true) }
-                let cpuMax = target.maxCPUs(machine: machine.name) ?? (machine.name == current ? vcpus : 1)
-                info.set("cpu-max", .integer(cpuMax))
+                info.set("cpu-max", .integer(machine.maxCPUs))
                 info.set("hotpluggable-cpus", false)
                 info.set("numa-mem-supported", false)
                 info.set("deprecated", false)
+                if let id = machine.defaultRAMID { info.set("default-ram-id", .string(id)) }
                 return .object(info)
             })
         case "stop":

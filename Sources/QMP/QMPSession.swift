@@ -249,11 +249,23 @@ public struct QMPSession: Sendable {
             quit = true
             return [:]
         case "qom-list-types":
-            return QOMTypes.listTypes(args, machines: target.machineList.map(\.name))
+            return QOMTypes.listTypes(args, machines: target.machineList.map(\.name), accelerators: target.accelerators)
         case "device-list-properties":
-            return try QOMTypes.deviceProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name))
+            return try QOMTypes.deviceProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name),
+                                                 accelerators: target.accelerators)
+        case "query-command-line-options":
+            // qmp_query_command_line_options: every option, or the one asked for.
+            let options = target.commandLineOptions
+            let asked = args["option"]?.stringValue
+            let chosen = asked.map { name in options.filter { $0.option == name } } ?? options
+            if let asked, chosen.isEmpty { throw .generic("invalid option name: \(asked)") }
+            return .array(chosen.map { option in
+                ["option": .string(option.option),
+                 "parameters": .array(option.parameters.map { ["name": .string($0.name), "type": .string($0.type.rawValue)] })]
+            })
         case "qom-list-properties":
-            return try QOMTypes.objectProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name))
+            return try QOMTypes.objectProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name),
+                                                 accelerators: target.accelerators)
         case "cont" where target.runState == "shutdown":
             // QEMU's qmp_cont: a guest that powered off (-no-shutdown) needs system_reset first.
             throw .generic(Self.resetRequired)

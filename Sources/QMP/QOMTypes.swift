@@ -49,13 +49,61 @@ public enum QOMTypes {
             Property(name: "file", type: "str", description: nil),
             Property(name: "maxlen", type: "uint32", description: nil),
         ]),
+        // Host memory backends (-object, the RAM -machine memory-backend= names): the
+        // properties whose settings swemu carries out; the CLI refuses the others' "on".
+        TypeInfo(name: "memory-backend", parent: "object", abstract: true, properties: []),
+        TypeInfo(name: "memory-backend-ram", parent: "memory-backend", abstract: false, properties: memoryBackend),
+        TypeInfo(name: "memory-backend-memfd", parent: "memory-backend", abstract: false, properties: memoryBackend + [
+            Property(name: "seal", type: "bool", description: "Seal growing & shrinking"),
+        ]),
+        TypeInfo(name: "memory-backend-file", parent: "memory-backend", abstract: false, properties: memoryBackend + [
+            Property(name: "mem-path", type: "string", description: nil),
+            Property(name: "align", type: "int", description: nil),
+        ]),
+        TypeInfo(name: "secret_common", parent: "object", abstract: true, properties: []),
+        TypeInfo(name: "secret", parent: "secret_common", abstract: false, properties: [
+            Property(name: "data", type: "string", description: nil),
+            Property(name: "file", type: "string", description: nil),
+            Property(name: "format", type: "QCryptoSecretFormat", description: nil),
+            Property(name: "loaded", type: "bool", description: nil),
+        ]),
     ]
 
-    /// Every type of a binary whose machines are `machines` ("virt", "none", ...: "NAME-machine").
-    static func all(machines: [String]) -> [TypeInfo] {
+    /// What every memory backend takes (QEMU 7.2's descriptions).
+    private static let memoryBackend = [
+        Property(name: "size", type: "int", description: "Size of the memory region (ex: 500M)"),
+        Property(name: "share", type: "bool", description: "Mark the memory as private to QEMU or shared"),
+        Property(name: "prealloc", type: "bool", description: "Preallocate memory"),
+        Property(name: "prealloc-threads", type: "int", description: "Number of CPU threads to use for prealloc"),
+        Property(name: "merge", type: "bool", description: "Mark memory as mergeable"),
+        Property(name: "dump", type: "bool", description: "Set to 'off' to exclude from core dump"),
+        Property(name: "reserve", type: "bool", description: "Reserve swap space (or huge pages) if applicable"),
+        Property(name: "policy", type: "HostMemPolicy", description: "Set the NUMA policy"),
+    ]
+
+    /// The machine properties `-machine` takes (QEMU's generic ones swemu carries out).
+    private static func machineProperties(_ name: String) -> [Property] {
+        var properties = [
+            Property(name: "dump-guest-core", type: "bool", description: "Include guest memory in a core dump"),
+            Property(name: "mem-merge", type: "bool", description: "Enable/disable memory merge support"),
+            Property(name: "usb", type: "bool", description: "Set on/off to enable/disable usb"),
+        ]
+        if name != "none" {
+            properties.append(Property(name: "memory-backend", type: "link<memory-backend>",
+                                       description: "Set RAM backendValid value is ID of hostmem based backend"))
+        }
+        if name == "virt" { properties.append(Property(name: "dumpdtb", type: "string", description: "Dump current dtb to a file and quit")) }
+        return properties
+    }
+
+    /// Every type of a binary whose machines are `machines` ("virt", "none", ...: "NAME-machine")
+    /// and accelerators `accelerators` ("tcg", "kvm": "NAME-accel", which libvirt reads as
+    /// the virtualization types it may use).
+    static func all(machines: [String], accelerators: [String]) -> [TypeInfo] {
         others + devices + machines.map { name in
-            TypeInfo(name: name + "-machine", parent: "machine", abstract: false,
-                     properties: name == "virt" ? [Property(name: "dumpdtb", type: "str", description: "Dump current dtb to a file and quit")] : [])
+            TypeInfo(name: name + "-machine", parent: "machine", abstract: false, properties: machineProperties(name))
+        } + [TypeInfo(name: "accel", parent: "object", abstract: true, properties: [])] + accelerators.map { name in
+            TypeInfo(name: name + "-accel", parent: "accel", abstract: false, properties: [])
         }
     }
 
@@ -69,8 +117,8 @@ public enum QOMTypes {
     }
 
     /// `qom-list-types [implements] [abstract]`: ObjectTypeInfo, non-abstract ones unless asked.
-    static func listTypes(_ args: JSONObject, machines: [String]) -> JSONValue {
-        let types = all(machines: machines)
+    static func listTypes(_ args: JSONObject, machines: [String], accelerators: [String]) -> JSONValue {
+        let types = all(machines: machines, accelerators: accelerators)
         let implements = args["implements"]?.stringValue
         let abstract = args["abstract"]?.boolValue ?? false
         return .array(types.filter { t in
@@ -84,8 +132,8 @@ public enum QOMTypes {
     }
 
     /// `device-list-properties typename`: the device's properties (ObjectPropertyInfo).
-    static func deviceProperties(_ name: String, machines: [String]) throws(QMPError) -> JSONValue {
-        let types = all(machines: machines)
+    static func deviceProperties(_ name: String, machines: [String], accelerators: [String]) throws(QMPError) -> JSONValue {
+        let types = all(machines: machines, accelerators: accelerators)
         guard let type = types.first(where: { $0.name == name }), isA(type, "device", in: types) else {
             throw QMPError(errorClass: "DeviceNotFound", desc: "Device '\(name)' not found")
         }
@@ -94,8 +142,8 @@ public enum QOMTypes {
     }
 
     /// `qom-list-properties typename`: any type's properties.
-    static func objectProperties(_ name: String, machines: [String]) throws(QMPError) -> JSONValue {
-        guard let type = all(machines: machines).first(where: { $0.name == name }) else {
+    static func objectProperties(_ name: String, machines: [String], accelerators: [String]) throws(QMPError) -> JSONValue {
+        guard let type = all(machines: machines, accelerators: accelerators).first(where: { $0.name == name }) else {
             throw QMPError(errorClass: "DeviceNotFound", desc: "Class '\(name)' not found")
         }
         return propertyList(type.properties)

@@ -1,10 +1,10 @@
 import CLinux
 import Glibc
 
-/// An owned anonymous memory mapping, unmapped when its owner ends (DESIGN.md §9.4).
+/// An owned memory mapping, anonymous or of a file, unmapped when its owner ends (DESIGN.md §9.4).
 ///
-/// Guest RAM lives in one of these: host pages are committed lazily by the kernel, so a
-/// large `-m` costs nothing until the guest touches it.
+/// Guest RAM lives in one of these (mapping its memory backend's file): host pages are
+/// committed lazily by the kernel, so a large `-m` costs nothing until the guest touches it.
 public struct MappedRegion: ~Copyable, @unchecked Sendable {
     // SAFETY: `base` points to `count` bytes mapped by init and unmapped only by deinit; the
     // region is never remapped, so the pointer stays valid for the owner's whole life. Sendable
@@ -12,15 +12,36 @@ public struct MappedRegion: ~Copyable, @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let count: Int
 
-    /// Maps `count` bytes of zeroed memory whose start is aligned to `alignment` (a power of
-    /// two, at least the page size). Over-maps by `alignment` and trims the excess, because
-    /// mmap only promises page alignment; 2 MiB alignment lets the kernel back guest RAM with
-    /// transparent huge pages.
-    /// The memfd behind the mapping, when made with `memfd:` (-1 otherwise): guest RAM is one,
-    /// so it can be shared, dumped or sent without copies (DESIGN.md §3).
-    public let memfd: Int32
+    /// Maps `count` bytes of zeroed anonymous memory whose start is aligned to `alignment` (a
+    /// power of two, at least the page size).
+    public init(count: Int, alignment: Int = 4096) throws(SystemError) {
+        base = try Self.reserve(count: count, alignment: alignment)
+        self.count = count
+        if alignment >= 2 << 20 { _ = madvise(base, count, MADV_HUGEPAGE) }
+    }
 
-    public init(count: Int, alignment: Int = 4096, memfd name: String? = nil) throws(SystemError) {
+    /// Maps `count` bytes of the file `fd` from `offset`, aligned to `alignment`: shared (the
+    /// file's own pages: a memfd, or memory-backend-file share=on) or private (copy-on-write
+    /// pages, share=off). `reserve` commits swap for the pages now (mmap without
+    /// MAP_NORESERVE). The mapping needs `fd` only during init; its owner closes it.
+    public init(count: Int, alignment: Int = 4096, file fd: Int32, offset: UInt64, shared: Bool, reserve: Bool = false) throws(SystemError) {
+        let aligned = try Self.reserve(count: count, alignment: alignment)
+        let flags = (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED | (reserve ? 0 : MAP_NORESERVE)
+        let mapped = mmap(aligned, count, PROT_READ | PROT_WRITE, flags, fd, off_t(offset))
+        guard let mapped, clx_is_map_failed(mapped) == 0 else {
+            let error = Errno.current
+            munmap(aligned, count)
+            throw SystemError(.syscall, "cannot map \(count) bytes of guest memory", errno: error)
+        }
+        base = aligned
+        self.count = count
+        if alignment >= 2 << 20 { _ = madvise(base, count, MADV_HUGEPAGE) }
+    }
+
+    /// Reserves `count` bytes of anonymous memory aligned to `alignment`. Over-maps by
+    /// `alignment` and trims the excess, because mmap only promises page alignment; 2 MiB
+    /// alignment lets the kernel back guest RAM with transparent huge pages.
+    private static func reserve(count: Int, alignment: Int) throws(SystemError) -> UnsafeMutableRawPointer {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         guard count > 0, count % page == 0 else {
             throw SystemError(.configuration, "mapping size \(count) is not a positive multiple of the page size \(page)")
@@ -30,44 +51,19 @@ public struct MappedRegion: ~Copyable, @unchecked Sendable {
         }
         let (total, overflow) = count.addingReportingOverflow(alignment)
         guard !overflow else { throw SystemError(.configuration, "mapping size \(count) is too large") }
-        // Reserve an aligned range, then (for a memfd) map the file over its aligned part.
         let raw = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let raw, clx_is_map_failed(raw) == 0 else {
             throw SystemError(.syscall, "cannot map \(count) bytes of memory", errno: .current)
-        }
-        var fd: Int32 = -1
-        if let name {
-            fd = clx_memfd_create(name)
-            guard fd >= 0, ftruncate(fd, off_t(count)) == 0 else {
-                let error = Errno.current
-                if fd >= 0 { close(fd) }
-                munmap(raw, total)
-                throw SystemError(.syscall, "cannot create \(count) bytes of memfd memory", errno: error)
-            }
         }
         let start = (Int(bitPattern: raw) + alignment - 1) & ~(alignment - 1)
         let head = start - Int(bitPattern: raw)
         let tail = total - head - count
         if head > 0 { munmap(raw, head) }
         if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: start + count), tail) }
-        let aligned = UnsafeMutableRawPointer(bitPattern: start)!  // start is inside a successful mapping, never 0
-        if fd >= 0 {
-            let mapped = mmap(aligned, count, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd, 0)
-            guard let mapped, clx_is_map_failed(mapped) == 0 else {
-                let error = Errno.current
-                close(fd)
-                munmap(aligned, count)
-                throw SystemError(.syscall, "cannot map \(count) bytes of memfd memory", errno: error)
-            }
-        }
-        base = aligned
-        self.count = count
-        memfd = fd
-        if alignment >= 2 << 20 { _ = madvise(base, count, MADV_HUGEPAGE) }
+        return UnsafeMutableRawPointer(bitPattern: start)!  // start is inside a successful mapping, never 0
     }
 
     deinit {
         munmap(base, count)
-        if memfd >= 0 { close(memfd) }
     }
 }

@@ -40,9 +40,10 @@ public final class EmptyMachine: MonitorTarget, Sendable {
     public var guestName: String? { setup.name }
     public var uuid: String? { setup.uuid }
     public var machineType: String { setup.machineType }
-    public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
+    public var machineList: [MonitorMachineType] { setup.machineList }
+    public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
+    public var accelerators: [String] { setup.accelerators }
     public var cpus: [MonitorCPU] { [] }
-    public func maxCPUs(machine name: String) -> Int? { setup.maxCPUs[name] }
     public var blockDevices: [MonitorBlockDevice] { [] }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }
     public func humanCommand(_ line: String) -> String? { nil }

@@ -60,7 +60,7 @@ extension KVMMachine: MigrationHost, LifecycleOwner {
     }
 
     func failAtStart(_ message: String) {
-        _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
+        ErrorReport.report(message)
         let board = state.withLock { s -> X86MicroVM? in
             s.life.end(code: 1)
             return s.board

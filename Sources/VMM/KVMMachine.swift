@@ -116,12 +116,13 @@ public final class KVMMachine: MonitorTarget, Sendable {
     public var guestName: String? { setup.name }
     public var uuid: String? { setup.uuid }
     public var machineType: String { setup.machineType }
-    public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
+    public var machineList: [MonitorMachineType] { setup.machineList }
+    public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
+    public var accelerators: [String] { setup.accelerators }
     public var cpus: [MonitorCPU] {
         let vcpus = state.withLock { $0.board?.vcpus } ?? []
         return vcpus.map { MonitorCPU(index: $0.id, threadID: $0.threadID, target: "x86_64", qomPath: "/machine/unattached/device[\($0.id)]") }
     }
-    public func maxCPUs(machine name: String) -> Int? { setup.maxCPUs[name] }
     /// The microVM runs on KVM.
     public var kvmEnabled: Bool { true }
     public var targetArch: String { "x86_64" }

@@ -14,9 +14,11 @@ public final class IncomingDisks: Sendable {
 /// board (again on every reset) and what the monitors report about it.
 public struct MachineSetup<Board>: Sendable {
     public var machineType: String
-    public var machineList: [(name: String, description: String, isDefault: Bool)]
-    /// `query-machines` cpu-max: the most CPUs each machine of `machineList` takes.
-    public var maxCPUs: [String: Int] = [:]
+    public var machineList: [MonitorMachineType]
+    /// `query-command-line-options`: what the command line takes.
+    public var commandLineOptions: [MonitorCommandLineOption] = []
+    /// The accelerators this binary has (QOM "NAME-accel" types).
+    public var accelerators: [String] = []
     public var name: String?
     /// `-uuid`.
     public var uuid: String?
@@ -51,7 +53,7 @@ public struct MachineSetup<Board>: Sendable {
     /// Builds the machine; called again for every reset.
     public var makeBoard: @Sendable () throws(SystemError) -> Board
 
-    public init(machineType: String, machineList: [(name: String, description: String, isDefault: Bool)], name: String?,
+    public init(machineType: String, machineList: [MonitorMachineType], name: String?,
                 noReboot: Bool, startPaused: Bool = false, chardevs: [(label: String, filename: String)] = [],
                 blockDevices: [MonitorBlockDevice] = [], cpus: Int = 1,
                 makeBoard: @escaping @Sendable () throws(SystemError) -> Board) {

@@ -23,7 +23,7 @@ protocol MigrationHost: AnyObject, Sendable {
     /// The incoming machine is loaded: it runs (or stays stopped with -S).
     func incomingCompleted()
     /// The machine must not run (a refused incoming stream, a `-loadvm` that failed): swemu
-    /// prints `message` and ends with status 1, as QEMU does.
+    /// reports `message` (ErrorReport) and ends with status 1, as QEMU does.
     func failAtStart(_ message: String)
     /// Stops the machine for `savevm` (`loading`: `loadvm`), in QEMU's RUN_STATE_SAVE_VM /
     /// RESTORE_VM until `resumeAfterSnapshot`; returns whether it was running.
@@ -47,7 +47,7 @@ extension MigrationHost {
     func collectDirtyPages() {}
 
     /// QEMU's "load of migration failed", and the process ends with status 1.
-    func incomingFailed(_ error: SystemError) { failAtStart("swemu: load of migration failed: \(error)\n") }
+    func incomingFailed(_ error: SystemError) { failAtStart("load of migration failed: \(error)") }
 }
 
 /// Live migration and snapshots of one machine, both directions (DESIGN.md §5): the monitor
@@ -57,8 +57,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
     struct State {
         var info = MigrationInfo()
         var parameters = MigrationParameters()
-        var capabilities: [String: Bool] = ["events": false, "auto-converge": false, "zero-blocks": false, "xbzrle": false,
-                                            "postcopy-ram": false, "return-path": false]
+        var capabilities: [String: Bool] = [:]
         var running = false
         /// `-incoming defer` waits for `migrate-incoming`.
         var awaitingIncoming = false
@@ -69,10 +68,6 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
     let state = Mutex(State())
     private let cancelled = Atomic<Bool>(false)
     weak var host: (any MigrationHost)?
-
-    static let capabilityNames = ["xbzrle", "auto-converge", "events", "postcopy-ram", "return-path", "zero-blocks"]
-    /// Capabilities swemu acts on; the others may only be off.
-    static let supportedCapabilities: Set<String> = ["events", "auto-converge", "return-path", "zero-blocks"]
 
     // MARK: MigrationControl
 
@@ -133,12 +128,12 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
 
     var migrationCapabilities: [(name: String, state: Bool)] {
         let caps = state.withLock { $0.capabilities }
-        return Self.capabilityNames.map { ($0, caps[$0] ?? false) }
+        return MigrationCapabilities.names.map { ($0, caps[$0] ?? false) }
     }
 
     func setMigrationCapability(_ name: String, _ on: Bool) throws(QMPError) {
-        guard Self.capabilityNames.contains(name) else { throw .generic("Parameter 'capability' does not accept value '\(name)'") }
-        guard !on || Self.supportedCapabilities.contains(name) else { throw .generic("swemu does not support the migration capability '\(name)'") }
+        guard MigrationCapabilities.names.contains(name) else { throw .generic("Parameter 'capability' does not accept value '\(name)'") }
+        guard !on || MigrationCapabilities.supported.contains(name) else { throw .generic("swemu does not support the migration capability '\(name)'") }
         let ok = state.withLock { s -> Bool in
             guard !s.running else { return false }
             s.capabilities[name] = on
@@ -336,13 +331,13 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
                 do throws(QMPError) {
                     try loadSnapshot(name: name)
                 } catch {
-                    host.failAtStart("swemu: -loadvm \(name): \(error.desc)\n")
+                    host.failAtStart("-loadvm \(name): \(error.desc)")
                     return
                 }
                 host.incomingCompleted()
             }
         } catch {
-            host.failAtStart("swemu: -loadvm \(name): \(error)\n")
+            host.failAtStart("-loadvm \(name): \(error)")
         }
     }
 

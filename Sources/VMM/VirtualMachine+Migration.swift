@@ -27,7 +27,7 @@ extension VirtualMachine: MigrationHost, LifecycleOwner {
     }
 
     func failAtStart(_ message: String) {
-        _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
+        ErrorReport.report(message)
         let board = state.withLock { s -> RISCVBoard? in
             s.life.end(code: 1)
             return s.board

@@ -193,7 +193,9 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public var guestName: String? { setup.name }
     public var uuid: String? { setup.uuid }
     public var machineType: String { setup.machineType }
-    public var machineList: [(name: String, description: String, isDefault: Bool)] { setup.machineList }
+    public var machineList: [MonitorMachineType] { setup.machineList }
+    public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
+    public var accelerators: [String] { setup.accelerators }
     public var cpus: [MonitorCPU] {
         let (first, others) = state.withLock { s in (s.threadID, s.board?.secondaryThreadIDs ?? []) }
         return (0..<setup.cpus).map { i in
@@ -202,7 +204,6 @@ public final class VirtualMachine: MonitorTarget, Sendable {
                        qomPath: "/machine/soc0/harts[\(i)]", coreID: i)
         }
     }
-    public func maxCPUs(machine name: String) -> Int? { setup.maxCPUs[name] }
     public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }
 

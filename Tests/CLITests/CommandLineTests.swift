@@ -3,6 +3,8 @@ import Testing
 import Block
 @testable import CLI
 import Chardev
+import GuestMemory
+import SystemSupport
 import DeviceModel
 import VMM
 
@@ -140,7 +142,7 @@ import VMM
         // -nic NICs come first, as QEMU numbers them for default MACs.
         #expect(c.nics == [NICSpec(netdev: "__org.qemu.nic0", mac: nil, id: nil),
                            NICSpec(netdev: "n0", mac: MACAddress([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]), id: "nic0")])
-        #expect(c.dumpFilters == [try DumpFilterSpec(parsing: "filter-dump,id=f0,netdev=n0,file=/tmp/x.pcap")])
+        #expect(c.dumpFilters == [try DumpFilterSpec(QemuOpts(parsing: "filter-dump,id=f0,netdev=n0,file=/tmp/x.pcap", impliedKey: "qom-type", option: "-object"))])
         #expect(try config(base + ["-nic", "none"]).netdevs.isEmpty)
         #expect(try printed(["-netdev", "help"]).hasPrefix("Available netdev backend types:\nsocket\nstream\ndgram\nuser\ntap\n"))
         #expect(try printed(["-nic", "model=help"]) == "Supported NIC models:\nvirtio-net-device\n")
@@ -155,7 +157,9 @@ import VMM
             (["-device", "virtio-net-device,mac=52:54:00:12:34"], "-device: Property 'mac' expects a MAC address like 52:54:00:12:34:56, not '52:54:00:12:34'"),
             (["-device", "virtio-net-device,mac=01:00:5e:00:00:01"], "-device: mac=01:00:5e:00:00:01 is a multicast address; a NIC needs a unicast one"),
             (["-nic", "user,model=e1000"], "-nic: model=e1000 is not a NIC swemu provides; available: virtio-net-device"),
-            (["-object", "memory-backend-ram,id=m0"], "-object: type 'memory-backend-ram' is not available in this build; available: filter-dump"),
+            (["-object", "memory-backend-ram,id=m0"], "-object: memory-backend-ram: Parameter 'size' is missing"),
+            (["-object", "iothread,id=io0"],
+             "-object: type 'iothread' is not available in this build; available: filter-dump, memory-backend-file, memory-backend-memfd, memory-backend-ram, secret"),
             (["-object", "filter-dump,id=f,netdev=zz,file=x"], "-object: filter-dump: netdev 'zz' is not defined"),
         ]
         for (arguments, message) in refused {
@@ -163,6 +167,62 @@ import VMM
         }
         #expect(error(["-M", "spike", "-bios", "none", "-kernel", "k", "-netdev", "user,id=n"])
             == "swemu-system-riscv64: -netdev: machine 'spike' has no network interfaces; use -M virt")
+    }
+
+    /// -object memory-backend-* and -machine memory-backend= as QEMU (and libvirt's JSON
+    /// form): the backend's size is the RAM's, its settings reach the board; secrets are read
+    /// and checked at start; what cannot be honoured is refused, never ignored.
+    @Test func memoryBackendsAndSecrets() throws {
+        let base = ["-M", "virt", "-bios", "none", "-kernel", "k"]
+        let json = #"{"qom-type":"memory-backend-file","id":"riscv_virt_board.ram","size":268435456,"mem-path":"/dev/shm","share":true,"prealloc":true}"#
+        let c = try config(base + ["-object", json, "-machine", "virt,usb=off,dump-guest-core=off,memory-backend=riscv_virt_board.ram"])
+        #expect(c.ramSize == 256 << 20)
+        var expected = RAMBackendSpec(storage: .file(path: "/dev/shm", shared: true))
+        expected.prealloc = true
+        expected.dump = false
+        #expect(c.ramBackend == expected)
+        // merge= and dump= on the backend win over the machine's.
+        let memfd = try config(base + ["-m", "64M", "-object", "memory-backend-memfd,id=m,size=64M,seal=off,merge=off,dump=on",
+                                       "-machine", "memory-backend=m,dump-guest-core=off"])
+        var memfdSpec = RAMBackendSpec(storage: .memfd(seal: false))
+        memfdSpec.merge = false
+        #expect(memfd.ramBackend == memfdSpec)
+        #expect(try config(base + ["-machine", "mem-merge=off"]).ramBackend.merge == false)
+        _ = try config(base + ["-object", "secret,id=sec0,data=aGVsbG8=,format=base64", "-object", #"{"qom-type":"secret","id":"k","data":"x"}"#])
+        #expect(SecretSpec.base64Decode(Array("aGVsbG8=".utf8)) == Array("hello".utf8))
+        #expect(SecretSpec.base64Decode(Array("aGVsbA==".utf8)) == Array("hell".utf8))
+        #expect(SecretSpec.base64Decode(Array("aGV=bG8=".utf8)) == nil)
+        #expect(SecretSpec.base64Decode(Array("aGVsbG8".utf8)) == nil)
+        let refused: [([String], String)] = [
+            (["-object", "memory-backend-ram,id=m,size=64M", "-m", "128M", "-machine", "memory-backend=m"],
+             "-m: Size specified by -m option must match size of explicitly specified 'memory-backend' property"),
+            (["-machine", "memory-backend=m"], "-machine: Memory backend 'm' not found (define it with -object memory-backend-ram,id=m,size=...)"),
+            (["-object", "secret,id=m,data=x", "-machine", "memory-backend=m"],
+             "-machine: Memory backend 'm' is not a memory backend (define it with -object memory-backend-ram,id=m,size=...)"),
+            (["-object", "memory-backend-ram,id=m,size=64M"],
+             "-object: memory backend 'm' is not used: -machine memory-backend=m makes it the machine's RAM (swemu has no NUMA nodes or memory devices to give it to)"),
+            (["-object", "memory-backend-ram,id=m,size=64M", "-object", "memory-backend-ram,id=m,size=64M"],
+             "-object: attempt to add duplicate property 'm' to object (type 'container')"),
+            (["-object", "memory-backend-ram,id=m,size=1000"], "-object: memory-backend-ram: size 1000 is not a multiple of the 4 KiB page size"),
+            (["-object", "memory-backend-file,id=m,size=64M"], "-object: memory-backend-file: mem-path property not set"),
+            (["-object", "memory-backend-file,id=m,size=64M,mem-path=/tmp,pmem=on"],
+             "-object: memory-backend-file: pmem=on is not supported: swemu has no persistent-memory support (libpmem)"),
+            (["-object", "memory-backend-memfd,id=m,size=64M,hugetlb=on"],
+             "-object: memory-backend-memfd: hugetlb=on is not supported: guest RAM uses transparent huge pages instead"),
+            (["-object", "memory-backend-ram,id=m,size=64M,policy=bind"],
+             "-object: memory-backend-ram: policy=bind is not supported: swemu does not bind guest RAM to host NUMA nodes (accepted: policy=default)"),
+            (["-object", "memory-backend-ram,id=m,size=64M,bogus=1"],
+             "-object: unknown option 'bogus' for object 'memory-backend-ram'; accepted: qom-type, id, size, share, prealloc, prealloc-threads, merge, dump, reserve, policy"),
+            (["-object", #"{"qom-type":"memory-backend-ram","id":"m","size":1.5}"#], "-object: 'size' takes a whole number, not number"),
+            (["-object", "secret,id=s"], "-object: secret 's': 'file' or 'data' property must be set"),
+            (["-object", "secret,id=s,data=@@@,format=base64"], "-object: secret 's': the data is not valid base64"),
+            (["-object", "secret,id=s,data=x,keyid=k,iv=AAAA"],
+             "-object: secret 's': secrets encrypted with another secret (keyid=, iv=) are not supported: give the data in plain form"),
+            (["-machine", "usb=on"], "-machine: usb=on is not supported: machine 'virt' has no USB controller (accepted: usb=off)"),
+        ]
+        for (arguments, message) in refused {
+            #expect(error(base + arguments) == "swemu-system-riscv64: " + message)
+        }
     }
 
     /// -s is -gdb tcp::1234; tcp: and unix: get server=on,wait=off as QEMU's gdbserver_start
@@ -239,6 +299,9 @@ import VMM
 
         #expect(try config(["-M", "none", "-uuid", "C0FFEE00-1234-5678-9abc-def012345678"]).uuid == "c0ffee00-1234-5678-9abc-def012345678")
         #expect(error(["-M", "none", "-uuid", "1234"]).contains("Fail to parse UUID string"))
+        let msg = try config(["-M", "none", "-msg", "timestamp=on", "-msg", "guest-name=on"])
+        #expect(msg.messageTimestamps && msg.messageGuestName)
+        #expect(error(["-M", "none", "-msg", "color=on"]).contains("-msg: unknown option 'color'; accepted: timestamp, guest-name"))
         #expect(try config(["-M", "none", "-overcommit", "mem-lock=off"]).memLock == false)
         #expect(try config(["-M", "none", "-overcommit", "mem-lock=on,cpu-pm=off"]).memLock)
         #expect(error(["-M", "none", "-overcommit", "cpu-pm=on"]).contains("cpu-pm=on is not supported"))

@@ -1,4 +1,5 @@
 import Glibc
+import SystemSupport
 import Testing
 @testable import GuestMemory
 
@@ -106,13 +107,91 @@ import Testing
     @Test func ramIsAMemfd() throws {
         let memory = try GuestMemory(base: GuestAddress(0x8000_0000), size: 1 << 20)
         let region = try #require(memory.regions.first)
-        #expect(region.memfd >= 0)
+        #expect(region.backend.fd >= 0)
         try memory.write(UInt64(0x1122_3344_5566_7788), at: GuestAddress(0x8000_1008))
         var value: UInt64 = 0
-        #expect(pread(region.memfd, &value, 8, 0x1008) == 8)
+        #expect(pread(region.backend.fd, &value, 8, 0x1008) == 8)
         #expect(value == 0x1122_3344_5566_7788)
         var st = stat()
-        #expect(fstat(region.memfd, &st) == 0 && st.st_size == 1 << 20)
+        #expect(fstat(region.backend.fd, &st) == 0 && st.st_size == 1 << 20)
     }
 }
 
+
+/// Memory backends (`-object memory-backend-*`): where the RAM's bytes live on the host.
+@Suite struct RAMBackendTests {
+    func scratchFile(_ bytes: Int) throws -> String {
+        var template = Array("/tmp/swemu-ram-test.XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        try #require(ftruncate(fd, off_t(bytes)) == 0)
+        return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    func fileByte(_ path: String, at offset: Int) -> UInt8 {
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        var byte: UInt8 = 0
+        _ = pread(fd, &byte, 1, off_t(offset))
+        return byte
+    }
+
+    /// share=on: the guest's writes are the file's; two regions (the x86 board's RAM below
+    /// and above its MMIO hole) are two slices of one backend.
+    @Test func sharedFileHoldsTheGuestsWrites() throws {
+        let path = try scratchFile(1 << 20)
+        defer { unlink(path) }
+        let backend = try RAMBackend(RAMBackendSpec(storage: .file(path: path, shared: true)), size: 2 << 20, name: "test")
+        let low = try GuestRAM(base: GuestAddress(0), size: 1 << 20, backend: backend, offset: 0)
+        let high = try GuestRAM(base: GuestAddress(1 << 32), size: 1 << 20, backend: backend, offset: 1 << 20)
+        let memory = try GuestMemory(regions: [low, high])
+        try memory.write(UInt8(0xa5), at: GuestAddress(0x10))
+        try memory.write(UInt8(0x5a), at: GuestAddress((1 << 32) + 0x20))
+        #expect(fileByte(path, at: 0x10) == 0xa5)
+        #expect(fileByte(path, at: (1 << 20) + 0x20) == 0x5a, "the high region is the file's second MiB (grown to the RAM size)")
+    }
+
+    /// share=off: the guest sees the file's bytes but writes private copies.
+    @Test func privateFileIsOnlyRead() throws {
+        let path = try scratchFile(1 << 20)
+        defer { unlink(path) }
+        let fd = open(path, O_WRONLY)
+        var seed: UInt8 = 0x33
+        _ = pwrite(fd, &seed, 1, 0x40)
+        close(fd)
+        let backend = try RAMBackend(RAMBackendSpec(storage: .file(path: path, shared: false)), size: 1 << 20, name: "test")
+        let memory = try GuestMemory(regions: [GuestRAM(base: GuestAddress(0), size: 1 << 20, backend: backend, offset: 0)])
+        #expect(try memory.read(UInt8.self, at: GuestAddress(0x40)) == 0x33)
+        try memory.write(UInt8(0x77), at: GuestAddress(0x40))
+        #expect(try memory.read(UInt8.self, at: GuestAddress(0x40)) == 0x77)
+        #expect(fileByte(path, at: 0x40) == 0x33)
+        // A private file shorter than the RAM would fault past its end: refused.
+        #expect(throws: SystemError.self) {
+            _ = try RAMBackend(RAMBackendSpec(storage: .file(path: path, shared: false)), size: 2 << 20, name: "test")
+        }
+    }
+
+    /// A directory gets a new file of its own, gone once the backend is.
+    @Test func directoryGetsAnUnlinkedFile() throws {
+        var spec = RAMBackendSpec(storage: .file(path: "/tmp", shared: true))
+        spec.prealloc = true
+        let backend = try RAMBackend(spec, size: 1 << 20, name: "test")
+        let memory = try GuestMemory(regions: [GuestRAM(base: GuestAddress(0), size: 1 << 20, backend: backend, offset: 0)])
+        try memory.write(UInt32(0xdead_beef), at: GuestAddress(0xff0))
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0xff0)) == 0xdead_beef)
+        var info = stat()
+        #expect(fstat(backend.fd, &info) == 0 && info.st_nlink == 0 && info.st_size == 1 << 20)
+        #expect(throws: SystemError.self) {
+            _ = try RAMBackend(RAMBackendSpec(storage: .file(path: "/nonexistent-dir/ram", shared: true)), size: 1 << 20, name: "test")
+        }
+    }
+
+    /// A sealed memfd cannot be resized (memory-backend-memfd's default seal=on).
+    @Test func sealedMemfdKeepsItsSize() throws {
+        let sealed = try RAMBackend(RAMBackendSpec(storage: .memfd(seal: true)), size: 1 << 20, name: "test")
+        #expect(ftruncate(sealed.fd, 2 << 20) != 0)
+        let open = try RAMBackend(size: 1 << 20, name: "test")
+        #expect(ftruncate(open.fd, 2 << 20) == 0)
+    }
+}

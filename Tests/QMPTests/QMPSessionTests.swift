@@ -97,6 +97,29 @@ import Testing
             == [#"{"error": {"class": "GenericError", "desc": "Parameter 'typename' expects a non-abstract device type"}}"#])
         #expect(send(&s, #"{"execute": "qom-list-properties", "arguments": {"typename": "nope"}}"#)
             == [#"{"error": {"class": "DeviceNotFound", "desc": "Class 'nope' not found"}}"#])
+        // Memory backends and secrets (-object), and the machines' properties: libvirt reads
+        // them to decide how it writes -object and -machine.
+        #expect(send(&s, #"{"execute": "qom-list-types", "arguments": {"implements": "memory-backend"}}"#)
+            == [#"{"return": [{"name": "memory-backend-ram", "parent": "memory-backend"}, {"name": "memory-backend-memfd", "parent": "memory-backend"}, {"name": "memory-backend-file", "parent": "memory-backend"}]}"#])
+        let file = send(&s, #"{"execute": "qom-list-properties", "arguments": {"typename": "memory-backend-file"}}"#).first ?? ""
+        #expect(file.contains(#"{"name": "mem-path", "type": "string"}"#) && file.contains(#""name": "prealloc""#) && !file.contains("discard-data"))
+        let virt = send(&s, #"{"execute": "qom-list-properties", "arguments": {"typename": "virt-machine"}}"#).first ?? ""
+        #expect(virt.contains(#""name": "memory-backend", "type": "link<memory-backend>""#) && virt.contains(#""name": "dumpdtb""#))
+        #expect(send(&s, #"{"execute": "qom-list-types", "arguments": {"implements": "secret_common"}}"#)
+            == [#"{"return": [{"name": "secret", "parent": "secret_common"}]}"#])
+    }
+
+    /// query-command-line-options reports what the target says its command line takes (the
+    /// CLI's option groups), all of it or one option, with QEMU's error for an unknown one.
+    @Test func commandLineOptions() {
+        let target = FakeTarget()
+        var s = ready(target)
+        #expect(send(&s, #"{"execute": "query-command-line-options", "arguments": {"option": "smp-opts"}}"#)
+            == [#"{"return": [{"option": "smp-opts", "parameters": [{"name": "cpus", "type": "number"}, {"name": "dies", "type": "number"}]}]}"#])
+        #expect(send(&s, #"{"execute": "query-command-line-options"}"#)
+            == [#"{"return": [{"option": "smp-opts", "parameters": [{"name": "cpus", "type": "number"}, {"name": "dies", "type": "number"}]}, {"option": "object", "parameters": []}]}"#])
+        #expect(send(&s, #"{"execute": "query-command-line-options", "arguments": {"option": "spice"}}"#)
+            == [#"{"error": {"class": "GenericError", "desc": "invalid option name: spice"}}"#])
     }
 
     @Test func commandsBeforeNegotiationAreRefused() {
@@ -262,8 +285,9 @@ import Testing
                 + #"{"label": "qmp", "filename": "unix:/tmp/q.sock,server=on", "frontend-open": true}]}"#
         ])
         #expect(send(&s, #"{"execute": "query-machines"}"#) == [
-            #"{"return": [{"name": "virt", "is-default": true, "cpu-max": 512, "hotpluggable-cpus": false, "numa-mem-supported": false, "deprecated": false}, "#
-                + #"{"name": "spike", "cpu-max": 1, "hotpluggable-cpus": false, "numa-mem-supported": false, "deprecated": false}]}"#
+            #"{"return": [{"name": "virt", "is-default": true, "cpu-max": 512, "hotpluggable-cpus": false, "numa-mem-supported": false, "deprecated": false, "#
+                + #""default-ram-id": "riscv_virt_board.ram"}, {"name": "spike", "cpu-max": 1, "hotpluggable-cpus": false, "#
+                + #""numa-mem-supported": false, "deprecated": false, "default-ram-id": "riscv.spike.ram"}]}"#
         ])
         target.state.withLock { $0.name = nil }
         #expect(send(&s, #"{"execute": "query-name"}"#) == [#"{"return": {}}"#])

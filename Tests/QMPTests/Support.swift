@@ -31,8 +31,9 @@ final class FakeTarget: MonitorTarget {
     var isRunning: Bool { state.withLock { $0.running } }
     var guestName: String? { state.withLock { $0.name } }
     var machineType: String { "virt" }
-    var machineList: [(name: String, description: String, isDefault: Bool)] {
-        [("virt", "RISC-V VirtIO board", true), ("spike", "RISC-V Spike board", false)]
+    var machineList: [MonitorMachineType] {
+        [MonitorMachineType(name: "virt", description: "RISC-V VirtIO board", isDefault: true, maxCPUs: 512, defaultRAMID: "riscv_virt_board.ram"),
+         MonitorMachineType(name: "spike", description: "RISC-V Spike board", isDefault: false, maxCPUs: 1, defaultRAMID: "riscv.spike.ram")]
     }
     var cpus: [MonitorCPU] {
         [MonitorCPU(index: 0, threadID: 4242, target: "riscv64", qomPath: "/machine/soc0/harts[0]"),
@@ -48,8 +49,11 @@ final class FakeTarget: MonitorTarget {
         [("serial0", "pty:/dev/pts/7"), ("qmp", "unix:/tmp/q.sock,server=on")]
     }
 
-    func maxCPUs(machine name: String) -> Int? { name == "virt" ? 512 : nil }
     var network: (any NetworkControl)? { state.withLock { $0.network } }
+    var commandLineOptions: [MonitorCommandLineOption] {
+        [MonitorCommandLineOption(option: "smp-opts", parameters: [.init(name: "cpus", type: .number), .init(name: "dies", type: .number)]),
+         MonitorCommandLineOption(option: "object", parameters: [])]
+    }
 
     private func record(_ call: String) { state.withLock { $0.calls.append(call) } }
     var calls: [String] { state.withLock { $0.calls } }

@@ -139,3 +139,19 @@ enum Monotonic {
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 }
+
+/// QEMU's error_report line layout, with -msg timestamp=on and guest-name=on.
+@Suite(.serialized) struct ErrorReportTests {
+    @Test func lineLayout() throws {
+        defer { ErrorReport.configure(program: "swemu", timestamp: false, guestName: nil) }
+        ErrorReport.configure(program: "swemu-system-riscv64", timestamp: false, guestName: nil)
+        #expect(ErrorReport.line("disk full") == "swemu-system-riscv64: disk full\n")
+        ErrorReport.configure(program: "swemu-system-riscv64", timestamp: true, guestName: "web1")
+        let line = ErrorReport.line("disk full", lineEnd: "\r\n")
+        // 2026-12-07T03:14:08.825123Z web1 swemu-system-riscv64: disk full
+        let stamp = try #require(line.split(separator: " ").first)
+        #expect(stamp.count == 27 && stamp.hasSuffix("Z") && stamp.dropFirst(10).first == "T" && stamp.dropFirst(19).first == ".")
+        #expect(stamp.allSatisfy { $0.isNumber || "-T:.Z".contains($0) })
+        #expect(line.hasSuffix(" web1 swemu-system-riscv64: disk full\r\n"))
+    }
+}

@@ -88,6 +88,15 @@ static inline int clx_is_map_failed(void *p) { return p == MAP_FAILED; }
 /// memfd_create(2) with MFD_CLOEXEC: anonymous memory with a file descriptor, so it can be
 /// mapped twice (the JIT's code buffer: once writable, once executable, never both).
 int clx_memfd_create(const char *name);
+/// memfd_create(2) with MFD_CLOEXEC | MFD_ALLOW_SEALING: guest RAM, whose size can then be
+/// sealed (QEMU's memory-backend-memfd seal=on).
+int clx_memfd_create_sealable(const char *name);
+/// fcntl(F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK): the memfd's size can no longer change.
+int clx_memfd_seal_size(int fd);
+/// madvise(MADV_POPULATE_WRITE) (Linux 5.14): every page of [p, p + n) allocated and writable
+/// now, not at the first touch (memory backends' prealloc=on); -1 with errno, EINVAL where the
+/// kernel lacks it.
+int clx_madvise_populate_write(void *p, size_t n);
 
 
 // Atomic operations on guest RAM, which is plain host memory shared by vCPU threads and DMA.
