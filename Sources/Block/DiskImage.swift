@@ -30,6 +30,17 @@ package enum DiskImage {
         return String(path[...slash]) + name
     }
 
+    /// The backing file a qcow2 image at `path` names, resolved as `resolveBacking` does; nil
+    /// for a raw image or a qcow2 image without one. Reads the header only (no locks taken).
+    package static func backingFile(ofImageAt path: String) throws(SystemError) -> String? {
+        let file = try ImageFile(path: path, readOnly: true)
+        let length = try file.length()
+        let first = try file.readBytes(at: 0, count: Int(min(length, 2 << 20)))
+        guard first.starts(with: [0x51, 0x46, 0x49, 0xfb]) else { return nil }
+        let header = try Qcow2Header(parsing: first, fileLength: length, name: path)
+        return header.backingFile.map { resolveBacking($0, relativeTo: path) }
+    }
+
     /// The lock holders of `image`'s own file (not its backing chain), under any wrapper.
     package static func locks(of image: any BlockBackend) -> ImageLockHolder? {
         switch image {

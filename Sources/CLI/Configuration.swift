@@ -93,6 +93,8 @@ struct SystemConfiguration: Sendable {
     var logFile: String?
     /// `-perfmap`: name the JIT's blocks for perf in /tmp/perf-<pid>.map.
     var perfMap = false
+    /// `-add-fd`: descriptors the parent left, which `/dev/fdset/N` paths name.
+    var fdSets: [FdSets.Entry] = []
     /// `-pidfile`: the process id goes there (locked, removed at the end), as QEMU's.
     var pidFile: String?
     /// `-daemonize`: detach once the machine is built.
@@ -135,6 +137,8 @@ struct ConfigurationBuilder {
         var smp: String?
         var config = SystemConfiguration(target: target, machine: target.machines[0], ramSize: 0)
         var snapshotAll = false
+        var blockdevNodes: [BlockdevNode] = []
+        var anonymousNodes = 0
 
         for option in options {
             let value = option.value ?? ""
@@ -306,6 +310,12 @@ struct ConfigurationBuilder {
                 config.gdb = try gdbDevice(value, option: flag)
             case "drive":
                 config.drives.append(try wrap(flag) { () throws(SystemError) in try DriveSpec(parsing: value) })
+            case "blockdev":
+                let nodes = try wrap(flag) { () throws(SystemError) in try BlockdevNode.parse(value, anonymousCount: &anonymousNodes) }
+                for node in nodes where blockdevNodes.contains(where: { $0.nodeName == node.nodeName }) {
+                    throw CLIError(option: flag, "Duplicate nodes with node-name='\(node.nodeName)'")
+                }
+                blockdevNodes += nodes
             case "device":
                 if value == "help" { return .print(HelpText.devices(target)) }
                 config.devices.append(try wrap(flag) { () throws(SystemError) in try DeviceSpec(parsing: value) })
@@ -333,6 +343,15 @@ struct ConfigurationBuilder {
                 config.logFile = value
             case "perfmap":
                 config.perfMap = true
+            case "add-fd":
+                let opts = try wrap(flag) { () throws(SystemError) in try QemuOpts(parsing: value, option: flag).validate(.addFD) }
+                guard let fd = try wrap(flag, { () throws(SystemError) in try opts.int("fd", in: 0...Int(Int32.max)) }) else {
+                    throw CLIError(option: flag, "fd option is required")
+                }
+                guard let set = try wrap(flag, { () throws(SystemError) in try opts.int("set", in: 0...Int(Int32.max)) }) else {
+                    throw CLIError(option: flag, "set option is required")
+                }
+                config.fdSets.append(FdSets.Entry(set: set, fd: Int32(fd), opaque: opts.string("opaque")))
             case "pidfile":
                 config.pidFile = value
             case "daemonize":
@@ -346,6 +365,7 @@ struct ConfigurationBuilder {
         if snapshotAll {
             for i in config.drives.indices { config.drives[i].snapshot = true }
         }
+        try resolveBlockdevs(blockdevNodes, into: &config)
         config.machine = try machine(named: machineName)
         if let accel = machineOpts?.string("accel") {
             // QEMU takes a list, "kvm:tcg": the first accelerator this binary has.
@@ -457,6 +477,36 @@ struct ConfigurationBuilder {
             if (config.initrd != nil || config.append != nil) && config.kernel == nil {
                 throw CLIError(option: config.initrd != nil ? "-initrd" : "-append", "needs -kernel")
             }
+        }
+    }
+
+    /// `-blockdev` chains a device names with `drive=` become drives (if=none, the top node's
+    /// name as id); a device's `write-cache=off` makes its drive's cache writethrough. A node
+    /// no device reaches is refused: swemu cannot attach one later.
+    private func resolveBlockdevs(_ nodes: [BlockdevNode], into config: inout SystemConfiguration) throws(CLIError) {
+        var used = Set<String>()
+        for device in config.devices {
+            guard case .virtioBlock(let name) = device.driver else { continue }
+            if let index = config.drives.firstIndex(where: { $0.id == name }) {
+                if device.writeCache == false {
+                    config.drives[index].cache = config.drives[index].cache.direct ? .directsync : config.drives[index].cache == .unsafe ? .unsafe : .writethrough
+                }
+                continue
+            }
+            guard nodes.contains(where: { $0.nodeName == name }) else { continue }  // checkDevices names it
+            config.drives.append(try wrap("-blockdev") { () throws(SystemError) in
+                try BlockdevNode.drive(top: name, nodes: nodes, writeCache: device.writeCache)
+            })
+            var next: String? = name
+            while let current = next, let node = nodes.first(where: { $0.nodeName == current }), used.insert(current).inserted {
+                if case .node(let backing) = node.backing { used.insert(backing) }
+                next = node.child
+            }
+        }
+        // A backing node's own file node is used with it.
+        for node in nodes where used.contains(node.nodeName) { if let child = node.child { used.insert(child) } }
+        if let unused = nodes.first(where: { !used.contains($0.nodeName) }) {
+            throw CLIError(option: "-blockdev", "node '\(unused.nodeName)' is not used by any device (-device virtio-blk-device,drive=\(unused.nodeName)); swemu cannot attach it later")
         }
     }
 

@@ -22,7 +22,9 @@ struct DriveSpec: Sendable, Equatable {
     var locking: ImageLocking
     /// The option as given (`-drive file=...`), which starts the drive's error messages.
     var option: String
+}
 
+extension DriveSpec {
     init(parsing text: String) throws(SystemError) {
         let opts = try QemuOpts(parsing: text, option: "-drive").validate(.drive)
         option = "-drive \(text)"
@@ -82,6 +84,10 @@ struct DeviceSpec: Sendable, Equatable {
         case virtioNet(NICSpec)
     }
 
+    /// virtio-blk-device `write-cache=on|off` (nil: auto, the drive's cache mode decides):
+    /// off makes a writeback drive writethrough, as QEMU's.
+    var writeCache: Bool?
+
     /// `-device help`: (name, bus, description), as QEMU lists them.
     static let catalog: [(name: String, category: String, description: String)] = [
         ("virtio-blk-device", "Storage devices", "virtio block device (drive=ID of an if=none -drive)"),
@@ -99,13 +105,17 @@ struct DeviceSpec: Sendable, Equatable {
     }
 
     init(parsing text: String) throws(SystemError) {
-        let opts = try QemuOpts(parsing: text, impliedKey: "driver", option: "-device")
+        let opts = try QemuOpts.parse(jsonOrKeyval: text, impliedKey: "driver", option: "-device")
         let name = opts.string("driver") ?? ""
         switch name {
         case "virtio-blk-device":
             let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             guard let drive = v.string("drive") else { throw .configuration("-device virtio-blk-device: drive=ID is required") }
             driver = .virtioBlock(drive: drive)
+            writeCache = v.string("write-cache") == "auto" ? nil : try v.bool("write-cache")
+            // bootindex orders firmware boot devices; the boards boot -kernel/-bios themselves,
+            // so any order is the one they follow. It must still be a number, as QEMU's.
+            _ = try v.int("bootindex", in: -1...Int(Int32.max))
         case "virtio-rng-device":
             _ = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             driver = .virtioRNG

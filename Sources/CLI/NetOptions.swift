@@ -17,7 +17,7 @@ struct NetdevSpec: Sendable, Equatable {
 
     /// `text` as given to `-netdev` (`TYPE,id=ID,...`).
     init(parsing text: String) throws(SystemError) {
-        try self.init(options: QemuOpts(parsing: text, impliedKey: "type", option: "-netdev", repeatable: Self.repeatable))
+        try self.init(options: QemuOpts.parse(jsonOrKeyval: text, impliedKey: "type", option: "-netdev", repeatable: Self.repeatable))
     }
 
     /// From options whose implied key is `type`; `defaultID` when they have no `id` (`-nic`).

@@ -7,31 +7,41 @@ extension QemuOpts {
     /// a leading bare word) or, when it starts with `{`, a JSON object, as libvirt writes
     /// `-object`, `-device`, `-netdev` and `-audiodev` (QEMU's keyval/QAPI visitor). JSON
     /// members become keys: strings as written, numbers in decimal, booleans on/off, nested
-    /// objects as dotted keys (`{"addr":{"type":"inet"}}` is `addr.type=inet`).
-    static func parse(jsonOrKeyval text: String, impliedKey: String?, option: String) throws(SystemError) -> QemuOpts {
-        guard text.hasPrefix("{") else { return try QemuOpts(parsing: text, impliedKey: impliedKey, option: option) }
+    /// objects as dotted keys (`{"addr":{"type":"inet"}}` is `addr.type=inet`), lists as a
+    /// `repeatable` key given once per element (`"hostfwd":[{"str":"tcp::2222-:22"}]`, the
+    /// String wrapper QAPI uses in lists, is `hostfwd=tcp::2222-:22`).
+    static func parse(jsonOrKeyval text: String, impliedKey: String?, option: String, repeatable: Set<String> = []) throws(SystemError) -> QemuOpts {
+        guard text.hasPrefix("{") else { return try QemuOpts(parsing: text, impliedKey: impliedKey, option: option, repeatable: repeatable) }
         let value: JSONValue
         do { value = try JSONParser.parse(text) } catch {
             throw .configuration("\(option): invalid JSON: \(error)")
         }
         guard case .object(let object) = value else { throw .configuration("\(option): the JSON form must be an object") }
         var entries: [Entry] = []
+        func scalar(_ value: JSONValue, key: String) throws(SystemError) -> String {
+            switch value {
+            case .string(let s): return s
+            case .int(let v): return String(v)
+            case .uint(let v): return String(v)
+            case .bool(let b): return b ? "on" : "off"
+            case .object(let o) where o.count == 1 && o["str"]?.stringValue != nil: return o["str"]?.stringValue ?? ""
+            default:
+                throw .configuration("\(option): '\(key)' takes a \(value.typeName == "number" ? "whole number" : "string, number or boolean"), not \(value.typeName)")
+            }
+        }
         func flatten(_ object: JSONObject, prefix: String) throws(SystemError) {
             for member in object.members {
                 let key = prefix + member.key
                 switch member.value {
-                case .string(let s): entries.append(Entry(key: key, value: s))
-                case .int(let v): entries.append(Entry(key: key, value: String(v)))
-                case .uint(let v): entries.append(Entry(key: key, value: String(v)))
-                case .bool(let b): entries.append(Entry(key: key, value: b ? "on" : "off"))
                 case .object(let inner): try flatten(inner, prefix: key + ".")
-                case .double, .array, .null:
-                    throw .configuration("\(option): '\(key)' takes a \(member.value.typeName == "number" ? "whole number" : "string, number or boolean"), not \(member.value.typeName)")
+                case .array(let items) where repeatable.contains(key):
+                    for item in items { entries.append(Entry(key: key, value: try scalar(item, key: key))) }
+                default: entries.append(Entry(key: key, value: try scalar(member.value, key: key)))
                 }
             }
         }
         try flatten(object, prefix: "")
-        return try QemuOpts(option: option, impliedKey: impliedKey, entries: entries)
+        return try QemuOpts(option: option, impliedKey: impliedKey, entries: entries, repeatable: repeatable)
     }
 }
 

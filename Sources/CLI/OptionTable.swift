@@ -67,6 +67,8 @@ enum OptionTable {
 
         OptionSpec(names: ["drive"], argument: "[file=file][,if=type][,format=f][,id=name][,readonly=on|off][,cache=mode][,snapshot=on|off]",
                    help: "use 'file' as a drive image", section: .block),
+        OptionSpec(names: ["blockdev"], argument: "driver=file|raw|qcow2,node-name=N[,file=N][,filename=F][,read-only=on|off][,cache.direct=on|off]... (or JSON)",
+                   help: "configure a block backend node (a device takes its node-name as drive=)", section: .block),
         OptionSpec(names: ["snapshot"], argument: nil,
                    help: "write to temporary files instead of disk image files", section: .block),
 
@@ -104,6 +106,8 @@ enum OptionTable {
                    section: .debug),
         OptionSpec(names: ["D"], argument: "logfile", help: "output log to logfile (default stderr)", section: .debug),
         OptionSpec(names: ["perfmap"], argument: nil, help: "generate a /tmp/perf-${pid}.map file for perf", section: .debug),
+        OptionSpec(names: ["add-fd"], argument: "fd=fd,set=set[,opaque=opaque]",
+                   help: "Add 'fd' to fd 'set'; a file opened as /dev/fdset/SET is a duplicate of it", section: .standard),
         OptionSpec(names: ["pidfile"], argument: "file", help: "write PID to 'file'", section: .debug),
         OptionSpec(names: ["daemonize"], argument: nil,
                    help: "daemonize QEMU after initializing (the parent exits once the machine is built)", section: .debug),

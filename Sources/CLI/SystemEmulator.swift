@@ -54,6 +54,7 @@ public enum SystemEmulator {
         let pidFile = try config.pidFile.map { (path) throws(SystemError) in try PidFile(path: path) }
         defer { pidFile?.remove() }
         for warning in config.warnings { ErrorReport.report(warning) }
+        for entry in config.fdSets { try FdSets.add(entry) }
         // QEMU's os_set_proc_name: the main thread's name is the process's (ps, top).
         if let name = config.processName { _ = clx_set_thread_name(name) }
         // QEMU's os_mlock (-overcommit mem-lock=on): guest RAM mapped later is locked too.

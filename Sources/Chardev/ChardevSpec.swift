@@ -6,6 +6,9 @@ public enum SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertibl
     case unix(path: String)
     /// A TCP socket. An empty `host` means every interface for a server, localhost for a client.
     case tcp(host: String, port: UInt16)
+    /// A socket the parent process left open (`fd=N`, how libvirt hands over the monitor's):
+    /// listening for a server, connected for a client.
+    case fd(Int32)
 
     /// QEMU's spelling: `unix:/tmp/s`, `tcp:127.0.0.1:4444`, `tcp:[::1]:4444`.
     public var description: String {
@@ -13,6 +16,8 @@ public enum SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertibl
         case .unix(let path): return "unix:\(path)"
         case .tcp(let host, let port):
             return host.contains(":") ? "tcp:[\(host)]:\(port)" : "tcp:\(host):\(port)"
+        case .fd(let n):
+            return "fd:\(n)"
         }
     }
 }
@@ -86,7 +91,7 @@ public struct ChardevSpec: Equatable, Sendable {
     public static let keys: [(name: String, isBoolean: Bool, isNumber: Bool)] = [
         ("id", false, false), ("mux", true, false), ("signal", true, false), ("path", false, false), ("append", true, false),
         ("host", false, false), ("port", false, false), ("server", true, false), ("wait", true, false), ("nodelay", true, false),
-        ("reconnect", false, true),
+        ("reconnect", false, true), ("fd", false, false),
     ]
     static let booleans = Set(keys.filter(\.isBoolean).map(\.name))
 
@@ -102,7 +107,7 @@ public struct ChardevSpec: Equatable, Sendable {
         case "null", "pty": accepted = common
         case "stdio": accepted = common + ["signal"]
         case "file": accepted = common + ["path", "append"]
-        case "socket": accepted = common + ["path", "host", "port", "server", "wait", "nodelay", "reconnect"]
+        case "socket": accepted = common + ["path", "host", "port", "fd", "server", "wait", "nodelay", "reconnect"]
         default:
             throw SystemError(.configuration, "\(option): backend '\(backendName)' is not supported; accepted: \(acceptedBackends)")
         }
@@ -131,7 +136,7 @@ public struct ChardevSpec: Equatable, Sendable {
 
     /// QEMU chardev options swemu knows but does not provide yet: say so, not "unknown".
     private static func rejectUnsupported(_ opts: QemuOpts, option: String) throws(SystemError) {
-        for key in ["logfile", "logappend", "telnet", "tn3270", "websocket", "tls-creds", "tls-authz", "fd", "abstract", "tight", "ipv4", "ipv6", "to", "input-path"]
+        for key in ["logfile", "logappend", "telnet", "tn3270", "websocket", "tls-creds", "tls-authz", "abstract", "tight", "ipv4", "ipv6", "to", "input-path"]
         where opts.contains(key) {
             throw SystemError(.unsupported, "\(option): option '\(key)' is not supported yet")
         }
@@ -151,7 +156,15 @@ public struct ChardevSpec: Equatable, Sendable {
     private static func socket(_ opts: QemuOpts, shortForm: Bool) throws(SystemError) -> Socket {
         let option = opts.option
         let address: SocketAddress
-        if let path = opts.string("path") {
+        if opts.contains("fd") {
+            guard !opts.contains("path"), !opts.contains("host"), !opts.contains("port") else {
+                throw SystemError(.configuration, "\(option): fd=N is the socket itself; it takes no path=, host= or port=")
+            }
+            address = .fd(Int32(try opts.int("fd", in: 3...Int(Int32.max)) ?? 0))
+            if opts.contains("reconnect") {
+                throw SystemError(.configuration, "\(option): 'reconnect' cannot be used with fd=: an inherited socket cannot connect again")
+            }
+        } else if let path = opts.string("path") {
             guard !opts.contains("host"), !opts.contains("port") else {
                 throw SystemError(.configuration, "\(option): a socket takes either path=PATH (unix) or host=HOST,port=PORT (tcp), not both")
             }

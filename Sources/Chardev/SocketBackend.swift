@@ -186,6 +186,9 @@ public final class SocketBackend: CharDriver {
                 }
             }
             throw SystemError(.syscall, "cannot listen on \(address)", errno: lastError?.errno)
+        case .fd(let n):
+            let fd = try Sockets.inheritedStream(n, listening: true, what: "chardev socket")
+            return Listening(fd: fd, port: Sockets.localPort(n))
         }
     }
 
@@ -258,6 +261,7 @@ public final class SocketBackend: CharDriver {
         switch address {
         case .unix(let path): candidates = [try RawSocketAddress.unix(path)]
         case .tcp(let host, let port): candidates = try RawSocketAddress.tcp(host: host, port: port, passive: false)
+        case .fd(let n): return try Sockets.inheritedStream(n, listening: false, what: "chardev socket")
         }
         var lastError: SystemError?
         for raw in candidates {
@@ -281,6 +285,7 @@ public final class SocketBackend: CharDriver {
             switch options.address {
             case .unix(let path): candidates = [try RawSocketAddress.unix(path)]
             case .tcp(let host, let port): candidates = try RawSocketAddress.tcp(host: host, port: port, passive: false)
+            case .fd: return  // refused with reconnect= when parsed
             }
         } catch { return }
         guard let raw = candidates.first, let fd = try? Sockets.stream(family: raw.family, nonBlocking: true) else { return }
@@ -361,7 +366,10 @@ public final class SocketBackend: CharDriver {
 
 extension SocketAddress {
     var isTCP: Bool {
-        if case .tcp = self { return true }
-        return false
+        switch self {
+        case .tcp: return true
+        case .unix: return false
+        case .fd(let n): return RawSocketAddress.of(n, peer: false).map { $0.family != AF_UNIX } ?? false
+        }
     }
 }

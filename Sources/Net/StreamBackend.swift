@@ -195,16 +195,9 @@ public final class StreamBackend: NetBackend {
             }
             throw SystemError(.syscall, "\(what): cannot listen on \(address)", errno: lastError?.errno)
         case .fd(let n):
-            guard Sockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_STREAM.rawValue) else {
-                throw SystemError(.configuration, "\(what): fd \(n) is not a stream socket")
-            }
-            guard Sockets.intOption(n, SOL_SOCKET, SO_ACCEPTCONN) == 1 else {
-                throw SystemError(.configuration, "\(what): fd \(n) is not a listening socket (server=on takes one; server=off takes a connected socket)")
-            }
-            _ = clx_set_cloexec(n)
-            _ = clx_fcntl_setfl(n, clx_fcntl_getfl(n) | O_NONBLOCK)
+            let fd = try Sockets.inheritedStream(n, listening: true, what: what)
             let local = RawSocketAddress.of(n, peer: false)
-            return Listening(fd: FileDescriptor(owning: n), port: local?.port, label: "fd:\(n)")
+            return Listening(fd: fd, port: local?.port, label: "fd:\(n)")
         }
     }
 
@@ -252,15 +245,7 @@ public final class StreamBackend: NetBackend {
         case .inet(let host, let port):
             candidates = try RawSocketAddress.resolve(host: host, port: port, socketType: Int32(SOCK_STREAM.rawValue), passive: false)
         case .fd(let n):
-            guard Sockets.intOption(n, SOL_SOCKET, SO_TYPE) == Int32(SOCK_STREAM.rawValue) else {
-                throw SystemError(.configuration, "\(what): fd \(n) is not a stream socket")
-            }
-            guard Sockets.intOption(n, SOL_SOCKET, SO_ACCEPTCONN) != 1, RawSocketAddress.of(n, peer: true) != nil else {
-                throw SystemError(.configuration, "\(what): fd \(n) is not a connected socket (server=off takes one; server=on takes a listening socket)")
-            }
-            _ = clx_set_cloexec(n)
-            _ = clx_fcntl_setfl(n, clx_fcntl_getfl(n) | O_NONBLOCK)
-            return FileDescriptor(owning: n)
+            return try Sockets.inheritedStream(n, listening: false, what: what)
         }
         var lastError: SystemError?
         for raw in candidates {

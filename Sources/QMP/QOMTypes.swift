@@ -22,6 +22,8 @@ public enum QOMTypes {
         TypeInfo(name: "virtio-blk-device", parent: "virtio-device", abstract: false, properties: [
             Property(name: "drive", type: "str", description: "Node name or ID of a block device to use as a backend"),
             Property(name: "serial", type: "str", description: nil),
+            Property(name: "write-cache", type: "OnOffAuto", description: "on/off/auto"),
+            Property(name: "bootindex", type: "int32", description: nil),
         ]),
         TypeInfo(name: "virtio-rng-device", parent: "virtio-device", abstract: false, properties: []),
         TypeInfo(name: "virtio-serial-device", parent: "virtio-device", abstract: false, properties: []),
@@ -40,6 +42,9 @@ public enum QOMTypes {
         TypeInfo(name: "object", parent: nil, abstract: true, properties: []),
         TypeInfo(name: "device", parent: "object", abstract: true, properties: []),
         TypeInfo(name: "virtio-device", parent: "device", abstract: true, properties: []),
+        // The boards' virtio transport (libvirt places devices on virtio-mmio when it is listed).
+        TypeInfo(name: "sys-bus-device", parent: "device", abstract: true, properties: []),
+        TypeInfo(name: "virtio-mmio", parent: "sys-bus-device", abstract: false, properties: []),
         TypeInfo(name: "virtio-serial-port", parent: "device", abstract: true, properties: []),
         TypeInfo(name: "virtserialport", parent: "virtio-serial-port", abstract: false, properties: []),
         TypeInfo(name: "machine", parent: "object", abstract: true, properties: []),

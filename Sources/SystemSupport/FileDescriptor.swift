@@ -20,6 +20,7 @@ public struct FileDescriptor: ~Copyable, Sendable {
 
     /// Opens `path`; `mode` applies when `O_CREAT` is in `flags`.
     public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(SystemError) -> FileDescriptor {
+        if let set = FdSets.set(inPath: path) { return try FdSets.dup(set: set, flags: flags, path: path) }
         let fd = try syscall("cannot open '\(path)'") { Glibc.open(path, flags | O_CLOEXEC, mode) }
         return FileDescriptor(owning: fd)
     }

@@ -156,6 +156,27 @@ package enum Sockets {
         _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// A stream socket the parent process left open as `fd` (libvirt's `fd=N`): checked to
+    /// be listening (`listening`) or connected, then owned, close-on-exec and non-blocking.
+    /// `what` starts the messages ("-netdev stream", "chardev 'charmonitor'").
+    package static func inheritedStream(_ fd: Int32, listening: Bool, what: String) throws(SystemError) -> FileDescriptor {
+        guard intOption(fd, SOL_SOCKET, SO_TYPE) == Int32(SOCK_STREAM.rawValue) else {
+            throw SystemError(.configuration, "\(what): fd \(fd) is not a stream socket")
+        }
+        if listening {
+            guard intOption(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1 else {
+                throw SystemError(.configuration, "\(what): fd \(fd) is not a listening socket (server=on takes one; server=off takes a connected socket)")
+            }
+        } else {
+            guard intOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 1, RawSocketAddress.of(fd, peer: true) != nil else {
+                throw SystemError(.configuration, "\(what): fd \(fd) is not a connected socket (server=off takes one; server=on takes a listening socket)")
+            }
+        }
+        _ = clx_set_cloexec(fd)
+        _ = clx_fcntl_setfl(fd, clx_fcntl_getfl(fd) | O_NONBLOCK)
+        return FileDescriptor(owning: fd)
+    }
+
     /// getsockopt of an int option (SO_TYPE, SO_ACCEPTCONN); nil when it fails.
     package static func intOption(_ fd: Int32, _ level: Int32, _ name: Int32) -> Int32? {
         var value: Int32 = 0
