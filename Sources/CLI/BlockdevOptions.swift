@@ -158,6 +158,6 @@ struct BlockdevNode: Sendable, Equatable {
                          format: format.driver == .file ? "raw" : format.driver.rawValue, cache: cache,
                          locking: ImageLocking(mode: file.locking ?? .auto, forceShare: format.forceShare || file.forceShare,
                                                shared: ImageLocking.device.shared),
-                         option: "-blockdev node-name=\(top)")
+                         option: "-blockdev node-name=\(top)", formatNode: top, fileNode: file.nodeName)
     }
 }

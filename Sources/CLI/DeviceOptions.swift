@@ -22,6 +22,9 @@ struct DriveSpec: Sendable, Equatable {
     var locking: ImageLocking
     /// The option as given (`-drive file=...`), which starts the drive's error messages.
     var option: String
+    /// -blockdev's node names: the format node (also the drive's id) and its file node.
+    var formatNode: String?
+    var fileNode: String?
 }
 
 extension DriveSpec {
@@ -84,6 +87,8 @@ struct DeviceSpec: Sendable, Equatable {
         case virtioNet(NICSpec)
     }
 
+    /// `id=`: the device's name under /machine/peripheral (QMP `qom-list`, `query-block`'s qdev).
+    var id: String?
     /// virtio-blk-device `write-cache=on|off` (nil: auto, the drive's cache mode decides):
     /// off makes a writeback drive writethrough, as QEMU's.
     var writeCache: Bool?
@@ -99,6 +104,17 @@ struct DeviceSpec: Sendable, Equatable {
 
     var driver: Driver
 
+    /// The QOM type (`-device` name) of this device.
+    var typeName: String {
+        switch driver {
+        case .virtioBlock: "virtio-blk-device"
+        case .virtioRNG: "virtio-rng-device"
+        case .virtioSerial: "virtio-serial-device"
+        case .virtconsole: "virtconsole"
+        case .virtioNet: "virtio-net-device"
+        }
+    }
+
     /// A device's keys: `id` and the properties QMP reports for it (`QOMTypes`, one list for both).
     static func keys(_ device: String) -> [String] {
         ["id"] + (QOMTypes.devices.first { $0.name == device }?.properties.map(\.name) ?? [])
@@ -107,6 +123,10 @@ struct DeviceSpec: Sendable, Equatable {
     init(parsing text: String) throws(SystemError) {
         let opts = try QemuOpts.parse(jsonOrKeyval: text, impliedKey: "driver", option: "-device")
         let name = opts.string("driver") ?? ""
+        if let id = opts.string("id") {
+            try NetdevSpec.checkIdentifier(id, option: "-device")
+            self.id = id
+        }
         switch name {
         case "virtio-blk-device":
             let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
@@ -128,7 +148,6 @@ struct DeviceSpec: Sendable, Equatable {
             driver = .virtconsole(chardev: chardev)
         case "virtio-net-device":
             let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
-            if let id = v.string("id") { try NetdevSpec.checkIdentifier(id, option: "-device") }
             driver = .virtioNet(NICSpec(netdev: v.string("netdev"), mac: try NICSpec.mac(v.string("mac"), option: "-device"), id: v.string("id")))
         default:
             let names = DeviceSpec.catalog.map(\.name).joined(separator: ", ")

@@ -246,6 +246,7 @@ private func describeForMonitors<Board>(_ setup: inout MachineSetup<Board>, _ co
     setup.uuid = config.uuid
     setup.commandLineOptions = OptionGroup.monitorOptions
     setup.accelerators = config.target.accelerators.filter(\.available).map(\.name)
+    setup.peripherals = config.devices.compactMap { device in device.id.map { ($0, device.typeName) } }
 }
 
 /// `query-machines`: the machines this target has, the default marked.
@@ -336,8 +337,17 @@ extension SystemEmulator {
             if format == "qcow2" {
                 size = (try? Qcow2Image(path: drive.file, readOnly: true, backingMode: .skip, locking: ImageLocking(forceShare: true)))?.size ?? 0
             }
-            return MonitorBlockDevice(device: drive.id ?? "virtio\(index)", file: drive.file, format: format,
-                                      readOnly: drive.readOnly, sizeBytes: size)
+            var disk = MonitorBlockDevice(device: drive.formatNode == nil ? drive.id ?? "virtio\(index)" : "", file: drive.file,
+                                          format: format, readOnly: drive.readOnly, sizeBytes: size)
+            // QEMU names a -drive's nodes itself ("#blockN"); -blockdev's are the user's.
+            disk.nodeName = drive.formatNode ?? "#block\(2 * index + 1)"
+            disk.fileNodeName = drive.fileNode ?? "#block\(2 * index)"
+            let device = config.devices.firstIndex { if case .virtioBlock(let name) = $0.driver { name == drive.id } else { false } }
+            if let device {
+                disk.qdev = config.devices[device].id.map { "/machine/peripheral/\($0)/virtio-backend" }
+                    ?? "/machine/peripheral-anon/device[\(device)]/virtio-backend"
+            }
+            return disk
         }
     }
 

@@ -19,6 +19,9 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// `query-command-line-options`: the options this binary takes and their keys. Has a
     /// default (none).
     var commandLineOptions: [MonitorCommandLineOption] { get }
+    /// `qom-list /machine/peripheral`: the devices given an `id=`, and their QOM types. Has a
+    /// default (none).
+    var peripherals: [(id: String, type: String)] { get }
     /// `query-cpus-fast`: one entry per vCPU.
     var cpus: [MonitorCPU] { get }
     /// `query-target`: the SysEmuTarget name ("riscv64", "x86_64"). Has a default: the first
@@ -143,6 +146,13 @@ public struct MonitorBlockDevice: Sendable, Equatable {
     public var readOperations: UInt64
     public var writeOperations: UInt64
     public var flushOperations: UInt64
+    /// -blockdev's names of the format node and of the file node under it (QEMU's
+    /// auto-generated "#blockN" names for a -drive); nil for a disk without a block graph.
+    public var nodeName: String?
+    public var fileNodeName: String?
+    /// The device's QOM path ("/machine/peripheral/virtio-disk0/virtio-backend"), which
+    /// libvirt matches its disks by when `device` is empty (a -blockdev disk).
+    public var qdev: String?
     public init(device: String, file: String, format: String, readOnly: Bool, sizeBytes: UInt64, readBytes: UInt64 = 0,
                 writtenBytes: UInt64 = 0, readOperations: UInt64 = 0, writeOperations: UInt64 = 0, flushOperations: UInt64 = 0) {
         self.device = device
@@ -182,6 +192,7 @@ extension MonitorTarget {
     public var targetArch: String { cpus.first?.target ?? "" }
     public var commandLineOptions: [MonitorCommandLineOption] { [] }
     public var accelerators: [String] { [] }
+    public var peripherals: [(id: String, type: String)] { [] }
     public var kvmEnabled: Bool { false }
     public var uuid: String? { nil }
     public var migration: (any MigrationControl)? { nil }

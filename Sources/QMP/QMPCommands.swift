@@ -90,6 +90,9 @@ enum QMPCommands {
         Command(name: "query-kvm", parameters: []),
         Command(name: "query-block", parameters: []),
         Command(name: "query-blockstats", parameters: [Parameter(name: "query-nodes", type: .bool, optional: true)]),
+        Command(name: "query-named-block-nodes", parameters: [Parameter(name: "flat", type: .bool, optional: true)]),
+        Command(name: "query-iothreads", parameters: []),
+        Command(name: "qom-list", parameters: [Parameter(name: "path", type: .string, optional: false)]),
         Command(name: "query-chardev", parameters: []),
         Command(name: "query-machines", parameters: []),
         Command(name: "stop", parameters: []),
@@ -140,6 +143,14 @@ enum QMPCommands {
             return ["enabled": .bool(target.kvmEnabled), "present": .bool(target.kvmEnabled)]
         case "query-block":
             return .array(target.blockDevices.map(blockInfo))
+        case "query-named-block-nodes":
+            // Every node of every disk, format node first, then the file node under it.
+            return .array(target.blockDevices.flatMap { disk in
+                [nodeInfo(disk, nodeName: disk.nodeName, driver: disk.format),
+                 nodeInfo(disk, nodeName: disk.fileNodeName, driver: "file")]
+            })
+        case "query-iothreads":
+            return []  // no -object iothread: every disk's I/O runs on the main event loop
         case "query-blockstats":
             return .array(target.blockDevices.map(blockStats))
         case "query-chardev":
@@ -176,20 +187,30 @@ enum QMPCommands {
 
     /// BlockInfo with its BlockDeviceInfo (`inserted`) and ImageInfo.
     static func blockInfo(_ disk: MonitorBlockDevice) -> JSONValue {
+        var info: JSONObject = ["io-status": "ok", "device": .string(disk.device)]
+        if let qdev = disk.qdev { info.set("qdev", .string(qdev)) }
+        info.set("locked", false)
+        info.set("removable", false)
+        info.set("inserted", nodeInfo(disk, nodeName: disk.nodeName, driver: disk.format))
+        info.set("type", "unknown")
+        return .object(info)
+    }
+
+    /// BlockDeviceInfo of one node of `disk`: its format node (`driver` the format) or the
+    /// file node under it ("file").
+    static func nodeInfo(_ disk: MonitorBlockDevice, nodeName: String?, driver: String) -> JSONValue {
         let image: JSONValue = [
-            "virtual-size": .unsigned(disk.sizeBytes), "filename": .string(disk.file), "format": .string(disk.format),
+            "virtual-size": .unsigned(disk.sizeBytes), "filename": .string(disk.file), "format": .string(driver),
         ]
-        let inserted: JSONValue = [
+        var info: JSONObject = [
             "iops_rd": 0, "detect_zeroes": "off", "image": image, "iops_wr": 0, "ro": .bool(disk.readOnly),
-            "backing_file_depth": 0, "drv": .string(disk.format), "iops": 0, "bps_wr": 0, "write_threshold": 0,
+            "backing_file_depth": 0, "drv": .string(driver), "iops": 0, "bps_wr": 0, "write_threshold": 0,
             "encrypted": false, "bps": 0, "bps_rd": 0,
             "cache": ["no-flush": false, "direct": false, "writeback": true],
             "file": .string(disk.file),
         ]
-        return [
-            "io-status": "ok", "device": .string(disk.device), "locked": false, "removable": false, "inserted": inserted,
-            "type": "unknown",
-        ]
+        if let nodeName { info.set("node-name", .string(nodeName)) }
+        return .object(info)
     }
 
     /// BlockStats: the counters the target keeps, zero for the ones it does not.

@@ -253,6 +253,18 @@ public struct QMPSession: Sendable {
         case "device-list-properties":
             return try QOMTypes.deviceProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name),
                                                  accelerators: target.accelerators)
+        case "qom-list":
+            // The containers of devices: /machine/peripheral holds those given an id.
+            let path = args["path"]?.stringValue ?? ""
+            let type: JSONValue = ["name": "type", "type": "string"]
+            switch path {
+            case "/machine/peripheral":
+                return .array([type] + target.peripherals.map { ["name": .string($0.id), "type": .string("child<\($0.type)>")] })
+            case "/machine/peripheral-anon":
+                return [type]
+            default:
+                throw QMPError(errorClass: "DeviceNotFound", desc: "Device '\(path)' not found")
+            }
         case "query-command-line-options":
             // qmp_query_command_line_options: every option, or the one asked for.
             let options = target.commandLineOptions

@@ -43,6 +43,7 @@ public final class EmptyMachine: MonitorTarget, Sendable {
     public var machineList: [MonitorMachineType] { setup.machineList }
     public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
     public var accelerators: [String] { setup.accelerators }
+    public var peripherals: [(id: String, type: String)] { setup.peripherals }
     public var cpus: [MonitorCPU] { [] }
     public var blockDevices: [MonitorBlockDevice] { [] }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }

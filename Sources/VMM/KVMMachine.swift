@@ -119,6 +119,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
     public var machineList: [MonitorMachineType] { setup.machineList }
     public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
     public var accelerators: [String] { setup.accelerators }
+    public var peripherals: [(id: String, type: String)] { setup.peripherals }
     public var cpus: [MonitorCPU] {
         let vcpus = state.withLock { $0.board?.vcpus } ?? []
         return vcpus.map { MonitorCPU(index: $0.id, threadID: $0.threadID, target: "x86_64", qomPath: "/machine/unattached/device[\($0.id)]") }

@@ -19,6 +19,8 @@ public struct MachineSetup<Board>: Sendable {
     public var commandLineOptions: [MonitorCommandLineOption] = []
     /// The accelerators this binary has (QOM "NAME-accel" types).
     public var accelerators: [String] = []
+    /// The devices given an id (`qom-list /machine/peripheral`).
+    public var peripherals: [(id: String, type: String)] = []
     public var name: String?
     /// `-uuid`.
     public var uuid: String?

@@ -196,6 +196,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     public var machineList: [MonitorMachineType] { setup.machineList }
     public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
     public var accelerators: [String] { setup.accelerators }
+    public var peripherals: [(id: String, type: String)] { setup.peripherals }
     public var cpus: [MonitorCPU] {
         let (first, others) = state.withLock { s in (s.threadID, s.board?.secondaryThreadIDs ?? []) }
         return (0..<setup.cpus).map { i in
