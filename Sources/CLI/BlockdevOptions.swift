@@ -70,34 +70,34 @@ struct BlockdevNode: Sendable, Equatable {
         }
         func bool(_ name: String) throws(SystemError) -> Bool? { try opts.bool(key(name)) }
         if let zeroes = opts.string(key("detect-zeroes")), zeroes != "off" {
-            throw .configuration("-blockdev \(nodeName): detect-zeroes=\(zeroes) is not supported (accepted: off)")
+            throw .configuration("node '\(nodeName)': detect-zeroes=\(zeroes) is not supported (accepted: off)")
         }
         if let discard = opts.string(key("discard")), !["ignore", "off", "unmap", "on"].contains(discard) {
-            throw .configuration("-blockdev \(nodeName): discard=\(discard) is not a discard mode (accepted: ignore, unmap)")
+            throw .configuration("node '\(nodeName)': discard=\(discard) is not a discard mode (accepted: ignore, unmap)")
         }
         var node = BlockdevNode(nodeName: nodeName, driver: driver, readOnly: try bool("read-only") ?? false,
                                 cacheDirect: try bool("cache.direct"), cacheNoFlush: try bool("cache.no-flush"),
                                 forceShare: try bool("force-share") ?? false)
         if node.forceShare && !node.readOnly {
-            throw .configuration("-blockdev \(nodeName): force-share=on can only be used with read-only images")
+            throw .configuration("node '\(nodeName)': force-share=on can only be used with read-only images")
         }
         var result: [BlockdevNode] = []
         switch driver {
         case .file:
             guard let filename = opts.string(key("filename")), !filename.isEmpty else {
-                throw .configuration("-blockdev \(nodeName): Parameter 'filename' is missing")
+                throw .configuration("node '\(nodeName)': Parameter 'filename' is missing")
             }
             node.filename = filename
             if let locking = opts.string(key("locking")) {
                 guard let mode = LockingMode(rawValue: locking) else {
-                    throw .configuration("-blockdev \(nodeName): locking=\(locking) is not a locking mode (accepted: on, off, auto)")
+                    throw .configuration("node '\(nodeName)': locking=\(locking) is not a locking mode (accepted: on, off, auto)")
                 }
                 node.locking = mode
             }
             // aio= picks how QEMU submits I/O (threads, native, io_uring): swemu's block layer
             // has one way, so each is taken as it is.
             if let aio = opts.string(key("aio")), !["threads", "native", "io_uring"].contains(aio) {
-                throw .configuration("-blockdev \(nodeName): aio=\(aio) is not an I/O mode (accepted: threads, native, io_uring)")
+                throw .configuration("node '\(nodeName)': aio=\(aio) is not an I/O mode (accepted: threads, native, io_uring)")
             }
         case .raw, .qcow2:
             if opts.string(key("file.driver")) != nil {
@@ -105,14 +105,14 @@ struct BlockdevNode: Sendable, Equatable {
                 node.child = inline.first?.nodeName
                 result += inline
             } else {
-                guard let child = opts.string(key("file")) else { throw .configuration("-blockdev \(nodeName): Parameter 'file' is missing") }
+                guard let child = opts.string(key("file")) else { throw .configuration("node '\(nodeName)': Parameter 'file' is missing") }
                 node.child = child
             }
             if opts.contains(key("backing")) {
-                guard driver == .qcow2 else { throw .configuration("-blockdev \(nodeName): driver 'raw' has no backing file") }
-                // JSON null arrives as a missing value; libvirt writes "backing":null for "none".
+                guard driver == .qcow2 else { throw .configuration("node '\(nodeName)': driver 'raw' has no backing file") }
+                // libvirt writes "backing":null for an image without one (JSON null is "").
                 let value = opts.string(key("backing")) ?? ""
-                node.backing = value.isEmpty || value == "null" ? .none : .node(value)
+                node.backing = value.isEmpty ? .none : .node(value)
             }
         }
         return [node] + result
@@ -130,15 +130,15 @@ struct BlockdevNode: Sendable, Equatable {
         let format = try node(top)
         let file = format.driver == .file ? format : try node(format.child ?? "")
         guard file.driver == .file, let path = file.filename else {
-            throw .configuration("-blockdev \(format.nodeName): its file '\(file.nodeName)' must be a 'file' node (swemu stacks one format on one file)")
+            throw .configuration("node '\(format.nodeName)': its file '\(file.nodeName)' must be a 'file' node (swemu stacks one format on one file)")
         }
         if case .node(let backing) = format.backing {
             let base = try drive(top: backing, nodes: nodes, writeCache: nil)
             guard try DiskImage.backingFile(ofImageAt: path) == base.file else {
-                throw .configuration("-blockdev \(format.nodeName): backing '\(backing)' is not the image's own backing file; swemu follows the chain the image names")
+                throw .configuration("node '\(format.nodeName)': backing '\(backing)' is not the image's own backing file; swemu follows the chain the image names")
             }
         } else if format.backing == .none, format.driver == .qcow2, let own = try DiskImage.backingFile(ofImageAt: path) {
-            throw .configuration("-blockdev \(format.nodeName): the image has a backing file ('\(own)') but backing is null; swemu reads images with their backing chain")
+            throw .configuration("node '\(format.nodeName)': the image has a backing file ('\(own)') but backing is null; swemu reads images with their backing chain")
         }
         let direct = format.cacheDirect ?? file.cacheDirect ?? false
         let noFlush = format.cacheNoFlush ?? file.cacheNoFlush ?? false
@@ -151,7 +151,7 @@ struct BlockdevNode: Sendable, Equatable {
         case (true, false, false): cache = .directsync
         case (false, true, _): cache = .unsafe
         case (true, true, _):
-            throw .configuration("-blockdev \(format.nodeName): cache.direct=on with cache.no-flush=on is not a cache mode swemu has (use one of them)")
+            throw .configuration("node '\(format.nodeName)': cache.direct=on with cache.no-flush=on is not a cache mode swemu has (use one of them)")
         }
         let readOnly = format.readOnly || file.readOnly
         return DriveSpec(file: path, id: top, interface: .none, readOnly: readOnly, snapshot: false,

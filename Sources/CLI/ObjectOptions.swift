@@ -9,7 +9,7 @@ extension QemuOpts {
     /// members become keys: strings as written, numbers in decimal, booleans on/off, nested
     /// objects as dotted keys (`{"addr":{"type":"inet"}}` is `addr.type=inet`), lists as a
     /// `repeatable` key given once per element (`"hostfwd":[{"str":"tcp::2222-:22"}]`, the
-    /// String wrapper QAPI uses in lists, is `hostfwd=tcp::2222-:22`).
+    /// String wrapper QAPI uses in lists, is `hostfwd=tcp::2222-:22`), null as an empty value.
     static func parse(jsonOrKeyval text: String, impliedKey: String?, option: String, repeatable: Set<String> = []) throws(SystemError) -> QemuOpts {
         guard text.hasPrefix("{") else { return try QemuOpts(parsing: text, impliedKey: impliedKey, option: option, repeatable: repeatable) }
         let value: JSONValue
@@ -25,6 +25,7 @@ extension QemuOpts {
             case .uint(let v): return String(v)
             case .bool(let b): return b ? "on" : "off"
             case .object(let o) where o.count == 1 && o["str"]?.stringValue != nil: return o["str"]?.stringValue ?? ""
+            case .null: return ""  // QAPI's "or null" alternates (-blockdev backing: null): the empty value
             default:
                 throw .configuration("\(option): '\(key)' takes a \(value.typeName == "number" ? "whole number" : "string, number or boolean"), not \(value.typeName)")
             }

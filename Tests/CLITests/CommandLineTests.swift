@@ -225,6 +225,43 @@ import VMM
         }
     }
 
+    /// -blockdev as libvirt writes it: a file node and a format node on it become the drive a
+    /// device names; inline file nodes, cache settings and write-cache=off map onto drives;
+    /// what swemu's block layer cannot do is refused.
+    @Test func blockdevChains() throws {
+        let base = ["-M", "virt", "-bios", "none", "-kernel", "k"]
+        let storage = #"{"driver":"file","filename":"/images/a.img","node-name":"libvirt-1-storage","auto-read-only":true,"discard":"unmap"}"#
+        let format = #"{"node-name":"libvirt-1-format","read-only":false,"driver":"raw","file":"libvirt-1-storage"}"#
+        let c = try config(base + ["-blockdev", storage, "-blockdev", format,
+                                   "-device", "virtio-blk-device,drive=libvirt-1-format,id=virtio-disk0,bootindex=1"])
+        let drive = try #require(c.drives.first)
+        #expect(drive.file == "/images/a.img" && drive.format == "raw" && drive.id == "libvirt-1-format" && drive.interface == .none)
+        #expect(drive.cache == .writeback && !drive.readOnly && drive.formatNode == "libvirt-1-format" && drive.fileNode == "libvirt-1-storage")
+        #expect(c.devices.first?.id == "virtio-disk0")
+        let inline = try config(base + ["-blockdev", #"{"driver":"raw","node-name":"d","read-only":true,"cache":{"direct":true},"file":{"driver":"file","filename":"/i.img","locking":"off"}}"#,
+                                        "-device", #"{"driver":"virtio-blk-device","drive":"d","write-cache":"off"}"#])
+        #expect(inline.drives.first?.cache == .directsync && inline.drives.first?.readOnly == true)
+        #expect(inline.drives.first?.fileNode == "#block1" && inline.drives.first?.locking.mode == .off)
+        let refused: [([String], String)] = [
+            (["-blockdev", storage], "-blockdev: node 'libvirt-1-storage' is not used by any device (-device virtio-blk-device,drive=libvirt-1-storage); swemu cannot attach it later"),
+            (["-blockdev", storage, "-blockdev", storage], "-blockdev: Duplicate nodes with node-name='libvirt-1-storage'"),
+            (["-blockdev", #"{"driver":"nbd","node-name":"n"}"#], "-blockdev: driver 'nbd' is not available; accepted: file (an image file), raw, qcow2"),
+            (["-blockdev", #"{"driver":"raw","node-name":"f","file":"nowhere"}"#, "-device", "virtio-blk-device,drive=f"],
+             "-blockdev: Cannot find device='' nor node-name='nowhere'"),
+            (["-blockdev", #"{"driver":"file","node-name":"s","filename":"/x","detect-zeroes":"unmap"}"#],
+             "-blockdev: node 's': detect-zeroes=unmap is not supported (accepted: off)"),
+        ]
+        for (arguments, message) in refused {
+            #expect(error(base + arguments) == "swemu-system-riscv64: " + message)
+        }
+        let fdSet = try config(["-M", "none", "-add-fd", "fd=5,set=2,opaque=serial0-source"])
+        #expect(fdSet.fdSets == [FdSets.Entry(set: 2, fd: 5, opaque: "serial0-source")])
+        #expect(error(["-M", "none", "-add-fd", "fd=5"]).contains("-add-fd: set option is required"))
+        let netdev = try config(base + ["-netdev", #"{"type":"user","id":"n0","hostfwd":[{"str":"tcp::2222-:22"},{"str":"udp::5353-:53"}]}"#,
+                                        "-device", "virtio-net-device,netdev=n0"])
+        #expect(netdev.netdevs.count == 1)
+    }
+
     /// -s is -gdb tcp::1234; tcp: and unix: get server=on,wait=off as QEMU's gdbserver_start
     /// gives tcp:; other short forms are taken as they are.
     @Test func gdbStubOptions() throws {

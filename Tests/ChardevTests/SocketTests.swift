@@ -44,6 +44,36 @@ import Testing
         }
     }
 
+    /// fd=N: a listening socket the parent left (libvirt's monitor socket) serves clients;
+    /// anything else is refused with what fd= takes.
+    @Test func inheritedListeningSocket() throws {
+        let path = temporaryPath("inherited.sock")
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let raw = try RawSocketAddress.unix(path)
+        #expect(raw.withSockaddr { Glibc.bind(listener, $0, $1) } == 0 && Glibc.listen(listener, 1) == 0)
+        let spec = try ChardevSpec.parse(chardev: "socket,id=charmonitor,fd=\(listener),server=on,wait=off")
+        guard case .socket(let options) = spec.backend else {
+            Issue.record("\(spec.backend)")
+            return
+        }
+        #expect(options.address == .fd(listener))
+        try withLoop { loop in
+            let server = try SocketBackend(options, loop: loop)
+            let fe = RecordingFrontend()
+            server.attach(fe)
+            let client = try connectClient(.unix(path: path))
+            #expect(eventually { server.isConnected })
+            client.write("{}")
+            #expect(eventually { fe.text == "{}" })
+            server.close()
+        }
+        let stream = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { Glibc.close(stream) }
+        #expect(throws: SystemError.self) { _ = try withLoop { loop in try SocketBackend(.init(address: .fd(stream), server: true, wait: false), loop: loop) } }
+        #expect(throws: SystemError.self) { _ = try ChardevSpec.parse(chardev: "socket,id=c,fd=7,path=/tmp/x") }
+        #expect(throws: SystemError.self) { _ = try ChardevSpec.parse(chardev: "socket,id=c,fd=7,reconnect=1") }
+    }
+
     @Test func unixServerReplacesAStaleSocketButNotAFile() throws {
         let path = temporaryPath("stale.sock")
         defer { unlink(path) }

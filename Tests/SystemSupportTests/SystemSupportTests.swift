@@ -155,3 +155,29 @@ enum Monotonic {
         #expect(line.hasSuffix(" web1 swemu-system-riscv64: disk full\r\n"))
     }
 }
+
+/// -add-fd: /dev/fdset/N opens a duplicate of the set's descriptor with the access mode asked.
+@Suite struct FdSetTests {
+    @Test func fdSetPathsOpenDuplicates() throws {
+        var template = Array("/tmp/swemu-fdset.XXXXXX".utf8CString)
+        Glibc.close(mkstemp(&template))
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { unlink(path) }
+        // The access mode must be the one asked for, exactly (QEMU's qemu_fdset_dup_fd).
+        let writer = open(path, O_WRONLY)
+        let reader = open(path, O_RDONLY)
+        let set = 900 + Int(getpid() % 50)
+        try FdSets.add(FdSets.Entry(set: set, fd: writer, opaque: "log"))
+        try FdSets.add(FdSets.Entry(set: set, fd: reader, opaque: nil))
+        let written = try FileDescriptor.open("/dev/fdset/\(set)", O_WRONLY | O_APPEND)
+        #expect(written.rawValue != writer)
+        try written.writeAll(Array("hello".utf8))
+        let read = try FileDescriptor.open("/dev/fdset/\(set)", O_RDONLY)
+        var buffer = [UInt8](repeating: 0, count: 5)
+        #expect(pread(read.rawValue, &buffer, 5, 0) == 5 && buffer == Array("hello".utf8))
+        #expect(throws: SystemError.self) { _ = try FileDescriptor.open("/dev/fdset/\(set)", O_RDWR) }
+        #expect(throws: SystemError.self) { _ = try FileDescriptor.open("/dev/fdset/\(set + 1000)", O_RDONLY) }
+        #expect(throws: SystemError.self) { try FdSets.add(FdSets.Entry(set: set, fd: writer, opaque: nil)) }
+        #expect(throws: SystemError.self) { try FdSets.add(FdSets.Entry(set: set, fd: 1, opaque: nil)) }
+    }
+}

@@ -1,0 +1,149 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+/// libvirt drives swemu as its `<emulator>` (issue: libvirt): Debian's libvirt 9.0 probes the
+/// binary's capabilities, defines a riscv64 `virt` domain, starts it (its command line: JSON
+/// -object/-blockdev, -chardev socket,fd=, -add-fd, -msg timestamp=on, ...; then its QMP start
+/// sequence), and suspends, resumes and destroys it, through `virsh` with libvirt's QEMU driver
+/// embedded in the virsh process (`qemu:///embed?root=DIR`): no daemon, every file under a
+/// directory of the test's own.
+@Suite(.serialized, .oneLinuxBootAtATime) struct LibvirtTests {
+    static let virsh = "/usr/bin/virsh"
+    static let qemuDriver = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
+
+    static var missing: String? {
+        if let missing = LinuxBootTests.missing { return missing }
+        if !FileManager.default.isExecutableFile(atPath: virsh) || !FileManager.default.fileExists(atPath: qemuDriver) {
+            return "needs libvirt's virsh and QEMU driver (Debian's libvirt-clients, libvirt-daemon-driver-qemu; scripts/setup installs them)"
+        }
+        if !FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img") {
+            return "needs qemu-img for the domain's qcow2 disk (Debian's qemu-utils; scripts/setup installs it)"
+        }
+        return nil
+    }
+
+    /// A private libvirt root: its qemu.conf and the domain's files.
+    struct Embedded {
+        let root: URL
+        var uri: String { "qemu:///embed?root=\(root.path)" }
+
+        init() throws {
+            root = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-libvirt-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: root.appendingPathComponent("etc"), withIntermediateDirectories: true)
+            // As root, libvirt would run the emulator as libvirt-qemu and relabel its files;
+            // the test runs it as itself, with no confinement, and logs to files.
+            var conf = "security_driver = \"none\"\ndynamic_ownership = 0\nstdio_handler = \"file\"\n"
+            if geteuid() == 0 { conf += "user = \"root\"\ngroup = \"root\"\n" }
+            try conf.write(to: root.appendingPathComponent("etc/qemu.conf"), atomically: true, encoding: .utf8)
+        }
+
+        /// Runs virsh commands (one process: the embedded driver lives as long as it does).
+        @discardableResult
+        func virsh(_ commands: String, timeout: Double = 120) throws -> (status: Int32, output: String) {
+            let result = try GuestProgram.run(LibvirtTests.virsh, ["-q", "-c", uri, commands], timeout: timeout,
+                                              environment: ["LIBVIRT_LOG_OUTPUTS": "1:file:\(root.path)/virsh.log", "LIBVIRT_LOG_FILTERS": "1:qemu"])
+            // libvirt's own notices ("info :", "warning :") are not the commands' output.
+            let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+                .filter { !$0.contains(" info : ") && !$0.contains(" warning : ") }
+            return (result.status, lines.joined(separator: "\n"))
+        }
+
+        /// The emulator's log libvirt keeps: its command line and stderr.
+        func emulatorLog(_ domain: String) -> String {
+            (try? String(contentsOf: root.appendingPathComponent("log/qemu/\(domain).log"), encoding: .utf8)) ?? ""
+        }
+
+        /// Ends whatever is still running (a failed test) and removes the directory.
+        func cleanUp(_ domain: String) {
+            _ = try? virsh("destroy \(domain)", timeout: 30)
+            if let pid = (try? String(contentsOf: root.appendingPathComponent("run/qemu/\(domain).pid"), encoding: .utf8))
+                .flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+                kill(pid, SIGKILL)
+            }
+            try? FileManager.default.removeItem(at: root)
+        }
+    }
+
+    /// What libvirt learns from its probe of the binary: the virt machine, TCG, memory backends.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func capabilitiesProbe() throws {
+        let libvirt = try Embedded()
+        defer { libvirt.cleanUp("none") }
+        let result = try libvirt.virsh("domcapabilities --emulatorbin \(LinuxBootTests.binary) --arch riscv64 --virttype qemu --machine virt")
+        #expect(result.status == 0, "\(result.output)\n\(libvirt.emulatorLog("none"))")
+        for expected in ["<domain>qemu</domain>", "<machine>virt</machine>", "<arch>riscv64</arch>", "<value>memfd</value>",
+                         "<value>virtio</value>"] {
+            #expect(result.output.contains(expected), "domcapabilities lacks \(expected):\n\(result.output)")
+        }
+    }
+
+    /// A domain with a qcow2 disk and a serial log: defined, started (the guest boots to its
+    /// shell and sees the disk), suspended, resumed, queried through the monitor, destroyed.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func domainLifecycle() throws {
+        let libvirt = try Embedded()
+        let name = "swemu-lifecycle"
+        defer { libvirt.cleanUp(name) }
+        let disk = libvirt.root.appendingPathComponent("disk.qcow2").path
+        let created = try GuestProgram.run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"])
+        try #require(created.status == 0, "\(created.output)")
+        let serial = libvirt.root.appendingPathComponent("serial.log").path
+        let xml = """
+            <domain type='qemu'>
+              <name>\(name)</name>
+              <memory unit='MiB'>256</memory>
+              <vcpu>2</vcpu>
+              <os>
+                <type arch='riscv64' machine='virt'>hvm</type>
+                <kernel>\(LinuxBootTests.kernel)</kernel>
+                <initrd>\(LinuxBootTests.initrd)</initrd>
+                <cmdline>console=ttyS0</cmdline>
+              </os>
+              <devices>
+                <emulator>\(LinuxBootTests.binary)</emulator>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='qcow2'/>
+                  <source file='\(disk)'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+                <serial type='file'><source path='\(serial)'/></serial>
+                <console type='file'><source path='\(serial)'/></console>
+                <memballoon model='none'/>
+              </devices>
+            </domain>
+            """
+        let file = libvirt.root.appendingPathComponent("domain.xml")
+        try xml.write(to: file, atomically: true, encoding: .utf8)
+
+        let started = try libvirt.virsh("define \(file.path); start \(name); domstate \(name)")
+        try #require(started.status == 0 && started.output.contains("running"), "\(started.output)\n\(libvirt.emulatorLog(name))")
+        // libvirt's command line, as it wrote it for swemu.
+        let log = libvirt.emulatorLog(name)
+        for option in ["-blockdev", "-msg timestamp=on", "memory-backend=riscv_virt_board.ram", "-chardev socket,id=charmonitor,fd="] {
+            #expect(log.contains(option), "libvirt's command line lacks \(option):\n\(log)")
+        }
+        var booted = ""
+        for _ in 0..<600 where !booted.contains("SWEMU-GUEST-READY") {
+            usleep(100_000)
+            booted = (try? String(contentsOf: URL(fileURLWithPath: serial), encoding: .utf8)) ?? ""
+        }
+        #expect(booted.contains("SWEMU-GUEST-READY"), "the guest did not boot:\n\(booted.suffix(2000))\n\(libvirt.emulatorLog(name))")
+        #expect(booted.contains("[vda] 32768 512-byte logical blocks"), "the guest does not see the qcow2 disk")
+
+        let states = try libvirt.virsh("suspend \(name); domstate \(name); resume \(name); domstate \(name)")
+        #expect(states.status == 0, "\(states.output)")
+        #expect(states.output.components(separatedBy: "\n").filter { !$0.isEmpty && !$0.hasPrefix("Domain") } == ["paused", "running"],
+                "\(states.output)")
+        let status = try libvirt.virsh(#"qemu-monitor-command \#(name) '{"execute":"query-status"}'"#)
+        #expect(status.output.contains(#""status":"running""#), "\(status.output)")
+        let blocks = try libvirt.virsh("domblklist \(name)")
+        #expect(blocks.output.contains("vda") && blocks.output.contains(disk), "\(blocks.output)")
+
+        let destroyed = try libvirt.virsh("destroy \(name); domstate \(name); undefine \(name)")
+        #expect(destroyed.status == 0 && destroyed.output.contains("shut off"), "\(destroyed.output)")
+        // SIGTERM from libvirt: swemu's clean end, as QEMU's.
+        #expect(libvirt.emulatorLog(name).contains("terminating on signal 15"), "\(libvirt.emulatorLog(name))")
+    }
+}
