@@ -80,10 +80,12 @@ public enum SystemEmulator {
                                   running: !(config.startPaused || config.incoming != nil || config.loadvm != nil))
         defer { network.close() }
         for id in network.unusedNetdevs { console.notice("warning: netdev \(id) has no peer") }
+        // Each drive's request counters, kept across resets (query-blockstats).
+        let accounting = config.drives.map { _ in BlockAccounting() }
 
         switch config.machine.name {
         case "virt", "spike":
-            let virtio = try virtioDevices(config, console: console, network: network)
+            let virtio = try virtioDevices(config, console: console, network: network, accounting: accounting)
             let firmware = try firmware(config)
             let serial = console.serials.first ?? nil
             // An incoming machine's qcow2 disks stay inactive until it is loaded (the source
@@ -115,7 +117,7 @@ public enum SystemEmulator {
                 machineType: config.machine.name,
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
-                chardevs: console.chardevList, blockDevices: blockDevices(config), cpus: config.cpus, makeBoard: makeBoard)
+                chardevs: console.chardevList, blockDevices: blockDevices(config, accounting: accounting), cpus: config.cpus, makeBoard: makeBoard)
             setup.noShutdown = config.noShutdown
             describeForMonitors(&setup, config)
             setup.incoming = config.incoming
@@ -135,7 +137,7 @@ public enum SystemEmulator {
             return try vm.run()
         case "microvm":
             if let note = X86MicroVM.hostNote() { console.notice(note) }
-            let virtio = try virtioDevices(config, console: console, network: network)
+            let virtio = try virtioDevices(config, console: console, network: network, accounting: accounting)
             let serial = console.serials.first ?? nil
             let incomingDisks = IncomingDisks(pending: config.incoming != nil)
             let makeBoard: @Sendable () throws(SystemError) -> X86MicroVM = { () throws(SystemError) in
@@ -158,7 +160,7 @@ public enum SystemEmulator {
                 machineType: config.machine.name,
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
-                chardevs: console.chardevList, blockDevices: blockDevices(config), makeBoard: makeBoard)
+                chardevs: console.chardevList, blockDevices: blockDevices(config, accounting: accounting), makeBoard: makeBoard)
             setup.noShutdown = config.noShutdown
             describeForMonitors(&setup, config)
             setup.incoming = config.incoming
@@ -291,7 +293,9 @@ func defaultFirmwarePaths() -> [String] {
 extension SystemEmulator {
     /// The virtio devices `-drive if=virtio` and `-device` ask for: drives first, then devices,
     /// each in command-line order.
-    static func virtioDevices(_ config: SystemConfiguration, console: Console, network: Network) throws(SystemError) -> [RISCVBoard.VirtioDeviceSpec] {
+    /// The boards' virtio devices; `accounting` holds each drive's counters (as `config.drives`).
+    static func virtioDevices(_ config: SystemConfiguration, console: Console, network: Network,
+                              accounting: [BlockAccounting]) throws(SystemError) -> [RISCVBoard.VirtioDeviceSpec] {
         var specs: [RISCVBoard.VirtioDeviceSpec] = []
         var nextDeviceNIC = 0
         var formats: [String] = []
@@ -302,7 +306,8 @@ extension SystemEmulator {
         }
         for (index, drive) in config.drives.enumerated() where drive.interface == .virtio {
             specs.append(.block(path: drive.file, format: formats[index], readOnly: drive.readOnly, snapshot: drive.snapshot,
-                                cache: drive.cache, serial: drive.id ?? "", locking: drive.locking, option: drive.option))
+                                cache: drive.cache, serial: drive.id ?? "", locking: drive.locking, option: drive.option,
+                                accounting: accounting[index]))
         }
         for (index, device) in config.devices.enumerated() {
             switch device.driver {
@@ -310,7 +315,8 @@ extension SystemEmulator {
                 guard let driveIndex = config.drives.firstIndex(where: { $0.id == id }) else { continue }  // checked by the builder
                 let drive = config.drives[driveIndex]
                 specs.append(.block(path: drive.file, format: formats[driveIndex], readOnly: drive.readOnly, snapshot: drive.snapshot,
-                                    cache: drive.cache, serial: id, locking: drive.locking, option: drive.option))
+                                    cache: drive.cache, serial: id, locking: drive.locking, option: drive.option,
+                                    accounting: accounting[driveIndex]))
             case .virtioRNG:
                 specs.append(.rng)
             case .virtioSerial:
@@ -328,7 +334,7 @@ extension SystemEmulator {
     }
 
     /// `query-block`'s view of the disks.
-    static func blockDevices(_ config: SystemConfiguration) -> [MonitorBlockDevice] {
+    static func blockDevices(_ config: SystemConfiguration, accounting: [BlockAccounting]) -> [MonitorBlockDevice] {
         config.drives.enumerated().map { index, drive in
             let format = drive.format ?? (try? DiskImage.probe(path: drive.file)) ?? "raw"
             var st = stat()
@@ -338,7 +344,7 @@ extension SystemEmulator {
                 size = (try? Qcow2Image(path: drive.file, readOnly: true, backingMode: .skip, locking: ImageLocking(forceShare: true)))?.size ?? 0
             }
             var disk = MonitorBlockDevice(device: drive.formatNode == nil ? drive.id ?? "virtio\(index)" : "", file: drive.file,
-                                          format: format, readOnly: drive.readOnly, sizeBytes: size)
+                                          format: format, readOnly: drive.readOnly, sizeBytes: size, accounting: accounting[index])
             // QEMU names a -drive's nodes itself ("#blockN"); -blockdev's are the user's.
             disk.nodeName = drive.formatNode ?? "#block\(2 * index + 1)"
             disk.fileNodeName = drive.fileNode ?? "#block\(2 * index)"

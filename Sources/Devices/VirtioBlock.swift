@@ -80,28 +80,33 @@ package final class VirtioBlock: VirtioDevice {
     package let backend: any BlockBackend
     /// The GET_ID answer: the serial, NUL-padded to 20 bytes.
     package let serialBytes: [UInt8]
+    /// What the requests did (`query-blockstats`).
+    package let accounting: BlockAccounting
 
     /// - Parameters:
     ///   - backend: the disk; a read-only backend makes a read-only device (VIRTIO_BLK_F_RO).
     ///   - serial: what GET_ID reports (`-drive serial=`); cut to 20 bytes, as QEMU does.
-    package init(backend: any BlockBackend, serial: String = "") {
+    package init(backend: any BlockBackend, serial: String = "", accounting: BlockAccounting = BlockAccounting()) {
         self.backend = backend
+        self.accounting = accounting
         let bytes = Array(serial.utf8.prefix(VirtioBlock.serialLength))
         serialBytes = bytes + [UInt8](repeating: 0, count: VirtioBlock.serialLength - bytes.count)
         worker = nil
     }
 
-    private init(backend: any BlockBackend, serial: String, worker: BlockWorker) {
+    private init(backend: any BlockBackend, serial: String, accounting: BlockAccounting, worker: BlockWorker) {
         self.backend = backend
+        self.accounting = accounting
         let bytes = Array(serial.utf8.prefix(VirtioBlock.serialLength))
         serialBytes = bytes + [UInt8](repeating: 0, count: VirtioBlock.serialLength - bytes.count)
         self.worker = worker
     }
 
     /// A device whose requests run on their own I/O thread.
-    package static func withIOThread(backend: any BlockBackend, serial: String = "") throws(SystemError) -> VirtioBlock {
+    package static func withIOThread(backend: any BlockBackend, serial: String = "",
+                                     accounting: BlockAccounting = BlockAccounting()) throws(SystemError) -> VirtioBlock {
         let worker = try BlockWorker()
-        let device = VirtioBlock(backend: backend, serial: serial, worker: worker)
+        let device = VirtioBlock(backend: backend, serial: serial, accounting: accounting, worker: worker)
         try worker.start(name: "virtio-blk", device: device)
         return device
     }
@@ -207,7 +212,7 @@ package final class VirtioBlock: VirtioDevice {
         switch RequestType(rawValue: type) {
         case .read?:
             guard let offset = byteRange(sector: sector, count: inCount) else { return .ioError }
-            return perform("read") { () throws in
+            return perform(.read, offset: offset, bytes: UInt64(inCount)) { () throws in
                 var position = offset
                 try chain.forEachWritableSegment(offset: 0, count: inCount) { buffer in
                     try backend.read(at: position, into: buffer)
@@ -218,7 +223,7 @@ package final class VirtioBlock: VirtioDevice {
             // §5.2.6.2: a read-only device answers writes with IOERR and writes nothing.
             guard !backend.readOnly else { return .ioError }
             guard let offset = byteRange(sector: sector, count: outCount) else { return .ioError }
-            return perform("write") { () throws in
+            return perform(.write, offset: offset, bytes: UInt64(outCount)) { () throws in
                 var position = offset
                 try chain.forEachReadableSegment(offset: VirtioBlock.headerSize, count: outCount) { buffer in
                     try backend.write(at: position, from: buffer)
@@ -226,7 +231,7 @@ package final class VirtioBlock: VirtioDevice {
                 }
             }
         case .flush?:
-            return perform("flush") { () throws in try backend.flush() }
+            return perform(.flush) { () throws in try backend.flush() }
         case .getID?:
             let count = min(inCount, VirtioBlock.serialLength)
             try chain.writeBytes(Array(serialBytes.prefix(count)), at: 0)
@@ -273,7 +278,8 @@ package final class VirtioBlock: VirtioDevice {
             else { return .ioError }
             ranges.append((offset, UInt64(sectors) * blockSectorSize, flags & VirtioBlock.segmentUnmap != 0))
         }
-        return perform(zeroes ? "write-zeroes" : "discard") { () throws in
+        // QEMU accounts write-zeroes as writes, discards as unmaps.
+        return perform(zeroes ? .write : .unmap, offset: ranges.map(\.offset).min() ?? 0, bytes: ranges.reduce(0) { $0 + $1.count }) { () throws in
             for range in ranges {
                 if zeroes {
                     try backend.writeZeroes(at: range.offset, count: range.count, mayUnmap: range.unmap)
@@ -284,15 +290,19 @@ package final class VirtioBlock: VirtioDevice {
         }
     }
 
-    /// Runs backend work: a backend error is the guest's IOERR (logged); anything else
-    /// thrown comes from guest memory and is malformed input, which `body` cannot produce
-    /// for a validated chain, so it is reported as IOERR too.
-    private func perform(_ what: String, _ body: () throws -> Void) -> Status {
+    /// Runs backend work, accounted as `kind` on `bytes` bytes at `offset`: a backend error is
+    /// the guest's IOERR (logged); anything else thrown comes from guest memory and is
+    /// malformed input, which `body` cannot produce for a validated chain, so it is reported
+    /// as IOERR too.
+    private func perform(_ kind: BlockAccounting.Kind, offset: UInt64 = 0, bytes: UInt64 = 0, _ body: () throws -> Void) -> Status {
+        let start = BlockAccounting.now()
         do {
             try body()
+            accounting.record(kind, offset: offset, bytes: bytes, start: start, failed: false)
             return .ok
         } catch {
-            DebugLog.log(.guestErrors, "virtio-blk \(backend.label): \(what) failed: \(error)")
+            accounting.record(kind, offset: offset, bytes: bytes, start: start, failed: true)
+            DebugLog.log(.guestErrors, "virtio-blk \(backend.label): \(kind) failed: \(error)")
             return .ioError
         }
     }

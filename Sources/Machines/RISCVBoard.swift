@@ -68,7 +68,7 @@ public final class RISCVBoard: @unchecked Sendable {
         /// `locking`: the image's locks (`file.locking=`, `force-share=`); `option`: the option
         /// that asked for the disk, which starts its error messages (QEMU's `-drive ...: `).
         case block(path: String, format: String, readOnly: Bool, snapshot: Bool, cache: BlockCacheMode, serial: String,
-                   locking: ImageLocking = .device, option: String = "")
+                   locking: ImageLocking = .device, option: String = "", accounting: BlockAccounting = BlockAccounting())
         case rng
         case console((any CharBackend)?)
         /// virtio-net; the NIC outlives the board (its backend, MAC and link state).

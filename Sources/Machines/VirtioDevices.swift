@@ -10,7 +10,7 @@ extension RISCVBoard.VirtioDeviceSpec {
     /// `disksInactive`: qcow2 disks open inactive (an incoming migration's destination).
     func makeDevice(overlays: inout [SnapshotOverlay], disksInactive: Bool = false) throws(SystemError) -> any VirtioDevice {
         switch self {
-        case let .block(path, format, readOnly, snapshot, cache, serial, locking, option):
+        case let .block(path, format, readOnly, snapshot, cache, serial, locking, option, accounting):
             let backend: any BlockBackend
             do {
                 if snapshot {
@@ -25,7 +25,7 @@ extension RISCVBoard.VirtioDeviceSpec {
                 throw SystemError(.imageLocked, "\(option): \(error.message)")  // QEMU's form: the option, then why
             }
             // Requests run on the disk's I/O thread, so the vCPU that notified goes back to the guest.
-            return try VirtioBlock.withIOThread(backend: backend, serial: serial)
+            return try VirtioBlock.withIOThread(backend: backend, serial: serial, accounting: accounting)
         case .rng:
             return VirtioRNG()
         case .console(let backend):

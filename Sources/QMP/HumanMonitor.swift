@@ -484,13 +484,21 @@ public struct HumanMonitor: Sendable {
                 return "block: extraneous characters at the end of line\n"
             }
         }
-        if nodes { return "" }  // no named block nodes
+        // A -blockdev disk has no device name: its format node names it, as in QEMU.
+        var entries: [(name: String, disk: MonitorBlockDevice, format: String, attached: String?)] = []
+        for disk in target.blockDevices {
+            if nodes {
+                if let node = disk.nodeName { entries.append((node, disk, disk.format, nil)) }
+                if let node = disk.fileNodeName { entries.append((node, disk, "file", nil)) }
+            } else {
+                entries.append((disk.device.isEmpty ? disk.nodeName ?? "" : disk.device, disk, disk.format, disk.device.isEmpty ? disk.qdev : nil))
+            }
+        }
         var text = ""
-        var printed = false
-        for disk in target.blockDevices where device == nil || disk.device == device {
-            if printed { text += "\n" }
-            printed = true
-            text += "\(disk.device): \(disk.file) (\(disk.format)\(disk.readOnly ? ", read-only" : ""))\n"
+        for entry in entries where device == nil || entry.name == device {
+            if !text.isEmpty { text += "\n" }
+            text += "\(entry.name): \(entry.disk.file) (\(entry.format)\(entry.disk.readOnly ? ", read-only" : ""))\n"
+            if let attached = entry.attached { text += "    Attached to:      \(attached)\n" }
             text += "    Cache mode:       writeback\n"
         }
         return text

@@ -1,3 +1,5 @@
+import DeviceModel
+
 /// What the monitors (QMP and the human monitor) control: the running machine, seen through
 /// the VMM's command channel (DESIGN.md §1, §4). Implemented by the VMM/board layer; every
 /// method may be called from the monitor's I/O thread and returns after the machine acted.
@@ -141,11 +143,8 @@ public struct MonitorBlockDevice: Sendable, Equatable {
     public var format: String  // "raw"
     public var readOnly: Bool
     public var sizeBytes: UInt64
-    public var readBytes: UInt64
-    public var writtenBytes: UInt64
-    public var readOperations: UInt64
-    public var writeOperations: UInt64
-    public var flushOperations: UInt64
+    /// What the disk's device did, read when asked (`query-blockstats`); nil: nothing counted.
+    public var accounting: BlockAccounting?
     /// -blockdev's names of the format node and of the file node under it (QEMU's
     /// auto-generated "#blockN" names for a -drive); nil for a disk without a block graph.
     public var nodeName: String?
@@ -153,18 +152,18 @@ public struct MonitorBlockDevice: Sendable, Equatable {
     /// The device's QOM path ("/machine/peripheral/virtio-disk0/virtio-backend"), which
     /// libvirt matches its disks by when `device` is empty (a -blockdev disk).
     public var qdev: String?
-    public init(device: String, file: String, format: String, readOnly: Bool, sizeBytes: UInt64, readBytes: UInt64 = 0,
-                writtenBytes: UInt64 = 0, readOperations: UInt64 = 0, writeOperations: UInt64 = 0, flushOperations: UInt64 = 0) {
+    public init(device: String, file: String, format: String, readOnly: Bool, sizeBytes: UInt64, accounting: BlockAccounting? = nil) {
         self.device = device
         self.file = file
         self.format = format
         self.readOnly = readOnly
         self.sizeBytes = sizeBytes
-        self.readBytes = readBytes
-        self.writtenBytes = writtenBytes
-        self.readOperations = readOperations
-        self.writeOperations = writeOperations
-        self.flushOperations = flushOperations
+        self.accounting = accounting
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.device == b.device && a.file == b.file && a.format == b.format && a.readOnly == b.readOnly && a.sizeBytes == b.sizeBytes
+            && a.accounting === b.accounting && a.nodeName == b.nodeName && a.fileNodeName == b.fileNodeName && a.qdev == b.qdev
     }
 }
 

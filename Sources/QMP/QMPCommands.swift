@@ -1,3 +1,4 @@
+import DeviceModel
 /// The QMP commands swemu offers: their parameters (checked as QEMU's qobject input visitor
 /// checks them) and the result shapes of the queries (the qapi schema of QEMU 7.2).
 enum QMPCommands {
@@ -151,8 +152,6 @@ enum QMPCommands {
             })
         case "query-iothreads":
             return []  // no -object iothread: every disk's I/O runs on the main event loop
-        case "query-blockstats":
-            return .array(target.blockDevices.map(blockStats))
         case "query-chardev":
             // ChardevInfo; every chardev listed has its frontend attached.
             return .array(target.chardevs.map { ["label": .string($0.label), "filename": .string($0.filename), "frontend-open": true] })
@@ -213,18 +212,29 @@ enum QMPCommands {
         return .object(info)
     }
 
-    /// BlockStats: the counters the target keeps, zero for the ones it does not.
-    static func blockStats(_ disk: MonitorBlockDevice) -> JSONValue {
+    /// BlockStats of one disk: the device's counters (its format node's, as QEMU's: the
+    /// file node under it, `parent`, counts nothing of its own here). `nodes`: QEMU's
+    /// query-nodes=true, one entry per node, named by node-name only.
+    static func blockStats(_ disk: MonitorBlockDevice, nodes: Bool) -> JSONValue {
+        let c = disk.accounting?.snapshot ?? BlockAccounting.Snapshot()
         let stats: JSONValue = [
-            "unmap_operations": 0, "unmap_merged": 0, "flush_total_time_ns": 0, "wr_highest_offset": 0,
-            "wr_total_time_ns": 0, "failed_wr_operations": 0, "failed_rd_operations": 0, "wr_merged": 0,
-            "wr_bytes": .unsigned(disk.writtenBytes), "timed_stats": [], "failed_unmap_operations": 0,
-            "failed_flush_operations": 0, "account_invalid": true, "rd_total_time_ns": 0, "invalid_unmap_operations": 0,
-            "flush_operations": .unsigned(disk.flushOperations), "wr_operations": .unsigned(disk.writeOperations),
-            "unmap_bytes": 0, "rd_merged": 0, "rd_bytes": .unsigned(disk.readBytes), "unmap_total_time_ns": 0,
-            "invalid_flush_operations": 0, "account_failed": true, "rd_operations": .unsigned(disk.readOperations),
-            "invalid_wr_operations": 0, "invalid_rd_operations": 0,
+            "unmap_operations": .unsigned(c.unmapOperations), "unmap_merged": 0, "flush_total_time_ns": .unsigned(c.flushNanoseconds),
+            "wr_highest_offset": .unsigned(c.writeHighestOffset), "wr_total_time_ns": .unsigned(c.writeNanoseconds),
+            "failed_wr_operations": .unsigned(c.failedWrites), "failed_rd_operations": .unsigned(c.failedReads), "wr_merged": 0,
+            "wr_bytes": .unsigned(c.writtenBytes), "timed_stats": [], "failed_unmap_operations": .unsigned(c.failedUnmaps),
+            "failed_flush_operations": .unsigned(c.failedFlushes), "account_invalid": true, "rd_total_time_ns": .unsigned(c.readNanoseconds),
+            "invalid_unmap_operations": 0, "flush_operations": .unsigned(c.flushOperations), "wr_operations": .unsigned(c.writeOperations),
+            "unmap_bytes": .unsigned(c.unmapBytes), "rd_merged": 0, "rd_bytes": .unsigned(c.readBytes),
+            "unmap_total_time_ns": .unsigned(c.unmapNanoseconds), "invalid_flush_operations": 0, "account_failed": true,
+            "rd_operations": .unsigned(c.readOperations), "invalid_wr_operations": 0, "invalid_rd_operations": 0,
         ]
-        return ["device": .string(disk.device), "stats": stats]
+        var entry: JSONObject = [:]
+        if !nodes {
+            entry.set("device", .string(disk.device))
+            if let qdev = disk.qdev { entry.set("qdev", .string(qdev)) }
+        }
+        if let node = disk.nodeName { entry.set("node-name", .string(node)) }
+        entry.set("stats", stats)
+        return .object(entry)
     }
 }

@@ -253,6 +253,9 @@ public struct QMPSession: Sendable {
         case "device-list-properties":
             return try QOMTypes.deviceProperties(args["typename"]?.stringValue ?? "", machines: target.machineList.map(\.name),
                                                  accelerators: target.accelerators)
+        case "query-blockstats":
+            let nodes = args["query-nodes"]?.boolValue ?? false
+            return .array(target.blockDevices.map { QMPCommands.blockStats($0, nodes: nodes) })
         case "qom-list":
             // The containers of devices: /machine/peripheral holds those given an id.
             let path = args["path"]?.stringValue ?? ""

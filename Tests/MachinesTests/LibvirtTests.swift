@@ -140,6 +140,13 @@ import TestSupport
         #expect(status.output.contains(#""status":"running""#), "\(status.output)")
         let blocks = try libvirt.virsh("domblklist \(name)")
         #expect(blocks.output.contains("vda") && blocks.output.contains(disk), "\(blocks.output)")
+        // domblkstat: the guest's reads of its disk, counted (query-blockstats by qdev).
+        let stat = try libvirt.virsh("domblkstat \(name) vda")
+        let counters = Dictionary(stat.output.split(separator: "\n").compactMap { line -> (String, Int)? in
+            let words = line.split(separator: " ")
+            return words.count == 3 ? (String(words[1]), Int(words[2]) ?? -1) : nil
+        }, uniquingKeysWith: { a, _ in a })
+        #expect((counters["rd_req"] ?? 0) > 0 && (counters["rd_bytes"] ?? 0) > 0, "\(stat.output)")
 
         let destroyed = try libvirt.virsh("destroy \(name); domstate \(name); undefine \(name)")
         #expect(destroyed.status == 0 && destroyed.output.contains("shut off"), "\(destroyed.output)")

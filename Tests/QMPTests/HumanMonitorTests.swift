@@ -121,11 +121,13 @@ private let esc = "\u{1B}"
             virtio0: disk.img (raw)\r
                 Cache mode:       writeback\r
             \r
-            virtio1: /images/base.qcow2 (qcow2, read-only)\r
+            libvirt-1-format: /images/base.qcow2 (qcow2, read-only)\r
+                Attached to:      /machine/peripheral/virtio-disk0/virtio-backend\r
                 Cache mode:       writeback\r
 
             """)
-        #expect(output(&m, "info block virtio1") == "virtio1: /images/base.qcow2 (qcow2, read-only)\r\n    Cache mode:       writeback\r\n")
+        #expect(output(&m, "info block libvirt-1-format").hasPrefix("libvirt-1-format: /images/base.qcow2 (qcow2, read-only)\r\n"))
+        #expect(output(&m, "info block -n").contains("libvirt-1-storage: /images/base.qcow2 (file, read-only)\r\n"))
         #expect(output(&m, "info block -v virtio0").hasPrefix("virtio0: disk.img (raw)"))
         #expect(output(&m, "info block -x") == "block: unsupported option -x\r\n")
         #expect(output(&m, "info block nothere") == "")

@@ -328,9 +328,21 @@ import Testing
         #expect(st["rd_operations"] == 8)
         #expect(st["wr_operations"] == 1)
         #expect(st["flush_operations"] == 2)
+        #expect(st["failed_rd_operations"] == 1)
+        #expect(st["wr_highest_offset"] == 1_048_576)
         #expect(st["timed_stats"] == [])
         #expect(st["account_invalid"] == true)
         #expect(st.objectValue?.count == 26)
+        // A -blockdev disk: no device name; libvirt finds it by qdev and node-name.
+        let blockdev = try #require(stats["return"]?.arrayValue?.last)
+        #expect(blockdev["device"] == "" && blockdev["qdev"] == "/machine/peripheral/virtio-disk0/virtio-backend")
+        #expect(blockdev["node-name"] == "libvirt-1-format")
+        #expect(disks[1]["qdev"] == "/machine/peripheral/virtio-disk0/virtio-backend")
+        #expect(disks[1]["inserted"]?["node-name"] == "libvirt-1-format")
+        let nodes = try JSONParser.parse(Array(send(&s, #"{"execute": "query-blockstats", "arguments": {"query-nodes": true}}"#)[0].utf8))
+        #expect(nodes["return"]?.arrayValue?.last?["device"] == nil && nodes["return"]?.arrayValue?.last?["node-name"] == "libvirt-1-format")
+        let named = try JSONParser.parse(Array(send(&s, #"{"execute": "query-named-block-nodes", "arguments": {"flat": true}}"#)[0].utf8))
+        #expect(named["return"]?.arrayValue?.compactMap { $0["node-name"]?.stringValue }.suffix(2) == ["libvirt-1-format", "libvirt-1-storage"])
     }
 
     @Test func actionsReachTheTarget() {

@@ -39,11 +39,23 @@ final class FakeTarget: MonitorTarget {
         [MonitorCPU(index: 0, threadID: 4242, target: "riscv64", qomPath: "/machine/soc0/harts[0]"),
          MonitorCPU(index: 1, threadID: 4243, target: "riscv64", qomPath: "/machine/soc0/harts[1]")]
     }
+    /// virtio0's requests: 8 reads of 512 bytes, a write of 512 bytes ending at 1 MiB, 2 flushes, a failed read.
+    let accounting: BlockAccounting = {
+        let a = BlockAccounting()
+        for _ in 0..<8 { a.record(.read, bytes: 512, start: BlockAccounting.now(), failed: false) }
+        a.record(.write, offset: (1 << 20) - 512, bytes: 512, start: BlockAccounting.now(), failed: false)
+        for _ in 0..<2 { a.record(.flush, start: BlockAccounting.now(), failed: false) }
+        a.record(.read, bytes: 512, start: BlockAccounting.now(), failed: true)
+        return a
+    }()
     var blockDevices: [MonitorBlockDevice] {
-        [MonitorBlockDevice(device: "virtio0", file: "disk.img", format: "raw", readOnly: false, sizeBytes: 1 << 30,
-                            readBytes: 4096, writtenBytes: 512, readOperations: 8, writeOperations: 1, flushOperations: 2),
-         MonitorBlockDevice(device: "virtio1", file: "/images/base.qcow2", format: "qcow2", readOnly: true,
-                            sizeBytes: UInt64(Int64.max) + 1)]
+        var blockdev = MonitorBlockDevice(device: "", file: "/images/base.qcow2", format: "qcow2", readOnly: true,
+                                          sizeBytes: UInt64(Int64.max) + 1)
+        blockdev.nodeName = "libvirt-1-format"
+        blockdev.fileNodeName = "libvirt-1-storage"
+        blockdev.qdev = "/machine/peripheral/virtio-disk0/virtio-backend"
+        return [MonitorBlockDevice(device: "virtio0", file: "disk.img", format: "raw", readOnly: false, sizeBytes: 1 << 30,
+                                   accounting: accounting), blockdev]
     }
     var chardevs: [(label: String, filename: String)] {
         [("serial0", "pty:/dev/pts/7"), ("qmp", "unix:/tmp/q.sock,server=on")]
