@@ -6,7 +6,7 @@ extension HumanMonitor {
         guard let control = target.migration else {
             return "\(name): this machine (\(target.machineType)) cannot be migrated or snapshotted yet\n"
         }
-        let words = rest.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        guard let words = Self.arguments(rest) else { return "\(name): unterminated string\n" }
         func failure(_ error: QMPError) -> String { "Error: \(error.desc)\n" }
         do throws(QMPError) {
             switch name {
@@ -61,6 +61,40 @@ extension HumanMonitor {
             return failure(error)
         }
         return ""
+    }
+
+    /// The words of a command's arguments as QEMU's monitor reads string arguments (get_str):
+    /// separated by blanks, or in double quotes with \\, \", \', \n and \r escapes (libvirt
+    /// writes `savevm "snap1"`); nil for an unterminated quote.
+    static func arguments(_ text: String) -> [String]? {
+        var words: [String] = []
+        var chars = Substring(text)[...]
+        while true {
+            chars = chars.drop { $0 == " " || $0 == "\t" }
+            guard let first = chars.first else { return words }
+            guard first == "\"" else {
+                let word = chars.prefix { $0 != " " && $0 != "\t" }
+                words.append(String(word))
+                chars = chars.dropFirst(word.count)
+                continue
+            }
+            chars = chars.dropFirst()
+            var word = ""
+            while true {
+                guard let c = chars.popFirst() else { return nil }
+                if c == "\"" { break }
+                if c == "\\", let escaped = chars.popFirst() {
+                    switch escaped {
+                    case "n": word.append("\n")
+                    case "r": word.append("\r")
+                    default: word.append(escaped)
+                    }
+                } else {
+                    word.append(c)
+                }
+            }
+            words.append(word)
+        }
     }
 
     /// QEMU's name for an unnamed `savevm`: vm-YYYYMMDDHHMMSS, local time.

@@ -148,6 +148,14 @@ import TestSupport
         }, uniquingKeysWith: { a, _ in a })
         #expect((counters["rd_req"] ?? 0) > 0 && (counters["rd_bytes"] ?? 0) > 0, "\(stat.output)")
 
+        // An internal snapshot (HMP savevm "s1" into the qcow2 image), and a revert to it:
+        // libvirt restarts the emulator with -loadvm s1.
+        let snapshot = try libvirt.virsh("snapshot-create-as \(name) s1; snapshot-revert \(name) s1; domstate \(name)")
+        #expect(snapshot.status == 0 && snapshot.output.trimmingCharacters(in: .whitespacesAndNewlines).hasSuffix("running"), "\(snapshot.output)\n\(libvirt.emulatorLog(name).suffix(1500))")
+        let listed = try GuestProgram.run("/usr/bin/qemu-img", ["snapshot", "-l", "-U", disk])
+        #expect(listed.output.contains(" s1 "), "the image's snapshot is named s1, as libvirt asked: \(listed.output)")
+        #expect(try libvirt.virsh("snapshot-delete \(name) s1").status == 0)
+
         let destroyed = try libvirt.virsh("destroy \(name); domstate \(name); undefine \(name)")
         #expect(destroyed.status == 0 && destroyed.output.contains("shut off"), "\(destroyed.output)")
         // SIGTERM from libvirt: swemu's clean end, as QEMU's.

@@ -19,6 +19,14 @@ private let esc = "\u{1B}"
         return String(text.dropLast(7))
     }
 
+    /// String arguments as QEMU's get_str reads them: libvirt quotes snapshot names.
+    @Test func quotedArguments() {
+        #expect(HumanMonitor.arguments(#""snap1""#) == ["snap1"])
+        #expect(HumanMonitor.arguments(#"  -d   "a b\"c\\"  plain "#) == ["-d", #"a b"c\"#, "plain"])
+        #expect(HumanMonitor.arguments("") == [])
+        #expect(HumanMonitor.arguments(#""open"#) == nil)
+    }
+
     @Test func bannerAndPrompt() {
         var m = HumanMonitor(target: FakeTarget())
         #expect(m.open().text == "swemu 0.1.0 monitor - type 'help' for more information\r\n(qemu) ")
