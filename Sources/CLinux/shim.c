@@ -16,6 +16,25 @@ int clx_memfd_seal_size(int fd) { return fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_
 #define MADV_POPULATE_WRITE 23
 #endif
 int clx_madvise_populate_write(void *p, size_t n) { return madvise(p, n, MADV_POPULATE_WRITE); }
+
+long clx_recv_with_fds(int fd, void *buf, size_t len, int *fds, int max_fds, int *nfds) {
+    char control[CMSG_SPACE(sizeof(int) * 16)];
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
+    *nfds = 0;
+    ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *received = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            if (*nfds < max_fds) fds[(*nfds)++] = received[i];
+            else close(received[i]);
+        }
+    }
+    return n;
+}
 int clx_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 int clx_fcntl_getfl(int fd) { return fcntl(fd, F_GETFL); }
 int clx_fcntl_setfl(int fd, int flags) { return fcntl(fd, F_SETFL, flags); }

@@ -82,6 +82,8 @@ final class StreamChannel: Sendable {
     static let outputQueueLimit = 64 * 1024
     /// Largest single read.
     static let readChunk = 4096
+    /// Most descriptors taken with one read of a unix socket (SCM_RIGHTS); more are closed.
+    static let maxDescriptors = 16
 
     private struct State: ~Copyable {
         var fd: DescriptorSlot
@@ -189,7 +191,7 @@ final class StreamChannel: Sendable {
         }
     }
 
-    private enum ReadResult { case data([UInt8]), wouldBlock, end, paused, idle }
+    private enum ReadResult { case data([UInt8], [Int32]), wouldBlock, end, paused, idle }
 
     /// Reads once, at most what the frontend can take, and hands it over.
     private func pumpInput(hangup: Bool) {
@@ -209,18 +211,35 @@ final class StreamChannel: Sendable {
             }
             var buffer = [UInt8](repeating: 0, count: min(capacity, Self.readChunk))
             var n: Int
+            var fds = [Int32](repeating: -1, count: Self.maxDescriptors)
+            var received: Int32 = 0
             repeat {
-                // SAFETY: read writes at most b.count bytes into the buffer it is given.
-                n = buffer.withUnsafeMutableBytes { b in Glibc.read(fd, b.baseAddress, b.count) }
+                // SAFETY: read and recvmsg write at most b.count bytes into the buffer they are
+                // given, and clx_recv_with_fds at most maxDescriptors entries into `fds`.
+                n = buffer.withUnsafeMutableBytes { b in
+                    kind == .socket
+                        ? fds.withUnsafeMutableBufferPointer { f in
+                            clx_recv_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count), &received)
+                        }
+                        : Glibc.read(fd, b.baseAddress, b.count)
+                }
             } while n < 0 && Errno.current == .interrupted
             if n < 0 && Errno.current == .wouldBlock { return hangup ? .end : .wouldBlock }
+            let descriptors = Array(fds.prefix(Int(received)))
             // 0: end of file. EIO (a pty master with no slave), ECONNRESET: the peer is gone.
-            if n <= 0 { return .end }
+            if n <= 0 {
+                for fd in descriptors { Glibc.close(fd) }
+                return .end
+            }
             buffer.removeSubrange(n...)
-            return .data(buffer)
+            return .data(buffer, descriptors)
         }
         switch result {
-        case .data(let bytes):
+        case .data(let bytes, let descriptors):
+            // Descriptors first: the command they came with may use them (QMP getfd).
+            if !descriptors.isEmpty {
+                if let frontend { frontend.receiveDescriptors(descriptors) } else { for fd in descriptors { Glibc.close(fd) } }
+            }
             frontend?.receive(bytes)
             schedulePumpIfUnpollable()
         case .end:

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The guest-facing side of a character device: a UART, virtio-console, the monitor.
 /// Backends push input to it, asking first how much it can take (QEMU's can_read/read pair),
 /// so a slow guest applies back-pressure instead of losing bytes.
@@ -9,6 +11,9 @@ public protocol CharFrontend: AnyObject, Sendable {
     /// The host side connected or disconnected (QEMU's CHR_EVENT_OPENED/CLOSED): a socket
     /// client came or went, a pty was opened. Monitors send their greeting on `.opened`.
     func backendEvent(_ event: CharEvent)
+    /// Descriptors that came with the input that follows (SCM_RIGHTS on a unix socket): the
+    /// frontend owns them. Has a default (close them: devices take none).
+    func receiveDescriptors(_ fds: [Int32])
 }
 
 /// Connection events of a character backend.
@@ -20,6 +25,7 @@ public enum CharEvent: Sendable, Equatable {
 extension CharFrontend {
     /// Devices (UARTs, virtio-console) do not care who is on the other end.
     public func backendEvent(_ event: CharEvent) {}
+    public func receiveDescriptors(_ fds: [Int32]) { for fd in fds { Glibc.close(fd) } }
 }
 
 /// The host-facing side of a character device (stdio, pty, socket, file), DESIGN.md §2.

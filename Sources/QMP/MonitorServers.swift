@@ -47,6 +47,9 @@ public final class QMPServer: CharFrontend {
         /// The current session has negotiated (mirrors the session while it is busy).
         var negotiated = false
         var closed = false
+        /// Descriptors the client sent (SCM_RIGHTS) that no `getfd` has taken yet; closed
+        /// when the client leaves.
+        var descriptors: [Int32] = []
     }
 
     /// Largest chunk taken per `receive`.
@@ -98,6 +101,8 @@ public final class QMPServer: CharFrontend {
             s.generation &+= 1
             s.negotiated = false
             s.busy = false
+            for fd in s.descriptors + (s.session?.receivedDescriptors ?? []) { Glibc.close(fd) }
+            s.descriptors = []
             switch event {
             case .opened:
                 let session = QMPSession(target: target, version: version, maxMessageSize: maxMessageSize, pretty: pretty)
@@ -109,11 +114,22 @@ public final class QMPServer: CharFrontend {
         }
     }
 
+    public func receiveDescriptors(_ fds: [Int32]) {
+        let refused = state.withLock { s -> [Int32] in
+            guard !s.closed, s.session != nil else { return fds }
+            s.descriptors += fds
+            return []
+        }
+        for fd in refused { Glibc.close(fd) }
+    }
+
     public func receive(_ bytes: [UInt8]) {
         let taken = state.withLock { s -> (QMPSession, UInt64)? in
-            guard let session = s.session else { return nil }  // no client: nothing to answer
+            guard var session = s.session else { return nil }  // no client: nothing to answer
             s.session = nil
             s.busy = true
+            session.receivedDescriptors += s.descriptors
+            s.descriptors = []
             return (session, s.generation)
         }
         guard let (initial, generation) = taken else { return }
@@ -128,11 +144,13 @@ public final class QMPServer: CharFrontend {
             }
             if reply.quitRequested { target.execute(.quit(reason: "host-qmp-quit")) }
         }
-        state.withLock { s in
-            guard s.generation == generation else { return }
+        let orphaned = state.withLock { s -> [Int32] in
+            guard s.generation == generation else { return session.receivedDescriptors }  // the client left
             s.session = session
             s.busy = false
+            return []
         }
+        for fd in orphaned { Glibc.close(fd) }
     }
 
     private func deliver(_ event: MonitorEvent) {

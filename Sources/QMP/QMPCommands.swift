@@ -93,6 +93,8 @@ enum QMPCommands {
         Command(name: "query-blockstats", parameters: [Parameter(name: "query-nodes", type: .bool, optional: true)]),
         Command(name: "query-named-block-nodes", parameters: [Parameter(name: "flat", type: .bool, optional: true)]),
         Command(name: "query-iothreads", parameters: []),
+        Command(name: "getfd", parameters: [Parameter(name: "fdname", type: .string, optional: false)]),
+        Command(name: "closefd", parameters: [Parameter(name: "fdname", type: .string, optional: false)]),
         Command(name: "qom-list", parameters: [Parameter(name: "path", type: .string, optional: false)]),
         Command(name: "query-chardev", parameters: []),
         Command(name: "query-machines", parameters: []),

@@ -1,3 +1,5 @@
+import SystemSupport
+
 /// One QMP connection as a codec with no I/O (DESIGN.md §9.6; docs/interop/qmp-spec.rst,
 /// QEMU 7.2): bytes from the client go in, replies come out, commands are carried out
 /// through a `MonitorTarget`.
@@ -47,6 +49,9 @@ public struct QMPSession: Sendable {
 
     /// `qmp_capabilities` succeeded: commands run and events are sent.
     public private(set) var isNegotiated = false
+    /// Descriptors the client sent (SCM_RIGHTS) for `getfd` to name, oldest first; the
+    /// server closes those left when the client goes.
+    var receivedDescriptors: [Int32] = []
     /// The client enabled the "oob" capability.
     public private(set) var isOOBEnabled = false
 
@@ -256,6 +261,15 @@ public struct QMPSession: Sendable {
         case "query-blockstats":
             let nodes = args["query-nodes"]?.boolValue ?? false
             return .array(target.blockDevices.map { QMPCommands.blockStats($0, nodes: nodes) })
+        case "getfd":
+            // QEMU's qmp_getfd: the descriptor that came with this command, under its name.
+            guard !receivedDescriptors.isEmpty else { throw .generic("No file descriptor supplied via SCM_RIGHTS") }
+            MonitorFDs.add(args["fdname"]?.stringValue ?? "", receivedDescriptors.removeFirst())
+            return [:]
+        case "closefd":
+            let name = args["fdname"]?.stringValue ?? ""
+            guard MonitorFDs.close(name) else { throw .generic("File descriptor named '\(name)' not found") }
+            return [:]
         case "qom-list":
             // The containers of devices: /machine/peripheral holds those given an id.
             let path = args["path"]?.stringValue ?? ""

@@ -146,6 +146,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
     }
 
     func cont() {
+        waitForSnapshotAtStart()
         let (changed, board) = state.withLock { s -> (Bool, X86MicroVM?) in
             guard s.life.cont() else { return (false, nil) }
             // While the migration code has the vCPUs parked, it lets them run when it is done.

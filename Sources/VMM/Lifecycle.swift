@@ -1,3 +1,5 @@
+import Glibc
+
 /// The run state of a machine (DESIGN.md §3, "The machine core"): QEMU's RunState, whether
 /// the vCPUs are held, and how the run ends, with the transitions every VMM shares, so
 /// `VirtualMachine` (RISC-V) and `KVMMachine` carry out each `VMCommand` and each snapshot or
@@ -25,6 +27,13 @@ extension LifecycleOwner {
 
     func resumeAfterSnapshot(wasRunning: Bool) { resumeAfterMigration(wasRunning: wasRunning) }
 
+    /// QEMU loads `-loadvm`'s snapshot before its monitor answers; here it loads on its own
+    /// thread, so a `cont` (libvirt sends one right after starting a snapshot's machine) waits
+    /// for it, then runs the loaded machine.
+    func waitForSnapshotAtStart() {
+        while withLifecycle({ $0.loadingAtStart && $0.exitCode == nil }) { usleep(2_000) }
+    }
+
     func incomingCompleted() {
         incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
         let paused = startsPaused
@@ -45,6 +54,10 @@ struct Lifecycle {
     var hostReset = false
     /// `cont` arrived during an incoming migration: run once it is loaded (QEMU's autostart).
     var startAfterIncoming = false
+    /// `-loadvm` is loading the snapshot the machine starts from (on its own thread; QEMU
+    /// loads it before the monitor answers anything, so a `cont` waits for it:
+    /// `LifecycleOwner.waitForSnapshotAtStart`).
+    var loadingAtStart: Bool
     /// The host asked the run to end (`quit`, a signal) and its SHUTDOWN event is announced.
     var endAnnounced = false
 
@@ -54,6 +67,7 @@ struct Lifecycle {
         // "inmigrate" until the stream is loaded; with -loadvm it starts once loaded.
         runState = setup.incoming == nil ? "prelaunch" : "inmigrate"
         paused = setup.startPaused || setup.incoming != nil || setup.loadvm != nil
+        loadingAtStart = setup.loadvm != nil
     }
 
     var isRunning: Bool { runState == "running" }
@@ -126,6 +140,7 @@ struct Lifecycle {
 
     /// The incoming machine is loaded; returns whether it should run now.
     mutating func incomingLoaded(startPaused: Bool) -> Bool {
+        loadingAtStart = false
         runState = startPaused ? "paused" : "prelaunch"
         return !startPaused || startAfterIncoming
     }

@@ -10,10 +10,22 @@ public enum MigrationURI: Equatable, Sendable {
     case unix(String)
     case file(String)
     case exec(String)
+    /// `fd:NAME`: a descriptor a monitor client gave the name (QMP `getfd`), or `fd:N` one
+    /// the parent process left open (libvirt's save and restore).
+    case fd(String)
     /// `-incoming defer`: the URI comes later, with `migrate-incoming`.
     case deferred
 
-    static let accepted = "tcp:HOST:PORT, unix:PATH, file:PATH or exec:COMMAND"
+    static let accepted = "tcp:HOST:PORT, unix:PATH, file:PATH, exec:COMMAND or fd:NAME"
+
+    /// An incoming channel that waits for a source to connect (a socket), rather than one
+    /// that is there at once (a file, a command, a descriptor).
+    var listens: Bool {
+        switch self {
+        case .tcp, .unix: return true
+        case .file, .exec, .fd, .deferred: return false
+        }
+    }
 
     public static func parse(_ text: String, incoming: Bool) throws(SystemError) -> MigrationURI {
         if incoming && text == "defer" { return .deferred }
@@ -41,6 +53,9 @@ public enum MigrationURI: Equatable, Sendable {
         case "exec":
             guard !rest.isEmpty else { throw .configuration("migration URI '\(text)': expected exec:COMMAND") }
             return .exec(rest)
+        case "fd":
+            guard !rest.isEmpty else { throw .configuration("migration URI '\(text)': expected fd:NAME (a getfd name) or fd:N") }
+            return .fd(rest)
         default:
             throw .configuration("migration URI '\(text)': unknown transport '\(scheme)' (accepted: \(accepted))")
         }
@@ -93,6 +108,21 @@ final class MigrationChannel: @unchecked Sendable {
         case .exec(let command):
             if !outgoing { listening() }
             return try spawn(command, outgoing: outgoing, uri: uri)
+        case .fd(let name):
+            // QEMU's monitor_fd_param: a number is the descriptor itself, a name one `getfd`
+            // filed; either way the migration owns it now and closes it when done.
+            if !outgoing { listening() }
+            if let number = Int32(name), number >= 0 {
+                guard number > 2, fcntl(number, F_GETFD) >= 0 else {
+                    throw .configuration("fd:\(name): descriptor \(number) is not open (0 to 2 are stdio)")
+                }
+                _ = clx_set_cloexec(number)
+                return MigrationChannel(fd: number, child: nil, uri: uri)
+            }
+            guard let fd = MonitorFDs.take(name) else {
+                throw .configuration("File descriptor named '\(name)' has not been found")
+            }
+            return MigrationChannel(fd: fd, child: nil, uri: uri)
         case .deferred:
             throw .configuration("'defer' is not a migration URI to open")
         }

@@ -353,6 +353,10 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
             s.info = MigrationInfo()
         }
         guard let host else { return }
+        // A file, command or descriptor is there at once: "setup" before `migrate-incoming`
+        // answers, as QEMU's (libvirt checks the status right after); a socket says it once
+        // it listens.
+        if !uri.listens { setStatus("setup") }
         do {
             try HostThread.spawn(name: "migration-in") { [self] in runIncoming(uri, host: host) }
         } catch {
@@ -365,7 +369,7 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
         do throws(SystemError) {
             // "setup" once the destination listens (or has its file or command): a source may
             // connect from then on.
-            let channel = try MigrationChannel.open(uri, outgoing: false, listening: { self.setStatus("setup") }) { false }
+            let channel = try MigrationChannel.open(uri, outgoing: false, listening: { if uri.listens { self.setStatus("setup") } }) { false }
             setStatus("active")
             let reader = MigrationStreamReader { (buffer) throws(SystemError) -> Int in try channel.read(into: buffer) }
             try load(from: reader, host: host) { if channel.acknowledges { channel.send(.pass) } }

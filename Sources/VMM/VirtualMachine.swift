@@ -227,6 +227,7 @@ public final class VirtualMachine: MonitorTarget, Sendable {
     }
 
     func cont() {
+        waitForSnapshotAtStart()
         let changed = state.withLock { $0.life.cont() }
         if changed {
             wake.signal()

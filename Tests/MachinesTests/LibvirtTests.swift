@@ -6,7 +6,7 @@ import TestSupport
 /// libvirt drives swemu as its `<emulator>` (issue: libvirt): Debian's libvirt 9.0 probes the
 /// binary's capabilities, defines a riscv64 `virt` domain, starts it (its command line: JSON
 /// -object/-blockdev, -chardev socket,fd=, -add-fd, -msg timestamp=on, ...; then its QMP start
-/// sequence), and suspends, resumes and destroys it, through `virsh` with libvirt's QEMU driver
+/// sequence), suspends, resumes, snapshots, saves, restores and destroys it, through `virsh` with libvirt's QEMU driver
 /// embedded in the virsh process (`qemu:///embed?root=DIR`): no daemon, every file under a
 /// directory of the test's own.
 @Suite(.serialized, .oneLinuxBootAtATime) struct LibvirtTests {
@@ -155,6 +155,15 @@ import TestSupport
         let listed = try GuestProgram.run("/usr/bin/qemu-img", ["snapshot", "-l", "-U", disk])
         #expect(listed.output.contains(" s1 "), "the image's snapshot is named s1, as libvirt asked: \(listed.output)")
         #expect(try libvirt.virsh("snapshot-delete \(name) s1").status == 0)
+
+        // virsh save (QMP getfd with the file's descriptor, migrate fd:migrate) and restore
+        // (-incoming defer, migrate-incoming fd:N): the domain comes back running.
+        let saved = libvirt.root.appendingPathComponent("saved.img").path
+        let saveRestore = try libvirt.virsh("save \(name) \(saved); domstate \(name); restore \(saved); domstate \(name)")
+        #expect(saveRestore.status == 0, "\(saveRestore.output)\n\(libvirt.emulatorLog(name).suffix(1500))")
+        #expect(saveRestore.output.components(separatedBy: "\n").filter { $0 == "shut off" || $0 == "running" } == ["shut off", "running"],
+                "\(saveRestore.output)")
+        #expect(((try? FileManager.default.attributesOfItem(atPath: saved)[.size]) as? NSNumber)?.intValue ?? 0 > 1 << 20, "the saved state is in the file")
 
         let destroyed = try libvirt.virsh("destroy \(name); domstate \(name); undefine \(name)")
         #expect(destroyed.status == 0 && destroyed.output.contains("shut off"), "\(destroyed.output)")

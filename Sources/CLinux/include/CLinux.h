@@ -97,6 +97,10 @@ int clx_memfd_seal_size(int fd);
 /// now, not at the first touch (memory backends' prealloc=on); -1 with errno, EINVAL where the
 /// kernel lacks it.
 int clx_madvise_populate_write(void *p, size_t n);
+/// recvmsg(2) of up to `len` bytes and up to `max_fds` descriptors sent with them
+/// (SCM_RIGHTS, received close-on-exec; any beyond `max_fds` are closed). Returns what
+/// recvmsg returns; `*nfds` is how many descriptors landed in `fds`.
+long clx_recv_with_fds(int fd, void *buf, size_t len, int *fds, int max_fds, int *nfds);
 
 
 // Atomic operations on guest RAM, which is plain host memory shared by vCPU threads and DMA.
