@@ -97,6 +97,9 @@ public final class Hart: @unchecked Sendable {
     // into them are masked to those capacities (`pmpRegionCount` is at most 16).
     // Cross-thread inputs go through the atomics below.
     public let state: UnsafeMutablePointer<HartState>
+    /// `state.pointee.x`, the integer registers, as a plain pointer for the interpreter's
+    /// inner loop (no bounds checks: register fields are 5 bits).
+    let registers: UnsafeMutablePointer<UInt64>
     package let tlb: UnsafeMutablePointer<TLBEntry>
     package static let tlbSize = 256
     let codeWriteTLB: UnsafeMutablePointer<CodeWriteEntry>
@@ -161,6 +164,10 @@ public final class Hart: @unchecked Sendable {
         state = .allocate(capacity: 1)
         state.initialize(to: HartState())
         state.pointee.mhartid = hartID
+        // SAFETY: `x` is an InlineArray of 32 UInt64s stored inline in the HartState that
+        // `state` holds for the hart's life, so its elements are UInt64s at a fixed address.
+        registers = (UnsafeMutableRawPointer(state) + MemoryLayout<HartState>.offset(of: \HartState.x)!)
+            .assumingMemoryBound(to: UInt64.self)
         tlb = .allocate(capacity: Hart.tlbSize * 3)
         tlb.initialize(repeating: TLBEntry(), count: Hart.tlbSize * 3)
         codeWriteTLB = .allocate(capacity: Hart.codeWriteTLBSize)
