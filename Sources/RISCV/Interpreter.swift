@@ -36,23 +36,23 @@ extension Hart {
     ///
     /// What made the interpreter slow was the work around each instruction, not the
     /// instructions (perf: the dispatch, calls, and pc, counter and flag traffic through
-    /// `HartState`). So the common instructions run inline here (`executeSimple`), pc lives
-    /// in a local that is stored, never read back, per instruction (MMIO handlers and traps
-    /// still see it exact); retired instructions are counted in a local and added to
-    /// mcycle/minstret before any CSR instruction (the only way the guest reads or changes
-    /// them, or mcountinhibit) and when the chunk ends; the breakpoint filter is read once
-    /// (only the debugger changes it, while the hart is stopped). Only the other
-    /// instructions, which may end the chunk, are followed by a look at `endChunk`.
+    /// `HartState`). So runs of the common instructions go through `runSimple`'s small loop;
+    /// retired instructions are counted in a local and added to mcycle/minstret before any
+    /// CSR instruction (the only way the guest reads or changes them, or mcountinhibit), at
+    /// a trap and when the chunk ends; the breakpoint filter is read once (only the debugger
+    /// changes it, while the hart is stopped). Breakpoints and traces take every instruction
+    /// through the general path below.
     @inline(__always)
     private func runChunk(_ limit: Int, tracing: Bool) -> Int? {
         let s = state
-        let regs = registers
         var pc = s.pointee.pc
         var executed = 0
-        // The instructions before `counted` are in mcycle/minstret, or trapped (did not retire).
+        // Of the `executed` instructions, the first `counted` are in mcycle/minstret or trapped
+        // (did not retire); `executed` counts an instruction once it has run or trapped.
         var counted = 0
         defer { retire(UInt64(executed - counted)) }
         let breakpointFilter = s.pointee.breakpointFilter
+        let simpleRuns = breakpointFilter == 0 && !tracing
         // The decoded page of the current pc, valid until the chunk ends: everything that
         // can change translation, privilege or the cache (CSR writes, xRET, SFENCE.VMA,
         // FENCE.I) ends the chunk, and a trap resets it.
@@ -64,27 +64,28 @@ extension Hart {
                 lastDebugStop = .breakpoint(pc: pc, kinds: kinds)
                 return nil
             }
-            executed += 1
             do {
                 if pc & ~(Hart.pageSize - 1) != cachedPage {
                     slots = try decodedPageForFetch(pc)
                     cachedPage = pc & ~(Hart.pageSize - 1)
                 }
-                // An empty slot is not simple: it is decoded below.
-                if !tracing, let next = try executeSimple(slots[Int((pc & (Hart.pageSize - 1)) >> 1)], pc: pc, registers: regs) {
-                    pc = next
-                    continue
+                if simpleRuns {
+                    try runSimple(pc: &pc, executed: &executed, limit: limit, page: cachedPage, slots: slots)
+                    if executed == limit || pc & ~(Hart.pageSize - 1) != cachedPage { continue }
                 }
                 let d = try decodedInstruction(at: pc, slots: slots)
                 if tracing { trace(d, pc: pc) }
                 if d.op.isCSR {
-                    retire(UInt64(executed - 1 - counted))
-                    counted = executed - 1
+                    retire(UInt64(executed - counted))
+                    counted = executed
                 }
                 pc = try advance(d, from: pc)
+                executed += 1
             } catch {
                 // The instruction did not retire (nor will a stopped one, yet).
-                retire(UInt64(executed - 1 - counted))
+                s.pointee.pc = pc
+                retire(UInt64(executed - counted))
+                executed += 1
                 counted = executed
                 if error.cause == Trap.debugStopCause { return nil }
                 takeTrap(error, pc: pc)
@@ -95,6 +96,25 @@ extension Hart {
         }
         s.pointee.pc = pc
         return executed
+    }
+
+    /// `runChunk`'s inner loop: runs the instructions `executeSimple` takes from `pc` while
+    /// they are on the decoded page `slots` (virtual page `page`) and `executed` is below
+    /// `limit`, counting each in `executed`. Stops at the first other instruction (or empty
+    /// slot); a trap leaves `pc` at the instruction that raised it. Neither is counted. A
+    /// function of its own so that its few values stay in host registers: pc is
+    /// not stored per instruction (a trap or the caller stores it).
+    @inline(never)
+    private func runSimple(pc: inout UInt64, executed: inout Int, limit: Int, page: UInt64,
+                           slots: UnsafeMutablePointer<DecodedInstruction>) throws(Trap) {
+        let regs = registers
+        var p = pc, n = executed
+        defer { (pc, executed) = (p, n) }
+        while n < limit && p & ~(Hart.pageSize - 1) == page {
+            guard let next = try executeSimple(slots[Int((p & (Hart.pageSize - 1)) >> 1)], pc: p, registers: regs) else { return }
+            p = next
+            n += 1
+        }
     }
 
     /// Whether `-d exec,in_asm,cpu` asked for a line per instruction.
