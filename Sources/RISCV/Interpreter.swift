@@ -111,8 +111,16 @@ extension Hart {
         var p = pc, n = executed
         defer { (pc, executed) = (p, n) }
         while n < limit && p & ~(Hart.pageSize - 1) == page {
-            guard let next = try executeSimple(slots[Int((p & (Hart.pageSize - 1)) >> 1)], pc: p, registers: regs) else { return }
-            p = next
+            let slot = slots + Int((p & (Hart.pageSize - 1)) >> 1)
+            if let next = try executeSimple(slot, pc: p, registers: regs) {
+                p = next
+            } else if slot.pointee.op.isFloat {
+                // F and D: a call, but no reason to leave the loop (they trap at worst). Not
+                // a case of executeSimple: a call there cost the loop its host registers.
+                p = try executeFloat(slot, pc: p)
+            } else {
+                return
+            }
             n += 1
         }
     }
@@ -223,40 +231,49 @@ extension Hart {
     /// store (the run loop keeps pc in a register). Throws the trap it raises.
     @inline(__always)
     func advance(_ d: DecodedInstruction, from pc: UInt64) throws(Trap) -> UInt64 {
-        if let next = try executeSimple(d, pc: pc, registers: registers) { return next }
-        return try executeSystem(d, pc: pc)
+        try withUnsafePointer(to: d) { (slot) throws(Trap) -> UInt64 in
+            if let next = try executeSimple(slot, pc: pc, registers: registers) { return next }
+            if d.op.isFloat { return try executeFloat(slot, pc: pc) }
+            return try executeSystem(d, pc: pc)
+        }
     }
 
-    /// Executes `d` at `pc` if it is one of the instructions that only compute on integer
-    /// registers, load, store or jump (most of what a program runs), and returns the next pc;
-    /// nil for the others (`executeSystem`), and for the empty slot of a decoded page.
+    /// Executes the instruction at `slot` (decoded, at `pc`) if it is one of the instructions
+    /// that only compute on integer registers, load, store or jump (most of what a program
+    /// runs), and returns the next pc; nil for the others (`executeFloat`, `executeSystem`),
+    /// and for the empty slot of a decoded page.
     ///
     /// One switch over operands read up front, through a plain pointer to the register file:
     /// the run loop inlines it, so the common instruction costs one indirect jump and no
-    /// calls. rd is written even when it is x0, which is then zeroed again (cheaper than a
+    /// calls. The instruction is read through its slot, field by field as each case needs it
+    /// (a copy of the whole would take as many host registers). rd is written even when it is x0, which is then zeroed again (cheaper than a
     /// branch per instruction); nothing reads a register after writing rd.
     @inline(always)
-    func executeSimple(_ d: DecodedInstruction, pc: UInt64, registers regs: UnsafeMutablePointer<UInt64>) throws(Trap) -> UInt64? {
-        let next = pc &+ UInt64(d.length)
-        let imm = UInt64(bitPattern: d.imm)
+    func executeSimple(_ slot: UnsafePointer<DecodedInstruction>, pc: UInt64,
+                       registers regs: UnsafeMutablePointer<UInt64>) throws(Trap) -> UInt64? {
+        let op = slot.pointee.op
+        let next = pc &+ UInt64(slot.pointee.length)
+        let signedImm = slot.pointee.imm
+        let imm = UInt64(bitPattern: signedImm)
+        let rd = Int(slot.pointee.rd)
         // rs1 and rs2 are 5-bit fields (< 32) in every decoded instruction, whatever its
         // format (for I-type, rs2 holds immediate bits and is not used).
-        let a = regs[Int(d.rs1)], b = regs[Int(d.rs2)]
+        let a = regs[Int(slot.pointee.rs1)], b = regs[Int(slot.pointee.rs2)]
         /// A store's effect; a store writes no register.
         @inline(__always) func stored(size: Int) throws(Trap) -> UInt64 {
             try store(a &+ imm, b, size: size)
             return next
         }
         let value: UInt64
-        switch d.op {
+        switch op {
         case .lui: value = imm
         case .auipc: value = pc &+ imm
         case .jal:
-            regs[Int(d.rd)] = next
+            regs[rd] = next
             regs[0] = 0
             return pc &+ imm
         case .jalr:
-            regs[Int(d.rd)] = next
+            regs[rd] = next
             regs[0] = 0
             return (a &+ imm) & ~1
         case .beq: return Hart.branch(a == b, to: pc &+ imm, else: next)
@@ -277,7 +294,7 @@ extension Hart {
         case .sw: return try stored(size: 4)
         case .sd: return try stored(size: 8)
         case .addi: value = a &+ imm
-        case .slti: value = Int64(bitPattern: a) < d.imm ? 1 : 0
+        case .slti: value = Int64(bitPattern: a) < signedImm ? 1 : 0
         case .sltiu: value = a < imm ? 1 : 0
         case .xori: value = a ^ imm
         case .ori: value = a | imm
@@ -369,13 +386,13 @@ extension Hart {
         case .bseti: value = a | (1 << (imm & 63))
         default: return nil
         }
-        regs[Int(d.rd)] = value
+        regs[rd] = value
         regs[0] = 0
         return next
     }
 
-    /// The instructions `executeSimple` leaves: system, CSR, atomic and floating-point ones,
-    /// and illegal encodings. Returns the next pc.
+    /// The instructions neither `executeSimple` nor `executeFloat` takes: system, CSR and
+    /// atomic ones, and illegal encodings. Returns the next pc.
     @inline(never)
     func executeSystem(_ d: DecodedInstruction, pc: UInt64) throws(Trap) -> UInt64 {
         let s = state
@@ -433,7 +450,7 @@ extension Hart {
         case .illegal:
             throw Trap(.illegalInstruction, tval: UInt64(d.raw))
         default:
-            try executeFloat(d)
+            preconditionFailure("\(d.op) is executeSimple's or executeFloat's")
         }
         return next
     }
