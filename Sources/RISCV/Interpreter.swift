@@ -98,12 +98,13 @@ extension Hart {
         return executed
     }
 
-    /// `runChunk`'s inner loop: runs the instructions `executeSimple` takes from `pc` while
-    /// they are on the decoded page `slots` (virtual page `page`) and `executed` is below
-    /// `limit`, counting each in `executed`. Stops at the first other instruction (or empty
-    /// slot); a trap leaves `pc` at the instruction that raised it. Neither is counted. A
-    /// function of its own so that its few values stay in host registers: pc is
-    /// not stored per instruction (a trap or the caller stores it).
+    /// `runChunk`'s inner loop: runs the instructions `executeSimple` or `executeFloat` takes
+    /// from `pc` while they are on the decoded page `slots` (virtual page `page`) and
+    /// `executed` is below `limit`, counting each in `executed`. Stops at the first other
+    /// instruction (or empty slot); a trap leaves `pc` at the instruction that raised it.
+    /// Neither is counted. A function of its own so that its few values stay in host
+    /// registers; pc is not stored per instruction (a trap or the caller stores it). None of
+    /// these instructions can end a chunk early (`endChunk`), so none is followed by a look.
     @inline(never)
     private func runSimple(pc: inout UInt64, executed: inout Int, limit: Int, page: UInt64,
                            slots: UnsafeMutablePointer<DecodedInstruction>) throws(Trap) {
