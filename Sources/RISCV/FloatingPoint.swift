@@ -28,7 +28,10 @@ extension Hart {
     @inline(__always)
     private static func sext32(_ v: UInt32) -> UInt64 { UInt64(bitPattern: Int64(Int32(bitPattern: v))) }
 
-    func executeFloat(_ d: DecodedInstruction) throws(Trap) {
+    /// Executes the F/D instruction at `slot` (decoded, at `pc`); returns the next pc. Takes
+    /// the slot rather than a copy, so the run loop that calls it keeps its host registers.
+    func executeFloat(_ slot: UnsafePointer<DecodedInstruction>, pc: UInt64) throws(Trap) -> UInt64 {
+        let d = slot.pointee
         let s = state
         let illegal = Trap(.illegalInstruction, tval: UInt64(d.raw))
         // FS = Off: every F/D instruction is illegal (Privileged §3.1.6.6).
@@ -119,6 +122,7 @@ extension Hart {
             s.pointee.fflags |= flags.rawValue
             s.pointee.mstatus |= MStatus.fs
         }
+        return pc &+ UInt64(d.length)
     }
 
     /// Whether `op`'s encoding has an rm field (from the instruction table).

@@ -49,6 +49,12 @@ struct PMPRegion {
     var cfg: UInt8
 }
 
+/// A decoded page in `Hart.recentDecodedPages`; `page` = .max for an empty entry.
+struct RecentDecodedPage {
+    var page: UInt64 = .max
+    var slots: UnsafeMutablePointer<DecodedInstruction>?
+}
+
 struct PageTablePage {
     var page: UInt64 = .max
     var host: UnsafeMutableRawPointer?
@@ -91,12 +97,16 @@ package enum AccessType: Int {
 /// Owned and run by one host thread; other threads only raise interrupt lines
 /// (`setInterrupt`) and ask it to stop (`requestStop`), both through atomics.
 public final class Hart: @unchecked Sendable {
-    // SAFETY: `state`, `tlb`, `codeWriteTLB`, `pageTablePages` and `pmpRegions` are allocated
-    // (with their fixed capacities) in init, freed in deinit, and touched only by the thread
-    // that runs the hart (the vCPU thread), per the threading rule of DESIGN.md §4; indices
-    // into them are masked to those capacities (`pmpRegionCount` is at most 16).
+    // SAFETY: `state`, `tlb`, `codeWriteTLB`, `pageTablePages`, `pmpRegions` and
+    // `recentDecodedPages` are allocated (with their fixed capacities) in init, freed in
+    // deinit, and touched only by the thread that runs the hart (the vCPU thread), per the
+    // threading rule of DESIGN.md §4; indices into them are masked to those capacities
+    // (`pmpRegionCount` is at most 16).
     // Cross-thread inputs go through the atomics below.
     public let state: UnsafeMutablePointer<HartState>
+    /// `state.pointee.x`, the integer registers, as a plain pointer for the interpreter's
+    /// inner loop (no bounds checks: register fields are 5 bits).
+    let registers: UnsafeMutablePointer<UInt64>
     package let tlb: UnsafeMutablePointer<TLBEntry>
     package static let tlbSize = 256
     let codeWriteTLB: UnsafeMutablePointer<CodeWriteEntry>
@@ -139,6 +149,12 @@ public final class Hart: @unchecked Sendable {
     package var collectsDroppedCodePages = false
     /// At most this many pages are cached (16 KiB... 32 KiB each); past it the cache starts over.
     static let decodedPageLimit = 1024
+    /// The page last looked up in each of these sets (by physical page number), in front of
+    /// `decodedPages`: the run loop moves between a few pages of code all the time, and the
+    /// dictionary cost a hash and two exclusivity checks per move (perf: 4 % of a Linux boot
+    /// under the interpreter). An entry goes when its page is freed (`freeDecodedPage`).
+    let recentDecodedPages: UnsafeMutablePointer<RecentDecodedPage>
+    static let recentDecodedPagesSize = 64
     static let slotsPerPage = 2048
 
     /// Interrupt lines driven by devices (MSIP, MTIP, MEIP, SEIP), as `mip` bits.
@@ -161,6 +177,10 @@ public final class Hart: @unchecked Sendable {
         state = .allocate(capacity: 1)
         state.initialize(to: HartState())
         state.pointee.mhartid = hartID
+        // SAFETY: `x` is an InlineArray of 32 UInt64s stored inline in the HartState that
+        // `state` holds for the hart's life, so its elements are UInt64s at a fixed address.
+        registers = (UnsafeMutableRawPointer(state) + MemoryLayout<HartState>.offset(of: \HartState.x)!)
+            .assumingMemoryBound(to: UInt64.self)
         tlb = .allocate(capacity: Hart.tlbSize * 3)
         tlb.initialize(repeating: TLBEntry(), count: Hart.tlbSize * 3)
         codeWriteTLB = .allocate(capacity: Hart.codeWriteTLBSize)
@@ -169,6 +189,8 @@ public final class Hart: @unchecked Sendable {
         pmpRegions.initialize(repeating: PMPRegion(base: 0, top: 0, cfg: 0), count: 16)
         pageTablePages = .allocate(capacity: Hart.pageTablePagesSize)
         pageTablePages.initialize(repeating: PageTablePage(), count: Hart.pageTablePagesSize)
+        recentDecodedPages = .allocate(capacity: Hart.recentDecodedPagesSize)
+        recentDecodedPages.initialize(repeating: RecentDecodedPage(), count: Hart.recentDecodedPagesSize)
         self.memory = memory
         self.timeBase = timeBase
         wakeup = try Wakeup()
@@ -187,6 +209,8 @@ public final class Hart: @unchecked Sendable {
         codeWriteTLB.deallocate()
         pageTablePages.deinitialize(count: Hart.pageTablePagesSize)
         pageTablePages.deallocate()
+        recentDecodedPages.deinitialize(count: Hart.recentDecodedPagesSize)
+        recentDecodedPages.deallocate()
         pmpRegions.deinitialize(count: 16)
         pmpRegions.deallocate()
     }
@@ -398,23 +422,37 @@ public final class Hart: @unchecked Sendable {
 
     /// The decoded-instruction slots of physical page `page`, created empty on first use.
     func decodedPage(_ page: UInt64) -> UnsafeMutablePointer<DecodedInstruction> {
-        if let slots = decodedPages[page] { return slots }
-        if decodedPages.count >= Hart.decodedPageLimit { freeDecodedPages() }
-        registerCodePage(page)
-        let slots = UnsafeMutablePointer<DecodedInstruction>.allocate(capacity: Hart.slotsPerPage)
-        slots.initialize(repeating: .illegal(0, length: 0), count: Hart.slotsPerPage)
-        decodedPages[page] = slots
+        let recent = recentDecodedPage(page)
+        if recent.pointee.page == page, let slots = recent.pointee.slots { return slots }
+        let slots: UnsafeMutablePointer<DecodedInstruction>
+        if let known = decodedPages[page] {
+            slots = known
+        } else {
+            if decodedPages.count >= Hart.decodedPageLimit { freeDecodedPages() }
+            registerCodePage(page)
+            slots = .allocate(capacity: Hart.slotsPerPage)
+            slots.initialize(repeating: .illegal(0, length: 0), count: Hart.slotsPerPage)
+            decodedPages[page] = slots
+        }
+        recent.pointee = RecentDecodedPage(page: page, slots: slots)
         return slots
     }
 
-    private func freeDecodedPage(_ slots: UnsafeMutablePointer<DecodedInstruction>) {
+    /// The `recentDecodedPages` entry physical page `page` would be in.
+    private func recentDecodedPage(_ page: UInt64) -> UnsafeMutablePointer<RecentDecodedPage> {
+        recentDecodedPages + Int((page >> 12) & UInt64(Hart.recentDecodedPagesSize - 1))
+    }
+
+    private func freeDecodedPage(_ page: UInt64, _ slots: UnsafeMutablePointer<DecodedInstruction>) {
+        let recent = recentDecodedPage(page)
+        if recent.pointee.page == page { recent.pointee = RecentDecodedPage() }
         slots.deinitialize(count: Hart.slotsPerPage)
         slots.deallocate()
     }
 
     /// Frees every decoded page (the cache is full); the pages stay registered as code.
     private func freeDecodedPages() {
-        for slots in decodedPages.values { freeDecodedPage(slots) }
+        for (page, slots) in decodedPages { freeDecodedPage(page, slots) }
         decodedPages.removeAll(keepingCapacity: true)
     }
 
@@ -453,7 +491,7 @@ public final class Hart: @unchecked Sendable {
         for (page, generation) in codePages where memory.ram.codePageGeneration(GuestAddress(page)) != generation {
             codePages[page] = nil
             memory.ram.unregisterCodePage(GuestAddress(page), hart: Int(state.pointee.mhartid))
-            if let slots = decodedPages.removeValue(forKey: page) { freeDecodedPage(slots) }
+            if let slots = decodedPages.removeValue(forKey: page) { freeDecodedPage(page, slots) }
             if collectsDroppedCodePages { droppedCodePages.append(page) }
         }
     }

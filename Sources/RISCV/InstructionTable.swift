@@ -43,6 +43,16 @@ public enum Op: UInt8, CaseIterable, Sendable {
     case illegal
 }
 
+extension Op {
+    /// Zicsr's six instructions (contiguous in `Op`, so this is one range check).
+    @inline(__always)
+    var isCSR: Bool { rawValue &- Op.csrrw.rawValue <= Op.csrrci.rawValue &- Op.csrrw.rawValue }
+
+    /// The F and D instructions, flw to fmv.d.x (contiguous in `Op`).
+    @inline(__always)
+    var isFloat: Bool { rawValue &- Op.flw.rawValue <= Op.fmv_d_x.rawValue &- Op.flw.rawValue }
+}
+
 /// How an instruction's operand bits are laid out, and how the disassembler prints them.
 public enum OperandFormat: UInt8, Sendable {
     case r  // rd, rs1, rs2

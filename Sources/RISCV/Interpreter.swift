@@ -20,32 +20,8 @@ extension Hart {
             // sampled every chunk (≤ 1024 instructions), and anything that may unmask a pending
             // interrupt ends the chunk early.
             let chunk = min(remaining, 1024)
-            var executed = 0
             s.pointee.endChunk = false
-            // The decoded page of the current pc, valid until the chunk ends: everything that
-            // can change translation, privilege or the cache (CSR writes, xRET, SFENCE.VMA,
-            // FENCE.I) ends the chunk, and a trap resets it.
-            var cachedPage: UInt64 = .max
-            var slots = UnsafeMutablePointer<DecodedInstruction>(bitPattern: 8)!  // replaced before use
-            while executed < chunk && !s.pointee.endChunk {
-                let pc = s.pointee.pc
-                if s.pointee.breakpointFilter >> ((pc >> 1) & 63) & 1 != 0, let kinds = breakpoints[pc] {
-                    lastDebugStop = .breakpoint(pc: pc, kinds: kinds)
-                    return .debugStop
-                }
-                do {
-                    if pc & ~(Hart.pageSize - 1) != cachedPage {
-                        slots = try decodedPageForFetch(pc)
-                        cachedPage = pc & ~(Hart.pageSize - 1)
-                    }
-                    try executeInstruction(at: pc, slots: slots, tracing: tracing)
-                } catch {
-                    if error.cause == Trap.debugStopCause { return .debugStop }
-                    takeTrap(error, pc: pc)
-                    cachedPage = .max
-                }
-                executed += 1
-            }
+            guard let executed = runChunk(chunk, tracing: tracing) else { return .debugStop }
             remaining -= executed
             if s.pointee.waiting {
                 s.pointee.waiting = false
@@ -55,15 +31,110 @@ extension Hart {
         return .budgetExhausted
     }
 
+    /// Runs up to `limit` instructions without looking at interrupts; returns how many ran
+    /// (a trapping one counts), or nil when a breakpoint or watchpoint stopped the hart.
+    ///
+    /// What made the interpreter slow was the work around each instruction, not the
+    /// instructions (perf: the dispatch, calls, and pc, counter and flag traffic through
+    /// `HartState`). So runs of the common instructions go through `runSimple`'s small loop;
+    /// retired instructions are counted in a local and added to mcycle/minstret before any
+    /// CSR instruction (the only way the guest reads or changes them, or mcountinhibit), at
+    /// a trap and when the chunk ends; the breakpoint filter is read once (only the debugger
+    /// changes it, while the hart is stopped). Breakpoints and traces take every instruction
+    /// through the general path below.
+    @inline(__always)
+    private func runChunk(_ limit: Int, tracing: Bool) -> Int? {
+        let s = state
+        var pc = s.pointee.pc
+        var executed = 0
+        // Of the `executed` instructions, the first `counted` are in mcycle/minstret or trapped
+        // (did not retire); `executed` counts an instruction once it has run or trapped.
+        var counted = 0
+        defer { retire(UInt64(executed - counted)) }
+        let breakpointFilter = s.pointee.breakpointFilter
+        let simpleRuns = breakpointFilter == 0 && !tracing
+        // The decoded page of the current pc, valid until the chunk ends: everything that
+        // can change translation, privilege or the cache (CSR writes, xRET, SFENCE.VMA,
+        // FENCE.I) ends the chunk, and a trap resets it.
+        var cachedPage: UInt64 = .max
+        var slots = UnsafeMutablePointer<DecodedInstruction>(bitPattern: 8)!  // replaced before use
+        while executed < limit {
+            s.pointee.pc = pc
+            if breakpointFilter >> ((pc >> 1) & 63) & 1 != 0, let kinds = breakpoints[pc] {
+                lastDebugStop = .breakpoint(pc: pc, kinds: kinds)
+                return nil
+            }
+            do {
+                if pc & ~(Hart.pageSize - 1) != cachedPage {
+                    slots = try decodedPageForFetch(pc)
+                    cachedPage = pc & ~(Hart.pageSize - 1)
+                }
+                if simpleRuns {
+                    try runSimple(pc: &pc, executed: &executed, limit: limit, page: cachedPage, slots: slots)
+                    if executed == limit || pc & ~(Hart.pageSize - 1) != cachedPage { continue }
+                }
+                let d = try decodedInstruction(at: pc, slots: slots)
+                if tracing { trace(d, pc: pc) }
+                if d.op.isCSR {
+                    retire(UInt64(executed - counted))
+                    counted = executed
+                }
+                pc = try advance(d, from: pc)
+                executed += 1
+            } catch {
+                // The instruction did not retire (nor will a stopped one, yet).
+                s.pointee.pc = pc
+                retire(UInt64(executed - counted))
+                executed += 1
+                counted = executed
+                if error.cause == Trap.debugStopCause { return nil }
+                takeTrap(error, pc: pc)
+                pc = s.pointee.pc
+                cachedPage = .max
+            }
+            if s.pointee.endChunk { break }
+        }
+        s.pointee.pc = pc
+        return executed
+    }
+
+    /// `runChunk`'s inner loop: runs the instructions `executeSimple` or `executeFloat` takes
+    /// from `pc` while they are on the decoded page `slots` (virtual page `page`) and
+    /// `executed` is below `limit`, counting each in `executed`. Stops at the first other
+    /// instruction (or empty slot); a trap leaves `pc` at the instruction that raised it.
+    /// Neither is counted. A function of its own so that its few values stay in host
+    /// registers; pc is not stored per instruction (a trap or the caller stores it). None of
+    /// these instructions can end a chunk early (`endChunk`), so none is followed by a look.
+    @inline(never)
+    private func runSimple(pc: inout UInt64, executed: inout Int, limit: Int, page: UInt64,
+                           slots: UnsafeMutablePointer<DecodedInstruction>) throws(Trap) {
+        let regs = registers
+        var p = pc, n = executed
+        defer { (pc, executed) = (p, n) }
+        while n < limit && p & ~(Hart.pageSize - 1) == page {
+            let slot = slots + Int((p & (Hart.pageSize - 1)) >> 1)
+            if let next = try executeSimple(slot, pc: p, registers: regs) {
+                p = next
+            } else if slot.pointee.op.isFloat {
+                // F and D: a call, but no reason to leave the loop (they trap at worst). Not
+                // a case of executeSimple: a call there cost the loop its host registers.
+                p = try executeFloat(slot, pc: p)
+            } else {
+                return
+            }
+            n += 1
+        }
+    }
+
     /// Whether `-d exec,in_asm,cpu` asked for a line per instruction.
     package static var isTracing: Bool {
         DebugLog.isEnabled(.execution) || DebugLog.isEnabled(.instructions) || DebugLog.isEnabled(.cpuState)
     }
 
-    /// Decodes (through `slots`, the decoded page holding pc) and executes the instruction at
-    /// `pc`, counting it in mcycle/minstret.
+    /// The instruction at `pc`, from `slots` (the decoded page holding pc), decoded into its
+    /// slot on first use.
     @inline(__always)
-    func executeInstruction(at pc: UInt64, slots: UnsafeMutablePointer<DecodedInstruction>, tracing: Bool) throws(Trap) {
+    func decodedInstruction(at pc: UInt64, slots: UnsafeMutablePointer<DecodedInstruction>) throws(Trap) -> DecodedInstruction {
         let slot = slots + Int((pc & (Hart.pageSize - 1)) >> 1)
         var insn = slot.pointee
         if insn.length == 0 {
@@ -71,23 +142,25 @@ extension Hart {
             // An instruction that runs into the next page is decoded each time.
             if (pc & (Hart.pageSize - 1)) + UInt64(insn.length) <= Hart.pageSize { slot.pointee = insn }
         }
+        return insn
+    }
+
+    /// Decodes (through `slots`, the decoded page holding pc) and executes the instruction at
+    /// `pc`, counting it in mcycle/minstret.
+    func executeInstruction(at pc: UInt64, slots: UnsafeMutablePointer<DecodedInstruction>, tracing: Bool) throws(Trap) {
+        let insn = try decodedInstruction(at: pc, slots: slots)
         if tracing { trace(insn, pc: pc) }
         try execute(insn, pc: pc)
         retire()
     }
 
-    /// Counts one retired instruction in mcycle and minstret, as mcountinhibit allows
+    /// Counts `count` retired instructions in mcycle and minstret, as mcountinhibit allows
     /// (Privileged §3.1.12; our mcycle counts instructions, one cycle each).
     @inline(__always)
-    func retire() {
+    func retire(_ count: UInt64 = 1) {
         let s = state
-        if s.pointee.mcountinhibit == 0 {
-            s.pointee.mcycle &+= 1
-            s.pointee.minstret &+= 1
-        } else {
-            if s.pointee.mcountinhibit & 1 == 0 { s.pointee.mcycle &+= 1 }
-            if s.pointee.mcountinhibit & 4 == 0 { s.pointee.minstret &+= 1 }
-        }
+        if s.pointee.mcountinhibit & 1 == 0 { s.pointee.mcycle &+= count }
+        if s.pointee.mcountinhibit & 4 == 0 { s.pointee.minstret &+= count }
     }
 
     private func trace(_ insn: DecodedInstruction, pc: UInt64) {
@@ -152,73 +225,180 @@ extension Hart {
     /// Executes one decoded instruction at `pc`; sets the next pc. Throws the trap it raises.
     @inline(__always)
     func execute(_ d: DecodedInstruction, pc: UInt64) throws(Trap) {
+        state.pointee.pc = try advance(d, from: pc)
+    }
+
+    /// Executes one decoded instruction at `pc` and returns the next pc, which it does not
+    /// store (the run loop keeps pc in a register). Throws the trap it raises.
+    @inline(__always)
+    func advance(_ d: DecodedInstruction, from pc: UInt64) throws(Trap) -> UInt64 {
+        try withUnsafePointer(to: d) { (slot) throws(Trap) -> UInt64 in
+            if let next = try executeSimple(slot, pc: pc, registers: registers) { return next }
+            if d.op.isFloat { return try executeFloat(slot, pc: pc) }
+            return try executeSystem(d, pc: pc)
+        }
+    }
+
+    /// Executes the instruction at `slot` (decoded, at `pc`) if it is one of the instructions
+    /// that only compute on integer registers, load, store or jump (most of what a program
+    /// runs), and returns the next pc; nil for the others (`executeFloat`, `executeSystem`),
+    /// and for the empty slot of a decoded page.
+    ///
+    /// One switch over operands read up front, through a plain pointer to the register file:
+    /// the run loop inlines it, so the common instruction costs one indirect jump and no
+    /// calls. The instruction is read through its slot, field by field as each case needs it
+    /// (a copy of the whole would take as many host registers). rd is written even when it is x0, which is then zeroed again (cheaper than a
+    /// branch per instruction); nothing reads a register after writing rd.
+    @inline(always)
+    func executeSimple(_ slot: UnsafePointer<DecodedInstruction>, pc: UInt64,
+                       registers regs: UnsafeMutablePointer<UInt64>) throws(Trap) -> UInt64? {
+        let op = slot.pointee.op
+        let next = pc &+ UInt64(slot.pointee.length)
+        let signedImm = slot.pointee.imm
+        let imm = UInt64(bitPattern: signedImm)
+        let rd = Int(slot.pointee.rd)
+        // rs1 and rs2 are 5-bit fields (< 32) in every decoded instruction, whatever its
+        // format (for I-type, rs2 holds immediate bits and is not used).
+        let a = regs[Int(slot.pointee.rs1)], b = regs[Int(slot.pointee.rs2)]
+        /// A store's effect; a store writes no register.
+        @inline(__always) func stored(size: Int) throws(Trap) -> UInt64 {
+            try store(a &+ imm, b, size: size)
+            return next
+        }
+        let value: UInt64
+        switch op {
+        case .lui: value = imm
+        case .auipc: value = pc &+ imm
+        case .jal:
+            regs[rd] = next
+            regs[0] = 0
+            return pc &+ imm
+        case .jalr:
+            regs[rd] = next
+            regs[0] = 0
+            return (a &+ imm) & ~1
+        case .beq: return Hart.branch(a == b, to: pc &+ imm, else: next)
+        case .bne: return Hart.branch(a != b, to: pc &+ imm, else: next)
+        case .blt: return Hart.branch(Int64(bitPattern: a) < Int64(bitPattern: b), to: pc &+ imm, else: next)
+        case .bge: return Hart.branch(Int64(bitPattern: a) >= Int64(bitPattern: b), to: pc &+ imm, else: next)
+        case .bltu: return Hart.branch(a < b, to: pc &+ imm, else: next)
+        case .bgeu: return Hart.branch(a >= b, to: pc &+ imm, else: next)
+        case .lb: value = UInt64(bitPattern: Int64(Int8(truncatingIfNeeded: try load(a &+ imm, size: 1))))
+        case .lh: value = UInt64(bitPattern: Int64(Int16(truncatingIfNeeded: try load(a &+ imm, size: 2))))
+        case .lw: value = Hart.sext32(try load(a &+ imm, size: 4))
+        case .ld: value = try load(a &+ imm, size: 8)
+        case .lbu: value = try load(a &+ imm, size: 1)
+        case .lhu: value = try load(a &+ imm, size: 2)
+        case .lwu: value = try load(a &+ imm, size: 4)
+        case .sb: return try stored(size: 1)
+        case .sh: return try stored(size: 2)
+        case .sw: return try stored(size: 4)
+        case .sd: return try stored(size: 8)
+        case .addi: value = a &+ imm
+        case .slti: value = Int64(bitPattern: a) < signedImm ? 1 : 0
+        case .sltiu: value = a < imm ? 1 : 0
+        case .xori: value = a ^ imm
+        case .ori: value = a | imm
+        case .andi: value = a & imm
+        case .slli: value = a << (imm & 63)
+        case .srli: value = a >> (imm & 63)
+        case .srai: value = UInt64(bitPattern: Int64(bitPattern: a) >> (imm & 63))
+        case .add: value = a &+ b
+        case .sub: value = a &- b
+        case .sll: value = a << (b & 63)
+        case .slt: value = Int64(bitPattern: a) < Int64(bitPattern: b) ? 1 : 0
+        case .sltu: value = a < b ? 1 : 0
+        case .xor: value = a ^ b
+        case .srl: value = a >> (b & 63)
+        case .sra: value = UInt64(bitPattern: Int64(bitPattern: a) >> (b & 63))
+        case .or: value = a | b
+        case .and: value = a & b
+        case .addiw: value = Hart.sext32(a &+ imm)
+        case .slliw: value = Hart.sext32(a << (imm & 31))
+        case .srliw: value = Hart.sext32(UInt64(UInt32(truncatingIfNeeded: a) >> UInt32(imm & 31)))
+        case .sraiw: value = UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: a) >> Int32(imm & 31)))
+        case .addw: value = Hart.sext32(a &+ b)
+        case .subw: value = Hart.sext32(a &- b)
+        case .sllw: value = Hart.sext32(a << (b & 31))
+        case .srlw: value = Hart.sext32(UInt64(UInt32(truncatingIfNeeded: a) >> UInt32(b & 31)))
+        case .sraw: value = UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: a) >> Int32(b & 31)))
+        case .mul: value = a &* b
+        case .mulh: value = UInt64(bitPattern: Int64(bitPattern: a).multipliedFullWidth(by: Int64(bitPattern: b)).high)
+        case .mulhsu:
+            var high = a.multipliedFullWidth(by: b).high
+            if Int64(bitPattern: a) < 0 { high &-= b }  // a = a_unsigned - 2^64 when negative
+            value = high
+        case .mulhu: value = a.multipliedFullWidth(by: b).high
+        case .div: value = UInt64(bitPattern: Hart.divide(Int64(bitPattern: a), Int64(bitPattern: b)))
+        case .divu: value = b == 0 ? .max : a / b
+        case .rem: value = UInt64(bitPattern: Hart.remainder(Int64(bitPattern: a), Int64(bitPattern: b)))
+        case .remu: value = b == 0 ? a : a % b
+        case .mulw: value = Hart.sext32(a &* b)
+        case .divw: value = UInt64(bitPattern: Int64(Hart.divide(Int32(truncatingIfNeeded: a), Int32(truncatingIfNeeded: b))))
+        case .divuw:
+            let (a, b) = (UInt32(truncatingIfNeeded: a), UInt32(truncatingIfNeeded: b))
+            value = Hart.sext32(UInt64(b == 0 ? .max : a / b))
+        case .remw: value = UInt64(bitPattern: Int64(Hart.remainder(Int32(truncatingIfNeeded: a), Int32(truncatingIfNeeded: b))))
+        case .remuw:
+            let (a, b) = (UInt32(truncatingIfNeeded: a), UInt32(truncatingIfNeeded: b))
+            value = Hart.sext32(UInt64(b == 0 ? a : a % b))
+        case .add_uw: value = b &+ (a & 0xffff_ffff)
+        case .sh1add: value = b &+ (a << 1)
+        case .sh2add: value = b &+ (a << 2)
+        case .sh3add: value = b &+ (a << 3)
+        case .sh1add_uw: value = b &+ ((a & 0xffff_ffff) << 1)
+        case .sh2add_uw: value = b &+ ((a & 0xffff_ffff) << 2)
+        case .sh3add_uw: value = b &+ ((a & 0xffff_ffff) << 3)
+        case .slli_uw: value = (a & 0xffff_ffff) << (imm & 63)
+        case .andn: value = a & ~b
+        case .orn: value = a | ~b
+        case .xnor: value = ~(a ^ b)
+        case .clz: value = UInt64(a.leadingZeroBitCount)
+        case .clzw: value = UInt64(UInt32(truncatingIfNeeded: a).leadingZeroBitCount)
+        case .ctz: value = UInt64(a.trailingZeroBitCount)
+        case .ctzw: value = UInt64(UInt32(truncatingIfNeeded: a).trailingZeroBitCount)
+        case .cpop: value = UInt64(a.nonzeroBitCount)
+        case .cpopw: value = UInt64(UInt32(truncatingIfNeeded: a).nonzeroBitCount)
+        case .max: value = UInt64(bitPattern: Swift.max(Int64(bitPattern: a), Int64(bitPattern: b)))
+        case .maxu: value = Swift.max(a, b)
+        case .min: value = UInt64(bitPattern: Swift.min(Int64(bitPattern: a), Int64(bitPattern: b)))
+        case .minu: value = Swift.min(a, b)
+        case .sext_b: value = UInt64(bitPattern: Int64(Int8(truncatingIfNeeded: a)))
+        case .sext_h: value = UInt64(bitPattern: Int64(Int16(truncatingIfNeeded: a)))
+        case .zext_h: value = a & 0xffff
+        case .rol: value = Hart.rotateLeft(a, b & 63)
+        case .ror: value = Hart.rotateLeft(a, (64 - (b & 63)) & 63)
+        case .rori: value = Hart.rotateLeft(a, (64 - (imm & 63)) & 63)
+        case .rolw: value = Hart.sext32(UInt64(Hart.rotateLeft32(UInt32(truncatingIfNeeded: a), UInt32(b & 31))))
+        case .rorw: value = Hart.sext32(UInt64(Hart.rotateLeft32(UInt32(truncatingIfNeeded: a), (32 - UInt32(b & 31)) & 31)))
+        case .roriw: value = Hart.sext32(UInt64(Hart.rotateLeft32(UInt32(truncatingIfNeeded: a), (32 - UInt32(imm & 31)) & 31)))
+        case .orc_b:
+            var result: UInt64 = 0
+            for i in 0..<8 where (a >> (8 * UInt64(i))) & 0xff != 0 { result |= 0xff << (8 * UInt64(i)) }
+            value = result
+        case .rev8: value = a.byteSwapped
+        case .bclr: value = a & ~(1 << (b & 63))
+        case .bclri: value = a & ~(1 << (imm & 63))
+        case .bext: value = (a >> (b & 63)) & 1
+        case .bexti: value = (a >> (imm & 63)) & 1
+        case .binv: value = a ^ (1 << (b & 63))
+        case .binvi: value = a ^ (1 << (imm & 63))
+        case .bset: value = a | (1 << (b & 63))
+        case .bseti: value = a | (1 << (imm & 63))
+        default: return nil
+        }
+        regs[rd] = value
+        regs[0] = 0
+        return next
+    }
+
+    /// The instructions neither `executeSimple` nor `executeFloat` takes: system, CSR and
+    /// atomic ones, and illegal encodings. Returns the next pc.
+    @inline(never)
+    func executeSystem(_ d: DecodedInstruction, pc: UInt64) throws(Trap) -> UInt64 {
         let s = state
         let next = pc &+ UInt64(d.length)
-        let imm = UInt64(bitPattern: d.imm)
         switch d.op {
-        case .lui: setX(d.rd, imm)
-        case .auipc: setX(d.rd, pc &+ imm)
-        case .jal:
-            setX(d.rd, next)
-            s.pointee.pc = pc &+ imm
-            return
-        case .jalr:
-            let target = (x(d.rs1) &+ imm) & ~1
-            setX(d.rd, next)
-            s.pointee.pc = target
-            return
-        case .beq, .bne, .blt, .bge, .bltu, .bgeu:
-            let a = x(d.rs1), b = x(d.rs2)
-            let taken: Bool
-            switch d.op {
-            case .beq: taken = a == b
-            case .bne: taken = a != b
-            case .blt: taken = Int64(bitPattern: a) < Int64(bitPattern: b)
-            case .bge: taken = Int64(bitPattern: a) >= Int64(bitPattern: b)
-            case .bltu: taken = a < b
-            default: taken = a >= b
-            }
-            s.pointee.pc = taken ? pc &+ imm : next
-            return
-        case .lb: setX(d.rd, UInt64(bitPattern: Int64(Int8(truncatingIfNeeded: try load(x(d.rs1) &+ imm, size: 1)))))
-        case .lh: setX(d.rd, UInt64(bitPattern: Int64(Int16(truncatingIfNeeded: try load(x(d.rs1) &+ imm, size: 2)))))
-        case .lw: setX(d.rd, Hart.sext32(try load(x(d.rs1) &+ imm, size: 4)))
-        case .ld: setX(d.rd, try load(x(d.rs1) &+ imm, size: 8))
-        case .lbu: setX(d.rd, try load(x(d.rs1) &+ imm, size: 1))
-        case .lhu: setX(d.rd, try load(x(d.rs1) &+ imm, size: 2))
-        case .lwu: setX(d.rd, try load(x(d.rs1) &+ imm, size: 4))
-        case .sb: try store(x(d.rs1) &+ imm, x(d.rs2), size: 1)
-        case .sh: try store(x(d.rs1) &+ imm, x(d.rs2), size: 2)
-        case .sw: try store(x(d.rs1) &+ imm, x(d.rs2), size: 4)
-        case .sd: try store(x(d.rs1) &+ imm, x(d.rs2), size: 8)
-        case .addi: setX(d.rd, x(d.rs1) &+ imm)
-        case .slti: setX(d.rd, Int64(bitPattern: x(d.rs1)) < d.imm ? 1 : 0)
-        case .sltiu: setX(d.rd, x(d.rs1) < imm ? 1 : 0)
-        case .xori: setX(d.rd, x(d.rs1) ^ imm)
-        case .ori: setX(d.rd, x(d.rs1) | imm)
-        case .andi: setX(d.rd, x(d.rs1) & imm)
-        case .slli: setX(d.rd, x(d.rs1) << (imm & 63))
-        case .srli: setX(d.rd, x(d.rs1) >> (imm & 63))
-        case .srai: setX(d.rd, UInt64(bitPattern: Int64(bitPattern: x(d.rs1)) >> (imm & 63)))
-        case .add: setX(d.rd, x(d.rs1) &+ x(d.rs2))
-        case .sub: setX(d.rd, x(d.rs1) &- x(d.rs2))
-        case .sll: setX(d.rd, x(d.rs1) << (x(d.rs2) & 63))
-        case .slt: setX(d.rd, Int64(bitPattern: x(d.rs1)) < Int64(bitPattern: x(d.rs2)) ? 1 : 0)
-        case .sltu: setX(d.rd, x(d.rs1) < x(d.rs2) ? 1 : 0)
-        case .xor: setX(d.rd, x(d.rs1) ^ x(d.rs2))
-        case .srl: setX(d.rd, x(d.rs1) >> (x(d.rs2) & 63))
-        case .sra: setX(d.rd, UInt64(bitPattern: Int64(bitPattern: x(d.rs1)) >> (x(d.rs2) & 63)))
-        case .or: setX(d.rd, x(d.rs1) | x(d.rs2))
-        case .and: setX(d.rd, x(d.rs1) & x(d.rs2))
-        case .addiw: setX(d.rd, Hart.sext32(x(d.rs1) &+ imm))
-        case .slliw: setX(d.rd, Hart.sext32(x(d.rs1) << (imm & 31)))
-        case .srliw: setX(d.rd, Hart.sext32(UInt64(UInt32(truncatingIfNeeded: x(d.rs1)) >> UInt32(imm & 31))))
-        case .sraiw: setX(d.rd, UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: x(d.rs1)) >> Int32(imm & 31))))
-        case .addw: setX(d.rd, Hart.sext32(x(d.rs1) &+ x(d.rs2)))
-        case .subw: setX(d.rd, Hart.sext32(x(d.rs1) &- x(d.rs2)))
-        case .sllw: setX(d.rd, Hart.sext32(x(d.rs1) << (x(d.rs2) & 31)))
-        case .srlw: setX(d.rd, Hart.sext32(UInt64(UInt32(truncatingIfNeeded: x(d.rs1)) >> UInt32(x(d.rs2) & 31))))
-        case .sraw: setX(d.rd, UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: x(d.rs1)) >> Int32(x(d.rs2) & 31))))
         case .fence:
             // RVWMO on an x86-64 host (TSO): only a store followed by a load on another hart can
             // be seen out of order; a full host fence orders every predecessor/successor set.
@@ -238,92 +418,19 @@ extension Hart {
             throw Trap(.breakpoint, tval: pc)
         case .csrrw, .csrrs, .csrrc, .csrrwi, .csrrsi, .csrrci:
             try executeCSR(d)
-        case .mul: setX(d.rd, x(d.rs1) &* x(d.rs2))
-        case .mulh: setX(d.rd, UInt64(bitPattern: Int64(bitPattern: x(d.rs1)).multipliedFullWidth(by: Int64(bitPattern: x(d.rs2))).high))
-        case .mulhsu:
-            let a = x(d.rs1), b = x(d.rs2)
-            var high = a.multipliedFullWidth(by: b).high
-            if Int64(bitPattern: a) < 0 { high &-= b }  // a = a_unsigned - 2^64 when negative
-            setX(d.rd, high)
-        case .mulhu: setX(d.rd, x(d.rs1).multipliedFullWidth(by: x(d.rs2)).high)
-        case .div: setX(d.rd, UInt64(bitPattern: Hart.divide(Int64(bitPattern: x(d.rs1)), Int64(bitPattern: x(d.rs2)))))
-        case .divu: setX(d.rd, x(d.rs2) == 0 ? .max : x(d.rs1) / x(d.rs2))
-        case .rem: setX(d.rd, UInt64(bitPattern: Hart.remainder(Int64(bitPattern: x(d.rs1)), Int64(bitPattern: x(d.rs2)))))
-        case .remu: setX(d.rd, x(d.rs2) == 0 ? x(d.rs1) : x(d.rs1) % x(d.rs2))
-        case .mulw: setX(d.rd, Hart.sext32(x(d.rs1) &* x(d.rs2)))
-        case .divw:
-            let q = Hart.divide(Int32(truncatingIfNeeded: x(d.rs1)), Int32(truncatingIfNeeded: x(d.rs2)))
-            setX(d.rd, UInt64(bitPattern: Int64(q)))
-        case .divuw:
-            let a = UInt32(truncatingIfNeeded: x(d.rs1)), b = UInt32(truncatingIfNeeded: x(d.rs2))
-            setX(d.rd, Hart.sext32(UInt64(b == 0 ? .max : a / b)))
-        case .remw:
-            let r = Hart.remainder(Int32(truncatingIfNeeded: x(d.rs1)), Int32(truncatingIfNeeded: x(d.rs2)))
-            setX(d.rd, UInt64(bitPattern: Int64(r)))
-        case .remuw:
-            let a = UInt32(truncatingIfNeeded: x(d.rs1)), b = UInt32(truncatingIfNeeded: x(d.rs2))
-            setX(d.rd, Hart.sext32(UInt64(b == 0 ? a : a % b)))
         case .lr_w, .lr_d, .sc_w, .sc_d, .amoswap_w, .amoadd_w, .amoxor_w, .amoand_w, .amoor_w, .amomin_w, .amomax_w,
              .amominu_w, .amomaxu_w, .amoswap_d, .amoadd_d, .amoxor_d, .amoand_d, .amoor_d, .amomin_d, .amomax_d,
              .amominu_d, .amomaxu_d:
             try executeAtomic(d)
-        case .add_uw: setX(d.rd, x(d.rs2) &+ (x(d.rs1) & 0xffff_ffff))
-        case .sh1add: setX(d.rd, x(d.rs2) &+ (x(d.rs1) << 1))
-        case .sh2add: setX(d.rd, x(d.rs2) &+ (x(d.rs1) << 2))
-        case .sh3add: setX(d.rd, x(d.rs2) &+ (x(d.rs1) << 3))
-        case .sh1add_uw: setX(d.rd, x(d.rs2) &+ ((x(d.rs1) & 0xffff_ffff) << 1))
-        case .sh2add_uw: setX(d.rd, x(d.rs2) &+ ((x(d.rs1) & 0xffff_ffff) << 2))
-        case .sh3add_uw: setX(d.rd, x(d.rs2) &+ ((x(d.rs1) & 0xffff_ffff) << 3))
-        case .slli_uw: setX(d.rd, (x(d.rs1) & 0xffff_ffff) << (imm & 63))
-        case .andn: setX(d.rd, x(d.rs1) & ~x(d.rs2))
-        case .orn: setX(d.rd, x(d.rs1) | ~x(d.rs2))
-        case .xnor: setX(d.rd, ~(x(d.rs1) ^ x(d.rs2)))
-        case .clz: setX(d.rd, UInt64(x(d.rs1).leadingZeroBitCount))
-        case .clzw: setX(d.rd, UInt64(UInt32(truncatingIfNeeded: x(d.rs1)).leadingZeroBitCount))
-        case .ctz: setX(d.rd, UInt64(x(d.rs1).trailingZeroBitCount))
-        case .ctzw: setX(d.rd, UInt64(UInt32(truncatingIfNeeded: x(d.rs1)).trailingZeroBitCount))
-        case .cpop: setX(d.rd, UInt64(x(d.rs1).nonzeroBitCount))
-        case .cpopw: setX(d.rd, UInt64(UInt32(truncatingIfNeeded: x(d.rs1)).nonzeroBitCount))
-        case .max: setX(d.rd, UInt64(bitPattern: Swift.max(Int64(bitPattern: x(d.rs1)), Int64(bitPattern: x(d.rs2)))))
-        case .maxu: setX(d.rd, Swift.max(x(d.rs1), x(d.rs2)))
-        case .min: setX(d.rd, UInt64(bitPattern: Swift.min(Int64(bitPattern: x(d.rs1)), Int64(bitPattern: x(d.rs2)))))
-        case .minu: setX(d.rd, Swift.min(x(d.rs1), x(d.rs2)))
-        case .sext_b: setX(d.rd, UInt64(bitPattern: Int64(Int8(truncatingIfNeeded: x(d.rs1)))))
-        case .sext_h: setX(d.rd, UInt64(bitPattern: Int64(Int16(truncatingIfNeeded: x(d.rs1)))))
-        case .zext_h: setX(d.rd, x(d.rs1) & 0xffff)
-        case .rol: setX(d.rd, Hart.rotateLeft(x(d.rs1), x(d.rs2) & 63))
-        case .ror: setX(d.rd, Hart.rotateLeft(x(d.rs1), (64 - (x(d.rs2) & 63)) & 63))
-        case .rori: setX(d.rd, Hart.rotateLeft(x(d.rs1), (64 - (imm & 63)) & 63))
-        case .rolw: setX(d.rd, Hart.sext32(UInt64(Hart.rotateLeft32(UInt32(truncatingIfNeeded: x(d.rs1)), UInt32(x(d.rs2) & 31)))))
-        case .rorw:
-            setX(d.rd, Hart.sext32(UInt64(Hart.rotateLeft32(UInt32(truncatingIfNeeded: x(d.rs1)), (32 - UInt32(x(d.rs2) & 31)) & 31))))
-        case .roriw:
-            setX(d.rd, Hart.sext32(UInt64(Hart.rotateLeft32(UInt32(truncatingIfNeeded: x(d.rs1)), (32 - UInt32(imm & 31)) & 31))))
-        case .orc_b:
-            var v = x(d.rs1), result: UInt64 = 0
-            for i in 0..<8 where (v >> (8 * UInt64(i))) & 0xff != 0 { result |= 0xff << (8 * UInt64(i)) }
-            v = result
-            setX(d.rd, v)
-        case .rev8: setX(d.rd, x(d.rs1).byteSwapped)
-        case .bclr: setX(d.rd, x(d.rs1) & ~(1 << (x(d.rs2) & 63)))
-        case .bclri: setX(d.rd, x(d.rs1) & ~(1 << (imm & 63)))
-        case .bext: setX(d.rd, (x(d.rs1) >> (x(d.rs2) & 63)) & 1)
-        case .bexti: setX(d.rd, (x(d.rs1) >> (imm & 63)) & 1)
-        case .binv: setX(d.rd, x(d.rs1) ^ (1 << (x(d.rs2) & 63)))
-        case .binvi: setX(d.rd, x(d.rs1) ^ (1 << (imm & 63)))
-        case .bset: setX(d.rd, x(d.rs1) | (1 << (x(d.rs2) & 63)))
-        case .bseti: setX(d.rd, x(d.rs1) | (1 << (imm & 63)))
         case .mret:
             guard s.pointee.privilege == .machine else { throw Trap(.illegalInstruction, tval: UInt64(d.raw)) }
-            returnFromTrap(machine: true)
-            return
+            return returnFromTrap(machine: true)
         case .sret:
             let priv = s.pointee.privilege
             guard priv == .machine || (priv == .supervisor && s.pointee.mstatus & MStatus.tsr == 0) else {
                 throw Trap(.illegalInstruction, tval: UInt64(d.raw))
             }
-            returnFromTrap(machine: false)
-            return
+            return returnFromTrap(machine: false)
         case .wfi:
             // TW traps WFI below M; in U-mode WFI is always illegal when S exists (§3.1.6.5).
             let priv = s.pointee.privilege
@@ -344,9 +451,20 @@ extension Hart {
         case .illegal:
             throw Trap(.illegalInstruction, tval: UInt64(d.raw))
         default:
-            try executeFloat(d)
+            preconditionFailure("\(d.op) is executeSimple's or executeFloat's")
         }
-        s.pointee.pc = next
+        return next
+    }
+
+    /// A conditional branch's next pc, computed with a host branch rather than a conditional
+    /// move (the branch hint keeps the compiler from folding it into one): the host then
+    /// predicts the guest's branch and fetches the next instruction at once, instead of
+    /// waiting for the compared registers to load (perf: the cmov put every branch's operands
+    /// on the path to the next dispatch).
+    @inline(__always)
+    static func branch(_ taken: Bool, to target: UInt64, else next: UInt64) -> UInt64 {
+        if _fastPath(taken) { return target }
+        return next
     }
 
     @inline(__always)
@@ -371,10 +489,11 @@ extension Hart {
         return a % b
     }
 
-    /// MRET/SRET (Privileged §3.3.2).
-    private func returnFromTrap(machine: Bool) {
+    /// MRET/SRET (Privileged §3.3.2); returns the pc to resume at.
+    private func returnFromTrap(machine: Bool) -> UInt64 {
         let s = state
         var st = s.pointee.mstatus
+        let target: UInt64
         if machine {
             let mpp = PrivilegeMode(rawValue: UInt8((st & MStatus.mpp) >> MStatus.mppShift)) ?? .user
             st = (st & ~MStatus.mie) | (st & MStatus.mpie != 0 ? MStatus.mie : 0)
@@ -382,7 +501,7 @@ extension Hart {
             st &= ~MStatus.mpp
             if mpp != .machine { st &= ~MStatus.mprv }
             s.pointee.privilege = mpp
-            s.pointee.pc = s.pointee.mepc
+            target = s.pointee.mepc
         } else {
             let spp: PrivilegeMode = st & MStatus.spp != 0 ? .supervisor : .user
             st = (st & ~MStatus.sie) | (st & MStatus.spie != 0 ? MStatus.sie : 0)
@@ -390,12 +509,13 @@ extension Hart {
             st &= ~MStatus.spp
             st &= ~MStatus.mprv  // the new privilege is below M
             s.pointee.privilege = spp
-            s.pointee.pc = s.pointee.sepc
+            target = s.pointee.sepc
         }
         s.pointee.mstatus = st
         s.pointee.reservation = HartState.noReservation
         s.pointee.endChunk = true
         updatePrivilegeKeys()
+        return target
     }
 
     /// Zicsr (§9.1): csrrw does not read when rd = x0; csrrs/csrrc do not write when the
