@@ -43,6 +43,12 @@ enum HelpText {
             Options refused with 'not available in this build yet' belong to features still to come;
             see the README's status table.
 
+            libvirt: give this binary as a domain's <emulator>; libvirt probes it as it probes QEMU
+            (virsh domcapabilities) and its command line (JSON -object/-blockdev/-device/-netdev,
+            -add-fd, -chardev socket,fd=, -msg timestamp=on) is taken as written. See the README's
+            "Under libvirt" for what works (define, start, suspend/resume, domblkstat, snapshots,
+            save/restore, destroy) and what does not yet (shutdown, memballoon, migrate).
+
             """
         return out
     }
