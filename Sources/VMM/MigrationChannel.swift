@@ -16,7 +16,7 @@ public enum MigrationURI: Equatable, Sendable {
     /// `-incoming defer`: the URI comes later, with `migrate-incoming`.
     case deferred
 
-    static let accepted = "tcp:HOST:PORT, unix:PATH, file:PATH, exec:COMMAND or fd:NAME"
+    static let accepted = "tcp:HOST:PORT, unix:PATH, file:PATH, exec:COMMAND, fd:NAME"
 
     /// An incoming channel that waits for a source to connect (a socket), rather than one
     /// that is there at once (a file, a command, a descriptor).

@@ -121,7 +121,7 @@ import VMM
         #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "exec:cat f"]).incoming == .exec("cat f"))
         #expect(try config(["-M", "virt", "-kernel", "k", "-incoming", "defer"]).incoming == .deferred)
         #expect(error(["-M", "virt", "-kernel", "k", "-incoming", "x"])
-            == "swemu-system-riscv64: -incoming: migration URI 'x' is not one of tcp:HOST:PORT, unix:PATH, file:PATH or exec:COMMAND or defer")
+            == "swemu-system-riscv64: -incoming: migration URI 'x' is not one of tcp:HOST:PORT, unix:PATH, file:PATH, exec:COMMAND, fd:NAME or defer")
         #expect(error(["-M", "virt", "-kernel", "k", "-incoming", "tcp:h:99999"]).contains("a port number from 0 to 65535"))
         #expect(error(["-M", "virt", "-kernel", "k", "-incoming", "rdma:h:1"]).contains("unknown transport 'rdma'"))
     }
