@@ -181,6 +181,7 @@ enum SocketTestSupport {
         switch address {
         case .unix(let path): raw = try RawSocketAddress.unix(path)
         case .tcp(let host, let port): raw = try RawSocketAddress.tcp(host: host, port: port, passive: false)[0]
+        case .fd(let fd): throw SystemError(.configuration, "fd=\(fd) is already a socket: nothing to connect to")
         }
         let fd = socket(raw.family, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError(.syscall, "socket", errno: .current) }
