@@ -312,6 +312,8 @@ extension SystemEmulator {
                                     cache: drive.cache, serial: id, locking: drive.locking, option: drive.option))
             case .virtioRNG:
                 specs.append(.rng)
+            case .virtioBalloon(let deflateOnOOM):
+                specs.append(.balloon(deflateOnOOM: deflateOnOOM))
             case .virtioSerial:
                 break
             case .virtconsole(let id):

@@ -52,6 +52,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
             if let code = state.withLock({ $0.life.exitCode }) { return code }
             let board = try setup.makeBoard()
             if previous != nil { previous = nil }  // the new board holds the disks now
+            board.balloon?.announceChanges { [weak self] event in self?.emit(event) }
             prepareForDebugger(board)
             let (paused, quitBeforeRun) = state.withLock { s in
                 s.board = board

@@ -76,7 +76,8 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         var loadvm = setup.loadvm
         while true {
             let board = try setup.makeBoard()
-            defer { board.close() }  // its hart threads end with it (reset, or the end of the run)
+            defer { board.close() }
+            board.balloon?.announceChanges { [weak self] event in self?.emit(event) }  // its hart threads end with it (reset, or the end of the run)
             let points = state.withLock { s in
                 s.board = board
                 s.life.boardBuilt()
