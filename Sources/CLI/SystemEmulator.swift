@@ -246,6 +246,9 @@ private func describeForMonitors<Board>(_ setup: inout MachineSetup<Board>, _ co
     setup.uuid = config.uuid
     setup.commandLineOptions = OptionGroup.monitorOptions
     setup.accelerators = config.target.accelerators.filter(\.available).map(\.name)
+    if config.devices.contains(where: { if case .virtioBalloon = $0.driver { true } else { false } }) {
+        setup.balloonRAMSize = config.ramSize
+    }
 }
 
 /// `query-machines`: the machines this target has, the default marked.

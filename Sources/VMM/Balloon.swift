@@ -1,27 +1,49 @@
 import Devices
 import Machines
 import QMP
+import Synchronization
 
-/// A board's virtio-balloon as the monitors reach it (`BalloonControl`).
+/// The machine's virtio-balloon as the monitors reach it (`BalloonControl`). It outlives the
+/// boards: the VMM attaches each board's device as it builds it (a reset builds a new one),
+/// the host's target carries over to it (QEMU's device keeps `num_pages` across a reset), and
+/// `query-balloon` answers before the first board exists (all the RAM: no driver holds pages).
 final class BalloonHandle: BalloonControl {
-    let device: VirtioBalloon
-    init(_ device: VirtioBalloon) { self.device = device }
-    func setTarget(bytes: UInt64) { device.setTarget(bytes: bytes) }
-    var actualBytes: UInt64 { device.actualBytes }
-}
-
-extension VirtioBalloon {
-    /// Sends BALLOON_CHANGE through `emit` whenever the guest moves `actual`. Called for each
-    /// board the VMM builds (a reset builds a new one).
-    func announceChanges(_ emit: @escaping @Sendable (MonitorEvent) -> Void) {
-        setActualChangeListener { actual in emit(.balloonChange(actual: actual)) }
+    private struct State {
+        var device: VirtioBalloon?
+        /// The last `balloon` target, given again to each new device.
+        var target: UInt64?
     }
+    private let ramSize: UInt64
+    private let state = Mutex(State())
+
+    init(ramSize: UInt64) { self.ramSize = ramSize }
+
+    /// A new board's device: it takes the current target and sends BALLOON_CHANGE through `emit`.
+    func attach(_ device: VirtioBalloon?, emit: @escaping @Sendable (MonitorEvent) -> Void) {
+        guard let device else { return }
+        device.setActualChangeListener { actual in emit(.balloonChange(actual: actual)) }
+        let target = state.withLock { s in
+            s.device = device
+            return s.target
+        }
+        if let target { device.setTarget(bytes: target) }
+    }
+
+    func setTarget(bytes: UInt64) {
+        let device = state.withLock { s in
+            s.target = bytes
+            return s.device
+        }
+        device?.setTarget(bytes: bytes)
+    }
+
+    var actualBytes: UInt64 { state.withLock { $0.device }?.actualBytes ?? ramSize }
 }
 
 extension VirtualMachine {
-    public var balloon: (any BalloonControl)? { state.withLock { $0.board?.balloon }.map(BalloonHandle.init) }
+    public var balloon: (any BalloonControl)? { balloonHandle }
 }
 
 extension KVMMachine {
-    public var balloon: (any BalloonControl)? { state.withLock { $0.board?.balloon }.map(BalloonHandle.init) }
+    public var balloon: (any BalloonControl)? { balloonHandle }
 }
