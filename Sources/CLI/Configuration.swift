@@ -523,6 +523,7 @@ struct ConfigurationBuilder {
         }
         var usedDrives = Set<String>()
         var serialBus = false
+        var balloon = false
         for device in config.devices {
             switch device.driver {
             case .virtioBlock(let driveID):
@@ -544,6 +545,10 @@ struct ConfigurationBuilder {
                 guard config.chardevs.contains(where: { $0.id == chardev }) else {
                     throw CLIError(option: "-device", "virtconsole: chardev '\(chardev)' is not defined (define it with -chardev ...,id=\(chardev))")
                 }
+            case .virtioBalloon:
+                // QEMU's virtio_balloon_device_realize: the monitors' balloon is one device.
+                guard !balloon else { throw CLIError(option: "-device", "Only one balloon device is supported") }
+                balloon = true
             case .virtioRNG, .virtioNet:
                 break
             }

@@ -249,6 +249,9 @@ private func describeForMonitors<Board>(_ setup: inout MachineSetup<Board>, _ co
     setup.commandLineOptions = OptionGroup.monitorOptions
     setup.accelerators = config.target.accelerators.filter(\.available).map(\.name)
     setup.peripherals = config.devices.compactMap { device in device.id.map { ($0, device.typeName) } }
+    if config.devices.contains(where: { if case .virtioBalloon = $0.driver { true } else { false } }) {
+        setup.balloonRAMSize = config.ramSize
+    }
 }
 
 /// `query-machines`: the machines this target has, the default marked.
@@ -319,6 +322,8 @@ extension SystemEmulator {
                                     accounting: accounting[driveIndex]))
             case .virtioRNG:
                 specs.append(.rng)
+            case .virtioBalloon(let deflateOnOOM):
+                specs.append(.balloon(deflateOnOOM: deflateOnOOM))
             case .virtioSerial:
                 break
             case .virtconsole(let id):

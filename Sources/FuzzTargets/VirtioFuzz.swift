@@ -372,6 +372,26 @@ enum VirtioFuzz {
         }
     }, seeds: { rngSeeds() })
 
+    static let balloon = FuzzTarget(name: "virtio-balloon", summary: "virtio-balloon PFN lists, stats and targets from a fake guest",
+                                    maxLength: 4096, run: { data in
+        run(data) { input in
+            // Bit 0: DEFLATE_ON_OOM offered; bit 1: only the upper half of RAM is the
+            // machine's (the lower half stands for a ROM the balloon must not touch).
+            let options = input.u8()
+            let upper = AddressRange(base: GuestAddress(ramBase + ramSize / 2), size: ramSize / 2)!
+            let ram = options & 2 != 0 ? [upper] : [AddressRange(base: GuestAddress(ramBase), size: ramSize)!]
+            let balloon = VirtioBalloon(ram: ram, deflateOnOOM: options & 1 != 0)
+            return Device(device: balloon, backend: { input in
+                // The host's side: a new target, a stats request, a save's quiesce.
+                switch input.u8() % 3 {
+                case 0: balloon.setTarget(bytes: UInt64(input.u32()) << 8)
+                case 1: balloon.requestStatistics()
+                default: balloon.quiesce()
+                }
+            }, close: {})
+        }
+    }, seeds: { balloonSeeds() })
+
     static let net = FuzzTarget(name: "virtio-net", summary: "virtio-net tx, rx and control queues from a fake guest and wire", maxLength: 4096,
                                 run: { data in
         run(data) { input in

@@ -91,6 +91,21 @@ extension VirtioFuzz {
         return [("read", s.bytes), ("failing", f.bytes)]
     }
 
+    static func balloonSeeds() -> [(String, [UInt8])] {
+        // Linux's tell_host: le32 PFNs (4 KiB pages) of the buffer area, one out of RAM.
+        func pfns(_ list: [UInt32]) -> [UInt8] { list.flatMap { le($0) } }
+        let page = UInt32((VirtioFuzz.ramBase + VirtioFuzz.dataStart) >> 12)
+        var s = VirtioSeed()
+        s.op(.backend, [0] + le(UInt32(0x80)))  // target: 32 KiB of the 64
+        s.chain(0, readable: [pfns([page, page + 1, page + 3, 0xffff_ffff])], writable: [])
+        s.op(.configWrite, [4, 2] + le(UInt64(3)))  // actual = 3
+        s.chain(1, readable: [pfns([page + 1])], writable: [])
+        // Stats: le16 tag, le64 value records; then the host asks for more.
+        s.chain(2, readable: [[4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 5, 0, 0, 0, 0, 2, 0, 0, 0, 0]], writable: [])
+        s.op(.backend, [1])
+        return [("inflate-deflate-stats", s.bytes)]
+    }
+
     static func netSeeds() -> [(String, [UInt8])] {
         let header = [UInt8](repeating: 0, count: 12)
         var frame: [UInt8] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0x08, 0x06]

@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import SystemSupport
 
@@ -189,6 +190,47 @@ public final class GuestMemory: Sendable {
         let (region, p) = try region(containing: address, count: UInt64(bytes.count))
         UnsafeMutableRawBufferPointer(start: p, count: bytes.count).copyBytes(from: bytes)
         region.noteWrite(at: address, count: UInt64(bytes.count))
+    }
+}
+
+// MARK: - Discarding pages (virtio-balloon)
+
+extension GuestRAM {
+    /// Gives the host memory behind `[address, address + count)` back to the host, as QEMU's
+    /// `ram_block_discard_range`. A shared mapping (a memfd, a share=on file) loses the
+    /// backend's pages (MADV_REMOVE punches a hole in the file), so they read as zero; a
+    /// private mapping (a share=off file) loses its private copies (MADV_DONTNEED), so they
+    /// read as the file's bytes again. Either way the bytes changed without a store, so the
+    /// range is noted as written: migration sends it again and translated code on it is dropped.
+    func discard(at address: GuestAddress, count: UInt64) throws(SystemError) {
+        guard count > 0, address.rawValue % 4096 == 0, count % 4096 == 0, let p = hostPointer(at: address, count: count) else {
+            throw .badInput("discard of \(count) bytes at \(address): not whole pages of \(range)")
+        }
+        let shared: Bool
+        switch backend.spec.storage {
+        case .memfd: shared = true
+        case .file(_, let s): shared = s
+        }
+        // SAFETY: `p` and `count` lie inside this region's mapping (checked by hostPointer), page
+        // aligned (RAM is mapped 2 MiB aligned and the range is whole 4 KiB pages); madvise only
+        // drops the pages' contents and the mapping stays valid.
+        let result = madvise(p, Int(count), shared ? MADV_REMOVE : MADV_DONTNEED)
+        // Noted even if madvise failed: the kernel may have dropped part of the range.
+        noteWrite(at: address, count: count)
+        guard result == 0 else {
+            throw SystemError(.syscall, "cannot discard \(count) bytes of guest RAM at \(address)", errno: .current)
+        }
+    }
+}
+
+extension GuestMemory {
+    /// Discards whole 4 KiB pages of RAM (`GuestRAM.discard`): `[address, address + count)`
+    /// must lie in one region.
+    package func discard(at address: GuestAddress, count: UInt64) throws(SystemError) {
+        guard let region = regions.first(where: { $0.range.contains(address, count: count) }) else {
+            throw .badInput("discard of \(count) bytes at \(address): not guest RAM")
+        }
+        try region.discard(at: address, count: count)
     }
 }
 

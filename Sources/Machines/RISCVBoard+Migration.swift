@@ -25,13 +25,19 @@ struct BoardComponent: Sendable {
         })
     }
 
-    /// The state virtio devices keep beyond their queues (virtio-net's MAC and receive filter),
-    /// one component per such device, named after its transport. Restored after the
-    /// transports: a transport's restore resets its device.
+    /// The state virtio devices keep beyond their queues (virtio-net's MAC and receive filter,
+    /// virtio-balloon's target and count), one component per such device, named after its
+    /// transport. Restored after the transports: a transport's restore resets its device.
     static func virtioDevices(_ transports: [VirtioMMIO]) -> [BoardComponent] {
         transports.compactMap { transport in
-            guard let net = transport.device as? VirtioNet else { return nil }
-            return .device("\(transport.name)/net", net, version: VirtioNet.State.currentVersion)
+            switch transport.device {
+            case let net as VirtioNet:
+                return .device("\(transport.name)/net", net, version: VirtioNet.State.currentVersion)
+            case let balloon as VirtioBalloon:
+                return .device("\(transport.name)/balloon", balloon, version: VirtioBalloon.State.currentVersion)
+            default:
+                return nil
+            }
         }
     }
 }

@@ -70,6 +70,8 @@ public final class RISCVBoard: @unchecked Sendable {
         case block(path: String, format: String, readOnly: Bool, snapshot: Bool, cache: BlockCacheMode, serial: String,
                    locking: ImageLocking = .device, option: String = "", accounting: BlockAccounting = BlockAccounting())
         case rng
+        /// virtio-balloon; `deflateOnOOM` offers VIRTIO_BALLOON_F_DEFLATE_ON_OOM.
+        case balloon(deflateOnOOM: Bool)
         case console((any CharBackend)?)
         /// virtio-net; the NIC outlives the board (its backend, MAC and link state).
         case net(NetworkInterface)
@@ -227,7 +229,7 @@ public final class RISCVBoard: @unchecked Sendable {
             for (index, spec) in config.virtio.enumerated() {
                 let slot = Layout.virtioSlots - 1 - index
                 let base = Layout.virtio + UInt64(slot) * Layout.virtioStride
-                let device = try spec.makeDevice(overlays: &snapshotOverlays, disksInactive: config.disksInactive)
+                let device = try spec.makeDevice(overlays: &snapshotOverlays, disksInactive: config.disksInactive, ram: [ram.range])
                 let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory,
                                            irq: plic.sourceLine(Layout.virtioFirstIRQ + slot))
                 try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)

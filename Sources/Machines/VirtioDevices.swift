@@ -1,6 +1,7 @@
 import Block
 import DeviceModel
 import Devices
+import GuestMemory
 import SystemSupport
 import VirtIO
 
@@ -8,7 +9,8 @@ extension RISCVBoard.VirtioDeviceSpec {
     /// The device this spec asks for, with its backend opened; a `-snapshot` disk's overlay is
     /// appended to `overlays` (for Ctrl-A s). Shared by every board with virtio-mmio.
     /// `disksInactive`: qcow2 disks open inactive (an incoming migration's destination).
-    func makeDevice(overlays: inout [SnapshotOverlay], disksInactive: Bool = false) throws(SystemError) -> any VirtioDevice {
+    /// `ram`: the machine's RAM (not its ROMs), which a balloon may reclaim.
+    func makeDevice(overlays: inout [SnapshotOverlay], disksInactive: Bool = false, ram: [AddressRange]) throws(SystemError) -> any VirtioDevice {
         switch self {
         case let .block(path, format, readOnly, snapshot, cache, serial, locking, option, accounting):
             let backend: any BlockBackend
@@ -28,10 +30,21 @@ extension RISCVBoard.VirtioDeviceSpec {
             return try VirtioBlock.withIOThread(backend: backend, serial: serial, accounting: accounting)
         case .rng:
             return VirtioRNG()
+        case .balloon(let deflateOnOOM):
+            return VirtioBalloon(ram: ram, deflateOnOOM: deflateOnOOM)
         case .console(let backend):
             return VirtioConsole(backend: backend)
         case .net(let interface):
             return interface.makeDevice()
         }
     }
+}
+
+/// The board's memory balloon, for the monitors (`balloon`, `query-balloon`); one at most.
+extension RISCVBoard {
+    package var balloon: VirtioBalloon? { transports.lazy.compactMap { $0.device as? VirtioBalloon }.first }
+}
+
+extension X86MicroVM {
+    package var balloon: VirtioBalloon? { virtioTransports.lazy.compactMap { $0.device as? VirtioBalloon }.first }
 }

@@ -224,7 +224,7 @@ public final class X86MicroVM: @unchecked Sendable {
         for (index, spec) in config.virtio.enumerated() {
             let base = Layout.virtio + UInt64(index) * Layout.virtioStride
             let gsi = Layout.virtioFirstIRQ + UInt32(index)
-            let device = try spec.makeDevice(overlays: &snapshotOverlays, disksInactive: config.disksInactive)
+            let device = try spec.makeDevice(overlays: &snapshotOverlays, disksInactive: config.disksInactive, ram: regions.map(\.range))
             let transport = VirtioMMIO(name: "virtio-mmio@\(String(base, radix: 16))", device: device, memory: memory, irq: try irqLine(gsi))
             try mmio.add(transport, at: GuestAddress(base), size: Layout.virtioStride)
             virtioTransports.append(transport)

@@ -266,6 +266,7 @@ public struct HumanMonitor: Sendable {
 
     /// hmp-commands.hx entries we implement, sorted by name as QEMU sorts them.
     static let commands: [CommandInfo] = [
+        CommandInfo(name: "balloon", params: "target", help: "request VM to change its memory allocation (in MB)"),
         CommandInfo(name: "cont|c", params: "", help: "resume emulation"),
         CommandInfo(name: "cpu", params: "index", help: "set the default CPU"),
         CommandInfo(name: "delvm", params: "tag", help: "delete a VM snapshot from its tag"),
@@ -294,6 +295,7 @@ public struct HumanMonitor: Sendable {
 
     /// hmp-commands-info.hx entries, sorted. registers/mtree/qtree are the target's.
     static let infoCommands: [CommandInfo] = [
+        CommandInfo(name: "balloon", params: "", help: "show balloon information"),
         CommandInfo(name: "block", params: "[-n] [-v] [device]",
                     help: "show info of one block device or all block devices (-n: show named nodes; -v: show details)"),
         CommandInfo(name: "chardev", params: "", help: "show the character devices"),
@@ -387,6 +389,8 @@ public struct HumanMonitor: Sendable {
             return migrationCommand(command.name, Self.trimmed(rest))
         case "set_link", "hostfwd_add", "hostfwd_remove":
             return networkCommand(command.name, Self.trimmed(rest))
+        case "balloon":
+            return balloonCommand(Self.trimmed(rest))
         case "x", "xp":
             do {
                 let dump = try MemoryDump.parse(arguments: rest, physical: command.name == "xp", name: command.name,
@@ -460,6 +464,8 @@ public struct HumanMonitor: Sendable {
             return extraneous(sub, args, typed: "info \(sub)") ?? migrationInfo(sub)
         case "network", "usernet":
             return extraneous(sub, args, typed: "info \(sub)") ?? networkInfo(sub)
+        case "balloon":
+            return extraneous(sub, args, typed: "info \(sub)") ?? balloonInfo()
         default:
             return passThrough("info " + Self.trimmed(rest), unknown: "info \(sub)")
         }

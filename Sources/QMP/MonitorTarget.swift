@@ -56,6 +56,9 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// The NICs and network backends, where the machine has any. Has a default (nil).
     var network: (any NetworkControl)? { get }
 
+    /// The memory balloon, where the machine has one. Has a default (nil).
+    var balloon: (any BalloonControl)? { get }
+
     /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
     func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
 }
@@ -182,6 +185,9 @@ public enum MonitorEvent: Sendable, Equatable {
     case migrationPass(Int)
     /// JOB_STATUS_CHANGE of a snapshot job.
     case jobStatusChange(id: String, status: String)
+    /// BALLOON_CHANGE: the guest changed the balloon's size; `actual` is its RAM now, in
+    /// bytes (as `query-balloon`).
+    case balloonChange(actual: UInt64)
 }
 
 // Defaults for the requirements added with the QMP/HMP codecs, so a target need not
@@ -196,4 +202,5 @@ extension MonitorTarget {
     public var uuid: String? { nil }
     public var migration: (any MigrationControl)? { nil }
     public var network: (any NetworkControl)? { nil }
+    public var balloon: (any BalloonControl)? { nil }
 }

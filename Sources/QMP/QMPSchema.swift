@@ -16,6 +16,7 @@ enum QMPSchema {
         ("MIGRATION", [.init(name: "status", type: .string, optional: false)]),
         ("MIGRATION_PASS", [.init(name: "pass", type: .int, optional: false)]),
         ("JOB_STATUS_CHANGE", [.init(name: "id", type: .string, optional: false), .init(name: "status", type: .string, optional: false)]),
+        ("BALLOON_CHANGE", [.init(name: "actual", type: .int, optional: false)]),
     ]
 
     static func introspect(_ commands: [QMPCommands.Command] = QMPCommands.all) -> JSONValue {

@@ -139,6 +139,9 @@ public struct QMPSession: Sendable {
         case .jobStatusChange(let id, let status):
             message.set("event", "JOB_STATUS_CHANGE")
             message.set("data", ["status": .string(status), "id": .string(id)])
+        case .balloonChange(let actual):
+            message.set("event", "BALLOON_CHANGE")
+            message.set("data", ["actual": .unsigned(actual)])
         }
         return line(.object(message), pretty: pretty)
     }
@@ -302,6 +305,8 @@ public struct QMPSession: Sendable {
             return try MigrationCommands.run(name, args, target: target)
         case _ where NetworkCommands.all.contains(where: { $0.name == name }):
             return try NetworkCommands.run(name, args, target: target)
+        case _ where BalloonCommands.all.contains(where: { $0.name == name }):
+            return try BalloonCommands.run(name, args, target: target)
         default:
             return QMPCommands.query(name, target: target, version: version)
         }

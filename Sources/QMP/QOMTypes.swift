@@ -26,6 +26,10 @@ public enum QOMTypes {
             Property(name: "bootindex", type: "int32", description: nil),
         ]),
         TypeInfo(name: "virtio-rng-device", parent: "virtio-device", abstract: false, properties: []),
+        TypeInfo(name: "virtio-balloon-device", parent: "virtio-device", abstract: false, properties: [
+            Property(name: "deflate-on-oom", type: "bool", description: "on/off"),
+            Property(name: "free-page-reporting", type: "bool", description: "on/off"),
+        ]),
         TypeInfo(name: "virtio-serial-device", parent: "virtio-device", abstract: false, properties: []),
         TypeInfo(name: "virtconsole", parent: "virtserialport", abstract: false, properties: [
             Property(name: "chardev", type: "str", description: "ID of a chardev to use as a backend"),

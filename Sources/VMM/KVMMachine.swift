@@ -31,9 +31,12 @@ public final class KVMMachine: MonitorTarget, Sendable {
     let debugger = KVMDebugger()
     /// Live migration and saving to streams (DESIGN.md §5; KVMMachine+Migration.swift).
     let migrationManager = MigrationManager()
+    /// The monitors' balloon, when the machine has one.
+    let balloonHandle: BalloonHandle?
 
     public init(_ setup: Setup) {
         self.setup = setup
+        balloonHandle = setup.balloonRAMSize.map(BalloonHandle.init)
         state = Mutex(State(life: Lifecycle(setup)))
         migrationManager.host = self
         // `migrate-incoming` is taken from the start, before the board is built.
@@ -52,6 +55,7 @@ public final class KVMMachine: MonitorTarget, Sendable {
             if let code = state.withLock({ $0.life.exitCode }) { return code }
             let board = try setup.makeBoard()
             if previous != nil { previous = nil }  // the new board holds the disks now
+            balloonHandle?.attach(board.balloon) { [weak self] event in self?.emit(event) }
             prepareForDebugger(board)
             let (paused, quitBeforeRun) = state.withLock { s in
                 s.board = board

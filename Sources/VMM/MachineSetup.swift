@@ -45,6 +45,9 @@ public struct MachineSetup<Board>: Sendable {
     /// The NICs and network backends (`-netdev`, `-nic`), for the monitors; they outlive the
     /// boards `makeBoard` builds.
     public var network: (any NetworkControl)?
+    /// The machine has a virtio-balloon (`-device virtio-balloon-device`) and this much RAM:
+    /// the monitors' balloon outlives the boards and answers before the first is built.
+    public var balloonRAMSize: UInt64?
     /// The board's disks with the names the monitors use (`-drive id=`, else "virtioN").
     func named(_ backends: [any BlockBackend]) -> [(device: String, backend: any BlockBackend)] {
         backends.enumerated().map { index, backend in

@@ -46,9 +46,12 @@ public final class VirtualMachine: MonitorTarget, Sendable {
 
     /// Snapshots and live migration (DESIGN.md §5).
     let migrationManager = MigrationManager()
+    /// The monitors' balloon, when the machine has one.
+    let balloonHandle: BalloonHandle?
 
     public init(_ setup: Setup) {
         self.setup = setup
+        balloonHandle = setup.balloonRAMSize.map(BalloonHandle.init)
         state = Mutex(State(life: Lifecycle(setup)))
         migrationManager.host = self
         // `migrate-incoming` is taken from the start, before the board is built.
@@ -76,7 +79,8 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         var loadvm = setup.loadvm
         while true {
             let board = try setup.makeBoard()
-            defer { board.close() }  // its hart threads end with it (reset, or the end of the run)
+            defer { board.close() }
+            balloonHandle?.attach(board.balloon) { [weak self] event in self?.emit(event) }  // its hart threads end with it (reset, or the end of the run)
             let points = state.withLock { s in
                 s.board = board
                 s.life.boardBuilt()

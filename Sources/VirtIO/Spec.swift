@@ -10,6 +10,7 @@ package struct VirtioDeviceID: RawRepresentable, Hashable, Sendable, CustomStrin
     package static let block = VirtioDeviceID(rawValue: 2)
     package static let console = VirtioDeviceID(rawValue: 3)
     package static let entropy = VirtioDeviceID(rawValue: 4)
+    package static let balloon = VirtioDeviceID(rawValue: 5)
 
     package var description: String {
         switch self {
@@ -17,6 +18,7 @@ package struct VirtioDeviceID: RawRepresentable, Hashable, Sendable, CustomStrin
         case .block: "virtio-blk"
         case .console: "virtio-console"
         case .entropy: "virtio-rng"
+        case .balloon: "virtio-balloon"
         default: "virtio device \(rawValue)"
         }
     }

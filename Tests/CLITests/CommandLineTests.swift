@@ -66,6 +66,7 @@ import VMM
         #expect(try printed(["-M", "help"], target: .x86_64).contains("microvm"))
         #expect(try printed(["-cpu", "help"]).contains("rv64"))
         #expect(try printed(["-d", "help"]).contains("guest_errors"))
+        #expect(try printed(["-device", "help"]).contains("name \"virtio-balloon-device\""))
         #expect(try printed(["-device", "help"]).contains("name \"virtio-blk-device\", bus virtio-bus"))
         #expect(try printed(["-accel", "help"]).contains("tcg"))
     }
@@ -392,6 +393,21 @@ import VMM
         #expect(error(virt + ["-device", "virtconsole,chardev=c0"]).contains("put -device virtio-serial-device before it"))
         #expect(error(virt + ["-device", "e1000"]).contains("'e1000' is not a device swemu provides"))
         #expect(error(["-M", "none", "-drive", "file=a"]).contains("no disk interfaces"))
+    }
+
+    /// virtio-balloon-device as libvirt writes it (`<memballoon model='virtio'/>`, plain or JSON),
+    /// with QEMU's properties and refusals.
+    @Test func balloonDevice() throws {
+        let virt = ["-M", "virt", "-kernel", "Image"]
+        #expect(try config(virt + ["-device", "virtio-balloon-device"]).devices.map(\.driver) == [.virtioBalloon(deflateOnOOM: false)])
+        #expect(try config(virt + ["-device", #"{"driver":"virtio-balloon-device","id":"balloon0","deflate-on-oom":true}"#])
+            .devices.map(\.driver) == [.virtioBalloon(deflateOnOOM: true)])
+        #expect(try config(virt + ["-device", "virtio-balloon-device,id=b,deflate-on-oom=on,free-page-reporting=off"])
+            .devices.map(\.driver) == [.virtioBalloon(deflateOnOOM: true)])
+        #expect(error(virt + ["-device", "virtio-balloon-device,free-page-reporting=on"]).contains("free-page-reporting=on is not available"))
+        #expect(error(virt + ["-device", "virtio-balloon-device,page-poison=on"]).contains("page-poison"))
+        #expect(error(virt + ["-device", "virtio-balloon-device", "-device", "virtio-balloon-device"])
+            .contains("Only one balloon device is supported"))
     }
 
     @Test func monitors() throws {

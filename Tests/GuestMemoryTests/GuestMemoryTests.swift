@@ -195,3 +195,43 @@ import Testing
         #expect(ftruncate(open.fd, 2 << 20) == 0)
     }
 }
+
+/// `discard` (virtio-balloon inflate): the host gets the pages back, the guest reads what the
+/// backend holds, and the pages count as written.
+@Suite struct DiscardTests {
+    /// A memfd loses the pages (a hole in the file): they read as zero; others keep their bytes.
+    @Test func memfdPagesReadAsZero() throws {
+        let memory = try GuestMemory(base: GuestAddress(0x8000_0000), size: 1 << 20)
+        for page in 0..<4 { try memory.writeBytes([UInt8](repeating: 0xab, count: 4096), at: GuestAddress(0x8000_0000 + UInt64(page) * 4096)) }
+        memory.setDirtyTracking(true)
+        _ = memory.takeDirtyPages()
+        try memory.discard(at: GuestAddress(0x8000_1000), count: 8192)
+        // The file has a hole there: its blocks went back to the host (checked before the
+        // reads below, which fault the pages in again).
+        let region = try #require(memory.regions.first)
+        let seekHole: Int32 = 4  // SEEK_HOLE (<unistd.h> with _GNU_SOURCE; not in the Glibc module)
+        #expect(lseek(region.backend.fd, 0x1000, seekHole) == 0x1000)
+        #expect(try memory.readBytes(at: GuestAddress(0x8000_1000), count: 8192).allSatisfy { $0 == 0 })
+        #expect(try memory.readBytes(at: GuestAddress(0x8000_0000), count: 4096).allSatisfy { $0 == 0xab })
+        #expect(try memory.readBytes(at: GuestAddress(0x8000_3000), count: 4096).allSatisfy { $0 == 0xab })
+        #expect(memory.takeDirtyPages() == [GuestAddress(0x8000_1000), GuestAddress(0x8000_2000)])
+    }
+
+    /// share=off: the private copies go, and the page reads as the file's bytes again.
+    @Test func privateFilePagesReadAsTheFile() throws {
+        let backend = try RAMBackend(RAMBackendSpec(storage: .file(path: "/tmp", shared: false)), size: 1 << 20, name: "test")
+        let memory = try GuestMemory(regions: [GuestRAM(base: GuestAddress(0), size: 1 << 20, backend: backend, offset: 0)])
+        try memory.write(UInt64.max, at: GuestAddress(0x2008))
+        try memory.discard(at: GuestAddress(0x2000), count: 4096)
+        #expect(try memory.read(UInt64.self, at: GuestAddress(0x2008)) == 0)
+    }
+
+    @Test func refusesPartialPagesAndNonRAM() throws {
+        let memory = try GuestMemory(base: GuestAddress(0x8000_0000), size: 1 << 20)
+        #expect(throws: SystemError.self) { try memory.discard(at: GuestAddress(0x8000_0800), count: 4096) }
+        #expect(throws: SystemError.self) { try memory.discard(at: GuestAddress(0x8000_0000), count: 100) }
+        #expect(throws: SystemError.self) { try memory.discard(at: GuestAddress(0x8000_0000), count: 0) }
+        #expect(throws: SystemError.self) { try memory.discard(at: GuestAddress(0x8010_0000), count: 4096) }
+        #expect(throws: SystemError.self) { try memory.discard(at: GuestAddress(0x800f_f000), count: 8192) }
+    }
+}

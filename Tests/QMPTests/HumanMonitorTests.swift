@@ -192,7 +192,7 @@ private let esc = "\u{1B}"
     @Test func help() {
         var m = HumanMonitor(target: FakeTarget())
         let all = output(&m, "help")
-        #expect(all.hasPrefix("cont|c  -- resume emulation\r\ncpu index -- set the default CPU\r\ndelvm tag -- delete a VM snapshot from its tag\r\nhelp|? [cmd] -- show the help\r\n"))
+        #expect(all.hasPrefix("balloon target -- request VM to change its memory allocation (in MB)\r\ncont|c  -- resume emulation\r\ncpu index -- set the default CPU\r\ndelvm tag -- delete a VM snapshot from its tag\r\nhelp|? [cmd] -- show the help\r\n"))
         #expect(all.contains("migrate [-d] uri -- migrate to URI (using -d to not wait for completion)\r\n"))
         #expect(all.contains("x /fmt addr -- virtual memory dump starting at 'addr'\r\n"))
         #expect(all.hasSuffix("xp /fmt addr -- physical memory dump starting at 'addr'\r\n"))
@@ -203,7 +203,7 @@ private let esc = "\u{1B}"
         #expect(output(&m, "help nope") == "unknown command: 'nope'\r\n")
         let info = output(&m, "info")
         #expect(info == output(&m, "help info"))
-        #expect(info.hasPrefix("info block [-n] [-v] [device] -- show info of one block device"))
+        #expect(info.hasPrefix("info balloon  -- show balloon information\r\ninfo block [-n] [-v] [device] -- show info of one block device"))
         #expect(info.contains("info registers [-a] -- show the cpu registers"))
     }
 

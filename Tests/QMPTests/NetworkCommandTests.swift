@@ -32,21 +32,11 @@ final class FakeNetwork: NetworkControl {
 /// set_link, query-rx-filter (QMP) and set_link, hostfwd_add/_remove, info network/usernet
 /// (the human monitor) reach the machine's `NetworkControl` with QEMU's argument forms.
 @Suite struct NetworkCommandTests {
-    private func session(_ target: FakeTarget) -> QMPSession {
-        var s = QMPSession(target: target)
-        _ = s.feed(Array(#"{"execute": "qmp_capabilities"}"#.utf8))
-        return s
-    }
-
-    private func send(_ s: inout QMPSession, _ text: String) -> [String] {
-        qmpLines(s.feed(Array(text.utf8)).text)
-    }
-
     @Test func qmpCommands() {
         let target = FakeTarget()
         let network = FakeNetwork()
         target.state.withLock { $0.network = network }
-        var s = session(target)
+        var s = negotiatedSession(target)
         #expect(send(&s, #"{"execute": "set_link", "arguments": {"name": "n0", "up": false}}"#) == [#"{"return": {}}"#])
         #expect(send(&s, #"{"execute": "set_link", "arguments": {"name": "x", "up": true}}"#)
             == [#"{"error": {"class": "DeviceNotFound", "desc": "Device 'x' not found"}}"#])
@@ -60,7 +50,7 @@ final class FakeNetwork: NetworkControl {
     }
 
     @Test func qmpWithoutANetwork() {
-        var s = session(FakeTarget())
+        var s = negotiatedSession(FakeTarget())
         #expect(send(&s, #"{"execute": "set_link", "arguments": {"name": "n0", "up": true}}"#)
             == [#"{"error": {"class": "DeviceNotFound", "desc": "Device 'n0' not found"}}"#])
         #expect(send(&s, #"{"execute": "query-rx-filter"}"#) == [#"{"return": []}"#])

@@ -6,17 +6,6 @@ import Testing
     private let greeting =
         #"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "swemu 0.1.0"}, "capabilities": ["oob"]}}"#
 
-    /// A negotiated session.
-    private func ready(_ target: FakeTarget) -> QMPSession {
-        var s = QMPSession(target: target)
-        _ = s.feed(Array(#"{"execute": "qmp_capabilities"}"#.utf8))
-        return s
-    }
-
-    private func send(_ s: inout QMPSession, _ text: String) -> [String] {
-        qmpLines(s.feed(Array(text.utf8)).text)
-    }
-
     @Test func greetingIsQEMUShaped() {
         let s = QMPSession(target: FakeTarget())
         #expect(String(decoding: s.greeting(), as: UTF8.self) == greeting + "\r\n")
@@ -58,7 +47,7 @@ import Testing
     /// the events, and each type named once.
     @Test func schemaIsTheCommandTable() throws {
         let target = FakeTarget()
-        var s = ready(target)
+        var s = negotiatedSession(target)
         let reply = try #require(JSONParser.parse(Array(s.feed(Array(#"{"execute": "query-qmp-schema"}"#.utf8)).text.utf8))["return"]?.arrayValue)
         var byName: [String: JSONValue] = [:]
         for entry in reply {
@@ -85,9 +74,9 @@ import Testing
     /// and machines with QEMU's names and error classes (DeviceNotFound for a type swemu lacks,
     /// which libvirt's probe expects for most of what it asks about).
     @Test func qomTypesAreSwemusDevices() {
-        var s = ready(FakeTarget())
+        var s = negotiatedSession(FakeTarget())
         let types = send(&s, #"{"execute": "qom-list-types", "arguments": {"implements": "virtio-device"}}"#)
-        #expect(types == [#"{"return": [{"name": "virtio-blk-device", "parent": "virtio-device"}, {"name": "virtio-rng-device", "parent": "virtio-device"}, {"name": "virtio-serial-device", "parent": "virtio-device"}, {"name": "virtio-net-device", "parent": "virtio-device"}]}"#])
+        #expect(types == [#"{"return": [{"name": "virtio-blk-device", "parent": "virtio-device"}, {"name": "virtio-rng-device", "parent": "virtio-device"}, {"name": "virtio-balloon-device", "parent": "virtio-device"}, {"name": "virtio-serial-device", "parent": "virtio-device"}, {"name": "virtio-net-device", "parent": "virtio-device"}]}"#])
         #expect(send(&s, #"{"execute": "qom-list-types", "arguments": {"implements": "machine"}}"#).first?.contains(#""name": "virt-machine", "parent": "machine""#) == true)
         #expect(send(&s, #"{"execute": "device-list-properties", "arguments": {"typename": "virtio-net-device"}}"#)
             == [#"{"return": [{"name": "netdev", "type": "str", "description": "ID of a netdev to use as a backend"}, {"name": "mac", "type": "macaddr", "description": "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56"}]}"#])
@@ -113,7 +102,7 @@ import Testing
     /// CLI's option groups), all of it or one option, with QEMU's error for an unknown one.
     @Test func commandLineOptions() {
         let target = FakeTarget()
-        var s = ready(target)
+        var s = negotiatedSession(target)
         #expect(send(&s, #"{"execute": "query-command-line-options", "arguments": {"option": "smp-opts"}}"#)
             == [#"{"return": [{"option": "smp-opts", "parameters": [{"name": "cpus", "type": "number"}, {"name": "dies", "type": "number"}]}]}"#])
         #expect(send(&s, #"{"execute": "query-command-line-options"}"#)
@@ -164,7 +153,7 @@ import Testing
     }
 
     @Test func idsOfAnyTypeAreEchoed() {
-        var s = ready(FakeTarget())
+        var s = negotiatedSession(FakeTarget())
         #expect(send(&s, #"{"id": 1, "execute": "query-name"}"#) == [#"{"return": {"name": "guest0"}, "id": 1}"#])
         #expect(send(&s, #"{"execute": "query-name", "id": "abc"}"#) == [#"{"return": {"name": "guest0"}, "id": "abc"}"#])
         #expect(send(&s, #"{"execute": "query-name", "id": {"n": [1, null, 18446744073709551615]}}"#)
@@ -175,7 +164,7 @@ import Testing
     }
 
     @Test func malformedRequests() {
-        var s = ready(FakeTarget())
+        var s = negotiatedSession(FakeTarget())
         let cases: [(String, String)] = [
             ("[1, 2]", #"{"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}"#),
             ("42 ", #"{"error": {"class": "GenericError", "desc": "QMP input must be a JSON object"}}"#),
@@ -222,7 +211,7 @@ import Testing
     }
 
     @Test func invalidUTF8AndHugeNumbersInRequests() {
-        var s = ready(FakeTarget())
+        var s = negotiatedSession(FakeTarget())
         let bad: [UInt8] = Array(#"{"execute": "query-"#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)
         #expect(qmpLines(s.feed(bad).text)
             == [#"{"error": {"class": "GenericError", "desc": "JSON parse error, invalid UTF-8 sequence in string"}}"#])
@@ -248,7 +237,7 @@ import Testing
     }
 
     @Test func splitAndConcatenatedRequests() {
-        var s = ready(FakeTarget())
+        var s = negotiatedSession(FakeTarget())
         let text = #"{"execute": "query-name", "id": 1} {"execute": "query-status", "id": 2}"# + "\r\n" + #"{"execute": "cont", "id": 3}"#
         var out = ""
         for b in text.utf8 { out += s.feed([b]).text }
@@ -258,13 +247,13 @@ import Testing
             #"{"return": {}, "id": 3}"#,
         ])
         // All at once: the same replies, in order.
-        var t = ready(FakeTarget())
+        var t = negotiatedSession(FakeTarget())
         #expect(qmpLines(t.feed(Array(text.utf8)).text) == qmpLines(out))
     }
 
     @Test func queries() {
         let target = FakeTarget()
-        var s = ready(target)
+        var s = negotiatedSession(target)
         #expect(send(&s, #"{"execute": "query-version"}"#)
             == [#"{"return": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "swemu 0.1.0"}}"#])
         let commands = send(&s, #"{"execute": "query-commands"}"#)
@@ -295,7 +284,7 @@ import Testing
     }
 
     @Test func blockQueriesHaveQAPIShapes() throws {
-        var s = ready(FakeTarget())
+        var s = negotiatedSession(FakeTarget())
         let block = try JSONParser.parse(Array(send(&s, #"{"execute": "query-block"}"#)[0].utf8))
         let disks = try #require(block["return"]?.arrayValue)
         #expect(disks.count == 2)
@@ -347,7 +336,7 @@ import Testing
 
     @Test func actionsReachTheTarget() {
         let target = FakeTarget()
-        var s = ready(target)
+        var s = negotiatedSession(target)
         #expect(send(&s, #"{"execute": "stop"}"#) == [#"{"return": {}}"#])
         #expect(send(&s, #"{"execute": "query-status"}"#) == [#"{"return": {"status": "paused", "singlestep": false, "running": false}}"#])
         #expect(send(&s, #"{"execute": "cont"}"#) == [#"{"return": {}}"#])
@@ -363,7 +352,7 @@ import Testing
 
     @Test func humanMonitorCommandReturnsTheMonitorsText() {
         let target = FakeTarget()
-        var s = ready(target)
+        var s = negotiatedSession(target)
         #expect(send(&s, #"{"execute": "human-monitor-command", "arguments": {"command-line": "info status"}, "id": 1}"#)
             == [#"{"return": "VM status: running\r\n", "id": 1}"#])
         #expect(send(&s, #"{"execute": "human-monitor-command", "arguments": {"command-line": "info cpus", "cpu-index": 1}}"#)
@@ -381,7 +370,7 @@ import Testing
     }
 
     @Test func eventsCarryTimestampsAndData() {
-        let s = ready(FakeTarget())
+        let s = negotiatedSession(FakeTarget())
         func event(_ e: MonitorEvent) -> String? { s.event(e, timestamp: fixedTime).map { String(decoding: $0, as: UTF8.self) } }
         let ts = #"{"timestamp": {"seconds": 1700000000, "microseconds": 123456}, "#
         #expect(event(.stop) == ts + #""event": "STOP"}"# + "\r\n")

@@ -24,6 +24,7 @@ final class FakeTarget: MonitorTarget {
         /// Runs inside `quit()`.
         var duringQuit: (@Sendable () -> Void)?
         var network: (any NetworkControl)?
+        var balloon: (any BalloonControl)?
     }
     let state = Mutex(State())
 
@@ -62,6 +63,7 @@ final class FakeTarget: MonitorTarget {
     }
 
     var network: (any NetworkControl)? { state.withLock { $0.network } }
+    var balloon: (any BalloonControl)? { state.withLock { $0.balloon } }
     var commandLineOptions: [MonitorCommandLineOption] {
         [MonitorCommandLineOption(option: "smp-opts", parameters: [.init(name: "cpus", type: .number), .init(name: "dies", type: .number)]),
          MonitorCommandLineOption(option: "object", parameters: [])]
@@ -168,6 +170,18 @@ final class FakeBackend: CharBackend {
             return String(decoding: s.output, as: UTF8.self)
         }
     }
+}
+
+/// A session past `qmp_capabilities`.
+func negotiatedSession(_ target: FakeTarget) -> QMPSession {
+    var s = QMPSession(target: target)
+    _ = s.feed(Array(#"{"execute": "qmp_capabilities"}"#.utf8))
+    return s
+}
+
+/// The reply lines to one input.
+func send(_ s: inout QMPSession, _ text: String) -> [String] {
+    qmpLines(s.feed(Array(text.utf8)).text)
 }
 
 /// The QMP lines in `text` (each ends in "\r\n").
