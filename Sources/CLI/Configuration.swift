@@ -137,6 +137,7 @@ struct ConfigurationBuilder {
         var smp: String?
         var config = SystemConfiguration(target: target, machine: target.machines[0], ramSize: 0)
         var snapshotAll = false
+        var noACPI = false
         var blockdevNodes: [BlockdevNode] = []
         var anonymousNodes = 0
 
@@ -147,7 +148,7 @@ struct ConfigurationBuilder {
             case "machine":
                 if value == "help" { return .print(HelpText.machines(target)) }
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: OptionGroup.machine.impliedKey, option: flag).validate(.machine)
+                    try OptionGroup.machine.parse(value, option: flag)
                 }
                 if let type = opts.string("type") { machineName = type }
                 machineOpts = opts
@@ -171,14 +172,14 @@ struct ConfigurationBuilder {
                 try accelOptions(opts, into: &config, option: flag)
             case "name":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: OptionGroup.name.impliedKey, option: flag).validate(.name)
+                    try OptionGroup.name.parse(value, option: flag)
                 }
                 config.name = opts.string("guest")
                 config.processName = opts.string("process")
                 // debug-threads=on asks for the vCPU threads to be named "CPU N/TCG" or
                 // "CPU N/KVM": swemu always names its threads so (its I/O threads by what they serve).
             case "msg":
-                let opts = try wrap(flag) { () throws(SystemError) in try QemuOpts(parsing: value, option: flag).validate(.msg) }
+                let opts = try wrap(flag) { () throws(SystemError) in try OptionGroup.msg.parse(value, option: flag) }
                 config.messageTimestamps = try wrap(flag) { () throws(SystemError) in try opts.bool("timestamp", default: config.messageTimestamps) }
                 config.messageGuestName = try wrap(flag) { () throws(SystemError) in try opts.bool("guest-name", default: config.messageGuestName) }
             case "no-reboot":
@@ -190,7 +191,7 @@ struct ConfigurationBuilder {
                 // reboot=shutdown, -no-shutdown shutdown=pause). panic= and watchdog= are
                 // refused: neither machine has a panic device or a watchdog.
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(.action)
+                    try OptionGroup.action.parse(value, option: flag)
                 }
                 switch opts.string("reboot") {
                 case nil: break
@@ -242,7 +243,7 @@ struct ConfigurationBuilder {
                 config.monitors.append(MonitorSpec(target: target, mode: mode))
             case "mon":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: OptionGroup.mon.impliedKey, option: flag).validate(.mon)
+                    try OptionGroup.mon.parse(value, option: flag)
                 }
                 guard let id = opts.string("chardev") else { throw CLIError(option: flag, "chardev=ID is required") }
                 let mode: MonitorSpec.Mode
@@ -268,13 +269,15 @@ struct ConfigurationBuilder {
                 config.uuid = value.lowercased()
             case "nodefaults":
                 config.noDefaults = true
+            case "no-acpi":
+                noACPI = true
             case "no-user-config":
                 break  // swemu reads no configuration files, default or other
             case "enable-kvm":
                 config.accelerator = try checkAccelerator("kvm", option: flag)
             case "overcommit":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(.overcommit)
+                    try OptionGroup.overcommit.parse(value, option: flag)
                 }
                 config.memLock = try wrap(flag) { () throws(SystemError) in try opts.bool("mem-lock", default: config.memLock) }
                 if try wrap(flag, { () throws(SystemError) in try opts.bool("cpu-pm", default: false) }) {
@@ -284,14 +287,14 @@ struct ConfigurationBuilder {
                 // The boards start the -bios/-kernel images themselves, with no firmware boot
                 // menu or device order: strict=on (boot nothing else) is what they always do.
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: OptionGroup.boot.impliedKey, option: flag).validate(.boot)
+                    try OptionGroup.boot.parse(value, option: flag)
                 }
                 if opts.string("order") != nil {
                     throw CLIError(option: flag, "no boot order to choose: the machine boots its -bios/-kernel images (accepted: strict=on|off)")
                 }
             case "rtc":
                 let opts = try wrap(flag) { () throws(SystemError) in
-                    try QemuOpts(parsing: value, impliedKey: nil, option: flag).validate(.rtc)
+                    try OptionGroup.rtc.parse(value, option: flag)
                 }
                 for (key, only) in [("base", "utc"), ("clock", "host"), ("driftfix", "none")] {
                     if let given = opts.string(key), given != only {
@@ -344,7 +347,7 @@ struct ConfigurationBuilder {
             case "perfmap":
                 config.perfMap = true
             case "add-fd":
-                let opts = try wrap(flag) { () throws(SystemError) in try QemuOpts(parsing: value, option: flag).validate(.addFD) }
+                let opts = try wrap(flag) { () throws(SystemError) in try OptionGroup.addFD.parse(value, option: flag) }
                 guard let fd = try wrap(flag, { () throws(SystemError) in try opts.int("fd", in: 0...Int(Int32.max)) }) else {
                     throw CLIError(option: flag, "fd option is required")
                 }
@@ -367,6 +370,11 @@ struct ConfigurationBuilder {
         }
         try resolveBlockdevs(blockdevNodes, into: &config)
         config.machine = try machine(named: machineName)
+        if noACPI && config.machine.name == "microvm" {
+            // libvirt writes -no-acpi for an x86 domain without <features><acpi/></features>.
+            throw CLIError(option: "-no-acpi", "machine 'microvm' describes its devices to the guest with ACPI only; keep ACPI (libvirt: <features><acpi/></features>)")
+        }
+        try isaSerialPorts(&config)
         if let accel = machineOpts?.string("accel") {
             // QEMU takes a list, "kvm:tcg": the first accelerator this binary has.
             let names = accel.split(separator: ":").map(String.init)
@@ -510,6 +518,23 @@ struct ConfigurationBuilder {
         }
     }
 
+    /// `-device isa-serial,chardev=ID[,index=0]` (libvirt's x86 serial port): the microvm's
+    /// UART on that chardev, as `-serial chardev:ID` would put it.
+    private func isaSerialPorts(_ config: inout SystemConfiguration) throws(CLIError) {
+        let ports = config.devices.compactMap { if case .isaSerial(let id, let index) = $0.driver { (id, index) } else { nil } }
+        guard let port = ports.first else { return }
+        guard config.machine.name == "microvm" else {
+            throw CLIError(option: "-device", "isa-serial: machine '\(config.machine.name)' has no ISA bus; its serial port is -serial")
+        }
+        guard ports.count == 1, port.1 == 0 else {
+            throw CLIError(option: "-device", "isa-serial: the microvm has one serial port (index=0)")
+        }
+        guard config.serials.isEmpty else {
+            throw CLIError(option: "-device", "isa-serial: the serial port is already given by -serial")
+        }
+        config.serials = [.chardev(id: port.0)]
+    }
+
     /// Drives and devices must refer to each other and to the machine consistently.
     private func checkDevices(_ config: SystemConfiguration) throws(CLIError) {
         if config.machine.name != "virt" && config.machine.name != "microvm" {
@@ -551,6 +576,8 @@ struct ConfigurationBuilder {
                 balloon = true
             case .virtioRNG, .virtioNet:
                 break
+            case .isaSerial:
+                break  // became the serial port (isaSerialPorts)
             }
         }
         try checkNetwork(config)
@@ -693,7 +720,7 @@ struct ConfigurationBuilder {
     /// `-m [size=]megs[,slots=n,maxmem=size]`; a plain number is MiB.
     private func ramSize(_ text: String) throws(CLIError) -> UInt64 {
         let opts = try wrap("-m") { () throws(SystemError) in
-            try QemuOpts(parsing: text, impliedKey: OptionGroup.memory.impliedKey, option: "-m").validate(.memory)
+            try OptionGroup.memory.parse(text, option: "-m")
         }
         var sizeText = opts.string("size") ?? ""
         if let last = sizeText.last, last.isNumber { sizeText += "M" }
@@ -713,7 +740,7 @@ struct ConfigurationBuilder {
     /// preferring sockets, and the product must equal maxcpus.
     private func cpuCount(_ text: String, machine: MachineInfo) throws(CLIError) -> Int {
         let opts = try wrap("-smp") { () throws(SystemError) in
-            try QemuOpts(parsing: text, impliedKey: OptionGroup.smp.impliedKey, option: "-smp").validate(.smp)
+            try OptionGroup.smp.parse(text, option: "-smp")
         }
         var values: [String: Int] = [:]
         for key in OptionGroup.smp.keys.map(\.name) {

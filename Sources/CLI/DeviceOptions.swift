@@ -29,7 +29,7 @@ struct DriveSpec: Sendable, Equatable {
 
 extension DriveSpec {
     init(parsing text: String) throws(SystemError) {
-        let opts = try QemuOpts(parsing: text, option: "-drive").validate(.drive)
+        let opts = try OptionGroup.drive.parse(text, option: "-drive")
         option = "-drive \(text)"
         guard let file = opts.string("file"), !file.isEmpty else {
             throw .configuration("-drive: file=PATH is required")
@@ -84,6 +84,8 @@ struct DeviceSpec: Sendable, Equatable {
         case virtioRNG
         /// `deflate-on-oom=on`: the guest may deflate on its own when it runs out of memory.
         case virtioBalloon(deflateOnOOM: Bool)
+        /// The microvm's UART on a chardev (libvirt's x86 serial port).
+        case isaSerial(chardev: String, index: Int)
         case virtioSerial
         case virtconsole(chardev: String)
         case virtioNet(NICSpec)
@@ -103,6 +105,7 @@ struct DeviceSpec: Sendable, Equatable {
         ("virtio-serial-device", "Input devices", "virtio serial bus for virtconsole"),
         ("virtconsole", "Display devices", "virtio console port on a chardev (chardev=ID)"),
         ("virtio-net-device", "Network devices", "virtio network adapter (netdev=ID of a -netdev, mac=52:54:00:12:34:56)"),
+        ("isa-serial", "Input devices", "the microvm's 8250 UART on a chardev (chardev=ID; -M microvm only)"),
     ]
 
     var driver: Driver
@@ -116,12 +119,13 @@ struct DeviceSpec: Sendable, Equatable {
         case .virtconsole: "virtconsole"
         case .virtioNet: "virtio-net-device"
         case .virtioBalloon: "virtio-balloon-device"
+        case .isaSerial: "isa-serial"
         }
     }
 
     /// A device's keys: `id` and the properties QMP reports for it (`QOMTypes`, one list for both).
     static func keys(_ device: String) -> [String] {
-        ["id"] + (QOMTypes.devices.first { $0.name == device }?.properties.map(\.name) ?? [])
+        ["id"] + ((QOMTypes.devices + [QOMTypes.isaSerial]).first { $0.name == device }?.properties.map(\.name) ?? [])
     }
 
     init(parsing text: String) throws(SystemError) {
@@ -150,6 +154,10 @@ struct DeviceSpec: Sendable, Equatable {
                 throw .unsupported("-device virtio-balloon-device: free-page-reporting=on is not available; accepted: off")
             }
             driver = .virtioBalloon(deflateOnOOM: try v.bool("deflate-on-oom", default: false))
+        case "isa-serial":
+            let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
+            guard let chardev = v.string("chardev") else { throw .configuration("-device isa-serial: chardev=ID is required") }
+            driver = .isaSerial(chardev: chardev, index: try v.int("index", in: 0...3) ?? 0)
         case "virtio-serial-device":
             _ = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             driver = .virtioSerial

@@ -90,7 +90,8 @@ enum HelpText {
                 out += (out.isEmpty ? "" : "\n") + device.category + ":\n"
                 category = device.category
             }
-            out += "name \"\(device.name)\", bus virtio-bus, desc \"\(device.description)\"\n"
+            let bus = device.name == "isa-serial" ? "ISA" : "virtio-bus"
+            out += "name \"\(device.name)\", bus \(bus), desc \"\(device.description)\"\n"
         }
         return out
     }

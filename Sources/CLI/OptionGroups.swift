@@ -55,9 +55,10 @@ struct OptionGroup: Sendable {
     }
 }
 
-extension QemuOpts {
-    /// Checks these options against `group`'s keys.
-    func validate(_ group: OptionGroup) throws(SystemError) -> QemuOpts {
-        try validate(accepted: group.accepted, booleans: group.booleans)
+extension OptionGroup {
+    /// `text`, the argument of `option`, read as this group's `key=value,...` and checked
+    /// against its keys.
+    func parse(_ text: String, option: String) throws(SystemError) -> QemuOpts {
+        try QemuOpts(parsing: text, impliedKey: impliedKey, option: option).validate(accepted: accepted, booleans: booleans)
     }
 }

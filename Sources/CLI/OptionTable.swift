@@ -56,6 +56,8 @@ enum OptionTable {
                    help: "mem-lock=on locks the emulator's memory, guest RAM included, into host RAM (mlockall)", section: .standard),
         OptionSpec(names: ["enable-kvm"], argument: nil, help: "enable KVM full virtualization support (-accel kvm)",
                    section: .standard),
+        OptionSpec(names: ["no-acpi"], argument: nil,
+                   help: "no ACPI tables: the virt board has none; the microvm needs them (refused there)", section: .standard),
         OptionSpec(names: ["boot"], argument: "[strict=on|off]",
                    help: "the boards boot the -bios/-kernel images directly: only strict= is taken", section: .standard),
         OptionSpec(names: ["rtc"], argument: "[base=utc][,clock=host][,driftfix=none]",

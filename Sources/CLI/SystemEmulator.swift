@@ -324,7 +324,7 @@ extension SystemEmulator {
                 specs.append(.rng)
             case .virtioBalloon(let deflateOnOOM):
                 specs.append(.balloon(deflateOnOOM: deflateOnOOM))
-            case .virtioSerial:
+            case .virtioSerial, .isaSerial:
                 break
             case .virtconsole(let id):
                 specs.append(.console(try console.claim(chardev: id, for: "virtconsole\(index)")))

@@ -41,6 +41,13 @@ public enum QOMTypes {
         ]),
     ]
 
+    /// The microvm's serial port as libvirt names it for an x86 guest (`-device
+    /// isa-serial,chardev=ID`): the board's 8250 at 0x3f8, on that chardev.
+    public static let isaSerial = TypeInfo(name: "isa-serial", parent: "isa-device", abstract: false, properties: [
+        Property(name: "chardev", type: "str", description: "ID of a chardev to use as a backend"),
+        Property(name: "index", type: "uint32", description: nil),
+    ])
+
     /// The abstract types above them, and the network filter `-object` creates.
     static let others: [TypeInfo] = [
         TypeInfo(name: "object", parent: nil, abstract: true, properties: []),
@@ -109,7 +116,9 @@ public enum QOMTypes {
     /// and accelerators `accelerators` ("tcg", "kvm": "NAME-accel", which libvirt reads as
     /// the virtualization types it may use).
     static func all(machines: [String], accelerators: [String]) -> [TypeInfo] {
-        others + devices + machines.map { name in
+        // isa-serial exists where the microvm does (the x86-64 binary).
+        others + devices + (machines.contains("microvm") ? [TypeInfo(name: "isa-device", parent: "device", abstract: true, properties: []), isaSerial] : [])
+            + machines.map { name in
             TypeInfo(name: name + "-machine", parent: "machine", abstract: false, properties: machineProperties(name))
         } + [TypeInfo(name: "accel", parent: "object", abstract: true, properties: [])] + accelerators.map { name in
             TypeInfo(name: name + "-accel", parent: "accel", abstract: false, properties: [])

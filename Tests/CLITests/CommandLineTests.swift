@@ -255,6 +255,16 @@ import VMM
         for (arguments, message) in refused {
             #expect(error(base + arguments) == "swemu-system-riscv64: " + message)
         }
+        // libvirt's x86 serial port: isa-serial on the microvm is its UART on that chardev.
+        let x86 = ["-M", "microvm", "-kernel", "k", "-chardev", "file,id=c0,path=/tmp/s.log"]
+        #expect(try config(x86 + ["-device", "isa-serial,chardev=c0,id=serial0"], target: .x86_64).serials == [.chardev(id: "c0")])
+        #expect(error(x86 + ["-device", "isa-serial,chardev=c0,index=1"], target: .x86_64)
+            == "swemu-system-x86_64: -device: isa-serial: the microvm has one serial port (index=0)")
+        #expect(error(x86 + ["-no-acpi"], target: .x86_64)
+            == "swemu-system-x86_64: -no-acpi: machine 'microvm' describes its devices to the guest with ACPI only; keep ACPI (libvirt: <features><acpi/></features>)")
+        #expect(error(["-M", "virt", "-kernel", "k", "-chardev", "null,id=c0", "-device", "isa-serial,chardev=c0"])
+            == "swemu-system-riscv64: -device: isa-serial: machine 'virt' has no ISA bus; its serial port is -serial")
+        _ = try config(["-M", "virt", "-kernel", "k", "-no-acpi"])
         let fdSet = try config(["-M", "none", "-add-fd", "fd=5,set=2,opaque=serial0-source"])
         #expect(fdSet.fdSets == [FdSets.Entry(set: 2, fd: 5, opaque: "serial0-source")])
         #expect(error(["-M", "none", "-add-fd", "fd=5"]).contains("-add-fd: set option is required"))
