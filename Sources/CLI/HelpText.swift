@@ -47,7 +47,7 @@ enum HelpText {
             (virsh domcapabilities) and its command line (JSON -object/-blockdev/-device/-netdev,
             -add-fd, -chardev socket,fd=, -msg timestamp=on) is taken as written. See the README's
             "Under libvirt" for what works (define, start, suspend/resume, domblkstat, snapshots,
-            save/restore, destroy) and what does not yet (shutdown, migrate, x86-64 domains).
+            save/restore, destroy; x86-64 microvm domains) and what does not yet (shutdown, migrate).
 
             """
         return out

@@ -1,5 +1,6 @@
 import CLinux
 import Foundation
+import TestSupport
 import KVM
 import Testing
 
@@ -91,21 +92,7 @@ import Testing
 /// and combined output.
 enum Subprocess {
     static func run(_ path: String, _ arguments: [String], timeout: Double = 120) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        // SIGKILL: the test runner starts children with most signals blocked, SIGTERM included.
-        let killer = DispatchWorkItem { kill(process.processIdentifier, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        killer.cancel()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try runProgram(path: path, arguments, timeout: timeout)
     }
 
     /// Runs a program until its output has `occurrences` whole lines containing `marker` (then

@@ -1,5 +1,6 @@
 import DeviceModel
 import Foundation
+import TestSupport
 import Synchronization
 
 /// Bare-metal guest programs written in this repository (Tests/GuestPrograms), built on demand
@@ -66,23 +67,7 @@ enum GuestProgram {
     /// and combined output.
     static func run(_ path: String, _ arguments: [String], timeout: Double = 120,
                     environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let killer = DispatchWorkItem { process.terminate() }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        killer.cancel()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try runProgram(path: path, arguments, timeout: timeout, environment: environment)
     }
 }
 

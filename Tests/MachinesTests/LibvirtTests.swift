@@ -10,66 +10,18 @@ import TestSupport
 /// embedded in the virsh process (`qemu:///embed?root=DIR`): no daemon, every file under a
 /// directory of the test's own.
 @Suite(.serialized, .oneLinuxBootAtATime) struct LibvirtTests {
-    static let virsh = "/usr/bin/virsh"
-    static let qemuDriver = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
-
     static var missing: String? {
-        if let missing = LinuxBootTests.missing { return missing }
-        if !FileManager.default.isExecutableFile(atPath: virsh) || !FileManager.default.fileExists(atPath: qemuDriver) {
-            return "needs libvirt's virsh and QEMU driver (Debian's libvirt-clients, libvirt-daemon-driver-qemu; scripts/setup installs them)"
-        }
+        if let missing = LinuxBootTests.missing ?? LibvirtEmbedded.missing { return missing }
         if !FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img") {
             return "needs qemu-img for the domain's qcow2 disk (Debian's qemu-utils; scripts/setup installs it)"
         }
         return nil
     }
 
-    /// A private libvirt root: its qemu.conf and the domain's files.
-    struct Embedded {
-        let root: URL
-        var uri: String { "qemu:///embed?root=\(root.path)" }
-
-        init() throws {
-            root = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-libvirt-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: root.appendingPathComponent("etc"), withIntermediateDirectories: true)
-            // As root, libvirt would run the emulator as libvirt-qemu and relabel its files;
-            // the test runs it as itself, with no confinement, and logs to files.
-            var conf = "security_driver = \"none\"\ndynamic_ownership = 0\nstdio_handler = \"file\"\n"
-            if geteuid() == 0 { conf += "user = \"root\"\ngroup = \"root\"\n" }
-            try conf.write(to: root.appendingPathComponent("etc/qemu.conf"), atomically: true, encoding: .utf8)
-        }
-
-        /// Runs virsh commands (one process: the embedded driver lives as long as it does).
-        @discardableResult
-        func virsh(_ commands: String, timeout: Double = 120) throws -> (status: Int32, output: String) {
-            let result = try GuestProgram.run(LibvirtTests.virsh, ["-q", "-c", uri, commands], timeout: timeout,
-                                              environment: ["LIBVIRT_LOG_OUTPUTS": "1:file:\(root.path)/virsh.log", "LIBVIRT_LOG_FILTERS": "1:qemu"])
-            // libvirt's own notices ("info :", "warning :") are not the commands' output.
-            let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
-                .filter { !$0.contains(" info : ") && !$0.contains(" warning : ") }
-            return (result.status, lines.joined(separator: "\n"))
-        }
-
-        /// The emulator's log libvirt keeps: its command line and stderr.
-        func emulatorLog(_ domain: String) -> String {
-            (try? String(contentsOf: root.appendingPathComponent("log/qemu/\(domain).log"), encoding: .utf8)) ?? ""
-        }
-
-        /// Ends whatever is still running (a failed test) and removes the directory.
-        func cleanUp(_ domain: String) {
-            _ = try? virsh("destroy \(domain)", timeout: 30)
-            if let pid = (try? String(contentsOf: root.appendingPathComponent("run/qemu/\(domain).pid"), encoding: .utf8))
-                .flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
-                kill(pid, SIGKILL)
-            }
-            try? FileManager.default.removeItem(at: root)
-        }
-    }
-
     /// What libvirt learns from its probe of the binary: the virt machine, TCG, memory backends.
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func capabilitiesProbe() throws {
-        let libvirt = try Embedded()
+        let libvirt = try LibvirtEmbedded()
         defer { libvirt.cleanUp("none") }
         let result = try libvirt.virsh("domcapabilities --emulatorbin \(LinuxBootTests.binary) --arch riscv64 --virttype qemu --machine virt")
         #expect(result.status == 0, "\(result.output)\n\(libvirt.emulatorLog("none"))")
@@ -84,7 +36,7 @@ import TestSupport
     /// through the monitor, snapshotted, saved and restored, destroyed.
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func domainLifecycle() throws {
-        let libvirt = try Embedded()
+        let libvirt = try LibvirtEmbedded()
         let name = "swemu-lifecycle"
         defer { libvirt.cleanUp(name) }
         let disk = libvirt.root.appendingPathComponent("disk.qcow2").path

@@ -1,0 +1,57 @@
+import Foundation
+
+/// libvirt's QEMU driver embedded in a `virsh` process (`qemu:///embed?root=DIR`), for tests
+/// that drive swemu as libvirt's emulator: no daemon, its configuration and every file it
+/// makes under a directory of the test's own, nothing on the machine changed. Domains outlive
+/// one virsh process; the next one finds them again.
+public struct LibvirtEmbedded {
+    public static let virsh = "/usr/bin/virsh"
+    public static let qemuDriver = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
+
+    /// Why libvirt cannot be driven here, or nil.
+    public static var missing: String? {
+        if !FileManager.default.isExecutableFile(atPath: virsh) || !FileManager.default.fileExists(atPath: qemuDriver) {
+            return "needs libvirt's virsh and QEMU driver (Debian's libvirt-clients, libvirt-daemon-driver-qemu; scripts/setup installs them)"
+        }
+        return nil
+    }
+
+    public let root: URL
+    public var uri: String { "qemu:///embed?root=\(root.path)" }
+
+    public init() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("swemu-libvirt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("etc"), withIntermediateDirectories: true)
+        // As root, libvirt would run the emulator as libvirt-qemu and relabel its files; the
+        // tests run it as themselves, unconfined, with its stdio in log files.
+        var conf = "security_driver = \"none\"\ndynamic_ownership = 0\nstdio_handler = \"file\"\n"
+        if geteuid() == 0 { conf += "user = \"root\"\ngroup = \"root\"\n" }
+        try conf.write(to: root.appendingPathComponent("etc/qemu.conf"), atomically: true, encoding: .utf8)
+    }
+
+    /// Runs virsh commands (`;`-separated, one process); libvirt's own notices are left out of
+    /// the output, and its QMP traffic goes to virsh.log under the root.
+    @discardableResult
+    public func virsh(_ commands: String, timeout: Double = 120) throws -> (status: Int32, output: String) {
+        let result = try runProgram(path: Self.virsh, ["-q", "-c", uri, commands], timeout: timeout,
+                                    environment: ["LIBVIRT_LOG_OUTPUTS": "1:file:\(root.path)/virsh.log", "LIBVIRT_LOG_FILTERS": "1:qemu"])
+        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.contains(" info : ") && !$0.contains(" warning : ") }
+        return (result.status, lines.joined(separator: "\n"))
+    }
+
+    /// The emulator's log libvirt keeps: its command line and stderr.
+    public func emulatorLog(_ domain: String) -> String {
+        (try? String(contentsOf: root.appendingPathComponent("log/qemu/\(domain).log"), encoding: .utf8)) ?? ""
+    }
+
+    /// Ends whatever still runs (a failed test) and removes the directory.
+    public func cleanUp(_ domain: String) {
+        _ = try? virsh("destroy \(domain)", timeout: 30)
+        if let pid = (try? String(contentsOf: root.appendingPathComponent("run/qemu/\(domain).pid"), encoding: .utf8))
+            .flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+            kill(pid, SIGKILL)
+        }
+        try? FileManager.default.removeItem(at: root)
+    }
+}
