@@ -27,14 +27,37 @@ public struct LibvirtEmbedded {
         var conf = "security_driver = \"none\"\ndynamic_ownership = 0\nstdio_handler = \"file\"\n"
         if geteuid() == 0 { conf += "user = \"root\"\ngroup = \"root\"\n" }
         try conf.write(to: root.appendingPathComponent("etc/qemu.conf"), atomically: true, encoding: .utf8)
+        // Run as root, the driver looks up its compiled-in user libvirt-qemu before it reads
+        // qemu.conf, and that user comes with Debian's libvirt-daemon-system, not with the
+        // driver. Where it is missing, virsh runs in a mount namespace of its own whose
+        // /etc/passwd and /etc/group have it: nothing on the machine changes.
+        if geteuid() == 0 && getpwnam("libvirt-qemu") == nil {
+            for (file, line) in [("passwd", "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n"),
+                                 ("group", "libvirt-qemu:x:64055:\n")] {
+                let text = try String(contentsOfFile: "/etc/\(file)", encoding: .utf8)
+                try (text + (text.hasSuffix("\n") || text.isEmpty ? "" : "\n") + line)
+                    .write(to: root.appendingPathComponent("etc/\(file)"), atomically: true, encoding: .utf8)
+            }
+            namespaced = true
+        } else {
+            namespaced = false
+        }
     }
+
+    /// Whether virsh runs with the root's passwd and group files (see init).
+    private let namespaced: Bool
 
     /// Runs virsh commands (`;`-separated, one process); libvirt's own notices are left out of
     /// the output, and its QMP traffic goes to virsh.log under the root.
     @discardableResult
     public func virsh(_ commands: String, timeout: Double = 120) throws -> (status: Int32, output: String) {
-        let result = try runProgram(path: Self.virsh, ["-q", "-c", uri, commands], timeout: timeout,
-                                    environment: ["LIBVIRT_LOG_OUTPUTS": "1:file:\(root.path)/virsh.log", "LIBVIRT_LOG_FILTERS": "1:qemu"])
+        let arguments = ["-q", "-c", uri, commands]
+        let environment = ["LIBVIRT_LOG_OUTPUTS": "1:file:\(root.path)/virsh.log", "LIBVIRT_LOG_FILTERS": "1:qemu"]
+        let result = namespaced
+            ? try runProgram(path: "/usr/bin/unshare", ["-m", "/bin/sh", "-c",
+                                                         "mount --bind \"$1\"/etc/passwd /etc/passwd && mount --bind \"$1\"/etc/group /etc/group && shift && exec \"$@\"",
+                                                         "sh", root.path, Self.virsh] + arguments, timeout: timeout, environment: environment)
+            : try runProgram(path: Self.virsh, arguments, timeout: timeout, environment: environment)
         let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { !$0.contains(" info : ") && !$0.contains(" warning : ") }
         return (result.status, lines.joined(separator: "\n"))
