@@ -1,3 +1,4 @@
+import Glibc
 import SystemSupport
 
 /// What `check` found (qemu-img check's `ImageCheck`).
@@ -271,7 +272,27 @@ extension Qcow2Image {
     private func compareRefcounts(_ result: inout Qcow2CheckResult, _ messages: inout [String], fix: Qcow2Repair,
                                   rebuild: inout Bool, _ counts: [UInt32]) -> UInt64 {
         var highest: UInt64 = 0
-        for c in 0..<UInt64(counts.count) {
+        var c: UInt64 = 0
+        let zeroes = [UInt32](repeating: 0, count: Int(refcountBlockEntries))
+        let zeroBlock = [UInt8](repeating: 0, count: Int(clusterSize))
+        while c < UInt64(counts.count) {
+            defer { c += 1 }
+            // A refcount block that does not exist holds zeroes: where nothing references its
+            // clusters either, there is nothing to compare (a corrupt table can make `counts`
+            // 64 Mi clusters long; looking each up would take minutes).
+            if c % refcountBlockEntries == 0 {
+                let tableIndex = Int(c / refcountBlockEntries)
+                let blockEnd = min(c + refcountBlockEntries, UInt64(counts.count))
+                let offset = tableIndex < refcountTable.count ? refcountTable[tableIndex] & Qcow2Image.refcountTableMask : 0
+                // ... and so does a block of zero bytes (a fuzzed or truncated image's).
+                let storedZero = offset == 0 || (offset % clusterSize == 0 && (try? refcountBlock(at: offset)).map { block in
+                    block.withUnsafeBytes { b in zeroBlock.withUnsafeBytes { z in memcmp(b.baseAddress!, z.baseAddress!, b.count) == 0 } }
+                } == true)
+                if storedZero, Self.allZero(counts, Int(c)..<Int(blockEnd), zeroes: zeroes) {
+                    c = blockEnd - 1
+                    continue
+                }
+            }
             let stored: UInt64
             switch storedRefcount(c) {
             case .success(let value): stored = value
@@ -307,6 +328,17 @@ extension Qcow2Image {
         return highest
     }
 
+    /// Whether counts[range] are all 0, `zeroes` being at least as long as the range: memcmp,
+    /// as a loop over 64 Mi entries is slow in a debug or sanitized build.
+    private static func allZero(_ counts: [UInt32], _ range: Range<Int>, zeroes: [UInt32]) -> Bool {
+        counts.withUnsafeBufferPointer { all in
+            zeroes.withUnsafeBufferPointer { zero in
+                // SAFETY: the callers keep range inside counts and no longer than zeroes.
+                memcmp(all.baseAddress! + range.lowerBound, zero.baseAddress!, range.count * 4) == 0
+            }
+        }
+    }
+
     /// QEMU's `rebuild_refcount_structure`: a new refcount table and blocks holding `counts`,
     /// written past everything the file and the metadata use, then made the header's. The old
     /// table and blocks are leaks from then on (the caller frees them).
@@ -340,16 +372,23 @@ extension Qcow2Image {
         guard tableClusters * clusterSize <= Qcow2Header.maxRefcountTableBytes else {
             throw .badInput("\(file.path): the rebuilt refcount table would be larger than \(Qcow2Header.maxRefcountTableBytes) bytes")
         }
-        var all = counts.map { UInt64($0) }
         let end = start + blocks + tableClusters
-        all += [UInt64](repeating: 0, count: Int(end) - all.count)
-        for c in start..<end { all[Int(c)] = 1 }
         var table = [UInt64](repeating: 0, count: Int(tableClusters * clusterSize / 8))
+        let zeroes = [UInt32](repeating: 0, count: Int(refcountBlockEntries))
         for b in 0..<blocks {
             var block = [UInt8](repeating: 0, count: Int(clusterSize))
             let first = b * refcountBlockEntries
-            for c in first..<min(first + refcountBlockEntries, end) {
-                _ = Qcow2Image.setRefcountEntry(&block, Int(c - first), order: header.refcountOrder, min(all[Int(c)], maxRefcount))
+            let last = min(first + refcountBlockEntries, end)
+            // The counted clusters (skipped at once where none is referenced), then the new
+            // structures' own, 1 each.
+            let counted = min(last, start, UInt64(counts.count))
+            if first < counted && !Self.allZero(counts, Int(first)..<Int(counted), zeroes: zeroes) {
+                for c in first..<counted where counts[Int(c)] != 0 {
+                    _ = Qcow2Image.setRefcountEntry(&block, Int(c - first), order: header.refcountOrder, min(UInt64(counts[Int(c)]), maxRefcount))
+                }
+            }
+            for c in max(first, start)..<max(last, start) {
+                _ = Qcow2Image.setRefcountEntry(&block, Int(c - first), order: header.refcountOrder, 1)
             }
             table[Int(b)] = (start + b) * clusterSize
             try file.writeBytes(at: (start + b) * clusterSize, block)
