@@ -285,9 +285,8 @@ extension Qcow2Image {
                 let blockEnd = min(c + refcountBlockEntries, UInt64(counts.count))
                 let offset = tableIndex < refcountTable.count ? refcountTable[tableIndex] & Qcow2Image.refcountTableMask : 0
                 // ... and so does a block of zero bytes (a fuzzed or truncated image's).
-                let storedZero = offset == 0 || (offset % clusterSize == 0 && (try? refcountBlock(at: offset)).map { block in
-                    block.withUnsafeBytes { b in zeroBlock.withUnsafeBytes { z in memcmp(b.baseAddress!, z.baseAddress!, b.count) == 0 } }
-                } == true)
+                let block = offset == 0 || offset % clusterSize != 0 ? nil : try? refcountBlock(at: offset)
+                let storedZero = offset == 0 || block.map { $0.count <= zeroBlock.count && Self.allZero($0, 0..<$0.count, zeroes: zeroBlock) } == true
                 if storedZero, Self.allZero(counts, Int(c)..<Int(blockEnd), zeroes: zeroes) {
                     c = blockEnd - 1
                     continue
@@ -328,13 +327,16 @@ extension Qcow2Image {
         return highest
     }
 
-    /// Whether counts[range] are all 0, `zeroes` being at least as long as the range: memcmp,
-    /// as a loop over 64 Mi entries is slow in a debug or sanitized build.
-    private static func allZero(_ counts: [UInt32], _ range: Range<Int>, zeroes: [UInt32]) -> Bool {
-        counts.withUnsafeBufferPointer { all in
+    /// Whether values[range] are all 0 (refcounts counted, a refcount block's bytes): memcmp
+    /// against `zeroes`, as a loop over 64 Mi entries is slow in a debug or sanitized build.
+    private static func allZero<T: FixedWidthInteger>(_ values: [T], _ range: Range<Int>, zeroes: [T]) -> Bool {
+        guard !range.isEmpty else { return true }
+        precondition(range.lowerBound >= 0 && range.upperBound <= values.count && range.count <= zeroes.count)
+        return values.withUnsafeBufferPointer { all in
             zeroes.withUnsafeBufferPointer { zero in
-                // SAFETY: the callers keep range inside counts and no longer than zeroes.
-                memcmp(all.baseAddress! + range.lowerBound, zero.baseAddress!, range.count * 4) == 0
+                // SAFETY: the precondition keeps range inside values and no longer than zeroes,
+                // and a non-empty range means neither buffer is empty (so neither base is nil).
+                memcmp(all.baseAddress! + range.lowerBound, zero.baseAddress!, range.count * MemoryLayout<T>.stride) == 0
             }
         }
     }

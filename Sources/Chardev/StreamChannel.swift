@@ -211,21 +211,22 @@ final class StreamChannel: Sendable {
             }
             var buffer = [UInt8](repeating: 0, count: min(capacity, Self.readChunk))
             var n: Int
-            var fds = [Int32](repeating: -1, count: Self.maxDescriptors)
-            var received: Int32 = 0
+            var descriptors: [Int32] = []
             repeat {
                 // SAFETY: read and recvmsg write at most b.count bytes into the buffer they are
-                // given, and clx_recv_with_fds at most maxDescriptors entries into `fds`.
+                // given, and clx_recv_with_fds at most f.count entries into `f`, of which it
+                // reports `received`; only sockets carry descriptors, so only they pay for `f`.
                 n = buffer.withUnsafeMutableBytes { b in
-                    kind == .socket
-                        ? fds.withUnsafeMutableBufferPointer { f in
-                            clx_recv_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count), &received)
-                        }
-                        : Glibc.read(fd, b.baseAddress, b.count)
+                    guard kind == .socket else { return Glibc.read(fd, b.baseAddress, b.count) }
+                    return withUnsafeTemporaryAllocation(of: Int32.self, capacity: Self.maxDescriptors) { f in
+                        var received: Int32 = 0
+                        let n = clx_recv_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count), &received)
+                        descriptors = Array(f.prefix(Int(received)))
+                        return n
+                    }
                 }
             } while n < 0 && Errno.current == .interrupted
             if n < 0 && Errno.current == .wouldBlock { return hangup ? .end : .wouldBlock }
-            let descriptors = Array(fds.prefix(Int(received)))
             // 0: end of file. EIO (a pty master with no slave), ECONNRESET: the peer is gone.
             if n <= 0 {
                 for fd in descriptors { Glibc.close(fd) }

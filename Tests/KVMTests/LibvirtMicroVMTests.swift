@@ -37,11 +37,7 @@ import TestSupport
         try xml.write(to: file, atomically: true, encoding: .utf8)
         let started = try libvirt.virsh("define \(file.path); start \(name)")
         try #require(started.status == 0, "\(started.output)\n\(libvirt.emulatorLog(name))")
-        var output = ""
-        for _ in 0..<300 where !output.contains("hello from an x86-64 guest") {
-            usleep(100_000)
-            output = (try? String(contentsOf: URL(fileURLWithPath: serial), encoding: .utf8)) ?? ""
-        }
+        let output = LibvirtEmbedded.waitForText("hello from an x86-64 guest", in: serial, seconds: 30)
         #expect(output.contains("hello from an x86-64 guest"), "\(output)\n\(libvirt.emulatorLog(name))")
         #expect(libvirt.emulatorLog(name).contains("-device isa-serial,chardev=charserial0"), "\(libvirt.emulatorLog(name))")
         #expect(try libvirt.virsh("destroy \(name); undefine \(name)").status == 0)

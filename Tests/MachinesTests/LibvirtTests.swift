@@ -76,11 +76,7 @@ import TestSupport
         for option in ["-blockdev", "-msg timestamp=on", "memory-backend=riscv_virt_board.ram", "-chardev socket,id=charmonitor,fd="] {
             #expect(log.contains(option), "libvirt's command line lacks \(option):\n\(log)")
         }
-        var booted = ""
-        for _ in 0..<600 where !booted.contains("SWEMU-GUEST-READY") {
-            usleep(100_000)
-            booted = (try? String(contentsOf: URL(fileURLWithPath: serial), encoding: .utf8)) ?? ""
-        }
+        let booted = LibvirtEmbedded.waitForText("SWEMU-GUEST-READY", in: serial, seconds: 60)
         #expect(booted.contains("SWEMU-GUEST-READY"), "the guest did not boot:\n\(booted.suffix(2000))\n\(libvirt.emulatorLog(name))")
         #expect(booted.contains("[vda] 32768 512-byte logical blocks"), "the guest does not see the qcow2 disk")
 

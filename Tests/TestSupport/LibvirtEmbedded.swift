@@ -63,6 +63,17 @@ public struct LibvirtEmbedded {
         return (result.status, lines.joined(separator: "\n"))
     }
 
+    /// The text of the file at `path` (a domain's serial log) once it holds `marker`, or what it
+    /// holds after `seconds`.
+    public static func waitForText(_ marker: String, in path: String, seconds: Double = 60) -> String {
+        var text = ""
+        for _ in 0..<Int(seconds * 10) where !text.contains(marker) {
+            usleep(100_000)
+            text = (try? String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8)) ?? ""
+        }
+        return text
+    }
+
     /// The emulator's log libvirt keeps: its command line and stderr.
     public func emulatorLog(_ domain: String) -> String {
         (try? String(contentsOf: root.appendingPathComponent("log/qemu/\(domain).log"), encoding: .utf8)) ?? ""
