@@ -252,11 +252,33 @@ public final class Hart: @unchecked Sendable {
     public func waitForInterrupt() {
         if stopRequestFlag.load(ordering: .relaxed) { return }
         updateTimerInterrupts()
-        if pendingInterrupts() & state.pointee.mie != 0 { return }
-        var deadline = machineTimerCompare.load(ordering: .relaxed)
-        if state.pointee.menvcfg & EnvConfig.stce != 0 { deadline = min(deadline, state.pointee.stimecmp) }
+        let mie = state.pointee.mie
+        if pendingInterrupts() & mie != 0 { return }
+        // Only a timer whose interrupt is enabled can end the wait: a compare value in the
+        // past with its interrupt off would otherwise make this a busy loop.
+        var deadline = UInt64.max
+        if mie & InterruptBits.mtip != 0 { deadline = machineTimerCompare.load(ordering: .relaxed) }
+        if mie & InterruptBits.stip != 0 && state.pointee.menvcfg & EnvConfig.stce != 0 {
+            deadline = min(deadline, state.pointee.stimecmp)
+        }
         let ns = deadline == .max ? -1 : timeBase.nanoseconds(until: deadline)
         wakeup.wait(timeoutNanoseconds: ns)
+    }
+
+    /// Whether the hart is still stalled in WFI. It resumes only once an interrupt is pending
+    /// in `mip & mie` (Privileged §3.3.3; global enables do not matter); a wake-up for anything
+    /// else (a line or timer it has not enabled, the VMM stopping and resuming the machine)
+    /// finds it asleep still. The spec allows spurious resumption, but firmware relies on its
+    /// absence as QEMU gives it: OpenSBI 1.1 (Debian 12's, QEMU 7.2's) marks a hart
+    /// START_PENDING before it stores the start address (fixed in 1.3), so a secondary hart
+    /// that left WFI in between jumped to a stale address, and Linux never booted (seen under
+    /// CI load: one hart parked, the other in a trap storm).
+    @inline(__always)
+    package func isAsleep() -> Bool {
+        guard state.pointee.waiting else { return false }
+        if pendingInterrupts() & state.pointee.mie == 0 { return true }
+        state.pointee.waiting = false
+        return false
     }
 
     // MARK: - Reset

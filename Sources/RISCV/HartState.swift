@@ -172,7 +172,8 @@ public struct HartState {
     /// Set by anything that may enable a pending interrupt (CSR writes, xRET) or stop the
     /// hart (WFI), so the interpreter leaves its inner loop and looks.
     package var endChunk = false
-    /// WFI found nothing pending: `run` returns `.waitingForInterrupt`.
+    /// The hart is stalled in WFI (see `Hart.isAsleep`): `run` returns `.waitingForInterrupt`
+    /// until an interrupt is pending in `mip & mie`. Saved with the hart.
     package var waiting = false
     /// Debugger breakpoints as a filter on pc: bit (pc >> 1) & 63 is set for each breakpoint
     /// address, so the breakpoint table is looked up for 1/64 of the instructions when one

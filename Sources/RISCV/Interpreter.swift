@@ -13,6 +13,7 @@ extension Hart {
         while remaining > 0 {
             if stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
             updateTimerInterrupts()
+            if isAsleep() { return .waitingForInterrupt }
             if let irq = interruptToTake() {
                 takeTrap(Trap(interrupt: irq), pc: s.pointee.pc)
             }
@@ -23,10 +24,7 @@ extension Hart {
             s.pointee.endChunk = false
             guard let executed = runChunk(chunk, tracing: tracing) else { return .debugStop }
             remaining -= executed
-            if s.pointee.waiting {
-                s.pointee.waiting = false
-                return .waitingForInterrupt
-            }
+            if s.pointee.waiting { return .waitingForInterrupt }
         }
         return .budgetExhausted
     }

@@ -238,6 +238,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             if hart.needsInterpreter { return hart.run(budget: remaining) }
             if hart.stopRequestFlag.exchange(false, ordering: .acquiring) { return .stopRequested }
             hart.updateTimerInterrupts()
+            if hart.isAsleep() { return .waitingForInterrupt }
             if let irq = hart.interruptToTake() {
                 hart.takeTrap(Trap(interrupt: irq), pc: s.pointee.pc)
             }
@@ -273,10 +274,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                 }
             }
             remaining -= chunk - Int(s.pointee.jitBudget)
-            if s.pointee.waiting {
-                s.pointee.waiting = false
-                return .waitingForInterrupt
-            }
+            if s.pointee.waiting { return .waitingForInterrupt }
         }
         return .budgetExhausted
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Machines
+import Synchronization
 import Testing
 
 /// Every program in Tests/GuestPrograms/riscv runs on the `virt` board and must pass (exit 0);
@@ -21,6 +22,35 @@ import Testing
         defer { board.close() }
         let exit = board.run()
         #expect(exit == .powerOff(exitCode: 0), "\(name) (\(engine)): check \(exit) failed; console: \(console.text)")
+    }
+
+    /// The VMM stopping the machine and running it again (what every monitor request that
+    /// needs the machine at rest does) is no reason for a hart to leave WFI: smp_wfi passes
+    /// while another thread interrupts the run every 100 µs.
+    @Test(.enabled(if: GuestProgram.compilerMissingReason == nil, "needs Debian's gcc-riscv64-unknown-elf (scripts/setup)"),
+          arguments: engines)
+    func wfiOutlastsMachineStops(engine: RISCVBoard.EngineKind) throws {
+        let elf = try GuestProgram.build("smp_wfi")
+        let console = CaptureBackend()
+        let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console, harts: 4, engine: engine))
+        defer { board.close() }
+        let running = Atomic<Bool>(true)
+        let interrupter = Thread {
+            while running.load(ordering: .relaxed) {
+                board.interrupt()
+                usleep(100)
+            }
+        }
+        interrupter.start()
+        var exit = board.run()
+        var stops = 0
+        while exit == .interrupted {
+            stops += 1
+            exit = board.run()
+        }
+        running.store(false, ordering: .relaxed)
+        #expect(exit == .powerOff(exitCode: 0), "smp_wfi (\(engine)) under machine stops: \(exit); console: \(console.text)")
+        #expect(stops > 10, "the run was interrupted only \(stops) times")
     }
 
     /// Differential check: QEMU runs the same program to the same exit status and console output.
