@@ -574,7 +574,7 @@ struct ConfigurationBuilder {
                 // QEMU's virtio_balloon_device_realize: the monitors' balloon is one device.
                 guard !balloon else { throw CLIError(option: "-device", "Only one balloon device is supported") }
                 balloon = true
-            case .virtioRNG, .virtioNet:
+            case .virtioRNG, .virtioKeyboard, .virtioNet:
                 break
             case .isaSerial:
                 break  // became the serial port (isaSerialPorts)

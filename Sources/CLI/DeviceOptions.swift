@@ -82,6 +82,7 @@ struct DeviceSpec: Sendable, Equatable {
     enum Driver: Sendable, Equatable {
         case virtioBlock(drive: String)
         case virtioRNG
+        case virtioKeyboard
         /// `deflate-on-oom=on`: the guest may deflate on its own when it runs out of memory.
         case virtioBalloon(deflateOnOOM: Bool)
         /// The microvm's UART on a chardev (libvirt's x86 serial port).
@@ -101,6 +102,7 @@ struct DeviceSpec: Sendable, Equatable {
     static let catalog: [(name: String, category: String, description: String)] = [
         ("virtio-blk-device", "Storage devices", "virtio block device (drive=ID of an if=none -drive)"),
         ("virtio-rng-device", "Misc devices", "virtio entropy source, fed from the host's getrandom(2)"),
+        ("virtio-keyboard-device", "Input devices", "virtio keyboard, also the power button that system_powerdown presses"),
         ("virtio-balloon-device", "Misc devices", "virtio memory balloon (QMP balloon, query-balloon; deflate-on-oom=on|off)"),
         ("virtio-serial-device", "Input devices", "virtio serial bus for virtconsole"),
         ("virtconsole", "Display devices", "virtio console port on a chardev (chardev=ID)"),
@@ -115,6 +117,7 @@ struct DeviceSpec: Sendable, Equatable {
         switch driver {
         case .virtioBlock: "virtio-blk-device"
         case .virtioRNG: "virtio-rng-device"
+        case .virtioKeyboard: "virtio-keyboard-device"
         case .virtioSerial: "virtio-serial-device"
         case .virtconsole: "virtconsole"
         case .virtioNet: "virtio-net-device"
@@ -147,6 +150,9 @@ struct DeviceSpec: Sendable, Equatable {
         case "virtio-rng-device":
             _ = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             driver = .virtioRNG
+        case "virtio-keyboard-device":
+            _ = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
+            driver = .virtioKeyboard
         case "virtio-balloon-device":
             let v = try opts.validate(accepted: Self.keys(name), context: "device '\(name)'")
             // Free page reporting (§5.5.6.7) is not implemented: only its default, off.

@@ -322,6 +322,8 @@ extension SystemEmulator {
                                     accounting: accounting[driveIndex]))
             case .virtioRNG:
                 specs.append(.rng)
+            case .virtioKeyboard:
+                specs.append(.keyboard)
             case .virtioBalloon(let deflateOnOOM):
                 specs.append(.balloon(deflateOnOOM: deflateOnOOM))
             case .virtioSerial, .isaSerial:

@@ -15,7 +15,7 @@ package struct FuzzTarget: Sendable {
     package let seeds: @Sendable () -> [(String, [UInt8])]
 
     package static let all: [FuzzTarget] = [
-        VirtioFuzz.block, VirtioFuzz.console, VirtioFuzz.rng, VirtioFuzz.net, VirtioFuzz.balloon,
+        VirtioFuzz.block, VirtioFuzz.console, VirtioFuzz.rng, VirtioFuzz.net, VirtioFuzz.balloon, VirtioFuzz.input,
         QMPFuzz.json, QMPFuzz.session, QMPFuzz.human,
         GDBFuzz.packets, GDBFuzz.session,
         LoaderFuzz.fdt, LoaderFuzz.elf, LoaderFuzz.gzip, LoaderFuzz.kernel,

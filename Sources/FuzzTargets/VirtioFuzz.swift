@@ -372,6 +372,23 @@ enum VirtioFuzz {
         }
     }, seeds: { rngSeeds() })
 
+    static let input = FuzzTarget(name: "virtio-input", summary: "virtio-input (keyboard) config selects, event and status queues from a fake guest",
+                                  maxLength: 2048, run: { data in
+        run(data) { input in
+            _ = input.u8()
+            let keyboard = VirtioInput()
+            return Device(device: keyboard, backend: { input in
+                // The host's side: the power button, or one key up or down.
+                let byte = input.u8()
+                if byte & 1 == 0 {
+                    keyboard.pressPowerButton()
+                } else {
+                    keyboard.send(VirtioInput.Event.key(UInt16(byte >> 1), pressed: byte & 0x80 != 0))
+                }
+            }, close: {})
+        }
+    }, seeds: { inputSeeds() })
+
     static let balloon = FuzzTarget(name: "virtio-balloon", summary: "virtio-balloon PFN lists, stats and targets from a fake guest",
                                     maxLength: 4096, run: { data in
         run(data) { input in

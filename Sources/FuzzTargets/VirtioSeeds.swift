@@ -91,6 +91,22 @@ extension VirtioFuzz {
         return [("read", s.bytes), ("failing", f.bytes)]
     }
 
+    static func inputSeeds() -> [(String, [UInt8])] {
+        var s = VirtioSeed()
+        // The driver's probe: select ID_NAME, then EV_BITS of EV_KEY; read what they answer.
+        s.op(.configWrite, [0, 2] + le(UInt64(0x0001)))
+        s.op(.configRead, [2, 1])
+        s.op(.configWrite, [0, 2] + le(UInt64(0x0111)))
+        s.op(.configRead, [8, 4])
+        // Event buffers, the power button, an LED report on statusq.
+        for _ in 0..<4 { s.chain(0, readable: [], writable: [8], notify: false) }
+        s.notify(0)
+        s.op(.backend, [0])
+        s.chain(1, readable: [[0x11, 0, 1, 0, 1, 0, 0, 0]], writable: [])
+        s.op(.acknowledge)
+        return [("probe-button-led", s.bytes)]
+    }
+
     static func balloonSeeds() -> [(String, [UInt8])] {
         // Linux's tell_host: le32 PFNs (4 KiB pages) of the buffer area, one out of RAM.
         func pfns(_ list: [UInt32]) -> [UInt8] { list.flatMap { le($0) } }

@@ -70,6 +70,8 @@ public final class RISCVBoard: @unchecked Sendable {
         case block(path: String, format: String, readOnly: Bool, snapshot: Bool, cache: BlockCacheMode, serial: String,
                    locking: ImageLocking = .device, option: String = "", accounting: BlockAccounting = BlockAccounting())
         case rng
+        /// virtio-input as a keyboard, also the machine's power button (`system_powerdown`).
+        case keyboard
         /// virtio-balloon; `deflateOnOOM` offers VIRTIO_BALLOON_F_DEFLATE_ON_OOM.
         case balloon(deflateOnOOM: Bool)
         case console((any CharBackend)?)

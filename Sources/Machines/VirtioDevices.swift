@@ -30,6 +30,8 @@ extension RISCVBoard.VirtioDeviceSpec {
             return try VirtioBlock.withIOThread(backend: backend, serial: serial, accounting: accounting)
         case .rng:
             return VirtioRNG()
+        case .keyboard:
+            return VirtioInput()
         case .balloon(let deflateOnOOM):
             return VirtioBalloon(ram: ram, deflateOnOOM: deflateOnOOM)
         case .console(let backend):
@@ -43,8 +45,11 @@ extension RISCVBoard.VirtioDeviceSpec {
 /// The board's memory balloon, for the monitors (`balloon`, `query-balloon`); one at most.
 extension RISCVBoard {
     package var balloon: VirtioBalloon? { transports.lazy.compactMap { $0.device as? VirtioBalloon }.first }
+    /// The virtio keyboards, whose KEY_POWER is the machine's power button.
+    package var keyboards: [VirtioInput] { transports.compactMap { $0.device as? VirtioInput } }
 }
 
 extension X86MicroVM {
     package var balloon: VirtioBalloon? { virtioTransports.lazy.compactMap { $0.device as? VirtioBalloon }.first }
+    package var keyboards: [VirtioInput] { virtioTransports.compactMap { $0.device as? VirtioInput } }
 }

@@ -26,6 +26,7 @@ public enum QOMTypes {
             Property(name: "bootindex", type: "int32", description: nil),
         ]),
         TypeInfo(name: "virtio-rng-device", parent: "virtio-device", abstract: false, properties: []),
+        TypeInfo(name: "virtio-keyboard-device", parent: "virtio-input-hid-device", abstract: false, properties: []),
         TypeInfo(name: "virtio-balloon-device", parent: "virtio-device", abstract: false, properties: [
             Property(name: "deflate-on-oom", type: "bool", description: "on/off"),
             Property(name: "free-page-reporting", type: "bool", description: "on/off"),
@@ -53,6 +54,8 @@ public enum QOMTypes {
         TypeInfo(name: "object", parent: nil, abstract: true, properties: []),
         TypeInfo(name: "device", parent: "object", abstract: true, properties: []),
         TypeInfo(name: "virtio-device", parent: "device", abstract: true, properties: []),
+        TypeInfo(name: "virtio-input-device", parent: "virtio-device", abstract: true, properties: []),
+        TypeInfo(name: "virtio-input-hid-device", parent: "virtio-input-device", abstract: true, properties: []),
         // The boards' virtio transport (libvirt places devices on virtio-mmio when it is listed).
         TypeInfo(name: "sys-bus-device", parent: "device", abstract: true, properties: []),
         TypeInfo(name: "virtio-mmio", parent: "sys-bus-device", abstract: false, properties: []),

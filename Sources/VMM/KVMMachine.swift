@@ -171,9 +171,13 @@ public final class KVMMachine: MonitorTarget, Sendable {
         wake.signal()
     }
 
-    /// The microvm has no ACPI power button yet: POWERDOWN is announced and the guest runs on,
-    /// as on the RISC-V board.
-    func systemPowerdown() { emit(.powerdown) }
+    /// The power button: KEY_POWER on the virtio keyboards, as on the RISC-V board. The
+    /// microvm has no ACPI power button: without a keyboard POWERDOWN is announced and the
+    /// guest runs on.
+    func systemPowerdown() {
+        emit(.powerdown)
+        state.withLock { $0.board }?.keyboards.forEach { $0.pressPowerButton() }
+    }
 
     public func execute(_ command: VMCommand) {
         switch command {

@@ -249,10 +249,13 @@ public final class VirtualMachine: MonitorTarget, Sendable {
         wake.signal()
     }
 
-    /// The RISC-V virt board has no power button for the guest to see (QEMU's neither):
-    /// POWERDOWN is announced and the guest runs on.
+    /// The power button: KEY_POWER on the virtio keyboards (`-device virtio-keyboard-device`),
+    /// which the guest turns into a clean shutdown. Without one the RISC-V virt board has no
+    /// button the guest can see (QEMU's has none at all): POWERDOWN is announced and the
+    /// guest runs on.
     func systemPowerdown() {
         emit(.powerdown)
+        state.withLock { $0.board }?.keyboards.forEach { $0.pressPowerButton() }
     }
 
     public func execute(_ command: VMCommand) {

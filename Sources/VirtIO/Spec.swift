@@ -11,6 +11,7 @@ package struct VirtioDeviceID: RawRepresentable, Hashable, Sendable, CustomStrin
     package static let console = VirtioDeviceID(rawValue: 3)
     package static let entropy = VirtioDeviceID(rawValue: 4)
     package static let balloon = VirtioDeviceID(rawValue: 5)
+    package static let input = VirtioDeviceID(rawValue: 18)
 
     package var description: String {
         switch self {
@@ -19,6 +20,7 @@ package struct VirtioDeviceID: RawRepresentable, Hashable, Sendable, CustomStrin
         case .console: "virtio-console"
         case .entropy: "virtio-rng"
         case .balloon: "virtio-balloon"
+        case .input: "virtio-input"
         default: "virtio device \(rawValue)"
         }
     }

@@ -63,6 +63,7 @@ import TestSupport
                 </disk>
                 <serial type='file'><source path='\(serial)'/></serial>
                 <console type='file'><source path='\(serial)'/></console>
+                <input type='keyboard' bus='virtio'/>
               </devices>
             </domain>
             """
@@ -123,6 +124,20 @@ import TestSupport
                 "\(saveRestore.output)")
         #expect(((try? FileManager.default.attributesOfItem(atPath: saved)[.size]) as? NSNumber)?.intValue ?? 0 > 1 << 20, "the saved state is in the file")
 
+        // virsh shutdown: system_powerdown presses the virtio keyboard's KEY_POWER, the guest
+        // powers itself off, and libvirt sees the emulator end as after a guest power-off. The
+        // embedded driver lives in the virsh process, so the same process waits for the end
+        // (the SHUTDOWN event reaches only a connected monitor).
+        let shutdown = try libvirt.virsh("shutdown \(name); event --domain \(name) --event lifecycle --timeout 120; "
+                                         + "event --domain \(name) --event lifecycle --timeout 60; domstate \(name)", timeout: 240)
+        #expect(shutdown.output.contains("Shutdown") && shutdown.output.hasSuffix("shut off\n"),
+                "virsh shutdown did not end the guest: \(shutdown.output)\n\(LibvirtEmbedded.waitForText("", in: serial, seconds: 0.1).suffix(1500))")
+        #expect(LibvirtEmbedded.waitForText("power button: powering off", in: serial, seconds: 1).contains("power button: powering off"),
+                "the guest's own handler powered it off")
+
+        // virsh destroy of a running domain (started again; it need not boot for this).
+        let restarted = try libvirt.virsh("start \(name)")
+        try #require(restarted.status == 0, "\(restarted.output)")
         let destroyed = try libvirt.virsh("destroy \(name); domstate \(name); undefine \(name)")
         #expect(destroyed.status == 0 && destroyed.output.contains("shut off"), "\(destroyed.output)")
         // SIGTERM from libvirt: swemu's clean end, as QEMU's.

@@ -11,23 +11,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Python"))
-from swemu_machine import Machine, check, failures, wait_listening  # noqa: E402
+from swemu_machine import Machine, check, failures, serial_line, wait_listening  # noqa: E402
 
 RAM = 512 << 20
 TARGET = RAM - (64 << 20)
-
-
-async def serial_line(machine, marker, timeout):
-    """The first serial line holding `marker`, once the guest printed it (None on timeout)."""
-    for _ in range(int(timeout / 0.1)):
-        with open(machine.serial, "rb") as f:
-            for line in f.read().decode(errors="replace").splitlines():
-                if marker in line:
-                    return line
-        if machine.process.poll() is not None:
-            return None
-        await asyncio.sleep(0.1)
-    return None
 
 
 async def wait_for_actual(machine, target, timeout=180):

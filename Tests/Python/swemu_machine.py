@@ -122,6 +122,20 @@ class Machine:
         self.stderr.close()
 
 
+async def serial_line(machine, marker, timeout):
+    """The first serial line holding `marker`, once the guest printed it (None on timeout;
+    timeout 0 looks once)."""
+    for _ in range(max(1, int(timeout / 0.1))):
+        with open(machine.serial, "rb") as f:
+            for line in f.read().decode(errors="replace").splitlines():
+                if marker in line:
+                    return line
+        if machine.process.poll() is not None:
+            return None
+        await asyncio.sleep(0.1)
+    return None
+
+
 async def wait_listening(destination, timeout=30):
     """Waits until an -incoming destination listens (its query-migrate says "setup")."""
     for _ in range(int(timeout / 0.02)):
