@@ -19,6 +19,38 @@ import TestSupport
     }
 
     /// What libvirt learns from its probe of the binary: the virt machine, TCG, memory backends.
+    /// A riscv64 `virt` domain booting the test kernel and initramfs with `cmdline`: a virtio
+    /// disk, the serial port and console on the file `serial` (appended to when `append`), and a
+    /// virtio keyboard, the guest's power button.
+    static func domain(_ name: String, cmdline: String, disk: String, format: String, cache: String? = nil, serial: String,
+                       append: Bool = false) -> String {
+        let source = "<source path='\(serial)'\(append ? " append='on'" : "")/>"
+        return """
+            <domain type='qemu'>
+              <name>\(name)</name>
+              <memory unit='MiB'>256</memory>
+              <vcpu>2</vcpu>
+              <os>
+                <type arch='riscv64' machine='virt'>hvm</type>
+                <kernel>\(LinuxBootTests.kernel)</kernel>
+                <initrd>\(LinuxBootTests.initrd)</initrd>
+                <cmdline>\(cmdline)</cmdline>
+              </os>
+              <devices>
+                <emulator>\(LinuxBootTests.binary)</emulator>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='\(format)'\(cache.map { " cache='\($0)'" } ?? "")/>
+                  <source file='\(disk)'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+                <serial type='file'>\(source)</serial>
+                <console type='file'>\(source)</console>
+                <input type='keyboard' bus='virtio'/>
+              </devices>
+            </domain>
+            """
+    }
+
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func capabilitiesProbe() throws {
         let libvirt = try LibvirtEmbedded()
@@ -43,30 +75,7 @@ import TestSupport
         let created = try GuestProgram.run("/usr/bin/qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"])
         try #require(created.status == 0, "\(created.output)")
         let serial = libvirt.root.appendingPathComponent("serial.log").path
-        let xml = """
-            <domain type='qemu'>
-              <name>\(name)</name>
-              <memory unit='MiB'>256</memory>
-              <vcpu>2</vcpu>
-              <os>
-                <type arch='riscv64' machine='virt'>hvm</type>
-                <kernel>\(LinuxBootTests.kernel)</kernel>
-                <initrd>\(LinuxBootTests.initrd)</initrd>
-                <cmdline>console=ttyS0</cmdline>
-              </os>
-              <devices>
-                <emulator>\(LinuxBootTests.binary)</emulator>
-                <disk type='file' device='disk'>
-                  <driver name='qemu' type='qcow2'/>
-                  <source file='\(disk)'/>
-                  <target dev='vda' bus='virtio'/>
-                </disk>
-                <serial type='file'><source path='\(serial)'/></serial>
-                <console type='file'><source path='\(serial)'/></console>
-                <input type='keyboard' bus='virtio'/>
-              </devices>
-            </domain>
-            """
+        let xml = Self.domain(name, cmdline: "console=ttyS0", disk: disk, format: "qcow2", serial: serial)
         let file = libvirt.root.appendingPathComponent("domain.xml")
         try xml.write(to: file, atomically: true, encoding: .utf8)
 
