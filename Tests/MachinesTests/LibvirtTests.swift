@@ -19,12 +19,16 @@ import TestSupport
     }
 
     /// What libvirt learns from its probe of the binary: the virt machine, TCG, memory backends.
-    /// A riscv64 `virt` domain booting the test kernel and initramfs with `cmdline`: a virtio
-    /// disk, the serial port and console on the file `serial` (appended to when `append`), and a
-    /// virtio keyboard, the guest's power button.
-    static func domain(_ name: String, cmdline: String, disk: String, format: String, cache: String? = nil, serial: String,
-                       append: Bool = false) -> String {
-        let source = "<source path='\(serial)'\(append ? " append='on'" : "")/>"
+    /// A riscv64 `virt` domain booting the test kernel and initramfs with `cmdline` after
+    /// OpenSBI (`<loader>`, libvirt's `-bios`): a virtio disk, the serial port and console on
+    /// the file `serial` (appended to when `append`; a pty when nil), a virtio keyboard (the
+    /// guest's power button), `devices` more, and `extra` domain elements.
+    static func domain(_ name: String, cmdline: String, disk: String, format: String, cache: String? = nil, serial: String?,
+                       append: Bool = false, devices: String = "", extra: String = "") -> String {
+        let console = serial.map { path in
+            let source = "<source path='\(path)'\(append ? " append='on'" : "")/>"
+            return "<serial type='file'>\(source)</serial><console type='file'>\(source)</console>"
+        } ?? "<serial type='pty'/><console type='pty'/>"
         return """
             <domain type='qemu'>
               <name>\(name)</name>
@@ -32,10 +36,12 @@ import TestSupport
               <vcpu>2</vcpu>
               <os>
                 <type arch='riscv64' machine='virt'>hvm</type>
+                <loader type='rom'>\(LinuxBootTests.guests)/fw_dynamic.bin</loader>
                 <kernel>\(LinuxBootTests.kernel)</kernel>
                 <initrd>\(LinuxBootTests.initrd)</initrd>
                 <cmdline>\(cmdline)</cmdline>
               </os>
+              \(extra)
               <devices>
                 <emulator>\(LinuxBootTests.binary)</emulator>
                 <disk type='file' device='disk'>
@@ -43,9 +49,9 @@ import TestSupport
                   <source file='\(disk)'/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
-                <serial type='file'>\(source)</serial>
-                <console type='file'>\(source)</console>
+                \(console)
                 <input type='keyboard' bus='virtio'/>
+                \(devices)
               </devices>
             </domain>
             """
@@ -61,6 +67,58 @@ import TestSupport
                          "<value>virtio</value>"] {
             #expect(result.output.contains(expected), "domcapabilities lacks \(expected):\n\(result.output)")
         }
+    }
+
+    /// `virsh console` on the domain's pty serial port shows the guest, which got its address
+    /// from user networking's DHCP server (`<interface type='user'>`: slirp inside swemu; the
+    /// DHCP exchange stays inside the process).
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func consoleShowsADHCPLease() throws {
+        let libvirt = try LibvirtEmbedded()
+        let name = "swemu-console"
+        defer { libvirt.cleanUp(name) }
+        let disk = try LinuxBootTests.makeDisk([
+            "dhcp.sh": "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr add \"$ip/$mask\" dev \"$interface\"; echo \"$ip\" > /tmp/lease ;; esac\n",
+            "lease": """
+                chmod +x /mnt/dhcp.sh
+                ip link set eth0 up
+                udhcpc -i eth0 -n -q -t 10 -T 1 -s /mnt/dhcp.sh >/dev/null 2>&1
+                i=0
+                while [ $i -lt 600 ]; do echo "LEASE $(cat /tmp/lease 2>/dev/null)"; i=$((i + 1)); sleep 1; done
+                """,
+        ])
+        defer { try? FileManager.default.removeItem(at: disk.deletingLastPathComponent()) }
+        let xml = Self.domain(name, cmdline: "console=ttyS0 quiet swemu.test=/mnt/lease", disk: disk.path, format: "raw", serial: nil,
+                              devices: "<interface type='user'><model type='virtio'/></interface>")
+        let file = libvirt.root.appendingPathComponent("domain.xml")
+        try xml.write(to: file, atomically: true, encoding: .utf8)
+        let started = try libvirt.virsh("define \(file.path); start \(name)")
+        try #require(started.status == 0, "\(started.output)\n\(libvirt.emulatorLog(name))")
+        var shown = ""
+        for _ in 0..<12 where !shown.contains("LEASE 10.0.2.15") {
+            shown += try libvirt.console(name, seconds: 5)
+        }
+        #expect(shown.contains("LEASE 10.0.2.15"), "virsh console showed: \(shown.suffix(800))")
+    }
+
+    /// A domain asking for what swemu cannot do (a real-time clock in local time) fails at
+    /// `virsh start` with swemu's own one-line reason, and leaves no emulator process behind.
+    @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
+    func unsupportedDomainFailsWithSwemusReason() throws {
+        let libvirt = try LibvirtEmbedded()
+        let name = "swemu-refused"
+        defer { libvirt.cleanUp(name) }
+        let xml = Self.domain(name, cmdline: "console=ttyS0", disk: LinuxBootTests.initrd, format: "raw", serial: nil,
+                              extra: "<clock offset='localtime'/>")
+        let file = libvirt.root.appendingPathComponent("domain.xml")
+        try xml.write(to: file, atomically: true, encoding: .utf8)
+        try #require(try libvirt.virsh("define \(file.path)").status == 0)
+        let started = try libvirt.virsh("start \(name)")
+        #expect(started.status != 0)
+        #expect(started.output.contains("-rtc: base=localtime is not supported"), "libvirt shows swemu's reason: \(started.output)")
+        #expect(try libvirt.virsh("domstate \(name)").output.contains("shut off"))
+        let left = try GuestProgram.run("/usr/bin/pgrep", ["-f", "guest=\(name)"])
+        #expect(left.status != 0, "an emulator process is left: \(left.output)")
     }
 
     /// A domain with a qcow2 disk, a serial log and libvirt's default balloon: defined, started
@@ -83,7 +141,7 @@ import TestSupport
         try #require(started.status == 0 && started.output.contains("running"), "\(started.output)\n\(libvirt.emulatorLog(name))")
         // libvirt's command line, as it wrote it for swemu.
         let log = libvirt.emulatorLog(name)
-        for option in ["-blockdev", "-msg timestamp=on", "memory-backend=riscv_virt_board.ram", "-chardev socket,id=charmonitor,fd="] {
+        for option in ["-blockdev", "-msg timestamp=on", "-bios \(LinuxBootTests.guests)/fw_dynamic.bin", "memory-backend=riscv_virt_board.ram", "-chardev socket,id=charmonitor,fd="] {
             #expect(log.contains(option), "libvirt's command line lacks \(option):\n\(log)")
         }
         let booted = LibvirtEmbedded.waitForText("SWEMU-GUEST-READY", in: serial, seconds: 60)

@@ -51,13 +51,30 @@ public struct LibvirtEmbedded {
     /// the output, and its QMP traffic goes to virsh.log under the root.
     @discardableResult
     public func virsh(_ commands: String, timeout: Double = 120) throws -> (status: Int32, output: String) {
-        let arguments = ["-q", "-c", uri, commands]
+        try filtered(run([Self.virsh, "-q", "-c", uri, commands], timeout: timeout))
+    }
+
+    /// What `virsh console` shows of `domain` in `seconds`. virsh wants a terminal: it runs
+    /// under script(1), which gives it one, and leaves on its escape key (Ctrl-]), so that it
+    /// removes the lock file it made for the pty (a killed virsh leaves it behind).
+    public func console(_ domain: String, seconds: Int) throws -> String {
+        let command = "\(Self.virsh) -q -c '\(uri)' console \(domain) --force"
+        return try filtered(run(["/bin/sh", "-c", "(sleep \(seconds); printf '\\035') | /usr/bin/script -qfec \"$0\" /dev/null", command],
+                                timeout: Double(seconds + 30))).output
+    }
+
+    /// Runs `command` with the root's passwd and group files where needed (see init).
+    private func run(_ command: [String], timeout: Double) throws -> (status: Int32, output: String) {
         let environment = ["LIBVIRT_LOG_OUTPUTS": "1:file:\(root.path)/virsh.log", "LIBVIRT_LOG_FILTERS": "1:qemu"]
-        let result = namespaced
+        return namespaced
             ? try runProgram(path: "/usr/bin/unshare", ["-m", "/bin/sh", "-c",
                                                          "mount --bind \"$1\"/etc/passwd /etc/passwd && mount --bind \"$1\"/etc/group /etc/group && shift && exec \"$@\"",
-                                                         "sh", root.path, Self.virsh] + arguments, timeout: timeout, environment: environment)
-            : try runProgram(path: Self.virsh, arguments, timeout: timeout, environment: environment)
+                                                         "sh", root.path] + command, timeout: timeout, environment: environment)
+            : try runProgram(path: command[0], Array(command.dropFirst()), timeout: timeout, environment: environment)
+    }
+
+    /// libvirt's own notices are left out of the output.
+    private func filtered(_ result: (status: Int32, output: String)) -> (status: Int32, output: String) {
         let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { !$0.contains(" info : ") && !$0.contains(" warning : ") }
         return (result.status, lines.joined(separator: "\n"))
