@@ -8,31 +8,39 @@ import TestSupport
 @Suite(.serialized) struct LibvirtMicroVMTests {
     static var missing: String? { X86GuestProgram.missing ?? LibvirtEmbedded.missing }
 
+    /// An x86-64 microvm domain running the guest program `program` with `devices`. `<acpi/>`:
+    /// without it libvirt writes -no-acpi, which the microvm refuses (it has ACPI only);
+    /// host-passthrough: libvirt's default CPU is qemu64, which swemu refuses.
+    static func domain(_ name: String, program: String, devices: String) throws -> String {
+        """
+        <domain type='kvm'>
+          <name>\(name)</name>
+          <memory unit='MiB'>128</memory>
+          <vcpu>1</vcpu>
+          <os><type arch='x86_64' machine='microvm'>hvm</type><kernel>\(try X86GuestProgram.build(program))</kernel></os>
+          <features><acpi/></features>
+          <cpu mode='host-passthrough'/>
+          <devices>
+            <emulator>\(X86GuestProgram.binary)</emulator>
+            \(devices)
+          </devices>
+        </domain>
+        """
+    }
+
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
     func microvmDomainRunsAGuestProgram() throws {
         let libvirt = try LibvirtEmbedded()
         let name = "swemu-microvm"
         defer { libvirt.cleanUp(name) }
         let serial = libvirt.root.appendingPathComponent("serial.log").path
-        // <acpi/>: without it libvirt writes -no-acpi, which the microvm refuses (it has ACPI
-        // only). No USB controller or balloon: libvirt puts those on PCI for x86, which the
-        // microvm has none of.
-        let xml = """
-            <domain type='kvm'>
-              <name>\(name)</name>
-              <memory unit='MiB'>128</memory>
-              <vcpu>1</vcpu>
-              <os><type arch='x86_64' machine='microvm'>hvm</type><kernel>\(try X86GuestProgram.build("hello"))</kernel></os>
-              <features><acpi/></features>
-              <cpu mode='host-passthrough'/>
-              <devices>
-                <emulator>\(X86GuestProgram.binary)</emulator>
-                <serial type='file'><source path='\(serial)'/></serial>
-                <controller type='usb' model='none'/>
-                <memballoon model='none'/>
-              </devices>
-            </domain>
-            """
+        // No USB controller or balloon: libvirt puts those on PCI for x86, which the microvm
+        // has none of.
+        let xml = try Self.domain(name, program: "hello", devices: """
+            <serial type='file'><source path='\(serial)'/></serial>
+            <controller type='usb' model='none'/>
+            <memballoon model='none'/>
+            """)
         let file = libvirt.root.appendingPathComponent("domain.xml")
         try xml.write(to: file, atomically: true, encoding: .utf8)
         let started = try libvirt.virsh("define \(file.path); start \(name)")
@@ -59,26 +67,15 @@ import TestSupport
         image.replaceSubrange(0..<text.count, with: text)
         try Data(image).write(to: disk)
         let mmio = "<address type='virtio-mmio'/>"
-        let xml = """
-            <domain type='kvm'>
-              <name>\(name)</name>
-              <memory unit='MiB'>128</memory>
-              <vcpu>1</vcpu>
-              <os><type arch='x86_64' machine='microvm'>hvm</type><kernel>\(try X86GuestProgram.build("virtio_blk"))</kernel></os>
-              <features><acpi/></features>
-              <cpu mode='host-passthrough'/>
-              <devices>
-                <emulator>\(X86GuestProgram.binary)</emulator>
-                <disk type='file' device='disk'>
-                  <driver name='qemu' type='raw'/><source file='\(disk.path)'/><target dev='vda' bus='virtio'/>\(mmio)
-                </disk>
-                <serial type='file'><source path='\(serial)'/></serial>
-                <controller type='usb' model='none'/>
-                <memballoon model='virtio'>\(mmio)</memballoon>
-                <input type='keyboard' bus='virtio'>\(mmio)</input>
-              </devices>
-            </domain>
-            """
+        let xml = try Self.domain(name, program: "virtio_blk", devices: """
+            <disk type='file' device='disk'>
+              <driver name='qemu' type='raw'/><source file='\(disk.path)'/><target dev='vda' bus='virtio'/>\(mmio)
+            </disk>
+            <serial type='file'><source path='\(serial)'/></serial>
+            <controller type='usb' model='none'/>
+            <memballoon model='virtio'>\(mmio)</memballoon>
+            <input type='keyboard' bus='virtio'>\(mmio)</input>
+            """)
         let file = libvirt.root.appendingPathComponent("domain.xml")
         try xml.write(to: file, atomically: true, encoding: .utf8)
         let started = try libvirt.virsh("define \(file.path); start \(name)")
