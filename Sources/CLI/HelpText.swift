@@ -46,8 +46,9 @@ enum HelpText {
             libvirt: give this binary as a domain's <emulator>; libvirt probes it as it probes QEMU
             (virsh domcapabilities) and its command line (JSON -object/-blockdev/-device/-netdev,
             -add-fd, -chardev socket,fd=, -msg timestamp=on) is taken as written. See the README's
-            "Under libvirt" for what works (define, start, suspend/resume, domblkstat, snapshots,
-            save/restore, destroy; x86-64 microvm domains) and what does not yet (shutdown, migrate).
+            "Under libvirt" for what works (define, start, console, suspend/resume, domblkstat,
+            snapshots, save/restore, migrate --live, shutdown with a virtio keyboard as the power
+            button, destroy; x86-64 microvm domains with virtio-mmio addresses) and what does not.
 
             """
         return out
