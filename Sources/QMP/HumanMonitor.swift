@@ -285,6 +285,7 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "migrate_set_parameter", params: "parameter value", help: "Set the parameter for migration"),
         CommandInfo(name: "q|quit", params: "", help: "quit the emulator"),
         CommandInfo(name: "savevm", params: "tag", help: "save a VM snapshot. If no tag is provided, a new snapshot is created"),
+        CommandInfo(name: "sendkey", params: "keys [hold_ms]", help: "send keys to the VM (e.g. 'sendkey ctrl-alt-f1', default hold time=100 ms)"),
         CommandInfo(name: "set_link", params: "name on|off", help: "change the link status of a network adapter"),
         CommandInfo(name: "stop|s", params: "", help: "stop emulation"),
         CommandInfo(name: "system_powerdown", params: "", help: "send system power down event"),
@@ -391,6 +392,8 @@ public struct HumanMonitor: Sendable {
             return networkCommand(command.name, Self.trimmed(rest))
         case "balloon":
             return balloonCommand(Self.trimmed(rest))
+        case "sendkey":
+            return sendkeyCommand(Self.trimmed(rest))
         case "x", "xp":
             do {
                 let dump = try MemoryDump.parse(arguments: rest, physical: command.name == "xp", name: command.name,

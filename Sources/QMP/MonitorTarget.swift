@@ -59,6 +59,9 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// The memory balloon, where the machine has one. Has a default (nil).
     var balloon: (any BalloonControl)? { get }
 
+    /// The keyboard, where the machine has one (`send-key`). Has a default (nil).
+    var keyboard: (any KeyboardControl)? { get }
+
     /// Registers the sink for asynchronous events (STOP, RESUME, RESET, SHUTDOWN, POWERDOWN).
     func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void)
 }
@@ -203,4 +206,5 @@ extension MonitorTarget {
     public var migration: (any MigrationControl)? { nil }
     public var network: (any NetworkControl)? { nil }
     public var balloon: (any BalloonControl)? { nil }
+    public var keyboard: (any KeyboardControl)? { nil }
 }

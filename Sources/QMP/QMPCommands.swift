@@ -107,7 +107,7 @@ enum QMPCommands {
             Parameter(name: "command-line", type: .string, optional: false),
             Parameter(name: "cpu-index", type: .int, optional: true),
         ]),
-    ] + MigrationCommands.all + NetworkCommands.all + BalloonCommands.all
+    ] + MigrationCommands.all + NetworkCommands.all + BalloonCommands.all + KeyCommands.all
 
     static func find(_ name: String) -> Command? { all.first { $0.name == name } }
 

@@ -307,6 +307,8 @@ public struct QMPSession: Sendable {
             return try NetworkCommands.run(name, args, target: target)
         case _ where BalloonCommands.all.contains(where: { $0.name == name }):
             return try BalloonCommands.run(name, args, target: target)
+        case "send-key":
+            return try KeyCommands.run(args, target: target)
         default:
             return QMPCommands.query(name, target: target, version: version)
         }

@@ -71,9 +71,9 @@ import TestSupport
 
     /// `virsh console` on the domain's pty serial port shows the guest, which got its address
     /// from user networking's DHCP server (`<interface type='user'>`: slirp inside swemu; the
-    /// DHCP exchange stays inside the process).
+    /// DHCP exchange stays inside the process); then `virsh send-key` presses its power key.
     @Test(.enabled(if: missing == nil, "\(missing ?? "")"))
-    func consoleShowsADHCPLease() throws {
+    func consoleShowsADHCPLeaseAndSendKeyPowersOff() throws {
         let libvirt = try LibvirtEmbedded()
         let name = "swemu-console"
         defer { libvirt.cleanUp(name) }
@@ -99,6 +99,12 @@ import TestSupport
             shown += try libvirt.console(name, seconds: 5)
         }
         #expect(shown.contains("LEASE 10.0.2.15"), "virsh console showed: \(shown.suffix(800))")
+
+        // virsh send-key: libvirt turns KEY_POWER into QEMU's key number (0xde) for QMP
+        // send-key, the virtio keyboard presses it, and the guest powers itself off.
+        let pressed = try libvirt.virsh("send-key \(name) KEY_POWER; event --domain \(name) --event lifecycle --timeout 120; "
+                                        + "event --domain \(name) --event lifecycle --timeout 60; domstate \(name)", timeout: 240)
+        #expect(pressed.output.hasSuffix("shut off\n"), "virsh send-key KEY_POWER did not end the guest: \(pressed.output)")
     }
 
     /// A domain asking for what swemu cannot do (a real-time clock in local time) fails at

@@ -25,6 +25,7 @@ final class FakeTarget: MonitorTarget {
         var duringQuit: (@Sendable () -> Void)?
         var network: (any NetworkControl)?
         var balloon: (any BalloonControl)?
+        var keyboard: (any KeyboardControl)?
     }
     let state = Mutex(State())
 
@@ -64,6 +65,7 @@ final class FakeTarget: MonitorTarget {
 
     var network: (any NetworkControl)? { state.withLock { $0.network } }
     var balloon: (any BalloonControl)? { state.withLock { $0.balloon } }
+    var keyboard: (any KeyboardControl)? { state.withLock { $0.keyboard } }
     var commandLineOptions: [MonitorCommandLineOption] {
         [MonitorCommandLineOption(option: "smp-opts", parameters: [.init(name: "cpus", type: .number), .init(name: "dies", type: .number)]),
          MonitorCommandLineOption(option: "object", parameters: [])]
