@@ -13,6 +13,7 @@ import VirtIO
 /// (§5.8.6.1), and statusq (1), where the driver reports LED state; this keyboard has no LEDs
 /// and returns those buffers unread. Events the driver has no buffer for yet wait in a bounded
 /// queue (the oldest are dropped beyond it), so a press is not lost while the driver starts.
+/// They are the host's, not the guest's: a snapshot or migration does not carry them.
 package final class VirtioInput: VirtioDevice {
     /// One `struct virtio_input_event` (§5.8.6.1), with Linux's input numbers
     /// (include/uapi/linux/input-event-codes.h).

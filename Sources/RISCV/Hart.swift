@@ -271,8 +271,8 @@ public final class Hart: @unchecked Sendable {
     /// finds it asleep still. The spec allows spurious resumption, but firmware relies on its
     /// absence as QEMU gives it: OpenSBI 1.1 (Debian 12's, QEMU 7.2's) marks a hart
     /// START_PENDING before it stores the start address (fixed in 1.3), so a secondary hart
-    /// that left WFI in between jumped to a stale address, and Linux never booted (seen under
-    /// CI load: one hart parked, the other in a trap storm).
+    /// that left WFI in between jumped to a stale address, and Linux never booted (the likely
+    /// cause of boots seen hanging under CI load: one hart parked, the other in a trap storm).
     @inline(__always)
     package func isAsleep() -> Bool {
         guard state.pointee.waiting else { return false }
