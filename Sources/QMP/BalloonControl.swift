@@ -8,6 +8,11 @@ public protocol BalloonControl: AnyObject, Sendable {
     /// `query-balloon` `actual`: the guest's RAM by its own count (RAM size minus the
     /// balloon's pages).
     var actualBytes: UInt64 { get }
+    /// The guest's last memory statistics, by QEMU's `guest-stats` names in tag order (nil:
+    /// not reported), and when they came (seconds since the epoch; 0: never).
+    var statistics: (values: [UInt64?], lastUpdate: Int64) { get }
+    /// `guest-stats-polling-interval`: how often (seconds) the host asks for statistics; 0: never.
+    var pollingInterval: Int { get set }
 }
 
 /// The QMP commands of the balloon (QEMU 7.2's softmmu/balloon.c) on a target's
@@ -20,6 +25,42 @@ enum BalloonCommands {
         Command(name: "balloon", parameters: [Parameter(name: "value", type: .int, optional: false)]),
         Command(name: "query-balloon", parameters: []),
     ]
+
+    /// The guest-stats names of the virtio-balloon statistics tags (§5.5.6.3), as QEMU's.
+    static let statisticNames = [
+        "stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-minor-faults", "stat-free-memory",
+        "stat-total-memory", "stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc", "stat-htlb-pgfail",
+    ]
+
+    /// `qom-get`/`qom-set` of the balloon's properties (QEMU 7.2's virtio-balloon.c
+    /// balloon_stats_get_all, balloon_stats_get/set_poll_interval): `guest-stats` and
+    /// `guest-stats-polling-interval`, on the balloon's QOM path.
+    static func property(_ name: String, set value: JSONValue?, on balloon: any BalloonControl) throws(QMPError) -> JSONValue {
+        switch (name, value) {
+        case ("guest-stats", nil):
+            let (values, lastUpdate) = balloon.statistics
+            var stats: JSONObject = [:]
+            for (i, name) in statisticNames.enumerated() {
+                // Unreported: QEMU's -1 in a uint64.
+                stats.set(name, .unsigned(i < values.count ? values[i] ?? .max : .max))
+            }
+            return ["stats": .object(stats), "last-update": .int(lastUpdate)]
+        case ("guest-stats-polling-interval", nil):
+            return .int(Int64(balloon.pollingInterval))
+        case ("guest-stats-polling-interval", let value?):
+            guard let seconds = value.int64Value else {
+                throw .generic("Invalid parameter type for 'guest-stats-polling-interval', expected: integer")
+            }
+            guard seconds >= 0 else { throw .generic("timer value must be greater than zero") }
+            guard seconds <= Int64(UInt32.max) else { throw .generic("timer value is too big") }
+            balloon.pollingInterval = Int(seconds)
+            return [:]
+        case ("guest-stats", _?):
+            throw .generic("Property 'guest-stats' is read-only")
+        default:
+            throw .generic("Property 'virtio-balloon-device.\(name)' not found")
+        }
+    }
 
     /// QEMU's have_balloon: no device, no command.
     static func balloon(_ target: any MonitorTarget) throws(QMPError) -> any BalloonControl {

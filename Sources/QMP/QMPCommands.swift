@@ -12,6 +12,8 @@ enum QMPCommands {
         case objectList
         /// An array of strings.
         case stringList
+        /// Any JSON value, checked by the command itself (qapi `any`).
+        case any
 
         var expected: String {
             switch self {
@@ -19,6 +21,7 @@ enum QMPCommands {
             case .int: return "integer"
             case .bool: return "boolean"
             case .enumList, .objectList, .stringList: return "array"
+            case .any: return "any"
             }
         }
     }
@@ -42,7 +45,7 @@ enum QMPCommands {
                     throw .generic("Parameter '\(p.name)' is missing")
                 }
                 switch (p.type, value) {
-                case (.string, .string), (.bool, .bool), (.int, .int), (.int, .uint):
+                case (.string, .string), (.bool, .bool), (.int, .int), (.int, .uint), (.any, _):
                     break
                 case (.stringList, .array(let items)):
                     if let i = items.firstIndex(where: { $0.stringValue == nil }) {
@@ -96,6 +99,13 @@ enum QMPCommands {
         Command(name: "getfd", parameters: [Parameter(name: "fdname", type: .string, optional: false)]),
         Command(name: "closefd", parameters: [Parameter(name: "fdname", type: .string, optional: false)]),
         Command(name: "qom-list", parameters: [Parameter(name: "path", type: .string, optional: false)]),
+        Command(name: "qom-get", parameters: [
+            Parameter(name: "path", type: .string, optional: false), Parameter(name: "property", type: .string, optional: false),
+        ]),
+        Command(name: "qom-set", parameters: [
+            Parameter(name: "path", type: .string, optional: false), Parameter(name: "property", type: .string, optional: false),
+            Parameter(name: "value", type: .any, optional: false),
+        ]),
         Command(name: "query-chardev", parameters: []),
         Command(name: "query-machines", parameters: []),
         Command(name: "stop", parameters: []),

@@ -76,6 +76,7 @@ enum QMPSchema {
             case .bool: return "bool"
             case .stringList: return "[str]"
             case .objectList: return "[any]"
+            case .any: return "any"
             case .enumList(let values):
                 let element = define(key: "enum:" + values.joined(separator: ",")) { name in
                     ["name": .string(name), "meta-type": "enum", "values": .array(values.map { .string($0) }),

@@ -285,6 +285,17 @@ public struct QMPSession: Sendable {
             default:
                 throw QMPError(errorClass: "DeviceNotFound", desc: "Device '\(path)' not found")
             }
+        case "qom-get", "qom-set":
+            // The properties swemu has: the balloon's statistics, on its path (an id under
+            // /machine/peripheral, as libvirt gives it).
+            let path = args["path"]?.stringValue ?? ""
+            let id = path.hasPrefix("/machine/peripheral/") ? String(path.dropFirst("/machine/peripheral/".count)) : nil
+            guard let id, target.peripherals.contains(where: { $0.id == id && $0.type == "virtio-balloon-device" }),
+                  let balloon = target.balloon else {
+                throw QMPError(errorClass: "DeviceNotFound", desc: "Device '\(path)' not found")
+            }
+            return try BalloonCommands.property(args["property"]?.stringValue ?? "", set: name == "qom-set" ? args["value"] : nil,
+                                                on: balloon)
         case "query-command-line-options":
             // qmp_query_command_line_options: every option, or the one asked for.
             let options = target.commandLineOptions

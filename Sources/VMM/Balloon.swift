@@ -1,3 +1,4 @@
+import Dispatch
 import Devices
 import Machines
 import QMP
@@ -12,6 +13,9 @@ final class BalloonHandle: BalloonControl {
         var device: VirtioBalloon?
         /// The last `balloon` target, given again to each new device.
         var target: UInt64?
+        /// `guest-stats-polling-interval` and its timer.
+        var interval = 0
+        var timer: DispatchSourceTimer?
     }
     private let ramSize: UInt64
     private let state = Mutex(State())
@@ -38,6 +42,32 @@ final class BalloonHandle: BalloonControl {
     }
 
     var actualBytes: UInt64 { state.withLock { $0.device }?.actualBytes ?? ramSize }
+
+    var statistics: (values: [UInt64?], lastUpdate: Int64) {
+        guard let statistics = state.withLock({ $0.device })?.statistics else { return ([], 0) }
+        return (statistics.values, statistics.lastUpdate)
+    }
+
+    /// Asks the current device for statistics every `pollingInterval` seconds (QEMU's stats
+    /// timer): the guest's driver answers on the stats queue.
+    var pollingInterval: Int {
+        get { state.withLock { $0.interval } }
+        set {
+            state.withLock { s in
+                s.timer?.cancel()
+                s.timer = nil
+                s.interval = newValue
+                guard newValue > 0 else { return }
+                let timer = DispatchSource.makeTimerSource(queue: .global())
+                timer.schedule(deadline: .now() + .seconds(newValue), repeating: .seconds(newValue))
+                timer.setEventHandler { [weak self] in self?.state.withLock { $0.device }?.requestStatistics() }
+                timer.resume()
+                s.timer = timer
+            }
+        }
+    }
+
+    deinit { state.withLock { $0.timer?.cancel() } }
 }
 
 extension VirtualMachine {

@@ -50,6 +50,20 @@ async def main(binary, kernel, initrd, disk, work):
             return
         check(await source.hmp("info balloon") == "balloon: actual=512\r\n", "info balloon: 512 MiB")
 
+        # The guest's statistics, as QEMU gives them: asked for every second, read by qom-get.
+        path = "/machine/peripheral/balloon0"
+        await source.execute("qom-set", {"path": path, "property": "guest-stats-polling-interval", "value": 1})
+        check(await source.execute("qom-get", {"path": path, "property": "guest-stats-polling-interval"}) == 1,
+              "guest-stats-polling-interval reads back 1")
+        stats = {}
+        for _ in range(100):
+            stats = await source.execute("qom-get", {"path": path, "property": "guest-stats"})
+            if stats["last-update"] > 0 and stats["stats"]["stat-total-memory"] < (1 << 63):
+                break
+            await asyncio.sleep(0.1)
+        total = stats.get("stats", {}).get("stat-total-memory", 0)
+        check(400 << 20 < total <= RAM, f"guest-stats: the guest's total memory ({total}) and its time ({stats.get('last-update')})")
+
         await source.execute("balloon", {"value": TARGET})
         seen = await wait_for_actual(source, TARGET)
         check(seen and seen[-1] == TARGET and all(TARGET <= a < RAM for a in seen),

@@ -6,8 +6,15 @@ import Testing
 /// A balloon double: a 1 GiB guest whose driver follows every target at once.
 final class FakeBalloon: BalloonControl {
     let targets = Mutex<[UInt64]>([])
+    let interval = Mutex(0)
     func setTarget(bytes: UInt64) { targets.withLock { $0.append(bytes) } }
     var actualBytes: UInt64 { targets.withLock { min($0.last ?? (1 << 30), 1 << 30) } }
+    /// free memory 1 MiB and total 2 MiB reported; the rest not.
+    var statistics: (values: [UInt64?], lastUpdate: Int64) { ([nil, nil, nil, nil, 1 << 20, 2 << 20], 1_700_000_000) }
+    var pollingInterval: Int {
+        get { interval.withLock { $0 } }
+        set { interval.withLock { $0 = newValue } }
+    }
 }
 
 /// balloon, query-balloon and BALLOON_CHANGE (QMP) and balloon, info balloon (the human
@@ -32,6 +39,31 @@ final class FakeBalloon: BalloonControl {
         #expect(balloon.targets.withLock { $0 } == [1_006_632_960])
         let commands = send(&s, #"{"execute": "query-commands"}"#).first ?? ""
         #expect(commands.contains(#"{"name": "balloon"}"#) && commands.contains(#"{"name": "query-balloon"}"#))
+    }
+
+    /// The guest's statistics as QEMU shows them (`qom-get PATH guest-stats`, unreported ones
+    /// as uint64 -1), and how often the host asks (`guest-stats-polling-interval`), on the
+    /// balloon's path under /machine/peripheral.
+    @Test func guestStatisticsThroughQOM() {
+        let target = FakeTarget()
+        let balloon = FakeBalloon()
+        target.state.withLock {
+            $0.balloon = balloon
+            $0.peripherals = [("balloon0", "virtio-balloon-device")]
+        }
+        var s = negotiatedSession(target)
+        let stats = send(&s, #"{"execute": "qom-get", "arguments": {"path": "/machine/peripheral/balloon0", "property": "guest-stats"}}"#)
+        let unset = "18446744073709551615"
+        #expect(stats == [#"{"return": {"stats": {"stat-swap-in": \#(unset), "stat-swap-out": \#(unset), "stat-major-faults": \#(unset), "stat-minor-faults": \#(unset), "stat-free-memory": 1048576, "stat-total-memory": 2097152, "stat-available-memory": \#(unset), "stat-disk-caches": \#(unset), "stat-htlb-pgalloc": \#(unset), "stat-htlb-pgfail": \#(unset)}, "last-update": 1700000000}}"#])
+        #expect(send(&s, #"{"execute": "qom-set", "arguments": {"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": 2}}"#) == [#"{"return": {}}"#])
+        #expect(balloon.pollingInterval == 2)
+        #expect(send(&s, #"{"execute": "qom-get", "arguments": {"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval"}}"#) == [#"{"return": 2}"#])
+        #expect(send(&s, #"{"execute": "qom-set", "arguments": {"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": -1}}"#)
+            == [#"{"error": {"class": "GenericError", "desc": "timer value must be greater than zero"}}"#])
+        #expect(send(&s, #"{"execute": "qom-get", "arguments": {"path": "/machine/peripheral/balloon0", "property": "nosuch"}}"#)
+            == [#"{"error": {"class": "GenericError", "desc": "Property 'virtio-balloon-device.nosuch' not found"}}"#])
+        #expect(send(&s, #"{"execute": "qom-get", "arguments": {"path": "/machine/peripheral/disk0", "property": "guest-stats"}}"#)
+            == [#"{"error": {"class": "DeviceNotFound", "desc": "Device '/machine/peripheral/disk0' not found"}}"#])
     }
 
     /// QEMU's have_balloon: without a device both commands fail with DeviceNotActive.

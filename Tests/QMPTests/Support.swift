@@ -26,6 +26,7 @@ final class FakeTarget: MonitorTarget {
         var network: (any NetworkControl)?
         var balloon: (any BalloonControl)?
         var keyboard: (any KeyboardControl)?
+        var peripherals: [(id: String, type: String)] = []
     }
     let state = Mutex(State())
 
@@ -66,6 +67,7 @@ final class FakeTarget: MonitorTarget {
     var network: (any NetworkControl)? { state.withLock { $0.network } }
     var balloon: (any BalloonControl)? { state.withLock { $0.balloon } }
     var keyboard: (any KeyboardControl)? { state.withLock { $0.keyboard } }
+    var peripherals: [(id: String, type: String)] { state.withLock { $0.peripherals } }
     var commandLineOptions: [MonitorCommandLineOption] {
         [MonitorCommandLineOption(option: "smp-opts", parameters: [.init(name: "cpus", type: .number), .init(name: "dies", type: .number)]),
          MonitorCommandLineOption(option: "object", parameters: [])]

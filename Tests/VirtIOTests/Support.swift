@@ -92,7 +92,9 @@ final class FakeGuest {
     /// Resets, negotiates `accept(offered)`, sets up every queue (at `queueSizes` or the
     /// maximum) and sets DRIVER_OK. Returns false when the device refused the features.
     @discardableResult
-    func initialize(accept: (VirtioFeatures) -> VirtioFeatures = { $0 }, queueSizes: [UInt16]? = nil) -> Bool {
+    /// `beforeDriverOK` runs with the queues set up, before DRIVER_OK (a driver may fill them then).
+    func initialize(accept: (VirtioFeatures) -> VirtioFeatures = { $0 }, queueSizes: [UInt16]? = nil,
+                    beforeDriverOK: () -> Void = {}) -> Bool {
         #expect(reg(.magicValue) == 0x7472_6976)
         #expect(reg(.version) == 2)
         write(.status, 0)
@@ -125,6 +127,7 @@ final class FakeGuest {
             queues.append(Queue(index: index, size: size, desc: desc, avail: avail, used: used))
             index += 1
         }
+        beforeDriverOK()
         addStatus(.driverOK)
         return true
     }

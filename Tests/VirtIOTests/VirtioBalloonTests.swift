@@ -219,6 +219,16 @@ import VirtIO
         #expect(h.balloon.statistics.lastUpdate == 0)
     }
 
+    /// Linux primes the stats queue before DRIVER_OK (init_vqs): the device takes that buffer
+    /// when the driver sets DRIVER_OK, or the host would never see statistics.
+    @Test func statisticsPrimedBeforeDriverOK() {
+        let h = Harness(initialize: false)
+        let stats = le(UInt16(5)) + le(UInt64(256 << 20))
+        #expect(h.guest.initialize(beforeDriverOK: { h.guest.submit(queue: 2, readable: [stats], writable: []) }))
+        #expect(h.balloon.statistics.values[5] == 256 << 20)
+        #expect(h.balloon.requestStatistics(), "the primed buffer is in hand")
+    }
+
     /// The target and `actual` travel with the machine; a bad state is refused with a reason.
     @Test func snapshotRoundTrip() throws {
         let h = Harness()
