@@ -143,10 +143,10 @@ def make_disk(name, files):
     return image
 
 
-def guest(name, disk, extra):
+def guest(name, disk, extra, smp="2"):
     return Machine(WORK, name, [SWEMU, "-M", "virt", "-kernel", KERNEL, "-initrd", INITRD,
                                 "-append", "console=ttyS0 quiet swemu.test=/mnt/net.sh",
-                                "-drive", f"file={disk},format=raw,if=virtio", *extra], memory="256M")
+                                "-drive", f"file={disk},format=raw,if=virtio", *extra], smp=smp, memory="256M")
 
 
 def serial_text(machine):
@@ -401,11 +401,13 @@ async def pair(kind):
         for n in (1, 2):
             disk = make_disk(f"{kind}{n}", {"net.sh": PAIR_SCRIPT.encode(), "params": f"ME={n}\nPEER={3 - n}\n".encode(),
                                              "www/mine.bin": files[n]})
-            # Both with an entropy source: in CI the guest without one twice sat in early boot
-            # for 300 s (its boot hart running kernel code, nothing printed) while its peer,
-            # which had one, booted in 70 s.
+            # One hart each: two guests booting at once under CI load hit, about once in three
+            # runs, what looks like OpenSBI 1.1's HSM start race (a secondary hart that reads
+            # START_PENDING before its start address is stored re-enters the kernel's entry and
+            # wrecks the boot: hart 0 in a trap loop, hart 1 parked or lost below the kernel;
+            # OpenSBI 1.3 fixed it). This test is about the link; SMP boots are tested elsewhere.
             machines.append(guest(f"{kind}{n}", disk, ["-netdev", links[n - 1], "-device", "virtio-net-device,netdev=n0",
-                                                       "-device", "virtio-rng-device"]))
+                                                       "-device", "virtio-rng-device"], smp="1"))
             if n == 1:
                 await machines[0].connect()  # the server (stream, socket) listens before the client connects
         for n, machine in enumerate(machines, start=1):
