@@ -8,9 +8,9 @@ public protocol BalloonControl: AnyObject, Sendable {
     /// `query-balloon` `actual`: the guest's RAM by its own count (RAM size minus the
     /// balloon's pages).
     var actualBytes: UInt64 { get }
-    /// The guest's last memory statistics, by QEMU's `guest-stats` names in tag order (nil:
+    /// The guest's last memory statistics under QEMU's `guest-stats` names, in tag order (nil:
     /// not reported), and when they came (seconds since the epoch; 0: never).
-    var statistics: (values: [UInt64?], lastUpdate: Int64) { get }
+    var statistics: (values: [(name: String, value: UInt64?)], lastUpdate: Int64) { get }
     /// `guest-stats-polling-interval`: how often (seconds) the host asks for statistics; 0: never.
     var pollingInterval: Int { get set }
 }
@@ -26,12 +26,6 @@ enum BalloonCommands {
         Command(name: "query-balloon", parameters: []),
     ]
 
-    /// The guest-stats names of the virtio-balloon statistics tags (§5.5.6.3), as QEMU's.
-    static let statisticNames = [
-        "stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-minor-faults", "stat-free-memory",
-        "stat-total-memory", "stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc", "stat-htlb-pgfail",
-    ]
-
     /// `qom-get`/`qom-set` of the balloon's properties (QEMU 7.2's virtio-balloon.c
     /// balloon_stats_get_all, balloon_stats_get/set_poll_interval): `guest-stats` and
     /// `guest-stats-polling-interval`, on the balloon's QOM path.
@@ -40,10 +34,8 @@ enum BalloonCommands {
         case ("guest-stats", nil):
             let (values, lastUpdate) = balloon.statistics
             var stats: JSONObject = [:]
-            for (i, name) in statisticNames.enumerated() {
-                // Unreported: QEMU's -1 in a uint64.
-                stats.set(name, .unsigned(i < values.count ? values[i] ?? .max : .max))
-            }
+            // Unreported: QEMU's -1 in a uint64.
+            for (name, value) in values { stats.set(name, .unsigned(value ?? .max)) }
             return ["stats": .object(stats), "last-update": .int(lastUpdate)]
         case ("guest-stats-polling-interval", nil):
             return .int(Int64(balloon.pollingInterval))

@@ -43,9 +43,10 @@ final class BalloonHandle: BalloonControl {
 
     var actualBytes: UInt64 { state.withLock { $0.device }?.actualBytes ?? ramSize }
 
-    var statistics: (values: [UInt64?], lastUpdate: Int64) {
-        guard let statistics = state.withLock({ $0.device })?.statistics else { return ([], 0) }
-        return (statistics.values, statistics.lastUpdate)
+    var statistics: (values: [(name: String, value: UInt64?)], lastUpdate: Int64) {
+        let statistics = state.withLock { $0.device }?.statistics
+        let values = statistics?.values ?? Array(repeating: nil, count: VirtioBalloon.statisticNames.count)
+        return (zip(VirtioBalloon.statisticNames, values).map { (name: $0, value: $1) }, statistics?.lastUpdate ?? 0)
     }
 
     /// Asks the current device for statistics every `pollingInterval` seconds (QEMU's stats

@@ -99,16 +99,7 @@ enum Subprocess {
     /// kills it), it ends, or `timeout` seconds pass; returns the output so far.
     static func output(of path: String, _ arguments: [String], until marker: String, occurrences: Int = 1,
                        timeout: Double) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let killer = DispatchWorkItem { kill(process.processIdentifier, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        let (process, pipe, killer) = try startProgram(path: path, arguments, timeout: timeout)
         var output = Data()
         while true {
             let chunk = pipe.fileHandleForReading.availableData

@@ -10,7 +10,12 @@ final class FakeBalloon: BalloonControl {
     func setTarget(bytes: UInt64) { targets.withLock { $0.append(bytes) } }
     var actualBytes: UInt64 { targets.withLock { min($0.last ?? (1 << 30), 1 << 30) } }
     /// free memory 1 MiB and total 2 MiB reported; the rest not.
-    var statistics: (values: [UInt64?], lastUpdate: Int64) { ([nil, nil, nil, nil, 1 << 20, 2 << 20], 1_700_000_000) }
+    var statistics: (values: [(name: String, value: UInt64?)], lastUpdate: Int64) {
+        let names = ["stat-swap-in", "stat-swap-out", "stat-major-faults", "stat-minor-faults", "stat-free-memory",
+                     "stat-total-memory", "stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc", "stat-htlb-pgfail"]
+        let values: [UInt64?] = [nil, nil, nil, nil, 1 << 20, 2 << 20, nil, nil, nil, nil]
+        return (zip(names, values).map { (name: $0, value: $1) }, 1_700_000_000)
+    }
     var pollingInterval: Int {
         get { interval.withLock { $0 } }
         set { interval.withLock { $0 = newValue } }

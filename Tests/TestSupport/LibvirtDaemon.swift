@@ -47,16 +47,7 @@ public final class LibvirtDaemon {
         // The emulator runs as the test, unconfined, its stdio in log files (as LibvirtEmbedded's).
         try "security_driver = \"none\"\ndynamic_ownership = 0\nstdio_handler = \"file\"\nuser = \"root\"\ngroup = \"root\"\n"
             .write(to: etc.appendingPathComponent("libvirt/qemu.conf"), atomically: true, encoding: .utf8)
-        for (file, name, line) in [("passwd", "libvirt-qemu", "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin"),
-                                   ("group", "libvirt-qemu", "libvirt-qemu:x:64055:"), ("group", "kvm", "kvm:x:64056:")] {
-            let path = etc.appendingPathComponent(file)
-            let text = try (try? String(contentsOf: path, encoding: .utf8)) ?? String(contentsOfFile: "/etc/\(file)", encoding: .utf8)
-            guard !text.split(separator: "\n").contains(where: { $0.hasPrefix(name + ":") }) else {
-                try text.write(to: path, atomically: true, encoding: .utf8)
-                continue
-            }
-            try (text + (text.hasSuffix("\n") || text.isEmpty ? "" : "\n") + line + "\n").write(to: path, atomically: true, encoding: .utf8)
-        }
+        try LibvirtEmbedded.writeAccounts(to: etc)
         let overlays = ["etc", "run", "var"].map { dir in
             "mount -t overlay overlay -o lowerdir=/\(dir),upperdir=\"$1\"/\(dir),workdir=\"$1\"/\(dir).work /\(dir)"
         }.joined(separator: " && ")

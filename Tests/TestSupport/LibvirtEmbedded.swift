@@ -32,15 +32,24 @@ public struct LibvirtEmbedded {
         // driver. Where it is missing, virsh runs in a mount namespace of its own whose
         // /etc/passwd and /etc/group have it: nothing on the machine changes.
         if geteuid() == 0 && getpwnam("libvirt-qemu") == nil {
-            for (file, line) in [("passwd", "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n"),
-                                 ("group", "libvirt-qemu:x:64055:\n")] {
-                let text = try String(contentsOfFile: "/etc/\(file)", encoding: .utf8)
-                try (text + (text.hasSuffix("\n") || text.isEmpty ? "" : "\n") + line)
-                    .write(to: root.appendingPathComponent("etc/\(file)"), atomically: true, encoding: .utf8)
-            }
+            try Self.writeAccounts(to: root.appendingPathComponent("etc"))
             namespaced = true
         } else {
             namespaced = false
+        }
+    }
+
+    /// Writes copies of the machine's /etc/passwd and /etc/group into `dir` with the accounts
+    /// libvirt's QEMU driver looks up as root added where missing: the libvirt-qemu user and
+    /// group (Debian's libvirt-daemon-system makes them) and the kvm group.
+    static func writeAccounts(to dir: URL) throws {
+        for (file, name, line) in [("passwd", "libvirt-qemu", "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin"),
+                                   ("group", "libvirt-qemu", "libvirt-qemu:x:64055:"), ("group", "kvm", "kvm:x:64056:")] {
+            let path = dir.appendingPathComponent(file)
+            let text = try (try? String(contentsOf: path, encoding: .utf8)) ?? String(contentsOfFile: "/etc/\(file)", encoding: .utf8)
+            let missing = !text.split(separator: "\n").contains { $0.hasPrefix(name + ":") }
+            try (text + (missing ? (text.hasSuffix("\n") || text.isEmpty ? "" : "\n") + line + "\n" : ""))
+                .write(to: path, atomically: true, encoding: .utf8)
         }
     }
 

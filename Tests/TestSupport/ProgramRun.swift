@@ -23,6 +23,17 @@ public func runProgram(_ arguments: [String]) throws -> (status: Int32, out: Str
 /// and its stdout and stderr together. `environment` adds to the test's own.
 public func runProgram(path: String, _ arguments: [String], timeout: Double = 120,
                        environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    let (process, pipe, killer) = try startProgram(path: path, arguments, timeout: timeout, environment: environment)
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    killer.cancel()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Starts the program at `path` with stdin empty and stdout and stderr on one pipe, and arms
+/// a SIGKILL for `timeout` seconds from now (cancel the work item once it has ended).
+public func startProgram(path: String, _ arguments: [String], timeout: Double,
+                         environment: [String: String] = [:]) throws -> (Process, Pipe, DispatchWorkItem) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
@@ -36,8 +47,5 @@ public func runProgram(path: String, _ arguments: [String], timeout: Double = 12
     try process.run()
     let killer = DispatchWorkItem { kill(process.processIdentifier, SIGKILL) }
     DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    killer.cancel()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    return (process, pipe, killer)
 }
