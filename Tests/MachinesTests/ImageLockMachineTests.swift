@@ -78,8 +78,20 @@ import Testing
     /// deadline is only for a hang (a loaded machine may take seconds to start swemu); a
     /// machine that ended instead is reported with what it printed.
     func waitHeld(_ path: String, by holder: Process, output: Pipe? = nil) throws -> (status: Int32, out: String, err: String) {
-        var info = try Self.tool([Self.qemuImg, "info", path])
+        // Wait by watching /proc/locks for the holder's locks on the file: polling with
+        // `qemu-img info` would take a shared lock of its own, which a holder that is just
+        // taking its write lock then finds ("Failed to get write lock": the race was the test's).
+        var st = stat()
+        try #require(stat(path, &st) == 0)
+        let inode = ":\(st.st_ino) "
         let deadline = Date().addingTimeInterval(90)
+        while Date() < deadline && holder.isRunning {
+            let locks = (try? String(contentsOfFile: "/proc/locks", encoding: .utf8)) ?? ""
+            if locks.split(separator: "\n").contains(where: { $0.contains(inode) }) { break }
+            usleep(50_000)
+        }
+        usleep(500_000)  // the holder's first lock is there: let it finish taking the others
+        var info = try Self.tool([Self.qemuImg, "info", path])
         while info.status == 0 && Date() < deadline && holder.isRunning {
             usleep(50_000)
             info = try Self.tool([Self.qemuImg, "info", path])
