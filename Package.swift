@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
         // libslirp (Debian's libslirp-dev): user-mode networking (-netdev user), as QEMU's.
         .systemLibrary(name: "CSlirp", providers: [.apt(["libslirp-dev"])]),
+        // libseccomp (Debian's libseccomp-dev): the system-call filter of -sandbox, as QEMU's.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "SystemSupport", dependencies: ["CLinux"], swiftSettings: strict),
         .target(name: "GuestMemory", dependencies: ["CLinux", "SystemSupport"], swiftSettings: strict),
         .target(name: "DeviceModel", dependencies: ["GuestMemory", "SystemSupport"], swiftSettings: strict),
@@ -56,7 +58,7 @@ let package = Package(
         // Runs a board's vCPUs and serves the command channel the monitors and debuggers use.
         .target(name: "VMM", dependencies: ["Block", "CLinux", "Chardev", "DeviceModel", "Devices", "GDBStub", "GuestMemory", "KVM", "Machines", "Migration", "QMP", "RISCV", "RISCVJIT", "SystemSupport"],
                 swiftSettings: strict),
-        .target(name: "CLI", dependencies: ["Block", "CLinux", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "Net", "QMP", "RISCVJIT",
+        .target(name: "CLI", dependencies: ["Block", "CLinux", "CSeccomp", "Chardev", "Devices", "DeviceModel", "GDBStub", "GuestMemory", "Machines", "Net", "QMP", "RISCVJIT",
                                             "SystemSupport", "VMM"],
                 swiftSettings: strict),
         .executableTarget(name: "swemu-system-riscv64", dependencies: ["CLI"], swiftSettings: strict),
@@ -89,7 +91,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "RISCVJITTests", dependencies: ["RISCVJIT", "RISCV", "DeviceModel", "GuestMemory", "SystemSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel", "Loader", "TestSupport"], exclude: ["qmp_machine.py", "gdb_raw_client.py", "monitor_interop.py", "migration_machine.py", "network_machine.py", "balloon_machine.py", "powerbutton_machine.py"],
+        .testTarget(name: "MachinesTests", dependencies: ["Machines", "DeviceModel", "Loader", "TestSupport"], exclude: ["qmp_machine.py", "gdb_raw_client.py", "monitor_interop.py", "migration_machine.py", "network_machine.py", "balloon_machine.py", "powerbutton_machine.py", "sandbox_machine.py"],
                     swiftSettings: strict),
         .testTarget(name: "QMPTests", dependencies: ["QMP", "Chardev", "DeviceModel", "SystemSupport", "TestSupport"], exclude: ["qmp_client.py"],
                     swiftSettings: strict),

@@ -31,7 +31,7 @@ package final class ImageFile: Sendable {
     /// Opens `path`; with `lock`, takes those permissions on it as QEMU's `file` driver does, and
     /// fails with QEMU's message if another user holds the image in a way they conflict with.
     package init(path: String, readOnly: Bool, direct: Bool = false, lock: LockRequest? = nil) throws(SystemError) {
-        let opened = try FileDescriptor.open(path, (readOnly ? O_RDONLY : O_RDWR) | (direct ? ImageFile.oDirect : 0))
+        let opened = try FileDescriptor.open(path, (readOnly ? O_RDONLY : O_RDWR) | (direct ? ImageFile.oDirect : 0), reopenable: true)
         let raw = opened.rawValue
         var st = stat()
         _ = try syscall("cannot stat '\(path)'") { fstat(raw, &st) }

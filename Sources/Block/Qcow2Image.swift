@@ -1118,8 +1118,4 @@ enum OpenImages {
 }
 
 /// `realpath(3)`: the canonical path of an existing file, or nil.
-package func realPath(_ path: String) -> String? {
-    guard let p = Glibc.realpath(path, nil) else { return nil }
-    defer { free(p) }
-    return String(cString: p)
-}
+package func realPath(_ path: String) -> String? { KeptFiles.realPath(path) }

@@ -99,6 +99,15 @@ struct SystemConfiguration: Sendable {
     var pidFile: String?
     /// `-daemonize`: detach once the machine is built.
     var daemonize = false
+    /// `-sandbox on,...`: the seccomp filter installed once the machine is built (nil: off).
+    var sandbox: SandboxPolicy?
+    /// `-runas USER|UID:GID`: the identity the process takes once the machine is built.
+    var runAs: RunAs?
+    /// `-chroot DIR`: the root the process takes once the machine is built.
+    var chroot: String?
+
+    /// What the sandbox lets through until the machine is built.
+    var sandboxSetup: SandboxPolicy.Setup { SandboxPolicy.Setup(chroot: chroot != nil, runAs: runAs != nil) }
 }
 
 /// A monitor and where it listens.
@@ -359,6 +368,12 @@ struct ConfigurationBuilder {
                 config.pidFile = value
             case "daemonize":
                 config.daemonize = true
+            case "sandbox":
+                config.sandbox = try wrap(flag) { () throws(SystemError) in try SandboxPolicy.parse(value, option: flag) }
+            case "runas":
+                config.runAs = try wrap(flag) { () throws(SystemError) in try RunAs(parsing: value) }
+            case "chroot":
+                config.chroot = value
             default:
                 // Every option in the table is handled above.
                 throw CLIError(option: flag, "is not handled by this build")
@@ -594,6 +609,12 @@ struct ConfigurationBuilder {
                 throw CLIError(option: netdev.id.hasPrefix("__org.qemu.") ? "-nic" : "-netdev",
                                "machine '\(config.machine.name)' has no network interfaces; use -M virt")
             }
+        }
+        // libslirp starts a guestfwd's cmd: itself, per guest connection, where swemu cannot
+        // refuse it (see Spawning): under spawn=deny the filter would end the process then.
+        if config.sandbox?.spawn == false,
+           let netdev = config.netdevs.first(where: { $0.type == "user" && $0.options.strings("guestfwd").contains { $0.contains("-cmd:") } }) {
+            throw CLIError(option: "-netdev", "\(netdev.id): guestfwd=...-cmd: starts a program for each connection, which -sandbox spawn=deny forbids")
         }
         var ids = Set<String>()
         for netdev in config.netdevs where !ids.insert(netdev.id).inserted {

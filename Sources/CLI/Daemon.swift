@@ -10,8 +10,13 @@ import SystemSupport
 final class Daemon: Sendable {
     /// The pipe's write end the waiting parent reads; -1 once the parent has been told.
     private let readyFD: Mutex<Int32>
+    /// /dev/null, opened at once: `ready` comes after -chroot, whose root may have none.
+    private let nullFD: Int32
 
-    private init(readyFD: Int32) { self.readyFD = Mutex(readyFD) }
+    private init(readyFD: Int32, nullFD: Int32) {
+        self.readyFD = Mutex(readyFD)
+        self.nullFD = nullFD
+    }
 
     /// Forks twice (the daemon is no session leader, so it can never get a controlling
     /// terminal again) and returns in the daemon only. Call before any thread starts: fork
@@ -40,7 +45,7 @@ final class Daemon: Sendable {
         _ = setsid()
         let second = try syscall("fork") { fork() }
         if second > 0 { exit(0) }
-        return Daemon(readyFD: fds[1])
+        return Daemon(readyFD: fds[1], nullFD: open("/dev/null", O_RDWR | O_CLOEXEC))
     }
 
     /// The machine is built: the waiting command exits 0 and the daemon's stdin, stdout and
@@ -51,10 +56,9 @@ final class Daemon: Sendable {
             return fd
         }
         guard fd >= 0 else { return }
-        let null = open("/dev/null", O_RDWR)
-        if null >= 0 {
-            for target: Int32 in [0, 1, 2] { _ = dup2(null, target) }
-            if null > 2 { close(null) }
+        if nullFD >= 0 {
+            for target: Int32 in [0, 1, 2] { _ = dup2(nullFD, target) }
+            if nullFD > 2 { close(nullFD) }
         }
         var ok: UInt8 = 0
         _ = write(fd, &ok, 1)

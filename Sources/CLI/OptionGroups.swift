@@ -40,6 +40,9 @@ struct OptionGroup: Sendable {
     ])
     static let addFD = OptionGroup(group: "add-fd", impliedKey: nil, keys: [("fd", .number), ("set", .number), ("opaque", .string)])
     static let msg = OptionGroup(group: "msg", impliedKey: nil, keys: [("timestamp", .boolean), ("guest-name", .boolean)])
+    static let sandbox = OptionGroup(group: "sandbox", impliedKey: "enable", keys: [
+        ("enable", .boolean), ("obsolete", .string), ("elevateprivileges", .string), ("spawn", .string), ("resourcecontrol", .string),
+    ])
     static let drive = OptionGroup(group: "drive", impliedKey: nil, keys: [
         ("file", .string), ("format", .string), ("if", .string), ("id", .string), ("readonly", .boolean), ("media", .string),
         ("cache", .string), ("snapshot", .boolean), ("serial", .string), ("file.locking", .string), ("force-share", .boolean),
@@ -49,7 +52,7 @@ struct OptionGroup: Sendable {
 
     /// What `query-command-line-options` lists: these, and the options QEMU lists without
     /// parameters because each type checks its own (`-device`, `-netdev`, `-object`, ...).
-    static let all: [OptionGroup] = [machine, name, action, mon, overcommit, boot, rtc, memory, smp, msg, addFD, drive, chardev]
+    static let all: [OptionGroup] = [machine, name, action, mon, overcommit, boot, rtc, memory, smp, msg, sandbox, addFD, drive, chardev]
     static var monitorOptions: [MonitorCommandLineOption] {
         all.map(\.monitorOption) + ["accel", "device", "netdev", "nic", "object"].map { MonitorCommandLineOption(option: $0, parameters: []) }
     }

@@ -52,6 +52,7 @@ public enum SystemEmulator {
         // Detach first: fork copies only the calling thread, so no other may exist yet.
         let daemon = config.daemonize ? try Daemon.detach() : nil
         let pidFile = try config.pidFile.map { (path) throws(SystemError) in try PidFile(path: path) }
+        let postSetup = PostSetup(config: config, daemon: daemon)
         defer { pidFile?.remove() }
         for warning in config.warnings { ErrorReport.report(warning) }
         for entry in config.fdSets { try FdSets.add(entry) }
@@ -64,6 +65,9 @@ public enum SystemEmulator {
         DebugLog.enable(config.debugItems)
         try DebugLog.setOutput(path: config.logFile)
         if config.perfMap { try PerfMap.enable() }
+        // -sandbox: before any thread starts and before anything outside is heard (QEMU installs
+        // its filter as early); the first board is built under it, as every reset's is.
+        try config.sandbox?.install(program: config.target.programName, setup: config.sandboxSetup)
 
         // The termination signals first, before any thread starts (see ShutdownSignals).
         let signals = try ShutdownSignals()
@@ -103,7 +107,7 @@ public enum SystemEmulator {
                 boardConfig.ramBackend = config.ramBackend
                 boardConfig.disksInactive = incomingDisks.inactive
                 let board = try RISCVBoard(boardConfig)
-                daemon?.ready()  // the machine is built: -daemonize's caller may go
+                try postSetup.boardBuilt()
                 return board
             }
             if let dump = config.dumpDTB {
@@ -153,7 +157,7 @@ public enum SystemEmulator {
                     console.notice("guest boot marker: \(ms) ms after process start")
                 }
                 let board = try X86MicroVM(boardConfig)
-                daemon?.ready()
+                try postSetup.boardBuilt()
                 return board
             }
             var setup = KVMMachine.Setup(
@@ -190,7 +194,7 @@ public enum SystemEmulator {
                                        kvmEnabled: config.accelerator == "kvm")
             let servers = monitorServers(console, target: machine)
             defer { withExtendedLifetime(servers) {} }
-            daemon?.ready()
+            try postSetup.boardBuilt()
             quit.onFire { machine.execute(.quit(reason: $0)) }
             return machine.run()
         }

@@ -230,6 +230,9 @@ int clx_shutdown_signals_install(int event_fd) {
     sigset_t set;
     sigemptyset(&set);
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) sigaddset(&set, signals[i]);
+    // And SIGSYS, for -sandbox's report (clx_sandbox_trap_install): a thread that blocks it
+    // would still die of the filter's trap, but silently.
+    sigaddset(&set, SIGSYS);
     return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
 }
 
@@ -268,4 +271,60 @@ int clx_cpu_has_fma(void) {
 #else
     return 0;
 #endif
+}
+
+// ---- -sandbox: a system call outside the filter's allowlist (SECCOMP_RET_TRAP) ------------
+static const char *clx_sandbox_prefix = "";
+static const char *const *clx_sandbox_names;
+static int clx_sandbox_name_count;
+
+static void clx_sandbox_write(const char *text) {
+    ssize_t ignored = write(2, text, strlen(text));  // async-signal-safe
+    (void)ignored;
+}
+
+static void clx_on_sandbox_trap(int sig, siginfo_t *info, void *context) {
+    (void)context;
+    // seccomp(2), SECCOMP_RET_TRAP: si_code SYS_SECCOMP, si_syscall the call's number. The
+    // call did not run; this thread must not go on as if it had, so the process ends here,
+    // by the signal's default action, as SECCOMP_RET_KILL_PROCESS would have ended it.
+    int number = info ? info->si_syscall : -1;
+    char digits[16];
+    int n = 0;
+    unsigned value = number < 0 ? 0 : (unsigned)number;
+    do { digits[n++] = (char)('0' + value % 10); value /= 10; } while (value && n < 15);
+    char number_text[16];
+    for (int i = 0; i < n; i++) number_text[i] = digits[n - 1 - i];
+    number_text[n] = 0;
+    const char *name = number >= 0 && number < clx_sandbox_name_count && clx_sandbox_names[number]
+                     ? clx_sandbox_names[number] : "?";
+    clx_term_restore_all_signal_safe();
+    clx_sandbox_write(clx_sandbox_prefix);
+    clx_sandbox_write("sandbox: system call ");
+    clx_sandbox_write(name);
+    clx_sandbox_write(" (");
+    clx_sandbox_write(number_text);
+    clx_sandbox_write(") is not allowed by -sandbox; ending the process\n");
+    signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+}
+
+int clx_sandbox_trap_install(const char *prefix, const char *const *names, int count) {
+    clx_sandbox_prefix = prefix;
+    clx_sandbox_names = names;
+    clx_sandbox_name_count = count;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = clx_on_sandbox_trap;
+    action.sa_flags = SA_SIGINFO;
+    sigfillset(&action.sa_mask);
+    if (sigaction(SIGSYS, &action, NULL) < 0) return -1;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGSYS);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
 }

@@ -50,9 +50,12 @@ public final class KVMSystem: Sendable {
     /// Opens `path` and checks the API version and every capability in `requiredCapabilities`.
     public init(path: String = "/dev/kvm", sysModule: String = "/sys/module") throws(SystemError) {
         flavour = KVMFlavour.detect(sysModule: sysModule)
-        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
-        if fd < 0 {
-            let err = Errno.current
+        // Reopenable: a reset's new board opens it again, maybe under -chroot or -runas.
+        let fd: Int32
+        do throws(SystemError) {
+            fd = try FileDescriptor.open(path, O_RDWR, reopenable: true).release()
+        } catch {
+            let err = error.errno ?? .noEntry
             let why = err == .noEntry ? "does not exist (is the kvm module loaded?)"
                 : err == .permissionDenied ? "is not accessible to this user (join the 'kvm' group)" : "cannot be opened"
             throw SystemError(.unsupported, "\(path) \(why); use -accel tcg where the target has it", errno: err)

@@ -307,6 +307,7 @@ public final class TapBackend: NetBackend {
 
     /// QEMU launch_script: runs `path INTERFACE` and waits; non-zero status is an error.
     static func runScript(_ path: String, interface: String, what: String) throws(SystemError) {
+        try Spawning.check("\(what): network script \(path)")
         var pid = pid_t()
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), strdup(interface), nil]
         defer { for arg in argv { free(arg) } }

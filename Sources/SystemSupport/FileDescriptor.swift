@@ -18,17 +18,21 @@ public struct FileDescriptor: ~Copyable, Sendable {
         return fd
     }
 
-    /// Opens `path`; `mode` applies when `O_CREAT` is in `flags`.
-    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws(SystemError) -> FileDescriptor {
+    /// Opens `path`; `mode` applies when `O_CREAT` is in `flags`. `reopenable`: a file a board
+    /// opens again at each reset (see `KeptFiles`).
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644,
+                            reopenable: Bool = false) throws(SystemError) -> FileDescriptor {
         if let set = FdSets.set(inPath: path) { return try FdSets.dup(set: set, flags: flags, path: path) }
+        if reopenable, let kept = KeptFiles.reopen(path, flags: flags) { return FileDescriptor(owning: kept) }
         let fd = try syscall("cannot open '\(path)'") { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        if reopenable { KeptFiles.record(path, flags: flags, fd: fd) }
         return FileDescriptor(owning: fd)
     }
 
     /// Reads the file at `path` whole (kernels, firmware, device trees), refusing files larger
     /// than `limit` bytes: `-kernel /dev/zero` must be an error, not an endless read.
     public static func readWholeFile(_ path: String, limit: UInt64) throws(SystemError) -> [UInt8] {
-        let fd = try FileDescriptor.open(path, O_RDONLY)
+        let fd = try FileDescriptor.open(path, O_RDONLY, reopenable: true)
         var result: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {

@@ -130,6 +130,7 @@ final class MigrationChannel: @unchecked Sendable {
 
     /// `/bin/sh -c COMMAND` with the stream on its stdin (outgoing) or stdout (incoming).
     private static func spawn(_ command: String, outgoing: Bool, uri: MigrationURI) throws(SystemError) -> MigrationChannel {
+        try Spawning.check("exec:\(command)")
         var fds: [Int32] = [0, 0]
         _ = try syscall("cannot create a pipe for exec:\(command)") { pipe(&fds) }
         for fd in fds { _ = clx_set_cloexec(fd) }

@@ -76,6 +76,10 @@ final class MigrationManager: MigrationControl, @unchecked Sendable {
         do { uri = try MigrationURI.parse(text, incoming: false) } catch { throw .generic(error.message) }
         guard let host else { throw .generic("the machine has ended") }
         if let blocker = host.parked({ $0.migrationBlocker }) ?? nil { throw .generic(blocker) }
+        // Refused here, as QEMU's spawn failure is, rather than by the migration thread.
+        if case .exec(let command) = uri {
+            do { try Spawning.check("exec:\(command)") } catch { throw .generic(error.message) }
+        }
         let started = state.withLock { s -> Bool in
             guard !s.running, !s.awaitingIncoming else { return false }
             s.running = true

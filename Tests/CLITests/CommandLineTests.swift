@@ -465,6 +465,36 @@ import VMM
         #expect(error(["-M", "none", "-action", "panic=pause"]).contains("panic"))
     }
 
+    /// `-sandbox` with QEMU's keys and messages, `-runas` and `-chroot`.
+    @Test func sandboxRunasAndChroot() throws {
+        #expect(try config(["-M", "none"]).sandbox == nil)
+        #expect(try config(["-M", "none", "-sandbox", "off"]).sandbox == nil)
+        #expect(try config(["-M", "none", "-sandbox", "on"]).sandbox == SandboxPolicy())
+        // libvirt's line, when query-command-line-options lists the group.
+        let libvirt = try #require(try config(["-M", "none", "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]).sandbox)
+        #expect(!libvirt.obsolete && libvirt.elevatePrivileges == .deny && !libvirt.spawn && !libvirt.resourceControl)
+        #expect(!libvirt.allowedCalls.contains("execve") && !libvirt.allowedCalls.contains("setuid")
+                && !libvirt.allowedCalls.contains("clone") && !libvirt.allowedCalls.contains("sched_setaffinity"))
+        let open = try #require(try config(["-M", "none", "-sandbox", "on,obsolete=allow,elevateprivileges=children"]).sandbox)
+        #expect(open.obsolete && open.elevatePrivileges == .children && open.spawn && open.resourceControl)
+        #expect(open.allowedCalls.contains("execve") && open.allowedCalls.contains("ustat") && !open.allowedCalls.contains("setresuid"))
+        // Never, whatever the options: what no emulator needs.
+        for forbidden in ["ptrace", "mount", "kexec_load", "init_module", "bpf", "reboot", "process_vm_writev", "chroot"] {
+            #expect(!open.allowedCalls.contains(forbidden), "\(forbidden)")
+        }
+        #expect(error(["-M", "none", "-sandbox", "on,spawn=maybe"]).contains("invalid argument for spawn"))
+        #expect(error(["-M", "none", "-sandbox", "on,elevateprivileges=root"]).contains("invalid argument for elevateprivileges"))
+        #expect(error(["-M", "none", "-sandbox", "on,colour=red"]).contains("colour"))
+        #expect(error(["-M", "virt", "-sandbox", "on,spawn=deny", "-netdev", "user,id=n0,guestfwd=tcp:10.0.2.100:80-cmd:cat",
+                       "-device", "virtio-net-device,netdev=n0"]).contains("guestfwd=...-cmd: starts a program for each connection, which -sandbox spawn=deny forbids"))
+        #expect(try config(["-M", "none", "-runas", "1234:5678"]).runAs == RunAs(uid: 1234, gid: 5678, groups: [5678]))
+        let root = try #require(try config(["-M", "none", "-runas", "root"]).runAs)
+        #expect(root.uid == 0 && root.gid == 0 && root.groups.contains(0))
+        #expect(error(["-M", "none", "-runas", "no-such-user-here"]).contains("User \"no-such-user-here\" doesn't exist"))
+        #expect(try config(["-M", "none", "-chroot", "/var/empty"]).chroot == "/var/empty")
+        #expect(try printed(["--help"]).contains("-sandbox on|off"))
+    }
+
     @Test func imageTool() {
         #expect(ImageTool.run(["--help"]).stdout.contains("usage: swemu-img"))
         #expect(ImageTool.run(["--version"]).status == 0)

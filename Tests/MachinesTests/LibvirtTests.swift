@@ -147,7 +147,9 @@ import TestSupport
         try #require(started.status == 0 && started.output.contains("running"), "\(started.output)\n\(libvirt.emulatorLog(name))")
         // libvirt's command line, as it wrote it for swemu.
         let log = libvirt.emulatorLog(name)
-        for option in ["-blockdev", "-msg timestamp=on", "-bios \(LinuxBootTests.guests)/fw_dynamic.bin", "memory-backend=riscv_virt_board.ram", "-chardev socket,id=charmonitor,fd="] {
+        for option in ["-blockdev", "-msg timestamp=on", "-bios \(LinuxBootTests.guests)/fw_dynamic.bin", "memory-backend=riscv_virt_board.ram", "-chardev socket,id=charmonitor,fd=",
+                       // query-command-line-options lists -sandbox's keys, so libvirt confines swemu as it confines QEMU.
+                       "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"] {
             #expect(log.contains(option), "libvirt's command line lacks \(option):\n\(log)")
         }
         let booted = LibvirtEmbedded.waitForText("SWEMU-GUEST-READY", in: serial, seconds: 60)

@@ -75,6 +75,12 @@ int clx_shutdown_signals_install(int event_fd);
 /// Ctrl-C at the terminal).
 int clx_shutdown_signal_take(int *pid);
 
+/// -sandbox: SIGSYS from the seccomp filter (SECCOMP_RET_TRAP: a call outside its allowlist)
+/// writes "<prefix>sandbox: system call NAME (N) is not allowed ..." to stderr, restores the
+/// terminal and ends the process by SIGSYS. `names[n]` is call n's name (NULL: unknown); the
+/// strings must live as long as the process. 0, or -1 with errno.
+int clx_sandbox_trap_install(const char *prefix, const char *const *names, int count);
+
 static const unsigned long clx_TIOCGWINSZ = TIOCGWINSZ;
 static const unsigned long clx_FIONREAD = FIONREAD;
 static const int clx_EPOLLIN = EPOLLIN;
