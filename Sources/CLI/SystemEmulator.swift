@@ -285,16 +285,18 @@ private func monitorServers(_ console: Console, target: any MonitorTarget) -> [a
     }
 }
 
-/// Where `-bios default` finds OpenSBI's generic fw_dynamic: Debian's opensbi package, then
-/// the guest cache that scripts/guests fills.
+/// Where `-bios default` finds OpenSBI's generic fw_dynamic: the guest cache that scripts/guests
+/// fills (a pinned OpenSBI 1.6, as QEMU ships a pinned firmware of its own), then Debian's
+/// opensbi package (Debian 12's is 1.1, whose HSM start race, fixed in 1.3, can send a secondary
+/// hart to a stale start address when its host thread is starved).
 func defaultFirmwarePaths() -> [String] {
-    var paths = ["/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"]
+    var paths: [String] = []
     if let cache = getenv("SWEMU_GUEST_CACHE") {
         paths.append(String(cString: cache) + "/riscv64/fw_dynamic.bin")
     } else if let home = getenv("HOME") {
         paths.append(String(cString: home) + "/.cache/swemu/guests/riscv64/fw_dynamic.bin")
     }
-    return paths
+    return paths + ["/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"]
 }
 
 extension SystemEmulator {
