@@ -31,14 +31,10 @@ public struct WatchedRun: Sendable {
 /// reading its VmHWM every 10 ms. For tests that bound what a process may take from its host
 /// (the hostile-guest tests).
 public func runWatchingMemory(path: String, _ arguments: [String], timeout: Double, memoryLimitKiB: Int) throws -> WatchedRun {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
+    // startProgram's own kill timer is only the backstop: the loop below kills at the deadline
+    // itself, to tell a timeout from a crash.
+    let (process, pipe, backstop) = try startProgram(path: path, arguments, timeout: timeout + 30)
+    defer { backstop.cancel() }
     // The output is drained on its own thread: a program blocked on a full pipe would look hung.
     let output = Mutex<Data>(Data())
     let drained = DispatchSemaphore(value: 0)
