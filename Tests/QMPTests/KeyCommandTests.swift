@@ -10,9 +10,10 @@ import Testing
     final class FakeKeyboard: KeyboardControl {
         let events = Mutex<[(UInt16, Bool)]>([])
         func key(_ code: UInt16, pressed: Bool) { events.withLock { $0.append((code, pressed)) } }
-        /// The events once `count` arrived (the releases come on a timer).
+        /// The events once `count` arrived (the releases come on a timer), waiting up to 10 s:
+        /// on a loaded 2-core CI machine the timer's thread waited over 1 s once.
         func wait(for count: Int) -> [String] {
-            for _ in 0..<500 where events.withLock({ $0.count }) < count { usleep(2_000) }
+            for _ in 0..<5_000 where events.withLock({ $0.count }) < count { usleep(2_000) }
             return events.withLock { $0.map { "\($0.1 ? "+" : "-")\($0.0)" } }
         }
     }
