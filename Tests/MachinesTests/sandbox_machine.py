@@ -3,15 +3,15 @@ QMP client.
 
 1. libvirt's sandbox line (obsolete, elevateprivileges, spawn and resourcecontrol all denied)
    with every device: a qcow2 disk the guest writes, virtio-rng, virtio-net on user
-   networking with a host forward, the balloon and the keyboard. The guest reboots once, so
-   a second board is built under the filter (new RAM, threads, the disk opened again). The
-   process has its filter (Seccomp: 2); `migrate exec:` is refused with a clear error and the
-   machine keeps running; the balloon and a snapshot (savevm, files written under the filter)
-   work; the guest ends with status 0.
-2. -chroot into an empty directory and -runas nobody, with -sandbox on,elevateprivileges=deny
-   (the set*id calls -runas makes are let through until then): the process runs as
-   nobody in that root, and the guest's reboot still finds its disk (kept open from the first
-   board, as QEMU keeps it) and writes it again.
+   networking with a host forward, the balloon, the keyboard and a virtconsole. The guest
+   reboots once, so a second board is built under the filter (new RAM, threads, the disk
+   opened again). The process has its filter (Seccomp: 2); `migrate exec:` is refused with a
+   clear error and the machine keeps running; the balloon and a snapshot (savevm, files
+   written under the filter) work; the guest ends with status 0.
+2. -chroot into an empty directory and -runas nobody, with -sandbox
+   on,elevateprivileges=deny,spawn=deny (the set*id calls -runas makes are let through until
+   then): the process runs as nobody in that root, and the guest's reboot still finds its
+   disk (kept open from the first board, as QEMU keeps it) and writes it again.
 
 Usage: sandbox_machine.py BINARY KERNEL INITRD DISK_QCOW2 DISK_RAW WORKDIR. Prints "ok ..." /
 "FAIL ..." lines; exits non-zero when a check fails.
@@ -37,6 +37,8 @@ async def libvirt_line(binary, kernel, initrd, disk, work):
                "-device", "virtio-rng-device",
                "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:0-:22", "-device", "virtio-net-device,netdev=n0",
                "-device", "virtio-balloon-device,id=balloon0", "-device", "virtio-keyboard-device",
+               "-chardev", f"file,id=vc0,path={work}/virtconsole.out", "-device", "virtio-serial-device",
+               "-device", "virtconsole,chardev=vc0",
                "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
     guest = Machine(work, "sandboxed", command, smp="2", memory="256M")
     try:
