@@ -55,7 +55,7 @@ struct RunAs: Equatable, Sendable {
 final class PostSetup: Sendable {
     private let config: SystemConfiguration
     private let daemon: Daemon?
-    private let done = Mutex(false)
+    private let done = Atomic(false)
 
     init(config: SystemConfiguration, daemon: Daemon?) {
         self.config = config
@@ -65,11 +65,7 @@ final class PostSetup: Sendable {
 
     /// A board is built; only the first call acts.
     func boardBuilt() throws(SystemError) {
-        let first = done.withLock { done in
-            defer { done = true }
-            return !done
-        }
-        guard first else { return }
+        guard !done.exchange(true, ordering: .acquiringAndReleasing) else { return }
         if config.daemonize {
             _ = try syscall("not able to chdir to /") { chdir("/") }
         }

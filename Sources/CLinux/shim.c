@@ -246,6 +246,14 @@ int clx_gettid(void) { return (int)syscall(SYS_gettid); }
 
 static void clx_kick_handler(int signal) { (void)signal; }
 
+// Lets `signal` in on the calling thread (new threads inherit its mask).
+static int clx_unblock_signal(int signal) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signal);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}
+
 int clx_install_kick_signal(int signal) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -254,10 +262,7 @@ int clx_install_kick_signal(int signal) {
     if (sigaction(signal, &action, NULL) < 0) return -1;
     // The signal mask is inherited through fork and exec: a parent that blocks the signal
     // (some test runners do) would otherwise make the kick wait forever.
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, signal);
-    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+    return clx_unblock_signal(signal);
 }
 
 int clx_cpu_has_fma(void) {
@@ -289,13 +294,12 @@ static void clx_on_sandbox_trap(int sig, siginfo_t *info, void *context) {
     // call did not run; this thread must not go on as if it had, so the process ends here,
     // by the signal's default action, as SECCOMP_RET_KILL_PROCESS would have ended it.
     int number = info ? info->si_syscall : -1;
+    // Its decimal digits, written from the end of the buffer (no snprintf in a handler).
     char digits[16];
-    int n = 0;
+    char *number_text = digits + sizeof digits - 1;
+    *number_text = 0;
     unsigned value = number < 0 ? 0 : (unsigned)number;
-    do { digits[n++] = (char)('0' + value % 10); value /= 10; } while (value && n < 15);
-    char number_text[16];
-    for (int i = 0; i < n; i++) number_text[i] = digits[n - 1 - i];
-    number_text[n] = 0;
+    do { *--number_text = (char)('0' + value % 10); value /= 10; } while (value);
     const char *name = number >= 0 && number < clx_sandbox_name_count && clx_sandbox_names[number]
                      ? clx_sandbox_names[number] : "?";
     clx_term_restore_all_signal_safe();
@@ -306,10 +310,7 @@ static void clx_on_sandbox_trap(int sig, siginfo_t *info, void *context) {
     clx_sandbox_write(number_text);
     clx_sandbox_write(") is not allowed by -sandbox; ending the process\n");
     signal(sig, SIG_DFL);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    clx_unblock_signal(sig);
     raise(sig);
 }
 
@@ -323,8 +324,5 @@ int clx_sandbox_trap_install(const char *prefix, const char *const *names, int c
     action.sa_flags = SA_SIGINFO;
     sigfillset(&action.sa_mask);
     if (sigaction(SIGSYS, &action, NULL) < 0) return -1;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGSYS);
-    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+    return clx_unblock_signal(SIGSYS);
 }
