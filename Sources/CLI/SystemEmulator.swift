@@ -164,7 +164,7 @@ public enum SystemEmulator {
                 machineType: config.machine.name,
                 machineList: machineList(config.target),
                 name: config.name, noReboot: config.noReboot, startPaused: config.startPaused,
-                chardevs: console.chardevList, blockDevices: blockDevices(config, accounting: accounting), makeBoard: makeBoard)
+                chardevs: console.chardevList, blockDevices: blockDevices(config, accounting: accounting), cpus: config.cpus, makeBoard: makeBoard)
             setup.noShutdown = config.noShutdown
             describeForMonitors(&setup, config)
             setup.incoming = config.incoming

@@ -160,15 +160,10 @@ public final class RISCVBoard: @unchecked Sendable {
     /// The generated (or `-dtb`) device tree blob, as placed in RAM.
     public private(set) var deviceTreeBlob: [UInt8] = []
 
-    /// What devices and other threads asked of the machine.
-    final class Events: Sendable {
-        /// 0: running; otherwise (exit code << 1 | 1) for power-off, or 2 for reset.
-        let value = Atomic<Int64>(0)
-        let interrupted = Atomic<Bool>(false)
-        func powerOff(_ code: Int32) { value.store(Int64(code) << 1 | 1, ordering: .sequentiallyConsistent) }
-        func reset() { value.store(2, ordering: .sequentiallyConsistent) }
-    }
-    private let events = Events()
+    /// The hart threads' run: its exit, parking, the debugger's step and handler.
+    private let runControl: VCPURunControl
+    /// Told of each debug stop, on the hart's thread (`setDebugHandler`).
+    private let debugHandler = Mutex<(@Sendable (Int, DebugEvent) -> Void)?>(nil)
 
     public init(_ config: Configuration) throws(SystemError) {
         kind = config.kind
@@ -196,7 +191,9 @@ public final class RISCVBoard: @unchecked Sendable {
             engines = jits
         }
 
-        let events = self.events
+        let runControl = try VCPURunControl(vcpus: config.harts)
+        runControl.setKick { harts[$0].requestStop() }
+        self.runControl = runControl
         aclint = ACLINT(timeBase: timeBase, softwareInterrupts: harts.map { $0.interruptLine(InterruptBits.msip) }) { hart, value in
             harts[hart].setMachineTimerCompare(value)
         }
@@ -207,10 +204,9 @@ public final class RISCVBoard: @unchecked Sendable {
         case .virt:
             try mmio.add(SiFiveTest { e in
                 switch e {
-                case .powerOff(let code): events.powerOff(code)
-                case .reset: events.reset()
+                case .powerOff(let code): runControl.end(.powerOff(exitCode: code))
+                case .reset: runControl.end(.reset)
                 }
-                for hart in harts { hart.requestStop() }
             }, at: GuestAddress(Layout.test), size: 0x1000)
             // PLIC contexts: 2h = hart h's M-mode (MEIP), 2h + 1 = its S-mode (SEIP), as on QEMU virt.
             let plic = PLIC(sources: PLIC.virtSourceCount, contexts: harts.flatMap {
@@ -269,7 +265,6 @@ public final class RISCVBoard: @unchecked Sendable {
         // Every hart starts in the boot ROM, which passes it its mhartid; OpenSBI picks the
         // boot hart and parks the others until Linux starts them (SBI HSM).
         for hart in harts { hart.reset(pc: Layout.bootROM) }
-        try startHartThreads()
     }
 
     /// The most harts `-M virt` takes: each is a host thread running an interpreter, so more
@@ -430,43 +425,46 @@ public final class RISCVBoard: @unchecked Sendable {
 
     // MARK: - Running
 
-    /// What ended the run.
-    public enum Exit: Equatable, Sendable {
-        case powerOff(exitCode: Int32)
-        case reset
-        /// `interrupt()` was called: the VMM has a request to serve; call `run` again after.
-        case interrupted
-        /// A debugger's breakpoint or watchpoint stopped hart `hart` before an instruction.
-        case debugStop(DebugStop, hart: Int)
-        /// `step(hart:)` executed its instruction.
+    public typealias Exit = BoardExit
+
+    /// What a hart reports to the debug handler.
+    public enum DebugEvent: Sendable {
+        /// A breakpoint or watchpoint stopped the hart before an instruction.
+        case stop(DebugStop)
+        /// `step(vcpu:)` executed its instruction.
         case stepped
     }
 
-    /// Runs every hart until the guest powers off or resets, a debugger's breakpoint stops
-    /// one, or another thread calls `interrupt()`; returns only once all harts have stopped,
-    /// so the caller then sees (and may change) a machine at rest. Hart 0 runs on the calling
-    /// thread, the others on threads of their own (DESIGN.md §4), started with the board and
-    /// ended by `close()`.
-    public func run() -> Exit {
-        precondition(!runControl.closed.load(ordering: .sequentiallyConsistent), "RISCVBoard.run after close()")
-        runControl.exit.withLock { $0 = nil }
-        for thread in runControl.threads { thread.start.signal() }
-        runHart(0)
-        for thread in runControl.threads { thread.done.wait() }
-        // Served by this return: the VMM takes its requests next.
-        events.interrupted.store(false, ordering: .sequentiallyConsistent)
-        return runControl.exit.withLock { $0 } ?? .interrupted
+    /// Runs every hart, each on a thread of its own (DESIGN.md §4), until the guest powers off
+    /// or resets or another thread asks for the end; returns once every hart thread has ended.
+    /// The board runs once: a reset builds the next.
+    public func run(startPaused: Bool = false) throws(SystemError) -> Exit {
+        if startPaused { clock.stop() }
+        return try runControl.run(startPaused: startPaused, name: { "CPU \($0)/TCG" }) { [self] index in runHart(index) }
     }
 
     /// One hart's loop: slices of instructions, with the device polls and the checks between
-    /// them, until some hart decides the run's exit.
+    /// them, parked while the board is paused, until the run ends.
     private func runHart(_ index: Int) {
         let hart = harts[index]
         let engine = engines[index]
         // HTIF is polled between slices: short ones on spike keep its console (one character
         // per tohost round trip) fast.
         let budget = htif == nil ? 1_000_000 : 2_000
-        while runControl.exit.withLock({ $0 == nil }) {
+        while !runControl.stopping.load(ordering: .sequentiallyConsistent) {
+            if runControl.shouldPark(index) {
+                runControl.park(index)
+                continue
+            }
+            if runControl.isSolo(index) {
+                // A debugger's step: one instruction (`Hart.step`), then the board is paused
+                // again, unless the instruction powered the machine off or reset it.
+                let stop = hart.step()
+                if index == 0 { pollDevices() }
+                if runControl.exit.withLock({ $0 != nil }) { continue }
+                debugEvent(index, stop.map(DebugEvent.stop) ?? .stepped)
+                continue
+            }
             let percent = throttle.load(ordering: .relaxed)
             let sliceStart = percent > 0 ? VirtualClock.hostMonotonicNanoseconds() : 0
             let reason = engine.run(budget: budget)
@@ -475,49 +473,30 @@ public final class RISCVBoard: @unchecked Sendable {
                 let ran = VirtualClock.hostMonotonicNanoseconds() - sliceStart
                 usleep(UInt32(min(Int64(percent) * ran / Int64(100 - percent) / 1000, 1_000_000)))
             }
-            if index == 0, let exit = pollDevices() { return end(exit) }
-            if let exit = pollEvents() { return end(exit) }
-            if reason == .debugStop, let stop = hart.lastDebugStop { return end(.debugStop(stop, hart: index)) }
-            if events.interrupted.load(ordering: .sequentiallyConsistent) { return end(.interrupted) }
-            if reason == .waitingForInterrupt { hart.waitForInterrupt() }
+            if index == 0 { pollDevices() }
+            if reason == .debugStop, let stop = hart.lastDebugStop {
+                debugEvent(index, .stop(stop))
+            } else if reason == .waitingForInterrupt && !runControl.shouldPark(index) {
+                hart.waitForInterrupt()
+            }
         }
     }
 
-    /// Decides the run's exit (the first decision wins) and stops every hart.
-    private func end(_ exit: Exit) {
-        runControl.exit.withLock { if $0 == nil { $0 = exit } }
-        stopAllHarts()
-    }
-
-    private func stopAllHarts() {
-        for hart in harts { hart.requestStop() }
-    }
-
-    /// Executes one instruction of hart `index` for a debugger (`Hart.step`), the others
-    /// staying stopped: `.stepped`, or the watchpoint that held the instruction back, or the
-    /// power-off/reset the instruction caused.
-    public func step(hart index: Int) -> Exit {
-        let stop = harts[index].step()
-        if let exit = pollDevices() ?? pollEvents() { return exit }
-        if let stop { return .debugStop(stop, hart: index) }
-        return .stepped
+    /// A debug exit pauses the board (guest time stops with it, as `pause()` stops it) when a
+    /// debugger listens; without one the hart runs on.
+    private func debugEvent(_ index: Int, _ event: DebugEvent) {
+        runControl.debugStop(index) {
+            guard let handler = debugHandler.withLock({ $0 }) else { return false }
+            clock.stop()
+            handler(index, event)
+            return true
+        }
     }
 
     /// The devices polled between slices (HTIF, RTC), by hart 0's thread.
-    private func pollDevices() -> Exit? {
-        if let htif, let code = htif.poll() {
-            return .powerOff(exitCode: code)
-        }
+    private func pollDevices() {
+        if let htif, let code = htif.poll() { runControl.end(.powerOff(exitCode: code)) }
         rtc?.poll()
-        return nil
-    }
-
-    /// The power-off/reset requests of devices and other threads.
-    private func pollEvents() -> Exit? {
-        let e = events.value.load(ordering: .sequentiallyConsistent)
-        if e & 1 != 0 { return .powerOff(exitCode: Int32(truncatingIfNeeded: e >> 1)) }
-        if e == 2 { return .reset }
-        return nil
     }
 
     /// The share of time each hart sleeps (auto-converge during a migration), 0 to 99.
@@ -527,83 +506,44 @@ public final class RISCVBoard: @unchecked Sendable {
         throttle.store(min(max(percent, 0), 99), ordering: .relaxed)
     }
 
-    /// Makes `run` return `.interrupted` soon (from any thread): the VMM's command channel.
-    public func interrupt() {
-        events.interrupted.store(true, ordering: .sequentiallyConsistent)
-        stopAllHarts()
+    /// Ends the run with `.powerOff(exitCode:)` from another thread (Ctrl-A x, a signal, quit).
+    public func requestPowerOff(exitCode: Int32) { runControl.end(.powerOff(exitCode: exitCode)) }
+
+    /// Ends the run with `.reset` from another thread (the monitor's system_reset).
+    public func requestReset() { runControl.end(.reset) }
+
+    /// Parks every hart and stops guest time (`VirtualClock`, which the timers and the RTC
+    /// count: QEMU's virtual clock stops with its vCPUs, so timers do not fire a burst after
+    /// `cont`); returns once all are parked or the run is ending.
+    public func pause() {
+        runControl.pause()
+        clock.stop()
     }
 
-    /// Stops the machine from another thread (Ctrl-A x, a signal): `run` returns
-    /// `.powerOff(exitCode:)`.
-    public func requestPowerOff(exitCode: Int32) {
-        events.powerOff(exitCode)
-        stopAllHarts()
+    /// Lets parked harts run again, with guest time going on from where it stopped. Once the
+    /// run's exit is decided they stay parked.
+    public func resume() {
+        guard runControl.exit.withLock({ $0 == nil }) else { return }
+        clock.resume()
+        runControl.resume()
     }
 
-    // MARK: - Hart threads
+    /// While paused: hart `index` alone executes one instruction, then reports `.stepped` (or
+    /// the watchpoint that held the instruction back) to the debug handler.
+    public func step(vcpu index: Int) { runControl.step(index) }
 
-    /// A secondary hart's thread: it runs the hart's loop once per `start`, signalling `done`
-    /// when the run's exit is decided, until `quit`.
-    final class HartThread: Sendable {
-        let start = DispatchSemaphore(value: 0)
-        let done = DispatchSemaphore(value: 0)
-        let quit = Atomic<Bool>(false)
-        let threadID = Atomic<Int>(0)
+    public func setDebugHandler(_ handler: (@Sendable (Int, DebugEvent) -> Void)?) {
+        debugHandler.withLock { $0 = handler }
     }
 
-    /// The run's exit slot and the secondary harts' threads.
-    final class RunControl: @unchecked Sendable {
-        // SAFETY: `threads` is filled by init before the board is shared and never changed
-        // after, so any thread may read it.
-        let exit = Mutex<Exit?>(nil)
-        var threads: [HartThread] = []
-        let closed = Atomic<Bool>(false)
-    }
-    private let runControl = RunControl()
+    /// True when no hart runs guest code: before `run`, after it, or with every hart parked.
+    package var isAtRest: Bool { runControl.isAtRest }
 
-    /// Starts a thread per secondary hart, parked until `run` (init; `close()` ends them).
-    private func startHartThreads() throws(SystemError) {
-        for index in 1..<harts.count {
-            let thread = HartThread()
-            // A thread that cannot be created fails the board; those already made are ended.
-            do throws(SystemError) {
-                try spawnHartThread(thread, index: index)
-            } catch {
-                close()
-                throw error
-            }
-            runControl.threads.append(thread)
-        }
-    }
+    public var vcpuThreadIDs: [Int] { runControl.vcpuThreadIDs }
 
-    private func spawnHartThread(_ thread: HartThread, index: Int) throws(SystemError) {
-        try HostThread.spawn(name: "CPU \(index)/TCG") { [self] in
-            thread.threadID.store(HostThread.currentID(), ordering: .sequentiallyConsistent)
-            while true {
-                thread.start.wait()
-                if thread.quit.load(ordering: .sequentiallyConsistent) { break }
-                runHart(index)
-                thread.done.signal()
-            }
-        }
-    }
-
-    /// The host thread id of harts 1, 2, ... (hart 0 runs on the caller of `run`); 0 for one
-    /// whose thread has not started yet.
-    public var secondaryThreadIDs: [Int] {
-        runControl.threads.map { $0.threadID.load(ordering: .sequentiallyConsistent) }
-    }
-
-    /// Ends the secondary harts' threads (the board is being discarded: reset or exit). Call
-    /// once no `run` is in progress; the board does not run again. Idempotent.
+    /// The run is over and a reset builds the next board, which opens the disks again before
+    /// this one goes: their locks stay until then but no longer count against those opens.
     public func close() {
-        guard !runControl.closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
-        // A reset builds the next board, which opens the disks again, before this one goes:
-        // its locks stay until then but no longer count against those opens.
         for disk in disks { DiskImage.locks(of: disk)?.retire() }
-        for thread in runControl.threads {
-            thread.quit.store(true, ordering: .sequentiallyConsistent)
-            thread.start.signal()
-        }
     }
 }

@@ -53,13 +53,7 @@ extension X86MicroVM {
 
     /// True when no vCPU runs guest code: `run()` has not started them or has ended, or
     /// `pause()` has parked every one (and no debugger step lets one run).
-    package var isAtRest: Bool {
-        let live = events.liveVCPUs.load(ordering: .sequentiallyConsistent)
-        if live == 0 { return true }
-        return events.paused.load(ordering: .sequentiallyConsistent)
-            && events.soloVCPU.load(ordering: .sequentiallyConsistent) == -1
-            && events.parked.load(ordering: .sequentiallyConsistent) == live
-    }
+    package var isAtRest: Bool { events.run.isAtRest }
 
     /// The state of the whole board (vCPUs, VM, devices; not RAM). Only at rest: after
     /// `pause()` returned, before `run()` or after it ended.

@@ -101,12 +101,12 @@ public final class X86MicroVM: @unchecked Sendable {
         }
     }
 
-    /// What ended the run.
-    public enum Exit: Equatable, Sendable {
-        case powerOff(exitCode: Int32)
-        case reset
-        /// The guest cannot go on (triple fault, KVM internal error): a message with registers.
-        case failed(String)
+    public typealias Exit = BoardExit
+
+    /// A KVM_EXIT_DEBUG, as the debug handler hears it: the exception (1 #DB, 3 #BP) and DR6.
+    public struct DebugEvent: Sendable {
+        public var exception: UInt32
+        public var dr6: UInt64
     }
 
     /// The VM and the RAM its memory slots point into live exactly as long as the board.
@@ -128,37 +128,18 @@ public final class X86MicroVM: @unchecked Sendable {
     private let notifyFDs: [Wakeup]
     private let eventLoop: EventLoop?
     let events: Events
-    /// One per vCPU: wakes it from `pause()`.
-    private let resumeWakeups: [Wakeup]
     /// Whether the RAM slots log dirty pages, for migration (X86MicroVM+Migration.swift).
     let dirtyLog = Mutex(DirtyLogState())
 
     /// How the run ends: the first event wins; `wakeup` tells the thread in `run()`.
     final class Events: Sendable {
-        let exit = Mutex<Exit?>(nil)
-        let wakeup: Wakeup
-        let stopping = Atomic<Bool>(false)
-        /// `pause()` asked the vCPUs to park; each parked one counts itself in `parked`.
-        let paused = Atomic<Bool>(false)
-        let parked = Atomic<Int>(0)
-        /// vCPU threads started by `run()` and not yet ended: the machine is at rest when all of
-        /// them are parked (or none runs).
-        let liveVCPUs = Atomic<Int>(0)
-        /// While paused, the one vCPU `step(vcpu:)` lets run (-1: none).
-        let soloVCPU = Atomic<Int>(-1)
-        /// Told on the vCPU thread of each KVM_EXIT_DEBUG (`setDebugHandler`).
-        let debugHandler = Mutex<DebugHandler?>(nil)
-        /// Signalled by a vCPU thread that parked or ended.
-        let vcpuChanged: Wakeup
+        /// The vCPU threads' run: its exit, parking, the debugger's step and handler.
+        let run: VCPURunControl
+        /// Told of each KVM_EXIT_DEBUG, on the vCPU's thread (`setDebugHandler`).
+        let debugHandler = Mutex<(@Sendable (Int, DebugEvent) -> Void)?>(nil)
         let bootMarkerSeen = Atomic<Bool>(false)
-        init() throws(SystemError) {
-            wakeup = try Wakeup()
-            vcpuChanged = try Wakeup()
-        }
-        func end(_ exit: Exit) {
-            self.exit.withLock { if $0 == nil { $0 = exit } }
-            wakeup.signal()
-        }
+        init(vcpus: Int) throws(SystemError) { run = try VCPURunControl(vcpus: vcpus) }
+        func end(_ exit: Exit) { run.end(exit) }
     }
 
     public init(_ config: Configuration) throws(SystemError) {
@@ -191,7 +172,7 @@ public final class X86MicroVM: @unchecked Sendable {
         try vm.createIRQChip()
         try vm.createPIT()
 
-        let events = try Events()
+        let events = try Events(vcpus: config.cpus)
         self.events = events
         var irqFDs: [IRQFDLine] = []
         func irqLine(_ gsi: UInt32) throws(SystemError) -> IRQFDLine {
@@ -248,7 +229,6 @@ public final class X86MicroVM: @unchecked Sendable {
         // vCPUs: the BSP (APIC id 0) starts at the kernel's entry; the others wait for
         // INIT/SIPI from it, as on a PC (their in-kernel local APIC holds them).
         var vcpus: [KVMVcpu] = []
-        var resumeWakeups: [Wakeup] = []
         let supported = try kvm.supportedCPUID()
         for id in 0..<config.cpus {
             let vcpu = try vm.createVCPU(id: id)
@@ -257,10 +237,10 @@ public final class X86MicroVM: @unchecked Sendable {
             try vcpu.resetFPU()
             try vcpu.configureLocalInterrupts()
             vcpus.append(vcpu)
-            resumeWakeups.append(try Wakeup())
         }
-        self.resumeWakeups = resumeWakeups
         self.vcpus = vcpus
+        let kicked = vcpus
+        events.run.setKick { kicked[$0].kick() }
         self.ports = ports
         self.mmio = mmio
         self.irqFDs = irqFDs
@@ -475,34 +455,10 @@ public final class X86MicroVM: @unchecked Sendable {
     /// `requestPowerOff` is called; returns why. The board cannot run twice: a reset builds a
     /// new one.
     public func run(startPaused: Bool = false) throws(SystemError) -> Exit {
-        // Decided before it started (a restore that failed half-way): no guest code runs.
-        if let exit = events.exit.withLock({ $0 }) { return exit }
-        events.paused.store(startPaused, ordering: .sequentiallyConsistent)
-        let finished = Atomic<Int>(0)
-        for vcpu in vcpus {
-            events.liveVCPUs.add(1, ordering: .sequentiallyConsistent)
-            try HostThread.spawn(name: "CPU \(vcpu.id)/KVM") { [self] in
-                vcpu.bindToCurrentThread()
-                runLoop(vcpu)
-                events.liveVCPUs.subtract(1, ordering: .sequentiallyConsistent)
-                finished.add(1, ordering: .sequentiallyConsistent)
-                events.vcpuChanged.signal()
-            }
+        try events.run.run(startPaused: startPaused, name: { "CPU \($0)/KVM" }) { [self] index in
+            vcpus[index].bindToCurrentThread()
+            runLoop(vcpus[index])
         }
-        var exit: Exit?
-        while exit == nil {
-            events.wakeup.wait(timeoutNanoseconds: -1)
-            exit = events.exit.withLock { $0 }
-        }
-        events.stopping.store(true, ordering: .sequentiallyConsistent)
-        while finished.load(ordering: .sequentiallyConsistent) < vcpus.count {
-            for (vcpu, resume) in zip(vcpus, resumeWakeups) {
-                vcpu.kick()
-                resume.signal()
-            }
-            events.vcpuChanged.wait(timeoutNanoseconds: 10_000_000)
-        }
-        return exit!  // the loop above ends only with a value
     }
 
     /// Ends the run from another thread (Ctrl-A x, a signal, the monitor's quit).
@@ -513,46 +469,29 @@ public final class X86MicroVM: @unchecked Sendable {
 
     /// Parks every vCPU outside KVM_RUN (the monitor's `stop`) and returns once all are parked
     /// or the run is ending. Their registers can then be read from this thread.
-    public func pause() {
-        events.paused.store(true, ordering: .sequentiallyConsistent)
-        events.soloVCPU.store(-1, ordering: .sequentiallyConsistent)
-        while events.parked.load(ordering: .sequentiallyConsistent) < vcpus.count
-                && !events.stopping.load(ordering: .sequentiallyConsistent) {
-            for vcpu in vcpus { vcpu.kick() }
-            events.vcpuChanged.wait(timeoutNanoseconds: 10_000_000)
-        }
-    }
+    public func pause() { events.run.pause() }
 
     /// Lets parked vCPUs run again (the monitor's `cont`). Once the run's exit is decided (a
     /// reset or power-off is pending) they stay parked: the old board must not run guest code
     /// after `system_reset` while the new one is being built.
-    public func resume() {
-        guard events.exit.withLock({ $0 == nil }) else { return }
-        events.paused.store(false, ordering: .sequentiallyConsistent)
-        for wakeup in resumeWakeups { wakeup.signal() }
-    }
-
-    /// A KVM_EXIT_DEBUG: the vCPU's index, the exception (1 #DB, 3 #BP) and DR6.
-    public typealias DebugHandler = @Sendable (_ vcpu: Int, _ exception: UInt32, _ dr6: UInt64) -> Void
+    public func resume() { events.run.resume() }
 
     /// Who hears of debug exits (the GDB stub). Each one pauses the board before it is told:
     /// the reporting vCPU parks after the handler returns, the others are kicked.
-    public func setDebugHandler(_ handler: DebugHandler?) { events.debugHandler.withLock { $0 = handler } }
+    public func setDebugHandler(_ handler: (@Sendable (Int, DebugEvent) -> Void)?) { events.debugHandler.withLock { $0 = handler } }
 
     /// While paused: lets vCPU `index` alone run (a debugger's single step; its guest debug
     /// flags end the run with a debug exit, which pauses the board again).
-    public func step(vcpu index: Int) {
-        guard vcpus.indices.contains(index) else { return }
-        events.soloVCPU.store(index, ordering: .sequentiallyConsistent)
-        resumeWakeups[index].signal()
-    }
+    public func step(vcpu index: Int) { events.run.step(index) }
+
+    public var vcpuThreadIDs: [Int] { vcpus.map(\.threadID) }
 
     /// One vCPU thread: KVM_RUN and the exits the kernel leaves to us.
     private func runLoop(_ vcpu: KVMVcpu) {
         // The last exit was port or MMIO I/O, whose instruction KVM finishes only at the next KVM_RUN.
         var exitPending = false
-        while !events.stopping.load(ordering: .sequentiallyConsistent) {
-            if events.paused.load(ordering: .sequentiallyConsistent) && events.soloVCPU.load(ordering: .sequentiallyConsistent) != vcpu.id {
+        while !events.run.stopping.load(ordering: .sequentiallyConsistent) {
+            if events.run.shouldPark(vcpu.id) {
                 if exitPending {
                     // Park only with the instruction complete, so that the state saved while
                     // parked is whole: this KVM_RUN finishes it (an `in`'s value into RAX, RIP
@@ -560,10 +499,7 @@ public final class X86MicroVM: @unchecked Sendable {
                     // A string instruction may exit again; that exit is handled as any other.
                     vcpu.requestCompletionOnly()
                 } else {
-                    events.parked.add(1, ordering: .sequentiallyConsistent)
-                    events.vcpuChanged.signal()
-                    resumeWakeups[vcpu.id].wait(timeoutNanoseconds: -1)
-                    events.parked.subtract(1, ordering: .sequentiallyConsistent)
+                    events.run.park(vcpu.id)
                     continue
                 }
             }
@@ -596,13 +532,11 @@ public final class X86MicroVM: @unchecked Sendable {
             case .halt, .interrupted:
                 continue
             case let .debug(exception, _, dr6, _):
-                events.paused.store(true, ordering: .sequentiallyConsistent)
-                events.soloVCPU.store(-1, ordering: .sequentiallyConsistent)
-                for other in vcpus where other !== vcpu { other.kick() }
-                if let handler = events.debugHandler.withLock({ $0 }) {
-                    handler(vcpu.id, exception, dr6)
-                } else {
-                    resume()  // nobody debugs (any more): run on
+                let event = DebugEvent(exception: exception, dr6: dr6)
+                events.run.debugStop(vcpu.id) {
+                    guard let handler = events.debugHandler.withLock({ $0 }) else { return false }
+                    handler(vcpu.id, event)
+                    return true
                 }
             case .shutdown:
                 events.end(.failed("guest triple fault on vCPU \(vcpu.id) (KVM_EXIT_SHUTDOWN); registers:\n\(vcpu.registerDump())"))

@@ -70,11 +70,3 @@ final class BalloonHandle: BalloonControl {
 
     deinit { state.withLock { $0.timer?.cancel() } }
 }
-
-extension VirtualMachine {
-    public var balloon: (any BalloonControl)? { balloonHandle }
-}
-
-extension KVMMachine {
-    public var balloon: (any BalloonControl)? { balloonHandle }
-}

@@ -1,46 +1,9 @@
 import Glibc
 
 /// The run state of a machine (DESIGN.md §3, "The machine core"): QEMU's RunState, whether
-/// the vCPUs are held, and how the run ends, with the transitions every VMM shares, so
-/// `VirtualMachine` (RISC-V) and `KVMMachine` carry out each `VMCommand` and each snapshot or
-/// migration step alike. Each VMM keeps one inside its locked state and does its own board
-/// work (waking or parking vCPUs) around the transition.
-/// A VMM as the shared steps below see it: its lifecycle, under its own lock.
-protocol LifecycleOwner: AnyObject {
-    /// Runs `body` on the lifecycle under the VMM's lock.
-    func withLifecycle<T>(_ body: (inout Lifecycle) -> T) -> T
-    var startsPaused: Bool { get }
-    var incomingDisks: IncomingDisks { get }
-    func cont()
-}
-
-/// The migration steps both VMMs take alike (`MigrationHost`).
-extension LifecycleOwner {
-    func migrationCompleted() {
-        withLifecycle { $0.runState = "postmigrate" }
-    }
-
-    func resumeAfterMigration(wasRunning: Bool) {
-        withLifecycle { $0.runState = "paused" }
-        if wasRunning { cont() }
-    }
-
-    func resumeAfterSnapshot(wasRunning: Bool) { resumeAfterMigration(wasRunning: wasRunning) }
-
-    /// QEMU loads `-loadvm`'s snapshot before its monitor answers; here it loads on its own
-    /// thread, so a `cont` (libvirt sends one right after starting a snapshot's machine) waits
-    /// for it, then runs the loaded machine.
-    func waitForSnapshotAtStart() {
-        while withLifecycle({ $0.loadingAtStart && $0.exitCode == nil }) { usleep(2_000) }
-    }
-
-    func incomingCompleted() {
-        incomingDisks.pending.store(false, ordering: .sequentiallyConsistent)
-        let paused = startsPaused
-        if withLifecycle({ $0.incomingLoaded(startPaused: paused) }) { cont() }
-    }
-}
-
+/// the vCPUs are held, and how the run ends, with the transitions each `VMCommand` and each
+/// snapshot or migration step makes. `VMM` keeps one inside its locked state (as `EmptyMachine`,
+/// `-M none`, does) and parks or resumes the board around the transition.
 struct Lifecycle {
     /// QEMU's RunState names: "prelaunch", "running", "paused", "debug", "inmigrate",
     /// "finish-migrate", "postmigrate", "shutdown".

@@ -10,7 +10,7 @@ public final class IncomingDisks: Sendable {
     public var inactive: Bool { pending.load(ordering: .sequentiallyConsistent) }
 }
 
-/// What a VMM (`VirtualMachine`, `KVMMachine`) is given to run a machine: how to build its
+/// What a VMM (`VMM<Board>`, `EmptyMachine`) is given to run a machine: how to build its
 /// board (again on every reset) and what the monitors report about it.
 public struct MachineSetup<Board>: Sendable {
     public var machineType: String

@@ -9,7 +9,7 @@ import Synchronization
 import SystemSupport
 
 /// What the migration code needs of a VMM (DESIGN.md §3, §5): the machine with every vCPU
-/// parked, stopping it for the switch-over, and the events. `VirtualMachine` implements it.
+/// parked, stopping it for the switch-over, and the events. `VMM` implements it.
 protocol MigrationHost: AnyObject, Sendable {
     /// Runs `body` on the machine with every vCPU parked; nil when the machine has ended.
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T?
@@ -43,9 +43,6 @@ protocol MigrationHost: AnyObject, Sendable {
 }
 
 extension MigrationHost {
-    /// The RISC-V harts mark the bitmap as they write: nothing to collect.
-    func collectDirtyPages() {}
-
     /// QEMU's "load of migration failed", and the process ends with status 1.
     func incomingFailed(_ error: SystemError) { failAtStart("load of migration failed: \(error)") }
 }

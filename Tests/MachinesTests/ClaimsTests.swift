@@ -40,7 +40,7 @@ import Testing
         let console = CaptureBackend()
         let board = try RISCVBoard(.init(kind: .virt, ramSize: 16 << 20, kernel: elf, serial: console, harts: harts, engine: engine))
         defer { board.close() }
-        return (board.run(), console.text)
+        return (try board.run(), console.text)
     }
 
     // MARK: - The spec's answer where QEMU 7.2 gives another

@@ -59,7 +59,7 @@ import Testing
         config.virtio = [.block(path: disk.path, format: "raw", readOnly: true, snapshot: false, cache: .writeback, serial: "")]
         let board = try RISCVBoard(config)
         defer { board.close() }
-        let exit = board.run()
+        let exit = try board.run()
         #expect(exit == .powerOff(exitCode: 0), "codedma (\(engine)): check \(exit) failed; console: \(console.text)")
     }
 

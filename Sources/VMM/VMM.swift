@@ -1,0 +1,293 @@
+import DeviceModel
+import Dispatch
+import GDBStub
+import Machines
+import QMP
+import Synchronization
+import SystemSupport
+
+/// The RISC-V `virt`/`spike` machines under the interpreter or the JIT.
+package typealias VirtualMachine = VMM<RISCVBoard>
+/// `-M microvm -accel kvm`.
+package typealias KVMMachine = VMM<X86MicroVM>
+
+/// The VMM (DESIGN.md §1, §3, §4), one for every board: it builds the board (again at every
+/// reset), runs it, owns the lifecycle (`Lifecycle`: prelaunch, running, paused, debug,
+/// shutdown and the migration states) and serves the commands every control path sends — the
+/// monitors, the console's Ctrl-A keys, signals, the debugger, the migration thread. It acts on
+/// the machine only with every vCPU parked (`withParkedBoard`), and never asks which board it
+/// runs: what differs lives behind `Board` and `ManagedBoard`.
+///
+/// Guest time while stopped: each board stops its clock with its vCPUs and resumes it where it
+/// stopped (QEMU's virtual clock policy), so timers do not fire a burst after `cont`.
+package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
+    public typealias Setup = MachineSetup<Machine>
+
+    struct State {
+        var life: Lifecycle
+        var board: Machine?
+        var listeners: [@Sendable (MonitorEvent) -> Void] = []
+        /// `withParkedBoard` calls in progress (the migration thread, the monitor, the
+        /// debugger): while any runs, `cont` leaves the vCPUs parked and the last one to finish
+        /// lets them run.
+        var parkers = 0
+        /// The attached debugger's stop listener (GDBTarget).
+        var debugListener: (@Sendable (GDBStopEvent) -> Void)?
+    }
+
+    let setup: Setup
+    let state: Mutex<State>
+    /// Signalled by `system_reset` and `quit` for a run waiting without a running board after
+    /// a guest power-off under `-no-shutdown`.
+    private let wake = DispatchSemaphore(value: 0)
+    /// The GDB stub's breakpoints and watchpoints (VMM+GDB.swift), kept across resets.
+    let debugger = Machine.Debugger()
+    /// Snapshots and live migration (DESIGN.md §5; VMM+Migration.swift).
+    let migrationManager = MigrationManager()
+    /// The monitors' balloon, when the machine has one.
+    let balloonHandle: BalloonHandle?
+
+    public init(_ setup: Setup) {
+        self.setup = setup
+        balloonHandle = setup.balloonRAMSize.map(BalloonHandle.init)
+        state = Mutex(State(life: Lifecycle(setup)))
+        migrationManager.host = self
+        // `migrate-incoming` is taken from the start, before the board is built.
+        if setup.incoming == .deferred { migrationManager.startIncoming(.deferred) }
+    }
+
+    // MARK: - The run
+
+    /// Runs the machine until it ends; returns the process exit status. A board that cannot
+    /// go on (a triple fault, a KVM internal error) is thrown with its message.
+    public func run() throws(SystemError) -> Int32 {
+        var incoming = setup.incoming
+        var loadvm = setup.loadvm
+        // The last board, kept until the next one is built: its disks' locks (retired by
+        // `close`, so they do not refuse the new opens) keep the images protected across the
+        // reopen.
+        var previous: Machine?
+        while true {
+            if let code = state.withLock({ $0.life.exitCode }) { return code }
+            let board = try setup.makeBoard()
+            if previous != nil { previous = nil }  // the new board holds the disks now
+            balloonHandle?.attach(board.balloon) { [weak self] event in self?.emit(event) }
+            prepareForDebugger(board)
+            let (paused, quitBeforeRun) = state.withLock { s in
+                s.board = board
+                s.life.boardBuilt()
+                return (s.life.paused, s.life.exitCode)
+            }
+            // A quit while the board was being built found no board to power off: end here.
+            if let quitBeforeRun { return quitBeforeRun }
+            // The stream loads on the migration thread into this board, whose vCPUs park
+            // before they first run (it starts paused) until the load completes.
+            if let uri = incoming, uri != .deferred {
+                incoming = nil
+                migrationManager.startIncoming(uri)
+            }
+            if let name = loadvm {
+                loadvm = nil
+                migrationManager.startFromSnapshot(name)
+            }
+            let exit = try board.run(startPaused: paused)
+            board.close()
+            previous = board
+            let (quitCode, hostReset) = state.withLock { s in
+                // Under -no-shutdown a powered-off board stays for the monitors (its RAM and
+                // registers) until the next is built.
+                if !(setup.noShutdown && exit.isPowerOff) { s.board = nil }
+                return (s.life.exitCode, s.life.hostReset)
+            }
+            if let quitCode { return quitCode }
+            switch exit {
+            case .powerOff(let code):
+                emit(.shutdown(guest: true, reason: "guest-shutdown"))
+                if setup.noShutdown {
+                    // The next board is built at system_reset.
+                    state.withLock { $0.life.guestShutdownStopped() }
+                    emit(.stop)
+                    while state.withLock({ $0.life.exitCode == nil && !$0.life.hostReset }) { wake.wait() }
+                    continue
+                }
+                state.withLock { $0.life.runState = "shutdown" }
+                report(.exited(code: code))
+                return code
+            case .reset:
+                if hostReset { continue }
+                emit(.reset(guest: true, reason: "guest-reset"))
+                if setup.noReboot {
+                    emit(.shutdown(guest: true, reason: "guest-reset"))
+                    return 0
+                }
+            case .failed(let message):
+                emit(.shutdown(guest: true, reason: "guest-panic"))
+                throw SystemError(.badInput, message)
+            }
+        }
+    }
+
+    func emit(_ event: MonitorEvent) {
+        for listener in state.withLock({ $0.listeners }) { listener(event) }
+    }
+
+    /// Tells the attached debugger (if any) why the machine stopped.
+    func report(_ event: GDBStopEvent) {
+        state.withLock { $0.debugListener }?(event)
+    }
+
+    /// Runs `body` on the current board with every vCPU parked; nil when there is none (or
+    /// the machine is ending). Callers may overlap (the monitor, the debugger, the migration
+    /// thread): the vCPUs run again only when the last one is done, and only if the machine
+    /// is not stopped (`stop`, a migration's switch-over) by then.
+    func withParkedBoard<T>(_ body: (Machine) throws -> T) rethrows -> T? {
+        let board = state.withLock { s -> Machine? in
+            guard let board = s.board, s.life.exitCode == nil else { return nil }
+            s.parkers += 1
+            return board
+        }
+        guard let board else { return nil }
+        defer {
+            let resume = state.withLock { s -> Bool in
+                s.parkers -= 1
+                return s.parkers == 0 && !s.life.paused && s.board === board
+            }
+            if resume { board.resume() }
+        }
+        board.pause()
+        return try body(board)
+    }
+
+    // MARK: - Commands
+
+    public func execute(_ command: VMCommand) {
+        switch command {
+        case .stop: stop()
+        case .cont: cont()
+        case .systemReset: systemReset()
+        case .systemPowerdown: systemPowerdown()
+        case .quit(let reason): end(reason: reason)
+        }
+    }
+
+    /// Stops a running machine; false if it was not running. An attached debugger hears of
+    /// it (QEMU's gdbstub reports every stop of the machine).
+    @discardableResult
+    func stop() -> Bool {
+        let (changed, board) = state.withLock { s -> (Bool, Machine?) in (s.life.stop(), s.board) }
+        guard changed else { return false }
+        // Between two boards (a reboot) there is nothing to park, but the machine is stopped
+        // all the same: listeners (the NICs) must hear it.
+        board?.pause()
+        emit(.stop)
+        report(.interrupted(thread: 1))
+        return true
+    }
+
+    func cont() {
+        waitForSnapshotAtStart()
+        let (changed, board) = state.withLock { s -> (Bool, Machine?) in
+            guard s.life.cont() else { return (false, nil) }
+            // While the migration code has the vCPUs parked, it lets them run when it is done.
+            return (true, s.parkers == 0 ? s.board : nil)
+        }
+        guard changed else { return }
+        board?.resume()
+        emit(.resume)
+    }
+
+    func systemReset() {
+        let board = state.withLock { s -> Machine? in
+            s.life.requestReset()
+            return s.board
+        }
+        emit(.reset(guest: false, reason: "host-qmp-system-reset"))
+        board?.requestReset()
+        wake.signal()
+    }
+
+    /// The power button: KEY_POWER on the virtio keyboards (`-device virtio-keyboard-device`),
+    /// which the guest turns into a clean shutdown. Without one neither board has a button the
+    /// guest can see (QEMU's RISC-V virt has none at all, its microvm no ACPI button):
+    /// POWERDOWN is announced and the guest runs on.
+    func systemPowerdown() {
+        emit(.powerdown)
+        state.withLock { $0.board }?.keyboards.forEach { $0.pressPowerButton() }
+    }
+
+    private func end(reason: String) {
+        if state.withLock({ $0.life.announceEnd() }) { emit(.shutdown(guest: false, reason: reason)) }
+        endRun(code: 0)
+    }
+
+    /// Ends the run with `code`, whatever the guest does.
+    func endRun(code: Int32) {
+        let board = state.withLock { s -> Machine? in
+            s.life.end(code: code)
+            return s.board
+        }
+        board?.requestPowerOff(exitCode: code)
+        wake.signal()
+    }
+
+    /// Ctrl-A s: writes the `-snapshot` overlays back into their images, with the vCPUs parked
+    /// so no request is half done; one line per disk.
+    public func commitSnapshots() -> String {
+        withParkedBoard { board in
+            board.snapshotOverlays.map { overlay in
+                do {
+                    return "\(overlay.label): \(try overlay.commit()) changed clusters written back"
+                } catch {
+                    return "\(overlay.label): commit failed: \(error)"
+                }
+            }.joined(separator: "\n")
+        } ?? ""
+    }
+
+    // MARK: - MonitorTarget
+
+    public var runState: String { state.withLock { $0.life.runState } }
+    public var isRunning: Bool { runState == "running" }
+    public var guestName: String? { setup.name }
+    public var uuid: String? { setup.uuid }
+    public var machineType: String { setup.machineType }
+    public var machineList: [MonitorMachineType] { setup.machineList }
+    public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
+    public var accelerators: [String] { setup.accelerators }
+    public var peripherals: [(id: String, type: String)] { setup.peripherals }
+    public var targetArch: String { Machine.targetArch }
+    public var kvmEnabled: Bool { Machine.kvmEnabled }
+    public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
+    public var chardevs: [(label: String, filename: String)] { setup.chardevs }
+    public var balloon: (any BalloonControl)? { balloonHandle }
+
+    public var cpus: [MonitorCPU] {
+        let threads = state.withLock { $0.board?.vcpuThreadIDs } ?? []
+        return (0..<setup.cpus).map { Machine.monitorCPU(index: $0, threadID: $0 < threads.count ? threads[$0] : 0) }
+    }
+
+    /// The virtio keyboards of the current board, when it has any (`send-key`, `sendkey`).
+    public var keyboard: (any KeyboardControl)? {
+        state.withLock { $0.board }.flatMap { board in board.keyboards.isEmpty ? nil : Keyboards(board.keyboards) }
+    }
+
+    public func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void) {
+        state.withLock { $0.listeners.append(listener) }
+    }
+
+    public func humanCommand(_ line: String) -> String? { humanCommand(line, cpuIndex: 0) }
+
+    /// The board's own commands (`info registers`, which applies to the monitor's current CPU,
+    /// `cpu N`, as in QEMU), run with the vCPUs parked.
+    public func humanCommand(_ line: String, cpuIndex: Int) -> String? {
+        guard let command = Machine.humanCommand(line, cpuIndex: cpuIndex) else { return nil }
+        return withParkedBoard(command) ?? "the machine has no board now\n"
+    }
+}
+
+extension BoardExit {
+    var isPowerOff: Bool {
+        if case .powerOff = self { return true }
+        return false
+    }
+}
