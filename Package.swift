@@ -101,6 +101,8 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "LoaderTests", dependencies: ["Loader", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "NetTests", dependencies: ["Net", "DeviceModel", "SystemSupport", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Machines", "Migration", "GuestMemory", "QMP", "GDBStub", "Block", "DeviceModel", "Devices", "SystemSupport"],
+                    swiftSettings: strict),
         .testTarget(name: "MigrationTests", dependencies: ["Migration", "GuestMemory", "SystemSupport"], swiftSettings: strict),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets"], exclude: ["Regressions"], swiftSettings: strict),
     ],

@@ -99,6 +99,7 @@ extension RISCVBoard: MigratableMachine {
     }
 
     public func saveComponents() throws(SystemError) -> [SavedComponent] {
+        guard isAtRest else { throw .unsupported("the harts are running: pause the machine before saving its state") }
         var saved: [SavedComponent] = []
         for component in components { saved.append(try component.save()) }
         return saved
@@ -108,6 +109,7 @@ extension RISCVBoard: MigratableMachine {
     /// board's components. A component that fails its checks stops the restore there; the
     /// VMM then refuses to run the machine.
     public func restoreComponents(_ saved: [SavedComponent]) throws(SystemError) {
+        guard isAtRest else { throw .unsupported("the harts are running: pause the machine before restoring a state") }
         let list = components
         guard saved.map(\.name) == list.map(\.name) else {
             throw .badInput("the saved components (\(saved.map(\.name).joined(separator: ", "))) are not this machine's (\(list.map(\.name).joined(separator: ", ")))")

@@ -19,8 +19,10 @@ import VirtIO
 /// - `spike` (hw/riscv/spike.c): boot ROM, CLINT, RAM, and HTIF `tohost`/`fromhost` found
 ///   through the program's ELF symbols, so riscv-tests binaries run unmodified.
 public final class RISCVBoard: @unchecked Sendable {
-    // SAFETY: the mutable state is reached only from the thread in `run()`; devices and other
-    // threads report through `events` (atomic) and the hart's stop request.
+    // SAFETY: the `var`s (transports, overlays, device tree) are set in init and read-only
+    // after; run-time state is in `runControl`, `throttle` and `debugHandler` (atomics and
+    // locks). A hart's registers are its own thread's while it runs, another thread's only
+    // while `pause()` holds every hart parked (the park and its wake-up order the accesses).
     public enum Kind: String, Sendable {
         case virt, spike
 
@@ -142,7 +144,7 @@ public final class RISCVBoard: @unchecked Sendable {
     let engines: [any ExecutionEngine]
 
     /// The JIT's statistics per hart, nil when the harts are interpreted. Read it while the
-    /// harts are parked (the VMM's `perform`).
+    /// harts are parked (the VMM's `withParkedBoard`).
     public var jitStatistics: [JITEngine.Statistics]? {
         let jits = engines.compactMap { $0 as? JITEngine }
         return jits.isEmpty ? nil : jits.map(\.statistics)

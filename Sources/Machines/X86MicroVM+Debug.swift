@@ -3,7 +3,7 @@ import GuestMemory
 import KVM
 
 extension X86MicroVM {
-    /// Guest RAM for the GDB stub's memory packets (VMM's KVMMachine+GDB.swift), which reads and
+    /// Guest RAM for the GDB stub's memory packets (VMM's X86MicroVM+VMM.swift, KVMDebugger), which reads and
     /// writes it while the vCPUs are parked.
     package var debugMemory: GuestMemory { memory }
 

@@ -33,7 +33,7 @@ struct MicroVMBoardState: Codable, Sendable {
 /// KVM's dirty log (KVMVirtualMachine+DirtyLog.swift), merged into `GuestMemory`'s bitmap by
 /// `syncDirtyLog()`; device DMA marks that bitmap itself. The VMM calls `syncDirtyLog()` with
 /// the vCPUs parked before it takes the dirty pages and after every change of tracking
-/// (KVMMachine+Migration.swift), and `dropWriteTranslations()` does it too.
+/// (VMM+Migration.swift), and `dropWriteTranslations()` does it too.
 extension X86MicroVM: MigratableMachine {
     /// kvmclock, for a snapshot's VM clock.
     public var clockNanoseconds: Int64 { Int64(truncatingIfNeeded: vm.clockNanoseconds) }
