@@ -44,9 +44,7 @@ extension VMM: MigrationHost {
     public var network: (any NetworkControl)? { setup.network }
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
-        // An incoming migration may be loaded before the first board is built: wait for it.
-        while state.withLock({ $0.board == nil && $0.life.exitCode == nil }) { usleep(5_000) }
-        return withParkedBoard { board in
+        withParkedBoard { board in
             board.syncDirtyLog()
             defer { board.syncDirtyLog() }
             return body(board)

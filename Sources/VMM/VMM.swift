@@ -1,6 +1,7 @@
 import DeviceModel
 import Dispatch
 import GDBStub
+import Glibc
 import Machines
 import QMP
 import Synchronization
@@ -33,6 +34,8 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         var parkers = 0
         /// The attached debugger's stop listener (GDBTarget).
         var debugListener: (@Sendable (GDBStopEvent) -> Void)?
+        /// `run` returned: no board will come.
+        var finished = false
     }
 
     let setup: Setup
@@ -61,6 +64,7 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     /// Runs the machine until it ends; returns the process exit status. A board that cannot
     /// go on (a triple fault, a KVM internal error) is thrown with its message.
     public func run() throws(SystemError) -> Int32 {
+        defer { state.withLock { $0.finished = true } }
         var incoming = setup.incoming
         var loadvm = setup.loadvm
         // The last board, kept until the next one is built: its disks' locks (retired by
@@ -136,17 +140,26 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         state.withLock { $0.debugListener }?(event)
     }
 
-    /// Runs `body` on the current board with every vCPU parked; nil when there is none (or
-    /// the machine is ending). Callers may overlap (the monitor, the debugger, the migration
+    /// Runs `body` on the current board with every vCPU parked; nil when the machine is ending
+    /// (or its run is over). Before the first board is built (a monitor or debugger that
+    /// connects at once, an incoming migration loaded that early) and between two boards, it
+    /// waits for the next. Callers may overlap (the monitor, the debugger, the migration
     /// thread): the vCPUs run again only when the last one is done, and only if the machine
     /// is not stopped (`stop`, a migration's switch-over) by then.
     func withParkedBoard<T>(_ body: (Machine) throws -> T) rethrows -> T? {
-        let board = state.withLock { s -> Machine? in
-            guard let board = s.board, s.life.exitCode == nil else { return nil }
-            s.parkers += 1
-            return board
+        var found: Machine?
+        while found == nil {
+            let (board, ended) = state.withLock { s -> (Machine?, Bool) in
+                guard s.life.exitCode == nil, !s.finished else { return (nil, true) }
+                guard let board = s.board else { return (nil, false) }
+                s.parkers += 1
+                return (board, false)
+            }
+            if ended { return nil }
+            found = board
+            if board == nil { usleep(1_000) }
         }
-        guard let board else { return nil }
+        let board = found!  // the loop above ends only with a board
         defer {
             let resume = state.withLock { s -> Bool in
                 s.parkers -= 1
