@@ -40,8 +40,16 @@ extension VMM: MigrationHost {
         if state.withLock({ $0.life.incomingLoaded(startPaused: paused) }) { cont() }
     }
 
-    public var migration: (any MigrationControl)? { migrationManager }
-    public var network: (any NetworkControl)? { setup.network }
+    /// Both wait for the first board (`waitForFirstBoard`): their commands act on the host.
+    public var migration: (any MigrationControl)? {
+        waitForFirstBoard()
+        return migrationManager
+    }
+
+    public var network: (any NetworkControl)? {
+        waitForFirstBoard()
+        return setup.network
+    }
 
     func parked<T: Sendable>(_ body: @escaping @Sendable (any MigratableMachine) -> T) -> T? {
         withParkedBoard { board in

@@ -36,6 +36,9 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         var debugListener: (@Sendable (GDBStopEvent) -> Void)?
         /// `run` returned: no board will come.
         var finished = false
+        /// The first board is built, so `PostSetup` has confined the process (-chroot,
+        /// -runas): see `waitForFirstBoard`.
+        var firstBoardBuilt = false
     }
 
     let setup: Setup
@@ -79,6 +82,7 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
             prepareForDebugger(board)
             let (paused, quitBeforeRun) = state.withLock { s in
                 s.board = board
+                s.firstBoardBuilt = true
                 s.life.boardBuilt()
                 return (s.life.paused, s.life.exitCode)
             }
@@ -169,6 +173,17 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         }
         board.pause()
         return try body(board)
+    }
+
+    /// Waits until the first board is built (or the run ends). The monitors serve from the
+    /// start (a client may connect at once, as QEMU's do), but what they can make this process
+    /// do to the host (start a program for `migrate exec:`, bind a port for `migrate-incoming`
+    /// or `hostfwd_add`) waits for it: the process has then taken its -chroot root and its
+    /// -runas identity (`PostSetup`, run once the first board is built, as QEMU's
+    /// os_setup_post), so no monitor command acts with the privileges it started with.
+    /// Everything that needs the board waits for it anyway (`withParkedBoard`).
+    func waitForFirstBoard() {
+        while state.withLock({ !$0.firstBoardBuilt && $0.life.exitCode == nil && !$0.finished }) { usleep(1_000) }
     }
 
     // MARK: - Commands

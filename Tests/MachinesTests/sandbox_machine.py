@@ -12,12 +12,16 @@ QMP client.
    on,elevateprivileges=deny,spawn=deny (the set*id calls -runas makes are let through until
    then): the process runs as nobody in that root, and the guest's reboot still finds its
    disk (kept open from the first board, as QEMU keeps it) and writes it again.
+3. -runas nobody with a QMP client that connects at once: a `migrate-incoming` sent while the
+   first board is still being built (its -kernel a FIFO the test has not written yet) waits,
+   and binds its socket only once the process is nobody (the socket's owner says so).
 
-Usage: sandbox_machine.py BINARY KERNEL INITRD DISK_QCOW2 DISK_RAW WORKDIR. Prints "ok ..." /
+Usage: sandbox_machine.py BINARY KERNEL INITRD DISK_QCOW2 DISK_RAW WORKDIR PROGRAM_ELF. Prints "ok ..." /
 "FAIL ..." lines; exits non-zero when a check fails.
 """
 import asyncio
 import os
+import pwd
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Python"))
@@ -90,11 +94,49 @@ async def chroot_runas(binary, kernel, initrd, disk, work):
         await guest.close()
 
 
-async def main(binary, kernel, initrd, qcow2, raw, work):
+async def monitor_waits_for_runas(binary, program, work):
+    early = os.path.join(work, "early")
+    os.mkdir(early)
+    os.chmod(early, 0o777)  # nobody binds the incoming socket here
+    fifo = os.path.join(early, "kernel.fifo")
+    os.mkfifo(fifo)
+    incoming = os.path.join(early, "incoming.sock")
+    command = [binary, "-M", "virt", "-bios", "none", "-kernel", fifo, "-incoming", "defer", "-runas", "nobody"]
+    guest = Machine(early, "early", command, smp="1", memory="64M")
+    try:
+        await guest.connect()  # served before the board exists: its kernel is not written yet
+        pending = asyncio.ensure_future(guest.execute("migrate-incoming", {"uri": f"unix:{incoming}"}))
+        await asyncio.sleep(0.5)
+        check(not os.path.exists(incoming) and not pending.done(),
+              "migrate-incoming waits while the first board is built (the process may still be root)")
+        with open(program, "rb") as source, open(fifo, "wb") as sink:
+            sink.write(source.read())
+        await asyncio.wait_for(pending, 30)
+        for _ in range(100):  # the listener binds on the migration thread
+            if os.path.exists(incoming):
+                break
+            await asyncio.sleep(0.05)
+        check(os.path.exists(incoming), f"migrate-incoming bound its socket once the board was built: {guest.error_text()}")
+        if not os.path.exists(incoming):
+            return
+        nobody = pwd.getpwnam("nobody").pw_uid
+        owner = os.stat(incoming).st_uid
+        check(owner == nobody, f"the socket was bound by nobody (uid {nobody}), not root: owner {owner}")
+        status = await guest.execute("query-status")
+        check(status["status"] == "inmigrate", f"the machine waits for its stream: {status}")
+        await guest.execute("quit")
+        code = await asyncio.get_running_loop().run_in_executor(None, guest.wait_exit, 30)
+        check(code == 0, f"swemu ended with status 0 after quit: {code} {guest.error_text()}")
+    finally:
+        await guest.close()
+
+
+async def main(binary, kernel, initrd, qcow2, raw, work, program):
+    await monitor_waits_for_runas(binary, program, work)
     await libvirt_line(binary, kernel, initrd, qcow2, work)
     await chroot_runas(binary, kernel, initrd, raw, work)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:7]))
+    asyncio.run(main(*sys.argv[1:8]))
     sys.exit(1 if failures else 0)
