@@ -75,20 +75,31 @@ public final class RAMBackend: Sendable {
     /// QEMU's file_ram_open: a directory gets a new file, unlinked at once (its pages live as
     /// long as the mapping); a file is used as it is, grown to `size` if shorter (never
     /// shrunk: it may hold other data past the RAM). Private mappings only read the file.
+    /// Both are opened as files a reset opens again (`KeptFiles`), so a board built after
+    /// -chroot or -runas still finds them.
     private static func openFile(_ path: String, size: UInt64, shared: Bool) throws(SystemError) -> Int32 {
         let what = "memory-backend-file: mem-path '\(path)'"
-        var info = stat()
-        let isDirectory = stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
         let fd: Int32
-        if isDirectory {
-            var template = Array((path + "/swemu_back_mem.XXXXXX").utf8CString)
-            fd = mkstemp(&template)
-            guard fd >= 0 else { throw SystemError(.syscall, "\(what): cannot create a file there", errno: .current) }
-            _ = clx_set_cloexec(fd)
-            template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        var isDirectory = false
+        if let directory = try? FileDescriptor.open(path, O_RDONLY | O_DIRECTORY, reopenable: true), Self.isDirectory(directory.rawValue) {
+            isDirectory = true
+            fd = try newFile(in: directory.rawValue, path: path, what: what)
         } else {
-            fd = open(path, (shared ? O_RDWR : O_RDONLY) | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw SystemError(.syscall, "\(what): cannot open", errno: .current) }
+            let access = shared ? O_RDWR : O_RDONLY
+            do {
+                fd = try FileDescriptor.open(path, access, reopenable: true).release()
+            } catch where error.errno == Errno(rawValue: ENOENT) {
+                // Created here (not kept: KeptFiles keeps what exists), then opened as a kept file.
+                let created = Glibc.open(path, access | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                if created >= 0 { close(created) }
+                do {
+                    fd = try FileDescriptor.open(path, access, reopenable: true).release()
+                } catch {
+                    throw SystemError(.syscall, "\(what): cannot open", errno: error.errno ?? .current)
+                }
+            } catch {
+                throw SystemError(.syscall, "\(what): cannot open", errno: error.errno ?? .current)
+            }
         }
         var now = stat()
         guard fstat(fd, &now) == 0 else {
@@ -108,6 +119,26 @@ public final class RAMBackend: Sendable {
                 throw SystemError(.syscall, "\(what): cannot grow it to \(size) bytes", errno: error)
             }
         }
+        return fd
+    }
+
+    private static func isDirectory(_ fd: Int32) -> Bool {
+        var info = stat()
+        return fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// A new file in the directory `directory` (at `path`), gone from it at once: O_TMPFILE
+    /// through the kept directory (which works inside -chroot), else mkstemp and unlink by path
+    /// (file systems without O_TMPFILE).
+    private static func newFile(in directory: Int32, path: String, what: String) throws(SystemError) -> Int32 {
+        // O_TMPFILE is __O_TMPFILE | O_DIRECTORY (asm-generic/fcntl.h), a macro Swift does not import.
+        let unnamed = openat(directory, ".", 0o20000000 | O_DIRECTORY | O_RDWR | O_CLOEXEC, 0o600)
+        if unnamed >= 0 { return unnamed }
+        var template = Array((path + "/swemu_back_mem.XXXXXX").utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { throw SystemError(.syscall, "\(what): cannot create a file there", errno: .current) }
+        _ = clx_set_cloexec(fd)
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         return fd
     }
 

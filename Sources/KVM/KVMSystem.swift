@@ -20,6 +20,10 @@ public enum KVMFlavour: String, Sendable, CaseIterable {
         return .unknown
     }
 
+    /// This host's flavour, read once, at first use (the first board, before -chroot takes
+    /// /sys away): every board of the process sees the same.
+    public static let host = detect()
+
     /// True for VT-x or AMD-V: unmodified kernels run at native speed.
     public var isHardwareVirtualization: Bool { self == .intel || self == .amd }
 }
@@ -49,7 +53,7 @@ public final class KVMSystem: Sendable {
 
     /// Opens `path` and checks the API version and every capability in `requiredCapabilities`.
     public init(path: String = "/dev/kvm", sysModule: String = "/sys/module") throws(SystemError) {
-        flavour = KVMFlavour.detect(sysModule: sysModule)
+        flavour = sysModule == "/sys/module" ? KVMFlavour.host : KVMFlavour.detect(sysModule: sysModule)
         // Reopenable: a reset's new board opens it again, maybe under -chroot or -runas.
         let fd: Int32
         do throws(SystemError) {

@@ -58,7 +58,7 @@ package final class KVMDebugger: BoardDebugger {
 
     let state = Mutex(State())
     /// PVM (kvm_pvm) serves /dev/kvm: some points cannot work (see `insert`).
-    let onPVM = KVMFlavour.detect() == .pvm
+    let onPVM = KVMFlavour.host == .pvm
 
     package init() {}
 

@@ -11,7 +11,8 @@ QMP client.
 2. -chroot into an empty directory and -runas nobody, with -sandbox
    on,elevateprivileges=deny,spawn=deny (the set*id calls -runas makes are let through until
    then): the process runs as nobody in that root, and the guest's reboot still finds its
-   disk (kept open from the first board, as QEMU keeps it) and writes it again.
+   disk and its memory-backend-file (kept open from the first board, as QEMU keeps them) and
+   writes the disk again.
 3. -runas nobody with a QMP client that connects at once: a `migrate-incoming` sent while the
    first board is still being built (its -kernel a FIFO the test has not written yet) waits,
    and binds its socket only once the process is nobody (the socket's owner says so).
@@ -73,9 +74,11 @@ async def libvirt_line(binary, kernel, initrd, disk, work):
 async def chroot_runas(binary, kernel, initrd, disk, work):
     root = os.path.join(work, "empty-root")
     os.mkdir(root)
+    ram = os.path.join(work, "guest-ram.img")  # created by swemu, outside the new root
     command = [binary, "-M", "virt", "-kernel", kernel, "-initrd", initrd,
                "-append", "console=ttyS0 quiet swemu.test=/tests/reboot",
                "-drive", f"file={disk},format=raw,if=virtio",
+               "-object", f"memory-backend-file,id=ram0,size=256M,mem-path={ram},share=on", "-machine", "memory-backend=ram0",
                "-chroot", root, "-runas", "nobody", "-sandbox", "on,elevateprivileges=deny,spawn=deny"]
     guest = Machine(work, "confined", command, smp="1", memory="256M")
     try:
@@ -87,7 +90,8 @@ async def chroot_runas(binary, kernel, initrd, disk, work):
         check(len(uid) == 4 and all(u == "65534" for u in uid), f"the process runs as nobody: Uid {uid}")
         check(os.readlink(f"/proc/{guest.process.pid}/root") == root, "the process's root is the -chroot directory")
         second = await serial_line(guest, "SECOND-BOOT", 300)
-        check(second is not None, f"after the reboot the disk opened again outside the new root: {guest.error_text()}")
+        check(second is not None, f"after the reboot the disk and the RAM file opened again outside the new root: {guest.error_text()}")
+        check(os.path.getsize(ram) == 256 << 20, f"the guest's RAM lives in the memory-backend-file: {os.path.getsize(ram)} bytes")
         code = await asyncio.get_running_loop().run_in_executor(None, guest.wait_exit, 120)
         check(code == 0, f"swemu ended with status 0: {code} {guest.error_text()}")
     finally:
