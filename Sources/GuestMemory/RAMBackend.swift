@@ -81,7 +81,9 @@ public final class RAMBackend: Sendable {
         let what = "memory-backend-file: mem-path '\(path)'"
         let fd: Int32
         var isDirectory = false
-        if let directory = try? FileDescriptor.open(path, O_RDONLY | O_DIRECTORY, reopenable: true), Self.isDirectory(directory.rawValue) {
+        // O_PATH (0o10000000, a macro Swift does not import): a directory this user may write
+        // and search but not list is fine.
+        if let directory = try? FileDescriptor.open(path, 0o10000000 | O_DIRECTORY, reopenable: true), Self.isDirectory(directory.rawValue) {
             isDirectory = true
             fd = try newFile(in: directory.rawValue, path: path, what: what)
         } else {

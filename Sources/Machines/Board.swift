@@ -61,8 +61,8 @@ package protocol Board: MigratableMachine {
 
 /// The run of a board's vCPU threads, shared by both boards (DESIGN.md §4): the exit (the first
 /// decision wins), parking every vCPU for the VMM, one vCPU alone for a debugger's step, and
-/// debug stops. Each vCPU loop asks `shouldPark` before it enters the guest and then
-/// calls `park`; `kick` makes a vCPU leave the guest soon (a stop request, a signal).
+/// debug stops. Each vCPU loop asks `next` (or `shouldPark`) before it enters the guest and
+/// parks, steps or runs; `kick` makes a vCPU leave the guest soon (a stop request, a signal).
 final class VCPURunControl: Sendable {
     let exit = Mutex<BoardExit?>(nil)
     /// Tells the thread in `run` that the exit is decided.
@@ -105,6 +105,9 @@ final class VCPURunControl: Sendable {
     /// Decides the run's exit (the first decision wins); `run` then stops every vCPU.
     func end(_ exit: BoardExit) {
         self.exit.withLock { if $0 == nil { $0 = exit } }
+        // No more guest code: the vCPUs park until `run` ends them (a step in progress too).
+        paused.store(true, ordering: .sequentiallyConsistent)
+        solo.store(-1, ordering: .sequentiallyConsistent)
         exitDecided.signal()
     }
 
@@ -151,13 +154,19 @@ final class VCPURunControl: Sendable {
         return exit!  // the loop above ends only with a value
     }
 
-    /// Whether vCPU `index` must park before it runs guest code again.
-    func shouldPark(_ index: Int) -> Bool {
-        paused.load(ordering: .sequentiallyConsistent) && solo.load(ordering: .sequentiallyConsistent) != index
+    /// What vCPU `index` does next.
+    enum Action { case run, park, step }
+
+    /// What vCPU `index` does next, from one look at the state: a step it was given, else a
+    /// park while paused, else run. (Two looks could see a step taken back in between and run
+    /// a whole slice in its place.)
+    func next(_ index: Int) -> Action {
+        if solo.load(ordering: .sequentiallyConsistent) == index { return .step }
+        return paused.load(ordering: .sequentiallyConsistent) ? .park : .run
     }
 
-    /// Whether vCPU `index` runs alone for a debugger's step.
-    func isSolo(_ index: Int) -> Bool { solo.load(ordering: .sequentiallyConsistent) == index }
+    /// Whether vCPU `index` must park before it runs guest code again.
+    func shouldPark(_ index: Int) -> Bool { next(index) == .park }
 
     /// Parks vCPU `index` until `resume`, `step` or the end (a spurious return only makes the
     /// loop ask `shouldPark` again).
@@ -168,11 +177,12 @@ final class VCPURunControl: Sendable {
         parked.subtract(1, ordering: .sequentiallyConsistent)
     }
 
-    /// Parks every vCPU; returns once all that run are parked, or the run is ending.
+    /// Parks every vCPU (a step not yet taken too); returns once all that run are parked or
+    /// have ended.
     func pause() {
         paused.store(true, ordering: .sequentiallyConsistent)
         solo.store(-1, ordering: .sequentiallyConsistent)
-        while !isAtRest && !stopping.load(ordering: .sequentiallyConsistent) {
+        while !isAtRest {
             for i in 0..<count { kick(i) }
             vcpuChanged.wait(timeoutNanoseconds: 10_000_000)
         }
@@ -188,7 +198,7 @@ final class VCPURunControl: Sendable {
 
     /// While paused: vCPU `index` alone runs until it reports a debug exit.
     func step(_ index: Int) {
-        guard resumeWakeups.indices.contains(index) else { return }
+        guard resumeWakeups.indices.contains(index), exit.withLock({ $0 == nil }) else { return }
         solo.store(index, ordering: .sequentiallyConsistent)
         resumeWakeups[index].signal()
     }

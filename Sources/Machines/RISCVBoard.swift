@@ -454,18 +454,20 @@ public final class RISCVBoard: @unchecked Sendable {
         // per tohost round trip) fast.
         let budget = htif == nil ? 1_000_000 : 2_000
         while !runControl.stopping.load(ordering: .sequentiallyConsistent) {
-            if runControl.shouldPark(index) {
+            switch runControl.next(index) {
+            case .park:
                 runControl.park(index)
                 continue
-            }
-            if runControl.isSolo(index) {
+            case .step:
                 // A debugger's step: one instruction (`Hart.step`), then the board is paused
                 // again, unless the instruction powered the machine off or reset it.
                 let stop = hart.step()
-                if index == 0 { pollDevices() }
+                pollDevices()
                 if runControl.exit.withLock({ $0 != nil }) { continue }
                 debugEvent(index, stop.map(DebugEvent.stop) ?? .stepped)
                 continue
+            case .run:
+                break
             }
             let percent = throttle.load(ordering: .relaxed)
             let sliceStart = percent > 0 ? VirtualClock.hostMonotonicNanoseconds() : 0
@@ -495,7 +497,8 @@ public final class RISCVBoard: @unchecked Sendable {
         }
     }
 
-    /// The devices polled between slices (HTIF, RTC), by hart 0's thread.
+    /// The devices polled between slices (HTIF, RTC), by hart 0's thread (or the one hart a
+    /// debugger steps, the others parked).
     private func pollDevices() {
         if let htif, let code = htif.poll() { runControl.end(.powerOff(exitCode: code)) }
         rtc?.poll()

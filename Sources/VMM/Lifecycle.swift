@@ -58,7 +58,13 @@ struct Lifecycle {
             startAfterIncoming = true
             return false
         }
-        guard paused, !["shutdown", "finish-migrate", "save-vm", "restore-vm"].contains(runState) else { return false }
+        return resumeForStep()
+    }
+
+    /// A debugger's step (or `cont`): the machine runs, unless it is running already, loading
+    /// an incoming machine, or held by a migration's last pass, a snapshot or a power-off.
+    mutating func resumeForStep() -> Bool {
+        guard paused, !["shutdown", "finish-migrate", "save-vm", "restore-vm", "inmigrate"].contains(runState) else { return false }
         paused = false
         runState = "running"
         return true

@@ -54,11 +54,16 @@ extension VMM: GDBTarget {
         // A late exit while the debugger leaves: nobody to tell. The board stays paused, for
         // `detach` lets it run once the points are gone (resuming here would let the vCPU hit
         // the same breakpoint again at once, and again, while `detach` waits for it to park).
-        guard state.withLock({ $0.debugListener != nil }) else { return }
+        let listening = state.withLock { s -> Bool in
+            if s.debugListener == nil { s.steppingVCPU = nil }
+            return s.debugListener != nil
+        }
+        guard listening else { return }
         let stop = debugger.stopEvent(vcpu: vcpu, event)
         state.withLock { s in
             s.life.paused = true
             s.life.runState = "debug"
+            s.steppingVCPU = nil
         }
         emit(.stop)
         report(stop)
@@ -84,13 +89,19 @@ extension VMM: GDBTarget {
             return
         }
         guard let index else { return cont() }
-        let board = state.withLock { s -> Machine? in
-            s.life.paused = false
-            s.life.runState = "running"
-            return s.board
+        let stepping = transitions.withLock { _ -> Bool in
+            let (allowed, board) = state.withLock { s -> (Bool, Machine?) in
+                guard s.life.resumeForStep() else { return (false, nil) }
+                s.steppingVCPU = index
+                // Work on the parked board (migration, monitor) lets the step go when it ends.
+                return (true, s.parkers == 0 ? s.board : nil)
+            }
+            board?.step(vcpu: index)
+            return allowed
         }
+        // A machine held by a migration, a snapshot or a power-off does not step: say so.
+        guard stepping else { return report(.interrupted(thread: index + 1)) }
         emit(.resume)
-        board?.step(vcpu: index)
     }
 
     public func interrupt() {
@@ -100,7 +111,11 @@ extension VMM: GDBTarget {
     }
 
     public func detach() {
-        state.withLock { $0.debugListener = nil }
+        // A step the debugger left behind is not taken again: the machine simply runs on.
+        state.withLock { s in
+            s.debugListener = nil
+            s.steppingVCPU = nil
+        }
         if withParkedBoard({ debugger.detach(from: $0) }) == nil { debugger.detach(from: nil) }
         cont()
     }

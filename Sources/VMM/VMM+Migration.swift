@@ -65,11 +65,15 @@ extension VMM: MigrationHost {
     }
 
     func stopForMigration() -> Bool {
-        let (board, wasRunning) = state.withLock { s -> (Machine?, Bool) in
-            // QEMU's RUN_STATE_FINISH_MIGRATE while the last pass and the device states go.
-            (s.board, s.life.finishMigrate())
+        let wasRunning = transitions.withLock { _ in
+            let (board, wasRunning) = state.withLock { s -> (Machine?, Bool) in
+                s.steppingVCPU = nil
+                // QEMU's RUN_STATE_FINISH_MIGRATE while the last pass and the device states go.
+                return (s.board, s.life.finishMigrate())
+            }
+            board?.pause()
+            return wasRunning
         }
-        board?.pause()
         if wasRunning { emit(.stop) }
         return wasRunning
     }

@@ -34,6 +34,9 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         var parkers = 0
         /// The attached debugger's stop listener (GDBTarget).
         var debugListener: (@Sendable (GDBStopEvent) -> Void)?
+        /// The vCPU a debugger's step runs, until its stop is reported: work on the parked
+        /// board meanwhile lets that step go on afterwards (`withParkedBoard`), not the machine.
+        var steppingVCPU: Int?
         /// `run` returned: no board will come.
         var finished = false
         /// The first board is built, so `PostSetup` has confined the process (-chroot,
@@ -43,6 +46,11 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
 
     let setup: Setup
     let state: Mutex<State>
+    /// Held across each decision to park or run the vCPUs and the board's `pause`/`resume`
+    /// (or `step`) that carries it out, so one caller's resume cannot land after another's
+    /// pause (which would leave a "paused" machine running, or a pause waiting forever). No
+    /// vCPU thread takes it: a debug stop only reports (`debugEvent`).
+    let transitions = Mutex(())
     /// Signalled by `system_reset` and `quit` for a run waiting without a running board after
     /// a guest power-off under `-no-shutdown`.
     private let wake = DispatchSemaphore(value: 0)
@@ -80,11 +88,17 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
             if previous != nil { previous = nil }  // the new board holds the disks now
             balloonHandle?.attach(board.balloon) { [weak self] event in self?.emit(event) }
             prepareForDebugger(board)
-            let (paused, quitBeforeRun) = state.withLock { s in
-                s.board = board
-                s.firstBoardBuilt = true
-                s.life.boardBuilt()
-                return (s.life.paused, s.life.exitCode)
+            let quitBeforeRun = transitions.withLock { _ in
+                let (paused, quit) = state.withLock { s in
+                    s.board = board
+                    s.firstBoardBuilt = true
+                    s.life.boardBuilt()
+                    return (s.life.paused, s.life.exitCode)
+                }
+                // A stopped machine's board is held before its vCPUs start (-S, -incoming,
+                // -loadvm, a reset while stopped); `cont` lets it go whenever it comes.
+                if paused { board.pause() }
+                return quit
             }
             // A quit while the board was being built found no board to power off: end here.
             if let quitBeforeRun { return quitBeforeRun }
@@ -98,7 +112,7 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
                 loadvm = nil
                 migrationManager.startFromSnapshot(name)
             }
-            let exit = try board.run(startPaused: paused)
+            let exit = try board.run(startPaused: false)
             board.close()
             previous = board
             let (quitCode, hostReset) = state.withLock { s in
@@ -153,11 +167,15 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     func withParkedBoard<T>(_ body: (Machine) throws -> T) rethrows -> T? {
         var found: Machine?
         while found == nil {
-            let (board, ended) = state.withLock { s -> (Machine?, Bool) in
-                guard s.life.exitCode == nil, !s.finished else { return (nil, true) }
-                guard let board = s.board else { return (nil, false) }
-                s.parkers += 1
-                return (board, false)
+            let (board, ended) = transitions.withLock { _ -> (Machine?, Bool) in
+                let (board, ended) = state.withLock { s -> (Machine?, Bool) in
+                    guard s.life.exitCode == nil, !s.finished else { return (nil, true) }
+                    guard let board = s.board else { return (nil, false) }
+                    s.parkers += 1
+                    return (board, false)
+                }
+                board?.pause()
+                return (board, ended)
             }
             if ended { return nil }
             found = board
@@ -165,13 +183,15 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         }
         let board = found!  // the loop above ends only with a board
         defer {
-            let resume = state.withLock { s -> Bool in
-                s.parkers -= 1
-                return s.parkers == 0 && !s.life.paused && s.board === board
+            transitions.withLock { _ in
+                let (resume, step) = state.withLock { s -> (Bool, Int?) in
+                    s.parkers -= 1
+                    return (s.parkers == 0 && !s.life.paused && s.board === board, s.steppingVCPU)
+                }
+                // A debugger's step that this work held back goes on, alone.
+                if resume { if let step { board.step(vcpu: step) } else { board.resume() } }
             }
-            if resume { board.resume() }
         }
-        board.pause()
         return try body(board)
     }
 
@@ -202,11 +222,17 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     /// it (QEMU's gdbstub reports every stop of the machine).
     @discardableResult
     func stop() -> Bool {
-        let (changed, board) = state.withLock { s -> (Bool, Machine?) in (s.life.stop(), s.board) }
+        let changed = transitions.withLock { _ in
+            let (changed, board) = state.withLock { s -> (Bool, Machine?) in
+                defer { s.steppingVCPU = nil }
+                return (s.life.stop(), s.board)
+            }
+            // Between two boards (a reboot) there is nothing to park, but the machine is
+            // stopped all the same: listeners (the NICs) must hear it.
+            if changed { board?.pause() }
+            return changed
+        }
         guard changed else { return false }
-        // Between two boards (a reboot) there is nothing to park, but the machine is stopped
-        // all the same: listeners (the NICs) must hear it.
-        board?.pause()
         emit(.stop)
         report(.interrupted(thread: 1))
         return true
@@ -214,13 +240,17 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
 
     func cont() {
         waitForSnapshotAtStart()
-        let (changed, board) = state.withLock { s -> (Bool, Machine?) in
-            guard s.life.cont() else { return (false, nil) }
-            // While the migration code has the vCPUs parked, it lets them run when it is done.
-            return (true, s.parkers == 0 ? s.board : nil)
+        let changed = transitions.withLock { _ in
+            let (changed, board) = state.withLock { s -> (Bool, Machine?) in
+                guard s.life.cont() else { return (false, nil) }
+                s.steppingVCPU = nil
+                // While the migration code has the vCPUs parked, it lets them run when it is done.
+                return (true, s.parkers == 0 ? s.board : nil)
+            }
+            board?.resume()
+            return changed
         }
         guard changed else { return }
-        board?.resume()
         emit(.resume)
     }
 
@@ -290,7 +320,17 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     public var balloon: (any BalloonControl)? { balloonHandle }
 
     public var cpus: [MonitorCPU] {
-        let threads = state.withLock { $0.board?.vcpuThreadIDs } ?? []
+        // libvirt reads the vCPU threads' ids right after start (to place them in its cgroups,
+        // and refuses a machine that gives none): wait for the first board and, briefly, for
+        // its threads, which `Board.run` is starting.
+        waitForFirstBoard()
+        var threads: [Int] = []
+        for _ in 0..<2_000 {
+            guard let board = state.withLock({ $0.board }) else { break }
+            threads = board.vcpuThreadIDs
+            if !threads.contains(0) { break }
+            usleep(1_000)
+        }
         return (0..<setup.cpus).map { Machine.monitorCPU(index: $0, threadID: $0 < threads.count ? threads[$0] : 0) }
     }
 

@@ -43,14 +43,15 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
     func run(startPaused: Bool) throws(SystemError) -> BoardExit {
         try control.run(startPaused: startPaused, name: { "fake \($0)" }) { [self] index in
             while !control.stopping.load(ordering: .sequentiallyConsistent) {
-                if control.shouldPark(index) {
+                switch control.next(index) {
+                case .park:
                     control.park(index)
-                } else if control.isSolo(index) {
+                case .step:
                     steps.withLock { $0[index] += 1 }
                     report(index, 0)
-                } else if breakOn.compareExchange(expected: index, desired: -1, ordering: .sequentiallyConsistent).exchanged {
+                case .run where breakOn.compareExchange(expected: index, desired: -1, ordering: .sequentiallyConsistent).exchanged:
                     report(index, 0x2000)
-                } else {
+                case .run:
                     counters.withLock { $0[index] += 1 }
                     usleep(200)
                 }
@@ -191,6 +192,9 @@ final class Harness: Sendable {
 
     /// The vCPUs are parked: nothing counts for a while.
     func expectParked(_ comment: Comment, sourceLocation: SourceLocation = #_sourceLocation) {
+        // vCPU threads a new board is starting park before they run: wait for them.
+        let deadline = Date().addingTimeInterval(2)
+        while !board.control.isAtRest && Date() < deadline { usleep(1_000) }
         #expect(board.control.isAtRest, comment, sourceLocation: sourceLocation)
         let before = board.total
         usleep(30_000)
@@ -237,6 +241,34 @@ final class Harness: Sendable {
         h.expectParked("a stop during parked work")
         #expect(h.vm.humanCommand("info counters") == "at rest: true\n")
         #expect(h.vm.humanCommand("info nothing") == nil)
+        h.vm.execute(.cont)
+        h.waitForProgress()
+        #expect(h.quit() == 0)
+    }
+
+    /// stop/cont and work on the parked board from several threads at once (the monitor, the
+    /// migration thread, the debugger): every pause and resume must match its decision, so
+    /// none waits forever and the machine ends as the last command left it.
+    @Test func concurrentStopsContsAndParkedWorkStayConsistent() {
+        let h = Harness()
+        h.waitForProgress()
+        let done = Shared(0)
+        for worker in 0..<4 {
+            Thread {
+                for i in 0..<3000 {
+                    if worker < 2 {
+                        h.vm.execute(i % 2 == 0 ? .stop : .cont)
+                    } else {
+                        _ = h.vm.withParkedBoard { $0.control.isAtRest }
+                    }
+                }
+                done.value.withLock { $0 += 1 }
+            }.start()
+        }
+        h.waitFor("the four threads to finish (a pause that waits forever hangs one)", within: 60) { done.current == 4 }
+        h.vm.execute(.stop)
+        h.expectParked("after the last stop")
+        #expect(h.vm.runState == "paused")
         h.vm.execute(.cont)
         h.waitForProgress()
         #expect(h.quit() == 0)
