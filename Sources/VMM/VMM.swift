@@ -42,6 +42,8 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         /// The first board is built, so `PostSetup` has confined the process (-chroot,
         /// -runas): see `waitForFirstBoard`.
         var firstBoardBuilt = false
+        /// The thread in `run`, which builds the boards (0 before it starts).
+        var runThread = 0
     }
 
     let setup: Setup
@@ -58,6 +60,9 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     let debugger = Machine.Debugger()
     /// Snapshots and live migration (DESIGN.md §5; VMM+Migration.swift).
     let migrationManager = MigrationManager()
+    /// The thread that made this VMM, which goes on to `run` it: it must never wait for a
+    /// board (a monitor set up on it before `run` asks for the CPUs, say), since it builds them.
+    private let creatorThread = HostThread.currentID()
     /// The monitors' balloon, when the machine has one.
     let balloonHandle: BalloonHandle?
 
@@ -75,6 +80,8 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     /// Runs the machine until it ends; returns the process exit status. A board that cannot
     /// go on (a triple fault, a KVM internal error) is thrown with its message.
     public func run() throws(SystemError) -> Int32 {
+        let thread = HostThread.currentID()
+        state.withLock { $0.runThread = thread }
         defer { state.withLock { $0.finished = true } }
         var incoming = setup.incoming
         var loadvm = setup.loadvm
@@ -179,7 +186,10 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
             }
             if ended { return nil }
             found = board
-            if board == nil { usleep(1_000) }
+            if board == nil {
+                guard mayWaitForBoard else { return nil }
+                usleep(1_000)
+            }
         }
         let board = found!  // the loop above ends only with a board
         defer {
@@ -203,7 +213,15 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     /// os_setup_post), so no monitor command acts with the privileges it started with.
     /// Everything that needs the board waits for it anyway (`withParkedBoard`).
     func waitForFirstBoard() {
+        guard mayWaitForBoard else { return }
         while state.withLock({ !$0.firstBoardBuilt && $0.life.exitCode == nil && !$0.finished }) { usleep(1_000) }
+    }
+
+    /// False on the threads that build the boards (the creator, the one in `run`): a wait for
+    /// a board there would never end.
+    private var mayWaitForBoard: Bool {
+        let me = HostThread.currentID()
+        return me != creatorThread && me != state.withLock { $0.runThread }
     }
 
     // MARK: - Commands
@@ -325,7 +343,7 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         // its threads, which `Board.run` is starting.
         waitForFirstBoard()
         var threads: [Int] = []
-        for _ in 0..<2_000 {
+        for _ in 0..<(mayWaitForBoard ? 2_000 : 1) {
             guard let board = state.withLock({ $0.board }) else { break }
             threads = board.vcpuThreadIDs
             if !threads.contains(0) { break }

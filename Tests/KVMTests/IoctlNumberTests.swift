@@ -111,7 +111,7 @@ enum Subprocess {
             if pieces.count > occurrences, pieces[occurrences].contains("\n") { break }
         }
         killer.cancel()
-        kill(process.processIdentifier, SIGKILL)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }  // an ended one's pid may be reused
         process.waitUntilExit()
         return String(decoding: output, as: UTF8.self)
     }

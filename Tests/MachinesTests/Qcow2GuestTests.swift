@@ -72,7 +72,9 @@ import TestSupport
             if data.isEmpty { break }
             output += String(decoding: data, as: UTF8.self)
         }
-        kill(process.processIdentifier, SIGKILL)  // no clean close: the dirty bit stays set
+        // No clean close: the dirty bit stays set. Only if still running: an ended process's pid
+        // may be another test's swemu by now.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         try #require(output.contains("DISK=ok"), "the guest never synced: \(output.suffix(2000))")
         // Killed while open for writing: the dirty bit says so.
