@@ -242,6 +242,9 @@ int clx_shutdown_signal_take(int *pid) {
     return sig;
 }
 
+const int clx_O_PATH = O_PATH;
+const int clx_O_TMPFILE = O_TMPFILE;
+
 int clx_gettid(void) { return (int)syscall(SYS_gettid); }
 
 static void clx_kick_handler(int signal) { (void)signal; }

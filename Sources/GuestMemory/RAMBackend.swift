@@ -80,27 +80,26 @@ public final class RAMBackend: Sendable {
     private static func openFile(_ path: String, size: UInt64, shared: Bool) throws(SystemError) -> Int32 {
         let what = "memory-backend-file: mem-path '\(path)'"
         let fd: Int32
-        var isDirectory = false
-        // O_PATH (0o10000000, a macro Swift does not import): a directory this user may write
-        // and search but not list is fine.
-        if let directory = try? FileDescriptor.open(path, 0o10000000 | O_DIRECTORY, reopenable: true), Self.isDirectory(directory.rawValue) {
+        let isDirectory: Bool
+        // O_PATH: a directory this user may write and search but not list is fine.
+        if let directory = try? FileDescriptor.open(path, clx_O_PATH | O_DIRECTORY, reopenable: true), Self.isDirectory(directory.rawValue) {
             isDirectory = true
             fd = try newFile(in: directory.rawValue, path: path, what: what)
         } else {
+            isDirectory = false
             let access = shared ? O_RDWR : O_RDONLY
-            do {
-                fd = try FileDescriptor.open(path, access, reopenable: true).release()
-            } catch where error.errno == Errno(rawValue: ENOENT) {
-                // Created here (not kept: KeptFiles keeps what exists), then opened as a kept file.
-                let created = Glibc.open(path, access | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-                if created >= 0 { close(created) }
-                do {
-                    fd = try FileDescriptor.open(path, access, reopenable: true).release()
-                } catch {
+            func open() throws(SystemError) -> Int32 {
+                do { return try FileDescriptor.open(path, access, reopenable: true).release() } catch {
                     throw SystemError(.syscall, "\(what): cannot open", errno: error.errno ?? .current)
                 }
-            } catch {
-                throw SystemError(.syscall, "\(what): cannot open", errno: error.errno ?? .current)
+            }
+            do {
+                fd = try open()
+            } catch where error.errno == Errno(rawValue: ENOENT) {
+                // Created here, then opened as a kept file (KeptFiles keeps only what exists).
+                let created = Glibc.open(path, access | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                if created >= 0 { close(created) }
+                fd = try open()
             }
         }
         var now = stat()
@@ -133,14 +132,13 @@ public final class RAMBackend: Sendable {
     /// through the kept directory (which works inside -chroot), else mkstemp and unlink by path
     /// (file systems without O_TMPFILE).
     private static func newFile(in directory: Int32, path: String, what: String) throws(SystemError) -> Int32 {
-        // O_TMPFILE is __O_TMPFILE | O_DIRECTORY (asm-generic/fcntl.h), a macro Swift does not import.
-        let unnamed = openat(directory, ".", 0o20000000 | O_DIRECTORY | O_RDWR | O_CLOEXEC, 0o600)
+        let unnamed = openat(directory, ".", clx_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
         if unnamed >= 0 { return unnamed }
         var template = Array((path + "/swemu_back_mem.XXXXXX").utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw SystemError(.syscall, "\(what): cannot create a file there", errno: .current) }
         _ = clx_set_cloexec(fd)
-        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        _ = unlink(template)
         return fd
     }
 

@@ -23,10 +23,10 @@ package protocol Board: MigratableMachine {
     /// What a vCPU reports to the debug handler when a breakpoint, watchpoint or step stops it.
     associatedtype DebugEvent: Sendable
 
-    /// Runs every vCPU, each on its own thread (parked from the start with `startPaused`),
-    /// until the guest powers off, resets or fails, or another thread asks for the end; returns
-    /// once every vCPU thread has ended. A board runs once: a reset builds the next.
-    func run(startPaused: Bool) throws(SystemError) -> BoardExit
+    /// Runs every vCPU, each on its own thread, until the guest powers off, resets or fails, or
+    /// another thread asks for the end; returns once every vCPU thread has ended. A board runs
+    /// once: a reset builds the next. A `pause()` before `run` holds the vCPUs from the start.
+    func run() throws(SystemError) -> BoardExit
     /// Parks every vCPU and returns once all are parked (or the run is ending): the machine is
     /// then at rest for the calling thread. Idempotent.
     func pause()
@@ -43,7 +43,8 @@ package protocol Board: MigratableMachine {
     /// the reporting vCPU parks after the handler returns, the others are stopped.
     func setDebugHandler(_ handler: (@Sendable (_ vcpu: Int, _ exit: DebugEvent) -> Void)?)
     /// The run is over and the next board will open the disks again: their locks stay until
-    /// this board goes but no longer count against those opens. Idempotent.
+    /// this board goes but no longer count against those opens. Idempotent (one implementation
+    /// for every board, below).
     func close()
     /// The host thread id of each vCPU's thread (0 before it started).
     var vcpuThreadIDs: [Int] { get }
@@ -113,11 +114,10 @@ final class VCPURunControl: Sendable {
 
     /// Runs `loop(i)` on a thread per vCPU named `name(i)` until the exit is decided, then
     /// stops and waits for every thread; returns the exit.
-    func run(startPaused: Bool, name: (Int) -> String, loop: @escaping @Sendable (Int) -> Void) throws(SystemError) -> BoardExit {
+    /// A `pause()` before the run holds the vCPUs from their start.
+    func run(name: (Int) -> String, loop: @escaping @Sendable (Int) -> Void) throws(SystemError) -> BoardExit {
         // Decided before it started (a restore that failed half-way): no guest code runs.
         if let exit = exit.withLock({ $0 }) { return exit }
-        // A `pause` before the run (the VMM reading a new board) holds the vCPUs too.
-        if startPaused { paused.store(true, ordering: .sequentiallyConsistent) }
         var spawnError: SystemError?
         for index in 0..<count {
             live.add(1, ordering: .sequentiallyConsistent)
@@ -228,10 +228,13 @@ extension RISCVBoard: Board {
     package func syncDirtyLog() {}
 }
 
-extension X86MicroVM: Board {
-    /// The run is over and a reset builds the next board: see `retireDiskLocks`.
-    public func close() { retireDiskLocks() }
+extension Board {
+    package func close() {
+        for disk in disks { DiskImage.locks(of: disk)?.retire() }
+    }
+}
 
+extension X86MicroVM: Board {
     /// Auto-converge has nothing to slow here: KVM runs the vCPUs, and swemu does not take
     /// their time away (QEMU throttles KVM vCPUs by making them sleep in its own loop, which
     /// PVM's cost per exit would make coarse). Migrations converge on the downtime limit alone.

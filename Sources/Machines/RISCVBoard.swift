@@ -440,9 +440,8 @@ public final class RISCVBoard: @unchecked Sendable {
     /// Runs every hart, each on a thread of its own (DESIGN.md §4), until the guest powers off
     /// or resets or another thread asks for the end; returns once every hart thread has ended.
     /// The board runs once: a reset builds the next.
-    public func run(startPaused: Bool = false) throws(SystemError) -> Exit {
-        if startPaused { clock.stop() }
-        return try runControl.run(startPaused: startPaused, name: { "CPU \($0)/TCG" }) { [self] index in runHart(index) }
+    public func run() throws(SystemError) -> Exit {
+        try runControl.run(name: { "CPU \($0)/TCG" }) { [self] index in runHart(index) }
     }
 
     /// One hart's loop: slices of instructions, with the device polls and the checks between
@@ -545,10 +544,4 @@ public final class RISCVBoard: @unchecked Sendable {
     package var isAtRest: Bool { runControl.isAtRest }
 
     public var vcpuThreadIDs: [Int] { runControl.vcpuThreadIDs }
-
-    /// The run is over and a reset builds the next board, which opens the disks again before
-    /// this one goes: their locks stay until then but no longer count against those opens.
-    public func close() {
-        for disk in disks { DiskImage.locks(of: disk)?.retire() }
-    }
 }

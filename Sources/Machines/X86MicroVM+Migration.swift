@@ -43,12 +43,6 @@ extension X86MicroVM: MigratableMachine {
         virtioTransports.compactMap { ($0.device as? VirtioBlock)?.backend }
     }
 
-    /// The board is done (a reset builds the next, which opens the disks again): its disks'
-    /// locks stay until it goes but no longer count against those opens.
-    public func retireDiskLocks() {
-        for disk in disks { DiskImage.locks(of: disk)?.retire() }
-    }
-
     public func setDisksActive(_ active: Bool) throws(SystemError) {
         for disk in disks {
             if active { try DiskImage.activate(disk) } else { try DiskImage.inactivate(disk) }

@@ -454,8 +454,8 @@ public final class X86MicroVM: @unchecked Sendable {
     /// Runs every vCPU on its own thread until the guest powers off, resets or fails, or
     /// `requestPowerOff` is called; returns why. The board cannot run twice: a reset builds a
     /// new one.
-    public func run(startPaused: Bool = false) throws(SystemError) -> Exit {
-        try events.run.run(startPaused: startPaused, name: { "CPU \($0)/KVM" }) { [self] index in
+    public func run() throws(SystemError) -> Exit {
+        try events.run.run(name: { "CPU \($0)/KVM" }) { [self] index in
             vcpus[index].bindToCurrentThread()
             runLoop(vcpus[index])
         }

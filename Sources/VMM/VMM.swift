@@ -119,7 +119,7 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
                 loadvm = nil
                 migrationManager.startFromSnapshot(name)
             }
-            let exit = try board.run(startPaused: false)
+            let exit = try board.run()
             board.close()
             previous = board
             let (quitCode, hostReset) = state.withLock { s in

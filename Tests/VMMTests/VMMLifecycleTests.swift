@@ -40,8 +40,8 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
     func count(_ vcpu: Int) -> Int { counters.withLock { $0[vcpu] } }
     var total: Int { counters.withLock { $0.reduce(0, +) } }
 
-    func run(startPaused: Bool) throws(SystemError) -> BoardExit {
-        try control.run(startPaused: startPaused, name: { "fake \($0)" }) { [self] index in
+    func run() throws(SystemError) -> BoardExit {
+        try control.run(name: { "fake \($0)" }) { [self] index in
             while !control.stopping.load(ordering: .sequentiallyConsistent) {
                 switch control.next(index) {
                 case .park:

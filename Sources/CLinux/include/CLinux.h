@@ -81,6 +81,10 @@ int clx_shutdown_signal_take(int *pid);
 /// strings must live as long as the process. 0, or -1 with errno.
 int clx_sandbox_trap_install(const char *prefix, const char *const *names, int count);
 
+/// O_PATH and O_TMPFILE, which need _GNU_SOURCE (see above); defined in shim.c.
+extern const int clx_O_PATH;
+extern const int clx_O_TMPFILE;
+
 static const unsigned long clx_TIOCGWINSZ = TIOCGWINSZ;
 static const unsigned long clx_FIONREAD = FIONREAD;
 static const int clx_EPOLLIN = EPOLLIN;
