@@ -270,16 +270,23 @@ extension Hart {
     /// and Linux expect of a hart that does not trap them.
     @inline(__always)
     func load(_ vaddr: UInt64, size: Int) throws(Trap) -> UInt64 {
-        let key = state.pointee.dataKey
-        if vaddr & UInt64(size - 1) == 0, let p = tlbLookup(vaddr, .read, key: key) {
-            switch size {
-            case 1: return UInt64(p.load(as: UInt8.self))
-            case 2: return UInt64(UInt16(littleEndian: p.load(as: UInt16.self)))
-            case 4: return UInt64(UInt32(littleEndian: p.load(as: UInt32.self)))
-            default: return UInt64(littleEndian: p.load(as: UInt64.self))
-            }
+        if let value = loadIfMapped(vaddr, size: size) { return value }
+        return try loadSlow(vaddr, size: size, key: state.pointee.dataKey)
+    }
+
+    /// `load`'s fast path alone: the value when the access is naturally aligned and hits the
+    /// TLB, else nil (the caller then takes `load`, which does the rest). No call, no trap.
+    @inline(__always)
+    func loadIfMapped(_ vaddr: UInt64, size: Int) -> UInt64? {
+        guard vaddr & UInt64(size - 1) == 0, let p = tlbLookup(vaddr, .read, key: state.pointee.dataKey) else {
+            return nil
         }
-        return try loadSlow(vaddr, size: size, key: key)
+        switch size {
+        case 1: return UInt64(p.load(as: UInt8.self))
+        case 2: return UInt64(UInt16(littleEndian: p.load(as: UInt16.self)))
+        case 4: return UInt64(UInt32(littleEndian: p.load(as: UInt32.self)))
+        default: return UInt64(littleEndian: p.load(as: UInt64.self))
+        }
     }
 
     package func loadSlow(_ vaddr: UInt64, size: Int, key: UInt64) throws(Trap) -> UInt64 {
@@ -301,12 +308,20 @@ extension Hart {
     /// Stores the low `size` bytes of `value` at `vaddr` with the data privilege.
     @inline(__always)
     func store(_ vaddr: UInt64, _ value: UInt64, size: Int) throws(Trap) {
-        let key = state.pointee.dataKey
-        if vaddr & UInt64(size - 1) == 0, let p = tlbLookup(vaddr, .write, key: key) {
-            Hart.storeHost(p, value, size: size)
-            return
+        if storeIfMapped(vaddr, value, size: size) { return }
+        try storeSlow(vaddr, value, size: size, key: state.pointee.dataKey)
+    }
+
+    /// `store`'s fast path alone: stores and returns true when the access is naturally
+    /// aligned and hits the write TLB (never a page holding code: those take `storeSlow`),
+    /// else does nothing and returns false.
+    @inline(__always)
+    func storeIfMapped(_ vaddr: UInt64, _ value: UInt64, size: Int) -> Bool {
+        guard vaddr & UInt64(size - 1) == 0, let p = tlbLookup(vaddr, .write, key: state.pointee.dataKey) else {
+            return false
         }
-        try storeSlow(vaddr, value, size: size, key: key)
+        Hart.storeHost(p, value, size: size)
+        return true
     }
 
     package func storeSlow(_ vaddr: UInt64, _ value: UInt64, size: Int, key: UInt64) throws(Trap) {
