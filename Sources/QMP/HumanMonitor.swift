@@ -11,10 +11,10 @@
 ///
 /// Commands (`help` lists them): `help|? [cmd]`, `info status|version|name|cpus|block|chardev`,
 /// `cpu N`, `x`/`xp /fmt addr`, `stop`, `cont|c`, `system_reset`, `system_powerdown`,
-/// `q|quit`. Everything else, `info registers`/`mtree`/`qtree` included, goes to
-/// `MonitorTarget.humanCommand`; if the target does not know it either, the reply is
-/// QEMU's "unknown command: 'foo'". `x`/`xp` are checked here (format and address syntax,
-/// with QEMU's messages) and passed on with the format spelled out (`MemoryDump`).
+/// `q|quit`. `info registers`/`jit`/`mtree`/`qtree` and `x`/`xp` are views only the machine
+/// can produce: they are parsed and checked here (for `x`/`xp`, format and address syntax,
+/// with QEMU's messages) and asked of `MonitorTarget.machineView` as a `MachineView`. Other
+/// lines get QEMU's "unknown command: 'foo'".
 public struct HumanMonitor: Sendable {
     /// QEMU's UUID for a machine started without `-uuid`.
     static let nullUUID = "00000000-0000-0000-0000-000000000000"
@@ -294,7 +294,7 @@ public struct HumanMonitor: Sendable {
         CommandInfo(name: "xp", params: "/fmt addr", help: "physical memory dump starting at 'addr'"),
     ]
 
-    /// hmp-commands-info.hx entries, sorted. registers/mtree/qtree are the target's.
+    /// hmp-commands-info.hx entries, sorted. jit/mtree/qtree/registers are machine views.
     static let infoCommands: [CommandInfo] = [
         CommandInfo(name: "balloon", params: "", help: "show balloon information"),
         CommandInfo(name: "block", params: "[-n] [-v] [device]",
@@ -359,16 +359,16 @@ public struct HumanMonitor: Sendable {
             ? nil : "\(name): extraneous characters at the end of line\nTry \"help \(typed)\" for more information\n"
     }
 
-    private func passThrough(_ line: String, unknown: String) -> String {
-        if let text = target.humanCommand(line, cpuIndex: currentCPU) { return text }
-        return "unknown command: '\(unknown)'\n"
+    /// `view` from the machine, or QEMU's reply to a command it does not have.
+    private func machineView(_ view: MachineView, unknown: String) -> String {
+        target.machineView(view, cpuIndex: currentCPU) ?? "unknown command: '\(unknown)'\n"
     }
 
     private mutating func run(_ commandLine: String, quit: inout Bool) -> String {
         let (name, rest) = Self.splitCommandName(commandLine)
         if name.isEmpty { return "" }
         guard let command = Self.commands.first(where: { $0.matches(name) }) else {
-            return passThrough(Self.trimmed(commandLine), unknown: name)
+            return "unknown command: '\(name)'\n"
         }
         switch command.name {
         case "help|?":
@@ -398,7 +398,7 @@ public struct HumanMonitor: Sendable {
             do {
                 let dump = try MemoryDump.parse(arguments: rest, physical: command.name == "xp", name: command.name,
                                                 defaults: &memoryDumpDefaults)
-                if let text = target.humanCommand(dump.canonicalLine, cpuIndex: currentCPU) { return text }
+                if let text = target.machineView(.memory(dump), cpuIndex: currentCPU) { return text }
                 return "\(command.name): reading guest memory is not supported by this machine\n"
             } catch {
                 return error.message + "\n"
@@ -469,9 +469,38 @@ public struct HumanMonitor: Sendable {
             return extraneous(sub, args, typed: "info \(sub)") ?? networkInfo(sub)
         case "balloon":
             return extraneous(sub, args, typed: "info \(sub)") ?? balloonInfo()
+        case "registers":
+            switch flags(args, allowed: "a", command: sub) {
+            case .success(let set): return machineView(.registers(allCPUs: set.contains("a")), unknown: "info \(sub)")
+            case .failure(let message): return message.text
+            }
+        case "mtree":
+            // -f, -d, -o, -D choose among QEMU's views of its memory API; swemu has the one map.
+            if case .failure(let message) = flags(args, allowed: "fdoD", command: sub) { return message.text }
+            return machineView(.memoryTree, unknown: "info \(sub)")
+        case "jit", "qtree":
+            if let e = extraneous(sub, args, typed: "info \(sub)") { return e }
+            return machineView(sub == "jit" ? .jit : .deviceTree, unknown: "info \(sub)")
         default:
-            return passThrough("info " + Self.trimmed(rest), unknown: "info \(sub)")
+            return "unknown command: 'info \(sub)'\n"
         }
+    }
+
+    /// A reply line, as the error of a parse.
+    struct Reply: Error { let text: String }
+
+    /// The flags of a command that takes only flags (`info registers [-a]`), as QEMU's
+    /// monitor_parse_arguments reads them: each "-x" with x in `allowed`.
+    private func flags(_ args: String, allowed: String, command: String) -> Result<Set<Character>, Reply> {
+        var set = Set<Character>()
+        for word in args.split(whereSeparator: { $0 == " " || $0 == "\t" }) {
+            guard word.hasPrefix("-") else { return .failure(Reply(text: "\(command): extraneous characters at the end of line\n")) }
+            guard word.count == 2, let flag = word.last, allowed.contains(flag) else {
+                return .failure(Reply(text: "\(command): unsupported option -\(word.dropFirst().first.map(String.init) ?? "")\n"))
+            }
+            set.insert(flag)
+        }
+        return .success(set)
     }
 
     /// `info block [-n] [-v] [device]` (hmp_info_block, print_block_info).

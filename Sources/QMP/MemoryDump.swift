@@ -1,7 +1,7 @@
 /// The human monitor's `x /fmt addr` and `xp /fmt addr` (QEMU monitor/hmp.c, '/' and 'l'
 /// argument types; memory_dump in monitor/misc.c): the syntax, QEMU's error messages, and the
 /// output layout. It reads no memory: `render` takes a reader, so the machine (through
-/// `MonitorTarget.humanCommand`) supplies the bytes and this type supplies QEMU's format.
+/// `MonitorTarget.machineView`) supplies the bytes and this type supplies QEMU's format.
 public struct MemoryDump: Sendable, Equatable {
     /// `xp` (guest physical) rather than `x` (virtual, through the current CPU's MMU).
     public var physical: Bool
@@ -88,8 +88,8 @@ public struct MemoryDump: Sendable, Equatable {
         return try parse(arguments: rest, physical: name == "xp", defaults: &defaults)
     }
 
-    /// The command line with format and size spelled out: what the human monitor passes to
-    /// `MonitorTarget.humanCommand`, so the target never depends on the sticky defaults.
+    /// The command line with format and size spelled out (no sticky defaults): the dump as
+    /// one line, for logs and tests.
     public var canonicalLine: String {
         let sizeLetter: String
         switch size {

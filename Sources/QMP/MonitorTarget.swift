@@ -42,13 +42,10 @@ public protocol MonitorTarget: AnyObject, Sendable {
     /// machine has acted on it.
     func execute(_ command: VMCommand)
 
-    /// Human-monitor commands that read machine state: `info registers`, `info mtree`, ...
-    /// Returns the text QEMU would print, or nil if this target does not know the command.
-    func humanCommand(_ line: String) -> String?
-
-    /// `humanCommand` with the monitor's current CPU (`cpu N`, or QMP `human-monitor-command`
-    /// with `cpu-index`), for `info registers` and `x`. Has a default that ignores the index.
-    func humanCommand(_ line: String, cpuIndex: Int) -> String?
+    /// The human monitor's views of machine state (`info registers`, `x`...), with the
+    /// monitor's current CPU (`cpu N`, or QMP `human-monitor-command`'s `cpu-index`): the text
+    /// QEMU would print, or nil where this machine has no such view.
+    func machineView(_ view: MachineView, cpuIndex: Int) -> String?
 
     /// Snapshots and migration, where the target supports them. Has a default (nil).
     var migration: (any MigrationControl)? { get }
@@ -193,10 +190,25 @@ public enum MonitorEvent: Sendable, Equatable {
     case balloonChange(actual: UInt64)
 }
 
+/// What the human monitor asks a machine to show: views only the board can produce. The
+/// monitor parses and checks the command line; the machine gets this typed request, never the
+/// line (DESIGN.md §3), and answers with QEMU's text.
+public enum MachineView: Sendable, Equatable {
+    /// `info registers [-a]`: the current CPU's registers, or every CPU's.
+    case registers(allCPUs: Bool)
+    /// `info jit`: the dynamic translator's state.
+    case jit
+    /// `info mtree`: the memory map.
+    case memoryTree
+    /// `info qtree`: the devices.
+    case deviceTree
+    /// `x` and `xp`, checked, with format and size resolved (`MemoryDump`).
+    case memory(MemoryDump)
+}
+
 // Defaults for the requirements added with the QMP/HMP codecs, so a target need not
 // implement them.
 extension MonitorTarget {
-    public func humanCommand(_ line: String, cpuIndex: Int) -> String? { humanCommand(line) }
     public var targetArch: String { cpus.first?.target ?? "" }
     public var commandLineOptions: [MonitorCommandLineOption] { [] }
     public var accelerators: [String] { [] }

@@ -47,7 +47,7 @@ public final class EmptyMachine: MonitorTarget, Sendable {
     public var cpus: [MonitorCPU] { [] }
     public var blockDevices: [MonitorBlockDevice] { [] }
     public var chardevs: [(label: String, filename: String)] { setup.chardevs }
-    public func humanCommand(_ line: String) -> String? { nil }
+    public func machineView(_ view: MachineView, cpuIndex: Int) -> String? { nil }
 
     public func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void) {
         state.withLock { $0.listeners.append(listener) }

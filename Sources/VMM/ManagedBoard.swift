@@ -3,7 +3,7 @@ import Machines
 import QMP
 
 /// What the VMM's monitors and debugger need of a board type beyond `Board` (DESIGN.md §3): how
-/// its CPUs are named, the human-monitor commands only it answers, and its debugger. The VMM
+/// its CPUs are named, the human monitor's views only it produces, and its debugger. The VMM
 /// itself (`VMM<Machine>`) never asks which board it runs.
 package protocol ManagedBoard: Board {
     associatedtype Debugger: BoardDebugger where Debugger.Machine == Self
@@ -12,9 +12,9 @@ package protocol ManagedBoard: Board {
     static var kvmEnabled: Bool { get }
     /// CPU `index` as `query-cpus-fast` lists it.
     static func monitorCPU(index: Int, threadID: Int) -> MonitorCPU
-    /// The human-monitor command `line` if this board answers it (`info registers`...), as
-    /// work to run on the board with every vCPU parked; nil for the others.
-    static func humanCommand(_ line: String, cpuIndex: Int) -> (@Sendable (Self) -> String)?
+    /// `view` (with the monitor's current CPU) as work to run on the board with every vCPU
+    /// parked; nil where this board has no such view.
+    static func machineView(_ view: MachineView, cpuIndex: Int) -> (@Sendable (Self) -> String)?
 }
 
 /// A board type's side of the GDB stub (`-gdb`, `-s`): registers, memory, breakpoints and

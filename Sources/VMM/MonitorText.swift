@@ -57,12 +57,9 @@ enum MonitorText {
     /// `x /fmt addr` (virtual, through the hart's current translation) and `xp /fmt addr`
     /// (physical). The syntax, expressions (`$pc + 4`) and QEMU's layout are `MemoryDump`'s;
     /// this supplies the bytes, the registers, and the disassembly for format `i`.
-    static func memoryDump(_ line: String, board: RISCVBoard, hart: Hart) -> String {
-        var defaults = MemoryDump.Defaults()
-        let dump: MemoryDump
+    static func memoryDump(_ dump: MemoryDump, board: RISCVBoard, hart: Hart) -> String {
         let start: UInt64
         do {
-            dump = try MemoryDump.parse(line: line, defaults: &defaults)
             start = try dump.address.evaluate { register($0, hart) }
         } catch {
             return error.message + "\n"

@@ -18,28 +18,23 @@ extension RISCVBoard: ManagedBoard {
         MonitorCPU(index: index, threadID: threadID, target: "riscv64", qomPath: "/machine/soc0/harts[\(index)]", coreID: index)
     }
 
-    package static func humanCommand(_ line: String, cpuIndex: Int) -> (@Sendable (RISCVBoard) -> String)? {
-        let words = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-        guard let first = words.first else { return nil }
-        @Sendable func hart(_ board: RISCVBoard) -> Hart { board.harts.indices.contains(cpuIndex) ? board.harts[cpuIndex] : board.hart }
-        switch (first, words.dropFirst().first) {
-        case ("info", "registers"):
+    package static func machineView(_ view: MachineView, cpuIndex: Int) -> (@Sendable (RISCVBoard) -> String)? {
+        @Sendable func current(_ board: RISCVBoard) -> Int { board.harts.indices.contains(cpuIndex) ? cpuIndex : 0 }
+        switch view {
+        case .registers(let all):
             // hmp_info_registers: "\nCPU#N\n" and the dump with the FPU; -a: every hart.
-            let all = words.dropFirst(2).contains("-a")
             return { board in
-                let harts = all ? Array(board.harts.indices) : [board.harts.indices.contains(cpuIndex) ? cpuIndex : 0]
-                return harts.map { "\nCPU#\($0)\n" + board.harts[$0].registerDump(fpu: true) }.joined()
+                (all ? Array(board.harts.indices) : [current(board)])
+                    .map { "\nCPU#\($0)\n" + board.harts[$0].registerDump(fpu: true) }.joined()
             }
-        case ("info", "jit"):
+        case .jit:
             return { MonitorText.jitInfo($0) }
-        case ("info", "mtree"):
+        case .memoryTree:
             return { MonitorText.memoryTree($0) }
-        case ("info", "qtree"):
+        case .deviceTree:
             return { MonitorText.deviceTree($0) }
-        case ("x", _), ("xp", _):
-            return { board in MonitorText.memoryDump(line, board: board, hart: hart(board)) }
-        default:
-            return nil
+        case .memory(let dump):
+            return { board in MonitorText.memoryDump(dump, board: board, hart: board.harts[current(board)]) }
         }
     }
 }

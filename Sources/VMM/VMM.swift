@@ -361,13 +361,11 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         state.withLock { $0.listeners.append(listener) }
     }
 
-    public func humanCommand(_ line: String) -> String? { humanCommand(line, cpuIndex: 0) }
-
-    /// The board's own commands (`info registers`, which applies to the monitor's current CPU,
-    /// `cpu N`, as in QEMU), run with the vCPUs parked.
-    public func humanCommand(_ line: String, cpuIndex: Int) -> String? {
-        guard let command = Machine.humanCommand(line, cpuIndex: cpuIndex) else { return nil }
-        return withParkedBoard(command) ?? "the machine has no board now\n"
+    /// The board's views (`info registers`, for the monitor's current CPU, `cpu N`, as in
+    /// QEMU), made with the vCPUs parked.
+    public func machineView(_ view: MachineView, cpuIndex: Int) -> String? {
+        guard let work = Machine.machineView(view, cpuIndex: cpuIndex) else { return nil }
+        return withParkedBoard(work) ?? "the machine has no board now\n"
     }
 }
 

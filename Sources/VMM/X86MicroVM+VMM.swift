@@ -19,12 +19,12 @@ extension X86MicroVM: ManagedBoard {
         MonitorCPU(index: index, threadID: threadID, target: "x86_64", qomPath: "/machine/unattached/device[\(index)]")
     }
 
-    /// `info registers` (KVM_GET_REGS waits for KVM_RUN to return: the vCPUs are parked).
-    package static func humanCommand(_ line: String, cpuIndex: Int) -> (@Sendable (X86MicroVM) -> String)? {
-        let words = line.split(separator: " ", omittingEmptySubsequences: true)
-        guard words.count >= 2, words[0] == "info", words[1] == "registers" else { return nil }
+    /// `info registers [-a]` (KVM_GET_REGS waits for KVM_RUN to return: the vCPUs are parked).
+    package static func machineView(_ view: MachineView, cpuIndex: Int) -> (@Sendable (X86MicroVM) -> String)? {
+        guard case .registers(let all) = view else { return nil }
         return { board in
-            board.vcpus.indices.contains(cpuIndex) ? board.vcpus[cpuIndex].registerDump() + "\n" : "no such CPU\n"
+            if all { return board.vcpus.enumerated().map { "\nCPU#\($0.offset)\n" + $0.element.registerDump() + "\n" }.joined() }
+            return board.vcpus.indices.contains(cpuIndex) ? board.vcpus[cpuIndex].registerDump() + "\n" : "no such CPU\n"
         }
     }
 }

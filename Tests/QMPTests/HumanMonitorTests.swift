@@ -140,11 +140,18 @@ private let esc = "\u{1B}"
         #expect(output(&m, "info block -x") == "block: unsupported option -x\r\n")
         #expect(output(&m, "info block nothere") == "")
         #expect(output(&m, "info foo") == "unknown command: 'info foo'\r\n")
-        #expect(output(&m, "info mtree") == "unknown command: 'info mtree'\r\n", "the target does not know it")
-        target.state.withLock { $0.humanReplies["info mtree -f"] = "address-space: memory\n" }
-        #expect(output(&m, "  info   mtree -f  ") == "address-space: memory\r\n")
+        #expect(output(&m, "info mtree") == "unknown command: 'info mtree'\r\n", "the target has no such view")
+        target.state.withLock { $0.viewReplies["info mtree"] = "address-space: memory\n" }
+        #expect(output(&m, "  info   mtree -f  ") == "address-space: memory\r\n", "QEMU's options, one view")
+        #expect(output(&m, "info mtree -x") == "mtree: unsupported option -x\r\n")
         #expect(output(&m, "info registers") == " pc       0000000080000000\r\n cpu 0\r\n")
-        #expect(target.humanLines.contains("info mtree -f @0"))
+        #expect(output(&m, "info registers -a") == " pc       0000000080000000\r\n cpu 0\r\n")
+        #expect(output(&m, "info registers -b") == "registers: unsupported option -b\r\n")
+        #expect(output(&m, "info registers all") == "registers: extraneous characters at the end of line\r\n")
+        #expect(output(&m, "info qtree now")
+            == "qtree: extraneous characters at the end of line\r\nTry \"help info qtree\" for more information\r\n")
+        #expect(target.views == ["info mtree @0", "info mtree @0", "info registers @0", "info registers -a @0"],
+                "the typed views, and none for a line with a syntax error")
         #expect(target.calls.isEmpty)
     }
 
@@ -180,13 +187,12 @@ private let esc = "\u{1B}"
         #expect(!m.execute("info status").quitRequested)
     }
 
-    @Test func unknownCommandsGoToTheTargetFirst() {
+    @Test func unknownCommandsNeverReachTheMachine() {
         let target = FakeTarget()
         var m = HumanMonitor(target: target)
         #expect(output(&m, "foo bar") == "unknown command: 'foo'\r\n")
-        target.state.withLock { $0.humanReplies["gdbserver tcp::1234"] = "Waiting for gdb connection on device 'tcp::1234'\n" }
-        #expect(output(&m, "gdbserver tcp::1234") == "Waiting for gdb connection on device 'tcp::1234'\r\n")
-        #expect(target.humanLines == ["foo bar @0", "gdbserver tcp::1234 @0"])
+        #expect(output(&m, "gdbserver tcp::1234") == "unknown command: 'gdbserver'\r\n")
+        #expect(target.views.isEmpty, "no command line crosses into the machine")
     }
 
     @Test func help() {
@@ -227,7 +233,7 @@ private let esc = "\u{1B}"
         #expect(output(&m, "x /x 99999999999999999999") == "number too large\r\n")
         #expect(output(&m, "x /x @") == "invalid char '@' in expression\r\n")
         #expect(output(&m, "x /x 'a") == "missing terminating ' character\r\n")
-        #expect(target.humanLines == [
+        #expect(target.views == [
             "x /4xw 0x80000000 @0", "xp /1xw 0x1000 @0", "x /1xb 0x10 @0", "x /1xb 0x20 + 8 @0", "x /3db 0 @0",
             "xp /2cg ($sp - 16) * 2 @0", "x /2i $pc @0", "x /1i $pc @0",
         ])

@@ -85,7 +85,7 @@ import Testing
             + #"{"execute": "human-monitor-command", "arguments": {"command-line": "info registers"}}"#)
         let out = qmpLines(backend.take())
         #expect(out == [#"{"return": {}}"#, greeting], "the old client's reply is dropped, and the rest of its input")
-        #expect(target.humanLines.isEmpty)
+        #expect(target.views.isEmpty)
         #expect(target.calls == ["stop"], "the command still completed")
         #expect(!server.isNegotiated, "the new client starts unnegotiated")
         target.state.withLock { $0.duringStop = nil }

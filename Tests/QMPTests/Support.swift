@@ -16,9 +16,11 @@ final class FakeTarget: MonitorTarget {
         var running = true
         var name: String? = "guest0"
         var calls: [String] = []
-        var humanLines: [String] = []
+        /// The views asked for, each with the CPU index ("x /1xw 0x1000 @0", "info registers -a @1").
+        var views: [String] = []
         var listeners: [@Sendable (MonitorEvent) -> Void] = []
-        var humanReplies: [String: String] = [:]
+        /// Replies to views, by the view's line (as in `views`, without the CPU).
+        var viewReplies: [String: String] = [:]
         /// Runs inside `stop()` before it returns (tests use it to make a client vanish).
         var duringStop: (@Sendable () -> Void)?
         /// Runs inside `quit()`.
@@ -75,7 +77,7 @@ final class FakeTarget: MonitorTarget {
 
     private func record(_ call: String) { state.withLock { $0.calls.append(call) } }
     var calls: [String] { state.withLock { $0.calls } }
-    var humanLines: [String] { state.withLock { $0.humanLines } }
+    var views: [String] { state.withLock { $0.views } }
 
     func stop() {
         record("stop")
@@ -119,13 +121,20 @@ final class FakeTarget: MonitorTarget {
         emit(.shutdown(guest: false, reason: "host-qmp-quit"))
     }
 
-    func humanCommand(_ line: String) -> String? { humanCommand(line, cpuIndex: -1) }
-    func humanCommand(_ line: String, cpuIndex: Int) -> String? {
-        state.withLock { s in
-            s.humanLines.append("\(line) @\(cpuIndex)")
-            if let reply = s.humanReplies[line] { return reply }
-            if line.hasPrefix("info registers") { return " pc       0000000080000000\n cpu \(cpuIndex)\n" }
-            if line.hasPrefix("x ") || line.hasPrefix("xp ") { return "memory for \(line)\n" }
+    func machineView(_ view: MachineView, cpuIndex: Int) -> String? {
+        let line: String
+        switch view {
+        case .registers(let all): line = all ? "info registers -a" : "info registers"
+        case .jit: line = "info jit"
+        case .memoryTree: line = "info mtree"
+        case .deviceTree: line = "info qtree"
+        case .memory(let dump): line = dump.canonicalLine
+        }
+        return state.withLock { s in
+            s.views.append("\(line) @\(cpuIndex)")
+            if let reply = s.viewReplies[line] { return reply }
+            if case .registers = view { return " pc       0000000080000000\n cpu \(cpuIndex)\n" }
+            if case .memory = view { return "memory for \(line)\n" }
             return nil
         }
     }

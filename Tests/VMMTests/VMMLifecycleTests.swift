@@ -91,8 +91,8 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
     static func monitorCPU(index: Int, threadID: Int) -> MonitorCPU {
         MonitorCPU(index: index, threadID: threadID, target: "fake", qomPath: "/machine/fake[\(index)]")
     }
-    static func humanCommand(_ line: String, cpuIndex: Int) -> (@Sendable (FakeBoard) -> String)? {
-        guard line == "info counters" else { return nil }
+    static func machineView(_ view: MachineView, cpuIndex: Int) -> (@Sendable (FakeBoard) -> String)? {
+        guard view == .registers(allCPUs: true) else { return nil }
         return { board in "at rest: \(board.control.isAtRest)\n" }
     }
 
@@ -239,8 +239,8 @@ final class Harness: Sendable {
         // vCPUs stay parked when that work ends.
         h.vm.withParkedBoard { _ in h.vm.execute(.stop) }
         h.expectParked("a stop during parked work")
-        #expect(h.vm.humanCommand("info counters") == "at rest: true\n")
-        #expect(h.vm.humanCommand("info nothing") == nil)
+        #expect(h.vm.machineView(.registers(allCPUs: true), cpuIndex: 0) == "at rest: true\n")
+        #expect(h.vm.machineView(.jit, cpuIndex: 0) == nil)
         h.vm.execute(.cont)
         h.waitForProgress()
         #expect(h.quit() == 0)
@@ -311,7 +311,8 @@ final class Harness: Sendable {
         h.waitFor("the shutdown state") { h.vm.runState == "shutdown" }
         h.vm.execute(.cont)  // refused in "shutdown", as QEMU refuses it
         #expect(h.vm.runState == "shutdown")
-        #expect(h.vm.humanCommand("info counters") == "at rest: true\n", "the powered-off board stays for the monitors")
+        #expect(h.vm.machineView(.registers(allCPUs: true), cpuIndex: 0) == "at rest: true\n",
+                "the powered-off board stays for the monitors")
         h.vm.execute(.systemReset)
         h.waitFor("the board after system_reset") { h.boards.current.count == 2 }
         h.waitFor("prelaunch") { h.vm.runState == "prelaunch" }
