@@ -129,12 +129,10 @@ package final class VirtioBalloon: VirtioDevice, Snapshottable {
         if let changed { listener?(changed) }
     }
 
+    /// The statistics buffer Linux primes before DRIVER_OK comes next: the transport processes
+    /// every ready queue at DRIVER_OK.
     package func activate(features: VirtioFeatures, transport: any VirtioTransport) {
         shared.withLock { $0.transport = transport }
-        // Linux primes the stats queue with its first statistics before it sets DRIVER_OK
-        // (virtio_balloon.c init_vqs); a device uses buffers only from DRIVER_OK on (§3.1.1),
-        // so that one is taken now, or the host would never get statistics.
-        process(queue: QueueIndex.stats, transport: transport)
     }
 
     /// A reset driver holds no pages (Linux deflates before it lets the device go, and a

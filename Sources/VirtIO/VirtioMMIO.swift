@@ -226,7 +226,8 @@ package final class VirtioMMIO: BusDevice, Snapshottable {
             s.configGeneration = state.configGeneration
             s.queues = queues
             var effects = MMIOTransport.Effects()
-            if status.contains(.driverOK) { effects.action = .activate(negotiated) }
+            // A restored device goes on as it was: the machine it came from took every notify.
+            if status.contains(.driverOK) { effects.action = .activate(negotiated, queues: []) }
             effects.driveLevel = s.settle()
             return effects
         }
@@ -252,6 +253,9 @@ final class MMIOTransport: VirtioTransport {
         var configGeneration: UInt32 = 0
         /// The level the interrupt line was last told to take. Not device state.
         var drivenLevel = false
+        /// Queues the driver notified before DRIVER_OK, processed at DRIVER_OK. Not saved: a
+        /// snapshot in the middle of a driver's start-up loses them, as it did before.
+        var notifiedBeforeDriverOK: Set<Int> = []
 
         /// The device may use its queues: DRIVER_OK and not NEEDS_RESET (§3.1.1, §2.1.2).
         var live: Bool { status.contains(.driverOK) && !status.contains(.deviceNeedsReset) }
@@ -268,7 +272,8 @@ final class MMIOTransport: VirtioTransport {
     /// What a register access or queue operation asks of the outside world, performed after
     /// the lock is released.
     struct Effects {
-        enum Action { case process(Int), reset, activate(VirtioFeatures) }
+        /// `activate`'s queues are processed once the device is live (see `writeStatus`).
+        enum Action { case process(Int), reset, activate(VirtioFeatures, queues: [Int]) }
         var driveLevel: Bool?
         var log: String?
         var action: Action?
@@ -378,9 +383,10 @@ final class MMIOTransport: VirtioTransport {
                 break
             }
             guard s.live else {
-                // §3.1.2 / §2.1.2: no buffers are used before DRIVER_OK or in NEEDS_RESET.
-                if !s.status.contains(.deviceNeedsReset) {
-                    effects.log = "\(name): notify of queue \(value) before DRIVER_OK; ignored"
+                // §3.1.2 / §2.1.2: no buffers are used before DRIVER_OK (the notify waits for
+                // it) or in NEEDS_RESET.
+                if !s.status.contains(.deviceNeedsReset) && !s.status.contains(.driverOK) {
+                    s.notifiedBeforeDriverOK.insert(Int(value))
                 }
                 break
             }
@@ -437,7 +443,12 @@ final class MMIOTransport: VirtioTransport {
         }
         if new.contains(.driverOK) && !old.contains(.driverOK) {
             if new.contains(.featuresOK) {
-                effects.action = .activate(s.negotiated)
+                // A driver may make buffers available, and notify, before DRIVER_OK (Linux's
+                // balloon primes its statistics queue so, virtio_balloon.c init_vqs); the device
+                // uses none before it (§3.1.1), so those notifies are acted on now: they will
+                // not come again.
+                effects.action = .activate(s.negotiated, queues: s.notifiedBeforeDriverOK.sorted().filter { s.queues[$0].ready })
+                s.notifiedBeforeDriverOK = []
             } else {
                 new.remove(.driverOK)
                 effects.log = "\(name): DRIVER_OK without FEATURES_OK; ignored"
@@ -613,7 +624,9 @@ final class MMIOTransport: VirtioTransport {
             switch action {
             case .process(let queue): device.process(queue: queue, transport: self)
             case .reset: device.reset()
-            case .activate(let features): device.activate(features: features, transport: self)
+            case .activate(let features, let queues):
+                device.activate(features: features, transport: self)
+                for queue in queues { device.process(queue: queue, transport: self) }
             }
         }
     }

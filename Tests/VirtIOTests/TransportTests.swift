@@ -136,15 +136,39 @@ import VirtIO
         #expect(guest.reg(.queueNum) == 4)
     }
 
-    @Test func notifyBeforeDriverOKIsIgnored() {
+    @Test func notifyBeforeDriverOKIsNotActedOnThen() {
         let device = RecordingDevice()
         let guest = FakeGuest(device: device)
         guest.initialize()
         guest.write(.status, 0)
         guest.addStatus([.acknowledge, .driver])
+        let before = device.processed
         guest.notify(0)
         guest.notify(7)
-        #expect(device.processed.isEmpty)
+        #expect(device.processed == before)
+    }
+
+    /// Buffers made available and notified before DRIVER_OK are not used then (§3.1.1), but at
+    /// DRIVER_OK: that notify will not come again.
+    @Test func buffersMadeAvailableBeforeDriverOKAreUsedAtDriverOK() {
+        let device = RecordingDevice(queueSizes: [16, 16, 16])
+        let guest = FakeGuest(device: device)
+        var head: UInt16 = 0
+        var usedEarly: [FakeGuest.Used] = []
+        let initialized = guest.initialize(beforeDriverOK: {
+            head = guest.submit(queue: 1, readable: [[9, 8]], writable: [4]).head
+            usedEarly = guest.takeUsed(queue: 1)
+        })
+        #expect(initialized)
+        #expect(usedEarly.isEmpty, "nothing is used before DRIVER_OK")
+        #expect(device.processed == [1], "only the queue notified")
+        #expect(guest.takeUsed(queue: 1) == [.init(id: UInt32(head), length: 2)])
+        // A restored device does not: its source took every notify.
+        let restored = RecordingDevice(queueSizes: [16, 16, 16])
+        let copy = FakeGuest(device: restored)
+        #expect(throws: Never.self) { try copy.mmio.restore(guest.mmio.saveState()) }
+        #expect(restored.log.withLock { $0.activations } == 1)
+        #expect(restored.processed.isEmpty)
     }
 
     @Test func resetClearsEverything() {
