@@ -104,6 +104,23 @@ extension VMM: GDBTarget {
         emit(.resume)
     }
 
+    /// A debugger's single step that ended in a reset (the stepped instruction's, or a
+    /// `system_reset` meanwhile) is over: the vCPU's next instruction is the reset vector's.
+    /// The next board starts stopped and the debugger hears of the step, instead of waiting
+    /// for one the new board would never take.
+    func endStepAtReset() {
+        let vcpu = transitions.withLock { _ in
+            state.withLock { s -> Int? in
+                guard let vcpu = s.steppingVCPU, s.debugListener != nil else { return nil }
+                s.steppingVCPU = nil
+                return s.life.stop(as: "debug") ? vcpu : nil
+            }
+        }
+        guard let vcpu else { return }
+        emit(.stop)
+        report(.stepped(thread: vcpu + 1))
+    }
+
     public func interrupt() {
         // Already stopped (a stop crossed the Ctrl-C): report it anyway, since the debugger
         // waits for a stop reply; the session drops it if none is owed.

@@ -143,12 +143,14 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
                 report(.exited(code: code))
                 return code
             case .reset:
-                if hostReset { continue }
-                emit(.reset(guest: true, reason: "guest-reset"))
-                if setup.noReboot {
-                    emit(.shutdown(guest: true, reason: "guest-reset"))
-                    return 0
+                if !hostReset {
+                    emit(.reset(guest: true, reason: "guest-reset"))
+                    if setup.noReboot {
+                        emit(.shutdown(guest: true, reason: "guest-reset"))
+                        return 0
+                    }
                 }
+                endStepAtReset()
             case .failed(let message):
                 emit(.shutdown(guest: true, reason: "guest-panic"))
                 throw SystemError(.badInput, message)

@@ -26,6 +26,9 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
     let counters = Mutex([Int](repeating: 0, count: FakeBoard.vcpuCount))
     /// Set by a test: vCPU `n` reports a breakpoint at `breakpoint` on its next iteration.
     let breakOn = Atomic<Int>(-1)
+    /// Set by a test: the next single step resets the machine (a guest write to a reset
+    /// register) instead of stopping.
+    let resetOnStep = Atomic<Bool>(false)
     let steps = Mutex([Int](repeating: 0, count: FakeBoard.vcpuCount))
     let closed = Atomic<Bool>(false)
     private let handler = Mutex<(@Sendable (Int, UInt64) -> Void)?>(nil)
@@ -48,7 +51,11 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
                     control.park(index)
                 case .step:
                     steps.withLock { $0[index] += 1 }
-                    report(index, 0)
+                    if resetOnStep.load(ordering: .sequentiallyConsistent) {
+                        control.end(.reset)
+                    } else {
+                        report(index, 0)
+                    }
                 case .run where breakOn.compareExchange(expected: index, desired: -1, ordering: .sequentiallyConsistent).exchanged:
                     report(index, 0x2000)
                 case .run:
@@ -357,6 +364,33 @@ final class Harness: Sendable {
         h.vm.detach()
         #expect(h.vm.debugger.points.withLock { $0.isEmpty })
         #expect(h.vm.runState == "running")
+        h.waitForProgress()
+        #expect(h.quit() == 0)
+    }
+
+    /// A step whose instruction resets the machine ends there: the new board starts stopped at
+    /// its reset state and the debugger hears of the step (it would otherwise wait for a stop
+    /// the new board never makes).
+    @Test func aStepThatResetsTheMachineEndsAtTheNewBoard() {
+        let h = Harness()
+        h.waitForProgress()
+        let stops = Shared<[GDBStopEvent]>([])
+        h.vm.attach { event in stops.value.withLock { $0.append(event) } }
+        let first = h.board
+        first.resetOnStep.store(true, ordering: .sequentiallyConsistent)
+        h.vm.resume(step: 1)
+        h.waitFor("the step's stop") { stops.current.count == 2 }
+        #expect(stops.current.last == .stepped(thread: 1))
+        h.waitFor("the board after the reset") { h.boards.current.count == 2 }
+        #expect(h.events.current.contains(.reset(guest: true, reason: "guest-reset")))
+        #expect(h.vm.readRegister(thread: 1, number: 0) == [0], "the new board answers, parked")
+        h.expectParked("the new board, stopped for the debugger")
+        // The debugger goes on as usual: a step on the new board, then continue.
+        h.vm.resume(step: 1)
+        h.waitFor("the second step's stop") { stops.current.count == 3 }
+        #expect(stops.current.last == .stepped(thread: 1))
+        #expect(h.board.steps.withLock { $0 } == [1, 0])
+        h.vm.detach()
         h.waitForProgress()
         #expect(h.quit() == 0)
     }
