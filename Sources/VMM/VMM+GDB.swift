@@ -60,11 +60,17 @@ extension VMM: GDBTarget {
         }
         guard listening else { return }
         let stop = debugger.stopEvent(vcpu: vcpu, event)
-        state.withLock { s in
+        let first = state.withLock { s -> Bool in
+            // The machine stopped already (another vCPU's point at the same moment, or a
+            // `stop`): GDB's all-stop mode wants one stop reply. This vCPU has not executed
+            // the instruction at its point, so it meets the point again when the machine runs.
+            guard !s.life.paused else { return false }
             s.life.paused = true
             s.life.runState = "debug"
             s.steppingVCPU = nil
+            return true
         }
+        guard first else { return }
         emit(.stop)
         report(stop)
     }

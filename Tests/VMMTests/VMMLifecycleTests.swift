@@ -24,8 +24,8 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
     static let vcpuCount = 2
     let control: VCPURunControl
     let counters = Mutex([Int](repeating: 0, count: FakeBoard.vcpuCount))
-    /// Set by a test: vCPU `n` reports a breakpoint at `breakpoint` on its next iteration.
-    let breakOn = Atomic<Int>(-1)
+    /// Set by a test: vCPU n (bit n) reports a breakpoint at 0x2000 on its next iteration.
+    let breakOn = Atomic<Int>(0)
     /// Set by a test: the next single step resets the machine (a guest write to a reset
     /// register) instead of stopping.
     let resetOnStep = Atomic<Bool>(false)
@@ -56,7 +56,9 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
                     } else {
                         report(index, 0)
                     }
-                case .run where breakOn.compareExchange(expected: index, desired: -1, ordering: .sequentiallyConsistent).exchanged:
+                case .run where breakOn.bitwiseAnd(~(1 << index), ordering: .sequentiallyConsistent).oldValue & 1 << index != 0:
+                    // Every vCPU given a point reaches it before any reports: hits at one moment.
+                    for _ in 0..<10_000 where breakOn.load(ordering: .sequentiallyConsistent) != 0 { usleep(100) }
                     report(index, 0x2000)
                 case .run:
                     counters.withLock { $0[index] += 1 }
@@ -76,7 +78,7 @@ final class FakeBoard: ManagedBoard, @unchecked Sendable {
 
     func guestPowerOff(_ code: Int32) { control.end(.powerOff(exitCode: code)) }
     func guestReset() { control.end(.reset) }
-    func hitBreakpoint(vcpu: Int) { breakOn.store(vcpu, ordering: .sequentiallyConsistent) }
+    func hitBreakpoint(vcpus: Int...) { breakOn.store(vcpus.reduce(0) { $0 | 1 << $1 }, ordering: .sequentiallyConsistent) }
 
     func pause() { control.pause() }
     func resume() { control.resume() }
@@ -354,7 +356,7 @@ final class Harness: Sendable {
         // Continue, then vCPU 0 hits the breakpoint: every vCPU parks, GDB hears of it.
         h.vm.resume(step: nil)
         h.waitForProgress()
-        board.hitBreakpoint(vcpu: 0)
+        board.hitBreakpoint(vcpus: 0)
         h.waitFor("the breakpoint's stop") { stops.current.count == 3 }
         #expect(stops.current.last == .breakpoint(thread: 1, hardware: false))
         #expect(h.vm.runState == "debug")
@@ -392,6 +394,25 @@ final class Harness: Sendable {
         #expect(h.board.steps.withLock { $0 } == [1, 0])
         h.vm.detach()
         h.waitForProgress()
+        #expect(h.quit() == 0)
+    }
+
+    /// Two vCPUs at their breakpoints at once: GDB (all-stop) gets one stop reply, not two.
+    @Test func breakpointsOnTwoVCPUsAtOnceMakeOneStop() {
+        let h = Harness()
+        let stops = Shared<[GDBStopEvent]>([])
+        h.vm.attach { event in stops.value.withLock { $0.append(event) } }
+        h.vm.resume(step: nil)
+        h.waitForProgress()
+        h.board.hitBreakpoint(vcpus: 0, 1)
+        h.waitFor("the breakpoint's stop") { stops.current.count == 2 }
+        usleep(50_000)
+        #expect(stops.current.count == 2, "one stop reply: \(stops.current)")
+        #expect([GDBStopEvent.breakpoint(thread: 1, hardware: false), .breakpoint(thread: 2, hardware: false)]
+            .contains(stops.current.last!))
+        #expect(h.events.current.filter { $0 == .stop }.count == 2, "the attach's stop and this one")
+        h.expectParked("at the breakpoint")
+        h.vm.detach()
         #expect(h.quit() == 0)
     }
 }
