@@ -375,12 +375,12 @@ extension Hart {
         case .srlw: value = Hart.sext32(UInt64(UInt32(truncatingIfNeeded: a) >> UInt32(b & 31)))
         case .sraw: value = UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: a) >> Int32(b & 31)))
         case .mul: value = a &* b
-        case .mulh: value = UInt64(bitPattern: Int64(bitPattern: a).multipliedFullWidth(by: Int64(bitPattern: b)).high)
+        case .mulh: value = UInt64(bitPattern: Hart.multiplyHigh(Int64(bitPattern: a), Int64(bitPattern: b)))
         case .mulhsu:
-            var high = a.multipliedFullWidth(by: b).high
+            var high = Hart.multiplyHigh(a, b)
             if Int64(bitPattern: a) < 0 { high &-= b }  // a = a_unsigned - 2^64 when negative
             value = high
-        case .mulhu: value = a.multipliedFullWidth(by: b).high
+        case .mulhu: value = Hart.multiplyHigh(a, b)
         case .div: value = UInt64(bitPattern: Hart.divide(Int64(bitPattern: a), Int64(bitPattern: b)))
         case .divu: value = b == 0 ? .max : a / b
         case .rem: value = UInt64(bitPattern: Hart.remainder(Int64(bitPattern: a), Int64(bitPattern: b)))
@@ -411,10 +411,11 @@ extension Hart {
         case .ctzw: value = UInt64(UInt32(truncatingIfNeeded: a).trailingZeroBitCount)
         case .cpop: value = UInt64(a.nonzeroBitCount)
         case .cpopw: value = UInt64(UInt32(truncatingIfNeeded: a).nonzeroBitCount)
-        case .max: value = UInt64(bitPattern: Swift.max(Int64(bitPattern: a), Int64(bitPattern: b)))
-        case .maxu: value = Swift.max(a, b)
-        case .min: value = UInt64(bitPattern: Swift.min(Int64(bitPattern: a), Int64(bitPattern: b)))
-        case .minu: value = Swift.min(a, b)
+        // Comparisons rather than Swift.max/min, which stayed calls (as multiplyHigh says).
+        case .max: value = Int64(bitPattern: a) > Int64(bitPattern: b) ? a : b
+        case .maxu: value = a > b ? a : b
+        case .min: value = Int64(bitPattern: a) < Int64(bitPattern: b) ? a : b
+        case .minu: value = a < b ? a : b
         case .sext_b: value = UInt64(bitPattern: Int64(Int8(truncatingIfNeeded: a)))
         case .sext_h: value = UInt64(bitPattern: Int64(Int16(truncatingIfNeeded: a)))
         case .zext_h: value = a & 0xffff
@@ -517,6 +518,15 @@ extension Hart {
     static func branch(_ taken: Bool, to target: UInt64, else next: UInt64) -> UInt64 {
         if _fastPath(taken) { return target }
         return next
+    }
+
+    /// The high half of the full product (mulh, mulhu). Its own always-inlined function, so
+    /// that the standard library's multipliedFullWidth is inlined here first: called from
+    /// executeSimple's switch, it stayed a call into libswiftCore (too big a caller for the
+    /// optimizer to inline into), and `runIntegers` must call nothing.
+    @inline(__always)
+    static func multiplyHigh<T: FixedWidthInteger>(_ a: T, _ b: T) -> T where T.Magnitude == UInt64 {
+        T(truncatingIfNeeded: a.multipliedFullWidth(by: b).high)
     }
 
     @inline(__always)

@@ -312,31 +312,39 @@ extension Hart {
         try storeSlow(vaddr, value, size: size, key: state.pointee.dataKey)
     }
 
-    /// `store`'s fast path alone: stores and returns true when the access is naturally
-    /// aligned and hits the write TLB (never a page holding code: those take `storeSlow`),
-    /// else does nothing and returns false.
+    /// `store`'s fast paths alone, with no call: stores and returns true when the access is
+    /// naturally aligned and hits the write TLB, or hits the code-page write cache; else does
+    /// nothing and returns false.
     @inline(__always)
     func storeIfMapped(_ vaddr: UInt64, _ value: UInt64, size: Int) -> Bool {
-        guard vaddr & UInt64(size - 1) == 0, let p = tlbLookup(vaddr, .write, key: state.pointee.dataKey) else {
-            return false
+        let key = state.pointee.dataKey
+        if vaddr & UInt64(size - 1) == 0, let p = tlbLookup(vaddr, .write, key: key) {
+            Hart.storeHost(p, value, size: size)
+            return true
         }
-        Hart.storeHost(p, value, size: size)
+        return storeToCodePage(vaddr, value, size: size, key: key)
+    }
+
+    /// A store to a page holding code, through the code-page write cache (never in the write
+    /// TLB, so that it is noted): stores, moves the page's write generation and returns true
+    /// on a hit that does not cross the page; else returns false.
+    @inline(__always)
+    private func storeToCodePage(_ vaddr: UInt64, _ value: UInt64, size: Int, key: UInt64) -> Bool {
+        let vpn = vaddr >> 12
+        let code = codeWriteTLB + Int(vpn & UInt64(Hart.codeWriteTLBSize - 1))
+        guard code.pointee.tag == vpn << 2 | key && (vaddr & (Hart.pageSize - 1)) + UInt64(size) <= Hart.pageSize,
+              let generation = code.pointee.generation else { return false }
+        // SAFETY: the entry was filled by `resolve` from a RAM page this hart may write, and is
+        // dropped with the rest of the write TLB whenever that could change; the host address
+        // stays inside that page (the access does not cross it).
+        let host = UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ code.pointee.addend)!
+        Hart.storeHost(host, value, size: size)
+        _ = clx_atomic_fetch_add_u32(generation, 1)
         return true
     }
 
     package func storeSlow(_ vaddr: UInt64, _ value: UInt64, size: Int, key: UInt64) throws(Trap) {
-        let vpn = vaddr >> 12
-        let code = codeWriteTLB + Int(vpn & UInt64(Hart.codeWriteTLBSize - 1))
-        if code.pointee.tag == vpn << 2 | key && (vaddr & (Hart.pageSize - 1)) + UInt64(size) <= Hart.pageSize,
-           let generation = code.pointee.generation {
-            // SAFETY: the entry was filled by `resolve` from a RAM page this hart may write, and
-            // is dropped with the rest of the write TLB whenever that could change; the host
-            // address stays inside that page (the access does not cross it).
-            let host = UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ code.pointee.addend)!
-            Hart.storeHost(host, value, size: size)
-            _ = clx_atomic_fetch_add_u32(generation, 1)
-            return
-        }
+        if storeToCodePage(vaddr, value, size: size, key: key) { return }
         if (vaddr & (Hart.pageSize - 1)) + UInt64(size) > Hart.pageSize {
             // Translate both pages before writing anything, so a fault leaves memory unchanged.
             let split = Int(Hart.pageSize - (vaddr & (Hart.pageSize - 1)))
