@@ -34,7 +34,7 @@ extension Hart {
     ///
     /// What made the interpreter slow was the work around each instruction, not the
     /// instructions (perf: the dispatch, calls, and pc, counter and flag traffic through
-    /// `HartState`). So runs of the common instructions go through `runSimple`'s small loop;
+    /// `HartState`). So runs of the common instructions go through `runIntegers`' small loop;
     /// retired instructions are counted in a local and added to mcycle/minstret before any
     /// CSR instruction (the only way the guest reads or changes them, or mcountinhibit), at
     /// a trap and when the chunk ends; the breakpoint filter is read once (only the debugger
@@ -111,7 +111,9 @@ extension Hart {
     /// It calls nothing, so that its values stay in host registers: with the load and store
     /// slow paths and `executeFloat` called from the loop, the compiler kept the register
     /// file's address and the loop bounds on the stack, and reloaded rd after every case
-    /// (perf annotate); without the calls, intbench runs 10 % faster and sha256 15 %.
+    /// (perf annotate); without the calls, intbench runs 10 % faster and sha256 15 %. (Check
+    /// with `objdump -d` that the function has no `call`: a standard-library helper the
+    /// optimizer does not inline into a function this big stays one; see `multiplyHigh`.)
     @inline(never)
     private func runIntegers(pc: inout UInt64, executed: inout Int, limit: Int, page: UInt64,
                              slots: UnsafeMutablePointer<DecodedInstruction>) {
@@ -717,9 +719,9 @@ enum FullAccess: DataAccess {
     }
 }
 
-/// Only accesses that hit the TLB (aligned, RAM, no code page written): no call and no trap,
-/// so `runSimple`'s loop keeps its values in host registers. Anything else ends the loop, and
-/// the instruction runs again through `FullAccess`.
+/// Only accesses that hit the TLB or, for stores to pages holding code, the code-page write
+/// cache (aligned loads; RAM): no call and no trap, so `runIntegers` keeps its values in host
+/// registers. Anything else ends the loop, and the instruction runs again through `FullAccess`.
 enum MappedAccess: DataAccess {
     @inline(__always)
     static func load(_ hart: Hart, _ vaddr: UInt64, size: Int) -> UInt64? { hart.loadIfMapped(vaddr, size: size) }
