@@ -129,8 +129,8 @@ package final class VirtioBalloon: VirtioDevice, Snapshottable {
         if let changed { listener?(changed) }
     }
 
-    /// The statistics buffer Linux primes before DRIVER_OK comes next: the transport processes
-    /// every ready queue at DRIVER_OK.
+    /// The statistics buffer Linux primes (and notifies) before DRIVER_OK comes next: the
+    /// transport processes the queues notified before DRIVER_OK once it is set.
     package func activate(features: VirtioFeatures, transport: any VirtioTransport) {
         shared.withLock { $0.transport = transport }
     }
