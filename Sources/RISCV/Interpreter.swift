@@ -287,10 +287,6 @@ extension Hart {
                                            registers regs: UnsafeMutablePointer<UInt64>,
                                            access: Access.Type) throws(Access.Failure) -> UInt64? {
         let op = slot.pointee.op
-        // The next pc through a branch on the length rather than an add of it: the host
-        // predicts the branch, so the next instruction's slot does not wait for this one's
-        // length to load (perf: pc -> slot -> length -> pc was the loop's critical path, one
-        // L1 load per guest instruction).
         let next = pc &+ UInt64(slot.pointee.length)
         let signedImm = slot.pointee.imm
         let imm = UInt64(bitPattern: signedImm)
@@ -522,7 +518,7 @@ extension Hart {
         return next
     }
 
-    /// The high half of the full product (mulh, mulhu). Its own always-inlined function, so
+    /// The high half of the full product (mulh, mulhsu, mulhu). Its own always-inlined function, so
     /// that the standard library's multipliedFullWidth is inlined here first: called from
     /// executeSimple's switch, it stayed a call into libswiftCore (too big a caller for the
     /// optimizer to inline into), and `runIntegers` must call nothing.
@@ -719,9 +715,10 @@ enum FullAccess: DataAccess {
     }
 }
 
-/// Only accesses that hit the TLB or, for stores to pages holding code, the code-page write
-/// cache (aligned loads; RAM): no call and no trap, so `runIntegers` keeps its values in host
-/// registers. Anything else ends the loop, and the instruction runs again through `FullAccess`.
+/// Only accesses that hit the TLB (naturally aligned, RAM) or, for a store to a page holding
+/// code, the code-page write cache: no call and no trap, so `runIntegers` keeps its values in
+/// host registers. Anything else ends the loop, and the instruction runs again through
+/// `FullAccess`.
 enum MappedAccess: DataAccess {
     @inline(__always)
     static func load(_ hart: Hart, _ vaddr: UInt64, size: Int) -> UInt64? { hart.loadIfMapped(vaddr, size: size) }
