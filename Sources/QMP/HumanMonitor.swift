@@ -472,11 +472,11 @@ public struct HumanMonitor: Sendable {
         case "registers":
             switch flags(args, allowed: "a", command: sub) {
             case .success(let set): return machineView(.registers(allCPUs: set.contains("a")), unknown: "info \(sub)")
-            case .failure(let message): return message.text
+            case .failure(let error): return error.message + "\n"
             }
         case "mtree":
             // -f, -d, -o, -D choose among QEMU's views of its memory API; swemu has the one map.
-            if case .failure(let message) = flags(args, allowed: "fdoD", command: sub) { return message.text }
+            if case .failure(let error) = flags(args, allowed: "fdoD", command: sub) { return error.message + "\n" }
             return machineView(.memoryTree, unknown: "info \(sub)")
         case "jit", "qtree":
             if let e = extraneous(sub, args, typed: "info \(sub)") { return e }
@@ -486,17 +486,14 @@ public struct HumanMonitor: Sendable {
         }
     }
 
-    /// A reply line, as the error of a parse.
-    struct Reply: Error { let text: String }
-
     /// The flags of a command that takes only flags (`info registers [-a]`), as QEMU's
     /// monitor_parse_arguments reads them: each "-x" with x in `allowed`.
-    private func flags(_ args: String, allowed: String, command: String) -> Result<Set<Character>, Reply> {
+    private func flags(_ args: String, allowed: String, command: String) -> Result<Set<Character>, MonitorSyntaxError> {
         var set = Set<Character>()
         for word in args.split(whereSeparator: { $0 == " " || $0 == "\t" }) {
-            guard word.hasPrefix("-") else { return .failure(Reply(text: "\(command): extraneous characters at the end of line\n")) }
+            guard word.hasPrefix("-") else { return .failure(MonitorSyntaxError("\(command): extraneous characters at the end of line")) }
             guard word.count == 2, let flag = word.last, allowed.contains(flag) else {
-                return .failure(Reply(text: "\(command): unsupported option -\(word.dropFirst().first.map(String.init) ?? "")\n"))
+                return .failure(MonitorSyntaxError("\(command): unsupported option -\(word.dropFirst().first.map(String.init) ?? "")"))
             }
             set.insert(flag)
         }
