@@ -137,10 +137,13 @@ final class VCPURunControl: Sendable {
                 break
             }
         }
-        var exit: BoardExit?
-        while exit == nil {
+        var exit: BoardExit
+        while true {
             exitDecided.wait(timeoutNanoseconds: -1)
-            exit = self.exit.withLock { $0 }
+            if let decided = self.exit.withLock({ $0 }) {
+                exit = decided
+                break
+            }
         }
         stopping.store(true, ordering: .sequentiallyConsistent)
         while live.load(ordering: .sequentiallyConsistent) > 0 {
@@ -151,7 +154,7 @@ final class VCPURunControl: Sendable {
             vcpuChanged.wait(timeoutNanoseconds: 10_000_000)
         }
         if let spawnError { throw spawnError }
-        return exit!  // the loop above ends only with a value
+        return exit
     }
 
     /// What vCPU `index` does next.

@@ -120,6 +120,9 @@ extension Hart {
         let regs = registers
         var p = pc, n = executed
         defer { (pc, executed) = (p, n) }
+        // SAFETY: `slots` is a decoded page (`slotsPerPage` slots, one per halfword), and each
+        // index is a halfword offset within the page (< 2048); `executeSimple` indexes `regs`
+        // with 5-bit register fields (`registers` says why that is in bounds).
         // Two instructions per turn: two copies of executeSimple's dispatch, each an indirect
         // jump the host predicts from its own history (perf: sha256 10-15 % faster than one
         // copy, intbench 5 %; four copies were no better than two).
@@ -147,6 +150,7 @@ extension Hart {
         var p = pc, n = executed
         defer { (pc, executed) = (p, n) }
         while n < limit && p & ~(Hart.pageSize - 1) == page {
+            // SAFETY: as in `runIntegers`.
             let slot = slots + Int((p & (Hart.pageSize - 1)) >> 1)
             if let next = executeSimple(slot, pc: p, registers: regs, access: MappedAccess.self) {
                 p = next

@@ -7,13 +7,13 @@ import Synchronization
 /// -machine none -qmp ...`), so the run states and events are QEMU's: "prelaunch" with `-S`,
 /// else "running"; `stop`/`cont` move between them with STOP/RESUME, `system_reset` and
 /// `system_powerdown` raise their events, and `quit` (or a signal, or Ctrl-A x) ends the run.
-public final class EmptyMachine: MonitorTarget, Sendable {
+package final class EmptyMachine: SetupDescribedTarget, Sendable {
     private struct State {
         var life: Lifecycle
         var listeners: [@Sendable (MonitorEvent) -> Void] = []
     }
 
-    private let setup: MachineSetup<Void>
+    package let setup: MachineSetup<Void>
     private let state: Mutex<State>
     private let ended = DispatchSemaphore(value: 0)
     /// `query-target` and `query-kvm` answer for the binary, CPU or not ("riscv64", KVM on x86-64).
@@ -37,16 +37,8 @@ public final class EmptyMachine: MonitorTarget, Sendable {
 
     public var runState: String { state.withLock { $0.life.runState } }
     public var isRunning: Bool { runState == "running" }
-    public var guestName: String? { setup.name }
-    public var uuid: String? { setup.uuid }
-    public var machineType: String { setup.machineType }
-    public var machineList: [MonitorMachineType] { setup.machineList }
-    public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
-    public var accelerators: [String] { setup.accelerators }
-    public var peripherals: [(id: String, type: String)] { setup.peripherals }
     public var cpus: [MonitorCPU] { [] }
     public var blockDevices: [MonitorBlockDevice] { [] }
-    public var chardevs: [(label: String, filename: String)] { setup.chardevs }
     public func machineView(_ view: MachineView, cpuIndex: Int) -> String? { nil }
 
     public func addEventListener(_ listener: @escaping @Sendable (MonitorEvent) -> Void) {

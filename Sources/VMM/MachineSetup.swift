@@ -73,3 +73,21 @@ public struct MachineSetup<Board>: Sendable {
         self.makeBoard = makeBoard
     }
 }
+
+/// A monitor target described by the command line's `MachineSetup`: what the monitors report
+/// of its identity, the same for every machine (`VMM`, and `-M none`'s `EmptyMachine`).
+package protocol SetupDescribedTarget: MonitorTarget {
+    associatedtype SetupBoard
+    var setup: MachineSetup<SetupBoard> { get }
+}
+
+extension SetupDescribedTarget {
+    package var guestName: String? { setup.name }
+    package var uuid: String? { setup.uuid }
+    package var machineType: String { setup.machineType }
+    package var machineList: [MonitorMachineType] { setup.machineList }
+    package var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
+    package var accelerators: [String] { setup.accelerators }
+    package var peripherals: [(id: String, type: String)] { setup.peripherals }
+    package var chardevs: [(label: String, filename: String)] { setup.chardevs }
+}

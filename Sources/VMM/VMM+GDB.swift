@@ -54,13 +54,11 @@ extension VMM: GDBTarget {
         // A late exit while the debugger leaves: nobody to tell. The board stays paused, for
         // `detach` lets it run once the points are gone (resuming here would let the vCPU hit
         // the same breakpoint again at once, and again, while `detach` waits for it to park).
-        let listening = state.withLock { s -> Bool in
-            if s.debugListener == nil { s.steppingVCPU = nil }
-            return s.debugListener != nil
-        }
-        guard listening else { return }
-        let stop = debugger.stopEvent(vcpu: vcpu, event)
-        let first = state.withLock { s -> Bool in
+        let reported = state.withLock { s -> Bool in
+            guard s.debugListener != nil else {
+                s.steppingVCPU = nil
+                return false
+            }
             // The machine stopped already (another vCPU's point at the same moment, or a
             // `stop`): GDB's all-stop mode wants one stop reply. This vCPU has not executed
             // the instruction at its point, so it meets the point again when the machine runs.
@@ -70,9 +68,9 @@ extension VMM: GDBTarget {
             s.steppingVCPU = nil
             return true
         }
-        guard first else { return }
+        guard reported else { return }
         emit(.stop)
-        report(stop)
+        report(debugger.stopEvent(vcpu: vcpu, event))
     }
 
     // MARK: - Run control

@@ -21,7 +21,7 @@ package typealias KVMMachine = VMM<X86MicroVM>
 ///
 /// Guest time while stopped: each board stops its clock with its vCPUs and resumes it where it
 /// stopped (QEMU's virtual clock policy), so timers do not fire a burst after `cont`.
-package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
+package final class VMM<Machine: ManagedBoard>: SetupDescribedTarget, Sendable {
     public typealias Setup = MachineSetup<Machine>
 
     struct State {
@@ -46,7 +46,7 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
         var runThread = 0
     }
 
-    let setup: Setup
+    package let setup: Setup
     let state: Mutex<State>
     /// Held across each decision to park or run the vCPUs and the board's `pause`/`resume`
     /// (or `step`) that carries it out, so one caller's resume cannot land after another's
@@ -174,9 +174,9 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
     /// thread): the vCPUs run again only when the last one is done, and only if the machine
     /// is not stopped (`stop`, a migration's switch-over) by then.
     func withParkedBoard<T>(_ body: (Machine) throws -> T) rethrows -> T? {
-        var found: Machine?
-        while found == nil {
-            let (board, ended) = transitions.withLock { _ -> (Machine?, Bool) in
+        var board: Machine
+        while true {
+            let (candidate, ended) = transitions.withLock { _ -> (Machine?, Bool) in
                 let (board, ended) = state.withLock { s -> (Machine?, Bool) in
                     guard s.life.exitCode == nil, !s.finished else { return (nil, true) }
                     guard let board = s.board else { return (nil, false) }
@@ -187,13 +187,13 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
                 return (board, ended)
             }
             if ended { return nil }
-            found = board
-            if board == nil {
-                guard mayWaitForBoard else { return nil }
-                usleep(1_000)
+            if let candidate {
+                board = candidate
+                break
             }
+            guard mayWaitForBoard else { return nil }
+            usleep(1_000)
         }
-        let board = found!  // the loop above ends only with a board
         defer {
             transitions.withLock { _ in
                 let (resume, step) = state.withLock { s -> (Bool, Int?) in
@@ -326,17 +326,9 @@ package final class VMM<Machine: ManagedBoard>: MonitorTarget, Sendable {
 
     public var runState: String { state.withLock { $0.life.runState } }
     public var isRunning: Bool { runState == "running" }
-    public var guestName: String? { setup.name }
-    public var uuid: String? { setup.uuid }
-    public var machineType: String { setup.machineType }
-    public var machineList: [MonitorMachineType] { setup.machineList }
-    public var commandLineOptions: [MonitorCommandLineOption] { setup.commandLineOptions }
-    public var accelerators: [String] { setup.accelerators }
-    public var peripherals: [(id: String, type: String)] { setup.peripherals }
     public var targetArch: String { Machine.targetArch }
     public var kvmEnabled: Bool { Machine.kvmEnabled }
     public var blockDevices: [MonitorBlockDevice] { setup.blockDevices }
-    public var chardevs: [(label: String, filename: String)] { setup.chardevs }
     public var balloon: (any BalloonControl)? { balloonHandle }
 
     public var cpus: [MonitorCPU] {
