@@ -210,12 +210,19 @@ extension Hart {
 
     // MARK: - Data access
 
-    /// Host pointer for a naturally aligned access of `size` bytes at `vaddr` that hits the TLB.
+    /// The TLB entry translating `vaddr` for `access` under `key`, when it is cached and RAM.
     @inline(__always)
-    func tlbLookup(_ vaddr: UInt64, _ access: AccessType, key: UInt64) -> UnsafeMutableRawPointer? {
+    func tlbEntry(_ vaddr: UInt64, _ access: AccessType, key: UInt64) -> UnsafeMutablePointer<TLBEntry>? {
         let vpn = vaddr >> 12
         let entry = tlb + access.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
         guard entry.pointee.tag == (vpn << 2 | key), entry.pointee.addend != 0 else { return nil }
+        return entry
+    }
+
+    /// Host pointer for a naturally aligned access of `size` bytes at `vaddr` that hits the TLB.
+    @inline(__always)
+    func tlbLookup(_ vaddr: UInt64, _ access: AccessType, key: UInt64) -> UnsafeMutableRawPointer? {
+        guard let entry = tlbEntry(vaddr, access, key: key) else { return nil }
         return UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ entry.pointee.addend)
     }
 
@@ -394,7 +401,17 @@ extension Hart {
         if vaddr & UInt64(size - 1) != 0 {
             throw Trap(forLoadReserved ? .loadAddressMisaligned : .storeAddressMisaligned, tval: vaddr)
         }
-        let (physical, host) = try resolve(vaddr, size: UInt64(size), access, key: state.pointee.dataKey)
+        let key = state.pointee.dataKey
+        // A TLB hit, as for loads and stores: a walk per AMO was most of the time the JIT
+        // spent on Linux's atomics (perf, modprobe). A write entry exists only for a page
+        // already counted dirty and not holding code, as for a store.
+        if let entry = tlbEntry(vaddr, access, key: key) {
+            // SAFETY: the entry maps this virtual page to RAM (`resolve` filled it for a whole
+            // RAM page PMP treats uniformly), and the access is aligned within the page.
+            let host = UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ entry.pointee.addend)!
+            return (host, entry.pointee.physicalPage | (vaddr & (Hart.pageSize - 1)))
+        }
+        let (physical, host) = try resolve(vaddr, size: UInt64(size), access, key: key)
         guard let host else { throw Trap(access.accessFault, tval: vaddr) }
         return (host, physical)
     }
@@ -405,11 +422,7 @@ extension Hart {
     /// the current privilege (through the TLB, filling it on a miss).
     func decodedPageForFetch(_ vaddr: UInt64) throws(Trap) -> UnsafeMutablePointer<DecodedInstruction> {
         let key = state.pointee.fetchKey
-        let vpn = vaddr >> 12
-        let entry = tlb + AccessType.execute.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
-        if entry.pointee.tag == (vpn << 2 | key) && entry.pointee.addend != 0 {
-            return decodedPage(entry.pointee.physicalPage)
-        }
+        if let entry = tlbEntry(vaddr, .execute, key: key) { return decodedPage(entry.pointee.physicalPage) }
         let (physical, host) = try resolve(vaddr, size: 2, .execute, key: key)
         guard host != nil else { throw Trap(.instructionAccessFault, tval: vaddr) }
         return decodedPage(physical & ~(Hart.pageSize - 1))
