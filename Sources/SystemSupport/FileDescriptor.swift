@@ -33,7 +33,28 @@ public struct FileDescriptor: ~Copyable, Sendable {
     /// than `limit` bytes: `-kernel /dev/zero` must be an error, not an endless read.
     public static func readWholeFile(_ path: String, limit: UInt64) throws(SystemError) -> [UInt8] {
         let fd = try FileDescriptor.open(path, O_RDONLY, reopenable: true)
-        var result: [UInt8] = []
+        // A regular file is read in place, into an array of its size: grown chunk by chunk, a
+        // 30 MB kernel was copied and faulted in twice over before the guest started (perf).
+        var info = stat()
+        let size = fstat(fd.rawValue, &info) == 0 && info.st_mode & S_IFMT == S_IFREG ? Int(info.st_size) : 0
+        guard UInt64(size) <= limit else {
+            throw SystemError(.configuration, "'\(path)' is larger than \(limit) bytes, more than fits where it goes")
+        }
+        var failure: SystemError?
+        var result = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+            while initialized < size {
+                do throws(SystemError) {
+                    let rest = UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[initialized...]))
+                    guard let n = try fd.read(into: rest), n > 0 else { break }
+                    initialized += n
+                } catch {
+                    failure = error
+                    break
+                }
+            }
+        }
+        if let failure { throw failure }
+        // Whatever a file that is not regular (or that grew meanwhile) has beyond that.
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let n = try buffer.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try fd.read(into: b) } }.get()
