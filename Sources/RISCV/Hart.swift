@@ -97,7 +97,7 @@ package enum AccessType: Int {
 /// Owned and run by one host thread; other threads only raise interrupt lines
 /// (`setInterrupt`) and ask it to stop (`requestStop`), both through atomics.
 public final class Hart: @unchecked Sendable {
-    // SAFETY: `state`, `tlb`, `codeWriteTLB`, `pageTablePages`, `pmpRegions` and
+    // SAFETY: `state`, `tlb` (one allocation), `codeWriteTLB`, `pageTablePages`, `pmpRegions` and
     // `recentDecodedPages` are allocated (with their fixed capacities) in init, freed in
     // deinit, and touched only by the thread that runs the hart (the vCPU thread), per the
     // threading rule of DESIGN.md §4; indices into them are masked to those capacities
@@ -173,15 +173,21 @@ public final class Hart: @unchecked Sendable {
     /// Why `run` last returned `.debugStop`.
     public internal(set) var lastDebugStop: DebugStop?
 
+    /// Where the TLB starts from `state`: both are one allocation, so that translated code
+    /// reaches the TLB through the register that holds the state (one register fewer pinned).
+    package static let tlbOffsetFromState = (MemoryLayout<HartState>.size + 63) & ~63
+
     public init(hartID: UInt64 = 0, memory: PhysicalMemory, timeBase: TimeBase) throws(SystemError) {
-        state = .allocate(capacity: 1)
+        let stateAndTLB = UnsafeMutableRawPointer.allocate(
+            byteCount: Hart.tlbOffsetFromState + MemoryLayout<TLBEntry>.stride * Hart.tlbSize * 3, alignment: 64)
+        state = stateAndTLB.bindMemory(to: HartState.self, capacity: 1)
         state.initialize(to: HartState())
         state.pointee.mhartid = hartID
         // SAFETY: `x` is an InlineArray of 32 UInt64s stored inline in the HartState that
         // `state` holds for the hart's life, so its elements are UInt64s at a fixed address.
         registers = (UnsafeMutableRawPointer(state) + MemoryLayout<HartState>.offset(of: \HartState.x)!)
             .assumingMemoryBound(to: UInt64.self)
-        tlb = .allocate(capacity: Hart.tlbSize * 3)
+        tlb = (stateAndTLB + Hart.tlbOffsetFromState).bindMemory(to: TLBEntry.self, capacity: Hart.tlbSize * 3)
         tlb.initialize(repeating: TLBEntry(), count: Hart.tlbSize * 3)
         codeWriteTLB = .allocate(capacity: Hart.codeWriteTLBSize)
         codeWriteTLB.initialize(repeating: CodeWriteEntry(), count: Hart.codeWriteTLBSize)
@@ -202,9 +208,8 @@ public final class Hart: @unchecked Sendable {
         memory.ram.removeCodePageListener(codePageListener)
         dropAllCode()
         state.deinitialize(count: 1)
-        state.deallocate()
         tlb.deinitialize(count: Hart.tlbSize * 3)
-        tlb.deallocate()
+        UnsafeMutableRawPointer(state).deallocate()  // the TLB's memory too (init)
         codeWriteTLB.deinitialize(count: Hart.codeWriteTLBSize)
         codeWriteTLB.deallocate()
         pageTablePages.deinitialize(count: Hart.pageTablePagesSize)

@@ -29,8 +29,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     private var helpers: HelperAddresses
     private var enter: EnterFunction
 
-    typealias EnterFunction = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeMutableRawPointer,
-                                              UnsafeRawPointer) -> UInt64
+    typealias EnterFunction = @convention(c) (UnsafeMutableRawPointer, UnsafeMutableRawPointer, UnsafeRawPointer) -> UInt64
 
     /// A translation depends on its virtual pc (baked into links, branch targets, helper
     /// arguments) and its physical pc (the bytes).
@@ -119,17 +118,15 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     // MARK: - Runtime code
 
     /// Emits the entry trampoline and the shared epilogue at the start of an empty buffer.
-    /// `enter(state, engine, tlb, code)` saves the callee-saved registers (SysV), pins r15,
-    /// r14 and r13, aligns the stack to 16 bytes for helper calls and jumps to `code`; every
-    /// exit jumps to the epilogue with the status in rax.
+    /// `enter(state, engine, code)` saves the callee-saved registers (SysV), pins r15, pushes
+    /// the engine (which also aligns the stack to 16 bytes for helper calls) and jumps to
+    /// `code`; every exit jumps to the epilogue with the status in rax.
     private static func emitRuntime(into buffer: CodeBuffer, cache: UnsafeMutablePointer<CacheEntry>) -> (EnterFunction, HelperAddresses) {
         var a = X86Assembler(origin: buffer.nextAddress)
         for r in [Reg.rbx, .rbp, .r12, .r13, .r14, .r15] { a.push(r) }
-        a.alu(.sub, .rsp, imm: 8)
+        a.push(.rsi)
         a.lea(.r15, Mem(.rdi, StateLayout.bias))
-        a.mov(.r14, .rsi)
-        a.mov(.r13, .rdx)
-        a.jmp(.rcx)
+        a.jmp(.rdx)
         let epilogueOffset = a.count
         a.alu(.add, .rsp, imm: 8)
         for r in [Reg.r15, .r14, .r13, .r12, .rbp, .rbx] { a.pop(r) }
@@ -137,13 +134,15 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         // The TLB-miss thunks: called (stack 8 off alignment) with vaddr in rax, pc in rdx,
         // info in ecx; save the caller-saved registers of the translator's pool (the stack is
         // aligned again after an odd number of pushes, else after 8 more bytes), call
-        // helper(engine, vaddr, pc, info), return its status zero-extended in rax.
+        // helper(engine, vaddr, pc, info), return its status zero-extended in rax. The engine
+        // is where the trampoline pushed it: above the return address and those pushes.
         let pad = Translator.callerSavedPool.count % 2 == 0
+        let engineSlot = Int32(8 * Translator.callerSavedPool.count + (pad ? 8 : 0) + 8)
         func thunk(_ helper: UInt64) -> Int {
             let offset = a.count
             for r in Translator.callerSavedPool { a.push(r) }
             if pad { a.alu(.sub, .rsp, imm: 8) }
-            a.mov(.rdi, .r14)
+            a.load(.rdi, Mem(.rsp, engineSlot))
             a.mov(.rsi, .rax)
             a.mov(.r8, imm: helper)
             a.call(.r8)
@@ -232,7 +231,6 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     public func run(budget: Int) -> StopReason {
         let s = hart.state
         let context = Unmanaged.passUnretained(self).toOpaque()
-        let tlb = UnsafeMutableRawPointer(hart.tlb)
         var remaining = budget
         while remaining > 0 {
             if hart.needsInterpreter { return hart.run(budget: remaining) }
@@ -266,7 +264,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                 // SAFETY: `code` is a block of this engine's buffer, translated since the last
                 // flush, and `s`, `self` and the TLB outlive the call; generated code touches
                 // only them, guest RAM through TLB entries, and the helpers, and returns here.
-                let status = enter(UnsafeMutableRawPointer(s), context, tlb, code)
+                let status = enter(UnsafeMutableRawPointer(s), context, code)
                 if status >= ExitStatus.firstChainSite {
                     pendingSite = UnsafeRawPointer(bitPattern: UInt(status))
                 } else if status == ExitStatus.debugStop.rawValue {
@@ -378,6 +376,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         let started = Self.monotonicNanoseconds()
         defer { statistics.translationNanoseconds &+= Self.monotonicNanoseconds() &- started }
         var instructions: [Translator.Instruction] = []
+        instructions.reserveCapacity(16)
         var current = pc
         while instructions.count < Translator.maxInstructions {
             let offset = Int(current & (Hart.pageSize - 1))

@@ -2,8 +2,8 @@ import CLinux
 import RISCV
 
 /// Field offsets of `HartState` and `TLBEntry`, read once from the compiler's layout
-/// (`MemoryLayout.offset(of:)`): generated code reaches hart state through r15 and the TLB
-/// through r13 at these displacements. r15 points `bias` bytes into the state, so that the
+/// (`MemoryLayout.offset(of:)`): generated code reaches hart state and the TLB after it
+/// through r15 at these displacements. r15 points `bias` bytes into the state, so that the
 /// fields `HartState` puts first and most of `x` are within a signed byte of it (shorter code).
 struct StateLayout {
     let x: Int32
@@ -15,6 +15,8 @@ struct StateLayout {
     let dataKey: Int32
     let fetchKey: Int32
     let budget: Int32
+    /// The TLB from r15 (it follows the state, `Hart.tlbOffsetFromState`).
+    let tlb: Int32
     let tlbStride: Int32
     let tlbTag: Int32
     let tlbAddend: Int32
@@ -43,6 +45,7 @@ struct StateLayout {
         dataKey = state(\HartState.dataKey)
         fetchKey = state(\HartState.fetchKey)
         budget = state(\HartState.jitBudget)
+        tlb = Int32(Hart.tlbOffsetFromState) - Self.bias
         tlbStride = Int32(MemoryLayout<TLBEntry>.stride)
         tlbTag = offset(\TLBEntry.tag)
         tlbAddend = offset(\TLBEntry.addend)
@@ -92,9 +95,9 @@ struct HelperAddresses {
 
 /// Translates one basic block of RISC-V code into x86-64 (the speed issue, part 2).
 ///
-/// Register conventions in generated code: r15 = `HartState*`, r14 = the engine (the helpers'
-/// first argument), r13 = the hart's TLB; rax, rcx and rdx are scratch; nine more hold
-/// guest registers within a block (`pool`). The stack stays 16-byte aligned (the trampoline
+/// Register conventions in generated code: r15 = `HartState*` (and the hart's TLB after it);
+/// rax, rcx and rdx are scratch; eleven more hold guest registers within a block (`pool`).
+/// The engine (the helpers' first argument) is on the stack, where the thunks find it. The stack stays 16-byte aligned (the trampoline
 /// sets it up), so helpers are called as plain C functions.
 ///
 /// Precise state: `pc` is written at every exit to the dispatcher and passed to every helper.
@@ -102,7 +105,7 @@ struct HelperAddresses {
 /// entry, gives back the part that did not retire when it leaves early (a trap, an
 /// interpreted instruction), and the engine turns what the budget lost into minstret and
 /// mcycle (`JITEngine.syncCounters`) before anything can read them.
-struct Translator {
+struct Translator: ~Copyable {
     /// A block ends after this many instructions (bounds translation work and trap latency).
     static let maxInstructions = 64
 
@@ -251,8 +254,10 @@ struct Translator {
         self.blockPC = blockPC
         self.chaining = chaining
         self.helpers = helpers
+        slowPaths.reserveCapacity(16)
     }
 
+    @inline(__always)
     private func x(_ r: UInt8) -> Mem { Mem(.r15, layout.x + Int32(r) * 8) }
     private var pcField: Mem { Mem(.r15, layout.pc) }
 
@@ -260,23 +265,24 @@ struct Translator {
 
     /// Host registers that hold guest registers within a block (JIT.md, "guest registers in
     /// host registers"): the callee-saved ones first, then caller-saved ones that slow paths
-    /// save around their helper calls. rax, rcx and rdx stay scratch; r13-r15 are pinned.
-    static let pool: [Reg] = [.rbx, .rbp, .r12, .r9, .r10, .r11, .rsi, .rdi, .r8]
+    /// save around their helper calls. rax, rcx and rdx stay scratch; r15 is pinned.
+    static let pool: [Reg] = [.rbx, .rbp, .r12, .r13, .r14, .r9, .r10, .r11, .rsi, .rdi, .r8]
     static let callerSavedPool: [Reg] = [.r9, .r10, .r11, .rsi, .rdi, .r8]
 
-    static let poolSize = 9
+    static let poolSize = 11
 
     // The translator's own state is kept in fixed-size inline storage, not arrays or
     // dictionaries: translation cost (Benchmarks/jit-riscv64) is part of every boot.
 
     /// The guest register each pool slot holds (0 = none: x0 is never cached).
-    private var slotGuest = InlineArray<9, UInt8>(repeating: 0)
+    private var slotGuest = InlineArray<11, UInt8>(repeating: 0)
     /// When each slot was last used, for least-recently-used eviction.
-    private var slotUse = InlineArray<9, Int>(repeating: 0)
+    private var slotUse = InlineArray<11, Int>(repeating: 0)
     private var useClock = 0
     /// Guest registers whose cached value is newer than `HartState.x` (bit i = x_i).
     private var dirty: UInt32 = 0
 
+    @inline(__always)
     private func slot(of r: UInt8) -> Int? {
         guard r != 0 else { return nil }
         for i in 0..<Self.poolSize where slotGuest[i] == r { return i }
@@ -292,15 +298,24 @@ struct Translator {
     private var readMasks = InlineArray<64, UInt32>(repeating: 0)
     private var writeMasks = InlineArray<64, UInt32>(repeating: 0)
 
-    /// Where guest register `r` is next read, from the instruction being emitted on (its own
-    /// sources count): an index, or Int.max when it is overwritten first or not read again.
-    private func nextRead(_ r: UInt8) -> Int {
-        let bit: UInt32 = 1 << UInt32(r)
-        for j in Int(index)..<Int(count) {
-            if readMasks[j] & bit != 0 { return j }
-            if writeMasks[j] & bit != 0 { return .max }
+    /// Where each slot's guest register is next read, from the instruction being emitted on
+    /// (its own sources count): an index, or Int.max when it is overwritten first, not read
+    /// again, or the slot is free. One pass over the rest of the block for all the slots.
+    @inline(__always)
+    private func nextReads() -> InlineArray<11, Int> {
+        var next = InlineArray<11, Int>(repeating: .max)
+        var pending: UInt32 = 0
+        for i in 0..<Self.poolSize where slotGuest[i] != 0 { pending |= 1 << UInt32(slotGuest[i]) }
+        var j = Int(index)
+        while pending != 0 && j < Int(count) {
+            let read = readMasks[j] & pending
+            if read != 0 {
+                for i in 0..<Self.poolSize where read & (1 << UInt32(slotGuest[i])) != 0 && slotGuest[i] != 0 { next[i] = j }
+            }
+            pending &= ~(read | writeMasks[j])
+            j += 1
         }
-        return .max
+        return next
     }
 
     /// A slot for guest register `r` (not cached yet): a free one, else the one whose register
@@ -309,20 +324,12 @@ struct Translator {
     /// are read now, so they are never chosen.
     private mutating func allocate(_ r: UInt8) -> Int {
         var victim = -1
-        var best = (next: -1, clean: false, age: 0)
-        for i in 0..<Self.poolSize {
-            let g = slotGuest[i]
-            if g == 0 {
-                victim = i
-                break
-            }
-            let candidate = (next: nextRead(g), clean: dirty & (1 << UInt32(g)) == 0, age: -slotUse[i])
-            if candidate.next > best.next
-                || (candidate.next == best.next && (candidate.clean && !best.clean
-                    || (candidate.clean == best.clean && candidate.age > best.age))) {
-                best = candidate
-                victim = i
-            }
+        for i in 0..<Self.poolSize where slotGuest[i] == 0 {
+            victim = i
+            break
+        }
+        if victim < 0 {
+            victim = evictionVictim()
         }
         let old = slotGuest[victim]
         if old != 0 && dirty & (1 << UInt32(old)) != 0 {
@@ -330,6 +337,25 @@ struct Translator {
             dirty &= ~(1 << UInt32(old))
         }
         slotGuest[victim] = r
+        return victim
+    }
+
+    /// The slot to free when none is: Belady's choice, as `allocate` says.
+    @inline(__always)
+    private func evictionVictim() -> Int {
+        var victim = 0
+        var best = (next: -1, clean: false, age: 0)
+        let next = nextReads()
+        for i in 0..<Self.poolSize {
+            let g = slotGuest[i]
+            let candidate = (next: next[i], clean: dirty & (1 << UInt32(g)) == 0, age: -slotUse[i])
+            if candidate.next > best.next
+                || (candidate.next == best.next && (candidate.clean && !best.clean
+                    || (candidate.clean == best.clean && candidate.age > best.age))) {
+                best = candidate
+                victim = i
+            }
+        }
         return victim
     }
 
@@ -400,7 +426,7 @@ struct Translator {
     /// Which slot holds which guest register and which are dirty, at one point of the
     /// code (where a slow path branches off).
     struct CacheState {
-        let slotGuest: InlineArray<9, UInt8>
+        let slotGuest: InlineArray<11, UInt8>
         let dirty: UInt32
     }
 
@@ -530,7 +556,7 @@ struct Translator {
     private mutating func emitLookupAndJump() {
         guard chaining else { return returnStatus(.jump) }
         let miss = a.newLabel()
-        let tlbBase = Int32(AccessType.execute.rawValue * Hart.tlbSize) * layout.tlbStride
+        let tlbBase = layout.tlb + Int32(AccessType.execute.rawValue * Hart.tlbSize) * layout.tlbStride
         a.mov(.rcx, .rax)
         a.shift(.shr, .rcx, imm: 12)
         a.mov(.rdx, .rcx, w: false)
@@ -538,10 +564,10 @@ struct Translator {
         a.shift(.shl, .rcx, imm: 2)
         a.alu(.or, .rcx, Mem(.r15, layout.fetchKey))
         a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
-        a.alu(.cmp, .rcx, Mem(.r13, index: .rdx, scale: 8, tlbBase + layout.tlbTag))
+        a.alu(.cmp, .rcx, Mem(.r15, index: .rdx, scale: 8, tlbBase + layout.tlbTag))
         a.jcc(.ne, miss)
         // rcx = physical pc = the entry's physical page | the page offset.
-        a.load(.rcx, Mem(.r13, index: .rdx, scale: 8, tlbBase + layout.tlbPhysicalPage))
+        a.load(.rcx, Mem(.r15, index: .rdx, scale: 8, tlbBase + layout.tlbPhysicalPage))
         a.mov(.rdx, .rax, w: false)
         a.alu(.and, .rdx, imm: 0xfff, w: false)
         a.alu(.or, .rcx, .rdx)
@@ -1016,7 +1042,7 @@ struct Translator {
     /// execution falls through; a miss, a misaligned address or a page without the right
     /// (RAM, permission) entry jumps to `slow` with rax intact.
     private mutating func emitTLBLookup(access: AccessType, size: Int, slow: Label) {
-        let base = Int32(access.rawValue * Hart.tlbSize) * layout.tlbStride
+        let base = layout.tlb + Int32(access.rawValue * Hart.tlbSize) * layout.tlbStride
         a.mov(.rcx, .rax)
         a.shift(.shr, .rcx, imm: 12)
         a.mov(.rdx, .rcx, w: false)
@@ -1026,13 +1052,13 @@ struct Translator {
         // rdx = index * stride (24 = 3 * 8 for the three-word entry).
         precondition(layout.tlbStride == 24)
         a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
-        a.alu(.cmp, .rcx, Mem(.r13, index: .rdx, scale: 8, base + layout.tlbTag))
+        a.alu(.cmp, .rcx, Mem(.r15, index: .rdx, scale: 8, base + layout.tlbTag))
         a.jcc(.ne, slow)
         if size > 1 {
             a.test8(.rax, imm: UInt8(size - 1))
             a.jcc(.ne, slow)
         }
-        a.load(.rdx, Mem(.r13, index: .rdx, scale: 8, base + layout.tlbAddend))
+        a.load(.rdx, Mem(.r15, index: .rdx, scale: 8, base + layout.tlbAddend))
     }
 
     /// rax = rs1 + imm, the effective address.
@@ -1198,6 +1224,7 @@ struct Translator {
         return flags
     }
 
+    @inline(__always)
     private func f(_ r: UInt8) -> Mem { Mem(.r15, layout.f + Int32(r) * 8) }
 
     /// Loads MXCSR's clean value: no flags, round to nearest (uses rcx).

@@ -70,8 +70,14 @@ package struct Label: Hashable, Sendable {
     let id: Int
 }
 
-package struct X86Assembler {
-    package private(set) var code: [UInt8] = []
+package struct X86Assembler: ~Copyable {
+    /// The bytes emitted so far: `count` of them at `bytes`, which holds `capacity`. Plain
+    /// memory rather than an array: an append to an array checks uniqueness and capacity
+    /// through the runtime, byte by byte, and that was a third of the translation time (perf).
+    /// Noncopyable, so no two assemblers share it.
+    private var bytes: UnsafeMutablePointer<UInt8>
+    private var capacity: Int
+    package private(set) var count = 0
     private var labels: [Int] = []
     private var fixups: [(at: Int, label: Int)] = []
     /// The address `code[0]` will have when it runs, for jumps to absolute addresses.
@@ -79,13 +85,20 @@ package struct X86Assembler {
 
     package init(origin: UInt = 0) {
         self.origin = origin
-        code.reserveCapacity(1024)
+        // Room for a typical block, so that translating one grows nothing (perf).
+        capacity = 4096
+        bytes = .allocate(capacity: capacity)
+        labels.reserveCapacity(32)
+        fixups.reserveCapacity(32)
     }
 
-    /// The address the next byte will have when it runs.
-    package var here: UInt { origin + UInt(code.count) }
+    deinit { bytes.deallocate() }
 
-    package var count: Int { code.count }
+    /// The bytes emitted so far.
+    package var code: [UInt8] { Array(UnsafeBufferPointer(start: bytes, count: count)) }
+
+    /// The address the next byte will have when it runs.
+    package var here: UInt { origin + UInt(count) }
 
     // MARK: - Labels
 
@@ -96,7 +109,7 @@ package struct X86Assembler {
 
     package mutating func bind(_ label: Label) {
         precondition(labels[label.id] < 0, "label bound twice")
-        labels[label.id] = code.count
+        labels[label.id] = count
     }
 
     /// Resolves every rel32 that names a label; each label used must be bound.
@@ -112,12 +125,27 @@ package struct X86Assembler {
 
     private mutating func patch32(at offset: Int, _ value: Int32) {
         let v = UInt32(bitPattern: value)
-        for i in 0..<4 { code[offset + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) }
+        precondition(offset >= 0 && offset + 4 <= count, "patch outside the code")
+        for i in 0..<4 { bytes[offset + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(i))) }
     }
 
     // MARK: - Encoding core
 
-    private mutating func byte(_ b: UInt8) { code.append(b) }
+    @inline(__always)
+    private mutating func byte(_ b: UInt8) {
+        if count == capacity { grow() }
+        // SAFETY: count < capacity, the size of the allocation at `bytes`.
+        bytes[count] = b
+        count += 1
+    }
+
+    private mutating func grow() {
+        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity * 2)
+        larger.update(from: bytes, count: count)
+        bytes.deallocate()
+        bytes = larger
+        capacity *= 2
+    }
 
     private mutating func imm32(_ v: Int32) {
         let u = UInt32(bitPattern: v)
@@ -128,7 +156,7 @@ package struct X86Assembler {
     }
 
     private mutating func imm64(_ v: UInt64) {
-        for i in 0..<8 { code.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
+        for i in 0..<8 { byte(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
     }
 
     /// REX prefix (SDM §2.2.1) when needed: W for 64-bit operands, R/X/B extend the ModRM reg,
@@ -361,7 +389,7 @@ package struct X86Assembler {
 
     package mutating func jmp(_ label: Label) {
         byte(0xe9)
-        fixups.append((code.count, label.id))
+        fixups.append((count, label.id))
         imm32(0)
     }
 
@@ -369,7 +397,7 @@ package struct X86Assembler {
     package mutating func jmpPatchable() -> Int {
         byte(0xe9)
         imm32(0)
-        return code.count - 4
+        return count - 4
     }
 
     /// jmp rel32 to an absolute address (within ±2 GiB of the code: the same code buffer).
@@ -393,7 +421,7 @@ package struct X86Assembler {
     package mutating func jcc(_ cond: Cond, _ label: Label) {
         byte(0x0f)
         byte(0x80 | cond.rawValue)
-        fixups.append((code.count, label.id))
+        fixups.append((count, label.id))
         imm32(0)
     }
 
@@ -435,7 +463,9 @@ package struct X86Assembler {
     }
 
     /// Raw bytes (constants the generated code reads), never executed.
-    package mutating func data(_ bytes: [UInt8]) { code.append(contentsOf: bytes) }
+    package mutating func data(_ data: [UInt8]) {
+        for b in data { byte(b) }
+    }
 
     package mutating func int3() { byte(0xcc) }
 
