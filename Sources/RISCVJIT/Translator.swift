@@ -281,6 +281,17 @@ struct Translator: ~Copyable {
     private var useClock = 0
     /// Guest registers whose cached value is newer than `HartState.x` (bit i = x_i).
     private var dirty: UInt32 = 0
+    /// Cached guest registers whose host register holds the right low 32 bits only: the
+    /// result of a W instruction (or of and/or/xor on such values), not sign-extended yet.
+    /// Each is dirty. A reader that wants 64 bits (`source`), a write-back and the back edge
+    /// of a self-loop sign-extend it first; W instructions, narrow stores and bit operations
+    /// on 32-bit values read it as it is (`source32`). TCG's optimizer drops the same
+    /// extensions; sha256, all W instructions, is much of a Linux boot (its crypto tests) and
+    /// of loading a signed module.
+    private var lazy: UInt32 = 0
+    /// Cached guest registers known to hold a sign-extended 32-bit value (a W instruction's
+    /// result, a load of 32 bits or fewer): and/or/xor of two of them is one too.
+    private var sext32: UInt32 = 0
 
     @inline(__always)
     private func slot(of r: UInt8) -> Int? {
@@ -332,9 +343,15 @@ struct Translator: ~Copyable {
             victim = evictionVictim()
         }
         let old = slotGuest[victim]
-        if old != 0 && dirty & (1 << UInt32(old)) != 0 {
-            a.store(x(old), Self.pool[victim])
-            dirty &= ~(1 << UInt32(old))
+        if old != 0 {
+            let bit: UInt32 = 1 << UInt32(old)
+            if dirty & bit != 0 {
+                if lazy & bit != 0 { a.movsxd(Self.pool[victim], Self.pool[victim]) }
+                a.store(x(old), Self.pool[victim])
+            }
+            dirty &= ~bit
+            lazy &= ~bit
+            sext32 &= ~bit
         }
         slotGuest[victim] = r
         return victim
@@ -368,6 +385,17 @@ struct Translator: ~Copyable {
     /// there; nil for x0. Sources are taken before the destination is allocated, so the
     /// destination never evicts them (they are the most recently used).
     private mutating func source(_ r: UInt8) -> Reg? {
+        guard let reg = source32(r) else { return nil }
+        if lazy & (1 << UInt32(r)) != 0 {
+            a.movsxd(reg, reg)
+            lazy &= ~(1 << UInt32(r))
+            sext32 |= 1 << UInt32(r)
+        }
+        return reg
+    }
+
+    /// As `source`, for a reader of the low 32 bits only: the register may hold a lazy value.
+    private mutating func source32(_ r: UInt8) -> Reg? {
         guard r != 0 else { return nil }
         let slot: Int
         if let cached = self.slot(of: r) {
@@ -384,11 +412,26 @@ struct Translator: ~Copyable {
     /// for x0 (its writes are dropped).
     private mutating func destination(_ r: UInt8) -> Reg? {
         guard r != 0 else { return nil }
-        constants[r] = nil
         let slot = self.slot(of: r) ?? allocate(r)
         touch(slot)
-        dirty |= 1 << UInt32(r)
+        written(r)
         return Self.pool[slot]
+    }
+
+    /// Guest register `r` has a new value in its host register, 64 bits wide unless the
+    /// caller says otherwise (`lazy`, `sext32`).
+    private mutating func written(_ r: UInt8) {
+        let bit: UInt32 = 1 << UInt32(r)
+        constants[r] = nil
+        dirty |= bit
+        lazy &= ~bit
+        sext32 &= ~bit
+    }
+
+    /// Whether guest register `r` holds a 32-bit value, sign-extended or lazily (x0 does).
+    @inline(__always)
+    private func is32(_ r: UInt8) -> Bool {
+        r == 0 || (lazy | sext32) & (1 << UInt32(r)) != 0
     }
 
     /// Guest register `r` into host register `dst` (x0 reads 0).
@@ -428,29 +471,48 @@ struct Translator: ~Copyable {
     struct CacheState {
         let slotGuest: InlineArray<11, UInt8>
         let dirty: UInt32
+        let lazy: UInt32
     }
 
-    private var cacheState: CacheState { CacheState(slotGuest: slotGuest, dirty: dirty) }
+    private var cacheState: CacheState { CacheState(slotGuest: slotGuest, dirty: dirty, lazy: lazy) }
 
-    /// Stores the dirty registers of `state` back to `HartState.x`.
+    /// Stores the dirty registers of `state` back to `HartState.x`, sign-extending the lazy
+    /// ones first (in place: their low 32 bits stay right for any path that goes on).
     private mutating func writeBack(_ state: CacheState) {
         for i in 0..<Self.poolSize {
             let r = state.slotGuest[i]
-            if r != 0 && state.dirty & (1 << UInt32(r)) != 0 { a.store(x(r), Self.pool[i]) }
+            guard r != 0 && state.dirty & (1 << UInt32(r)) != 0 else { continue }
+            if state.lazy & (1 << UInt32(r)) != 0 { a.movsxd(Self.pool[i], Self.pool[i]) }
+            a.store(x(r), Self.pool[i])
         }
     }
 
     /// Writes every dirty guest register back to `HartState.x`; they stay cached.
     private mutating func writeBack() {
         writeBack(cacheState)
+        sext32 |= lazy
         dirty = 0
+        lazy = 0
+    }
+
+    /// Sign-extends every lazy register in place (where code joins a path that expects
+    /// 64-bit values: the header of a self-loop).
+    private mutating func widenLazy() {
+        for i in 0..<Self.poolSize where slotGuest[i] != 0 && lazy & (1 << UInt32(slotGuest[i])) != 0 {
+            a.movsxd(Self.pool[i], Self.pool[i])
+        }
+        sext32 |= lazy
+        lazy = 0
     }
 
     /// Drops the cached copy of guest register `r`, clean (written back) by now: something
     /// else wrote it in memory.
     private mutating func forget(_ r: UInt8) {
         if let s = slot(of: r) { slotGuest[s] = 0 }
-        dirty &= ~(1 << UInt32(r))
+        let bit: UInt32 = 1 << UInt32(r)
+        dirty &= ~bit
+        lazy &= ~bit
+        sext32 &= ~bit
         constants[r] = nil
     }
 
@@ -477,6 +539,7 @@ struct Translator: ~Copyable {
         guard let dst = destination(r) else { return }
         a.mov(dst, imm: value)
         constants[r] = value
+        if Int64(bitPattern: value) == Int64(Int32(truncatingIfNeeded: value)) { sext32 |= 1 << UInt32(r) }
     }
 
     /// Leaving before the instruction at `index` retired: gives its budget back, and that of
@@ -520,8 +583,9 @@ struct Translator: ~Copyable {
     private mutating func exit(to target: UInt64) {
         accrueFloatFlags()
         if let loopHeader, target == blockPC {
-            // The back edge of a self-loop: registers stay where the header expects them;
-            // the budget is checked as a block entry would.
+            // The back edge of a self-loop: registers stay where the header expects them,
+            // 64 bits wide; the budget is checked as a block entry would.
+            widenLazy()
             let leave = a.newLabel()
             a.alu(.cmp, Mem(.r15, layout.budget), imm: 0)
             a.jcc(.le, leave)
@@ -719,9 +783,9 @@ struct Translator: ~Copyable {
             a.jcc(cond, taken)
             // Each exit writes back what is dirty on its own path (stores keep no flags to
             // care about: the jcc is already taken or not).
-            let dirtyAtBranch = dirty, mxcsrAtBranch = mxcsr
+            let dirtyAtBranch = dirty, lazyAtBranch = lazy, sext32AtBranch = sext32, mxcsrAtBranch = mxcsr
             exit(to: next)
-            dirty = dirtyAtBranch
+            (dirty, lazy, sext32) = (dirtyAtBranch, lazyAtBranch, sext32AtBranch)
             mxcsr = mxcsrAtBranch
             a.bind(taken)
             exit(to: insn.pc &+ UInt64(bitPattern: imm))
@@ -745,8 +809,16 @@ struct Translator: ~Copyable {
         switch d.op {
         case .add, .sub, .and, .or, .xor, .mul, .addw, .subw, .mulw:
             let wide = d.op != .addw && d.op != .subw && d.op != .mulw
-            let sources = (source(d.rs1), source(d.rs2))
+            // W instructions read 32 bits; and/or/xor of two 32-bit values (lazy or not) is
+            // one, its low 32 bits those of the operation on the low 32 bits.
+            let bitwise = d.op == .and || d.op == .or || d.op == .xor
+            let narrow = !wide || (bitwise && is32(d.rs1) && is32(d.rs2))
+            let resultLazy = !wide || (lazy & (1 << UInt32(d.rs1) | 1 << UInt32(d.rs2))) & ~1 != 0
+            let sources = narrow ? (source32(d.rs1), source32(d.rs2)) : (source(d.rs1), source(d.rs2))
             guard let rd = destination(d.rd) else { return true }  // to x0: nothing to do
+            defer {
+                if narrow { resultLazy ? (lazy |= 1 << UInt32(d.rd)) : (sext32 |= 1 << UInt32(d.rd)) }
+            }
             guard let s1 = sources.0, let s2 = sources.1 else {
                 // An operand is x0: mv (c.mv is add rd, x0, rs2), neg (sub rd, x0, rs2),
                 // sext.w-like addw/subw, or a zero.
@@ -755,14 +827,13 @@ struct Translator: ~Copyable {
                      (.xor, let r?, nil), (.xor, nil, let r?), (.sub, let r?, nil):
                     if rd != r { a.mov(rd, r) }
                 case (.addw, let r?, nil), (.addw, nil, let r?), (.subw, let r?, nil):
-                    a.movsxd(rd, r)
+                    if rd != r { a.mov(rd, r) }
                 case (.sub, nil, let r?):
                     if rd != r { a.mov(rd, r) }
                     a.neg(rd)
                 case (.subw, nil, let r?):
                     if rd != r { a.mov(rd, r) }
                     a.neg(rd, w: false)
-                    a.movsxd(rd, rd)
                 default:
                     a.mov(rd, imm: 0)  // and/mul by x0, or both operands x0
                 }
@@ -790,17 +861,24 @@ struct Translator: ~Copyable {
                 a.mov(rd, s1)
                 apply(&a, rd, s2)
             }
-            if !wide { a.movsxd(rd, rd) }
         case .addi, .andi, .ori, .xori, .slli, .srli, .srai, .addiw, .slliw, .srliw, .sraiw:
-            guard let s1 = source(d.rs1) else { return false }
+            // As above: W instructions read 32 bits and leave rd lazy; a bit operation with
+            // an immediate (a 12-bit sign-extended one: 32-bit) keeps rs1's width.
+            let word = d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw
+            let narrow = word || ((d.op == .andi || d.op == .ori || d.op == .xori) && is32(d.rs1))
+            let resultLazy = word || lazy & (1 << UInt32(d.rs1)) & ~1 != 0
+            guard let s1 = narrow ? source32(d.rs1) : source(d.rs1) else { return false }
             guard let rd = destination(d.rd) else { return true }
+            defer {
+                if narrow { resultLazy ? (lazy |= 1 << UInt32(d.rd)) : (sext32 |= 1 << UInt32(d.rd)) }
+            }
             switch d.op {
             case .addi where rd == s1:
                 if imm32 != 0 { a.alu(.add, rd, imm: imm32) }
             case .addi:
                 if imm32 == 0 { a.mov(rd, s1) } else { a.lea(rd, Mem(s1, imm32)) }
             case .addiw where imm32 == 0:
-                a.movsxd(rd, s1)  // sext.w
+                if rd != s1 { a.mov(rd, s1) }  // sext.w: rd lazy, as every W result
             default:
                 if rd != s1 { a.mov(rd, s1) }
                 switch d.op {
@@ -815,7 +893,6 @@ struct Translator: ~Copyable {
                 case .srliw: a.shift(.shr, rd, imm: shamt & 31, w: false)
                 default: a.shift(.sar, rd, imm: shamt & 31, w: false)  // sraiw
                 }
-                if d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw { a.movsxd(rd, rd) }
             }
         default:
             return false
@@ -1093,8 +1170,9 @@ struct Translator: ~Copyable {
         emitTLBLookup(access: .read, size: size, slow: slow)
         a.load(target, Mem(.rax, index: .rdx), size: size, signed: signed)
         if d.rd != 0 {
-            dirty |= 1 << UInt32(d.rd)
-            constants[d.rd] = nil
+            written(d.rd)
+            // 32 bits sign-extended, or fewer bits either way: a 32-bit value.
+            if size < 4 || (size == 4 && signed) { sext32 |= 1 << UInt32(d.rd) }
         }
         a.bind(done)
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
@@ -1108,7 +1186,7 @@ struct Translator: ~Copyable {
         let slow = a.newLabel(), done = a.newLabel()
         // The value's register first (the address's cannot evict it then); x0 is stored from
         // rcx, free once the TLB lookup is done with it.
-        let value = source(d.rs2)
+        let value = size < 8 ? source32(d.rs2) : source(d.rs2)
         emitAddress(d)
         let dirtyAtBranch = cacheState
         emitTLBLookup(access: .write, size: size, slow: slow)
@@ -1303,8 +1381,7 @@ struct Translator: ~Copyable {
             writesF = false
             if let (r, s) = reload {
                 a.load(Self.pool[s], f(d.rs1))
-                dirty |= 1 << UInt32(r)
-                constants[r] = nil
+                written(r)
             }
         case .fsgnj_d, .fsgnjn_d, .fsgnjx_d:
             // rd = rs1 with its sign from rs2, from not rs2, or xored with rs2's.
