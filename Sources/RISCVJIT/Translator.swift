@@ -663,8 +663,17 @@ struct Translator: ~Copyable {
         for (i, insn) in block.enumerated() {
             let d = insn.decoded
             // An interpreted instruction reads guest registers in memory and may write rd.
-            let masks = Self.isNative(d.op) ? Self.registerMasks(d)
-                : Self.isNativeFloat(d) ? Self.floatRegisterMasks(d) : (reads: 0, writes: 1 << UInt32(d.rd) & ~1)
+            let masks: (reads: UInt32, writes: UInt32)
+            if Self.isNative(d.op) {
+                masks = Self.registerMasks(d)
+            } else if Self.isNativeFloat(d) {
+                masks = Self.floatRegisterMasks(d)
+            } else if Self.isNativeAtomic(d) {
+                let reads: UInt32 = 1 << UInt32(d.rs1) | 1 << UInt32(d.rs2)
+                masks = (reads & ~1, 1 << UInt32(d.rd) & ~1)
+            } else {
+                masks = (0, 1 << UInt32(d.rd) & ~1)
+            }
             readMasks[i] = masks.reads
             writeMasks[i] = masks.writes
         }
@@ -729,7 +738,13 @@ struct Translator: ~Copyable {
     private mutating func emit(_ insn: Instruction) {
         let d = insn.decoded
         if !Self.isNative(d.op) {
-            if Self.isNativeFloat(d) { emitFloat(insn) } else { emitInterpreted(insn) }
+            if Self.isNativeFloat(d) {
+                emitFloat(insn)
+            } else if Self.isNativeAtomic(d) {
+                emitAtomic(insn)
+            } else {
+                emitInterpreted(insn)
+            }
             return
         }
         let imm = d.imm
@@ -1219,6 +1234,100 @@ struct Translator: ~Copyable {
         a.bind(failed)
         if path.interpretedSlot == nil { giveBackBudget(path.unretired) }
         a.jmp(absolute: helpers.epilogue)
+    }
+
+    // MARK: - AMOs
+
+    /// The AMOs translated natively (A extension, Unprivileged §8.4), all but LR/SC, whose
+    /// reservation the interpreter keeps. The x0 forms of the compare-and-swap ones (rare)
+    /// are left to it too.
+    static func isNativeAtomic(_ d: DecodedInstruction) -> Bool {
+        switch d.op {
+        case .amoswap_w, .amoadd_w, .amoswap_d, .amoadd_d:
+            return true
+        case .amoxor_w, .amoand_w, .amoor_w, .amomin_w, .amomax_w, .amominu_w, .amomaxu_w,
+             .amoxor_d, .amoand_d, .amoor_d, .amomin_d, .amomax_d, .amominu_d, .amomaxu_d:
+            return d.rs2 != 0
+        default:
+            return false
+        }
+    }
+
+    /// An AMO on a write-TLB hit (a RAM page already counted dirty and holding no code, as
+    /// for a store): swap and add are one locked host instruction (xchg, lock xadd), the
+    /// others a lock cmpxchg loop. x86's locked instructions are full barriers, as strong as
+    /// aq and rl together (RVWMO on TSO). Anything else (a miss, a misaligned address, which
+    /// traps) goes to the interpreter, which does the whole instruction.
+    private mutating func emitAtomic(_ insn: Instruction) {
+        let d = insn.decoded
+        guard let slot = insn.slot else { preconditionFailure("AMO without a slot") }
+        let word = d.op.rawValue <= Op.amomaxu_w.rawValue
+        let size = word ? 4 : 8
+        let slow = a.newLabel(), done = a.newLabel()
+        // Registers first, as for loads: both paths meet at `done` with one cache state.
+        let value = word ? source32(d.rs2) : source(d.rs2)
+        loadX(.rax, d.rs1)
+        var target: Reg?
+        var reload: (guest: UInt8, slot: Int)?
+        if d.rd != 0 {
+            let s = self.slot(of: d.rd) ?? allocate(d.rd)
+            touch(s)
+            target = Self.pool[s]
+            reload = (d.rd, s)
+        }
+        let atBranch = cacheState, pendingAtBranch = mxcsrPending
+        emitTLBLookup(access: .write, size: size, slow: slow)
+        a.lea(.rdx, Mem(.rax, index: .rdx))
+        let memory = Mem(.rdx)
+        switch d.op {
+        case .amoswap_w, .amoswap_d, .amoadd_w, .amoadd_d:
+            if let value { a.mov(.rcx, value) } else { a.mov(.rcx, imm: 0) }
+            if d.op == .amoswap_w || d.op == .amoswap_d {
+                a.xchg(memory, .rcx, w: !word)
+            } else {
+                a.lockXadd(memory, .rcx, w: !word)
+            }
+        default:
+            // rax = the old value, rcx = the new one, until memory still holds the old one.
+            guard let value else { preconditionFailure("isNativeAtomic leaves x0 operands to the interpreter") }
+            a.load(.rax, memory, size: size, signed: false)
+            let retry = a.newLabel()
+            a.bind(retry)
+            a.mov(.rcx, .rax)
+            switch d.op {
+            case .amoxor_w, .amoxor_d: a.alu(.xor, .rcx, value, w: !word)
+            case .amoand_w, .amoand_d: a.alu(.and, .rcx, value, w: !word)
+            case .amoor_w, .amoor_d: a.alu(.or, .rcx, value, w: !word)
+            default:
+                // min/max: the value when the old one is on its wrong side.
+                a.alu(.cmp, .rcx, value, w: !word)
+                let cond: Cond
+                switch d.op {
+                case .amomin_w, .amomin_d: cond = .g
+                case .amomax_w, .amomax_d: cond = .l
+                case .amominu_w, .amominu_d: cond = .a
+                default: cond = .b  // amomaxu
+                }
+                a.cmov(cond, .rcx, value, w: !word)
+            }
+            a.lockCmpxchg(memory, .rcx, w: !word)
+            a.jcc(.ne, retry)
+            a.mov(.rcx, .rax)
+        }
+        if let target {
+            if word { a.movsxd(target, .rcx) } else { a.mov(target, .rcx) }
+            written(d.rd)
+            if word { sext32 |= 1 << UInt32(d.rd) }
+        }
+        a.bind(done)
+        var path = SlowPath(label: slow, thunk: helpers.interpretThunk, pc: insn.pc, info: UInt64(unretired), unretired: unretired,
+                            done: done, dirty: atBranch, reload: reload)
+        path.interpretedSlot = UInt64(UInt(bitPattern: slot))
+        // As for loads: FP flags not accrued yet go to fflags before the interpreter runs
+        // (its trap handler may read them), and MXCSR is cleaned again after it.
+        path.accrue = pendingAtBranch
+        path.reclean = mxcsrClean
+        slowPaths.append(path)
     }
 
     // MARK: - Interpreted instructions

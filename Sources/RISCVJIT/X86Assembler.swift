@@ -445,6 +445,21 @@ package struct X86Assembler: ~Copyable {
         byte(0x58 + r.low)
     }
 
+    /// xchg [m], src (64 or 32 bits): swaps, locked without a prefix (SDM: XCHG).
+    package mutating func xchg(_ m: Mem, _ src: Reg, w: Bool = true) {
+        op(0x87, w: w, reg: src.rawValue, mem: m)
+    }
+
+    /// lock xadd [m], src (64 or 32 bits): [m] += src, src = the old [m].
+    package mutating func lockXadd(_ m: Mem, _ src: Reg, w: Bool = true) {
+        op(0x0fc1, w: w, reg: src.rawValue, mem: m, prefix: 0xf0)
+    }
+
+    /// lock cmpxchg [m], src (64 or 32 bits): if [m] = rax, [m] = src (ZF set); else rax = [m].
+    package mutating func lockCmpxchg(_ m: Mem, _ src: Reg, w: Bool = true) {
+        op(0x0fb1, w: w, reg: src.rawValue, mem: m, prefix: 0xf0)
+    }
+
     package mutating func mfence() {
         byte(0x0f)
         byte(0xae)

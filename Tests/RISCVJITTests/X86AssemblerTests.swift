@@ -227,6 +227,18 @@ private struct CaseTable {
             add("stmxcsr(\(m.text))", "stmxcsr DWORD PTR \(m.text)") { $0.stmxcsr(m.mem) }
             add("test32(\(m.text), 0x6000)", "test DWORD PTR \(m.text),0x6000") { $0.test32(m.mem, imm: 0x6000) }
             add("cmp8(\(m.text), 0)", "cmp BYTE PTR \(m.text),0x0") { $0.cmp8(m.mem, imm: 0) }
+            for src in [Reg.rcx, .r9] {
+                add("xchg(\(m.text), \(q(src)))", "xchg QWORD PTR \(m.text),\(q(src))") { $0.xchg(m.mem, src) }
+                add("xchg(\(m.text), \(q(src)), w: false)", "xchg DWORD PTR \(m.text),\(d(src))") { $0.xchg(m.mem, src, w: false) }
+                add("lockXadd(\(m.text), \(q(src)))", "lock xadd QWORD PTR \(m.text),\(q(src))") { $0.lockXadd(m.mem, src) }
+                add("lockXadd(\(m.text), \(q(src)), w: false)", "lock xadd DWORD PTR \(m.text),\(d(src))") {
+                    $0.lockXadd(m.mem, src, w: false)
+                }
+                add("lockCmpxchg(\(m.text), \(q(src)))", "lock cmpxchg QWORD PTR \(m.text),\(q(src))") { $0.lockCmpxchg(m.mem, src) }
+                add("lockCmpxchg(\(m.text), \(q(src)), w: false)", "lock cmpxchg DWORD PTR \(m.text),\(d(src))") {
+                    $0.lockCmpxchg(m.mem, src, w: false)
+                }
+            }
         }
         let names: [(ScalarDouble, String)] = [(.add, "addsd"), (.sub, "subsd"), (.mul, "mulsd"), (.div, "divsd"), (.sqrt, "sqrtsd")]
         for (kind, name) in names {
