@@ -1166,6 +1166,16 @@ struct Translator: ~Copyable {
     // Every register allocation of a load or store happens before its fast path branches
     // off, so both paths meet at `done` with the same cache state.
 
+    /// The slot guest register `r` gets (not marked written yet: if the access traps, its old
+    /// value is the architectural one), for an instruction whose slow path writes `r` in
+    /// memory, to be reloaded from there; nil for x0.
+    private mutating func reserve(_ r: UInt8) -> (guest: UInt8, slot: Int)? {
+        guard r != 0 else { return nil }
+        let s = slot(of: r) ?? allocate(r)
+        touch(s)
+        return (r, s)
+    }
+
     private mutating func emitLoad(_ insn: Instruction) {
         let d = insn.decoded
         let (size, signed) = Self.loadShape(d.op)
@@ -1173,14 +1183,8 @@ struct Translator: ~Copyable {
         emitAddress(d)
         // The destination's slot, not marked dirty yet: if the access traps, its old value
         // is the architectural one (the slow path writes back only what was dirty before).
-        var target = Reg.rax
-        var reload: (guest: UInt8, slot: Int)?
-        if d.rd != 0 {
-            let slot = self.slot(of: d.rd) ?? allocate(d.rd)
-            touch(slot)
-            target = Self.pool[slot]
-            reload = (d.rd, slot)
-        }
+        let reload = reserve(d.rd)
+        let target = reload.map { Self.pool[$0.slot] } ?? .rax
         let dirtyAtBranch = cacheState
         emitTLBLookup(access: .read, size: size, slow: slow)
         a.load(target, Mem(.rax, index: .rdx), size: size, signed: signed)
@@ -1267,14 +1271,8 @@ struct Translator: ~Copyable {
         // Registers first, as for loads: both paths meet at `done` with one cache state.
         let value = word ? source32(d.rs2) : source(d.rs2)
         loadX(.rax, d.rs1)
-        var target: Reg?
-        var reload: (guest: UInt8, slot: Int)?
-        if d.rd != 0 {
-            let s = self.slot(of: d.rd) ?? allocate(d.rd)
-            touch(s)
-            target = Self.pool[s]
-            reload = (d.rd, s)
-        }
+        let reload = reserve(d.rd)
+        let target = reload.map { Self.pool[$0.slot] }
         let atBranch = cacheState, pendingAtBranch = mxcsrPending
         emitTLBLookup(access: .write, size: size, slow: slow)
         a.lea(.rdx, Mem(.rax, index: .rdx))
@@ -1320,12 +1318,20 @@ struct Translator: ~Copyable {
             if word { sext32 |= 1 << UInt32(d.rd) }
         }
         a.bind(done)
-        var path = SlowPath(label: slow, thunk: helpers.interpretThunk, pc: insn.pc, info: UInt64(unretired), unretired: unretired,
-                            done: done, dirty: atBranch, reload: reload)
+        addInterpreterPath(from: slow, to: done, insn, slot: slot, dirty: atBranch, reload: reload, accrue: pendingAtBranch)
+    }
+
+    /// A slow path on which the interpreter does the whole of `insn` (whose decoded slot is
+    /// `slot`), then back to `done`. As for loads, FP flags not accrued where the fast path
+    /// branched go to fflags first (a trap handler may read them), and MXCSR is cleaned
+    /// again afterwards if the fast path reaches `done` with it clean.
+    private mutating func addInterpreterPath(from label: Label, to done: Label, _ insn: Instruction,
+                                             slot: UnsafePointer<DecodedInstruction>, dirty: CacheState,
+                                             reload: (guest: UInt8, slot: Int)?, accrue: Bool) {
+        var path = SlowPath(label: label, thunk: helpers.interpretThunk, pc: insn.pc, info: UInt64(unretired), unretired: unretired,
+                            done: done, dirty: dirty, reload: reload)
         path.interpretedSlot = UInt64(UInt(bitPattern: slot))
-        // As for loads: FP flags not accrued yet go to fflags before the interpreter runs
-        // (its trap handler may read them), and MXCSR is cleaned again after it.
-        path.accrue = pendingAtBranch
+        path.accrue = accrue
         path.reclean = mxcsrClean
         slowPaths.append(path)
     }
@@ -1459,10 +1465,8 @@ struct Translator: ~Copyable {
         switch d.op {
         case .fld, .fsd: emitAddress(d)
         case .fmv_d_x: value = source(d.rs1)
-        case .fmv_x_d where d.rd != 0:
-            let s = self.slot(of: d.rd) ?? allocate(d.rd)
-            touch(s)
-            reload = (d.rd, s)
+        case .fmv_x_d:
+            reload = reserve(d.rd)
         default: break
         }
         let atBranch = cacheState
@@ -1558,11 +1562,6 @@ struct Translator: ~Copyable {
             fsDirty = true
         }
         a.bind(done)
-        var path = SlowPath(label: slow, thunk: helpers.interpretThunk, pc: insn.pc, info: UInt64(unretired), unretired: unretired,
-                            done: done, dirty: atBranch, reload: reload)
-        path.interpretedSlot = UInt64(UInt(bitPattern: slot))
-        path.accrue = pendingAtBranch
-        path.reclean = mxcsrClean
-        slowPaths.append(path)
+        addInterpreterPath(from: slow, to: done, insn, slot: slot, dirty: atBranch, reload: reload, accrue: pendingAtBranch)
     }
 }
