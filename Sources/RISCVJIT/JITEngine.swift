@@ -375,14 +375,30 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
     private func emitBlock(pc: UInt64, hostPage: UnsafeRawPointer) -> EmitResult {
         let started = Self.monotonicNanoseconds()
         defer { statistics.translationNanoseconds &+= Self.monotonicNanoseconds() &- started }
-        var instructions: [Translator.Instruction] = []
-        instructions.reserveCapacity(16)
+        var decoded: [(pc: UInt64, instruction: DecodedInstruction)] = []
+        decoded.reserveCapacity(16)
         var current = pc
-        while instructions.count < Translator.maxInstructions {
+        var firstBranch: Int?
+        while decoded.count < (firstBranch == nil ? Translator.maxInstructions : Self.loopScan) {
             let offset = Int(current & (Hart.pageSize - 1))
             let low = hostPage.load(fromByteOffset: offset, as: UInt16.self)
             if low & 3 == 3 && offset + 4 > Int(Hart.pageSize) { break }  // its upper half is on the next page
             let d = hart.decoder.decode(low: low) { () -> UInt16 in hostPage.load(fromByteOffset: offset + 2, as: UInt16.self) }
+            decoded.append((current, d))
+            current &+= UInt64(d.length)
+            if Translator.isConditionalBranch(d.op) {
+                if firstBranch == nil { firstBranch = decoded.count - 1 }
+            } else if Translator.endsBlock(d.op) {
+                break
+            }
+            if current & (Hart.pageSize - 1) == 0 { break }
+        }
+        // A block ends at its first conditional branch, unless a later one (or a j) goes back
+        // to its start: then it is that whole loop, its earlier branches exits from it.
+        let length = Self.loopBlockLength(decoded, start: pc) ?? firstBranch.map { $0 + 1 } ?? decoded.count
+        var instructions: [Translator.Instruction] = []
+        instructions.reserveCapacity(length)
+        for (at, d) in decoded.prefix(length) {
             var slot: UnsafePointer<DecodedInstruction>?
             if !Translator.isNative(d.op) {
                 guard slotsUsed < Self.slotCapacity else { return .full }
@@ -390,9 +406,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
                 slot = UnsafePointer(slots + slotsUsed)
                 slotsUsed += 1
             }
-            instructions.append(Translator.Instruction(pc: current, decoded: d, slot: slot))
-            current &+= UInt64(d.length)
-            if Translator.endsBlock(d.op) || current & (Hart.pageSize - 1) == 0 { break }
+            instructions.append(Translator.Instruction(pc: at, decoded: d, slot: slot))
         }
         guard !instructions.isEmpty else { return .untranslatable }
         var translator = Translator(origin: buffer.nextAddress, blockPC: pc, chaining: chaining, helpers: helpers)
@@ -404,6 +418,26 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         statistics.codeBytes = buffer.used
         traceTranslation(instructions, code: code, count: result.code.count)
         return .done(code)
+    }
+
+    /// How far past a block's first conditional branch its decoding looks for a jump back
+    /// to the block's start.
+    static let loopScan = 32
+
+    /// The length of the loop that `decoded` (from `start`) is, when one of its
+    /// instructions after the first conditional branch jumps back to `start` (a conditional
+    /// branch, or a j): up to the last such one. Then the whole loop is one block, which
+    /// keeps its registers in host registers across iterations (a self-loop) and leaves at
+    /// its other branches; without this, a loop with an early exit (a search, an insertion
+    /// sort's inner loop) was two blocks, storing and reloading its registers at each.
+    static func loopBlockLength(_ decoded: [(pc: UInt64, instruction: DecodedInstruction)], start: UInt64) -> Int? {
+        guard let first = decoded.firstIndex(where: { Translator.isConditionalBranch($0.instruction.op) }) else { return nil }
+        for i in stride(from: decoded.count - 1, to: first, by: -1) {
+            let (at, d) = decoded[i]
+            let loops = Translator.isConditionalBranch(d.op) || (d.op == .jal && d.rd == 0)
+            if loops && at &+ UInt64(bitPattern: d.imm) == start { return i + 1 }
+        }
+        return nil
     }
 
     /// `-d in_asm` and `-d out_asm`: the guest code of each block once, when it is translated,

@@ -148,6 +148,12 @@ struct Translator: ~Copyable {
         }
     }
 
+    /// beq, bne, blt, bge, bltu, bgeu: the one kind of `endsBlock` instruction a block may go
+    /// past (a loop's early exit, `JITEngine.loopBlockLength`).
+    static func isConditionalBranch(_ op: Op) -> Bool {
+        op.rawValue &- Op.beq.rawValue <= Op.bgeu.rawValue &- Op.beq.rawValue
+    }
+
     /// Instructions after which a block ends: control transfers, and interpreted
     /// instructions that change privilege, translation, counters' rules or the code itself.
     static func endsBlock(_ op: Op) -> Bool {
@@ -228,6 +234,19 @@ struct Translator: ~Copyable {
         var reclean = false
     }
     private var slowPaths: [SlowPath] = []
+    /// Taken paths of conditional branches inside a block, emitted after its straight-line
+    /// code: where each goes, and the translator's state where it branched off.
+    private struct SideExit {
+        let label: Label
+        let target: UInt64
+        let index: Int32
+        let slotGuest: InlineArray<11, UInt8>
+        let dirty: UInt32
+        let lazy: UInt32
+        let sext32: UInt32
+        let mxcsr: MXCSRState
+    }
+    private var sideExits: [SideExit] = []
 
     /// False under `-d nochain`: exits always return to the dispatcher.
     private let chaining: Bool
@@ -702,17 +721,24 @@ struct Translator: ~Copyable {
         }
         a.alu(.sub, Mem(.r15, layout.budget), imm: count)
 
-        var ended = false
         for (i, insn) in block.enumerated() {
             index = Int32(i)
+            precondition(!Self.endsBlock(insn.decoded.op) || i == block.count - 1 || Self.isConditionalBranch(insn.decoded.op),
+                         "an instruction that ends a block inside one")
             emit(insn)
-            if Self.endsBlock(insn.decoded.op) {
-                ended = true
-                break
-            }
         }
-        if !ended, let last = block.last {
+        if let last = block.last, !Self.endsBlock(last.decoded.op) {
             exit(to: last.pc &+ UInt64(last.decoded.length))
+        }
+        for side in sideExits {
+            // The state where the branch was taken; what the block had not run yet goes
+            // back to the budget (on a self-loop's back edge too: the header takes the
+            // whole block's length again).
+            a.bind(side.label)
+            (slotGuest, dirty, lazy, sext32, mxcsr) = (side.slotGuest, side.dirty, side.lazy, side.sext32, side.mxcsr)
+            index = side.index + 1
+            if unretired > 0 { giveBackBudget(unretired) }
+            exit(to: side.target)
         }
 
         // A chained jump into this block did not set pc.
@@ -796,6 +822,13 @@ struct Translator: ~Copyable {
             }
             let taken = a.newLabel()
             a.jcc(cond, taken)
+            if Int(index) < instructions.count - 1 {
+                // A loop's early exit, inside the block (`JITEngine.loopBlockLength`): the
+                // taken path leaves out of line, from the state here; the block goes on.
+                sideExits.append(SideExit(label: taken, target: insn.pc &+ UInt64(bitPattern: imm), index: index,
+                                          slotGuest: slotGuest, dirty: dirty, lazy: lazy, sext32: sext32, mxcsr: mxcsr))
+                return
+            }
             // Each exit writes back what is dirty on its own path (stores keep no flags to
             // care about: the jcc is already taken or not).
             let dirtyAtBranch = dirty, lazyAtBranch = lazy, sext32AtBranch = sext32, mxcsrAtBranch = mxcsr

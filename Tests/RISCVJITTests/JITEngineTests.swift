@@ -131,4 +131,55 @@ import Testing
         }
         #expect(machine.hart.debugRead(virtual: data, count: 8 * 26) == reference.hart.debugRead(virtual: data, count: 8 * 26))
     }
+
+    /// A loop with an early exit is one block (`JITEngine.loopBlockLength`): its registers
+    /// stay in host registers across iterations, and it leaves from the middle. Wherever a
+    /// run stops (every budget from 1 to 120, so at each side exit, back edge and iteration),
+    /// pc, minstret (what the side exit gave back) and every register are the interpreter's.
+    @Test(.enabled(if: JITEngine.hostSupported, "the JIT runs on x86-64 hosts only"))
+    func aLoopWithAnEarlyExitStopsWhereTheInterpreterDoes() throws {
+        var words: [UInt32] = []
+        words += Asm.li(6, 100)  // the limit
+        words += Asm.li(7, 7)  // the early exit's value
+        words += Asm.li(8, 0x7fff_fff0)  // a 32-bit sum that wraps: negative, lazy
+        words += [
+            Asm.encode(.addw, rd: 8, rs1: 8, rs2: 5),  // the loop: one block from here
+            Asm.addi(5, 5, 1),
+            Asm.encode(.beq, rs1: 5, rs2: 7, imm: 12),  // the early exit (x8 lazy), to `after`
+            Asm.encode(.add, rd: 9, rs1: 9, rs2: 8),  // extends x8 on the way on
+            Asm.encode(.blt, rs1: 5, rs2: 6, imm: -16),  // back to the loop's start
+        ]
+        // after: blocks of two instructions (a j ends each), so that runs stop between them.
+        for _ in 0..<10 { words += [Asm.addi(11, 11, 1), Asm.encode(.jal, rd: 0, imm: 4)] }
+        words += [
+            Asm.encode(.add, rd: 10, rs1: 8, rs2: 9),  // 64-bit reads of what the loop left
+            Asm.encode(.jal, rd: 0, imm: 0),
+        ]
+        let bytes = words.flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * UInt32($0))) } }
+        let end = Layout.setup + UInt64(bytes.count) - 4
+        for budget in 1...120 {
+            let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
+            let jit = try JITEngine(hart: machine.hart)
+            // Several runs, as the vCPU thread makes them: each ends where its budget did.
+            while machine.minstret < UInt64(budget) && machine.pc != end {
+                #expect(jit.run(budget: budget) == .budgetExhausted)
+            }
+            let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
+            reference.step(to: machine.pc, count: machine.minstret)
+            #expect(reference.pc == machine.pc && reference.minstret == machine.minstret, "budget \(budget)")
+            for r in 1..<32 {
+                let expected = reference.hart.state.pointee.x[r], got = machine.hart.state.pointee.x[r]
+                #expect(got == expected, "budget \(budget), x\(r): JIT \(String(got, radix: 16)), interpreter \(String(expected, radix: 16))")
+            }
+        }
+        // And to the end: the loop left at i = 7.
+        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
+        let jit = try JITEngine(hart: machine.hart)
+        #expect(jit.run(budget: 1000) == .budgetExhausted)
+        #expect(machine.pc == end && machine.hart.state.pointee.x[5] == 7)
+        // The blocks: the set-up to the loop's first branch (8 instructions), the rest of the
+        // first iteration (2), the loop (5, where it would be 3 if blocks ended at every
+        // branch), the ten of `after` (2 each) and the last two (1 each).
+        #expect(jit.statistics.blocks == 15 && jit.statistics.instructions == 37, "the loop is one block")
+    }
 }
