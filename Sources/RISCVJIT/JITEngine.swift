@@ -4,7 +4,8 @@ import RISCV
 import SystemSupport
 
 /// The dynamic binary translator: an `ExecutionEngine` that runs a hart by translating its
-/// code, a basic block at a time, into x86-64 (the speed issue; JIT.md).
+/// code, a block at a time (a basic block, or a loop with early exits), into x86-64 (the
+/// speed issue; JIT.md).
 ///
 /// - Blocks are keyed by guest virtual and physical pc (generated code bakes in virtual pcs:
 ///   `auipc`, links, branch targets), looked up through the hart's own execute TLB, and never

@@ -93,7 +93,8 @@ struct HelperAddresses {
     let jumpCache: UInt64
 }
 
-/// Translates one basic block of RISC-V code into x86-64 (the speed issue, part 2).
+/// Translates one block of RISC-V code into x86-64 (the speed issue, part 2): a basic block,
+/// or a loop whose conditional branches before its last leave it (`JITEngine.loopBlockLength`).
 ///
 /// Register conventions in generated code: r15 = `HartState*` (and the hart's TLB after it);
 /// rax, rcx and rdx are scratch; eleven more hold guest registers within a block (`pool`).
