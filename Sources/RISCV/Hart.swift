@@ -66,6 +66,13 @@ package struct TLBEntry {
     package var addend: Int = 0
     package var physicalPage: UInt64 = 0
 
+    /// The host address of `vaddr`, on this entry's page (nil only for an addend that
+    /// wraps to 0, which no RAM entry has).
+    @inline(__always)
+    func host(_ vaddr: UInt64) -> UnsafeMutableRawPointer? {
+        UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ addend)
+    }
+
     /// Where `tag` and `physicalPage` sit, for the atomic accesses another thread makes.
     static let tagOffset = MemoryLayout<TLBEntry>.offset(of: \TLBEntry.tag)!
     static let physicalPageOffset = MemoryLayout<TLBEntry>.offset(of: \TLBEntry.physicalPage)!

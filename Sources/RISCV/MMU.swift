@@ -222,8 +222,7 @@ extension Hart {
     /// Host pointer for a naturally aligned access of `size` bytes at `vaddr` that hits the TLB.
     @inline(__always)
     func tlbLookup(_ vaddr: UInt64, _ access: AccessType, key: UInt64) -> UnsafeMutableRawPointer? {
-        guard let entry = tlbEntry(vaddr, access, key: key) else { return nil }
-        return UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ entry.pointee.addend)
+        tlbEntry(vaddr, access, key: key)?.pointee.host(vaddr)
     }
 
     /// Translates, checks PMP and, for RAM pages PMP treats uniformly, fills the TLB.
@@ -405,10 +404,9 @@ extension Hart {
         // A TLB hit, as for loads and stores: a walk per AMO was most of the time the JIT
         // spent on Linux's atomics (perf, modprobe). A write entry exists only for a page
         // already counted dirty and not holding code, as for a store.
-        if let entry = tlbEntry(vaddr, access, key: key) {
-            // SAFETY: the entry maps this virtual page to RAM (`resolve` filled it for a whole
-            // RAM page PMP treats uniformly), and the access is aligned within the page.
-            let host = UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ entry.pointee.addend)!
+        // SAFETY: the entry maps this virtual page to RAM (`resolve` filled it for a whole
+        // RAM page PMP treats uniformly), and the access is aligned within the page.
+        if let entry = tlbEntry(vaddr, access, key: key), let host = entry.pointee.host(vaddr) {
             return (host, entry.pointee.physicalPage | (vaddr & (Hart.pageSize - 1)))
         }
         let (physical, host) = try resolve(vaddr, size: UInt64(size), access, key: key)

@@ -98,7 +98,8 @@ struct HelperAddresses {
 ///
 /// Register conventions in generated code: r15 = `HartState*` (and the hart's TLB after it);
 /// rax, rcx and rdx are scratch; eleven more hold guest registers within a block (`pool`).
-/// The engine (the helpers' first argument) is on the stack, where the thunks find it. The stack stays 16-byte aligned (the trampoline
+/// The engine (the helpers' first argument) is on the stack, where the thunks find it.
+/// The stack stays 16-byte aligned (the trampoline
 /// sets it up), so helpers are called as plain C functions.
 ///
 /// Precise state: `pc` is written at every exit to the dispatcher and passed to every helper.
@@ -369,9 +370,7 @@ struct Translator: ~Copyable {
                 if lazy & bit != 0 { a.movsxd(Self.pool[victim], Self.pool[victim]) }
                 a.store(x(old), Self.pool[victim])
             }
-            dirty &= ~bit
-            lazy &= ~bit
-            sext32 &= ~bit
+            uncache(old)
         }
         slotGuest[victim] = r
         return victim
@@ -444,6 +443,21 @@ struct Translator: ~Copyable {
         let bit: UInt32 = 1 << UInt32(r)
         constants[r] = nil
         dirty |= bit
+        lazy &= ~bit
+        sext32 &= ~bit
+    }
+
+    /// Guest register `r`, just written, holds a 32-bit value: lazily (only its low 32 bits
+    /// right) or sign-extended.
+    private mutating func written32(_ r: UInt8, lazy isLazy: Bool) {
+        if isLazy { lazy |= 1 << UInt32(r) } else { sext32 |= 1 << UInt32(r) }
+    }
+
+    /// Drops what the translator knows of guest register `r`'s cached value (it leaves its
+    /// host register, written back if it was dirty).
+    private mutating func uncache(_ r: UInt8) {
+        let bit: UInt32 = 1 << UInt32(r)
+        dirty &= ~bit
         lazy &= ~bit
         sext32 &= ~bit
     }
@@ -529,10 +543,7 @@ struct Translator: ~Copyable {
     /// else wrote it in memory.
     private mutating func forget(_ r: UInt8) {
         if let s = slot(of: r) { slotGuest[s] = 0 }
-        let bit: UInt32 = 1 << UInt32(r)
-        dirty &= ~bit
-        lazy &= ~bit
-        sext32 &= ~bit
+        uncache(r)
         constants[r] = nil
     }
 
@@ -559,7 +570,7 @@ struct Translator: ~Copyable {
         guard let dst = destination(r) else { return }
         a.mov(dst, imm: value)
         constants[r] = value
-        if Int64(bitPattern: value) == Int64(Int32(truncatingIfNeeded: value)) { sext32 |= 1 << UInt32(r) }
+        if Int64(bitPattern: value) == Int64(Int32(truncatingIfNeeded: value)) { written32(r, lazy: false) }
     }
 
     /// Leaving before the instruction at `index` retired: gives its budget back, and that of
@@ -865,9 +876,7 @@ struct Translator: ~Copyable {
             let resultLazy = !wide || (lazy & (1 << UInt32(d.rs1) | 1 << UInt32(d.rs2))) & ~1 != 0
             let sources = narrow ? (source32(d.rs1), source32(d.rs2)) : (source(d.rs1), source(d.rs2))
             guard let rd = destination(d.rd) else { return true }  // to x0: nothing to do
-            defer {
-                if narrow { resultLazy ? (lazy |= 1 << UInt32(d.rd)) : (sext32 |= 1 << UInt32(d.rd)) }
-            }
+            defer { if narrow { written32(d.rd, lazy: resultLazy) } }
             guard let s1 = sources.0, let s2 = sources.1 else {
                 // An operand is x0: mv (c.mv is add rd, x0, rs2), neg (sub rd, x0, rs2),
                 // sext.w-like addw/subw, or a zero.
@@ -918,9 +927,7 @@ struct Translator: ~Copyable {
             let resultLazy = word || lazy & (1 << UInt32(d.rs1)) & ~1 != 0
             guard let s1 = narrow ? source32(d.rs1) : source(d.rs1) else { return false }
             guard let rd = destination(d.rd) else { return true }
-            defer {
-                if narrow { resultLazy ? (lazy |= 1 << UInt32(d.rd)) : (sext32 |= 1 << UInt32(d.rd)) }
-            }
+            defer { if narrow { written32(d.rd, lazy: resultLazy) } }
             switch d.op {
             case .addi where rd == s1:
                 if imm32 != 0 { a.alu(.add, rd, imm: imm32) }
@@ -1225,7 +1232,7 @@ struct Translator: ~Copyable {
         if d.rd != 0 {
             written(d.rd)
             // 32 bits sign-extended, or fewer bits either way: a 32-bit value.
-            if size < 4 || (size == 4 && signed) { sext32 |= 1 << UInt32(d.rd) }
+            if size < 4 || (size == 4 && signed) { written32(d.rd, lazy: false) }
         }
         a.bind(done)
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
@@ -1299,7 +1306,7 @@ struct Translator: ~Copyable {
     private mutating func emitAtomic(_ insn: Instruction) {
         let d = insn.decoded
         guard let slot = insn.slot else { preconditionFailure("AMO without a slot") }
-        let word = d.op.rawValue <= Op.amomaxu_w.rawValue
+        let word = d.op.rawValue <= Op.amomaxu_w.rawValue  // `Op` lists the .w forms first
         let size = word ? 4 : 8
         let slow = a.newLabel(), done = a.newLabel()
         // Registers first, as for loads: both paths meet at `done` with one cache state.
@@ -1349,7 +1356,7 @@ struct Translator: ~Copyable {
         if let target {
             if word { a.movsxd(target, .rcx) } else { a.mov(target, .rcx) }
             written(d.rd)
-            if word { sext32 |= 1 << UInt32(d.rd) }
+            if word { written32(d.rd, lazy: false) }
         }
         a.bind(done)
         addInterpreterPath(from: slow, to: done, insn, slot: slot, dirty: atBranch, reload: reload, accrue: pendingAtBranch)

@@ -75,6 +75,9 @@ package struct X86Assembler: ~Copyable {
     /// memory rather than an array: an append to an array checks uniqueness and capacity
     /// through the runtime, byte by byte, and that was a third of the translation time (perf).
     /// Noncopyable, so no two assemblers share it.
+    // SAFETY: `bytes` is allocated with `capacity` bytes in init and `grow`, freed once (deinit,
+    // or `grow` after copying); `count <= capacity` always, and every write is below `count`
+    // (`byte` grows first; `patch32` checks its offset).
     private var bytes: UnsafeMutablePointer<UInt8>
     private var capacity: Int
     package private(set) var count = 0

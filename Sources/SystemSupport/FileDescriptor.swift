@@ -41,6 +41,8 @@ public struct FileDescriptor: ~Copyable, Sendable {
             throw SystemError(.configuration, "'\(path)' is larger than \(limit) bytes, more than fits where it goes")
         }
         var failure: SystemError?
+        // SAFETY: `initialized` counts only the bytes `read` has written, each below `size`,
+        // the capacity the buffer was made with; a short or failed read leaves the array shorter.
         var result = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
             while initialized < size {
                 do throws(SystemError) {
