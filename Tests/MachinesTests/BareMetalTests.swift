@@ -26,7 +26,8 @@ import Testing
 
     /// The VMM stopping the machine and running it again (what every monitor request that
     /// needs the machine at rest does) is no reason for a hart to leave WFI: smp_wfi passes
-    /// while another thread interrupts the run every 100 µs.
+    /// while another thread interrupts the run every 100 µs. The program's delays are in
+    /// mtime (100 ms in all), so the run lasts as long under either engine.
     @Test(.enabled(if: GuestProgram.compilerMissingReason == nil, "needs Debian's gcc-riscv64-unknown-elf (scripts/setup)"),
           arguments: engines)
     func wfiOutlastsMachineStops(engine: RISCVBoard.EngineKind) throws {
