@@ -268,6 +268,19 @@ int clx_install_kick_signal(int signal) {
     return clx_unblock_signal(signal);
 }
 
+int clx_cpu_has_bit_counts(void) {
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 23) & 1)) return 0;  // POPCNT
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((b >> 3) & 1)) return 0;  // BMI1: TZCNT
+    // LZCNT (AMD's ABM): without it, F3 0F BD runs as BSR, which counts from the other end.
+    if (!__get_cpuid(0x80000001, &a, &b, &c, &d) || !((c >> 5) & 1)) return 0;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int clx_cpu_has_fma(void) {
 #if defined(__x86_64__)
     unsigned a, b, c, d;

@@ -142,13 +142,20 @@ struct Translator: ~Copyable {
              .div, .divu, .rem, .remu, .divw, .divuw, .remw, .remuw,
              .add_uw, .sh1add, .sh2add, .sh3add, .sh1add_uw, .sh2add_uw, .sh3add_uw, .slli_uw,
              .andn, .orn, .xnor, .max, .maxu, .min, .minu, .sext_b, .sext_h, .zext_h, .rev8,
-             .rol, .ror, .rori, .rolw, .rorw, .roriw,
+             .rol, .ror, .rori, .rolw, .rorw, .roriw, .orc_b,
              .bclr, .bclri, .bext, .bexti, .binv, .binvi, .bset, .bseti:
             return true
+        case .clz, .clzw, .ctz, .ctzw, .cpop, .cpopw:
+            return hostHasBitCounts
         default:
             return false
         }
     }
+
+    /// lzcnt, tzcnt and popcnt (Linux's strlen/strcmp and ffs use Zbb's orc.b, clz and ctz
+    /// once it finds Zbb: 6 M of them in a boot and module load, interpreted until these
+    /// were translated).
+    static let hostHasBitCounts = clx_cpu_has_bit_counts() != 0
 
     /// beq, bne, blt, bge, bltu, bgeu: the one kind of `endsBlock` instruction a block may go
     /// past (a loop's early exit, `JITEngine.loopBlockLength`).
@@ -1071,6 +1078,31 @@ struct Translator: ~Copyable {
         case .sext_h: a.extend(.rax, .rax, bits: 16, signed: true)
         case .zext_h: a.extend(.rax, .rax, bits: 16, signed: false)
         case .rev8: a.bswap(.rax)
+        // Each counts 64 (or 32) for zero, as RISC-V's do (Zbb §2.2).
+        case .clz: a.count(.lzcnt, .rax, .rax)
+        case .clzw: a.count(.lzcnt, .rax, .rax, w: false)
+        case .ctz: a.count(.tzcnt, .rax, .rax)
+        case .ctzw: a.count(.tzcnt, .rax, .rax, w: false)
+        case .cpop: a.count(.popcnt, .rax, .rax)
+        case .cpopw: a.count(.popcnt, .rax, .rax, w: false)
+        case .orc_b:
+            // m (rdx) has a byte's top bit set when the byte is not zero: its low 7 bits plus
+            // 0x7f reach 0x80 (and stay below 0x100: nothing carries into the next byte), or
+            // its own top bit was set. Then m | (m - (m >> 7)) turns each 0x80 into 0xff
+            // (0x80 - 0x01 borrows from no other byte).
+            a.mov(.rcx, imm: 0x7f7f_7f7f_7f7f_7f7f)
+            a.mov(.rdx, .rax)
+            a.alu(.and, .rdx, .rcx)
+            a.alu(.add, .rdx, .rcx)
+            a.alu(.or, .rdx, .rax)
+            a.not(.rcx)
+            a.alu(.and, .rdx, .rcx)
+            a.mov(.rax, .rdx)
+            a.shift(.shr, .rax, imm: 7)
+            a.mov(.rcx, .rdx)
+            a.alu(.sub, .rcx, .rax)
+            a.alu(.or, .rdx, .rcx)
+            a.mov(.rax, .rdx)
         case .rol: a.shiftByCL(.rol, .rax)
         case .ror: a.shiftByCL(.ror, .rax)
         case .rori: a.shift(.ror, .rax, imm: shamt & 63)

@@ -368,6 +368,12 @@ package struct X86Assembler: ~Copyable {
         byte(0xc8 + dst.low)
     }
 
+    /// lzcnt, tzcnt or popcnt dst, src (F3 0F BD/BC/B8 /r). Only where the host has them
+    /// (`clx_cpu_has_bit_counts`): elsewhere the first two decode as bsr and bsf.
+    package mutating func count(_ kind: BitCount, _ dst: Reg, _ src: Reg, w: Bool = true) {
+        op(kind.rawValue, w: w, reg: dst.rawValue, rm: src, prefix: 0xf3)
+    }
+
     /// bt/bts/btr/btc dst, src (bit index masked to 6 bits for register operands).
     package mutating func bitTest(_ kind: BitTest, _ dst: Reg, _ src: Reg) {
         op(0x0f00 | UInt16(kind.registerOpcode), w: true, reg: src.rawValue, rm: dst)
@@ -550,4 +556,9 @@ package enum FusedMultiplyAdd: UInt8, Sendable, CaseIterable {
 /// The scalar-double arithmetic opcodes (F2 0F xx).
 package enum ScalarDouble: UInt16, Sendable, CaseIterable {
     case sqrt = 0x0f51, add = 0x0f58, mul = 0x0f59, sub = 0x0f5c, div = 0x0f5e
+}
+
+/// The bit-counting instructions of `X86Assembler.count` (their 0F opcodes).
+package enum BitCount: UInt16, Sendable, CaseIterable {
+    case lzcnt = 0x0fbd, tzcnt = 0x0fbc, popcnt = 0x0fb8
 }

@@ -508,6 +508,16 @@ private struct CaseTable {
             add("bitTest(.\(name), rdx, imm: 64)", "\(name) rdx,0x0", size: 5) { $0.bitTest(kind, .rdx, imm: 64) }
         }
 
+        // lzcnt, tzcnt, popcnt: the F3 prefix before REX, 64- and 32-bit.
+        for kind in BitCount.allCases {
+            for (dst, src) in [(Reg.rax, Reg.rax), (.rcx, .r8), (.r15, .rdx), (.r12, .r13)] {
+                add("count(.\(kind), \(q(dst)), \(q(src)))", "\(kind) \(q(dst)),\(q(src))") { $0.count(kind, dst, src) }
+                add("count(.\(kind), \(q(dst)), \(q(src)), w: false)", "\(kind) \(d(dst)),\(d(src))") {
+                    $0.count(kind, dst, src, w: false)
+                }
+            }
+        }
+
         // setcc + movzx, for every condition, and on byte registers that need a REX.
         for (i, (cond, cc)) in conditions.enumerated() {
             let r = Reg(rawValue: UInt8(i))!

@@ -46,6 +46,9 @@ int clx_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
 // Whether this x86-64 CPU has FMA3 and the kernel saves AVX state (CPUID.1:ECX FMA, AVX and
 // OSXSAVE, XCR0 bits 1-2): the JIT then translates RISC-V's fused multiply-adds natively.
 int clx_cpu_has_fma(void);
+// Whether this x86-64 CPU has POPCNT, TZCNT (BMI1) and LZCNT (CPUID.1:ECX.23, CPUID.7:EBX.3,
+// CPUID.80000001h:ECX.5): the JIT then translates Zbb's clz, ctz and cpop natively.
+int clx_cpu_has_bit_counts(void);
 
 /// Opens a pseudo-terminal master (posix_openpt + grantpt + unlockpt), non-blocking and
 /// close-on-exec, and writes the slave's path into `name` (NUL-terminated).
