@@ -115,7 +115,10 @@ public final class Hart: @unchecked Sendable {
     /// inner loop (no bounds checks: register fields are 5 bits).
     let registers: UnsafeMutablePointer<UInt64>
     package let tlb: UnsafeMutablePointer<TLBEntry>
-    package static let tlbSize = 256
+    /// Entries per access type, direct-mapped by virtual page number. 1024 rather than 256:
+    /// a Linux boot and four module loads missed 40 % less in fetches (a kernel's hot code
+    /// spans more than 256 pages) and loads, for 72 KiB per hart.
+    package static let tlbSize = 1024
     let codeWriteTLB: UnsafeMutablePointer<CodeWriteEntry>
     static let codeWriteTLBSize = 64
     /// Page-table pages a walk may read and update without asking PMP again (MMU.swift).

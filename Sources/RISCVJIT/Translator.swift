@@ -673,7 +673,7 @@ struct Translator: ~Copyable {
         a.mov(.rdx, .rax, w: false)
         a.alu(.and, .rdx, imm: 0xfff, w: false)
         a.alu(.or, .rcx, .rdx)
-        // rsi = &cache[(pc >> 1) & (size - 1)], 24 bytes an entry.
+        // rsi = &cache[JITEngine.cacheIndex(pc)], 24 bytes an entry.
         a.mov(.rdx, .rax, w: false)
         a.shift(.shr, .rdx, imm: 1, w: false)
         a.alu(.and, .rdx, imm: Int32(JITEngine.cacheSize - 1), w: false)
