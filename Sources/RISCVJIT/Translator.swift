@@ -109,7 +109,7 @@ struct HelperAddresses {
 /// mcycle (`JITEngine.syncCounters`) before anything can read them.
 struct Translator: ~Copyable {
     /// A block ends after this many instructions (bounds translation work and trap latency).
-    static let maxInstructions = 64
+    static let maxInstructions = 128
 
     let layout = StateLayout.shared
     let helpers: HelperAddresses
@@ -333,9 +333,10 @@ struct Translator: ~Copyable {
 
     /// The guest registers each instruction of the block reads and writes, for looking
     /// ahead when a slot must be freed. An interpreted instruction reads none (the
-    /// interpreter reads memory) and writes its rd (its cached copy is dropped).
-    private var readMasks = InlineArray<64, UInt32>(repeating: 0)
-    private var writeMasks = InlineArray<64, UInt32>(repeating: 0)
+    /// interpreter reads memory) and writes its rd (its cached copy is dropped). As many
+    /// as `maxInstructions`.
+    private var readMasks = InlineArray<128, UInt32>(repeating: 0)
+    private var writeMasks = InlineArray<128, UInt32>(repeating: 0)
 
     /// Where each slot's guest register is next read, from the instruction being emitted on
     /// (its own sources count): an index, or Int.max when it is overwritten first, not read
@@ -697,7 +698,8 @@ struct Translator: ~Copyable {
         let spent = a.newLabel()
         count = Int32(block.count)
         instructions = block
-        precondition(block.count <= Self.maxInstructions && Self.pool.count == Self.poolSize)
+        precondition(block.count <= Self.maxInstructions && Self.maxInstructions <= readMasks.count
+                     && Self.pool.count == Self.poolSize)
         for (i, insn) in block.enumerated() {
             let d = insn.decoded
             // An interpreted instruction reads guest registers in memory and may write rd.
