@@ -1210,22 +1210,24 @@ struct Translator: ~Copyable {
     /// (RAM, permission) entry jumps to `slow` with rax intact.
     private mutating func emitTLBLookup(access: AccessType, size: Int, slow: Label) {
         let base = layout.tlb + Int32(access.rawValue * Hart.tlbSize) * layout.tlbStride
+        // rcx = the tag the entry must hold, `vpn << 2 | key`: the address without its page
+        // offset, rotated right by 10, is vpn << 2, and a misaligned address keeps its low
+        // bits, which land in bits 54-56, where no tag (vpn < 2^52) has any: it misses, and
+        // the slow path does the misaligned access. (QEMU folds alignment into its TLB compare
+        // the same way.) Bits 2-11 are the vpn's low bits: rdx = the entry's index * 4.
+        precondition(Hart.tlbSize <= 1024)
         a.mov(.rcx, .rax)
-        a.shift(.shr, .rcx, imm: 12)
+        a.alu(.and, .rcx, imm: -4096 | Int32(size - 1))
+        a.shift(.ror, .rcx, imm: 10)
         a.mov(.rdx, .rcx, w: false)
-        a.alu(.and, .rdx, imm: Int32(Hart.tlbSize - 1), w: false)
-        a.shift(.shl, .rcx, imm: 2)
+        a.alu(.and, .rdx, imm: Int32(Hart.tlbSize - 1) << 2, w: false)
         a.alu(.or, .rcx, Mem(.r15, layout.dataKey))
-        // rdx = index * stride (24 = 3 * 8 for the three-word entry).
+        // rdx * 2 = index * stride (24 = 3 * 8 for the three-word entry).
         precondition(layout.tlbStride == 24)
         a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
-        a.alu(.cmp, .rcx, Mem(.r15, index: .rdx, scale: 8, base + layout.tlbTag))
+        a.alu(.cmp, .rcx, Mem(.r15, index: .rdx, scale: 2, base + layout.tlbTag))
         a.jcc(.ne, slow)
-        if size > 1 {
-            a.test8(.rax, imm: UInt8(size - 1))
-            a.jcc(.ne, slow)
-        }
-        a.load(.rdx, Mem(.r15, index: .rdx, scale: 8, base + layout.tlbAddend))
+        a.load(.rdx, Mem(.r15, index: .rdx, scale: 2, base + layout.tlbAddend))
     }
 
     /// rax = rs1 + imm, the effective address.
