@@ -136,8 +136,11 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         for r in [Reg.rbx, .rbp, .r12, .r13, .r14, .r15] { a.push(r) }
         a.push(.rsi)
         a.lea(.r15, Mem(.rdi, StateLayout.bias))
+        let budget = Mem(.r15, StateLayout.shared.budget)
+        a.load(Translator.budget, budget)
         a.jmp(.rdx)
         let epilogueOffset = a.count
+        a.store(budget, Translator.budget)
         a.alu(.add, .rsp, imm: 8)
         for r in [Reg.r15, .r14, .r13, .r12, .rbp, .rbx] { a.pop(r) }
         a.ret()
@@ -152,10 +155,12 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             let offset = a.count
             for r in Translator.callerSavedPool { a.push(r) }
             if pad { a.alu(.sub, .rsp, imm: 8) }
+            a.store(budget, Translator.budget)
             a.load(.rdi, Mem(.rsp, engineSlot))
             a.mov(.rsi, .rax)
-            a.mov(.r8, imm: helper)
-            a.call(.r8)
+            a.mov(.rax, imm: helper)
+            a.call(.rax)
+            a.load(Translator.budget, budget)
             if pad { a.alu(.add, .rsp, imm: 8) }
             for r in Translator.callerSavedPool.reversed() { a.pop(r) }
             a.mov(.rax, .rax, w: false)
