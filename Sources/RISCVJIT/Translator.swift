@@ -104,9 +104,10 @@ struct HelperAddresses {
 ///
 /// Precise state: `pc` is written at every exit to the dispatcher and passed to every helper.
 /// Counters are not touched here: a block takes its length from the budget (r8, which is
-/// `HartState.jitBudget` outside translated code) on entry, gives back the part that did not retire when it leaves early (a trap, an
-/// interpreted instruction), and the engine turns what the budget lost into minstret and
-/// mcycle (`JITEngine.syncCounters`) before anything can read them.
+/// `HartState.jitBudget` outside translated code) on entry, gives back the part that did not
+/// retire when it leaves early (a trap, an interpreted instruction), and the engine turns
+/// what the budget lost into minstret and mcycle (`JITEngine.syncCounters`) before anything
+/// can read them.
 struct Translator: ~Copyable {
     /// A block ends after this many instructions (bounds translation work and trap latency).
     static let maxInstructions = 128

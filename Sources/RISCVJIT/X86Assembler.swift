@@ -333,12 +333,6 @@ package struct X86Assembler: ~Copyable {
         op(0x85, w: w, reg: b.rawValue, rm: a)
     }
 
-    /// test low byte of `a`, imm8
-    package mutating func test8(_ a: Reg, imm value: UInt8) {
-        op(0xf6, w: false, reg: 0, rm: a, byteRegs: true)
-        byte(value)
-    }
-
     package mutating func shift(_ kind: Shift, _ dst: Reg, imm amount: UInt8, w: Bool = true) {
         op(0xc1, w: w, reg: kind.rawValue, rm: dst)
         byte(amount)

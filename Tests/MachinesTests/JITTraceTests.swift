@@ -34,8 +34,10 @@ import Testing
         #expect(blocks > 5)
         #expect(log.components(separatedBy: "0x0000000000001000:").count - 1 == 1, "the boot ROM block was translated more than once")
         #expect(log.components(separatedBy: "OUT: [guest pc 0x").count - 1 == blocks)
-        // Every block starts with the budget check on r15's hart state, in Capstone's syntax.
-        #expect(log.contains(":  cmp qword ptr [r15 "), "\(log.prefix(2000))")
+        // Every block starts with the budget check on r8 (`Translator.budget`), and reads the
+        // hart state through r15, in Capstone's syntax.
+        #expect(log.contains(":  test r8, r8\n"), "\(log.prefix(2000))")
+        #expect(log.contains(" qword ptr [r15 "), "\(log.prefix(2000))")
         #expect(!log.contains("not decoded") && !log.contains("capstone:"), "\(log.prefix(2000))")
         // Returns and indirect jumps look their target up in generated code.
         #expect(log.contains(":  jmp rsi"), "\(log.prefix(2000))")

@@ -447,9 +447,6 @@ private struct CaseTable {
             add("test(\(q(a)), \(q(bReg)))", "test \(q(a)),\(q(bReg))", size: 3) { $0.test(a, bReg) }
             add("test(\(q(a)), \(q(bReg)), w: false)", "test \(d(a)),\(d(bReg))") { $0.test(a, bReg, w: false) }
         }
-        for r in [Reg.rax, .rcx, .rbx, .rsp, .rbp, .rsi, .rdi, .r8, .r12, .r15] {
-            add("test8(\(q(r)), imm: 0x81)", "test \(b(r)),0x81", size: r.rawValue >= 4 ? 4 : 3) { $0.test8(r, imm: 0x81) }
-        }
 
         // imul reg, reg; mul/imul rdx:rax; neg; not; div/idiv; cqo; cdq
         for (dst, src) in [(Reg.rax, Reg.rcx), (.r8, .r15), (.rsp, .r12), (.r13, .rbp)] {
