@@ -65,11 +65,6 @@ final class CodePages: @unchecked Sendable {
         return generations + page * 4
     }
 
-    func generation(page: Int) -> UInt32 {
-        guard page >= 0 && page < pages else { return 0 }
-        return clx_atomic_load_u32(generations + page * 4)
-    }
-
     /// After a write to pages `first...last`: moves the generation of those that hold code.
     func noteWrite(firstPage first: Int, lastPage last: Int) {
         var page = max(first, 0)

@@ -284,12 +284,6 @@ extension GuestMemory {
         region.codePages.unregister(page: Int((page.rawValue - region.range.base.rawValue) >> 12), hart: hart)
     }
 
-    /// The write generation of the RAM page at `page` (0 when it is not RAM).
-    package func codePageGeneration(_ page: GuestAddress) -> UInt32 {
-        guard let region = try? region(containing: page, count: 4096).0 else { return 0 }
-        return region.codePages.generation(page: Int((page.rawValue - region.range.base.rawValue) >> 12))
-    }
-
     /// Whether some hart holds code from the RAM page at `page`: its writes must be noted.
     package func isCodePage(_ page: GuestAddress) -> Bool {
         guard let region = try? region(containing: page, count: 4096).0 else { return false }
@@ -297,7 +291,8 @@ extension GuestMemory {
     }
 
     /// The write generation counter of the RAM page at `page`, for a hart that caches where
-    /// to count its stores to a code page (`Hart`'s code-page write cache). It stays valid
+    /// to count its stores to a code page (`Hart`'s code-page write cache) or where to read
+    /// whether a page it holds code from was written (its FENCE.I). It stays valid
     /// as long as this memory; it is only ever changed with `clx_atomic_fetch_add_u32`.
     package func codePageGenerationPointer(_ page: GuestAddress) -> UnsafeMutableRawPointer? {
         guard let region = try? region(containing: page, count: 4096).0 else { return nil }
