@@ -535,6 +535,8 @@ public final class Hart: @unchecked Sendable {
         // One atomic load per code page (Linux runs FENCE.I tens of thousands of times in a
         // boot); the pages to drop are collected first, so the dictionary is not copied
         // while it is iterated.
+        // SAFETY: each counter points into the guest memory's code-page table, mapped for the
+        // memory's whole life (`GuestMemory.codePageGenerationPointer`), which outlives its harts.
         let written = codePages.compactMap { page, code in clx_atomic_load_u32(code.counter) != code.generation ? page : nil }
         for page in written {
             codePages[page] = nil

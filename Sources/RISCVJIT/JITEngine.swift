@@ -435,8 +435,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         return .done(code)
     }
 
-    /// How far past a block's first conditional branch its decoding looks for a jump back
-    /// to the block's start.
+    /// Once decoding has met a conditional branch, it stops at this many instructions in all
+    /// (or just after that branch, when it is further): a jump back to the block's start
+    /// among them makes the block a loop (`loopBlockLength`).
     static let loopScan = 32
 
     /// The length of the loop that `decoded` (from `start`) is, when one of its

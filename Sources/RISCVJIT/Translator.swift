@@ -250,11 +250,7 @@ struct Translator: ~Copyable {
         let label: Label
         let target: UInt64
         let index: Int32
-        let slotGuest: InlineArray<10, UInt8>
-        let dirty: UInt32
-        let lazy: UInt32
-        let sext32: UInt32
-        let mxcsr: MXCSRState
+        let state: BranchState
     }
     private var sideExits: [SideExit] = []
 
@@ -528,6 +524,21 @@ struct Translator: ~Copyable {
 
     private var cacheState: CacheState { CacheState(slotGuest: slotGuest, dirty: dirty, lazy: lazy) }
 
+    /// All the translator knows of the registers at one point of the straight-line code, for
+    /// a branch's paths that are emitted from there one after the other (each exit writes
+    /// back and changes what is dirty, lazy and extended).
+    private struct BranchState {
+        let cache: CacheState
+        let sext32: UInt32
+        let mxcsr: MXCSRState
+    }
+
+    private var branchState: BranchState {
+        get { BranchState(cache: cacheState, sext32: sext32, mxcsr: mxcsr) }
+        set { (slotGuest, dirty, lazy, sext32, mxcsr) = (newValue.cache.slotGuest, newValue.cache.dirty, newValue.cache.lazy,
+                                                         newValue.sext32, newValue.mxcsr) }
+    }
+
     /// Stores the dirty registers of `state` back to `HartState.x`, sign-extending the lazy
     /// ones first (in place: their low 32 bits stay right for any path that goes on).
     private mutating func writeBack(_ state: CacheState) {
@@ -766,7 +777,7 @@ struct Translator: ~Copyable {
             // back to the budget (on a self-loop's back edge too: the header takes the
             // whole block's length again).
             a.bind(side.label)
-            (slotGuest, dirty, lazy, sext32, mxcsr) = (side.slotGuest, side.dirty, side.lazy, side.sext32, side.mxcsr)
+            branchState = side.state
             index = side.index + 1
             if unretired > 0 { giveBackBudget(unretired) }
             exit(to: side.target)
@@ -857,15 +868,14 @@ struct Translator: ~Copyable {
                 // A loop's early exit, inside the block (`JITEngine.loopBlockLength`): the
                 // taken path leaves out of line, from the state here; the block goes on.
                 sideExits.append(SideExit(label: taken, target: insn.pc &+ UInt64(bitPattern: imm), index: index,
-                                          slotGuest: slotGuest, dirty: dirty, lazy: lazy, sext32: sext32, mxcsr: mxcsr))
+                                          state: branchState))
                 return
             }
             // Each exit writes back what is dirty on its own path (stores keep no flags to
             // care about: the jcc is already taken or not).
-            let dirtyAtBranch = dirty, lazyAtBranch = lazy, sext32AtBranch = sext32, mxcsrAtBranch = mxcsr
+            let atBranch = branchState
             exit(to: next)
-            (dirty, lazy, sext32) = (dirtyAtBranch, lazyAtBranch, sext32AtBranch)
-            mxcsr = mxcsrAtBranch
+            branchState = atBranch
             a.bind(taken)
             exit(to: insn.pc &+ UInt64(bitPattern: imm))
         case .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu:
