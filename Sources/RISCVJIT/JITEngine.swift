@@ -95,6 +95,9 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         public var chains = 0
         /// Blocks dropped because FENCE.I found their page written.
         public var invalidatedBlocks = 0
+        /// Rotations written as two shifts and an or, translated as one rotation
+        /// (`Translator.fuseRotations`).
+        public var fusedRotations = 0
         /// Time spent translating (decoding, emitting, copying into the buffer), for the
         /// translation cost: guest instructions translated per second.
         public var translationNanoseconds: UInt64 = 0
@@ -429,6 +432,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         guard let code = buffer.append(result.code) else { return .full }
         statistics.blocks += 1
         statistics.instructions += result.instructions
+        statistics.fusedRotations += result.fusedRotations
         statistics.emittedBytes += result.code.count
         statistics.codeBytes = buffer.used
         traceTranslation(instructions, code: code, count: result.code.count)

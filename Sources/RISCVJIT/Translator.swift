@@ -126,6 +126,7 @@ struct Translator: ~Copyable {
     struct Result {
         let code: [UInt8]
         let instructions: Int
+        let fusedRotations: Int
     }
 
     // MARK: - Which instructions are translated
@@ -613,6 +614,114 @@ struct Translator: ~Copyable {
         a.jmp(absolute: helpers.epilogue)
     }
 
+    // MARK: - Rotations
+
+    /// Rotations as RV64GC code writes them without Zbb: two shifts of one register by
+    /// amounts that add up to its width, then the or of the results (xor and add are the
+    /// same on their disjoint bits). Each such or becomes `rori`/`roriw` of the shifted
+    /// register, and each shift whose result nothing else reads (nor could see: no exit,
+    /// memory access or helper before the register is written again) becomes a no-op
+    /// (`addi x0, x0, 0`): the two shifts and the or were five host instructions or more,
+    /// and two more guest registers held in host registers. sha256 (Linux's, which checks
+    /// every module's signature, and the CPU suite's) rotates six times per round; QEMU
+    /// translates each shift.
+    static func fuseRotations(_ block: [Instruction]) -> (block: [Instruction], fused: Int) {
+        var block = block, fused = 0
+        // The shift-immediate instruction whose result each guest register holds, while the
+        // register it shifted keeps the same value; -1 for none.
+        var shiftedBy = InlineArray<32, Int>(repeating: -1)
+        var holding: UInt32 = 0  // the registers whose shiftedBy is set
+        for j in block.indices {
+            let d = block[j].decoded
+            if d.op == .or || d.op == .xor || d.op == .add, d.rs1 != 0 && d.rs2 != 0 && d.rs1 != d.rs2,
+               case let (p, q) = (shiftedBy[Int(d.rs1)], shiftedBy[Int(d.rs2)]), p >= 0 && q >= 0,
+               let rotation = rotation(block[p].decoded, block[q].decoded) {
+                let deadP = onlyReadBy(j, shift: p, in: block), deadQ = onlyReadBy(j, shift: q, in: block)
+                if deadP || deadQ {
+                    var rotate = d
+                    (rotate.op, rotate.rs1, rotate.rs2) = (rotation.word ? .roriw : .rori, rotation.source, 0)
+                    rotate.imm = Int64(rotation.right)
+                    block[j] = Instruction(pc: block[j].pc, decoded: rotate, slot: nil)
+                    fused += 1
+                    for (i, dead) in [(p, deadP), (q, deadQ)] where dead {
+                        shiftedBy[Int(block[i].decoded.rd)] = -1
+                        holding &= ~(1 << UInt32(block[i].decoded.rd))
+                        var nop = block[i].decoded
+                        (nop.op, nop.rd, nop.rs1, nop.rs2, nop.imm) = (.addi, 0, 0, 0, 0)
+                        block[i] = Instruction(pc: block[i].pc, decoded: nop, slot: nil)
+                    }
+                }
+            }
+            // What this instruction writes no longer holds a shift's result, and the shifts
+            // of what it writes no longer shifted the register's value.
+            let w = block[j].decoded
+            let writes = isNative(w.op) ? registerMasks(w).writes : 1 << UInt32(w.rd) & ~1
+            guard writes != 0 else { continue }
+            var each = holding
+            while each != 0 {
+                let r = each.trailingZeroBitCount
+                each &= each - 1
+                if writes & (1 << UInt32(r)) != 0 || writes & (1 << UInt32(block[shiftedBy[r]].decoded.rs1)) != 0 {
+                    shiftedBy[r] = -1
+                    holding &= ~(1 << UInt32(r))
+                }
+            }
+            switch w.op {
+            case .slli, .srli, .slliw, .srliw:
+                if w.rs1 != 0 && w.rs1 != w.rd {
+                    shiftedBy[Int(w.rd)] = j
+                    holding |= 1 << UInt32(w.rd)
+                }
+            default: break
+            }
+        }
+        return (block, fused)
+    }
+
+    /// The rotation that the or of shifts `p` and `q` (of one register, each by an immediate)
+    /// is: of which register, right by how much, in 32 or 64 bits; nil when they are not
+    /// one left and one right by amounts that add up to the width.
+    private static func rotation(_ p: DecodedInstruction, _ q: DecodedInstruction) -> (source: UInt8, right: Int, word: Bool)? {
+        guard p.rs1 == q.rs1 else { return nil }
+        let (left, right) = p.op == .slli || p.op == .slliw ? (p, q) : (q, p)
+        let word = left.op == .slliw
+        guard (left.op == .slli || left.op == .slliw) && right.op == (word ? .srliw : .srli) else { return nil }
+        let width: Int64 = word ? 32 : 64
+        let l = left.imm & (width - 1), r = right.imm & (width - 1)
+        guard l > 0 && r > 0 && l + r == width else { return nil }
+        return (left.rs1, Int(r), word)
+    }
+
+    /// Whether the result of the shift at `shift` is read by instruction `j` only and is
+    /// dead after it: written again at or after `j` before the block ends, with nothing in
+    /// between that reads it or could see it (an exit, a memory access, a helper: any
+    /// instruction other than integer arithmetic).
+    private static func onlyReadBy(_ j: Int, shift: Int, in block: [Instruction]) -> Bool {
+        let r = block[shift].decoded.rd
+        let bit: UInt32 = 1 << UInt32(r)
+        for k in (shift + 1)..<block.count {
+            let d = block[k].decoded
+            guard isArithmetic(d.op) else { return false }
+            let masks = registerMasks(d)
+            if k != j && masks.reads & bit != 0 { return false }
+            if masks.writes & bit != 0 { return k >= j }
+        }
+        return false
+    }
+
+    /// Natively translated integer arithmetic, which neither leaves the block nor calls out
+    /// (loads, stores, branches and jumps do).
+    static func isArithmetic(_ op: Op) -> Bool {
+        guard isNative(op) else { return false }
+        switch op {
+        case .jal, .jalr, .beq, .bne, .blt, .bge, .bltu, .bgeu, .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu,
+             .sb, .sh, .sw, .sd, .fence:
+            return false
+        default:
+            return true
+        }
+    }
+
     /// The guest registers a block that loops to its own start uses, when they fit in the
     /// cache pool and every instruction is translated natively (an interpreted one would
     /// flush the cache); nil for any other block.
@@ -715,6 +824,7 @@ struct Translator: ~Copyable {
     /// Translates `block` (at most `maxInstructions`, all on one page, the first native or
     /// not). The caller places the code at `origin`.
     mutating func translate(_ block: [Instruction]) -> Result {
+        let (block, fusedRotations) = Self.fuseRotations(block)
         // Entry: leave if the chunk's budget is spent, else take this block's share of it.
         let spent = a.newLabel()
         count = Int32(block.count)
@@ -800,7 +910,7 @@ struct Translator: ~Copyable {
             a.movq(.xmm0, .rcx)
             a.jmp(back)
         }
-        return Result(code: a.finish(), instructions: block.count)
+        return Result(code: a.finish(), instructions: block.count, fusedRotations: fusedRotations)
     }
 
     private mutating func emit(_ insn: Instruction) {
@@ -948,10 +1058,10 @@ struct Translator: ~Copyable {
                 a.mov(rd, s1)
                 apply(&a, rd, s2)
             }
-        case .addi, .andi, .ori, .xori, .slli, .srli, .srai, .addiw, .slliw, .srliw, .sraiw:
+        case .addi, .andi, .ori, .xori, .slli, .srli, .srai, .rori, .addiw, .slliw, .srliw, .sraiw, .roriw:
             // As above: W instructions read 32 bits and leave rd lazy; a bit operation with
             // an immediate (a 12-bit sign-extended one: 32-bit) keeps rs1's width.
-            let word = d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw
+            let word = d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw || d.op == .roriw
             let narrow = word || ((d.op == .andi || d.op == .ori || d.op == .xori) && is32(d.rs1))
             let resultLazy = word || lazy & (1 << UInt32(d.rs1)) & ~1 != 0
             guard let s1 = narrow ? source32(d.rs1) : source(d.rs1) else { return false }
@@ -973,6 +1083,8 @@ struct Translator: ~Copyable {
                 case .slli: a.shift(.shl, rd, imm: shamt & 63)
                 case .srli: a.shift(.shr, rd, imm: shamt & 63)
                 case .srai: a.shift(.sar, rd, imm: shamt & 63)
+                case .rori: a.shift(.ror, rd, imm: shamt & 63)
+                case .roriw: a.shift(.ror, rd, imm: shamt & 31, w: false)
                 case .addiw: a.alu(.add, rd, imm: imm32, w: false)
                 case .slliw: a.shift(.shl, rd, imm: shamt & 31, w: false)
                 case .srliw: a.shift(.shr, rd, imm: shamt & 31, w: false)

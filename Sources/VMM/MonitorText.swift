@@ -25,6 +25,7 @@ enum MonitorText {
             out += row("TB chained exits", "\(s.chains)")
             out += row("TB flush count", "\(s.flushes)")
             out += row("TB invalidate count", "\(s.invalidatedBlocks)")
+            out += row("fused rotations", "\(s.fusedRotations)")
             let seconds = Double(s.translationNanoseconds) / 1e9
             out += row("translation time", String(format: "%.1f ms, %.2f M guest instructions/s", seconds * 1000,
                                                   seconds > 0 ? Double(s.instructions) / seconds / 1e6 : 0))

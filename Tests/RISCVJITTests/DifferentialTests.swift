@@ -47,7 +47,7 @@ import Testing
         }
         let elapsed = clock.now - start
         print("DifferentialTests: \(totals.programs) programs, \(totals.instructions) instructions compared "
-            + "(\(totals.jitBlocks) JIT blocks translated, \(totals.chains) chained), "
+            + "(\(totals.jitBlocks) JIT blocks translated, \(totals.chains) chained, \(totals.rotations) rotations fused), "
             + "seeds \(first)...\(seed &- 1), \(failures) failing, \(elapsed)")
         print("DifferentialTests: programs by mode: M \(totals.modes[0]), S \(totals.modes[1]), U \(totals.modes[2]); "
             + "JIT budget slices: " + totals.slices.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
@@ -132,6 +132,7 @@ struct DiffTotals {
     var instructions: UInt64 = 0
     var jitBlocks = 0
     var chains = 0
+    var rotations = 0
     var modes = [0, 0, 0]
     var slices: [String: Int] = [:]
 
@@ -140,6 +141,7 @@ struct DiffTotals {
         instructions += r.instructions
         jitBlocks += r.blocks
         chains += r.chains
+        rotations += r.rotations
         modes[r.mode == .machine ? 0 : r.mode == .supervisor ? 1 : 2] += 1
         slices[r.slices, default: 0] += 1
     }
@@ -149,6 +151,7 @@ struct DiffResult {
     var instructions: UInt64 = 0
     var blocks = 0
     var chains = 0
+    var rotations = 0
     var mode: PrivilegeMode = .machine
     var slices = ""
     var failure: String?
@@ -211,7 +214,7 @@ enum DifferentialRun {
         if options.profile { print(try profile(program, image: image)) }
         let run = try execute(program, image: image)
         var result = DiffResult(instructions: run.instructions, blocks: run.blocks, chains: run.chains,
-                                mode: program.config.mode, slices: run.slices.description)
+                                rotations: run.rotations, mode: program.config.mode, slices: run.slices.description)
         guard !run.differences.isEmpty else { return result }
 
         var report = "seed \(seed) (\(program.config.summary), JIT budget slices \(run.slices)): "
@@ -245,6 +248,7 @@ enum DifferentialRun {
         var instructions: UInt64
         var blocks: Int
         var chains: Int
+        var rotations: Int
         var slices: SlicePolicy
     }
 
@@ -268,7 +272,7 @@ enum DifferentialRun {
         }
         differences += compare(reference, candidate, memory: true)
         return Run(differences: differences, instructions: reference.minstret, blocks: jit.statistics.blocks,
-                   chains: jit.statistics.chains, slices: policy)
+                   chains: jit.statistics.chains, rotations: jit.statistics.fusedRotations, slices: policy)
     }
 
     /// Whether `program` still shows a difference (for reduction).
@@ -1376,7 +1380,7 @@ struct Generator {
 
     enum Kind {
         case alu, fp, memory, fpMemory, amo, lrsc, csr, interrupt, system, illegal, compressed, li
-        case branch, jal, jalr, loop, rewrite, island, wildJump, toggleAlias, call, toggleRoot
+        case branch, jal, jalr, loop, rewrite, island, wildJump, toggleAlias, call, toggleRoot, rotation
     }
 
     static let aluRows = instructionTable.filter {
@@ -1439,7 +1443,7 @@ struct Generator {
             (28, .alu), (10, .fp), (14, .memory), (5, .fpMemory), (5, .amo), (3, .lrsc), (7, .csr), (3, .interrupt),
             (3, .system), (2, .illegal), (12, .compressed), (3, .li),
         ]
-        if depth < 2 { choices += [(5, .branch), (2, .jal), (2, .jalr), (1, .island)] }
+        if depth < 2 { choices += [(5, .branch), (2, .jal), (2, .jalr), (1, .island), (3, .rotation)] }
         if !avoid.contains(Regs.ra) { choices.append((1, .wildJump)) }
         if config.aliased && depth < 2 { choices.append((1, .toggleAlias)) }
         if depth == 0 { choices += [(3, .loop), (1, .rewrite)] }
@@ -1468,7 +1472,34 @@ struct Generator {
         case .toggleAlias: return toggleAlias(depth: depth, avoid: avoid)
         case .call: return call(avoid)
         case .toggleRoot: return toggleRoot(avoid)
+        case .rotation: return rotation(depth: depth, avoid: avoid)
         }
+    }
+
+    /// A rotation as RV64GC code writes one without Zbb: two shifts by amounts that add up
+    /// to the width, then or, xor or add of the results, which the JIT fuses into one
+    /// rotation and drops the shifts nothing else reads (`Translator.fuseRotations`). Other
+    /// items come between (faults, stores, exits, a write of the shifted register), and the
+    /// shifted values are mostly overwritten after.
+    mutating func rotation(depth: Int, avoid: Set<UInt8>) -> Item {
+        let word = r.chance(50)
+        let width = word ? 32 : 64
+        let left = Int64(r.int(1...(width - 1)))
+        let shifted = r.chance(85) ? temp(avoid) : source()
+        let x = temp(avoid.union([shifted])), y = temp(avoid.union([shifted, x]))
+        let shifts = [
+            Asm.encode(word ? .slliw : .slli, rd: x, rs1: shifted, imm: left),
+            Asm.encode(word ? .srliw : .srli, rd: y, rs1: shifted, imm: Int64(width) - left),
+        ]
+        let (first, second) = r.chance(50) ? (shifts[0], shifts[1]) : (shifts[1], shifts[0])
+        let between = r.chance(60) ? [] : children(depth: depth + 1, avoid: avoid.union([x, y]), 1...2)
+        let (a, b) = r.chance(50) ? (x, y) : (y, x)
+        let combined = r.pick([r.chance(50) ? x : y, rd(avoid), rd(avoid)])
+        var tail: [Piece] = [.word(second), .word(Asm.encode(r.pick([.or, .or, .xor, .add]), rd: combined, rs1: a, rs2: b))]
+        for dead in [x, y] where r.chance(75) && dead != combined {
+            tail.append(.word(Asm.addi(dead, 0, Int64(r.int(-8...8)))))
+        }
+        return Item([.word(first)], body: between, tail: tail)
     }
 
     /// An item for the subroutine pages: one 4-byte instruction (calls enter at any of them,
