@@ -243,6 +243,9 @@ struct Translator: ~Copyable {
         /// cleaned again after the helper, whose host code may have raised flags).
         var accrue = false
         var reclean = false
+        /// Dropped shifts whose values the helper's trap handler could see
+        /// (`unmaterialized` where the fast path branched off): computed first.
+        var materialize: [DecodedInstruction] = []
     }
     private var slowPaths: [SlowPath] = []
     /// Taken paths of conditional branches inside a block, emitted after its straight-line
@@ -625,8 +628,9 @@ struct Translator: ~Copyable {
     /// and two more guest registers held in host registers. sha256 (Linux's, which checks
     /// every module's signature, and the CPU suite's) rotates six times per round; QEMU
     /// translates each shift.
-    static func fuseRotations(_ block: [Instruction]) -> (block: [Instruction], fused: Int) {
+    static func fuseRotations(_ block: [Instruction]) -> (block: [Instruction], fused: Int, dropped: [(index: Int, shift: DecodedInstruction)]) {
         var block = block, fused = 0
+        var dropped: [(index: Int, shift: DecodedInstruction)] = []
         // The shift-immediate instruction whose result each guest register holds, while the
         // register it shifted keeps the same value; -1 for none.
         var shiftedBy = InlineArray<32, Int>(repeating: -1)
@@ -646,6 +650,7 @@ struct Translator: ~Copyable {
                     for (i, dead) in [(p, deadP), (q, deadQ)] where dead {
                         shiftedBy[Int(block[i].decoded.rd)] = -1
                         holding &= ~(1 << UInt32(block[i].decoded.rd))
+                        dropped.append((i, block[i].decoded))
                         var nop = block[i].decoded
                         (nop.op, nop.rd, nop.rs1, nop.rs2, nop.imm) = (.addi, 0, 0, 0, 0)
                         block[i] = Instruction(pc: block[i].pc, decoded: nop, slot: nil)
@@ -675,7 +680,8 @@ struct Translator: ~Copyable {
             default: break
             }
         }
-        return (block, fused)
+        dropped.sort { $0.index < $1.index }
+        return (block, fused, dropped)
     }
 
     /// The rotation that the or of shifts `p` and `q` (of one register, each by an immediate)
@@ -694,20 +700,41 @@ struct Translator: ~Copyable {
 
     /// Whether the result of the shift at `shift` is read by instruction `j` only and is
     /// dead after it: written again at or after `j` before the block ends, with nothing in
-    /// between that reads it or could see it (an exit, a memory access, a helper: any
-    /// instruction other than integer arithmetic).
+    /// between that reads it or could see it. Exits, helpers and whatever else is not integer
+    /// arithmetic could; a load or store may too, but only in its slow path (a trap there
+    /// sees every register), which computes the shift's value first (`SlowPath.materialize`),
+    /// so it may come between while the shifted register still holds what the shift read.
+    /// Linux's sha256 interleaves the loads of each round with its rotations.
     private static func onlyReadBy(_ j: Int, shift: Int, in block: [Instruction]) -> Bool {
-        let r = block[shift].decoded.rd
+        let r = block[shift].decoded.rd, source = block[shift].decoded.rs1
         let bit: UInt32 = 1 << UInt32(r)
+        var sourceWritten = false
         for k in (shift + 1)..<block.count {
             let d = block[k].decoded
-            guard isArithmetic(d.op) else { return false }
+            if !isArithmetic(d.op) {
+                guard isLoadOrStore(d.op) && !sourceWritten else { return false }
+            }
             let masks = registerMasks(d)
             if k != j && masks.reads & bit != 0 { return false }
             if masks.writes & bit != 0 { return k >= j }
+            if masks.writes & (1 << UInt32(source)) != 0 { sourceWritten = true }
         }
         return false
     }
+
+    /// The loads and stores translated with a TLB fast path and a helper behind it.
+    static func isLoadOrStore(_ op: Op) -> Bool {
+        switch op {
+        case .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu, .sb, .sh, .sw, .sd: return true
+        default: return false
+        }
+    }
+
+    /// Shifts `fuseRotations` dropped whose registers have not been written since: their
+    /// values are architectural but in no register. The slow paths of loads and stores
+    /// emitted meanwhile compute them into `HartState` before their helpers
+    /// (`SlowPath.materialize`); nothing else can come between (`onlyReadBy`).
+    private var unmaterialized: [DecodedInstruction] = []
 
     /// Natively translated integer arithmetic, which neither leaves the block nor calls out
     /// (loads, stores, branches and jumps do).
@@ -824,7 +851,8 @@ struct Translator: ~Copyable {
     /// Translates `block` (at most `maxInstructions`, all on one page, the first native or
     /// not). The caller places the code at `origin`.
     mutating func translate(_ block: [Instruction]) -> Result {
-        let (block, fusedRotations) = Self.fuseRotations(block)
+        let (block, fusedRotations, dropped) = Self.fuseRotations(block)
+        var nextDropped = 0
         // Entry: leave if the chunk's budget is spent, else take this block's share of it.
         let spent = a.newLabel()
         count = Int32(block.count)
@@ -877,7 +905,15 @@ struct Translator: ~Copyable {
             index = Int32(i)
             precondition(!Self.endsBlock(insn.decoded.op) || i == block.count - 1 || Self.isConditionalBranch(insn.decoded.op),
                          "an instruction that ends a block inside one")
+            if nextDropped < dropped.count && dropped[nextDropped].index == i {
+                unmaterialized.append(dropped[nextDropped].shift)
+                nextDropped += 1
+            }
             emit(insn)
+            if !unmaterialized.isEmpty {
+                let writes = writeMasks[i]
+                unmaterialized.removeAll { writes & (1 << UInt32($0.rd)) != 0 }
+            }
         }
         if let last = block.last, !Self.endsBlock(last.decoded.op) {
             exit(to: last.pc &+ UInt64(last.decoded.length))
@@ -1405,7 +1441,8 @@ struct Translator: ~Copyable {
         a.bind(done)
         let info = UInt64(d.op.rawValue) | UInt64(d.rd) << 8
         slowPaths.append(SlowPath(label: slow, thunk: helpers.loadThunk, pc: insn.pc, info: info, unretired: unretired,
-                                  done: done, dirty: dirtyAtBranch, reload: reload, accrue: mxcsrPending, reclean: mxcsrClean))
+                                  done: done, dirty: dirtyAtBranch, reload: reload, accrue: mxcsrPending, reclean: mxcsrClean,
+                                  materialize: unmaterialized))
     }
 
     private mutating func emitStore(_ insn: Instruction) {
@@ -1423,7 +1460,8 @@ struct Translator: ~Copyable {
         a.bind(done)
         let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
         slowPaths.append(SlowPath(label: slow, thunk: helpers.storeThunk, pc: insn.pc, info: info, unretired: unretired,
-                                  done: done, dirty: dirtyAtBranch, reload: nil, accrue: mxcsrPending, reclean: mxcsrClean))
+                                  done: done, dirty: dirtyAtBranch, reload: nil, accrue: mxcsrPending, reclean: mxcsrClean,
+                                  materialize: unmaterialized))
     }
 
     /// Out of line: writes back the registers that were dirty where the fast path branched
@@ -1433,6 +1471,16 @@ struct Translator: ~Copyable {
     /// the instructions before.
     private mutating func callSlowPath(_ path: SlowPath) {
         writeBack(path.dirty)
+        // Each dropped shift from its source, which holds what the shift read (`onlyReadBy`)
+        // and is in memory now; in rcx (rax holds the access's address).
+        for shift in path.materialize {
+            let word = shift.op == .slliw || shift.op == .srliw
+            let amount = UInt8(truncatingIfNeeded: shift.imm) & (word ? 31 : 63)
+            a.load(.rcx, x(shift.rs1))
+            a.shift(shift.op == .slli || shift.op == .slliw ? .shl : .shr, .rcx, imm: amount, w: !word)
+            if word { a.movsxd(.rcx, .rcx) }
+            a.store(x(shift.rd), .rcx)
+        }
         if path.accrue { emitAccrual() }
         if let slot = path.interpretedSlot { a.mov(.rax, imm: slot) }
         a.mov(.rdx, imm: path.pc)

@@ -137,7 +137,8 @@ import Testing
     /// every register, the stored results and the state at a fault between a shift and
     /// the or are the interpreter's. Each rule has a case whose values differ when it is
     /// broken (checked by breaking each: the source changed between the shifts, a shift
-    /// read by another instruction, shifts live at the block's end, a fault in between).
+    /// read by another instruction, shifts live at the block's end, a fault in between with
+    /// the shifts dropped and not computed, or computed from a changed source).
     @Test(.enabled(if: JITEngine.hostSupported, "the JIT runs on x86-64 hosts only"))
     func rotationsAgreeWithTheInterpreter() throws {
         let data = Layout.data
@@ -159,7 +160,7 @@ import Testing
             // x15 is read by another instruction too: only x16's shift may go.
             shift(.slli, 15, 5, 8), shift(.srli, 16, 5, 56), alu(.add, 17, 15, 0), alu(.or, 18, 15, 16),
             Asm.addi(15, 0, 0), Asm.addi(16, 0, 0), sd(17, 3), sd(18, 4),
-            // A store between: both shifts must be done.
+            // A store between: its slow path would compute them (a hit here).
             shift(.slliw, 6, 5, 3), shift(.srliw, 7, 5, 29), sd(5, 5), alu(.or, 8, 6, 7),
             Asm.addi(6, 0, 0), Asm.addi(7, 0, 0), sd(8, 6),
             // The source changes between the shifts: not a rotation.
@@ -176,14 +177,18 @@ import Testing
         words += Array(repeating: Asm.addi(0, 0, 0), count: 125)
         words += [shift(.slli, 27, 5, 9), shift(.srli, 28, 5, 55), alu(.or, 29, 27, 28)]
         words += [sd(27, 9), sd(28, 10), Asm.addi(27, 0, 0), Asm.addi(28, 0, 0)]
-        // mtvec = the end; then a rotation whose shifted values are live at a load that
-        // faults (address 0 is not RAM): the trap must see them.
+        // mtvec = the end; then two rotations whose shifted values are live at a load that
+        // faults (address 0 is not RAM): the trap must see them. The first one's shifts are
+        // dropped and computed in the load's slow path; the second one's source changes
+        // before the load, so they must be done.
         let auipc = words.count
         words += [Asm.encode(.auipc, rd: 22, imm: 0), 0, Asm.encode(.csrrw, rd: 0, rs1: 22, imm: Int64(CSRNumber.mtvec))]
         words += [
+            alu(.add, 27, 5, 0),
             shift(.slliw, 23, 5, 5), shift(.srliw, 24, 5, 27), alu(.or, 25, 23, 24),
+            shift(.slli, 9, 27, 9), shift(.srli, 10, 27, 55), alu(.or, 11, 9, 10), Asm.addi(27, 27, 1),
             Asm.encode(.ld, rd: 26, rs1: 0, imm: 0),
-            Asm.addi(23, 0, 0), Asm.addi(24, 0, 0),
+            Asm.addi(23, 0, 0), Asm.addi(24, 0, 0), Asm.addi(9, 0, 0), Asm.addi(10, 0, 0),
         ]
         words[auipc + 1] = Asm.addi(22, 22, Int64(words.count - auipc) * 4)
         words.append(Asm.encode(.jal, rd: 0, imm: 0))  // the end
@@ -205,9 +210,10 @@ import Testing
             #expect(machine.hart.debugReadCSR(csr) == reference.hart.debugReadCSR(csr))
         }
         #expect(machine.hart.debugRead(virtual: data, count: 8 * 11) == reference.hart.debugRead(virtual: data, count: 8 * 11))
-        // The first four forms; not the two that are not rotations, nor the three whose shifts
-        // are all live at a store, a load or the block's end (nothing to drop).
-        #expect(jit.statistics.fusedRotations == 4)
+        // The first five forms (the store's slow path computes the dropped shifts) and the
+        // first before the fault; not the two that are not rotations, nor the two whose shifts
+        // are both live at the block's end or at a load after their source changed.
+        #expect(jit.statistics.fusedRotations == 6)
     }
 
     /// A loop with an early exit is one block (`JITEngine.loopBlockLength`): its registers
