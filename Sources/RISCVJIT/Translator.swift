@@ -1041,6 +1041,7 @@ struct Translator: ~Copyable {
     private mutating func emitALUInPlace(_ d: DecodedInstruction) -> Bool {
         let imm32 = Int32(truncatingIfNeeded: d.imm)
         let shamt = UInt8(truncatingIfNeeded: d.imm)
+        if emitWithMemoryOperand(d) { return true }
         switch d.op {
         case .add, .sub, .and, .or, .xor, .mul, .addw, .subw, .mulw:
             let wide = d.op != .addw && d.op != .subw && d.op != .mulw
@@ -1130,6 +1131,80 @@ struct Translator: ~Copyable {
         default:
             return false
         }
+        return true
+    }
+
+    /// Whether guest register `r` (not x0) is better read from memory by the instruction
+    /// being emitted than loaded into the cache: it is not cached, no slot is free, and every
+    /// cached register is read again before `r` is, or `r` never is (Belady's choice with
+    /// bypass: `r` would be the next victim). Saves the load of a value read once and the
+    /// store or reload of the register it would have evicted.
+    private func bypasses(_ r: UInt8) -> Bool {
+        guard r != 0 && slot(of: r) == nil else { return false }
+        for i in 0..<Self.poolSize where slotGuest[i] == 0 { return false }
+        let bit: UInt32 = 1 << UInt32(r)
+        var next = Int.max
+        for j in (Int(index) + 1)..<Int(count) {
+            if readMasks[j] & bit != 0 {
+                next = j
+                break
+            }
+            if writeMasks[j] & bit != 0 { break }
+        }
+        let cached = nextReads()
+        for i in 0..<Self.poolSize where cached[i] > next { return false }
+        return true
+    }
+
+    /// Register-register and immediate arithmetic with one source read from memory, when it
+    /// `bypasses` the cache: `op rd, [x(rs)]` after `mov rd, other` (add, sub, and, or, xor
+    /// and their W forms), or `mov rd, [x(rs1)]` then the immediate operation. False for
+    /// the others, emitted as usual.
+    private mutating func emitWithMemoryOperand(_ d: DecodedInstruction) -> Bool {
+        guard d.rd != 0 else { return false }
+        let kind: ALU
+        switch d.op {
+        case .add, .addw: kind = .add
+        case .sub, .subw: kind = .sub
+        case .and: kind = .and
+        case .or: kind = .or
+        case .xor: kind = .xor
+        case .addi, .andi, .ori, .xori, .slli, .srli, .srai, .rori, .addiw, .slliw, .srliw, .sraiw, .roriw:
+            guard d.rs1 != d.rd && bypasses(d.rs1), let rd = destination(d.rd) else { return false }
+            let word = d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw || d.op == .roriw
+            let imm32 = Int32(truncatingIfNeeded: d.imm)
+            let shamt = UInt8(truncatingIfNeeded: d.imm) & (word ? 31 : 63)
+            a.load(rd, x(d.rs1))
+            switch d.op {
+            case .addi, .addiw: if imm32 != 0 { a.alu(.add, rd, imm: imm32, w: !word) }
+            case .andi: a.alu(.and, rd, imm: imm32)
+            case .ori: a.alu(.or, rd, imm: imm32)
+            case .xori: a.alu(.xor, rd, imm: imm32)
+            case .slli, .slliw: a.shift(.shl, rd, imm: shamt, w: !word)
+            case .srli, .srliw: a.shift(.shr, rd, imm: shamt, w: !word)
+            case .srai, .sraiw: a.shift(.sar, rd, imm: shamt, w: !word)
+            default: a.shift(.ror, rd, imm: shamt, w: !word)  // rori, roriw
+            }
+            if word { written32(d.rd, lazy: true) }
+            return true
+        default:
+            return false
+        }
+        // Register-register: the other operand in a register (x0 forms go the usual way).
+        guard d.rs1 != 0 && d.rs2 != 0 && d.rs1 != d.rs2 else { return false }
+        let word = d.op == .addw || d.op == .subw
+        let operands: (kept: UInt8, memory: UInt8)
+        if d.rs2 != d.rd && bypasses(d.rs2) {
+            operands = (d.rs1, d.rs2)
+        } else if kind != .sub && d.rs1 != d.rd && bypasses(d.rs1) {
+            operands = (d.rs2, d.rs1)
+        } else {
+            return false
+        }
+        guard let kept = word ? source32(operands.kept) : source(operands.kept), let rd = destination(d.rd) else { return false }
+        if rd != kept { a.mov(rd, kept) }
+        a.alu(kind, rd, x(operands.memory), w: !word)
+        if word { written32(d.rd, lazy: true) }
         return true
     }
 
