@@ -400,7 +400,7 @@ struct Translator: ~Copyable {
         var victim = 0
         var best = (next: -1, clean: false, age: 0)
         let next = nextReads()
-        for i in 0..<Self.poolSize {
+        for i in 0..<Self.poolSize where pinned & (1 << UInt32(slotGuest[i])) == 0 {
             let g = slotGuest[i]
             let candidate = (next: next[i], clean: dirty & (1 << UInt32(g)) == 0, age: -slotUse[i])
             if candidate.next > best.next
@@ -749,9 +749,14 @@ struct Translator: ~Copyable {
         }
     }
 
-    /// The guest registers a block that loops to its own start uses, when they fit in the
-    /// cache pool and every instruction is translated natively (an interpreted one would
-    /// flush the cache); nil for any other block.
+    /// The guest registers a block that loops to its own start keeps in host registers
+    /// across iterations (`pinned`), when every instruction is translated natively (an
+    /// interpreted one would flush the cache); nil for any other block. All it uses when they
+    /// fit in the pool. Else a set chosen greedily, one register at a time, by the loads and
+    /// stores an iteration would make (`spillCost`), as long as each instruction keeps the
+    /// slots for its other registers (rs1, rs2 and rd, when distinct and not pinned): Linux's
+    /// vli_mult (elliptic-curve arithmetic, which module signatures are checked with) loops
+    /// over eleven registers, and stored and reloaded them all at every iteration.
     static func selfLoopRegisters(_ block: [Instruction]) -> UInt32? {
         guard let last = block.last else { return nil }
         let d = last.decoded
@@ -762,15 +767,81 @@ struct Translator: ~Copyable {
         default:
             return nil
         }
+        var masks: [(reads: UInt32, writes: UInt32)] = []
+        masks.reserveCapacity(block.count)
         var used: UInt32 = 0
         for insn in block {
             let d = insn.decoded
             guard isNative(d.op) || isNativeFloat(d) else { return nil }
-            let masks = isNative(d.op) ? registerMasks(d) : floatRegisterMasks(d)
-            used |= masks.reads | masks.writes
+            let m = isNative(d.op) ? registerMasks(d) : floatRegisterMasks(d)
+            masks.append(m)
+            used |= m.reads | m.writes
         }
-        return used.nonzeroBitCount <= pool.count ? used : nil
+        if used.nonzeroBitCount <= pool.count { return used }
+        var pinned: UInt32 = 0
+        var cost = spillCost(masks, pinned: pinned)
+        while true {
+            var best: (pinned: UInt32, cost: Int)?
+            for r in 1..<32 where used & ~pinned & (1 << UInt32(r)) != 0 {
+                let candidate = pinned | 1 << UInt32(r)
+                let free = pool.count - candidate.nonzeroBitCount
+                guard masks.allSatisfy({ (($0.reads | $0.writes) & ~candidate).nonzeroBitCount <= free }) else { continue }
+                let c = spillCost(masks, pinned: candidate)
+                if c < best?.cost ?? cost { best = (candidate, c) }
+            }
+            guard let best else { return pinned }
+            (pinned, cost) = (best.pinned, best.cost)
+        }
     }
+
+    /// The loads and stores of guest registers one iteration of a self-loop makes outside
+    /// the `pinned` registers (its instructions' register `masks`), the others sharing the
+    /// rest of the pool as `allocate` shares it: a read of one not cached loads it, a slot
+    /// for one evicts the register read again last (storing it if it was written), and the
+    /// back edge stores what is written and still cached.
+    static func spillCost(_ masks: [(reads: UInt32, writes: UInt32)], pinned: UInt32) -> Int {
+        let slots = pool.count - pinned.nonzeroBitCount
+        var cached: UInt32 = 0, dirty: UInt32 = 0, cost = 0
+        for (i, m) in masks.enumerated() {
+            let reads = m.reads & ~pinned, writes = m.writes & ~pinned
+            var missing = (reads | writes) & ~cached
+            while missing != 0 {
+                let bit: UInt32 = 1 << UInt32(missing.trailingZeroBitCount)
+                missing &= ~bit
+                if reads & bit != 0 { cost += 1 }
+                if cached.nonzeroBitCount == slots {
+                    // Belady's victim: read again last (or never), not one of this instruction's.
+                    var victim: UInt32 = 0, furthest = -1
+                    var candidates = cached & ~(reads | writes)
+                    while candidates != 0 {
+                        let v: UInt32 = 1 << UInt32(candidates.trailingZeroBitCount)
+                        candidates &= ~v
+                        var distance = Int.max
+                        for k in (i + 1)..<masks.count {
+                            if masks[k].reads & v != 0 {
+                                distance = k
+                                break
+                            }
+                            if masks[k].writes & v != 0 { break }
+                        }
+                        if distance > furthest { (victim, furthest) = (v, distance) }
+                    }
+                    if dirty & victim != 0 { cost += 1 }
+                    cached &= ~victim
+                    dirty &= ~victim
+                }
+                cached |= bit
+            }
+            dirty |= writes
+        }
+        return cost + dirty.nonzeroBitCount
+    }
+
+    /// The guest registers a self-loop keeps in host registers across iterations
+    /// (`selfLoopRegisters`): never evicted, in the slots the header loaded them into. The
+    /// back edge writes back and drops every other cached register, so that each iteration
+    /// starts with the header's cache.
+    private var pinned: UInt32 = 0
 
     /// Set for a self-loop block (`selfLoopRegisters`): where its back edge goes.
     private var loopHeader: Label?
@@ -779,8 +850,18 @@ struct Translator: ~Copyable {
     private mutating func exit(to target: UInt64) {
         accrueFloatFlags()
         if let loopHeader, target == blockPC {
-            // The back edge of a self-loop: registers stay where the header expects them,
-            // 64 bits wide; the budget is checked as a block entry would.
+            // The back edge of a self-loop: pinned registers stay where the header expects
+            // them, 64 bits wide, and the others leave the cache, as the header has it; the
+            // budget is checked as a block entry would.
+            for i in 0..<Self.poolSize where slotGuest[i] != 0 && pinned & (1 << UInt32(slotGuest[i])) == 0 {
+                let r = slotGuest[i], bit: UInt32 = 1 << UInt32(r)
+                if dirty & bit != 0 {
+                    if lazy & bit != 0 { a.movsxd(Self.pool[i], Self.pool[i]) }
+                    a.store(x(r), Self.pool[i])
+                }
+                slotGuest[i] = 0
+                uncache(r)
+            }
             widenLazy()
             let leave = a.newLabel()
             a.test(Self.budget, Self.budget)
@@ -879,16 +960,17 @@ struct Translator: ~Copyable {
         a.test(Self.budget, Self.budget)
         a.jcc(.le, spent)
         if chaining, let used = Self.selfLoopRegisters(block) {
-            // A loop within one block (it ends jumping back to its own start): every guest
-            // register it uses gets a host register for the whole block, loaded once here, so
-            // the back edge keeps them there (`exit(to:)`) instead of storing and reloading
-            // them per iteration. The header assumes dirty whatever the body writes: on the
-            // first iteration those hold the values just loaded, so writing them back is
-            // harmless.
+            // A loop within one block (it ends jumping back to its own start): the guest
+            // registers it pins (every one it uses, when they fit) get a host register for the
+            // whole block, loaded once here, so the back edge keeps them there (`exit(to:)`)
+            // instead of storing and reloading them per iteration. The header assumes dirty
+            // whatever the body writes: on the first iteration those hold the values just
+            // loaded, so writing them back is harmless.
             var writes: UInt32 = 0
             for r in 1..<32 where used & (1 << UInt32(r)) != 0 { _ = source(UInt8(r)) }
             for i in 0..<block.count { writes |= writeMasks[i] }
-            dirty = writes
+            dirty = writes & used
+            pinned = used
             // A loop doing FP arithmetic cleans MXCSR once, here: each iteration's back edge
             // accrues its flags (re-accruing them is harmless) and nothing in a loop of native
             // instructions can clear fflags, so every iteration starts clean.
@@ -1043,6 +1125,31 @@ struct Translator: ~Copyable {
         let shamt = UInt8(truncatingIfNeeded: d.imm)
         if emitWithMemoryOperand(d) { return true }
         switch d.op {
+        case .slt, .sltu, .slti, .sltiu:
+            // The comparison on the cached registers themselves and its flag into rd (cmp,
+            // setcc, movzx), not through rax and rcx: sltu after add is how multi-word
+            // arithmetic carries (Linux's vli_* and mpihelp_*, which check module signatures).
+            let signed = d.op == .slt || d.op == .slti
+            let immediate = d.op == .slti || d.op == .sltiu
+            let lhs = source(d.rs1), rhs = immediate ? nil : source(d.rs2)
+            guard let rd = destination(d.rd) else { return true }
+            switch (lhs, rhs) {
+            case (let l?, _) where immediate: a.alu(.cmp, l, imm: imm32)
+            case let (l?, r?): a.alu(.cmp, l, r)
+            case (let l?, nil): a.alu(.cmp, l, imm: 0)
+            case (nil, let r?):
+                // 0 < rs2: snez (sltu) or rs2 > 0 (slt).
+                a.test(r, r)
+                a.set(signed ? .g : .ne, rd)
+                written32(d.rd, lazy: false)
+                return true
+            case (nil, nil):
+                a.mov(rd, imm: immediate && (signed ? 0 < imm32 : imm32 != 0) ? 1 : 0)
+                written32(d.rd, lazy: false)
+                return true
+            }
+            a.set(signed ? .l : .b, rd)
+            written32(d.rd, lazy: false)
         case .add, .sub, .and, .or, .xor, .mul, .addw, .subw, .mulw:
             let wide = d.op != .addw && d.op != .subw && d.op != .mulw
             // W instructions read 32 bits; and/or/xor of two 32-bit values (lazy or not) is

@@ -216,6 +216,66 @@ import Testing
         #expect(jit.statistics.fusedRotations == 6)
     }
 
+    /// A loop over more guest registers than the pool holds keeps some of them in host
+    /// registers across iterations and the others in `HartState` (`Translator.pinned`): the
+    /// back edge must store and drop those, evictions must spare the pinned ones. Wherever a
+    /// run stops (every budget from 1 to 200), pc, minstret and every register are the
+    /// interpreter's; so is the memory the loop stores to.
+    @Test(.enabled(if: JITEngine.hostSupported, "the JIT runs on x86-64 hosts only"))
+    func aLoopOverMoreRegistersThanThePoolAgreesWithTheInterpreter() throws {
+        func alu(_ op: Op, _ rd: UInt8, _ rs1: UInt8, _ rs2: UInt8) -> UInt32 { Asm.encode(op, rd: rd, rs1: rs1, rs2: rs2) }
+        var words: [UInt32] = []
+        words += Asm.li(5, 12)  // the count
+        for r: UInt8 in 6...18 { words += Asm.li(r, 0x1234_5678_9abc_def0 &* UInt64(r) &+ 0x7fff_ffff) }
+        words += Asm.li(20, Layout.data)
+        let body: [UInt32] = [
+            alu(.addw, 6, 6, 7),  // lazy values, carried around the loop
+            alu(.xor, 8, 8, 6),
+            alu(.add, 9, 9, 8),
+            alu(.sub, 10, 10, 9),
+            alu(.addw, 11, 11, 10),
+            alu(.or, 12, 12, 11),
+            alu(.and, 13, 13, 12),
+            alu(.sltu, 14, 13, 12),
+            alu(.add, 15, 15, 14),
+            alu(.mulw, 16, 15, 7),
+            Asm.sd(16, base: 20, offset: 0),
+            Asm.encode(.ld, rd: 17, rs1: 20, imm: 0),
+            alu(.add, 18, 18, 17),
+            Asm.encode(.sw, rs1: 20, rs2: 11, imm: 8),
+            Asm.addi(20, 20, 16),
+            Asm.addi(5, 5, -1),
+        ]
+        words += body
+        words.append(Asm.encode(.bne, rs1: 5, rs2: 0, imm: -4 * Int64(body.count)))
+        for r: UInt8 in 6...18 { words.append(alu(.add, 19, 19, r)) }  // 64-bit reads of what the loop left
+        words.append(Asm.encode(.jal, rd: 0, imm: 0))
+        let bytes = words.flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * UInt32($0))) } }
+        let end = Layout.setup + UInt64(bytes.count) - 4
+        for budget in 1...200 {
+            let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
+            let jit = try JITEngine(hart: machine.hart)
+            while machine.minstret < UInt64(budget) && machine.pc != end {
+                #expect(jit.run(budget: budget) == .budgetExhausted)
+            }
+            let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
+            reference.step(to: machine.pc, count: machine.minstret)
+            #expect(reference.pc == machine.pc && reference.minstret == machine.minstret, "budget \(budget)")
+            for r in 1..<32 {
+                let expected = reference.hart.state.pointee.x[r], got = machine.hart.state.pointee.x[r]
+                #expect(got == expected, "budget \(budget), x\(r): JIT \(String(got, radix: 16)), interpreter \(String(expected, radix: 16))")
+            }
+        }
+        let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
+        #expect(reference.hart.run(budget: 1000) == .budgetExhausted)
+        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
+        let jit = try JITEngine(hart: machine.hart)
+        #expect(jit.run(budget: 1000) == .budgetExhausted)
+        #expect(machine.pc == end && reference.pc == end)
+        for r in 1..<32 { #expect(machine.hart.state.pointee.x[r] == reference.hart.state.pointee.x[r], "x\(r)") }
+        #expect(machine.hart.debugRead(virtual: Layout.data, count: 16 * 12) == reference.hart.debugRead(virtual: Layout.data, count: 16 * 12))
+    }
+
     /// A loop with an early exit is one block (`JITEngine.loopBlockLength`): its registers
     /// stay in host registers across iterations, and it leaves from the middle. Wherever a
     /// run stops (every budget from 1 to 120, so at each side exit, back edge and iteration),
