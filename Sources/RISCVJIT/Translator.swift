@@ -248,6 +248,13 @@ struct Translator: ~Copyable {
         var materialize: [DecodedInstruction] = []
     }
     private var slowPaths: [SlowPath] = []
+
+    /// Shifts `fuseRotations` dropped whose registers have not been written since: their
+    /// values are architectural but in no register. The slow paths of loads and stores
+    /// emitted meanwhile compute them into `HartState` before their helpers
+    /// (`SlowPath.materialize`); nothing else can come between (`onlyReadBy`).
+    private var unmaterialized: [DecodedInstruction] = []
+
     /// Taken paths of conditional branches inside a block, emitted after its straight-line
     /// code: where each goes, and the translator's state where it branched off.
     private struct SideExit {
@@ -730,12 +737,6 @@ struct Translator: ~Copyable {
         }
     }
 
-    /// Shifts `fuseRotations` dropped whose registers have not been written since: their
-    /// values are architectural but in no register. The slow paths of loads and stores
-    /// emitted meanwhile compute them into `HartState` before their helpers
-    /// (`SlowPath.materialize`); nothing else can come between (`onlyReadBy`).
-    private var unmaterialized: [DecodedInstruction] = []
-
     /// Natively translated integer arithmetic, which neither leaves the block nor calls out
     /// (loads, stores, branches and jumps do).
     static func isArithmetic(_ op: Op) -> Bool {
@@ -778,15 +779,24 @@ struct Translator: ~Copyable {
             used |= m.reads | m.writes
         }
         if used.nonzeroBitCount <= pool.count { return used }
+        // nextRead[i * 32 + r]: where x_r is next read from instruction i on (i itself
+        // included), Int.max when it is written first or not read again.
+        var nextRead = [Int](repeating: .max, count: (masks.count + 1) * 32)
+        for i in masks.indices.reversed() {
+            for r in 1..<32 {
+                let bit: UInt32 = 1 << UInt32(r)
+                nextRead[i * 32 + r] = masks[i].reads & bit != 0 ? i : masks[i].writes & bit != 0 ? .max : nextRead[(i + 1) * 32 + r]
+            }
+        }
         var pinned: UInt32 = 0
-        var cost = spillCost(masks, pinned: pinned)
+        var cost = spillCost(masks, nextRead: nextRead, pinned: pinned)
         while true {
             var best: (pinned: UInt32, cost: Int)?
             for r in 1..<32 where used & ~pinned & (1 << UInt32(r)) != 0 {
                 let candidate = pinned | 1 << UInt32(r)
                 let free = pool.count - candidate.nonzeroBitCount
                 guard masks.allSatisfy({ (($0.reads | $0.writes) & ~candidate).nonzeroBitCount <= free }) else { continue }
-                let c = spillCost(masks, pinned: candidate)
+                let c = spillCost(masks, nextRead: nextRead, pinned: candidate)
                 if c < best?.cost ?? cost { best = (candidate, c) }
             }
             guard let best else { return pinned }
@@ -795,11 +805,12 @@ struct Translator: ~Copyable {
     }
 
     /// The loads and stores of guest registers one iteration of a self-loop makes outside
-    /// the `pinned` registers (its instructions' register `masks`), the others sharing the
-    /// rest of the pool as `allocate` shares it: a read of one not cached loads it, a slot
-    /// for one evicts the register read again last (storing it if it was written), and the
-    /// back edge stores what is written and still cached.
-    static func spillCost(_ masks: [(reads: UInt32, writes: UInt32)], pinned: UInt32) -> Int {
+    /// the `pinned` registers (its instructions' register `masks`, and where each register
+    /// is read next, `nextRead`), the others sharing the rest of the pool as `allocate`
+    /// shares it: a read of one not cached loads it, a slot for one evicts the register read
+    /// again last (storing it if it was written), and the back edge stores what is written
+    /// and still cached.
+    static func spillCost(_ masks: [(reads: UInt32, writes: UInt32)], nextRead: [Int], pinned: UInt32) -> Int {
         let slots = pool.count - pinned.nonzeroBitCount
         var cached: UInt32 = 0, dirty: UInt32 = 0, cost = 0
         for (i, m) in masks.enumerated() {
@@ -816,14 +827,7 @@ struct Translator: ~Copyable {
                     while candidates != 0 {
                         let v: UInt32 = 1 << UInt32(candidates.trailingZeroBitCount)
                         candidates &= ~v
-                        var distance = Int.max
-                        for k in (i + 1)..<masks.count {
-                            if masks[k].reads & v != 0 {
-                                distance = k
-                                break
-                            }
-                            if masks[k].writes & v != 0 { break }
-                        }
+                        let distance = nextRead[(i + 1) * 32 + v.trailingZeroBitCount]
                         if distance > furthest { (victim, furthest) = (v, distance) }
                     }
                     if dirty & victim != 0 { cost += 1 }
@@ -1329,12 +1333,6 @@ struct Translator: ~Copyable {
         case .xori: a.alu(.xor, .rax, imm: imm32)
         case .ori: a.alu(.or, .rax, imm: imm32)
         case .andi: a.alu(.and, .rax, imm: imm32)
-        case .slti:
-            a.alu(.cmp, .rax, imm: imm32)
-            a.set(.l, .rax)
-        case .sltiu:
-            a.alu(.cmp, .rax, imm: imm32)
-            a.set(.b, .rax)
         case .slli: a.shift(.shl, .rax, imm: shamt & 63)
         case .srli: a.shift(.shr, .rax, imm: shamt & 63)
         case .srai: a.shift(.sar, .rax, imm: shamt & 63)
@@ -1346,12 +1344,6 @@ struct Translator: ~Copyable {
         case .sll: a.shiftByCL(.shl, .rax)
         case .srl: a.shiftByCL(.shr, .rax)
         case .sra: a.shiftByCL(.sar, .rax)
-        case .slt:
-            a.alu(.cmp, .rax, .rcx)
-            a.set(.l, .rax)
-        case .sltu:
-            a.alu(.cmp, .rax, .rcx)
-            a.set(.b, .rax)
         case .addiw:
             a.alu(.add, .rax, imm: imm32, w: false)
             a.movsxd(.rax, .rax)

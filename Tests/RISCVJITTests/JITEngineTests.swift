@@ -252,20 +252,7 @@ import Testing
         words.append(Asm.encode(.jal, rd: 0, imm: 0))
         let bytes = words.flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * UInt32($0))) } }
         let end = Layout.setup + UInt64(bytes.count) - 4
-        for budget in 1...200 {
-            let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
-            let jit = try JITEngine(hart: machine.hart)
-            while machine.minstret < UInt64(budget) && machine.pc != end {
-                #expect(jit.run(budget: budget) == .budgetExhausted)
-            }
-            let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
-            reference.step(to: machine.pc, count: machine.minstret)
-            #expect(reference.pc == machine.pc && reference.minstret == machine.minstret, "budget \(budget)")
-            for r in 1..<32 {
-                let expected = reference.hart.state.pointee.x[r], got = machine.hart.state.pointee.x[r]
-                #expect(got == expected, "budget \(budget), x\(r): JIT \(String(got, radix: 16)), interpreter \(String(expected, radix: 16))")
-            }
-        }
+        try Self.expectAgreementAtEveryStop(bytes, end: end, budgets: 1...200)
         let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
         #expect(reference.hart.run(budget: 1000) == .budgetExhausted)
         let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
@@ -301,10 +288,26 @@ import Testing
         ]
         let bytes = words.flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * UInt32($0))) } }
         let end = Layout.setup + UInt64(bytes.count) - 4
-        for budget in 1...120 {
+        try Self.expectAgreementAtEveryStop(bytes, end: end, budgets: 1...120)
+        // And to the end: the loop left at i = 7.
+        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
+        let jit = try JITEngine(hart: machine.hart)
+        #expect(jit.run(budget: 1000) == .budgetExhausted)
+        #expect(machine.pc == end && machine.hart.state.pointee.x[5] == 7)
+        // The blocks: the set-up to the loop's first branch (8 instructions), the rest of the
+        // first iteration (2), the loop (5, where it would be 3 if blocks ended at every
+        // branch), the ten of `after` (2 each) and the last two (1 each).
+        #expect(jit.statistics.blocks == 15 && jit.statistics.instructions == 37, "the loop is one block")
+    }
+
+    /// Runs the program `bytes` (at `Layout.setup`, ending in a loop on itself at `end`)
+    /// under the JIT with each budget of `budgets`, in several runs as the vCPU thread makes
+    /// them (each ends where its budget did), and compares where it stopped (pc, minstret)
+    /// and every register with the interpreter stepped as far.
+    static func expectAgreementAtEveryStop(_ bytes: [UInt8], end: UInt64, budgets: ClosedRange<Int>) throws {
+        for budget in budgets {
             let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
             let jit = try JITEngine(hart: machine.hart)
-            // Several runs, as the vCPU thread makes them: each ends where its budget did.
             while machine.minstret < UInt64(budget) && machine.pc != end {
                 #expect(jit.run(budget: budget) == .budgetExhausted)
             }
@@ -316,14 +319,5 @@ import Testing
                 #expect(got == expected, "budget \(budget), x\(r): JIT \(String(got, radix: 16)), interpreter \(String(expected, radix: 16))")
             }
         }
-        // And to the end: the loop left at i = 7.
-        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
-        let jit = try JITEngine(hart: machine.hart)
-        #expect(jit.run(budget: 1000) == .budgetExhausted)
-        #expect(machine.pc == end && machine.hart.state.pointee.x[5] == 7)
-        // The blocks: the set-up to the loop's first branch (8 instructions), the rest of the
-        // first iteration (2), the loop (5, where it would be 3 if blocks ended at every
-        // branch), the ten of `after` (2 each) and the last two (1 each).
-        #expect(jit.statistics.blocks == 15 && jit.statistics.instructions == 37, "the loop is one block")
     }
 }
