@@ -60,11 +60,13 @@ struct PageTablePage {
     var host: UnsafeMutableRawPointer?
 }
 
+/// One entry of the software TLB: 16 bytes, so that translated code indexes it with a
+/// scaled register alone. Its physical page is in a parallel array (`Hart.tlbPhysicalPages`),
+/// read only on fills, fetches and atomics.
 package struct TLBEntry {
     package var tag: UInt64 = .max
     /// For RAM pages: host address = guest virtual address + addend. 0 = MMIO page (slow path).
     package var addend: Int = 0
-    package var physicalPage: UInt64 = 0
 
     /// The host address of `vaddr`, on this entry's page (nil only for an addend that
     /// wraps to 0, which no RAM entry has).
@@ -73,9 +75,8 @@ package struct TLBEntry {
         UnsafeMutableRawPointer(bitPattern: Int(bitPattern: UInt(vaddr)) &+ addend)
     }
 
-    /// Where `tag` and `physicalPage` sit, for the atomic accesses another thread makes.
+    /// Where `tag` sits, for the atomic accesses another thread makes.
     static let tagOffset = MemoryLayout<TLBEntry>.offset(of: \TLBEntry.tag)!
-    static let physicalPageOffset = MemoryLayout<TLBEntry>.offset(of: \TLBEntry.physicalPage)!
 }
 
 package enum AccessType: Int {
@@ -115,6 +116,8 @@ public final class Hart: @unchecked Sendable {
     /// inner loop (no bounds checks: register fields are 5 bits).
     let registers: UnsafeMutablePointer<UInt64>
     package let tlb: UnsafeMutablePointer<TLBEntry>
+    /// The physical page of each TLB entry (same index), after the TLB in the same allocation.
+    package let tlbPhysicalPages: UnsafeMutablePointer<UInt64>
     /// Entries per access type, direct-mapped by virtual page number. 1024 rather than 256:
     /// a Linux boot and four module loads missed 40 % less in fetches (a kernel's hot code
     /// spans more than 256 pages) and loads, for 72 KiB per hart.
@@ -192,10 +195,12 @@ public final class Hart: @unchecked Sendable {
     /// Where the TLB starts from `state`: both are one allocation, so that translated code
     /// reaches the TLB through the register that holds the state (one register fewer pinned).
     package static let tlbOffsetFromState = (MemoryLayout<HartState>.size + 63) & ~63
+    /// Where `tlbPhysicalPages` starts from `state`.
+    package static let tlbPhysicalPagesOffsetFromState = tlbOffsetFromState + MemoryLayout<TLBEntry>.stride * tlbSize * 3
 
     public init(hartID: UInt64 = 0, memory: PhysicalMemory, timeBase: TimeBase) throws(SystemError) {
         let stateAndTLB = UnsafeMutableRawPointer.allocate(
-            byteCount: Hart.tlbOffsetFromState + MemoryLayout<TLBEntry>.stride * Hart.tlbSize * 3, alignment: 64)
+            byteCount: Hart.tlbPhysicalPagesOffsetFromState + MemoryLayout<UInt64>.stride * Hart.tlbSize * 3, alignment: 64)
         state = stateAndTLB.bindMemory(to: HartState.self, capacity: 1)
         state.initialize(to: HartState())
         state.pointee.mhartid = hartID
@@ -205,6 +210,8 @@ public final class Hart: @unchecked Sendable {
             .assumingMemoryBound(to: UInt64.self)
         tlb = (stateAndTLB + Hart.tlbOffsetFromState).bindMemory(to: TLBEntry.self, capacity: Hart.tlbSize * 3)
         tlb.initialize(repeating: TLBEntry(), count: Hart.tlbSize * 3)
+        tlbPhysicalPages = (stateAndTLB + Hart.tlbPhysicalPagesOffsetFromState).bindMemory(to: UInt64.self, capacity: Hart.tlbSize * 3)
+        tlbPhysicalPages.initialize(repeating: 0, count: Hart.tlbSize * 3)
         codeWriteTLB = .allocate(capacity: Hart.codeWriteTLBSize)
         codeWriteTLB.initialize(repeating: CodeWriteEntry(), count: Hart.codeWriteTLBSize)
         pmpRegions = .allocate(capacity: 16)
@@ -225,6 +232,7 @@ public final class Hart: @unchecked Sendable {
         dropAllCode()
         state.deinitialize(count: 1)
         tlb.deinitialize(count: Hart.tlbSize * 3)
+        tlbPhysicalPages.deinitialize(count: Hart.tlbSize * 3)
         UnsafeMutableRawPointer(state).deallocate()  // the TLB's memory too (init)
         codeWriteTLB.deinitialize(count: Hart.codeWriteTLBSize)
         codeWriteTLB.deallocate()
@@ -518,10 +526,10 @@ public final class Hart: @unchecked Sendable {
     /// is dropped for nothing, and one filled for `page` after this scan is dropped by its
     /// filler, which checks the page again after publishing the tag (`resolve`).
     private func dropWriteTranslations(ofPhysicalPage page: UInt64) {
-        let first = tlb + AccessType.write.rawValue * Hart.tlbSize
-        for i in 0..<Hart.tlbSize {
-            let entry = UnsafeMutableRawPointer(first + i)
-            if clx_atomic_load_u64(entry + TLBEntry.physicalPageOffset) == page && clx_atomic_load_u64(entry + TLBEntry.tagOffset) != .max {
+        let first = AccessType.write.rawValue * Hart.tlbSize
+        for i in first..<(first + Hart.tlbSize) {
+            let entry = UnsafeMutableRawPointer(tlb + i)
+            if clx_atomic_load_u64(UnsafeMutableRawPointer(tlbPhysicalPages + i)) == page && clx_atomic_load_u64(entry + TLBEntry.tagOffset) != .max {
                 clx_atomic_store_u64(entry + TLBEntry.tagOffset, .max)
             }
         }

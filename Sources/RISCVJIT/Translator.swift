@@ -20,7 +20,8 @@ struct StateLayout {
     let tlbStride: Int32
     let tlbTag: Int32
     let tlbAddend: Int32
-    let tlbPhysicalPage: Int32
+    /// `Hart.tlbPhysicalPages` from r15.
+    let tlbPhysicalPages: Int32
     let cacheStride: Int32
     let cacheVirtual: Int32
     let cachePhysical: Int32
@@ -49,7 +50,7 @@ struct StateLayout {
         tlbStride = Int32(MemoryLayout<TLBEntry>.stride)
         tlbTag = offset(\TLBEntry.tag)
         tlbAddend = offset(\TLBEntry.addend)
-        tlbPhysicalPage = offset(\TLBEntry.physicalPage)
+        tlbPhysicalPages = Int32(Hart.tlbPhysicalPagesOffsetFromState) - Self.bias
         cacheStride = Int32(MemoryLayout<CacheEntry>.stride)
         cacheVirtual = offset(\CacheEntry.virtual)
         cachePhysical = offset(\CacheEntry.physical)
@@ -908,11 +909,14 @@ struct Translator: ~Copyable {
         a.alu(.and, .rdx, imm: Int32(Hart.tlbSize - 1), w: false)
         a.shift(.shl, .rcx, imm: 2)
         a.alu(.or, .rcx, Mem(.r15, layout.fetchKey))
-        a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
+        // rdx = index * 2: entries of 16 bytes (scale 8), physical pages of 8 (scale 4).
+        precondition(layout.tlbStride == 16)
+        a.alu(.add, .rdx, .rdx, w: false)
         a.alu(.cmp, .rcx, Mem(.r15, index: .rdx, scale: 8, tlbBase + layout.tlbTag))
         a.jcc(.ne, miss)
         // rcx = physical pc = the entry's physical page | the page offset.
-        a.load(.rcx, Mem(.r15, index: .rdx, scale: 8, tlbBase + layout.tlbPhysicalPage))
+        let physicalBase = layout.tlbPhysicalPages + Int32(AccessType.execute.rawValue * Hart.tlbSize * 8)
+        a.load(.rcx, Mem(.r15, index: .rdx, scale: 4, physicalBase))
         a.mov(.rdx, .rax, w: false)
         a.alu(.and, .rdx, imm: 0xfff, w: false)
         a.alu(.or, .rcx, .rdx)
@@ -1564,12 +1568,11 @@ struct Translator: ~Copyable {
         a.mov(.rdx, .rcx, w: false)
         a.alu(.and, .rdx, imm: Int32(Hart.tlbSize - 1) << 2, w: false)
         a.alu(.or, .rcx, Mem(.r15, layout.dataKey))
-        // rdx * 2 = index * stride (24 = 3 * 8 for the three-word entry).
-        precondition(layout.tlbStride == 24)
-        a.lea(.rdx, Mem(.rdx, index: .rdx, scale: 2))
-        a.alu(.cmp, .rcx, Mem(.r15, index: .rdx, scale: 2, base + layout.tlbTag))
+        // rdx * 4 = index * stride (16: tag and addend; the physical page is elsewhere).
+        precondition(layout.tlbStride == 16)
+        a.alu(.cmp, .rcx, Mem(.r15, index: .rdx, scale: 4, base + layout.tlbTag))
         a.jcc(.ne, slow)
-        a.load(.rdx, Mem(.r15, index: .rdx, scale: 2, base + layout.tlbAddend))
+        a.load(.rdx, Mem(.r15, index: .rdx, scale: 4, base + layout.tlbAddend))
     }
 
     /// rax = rs1 + imm, the effective address.
