@@ -105,10 +105,11 @@ package enum AccessType: Int {
 /// Owned and run by one host thread; other threads only raise interrupt lines
 /// (`setInterrupt`) and ask it to stop (`requestStop`), both through atomics.
 public final class Hart: @unchecked Sendable {
-    // SAFETY: `state`, `tlb` (one allocation), `codeWriteTLB`, `pageTablePages`, `pmpRegions` and
-    // `recentDecodedPages` are allocated (with their fixed capacities) in init, freed in
-    // deinit, and touched only by the thread that runs the hart (the vCPU thread), per the
-    // threading rule of DESIGN.md §4; indices into them are masked to those capacities
+    // SAFETY: `state`, `tlb` and `tlbPhysicalPages` (one allocation), `codeWriteTLB`,
+    // `pageTablePages`, `pmpRegions` and `recentDecodedPages` are allocated (with their fixed
+    // capacities) in init, freed in deinit, and touched only by the thread that runs the hart
+    // (the vCPU thread), per the threading rule of DESIGN.md §4, but for the atomic scan of
+    // `dropWriteTranslations`; indices into them are masked to those capacities
     // (`pmpRegionCount` is at most 16).
     // Cross-thread inputs go through the atomics below.
     public let state: UnsafeMutablePointer<HartState>
@@ -233,7 +234,7 @@ public final class Hart: @unchecked Sendable {
         state.deinitialize(count: 1)
         tlb.deinitialize(count: Hart.tlbSize * 3)
         tlbPhysicalPages.deinitialize(count: Hart.tlbSize * 3)
-        UnsafeMutableRawPointer(state).deallocate()  // the TLB's memory too (init)
+        UnsafeMutableRawPointer(state).deallocate()  // the TLB's and its physical pages' memory too (init)
         codeWriteTLB.deinitialize(count: Hart.codeWriteTLBSize)
         codeWriteTLB.deallocate()
         pageTablePages.deinitialize(count: Hart.pageTablePagesSize)
