@@ -370,6 +370,10 @@ extension Hart {
         guard memory.mmio.write(at: GuestAddress(physical), value: value, size: size) else {
             throw Trap(.storeAccessFault, tval: vaddr)
         }
+        // A device store may make an interrupt pending for this hart (a self-IPI through
+        // msip, a timer compare in the past): end the chunk, so that the run loop looks at
+        // interrupts before the next instruction, as a hart takes one at once.
+        state.pointee.endChunk = true
     }
 
     @inline(__always)

@@ -568,13 +568,21 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
         }
     }
 
-    /// The TLB-miss path of a translated store (`info` = op | rs2 << 8).
+    /// The TLB-miss path of a translated store (`info` = op | rs2 << 8 | length << 16).
     func storeSlow(_ vaddr: UInt64, pc: UInt64, info: UInt64) -> UInt32 {
         let s = hart.state
         guard let op = Op(rawValue: UInt8(truncatingIfNeeded: info)) else { preconditionFailure("bad store helper info") }
         let size = Translator.storeSize(op)
         do throws(Trap) {
             try hart.storeSlow(vaddr, s.pointee.x[Int((info >> 8) & 31)], size: size, key: s.pointee.dataKey)
+            if s.pointee.endChunk {
+                // A device store (`Hart.storeSlow`): leave after it, retired, so that the
+                // dispatcher ends the chunk and an interrupt it raised is taken now. The slow
+                // path gives back the budget of the store and what follows it: keep the store's.
+                s.pointee.pc = pc &+ ((info >> 16) & 0xff)
+                s.pointee.jitBudget -= 1
+                return UInt32(ExitStatus.leave.rawValue)
+            }
             return 0
         } catch {
             return trapped(error, pc: pc)

@@ -1635,7 +1635,7 @@ struct Translator: ~Copyable {
         if value == nil { a.mov(.rcx, imm: 0) }
         a.store(Mem(.rax, index: .rdx), value ?? .rcx, size: size)
         a.bind(done)
-        let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8
+        let info = UInt64(d.op.rawValue) | UInt64(d.rs2) << 8 | UInt64(d.length) << 16
         slowPaths.append(SlowPath(label: slow, thunk: helpers.storeThunk, pc: insn.pc, info: info, unretired: unretired,
                                   done: done, dirty: dirtyAtBranch, reload: nil, accrue: mxcsrPending, reclean: mxcsrClean,
                                   materialize: unmaterialized))
