@@ -118,17 +118,7 @@ import Testing
         let bytes = words.flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * UInt32($0))) } }
         let end = Layout.setup + UInt64(bytes.count) - 4
 
-        let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
-        #expect(reference.hart.run(budget: 2000) == .budgetExhausted)
-        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
-        let jit = try JITEngine(hart: machine.hart)
-        #expect(jit.run(budget: 2000) == .budgetExhausted)
-
-        #expect(reference.pc == end && machine.pc == end)
-        for r in 1..<32 {
-            let expected = reference.hart.state.pointee.x[r], got = machine.hart.state.pointee.x[r]
-            #expect(got == expected, "x\(r): JIT \(String(got, radix: 16)), interpreter \(String(expected, radix: 16))")
-        }
+        let (reference, machine, _) = try Self.runBothToTheEnd(bytes, end: end, budget: 2000)
         #expect(machine.hart.debugRead(virtual: data, count: 8 * 26) == reference.hart.debugRead(virtual: data, count: 8 * 26))
     }
 
@@ -195,17 +185,7 @@ import Testing
         let bytes = words.flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * UInt32($0))) } }
         let end = Layout.setup + UInt64(bytes.count) - 4
 
-        let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
-        #expect(reference.hart.run(budget: 2000) == .budgetExhausted)
-        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
-        let jit = try JITEngine(hart: machine.hart)
-        #expect(jit.run(budget: 2000) == .budgetExhausted)
-
-        #expect(reference.pc == end && machine.pc == end)
-        for r in 1..<32 {
-            let expected = reference.hart.state.pointee.x[r], got = machine.hart.state.pointee.x[r]
-            #expect(got == expected, "x\(r): JIT \(String(got, radix: 16)), interpreter \(String(expected, radix: 16))")
-        }
+        let (reference, machine, jit) = try Self.runBothToTheEnd(bytes, end: end, budget: 2000)
         for csr in [CSRNumber.mcause, CSRNumber.mepc, CSRNumber.mtval] {
             #expect(machine.hart.debugReadCSR(csr) == reference.hart.debugReadCSR(csr))
         }
@@ -253,13 +233,7 @@ import Testing
         let bytes = words.flatMap { w in (0..<4).map { UInt8(truncatingIfNeeded: w >> (8 * UInt32($0))) } }
         let end = Layout.setup + UInt64(bytes.count) - 4
         try Self.expectAgreementAtEveryStop(bytes, end: end, budgets: 1...200)
-        let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
-        #expect(reference.hart.run(budget: 1000) == .budgetExhausted)
-        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
-        let jit = try JITEngine(hart: machine.hart)
-        #expect(jit.run(budget: 1000) == .budgetExhausted)
-        #expect(machine.pc == end && reference.pc == end)
-        for r in 1..<32 { #expect(machine.hart.state.pointee.x[r] == reference.hart.state.pointee.x[r], "x\(r)") }
+        let (reference, machine, _) = try Self.runBothToTheEnd(bytes, end: end, budget: 1000)
         #expect(machine.hart.debugRead(virtual: Layout.data, count: 16 * 12) == reference.hart.debugRead(virtual: Layout.data, count: 16 * 12))
     }
 
@@ -298,6 +272,24 @@ import Testing
         // first iteration (2), the loop (5, where it would be 3 if blocks ended at every
         // branch), the ten of `after` (2 each) and the last two (1 each).
         #expect(jit.statistics.blocks == 15 && jit.statistics.instructions == 37, "the loop is one block")
+    }
+
+    /// Runs the program `bytes` (at `Layout.setup`, ending in a loop on itself at `end`) for
+    /// `budget` instructions in the interpreter and, on a machine of its own, under the JIT;
+    /// both must reach `end` with the same registers. Returns the two machines and the engine
+    /// for further checks.
+    static func runBothToTheEnd(_ bytes: [UInt8], end: UInt64, budget: Int) throws -> (DiffMachine, DiffMachine, JITEngine) {
+        let reference = try DiffMachine(segments: [(Layout.setup, bytes)])
+        #expect(reference.hart.run(budget: budget) == .budgetExhausted)
+        let machine = try DiffMachine(segments: [(Layout.setup, bytes)])
+        let jit = try JITEngine(hart: machine.hart)
+        #expect(jit.run(budget: budget) == .budgetExhausted)
+        #expect(reference.pc == end && machine.pc == end)
+        for r in 1..<32 {
+            let expected = reference.hart.state.pointee.x[r], got = machine.hart.state.pointee.x[r]
+            #expect(got == expected, "x\(r): JIT \(String(got, radix: 16)), interpreter \(String(expected, radix: 16))")
+        }
+        return (reference, machine, jit)
     }
 
     /// Runs the program `bytes` (at `Layout.setup`, ending in a loop on itself at `end`)
