@@ -119,6 +119,12 @@ public final class Hart: @unchecked Sendable {
     package let tlb: UnsafeMutablePointer<TLBEntry>
     /// The physical page of each TLB entry (same index), after the TLB in the same allocation.
     package let tlbPhysicalPages: UnsafeMutablePointer<UInt64>
+
+    /// Where `entry`, one of `tlb`'s, maps to: its physical page.
+    @inline(__always)
+    package func physicalPage(of entry: UnsafeMutablePointer<TLBEntry>) -> UnsafeMutablePointer<UInt64> {
+        tlbPhysicalPages + (entry - tlb)
+    }
     /// Entries per access type, direct-mapped by virtual page number. 1024 rather than 256:
     /// a Linux boot and four module loads missed 40 % less in fetches (a kernel's hot code
     /// spans more than 256 pages) and loads, for 72 KiB per hart.

@@ -257,7 +257,7 @@ extension Hart {
             }
             let entry = tlb + access.rawValue * Hart.tlbSize + Int(vpn & UInt64(Hart.tlbSize - 1))
             entry.pointee.addend = Int(bitPattern: hostPage) &- Int(bitPattern: UInt(vaddr & ~(Hart.pageSize - 1)))
-            tlbPhysicalPages[entry - tlb] = page
+            physicalPage(of: entry).pointee = page
             if access == .write {
                 // Publish the tag, then look again: a page that became code in between was
                 // scanned by `dropWriteTranslations` perhaps before this entry existed.
@@ -411,7 +411,7 @@ extension Hart {
         // SAFETY: the entry maps this virtual page to RAM (`resolve` filled it for a whole
         // RAM page PMP treats uniformly), and the access is aligned within the page.
         if let entry = tlbEntry(vaddr, access, key: key), let host = entry.pointee.host(vaddr) {
-            return (host, tlbPhysicalPages[entry - tlb] | (vaddr & (Hart.pageSize - 1)))
+            return (host, physicalPage(of: entry).pointee | (vaddr & (Hart.pageSize - 1)))
         }
         let (physical, host) = try resolve(vaddr, size: UInt64(size), access, key: key)
         guard let host else { throw Trap(access.accessFault, tval: vaddr) }
@@ -424,7 +424,7 @@ extension Hart {
     /// the current privilege (through the TLB, filling it on a miss).
     func decodedPageForFetch(_ vaddr: UInt64) throws(Trap) -> UnsafeMutablePointer<DecodedInstruction> {
         let key = state.pointee.fetchKey
-        if let entry = tlbEntry(vaddr, .execute, key: key) { return decodedPage(tlbPhysicalPages[entry - tlb]) }
+        if let entry = tlbEntry(vaddr, .execute, key: key) { return decodedPage(physicalPage(of: entry).pointee) }
         let (physical, host) = try resolve(vaddr, size: 2, .execute, key: key)
         guard host != nil else { throw Trap(.instructionAccessFault, tval: vaddr) }
         return decodedPage(physical & ~(Hart.pageSize - 1))

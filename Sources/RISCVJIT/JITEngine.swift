@@ -330,7 +330,7 @@ public final class JITEngine: ExecutionEngine, @unchecked Sendable {
             // checks every fetch.
             guard entry.pointee.tag == key else { return interpretOne() }
         }
-        let physical = hart.tlbPhysicalPages[entry - hart.tlb] | (pc & (Hart.pageSize - 1))
+        let physical = hart.physicalPage(of: entry).pointee | (pc & (Hart.pageSize - 1))
         let c = cache + Self.cacheIndex(pc)
         if c.pointee.virtual == pc && c.pointee.physical == physical, let code = c.pointee.code {
             return .code(code)

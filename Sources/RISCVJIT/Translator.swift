@@ -389,17 +389,23 @@ struct Translator: ~Copyable {
         if victim < 0 {
             victim = evictionVictim()
         }
-        let old = slotGuest[victim]
-        if old != 0 {
-            let bit: UInt32 = 1 << UInt32(old)
-            if dirty & bit != 0 {
-                if lazy & bit != 0 { a.movsxd(Self.pool[victim], Self.pool[victim]) }
-                a.store(x(old), Self.pool[victim])
-            }
-            uncache(old)
-        }
+        spill(victim)
         slotGuest[victim] = r
         return victim
+    }
+
+    /// Empties pool slot `i`: its guest register, if any, is written back first when dirty
+    /// (sign-extended if lazy).
+    private mutating func spill(_ i: Int) {
+        let r = slotGuest[i]
+        guard r != 0 else { return }
+        let bit: UInt32 = 1 << UInt32(r)
+        if dirty & bit != 0 {
+            if lazy & bit != 0 { a.movsxd(Self.pool[i], Self.pool[i]) }
+            a.store(x(r), Self.pool[i])
+        }
+        uncache(r)
+        slotGuest[i] = 0
     }
 
     /// The slot to free when none is: Belady's choice, as `allocate` says.
@@ -655,7 +661,7 @@ struct Translator: ~Copyable {
                     rotate.imm = Int64(rotation.right)
                     block[j] = Instruction(pc: block[j].pc, decoded: rotate, slot: nil)
                     fused += 1
-                    for (i, dead) in [(p, deadP), (q, deadQ)] where dead {
+                    func drop(_ i: Int) {
                         shiftedBy[Int(block[i].decoded.rd)] = -1
                         holding &= ~(1 << UInt32(block[i].decoded.rd))
                         dropped.append((i, block[i].decoded))
@@ -663,6 +669,8 @@ struct Translator: ~Copyable {
                         (nop.op, nop.rd, nop.rs1, nop.rs2, nop.imm) = (.addi, 0, 0, 0, 0)
                         block[i] = Instruction(pc: block[i].pc, decoded: nop, slot: nil)
                     }
+                    if deadP { drop(p) }
+                    if deadQ { drop(q) }
                 }
             }
             // What this instruction writes no longer holds a shift's result, and the shifts
@@ -743,11 +751,8 @@ struct Translator: ~Copyable {
     static func isArithmetic(_ op: Op) -> Bool {
         guard isNative(op) else { return false }
         switch op {
-        case .jal, .jalr, .beq, .bne, .blt, .bge, .bltu, .bgeu, .lb, .lh, .lw, .ld, .lbu, .lhu, .lwu,
-             .sb, .sh, .sw, .sd, .fence:
-            return false
-        default:
-            return true
+        case .jal, .jalr, .beq, .bne, .blt, .bge, .bltu, .bgeu, .fence: return false
+        default: return !isLoadOrStore(op)
         }
     }
 
@@ -759,7 +764,8 @@ struct Translator: ~Copyable {
     /// slots for its other registers (rs1, rs2 and rd, when distinct and not pinned): Linux's
     /// vli_mult (elliptic-curve arithmetic, which module signatures are checked with) loops
     /// over eleven registers, and stored and reloaded them all at every iteration.
-    static func selfLoopRegisters(_ block: [Instruction]) -> UInt32? {
+    /// The block's register masks (`readMasks`, `writeMasks`) are set already.
+    private func selfLoopRegisters(_ block: [Instruction]) -> UInt32? {
         guard let last = block.last else { return nil }
         let d = last.decoded
         let target = last.pc &+ UInt64(bitPattern: d.imm)
@@ -772,14 +778,12 @@ struct Translator: ~Copyable {
         var masks: [(reads: UInt32, writes: UInt32)] = []
         masks.reserveCapacity(block.count)
         var used: UInt32 = 0
-        for insn in block {
-            let d = insn.decoded
-            guard isNative(d.op) || isNativeFloat(d) else { return nil }
-            let m = isNative(d.op) ? registerMasks(d) : floatRegisterMasks(d)
-            masks.append(m)
-            used |= m.reads | m.writes
+        for (i, insn) in block.enumerated() {
+            guard Self.isNative(insn.decoded.op) || Self.isNativeFloat(insn.decoded) else { return nil }
+            masks.append((readMasks[i], writeMasks[i]))
+            used |= readMasks[i] | writeMasks[i]
         }
-        if used.nonzeroBitCount <= pool.count { return used }
+        if used.nonzeroBitCount <= Self.pool.count { return used }
         // nextRead[i * 32 + r]: where x_r is next read from instruction i on (i itself
         // included), Int.max when it is written first or not read again.
         var nextRead = [Int](repeating: .max, count: (masks.count + 1) * 32)
@@ -790,14 +794,14 @@ struct Translator: ~Copyable {
             }
         }
         var pinned: UInt32 = 0
-        var cost = spillCost(masks, nextRead: nextRead, pinned: pinned)
+        var cost = Self.spillCost(masks, nextRead: nextRead, pinned: pinned)
         while true {
             var best: (pinned: UInt32, cost: Int)?
             for r in 1..<32 where used & ~pinned & (1 << UInt32(r)) != 0 {
                 let candidate = pinned | 1 << UInt32(r)
-                let free = pool.count - candidate.nonzeroBitCount
+                let free = Self.pool.count - candidate.nonzeroBitCount
                 guard masks.allSatisfy({ (($0.reads | $0.writes) & ~candidate).nonzeroBitCount <= free }) else { continue }
-                let c = spillCost(masks, nextRead: nextRead, pinned: candidate)
+                let c = Self.spillCost(masks, nextRead: nextRead, pinned: candidate)
                 if c < best?.cost ?? cost { best = (candidate, c) }
             }
             guard let best else { return pinned }
@@ -858,15 +862,7 @@ struct Translator: ~Copyable {
             // The back edge of a self-loop: pinned registers stay where the header expects
             // them, 64 bits wide, and the others leave the cache, as the header has it; the
             // budget is checked as a block entry would.
-            for i in 0..<Self.poolSize where slotGuest[i] != 0 && pinned & (1 << UInt32(slotGuest[i])) == 0 {
-                let r = slotGuest[i], bit: UInt32 = 1 << UInt32(r)
-                if dirty & bit != 0 {
-                    if lazy & bit != 0 { a.movsxd(Self.pool[i], Self.pool[i]) }
-                    a.store(x(r), Self.pool[i])
-                }
-                slotGuest[i] = 0
-                uncache(r)
-            }
+            for i in 0..<Self.poolSize where pinned & (1 << UInt32(slotGuest[i])) == 0 { spill(i) }
             widenLazy()
             let leave = a.newLabel()
             a.test(Self.budget, Self.budget)
@@ -967,7 +963,7 @@ struct Translator: ~Copyable {
         }
         a.test(Self.budget, Self.budget)
         a.jcc(.le, spent)
-        if chaining, let used = Self.selfLoopRegisters(block) {
+        if chaining, let used = selfLoopRegisters(block) {
             // A loop within one block (it ends jumping back to its own start): the guest
             // registers it pins (every one it uses, when they fit) get a host register for the
             // whole block, loaded once here, so the back edge keeps them there (`exit(to:)`)
@@ -1130,7 +1126,6 @@ struct Translator: ~Copyable {
     /// others, which `emitALU` stages through rax and rcx.
     private mutating func emitALUInPlace(_ d: DecodedInstruction) -> Bool {
         let imm32 = Int32(truncatingIfNeeded: d.imm)
-        let shamt = UInt8(truncatingIfNeeded: d.imm)
         if emitWithMemoryOperand(d) { return true }
         switch d.op {
         case .slt, .sltu, .slti, .sltiu:
@@ -1213,7 +1208,7 @@ struct Translator: ~Copyable {
         case .addi, .andi, .ori, .xori, .slli, .srli, .srai, .rori, .addiw, .slliw, .srliw, .sraiw, .roriw:
             // As above: W instructions read 32 bits and leave rd lazy; a bit operation with
             // an immediate (a 12-bit sign-extended one: 32-bit) keeps rs1's width.
-            let word = d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw || d.op == .roriw
+            let word = Self.isWordImmediate(d.op)
             let narrow = word || ((d.op == .andi || d.op == .ori || d.op == .xori) && is32(d.rs1))
             let resultLazy = word || lazy & (1 << UInt32(d.rs1)) & ~1 != 0
             guard let s1 = narrow ? source32(d.rs1) : source(d.rs1) else { return false }
@@ -1228,25 +1223,37 @@ struct Translator: ~Copyable {
                 if rd != s1 { a.mov(rd, s1) }  // sext.w: rd lazy, as every W result
             default:
                 if rd != s1 { a.mov(rd, s1) }
-                switch d.op {
-                case .andi: a.alu(.and, rd, imm: imm32)
-                case .ori: a.alu(.or, rd, imm: imm32)
-                case .xori: a.alu(.xor, rd, imm: imm32)
-                case .slli: a.shift(.shl, rd, imm: shamt & 63)
-                case .srli: a.shift(.shr, rd, imm: shamt & 63)
-                case .srai: a.shift(.sar, rd, imm: shamt & 63)
-                case .rori: a.shift(.ror, rd, imm: shamt & 63)
-                case .roriw: a.shift(.ror, rd, imm: shamt & 31, w: false)
-                case .addiw: a.alu(.add, rd, imm: imm32, w: false)
-                case .slliw: a.shift(.shl, rd, imm: shamt & 31, w: false)
-                case .srliw: a.shift(.shr, rd, imm: shamt & 31, w: false)
-                default: a.shift(.sar, rd, imm: shamt & 31, w: false)  // sraiw
-                }
+                emitImmediateOperation(d, on: rd)
             }
         default:
             return false
         }
         return true
+    }
+
+    /// addiw, slliw, srliw, sraiw, roriw: the immediate operations on 32 bits.
+    static func isWordImmediate(_ op: Op) -> Bool {
+        op == .addiw || op == .slliw || op == .srliw || op == .sraiw || op == .roriw
+    }
+
+    /// The immediate operation `d` (addi, andi, ori, xori, slli, srli, srai, rori or a W
+    /// form) on host register `reg`, which holds rs1: 32 bits wide for the W forms, whose
+    /// result is then lazy (its upper half is not the sign extension).
+    private mutating func emitImmediateOperation(_ d: DecodedInstruction, on reg: Reg) {
+        let word = Self.isWordImmediate(d.op)
+        let imm32 = Int32(truncatingIfNeeded: d.imm)
+        let shamt = UInt8(truncatingIfNeeded: d.imm) & (word ? 31 : 63)
+        switch d.op {
+        case .addi, .addiw: if imm32 != 0 { a.alu(.add, reg, imm: imm32, w: !word) }
+        case .andi: a.alu(.and, reg, imm: imm32)
+        case .ori: a.alu(.or, reg, imm: imm32)
+        case .xori: a.alu(.xor, reg, imm: imm32)
+        case .slli, .slliw: a.shift(.shl, reg, imm: shamt, w: !word)
+        case .srli, .srliw: a.shift(.shr, reg, imm: shamt, w: !word)
+        case .srai, .sraiw: a.shift(.sar, reg, imm: shamt, w: !word)
+        case .rori, .roriw: a.shift(.ror, reg, imm: shamt, w: !word)
+        default: preconditionFailure("\(d.op) is not an immediate operation")
+        }
     }
 
     /// Whether guest register `r` (not x0) is better read from memory by the instruction
@@ -1286,21 +1293,9 @@ struct Translator: ~Copyable {
         case .xor: kind = .xor
         case .addi, .andi, .ori, .xori, .slli, .srli, .srai, .rori, .addiw, .slliw, .srliw, .sraiw, .roriw:
             guard d.rs1 != d.rd && bypasses(d.rs1), let rd = destination(d.rd) else { return false }
-            let word = d.op == .addiw || d.op == .slliw || d.op == .srliw || d.op == .sraiw || d.op == .roriw
-            let imm32 = Int32(truncatingIfNeeded: d.imm)
-            let shamt = UInt8(truncatingIfNeeded: d.imm) & (word ? 31 : 63)
             a.load(rd, x(d.rs1))
-            switch d.op {
-            case .addi, .addiw: if imm32 != 0 { a.alu(.add, rd, imm: imm32, w: !word) }
-            case .andi: a.alu(.and, rd, imm: imm32)
-            case .ori: a.alu(.or, rd, imm: imm32)
-            case .xori: a.alu(.xor, rd, imm: imm32)
-            case .slli, .slliw: a.shift(.shl, rd, imm: shamt, w: !word)
-            case .srli, .srliw: a.shift(.shr, rd, imm: shamt, w: !word)
-            case .srai, .sraiw: a.shift(.sar, rd, imm: shamt, w: !word)
-            default: a.shift(.ror, rd, imm: shamt, w: !word)  // rori, roriw
-            }
-            if word { written32(d.rd, lazy: true) }
+            if Self.isWordImmediate(d.op) { written32(d.rd, lazy: true) }
+            emitImmediateOperation(d, on: rd)
             return true
         default:
             return false
@@ -1651,11 +1646,9 @@ struct Translator: ~Copyable {
         // Each dropped shift from its source, which holds what the shift read (`onlyReadBy`)
         // and is in memory now; in rcx (rax holds the access's address).
         for shift in path.materialize {
-            let word = shift.op == .slliw || shift.op == .srliw
-            let amount = UInt8(truncatingIfNeeded: shift.imm) & (word ? 31 : 63)
             a.load(.rcx, x(shift.rs1))
-            a.shift(shift.op == .slli || shift.op == .slliw ? .shl : .shr, .rcx, imm: amount, w: !word)
-            if word { a.movsxd(.rcx, .rcx) }
+            emitImmediateOperation(shift, on: .rcx)
+            if Self.isWordImmediate(shift.op) { a.movsxd(.rcx, .rcx) }
             a.store(x(shift.rd), .rcx)
         }
         if path.accrue { emitAccrual() }
